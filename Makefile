@@ -1,0 +1,38 @@
+# mesos-stateful. `make run` starts the suite locally; `make test` installs what it needs and
+# runs every test. See README.md.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup protos lint typecheck test run clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py scripts/setup.sh scripts/install_system_deps.sh scripts/install_http_parser.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	touch $@
+
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	cd protos && ../$(VENV)/bin/buf lint
+
+# mypy cannot follow the package-dir mapping of setup.py, so it checks a tree of links laid out
+# the way Python imports the code.
+typecheck: setup
+	rm -rf build/typecheck && mkdir -p build/typecheck/mesos_stateful
+	for f in services/*; do ln -s ../../../$$f build/typecheck/mesos_stateful/; done
+	ln -s ../../../executor build/typecheck/mesos_stateful/executor
+	cd build/typecheck && MYPYPATH=. ../../$(PY) -m mypy --config-file ../../pyproject.toml -p mesos_stateful
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: setup
+	$(PY) -m mesos_stateful.suite
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache state *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +

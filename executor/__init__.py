@@ -1,0 +1,1 @@
+"""The Mesos executor: runs one member (process or Docker), checks its health, reports status."""

@@ -1,0 +1,1 @@
+"""mesos-stateful: stateful workloads on Apache Mesos as gRPC microservices."""

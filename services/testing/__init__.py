@@ -1,0 +1,1 @@
+"""Test support: real etcd, state service, local cluster and workload processes for tests."""
