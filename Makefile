@@ -3,6 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
+# Where typecheck builds its tree of links (set it to run several checks at once).
+TC ?= build/typecheck
 
 .PHONY: setup protos lint typecheck test run clean
 
@@ -22,10 +24,11 @@ lint: setup
 # mypy cannot follow the package-dir mapping of setup.py, so it checks a tree of links laid out
 # the way Python imports the code.
 typecheck: setup
-	rm -rf build/typecheck && mkdir -p build/typecheck/mesos_stateful
-	for f in services/*; do ln -s ../../../$$f build/typecheck/mesos_stateful/; done
-	ln -s ../../../executor build/typecheck/mesos_stateful/executor
-	cd build/typecheck && MYPYPATH=. ../../$(PY) -m mypy --config-file ../../pyproject.toml -p mesos_stateful
+	rm -rf $(TC) && mkdir -p $(TC)/mesos_stateful
+	for f in services/*; do ln -s $(CURDIR)/$$f $(TC)/mesos_stateful/; done
+	ln -s $(CURDIR)/executor $(TC)/mesos_stateful/executor
+	cd $(TC) && MYPYPATH=. $(CURDIR)/$(PY) -m mypy --config-file $(CURDIR)/pyproject.toml \
+		--cache-dir .mypy_cache -p mesos_stateful
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
