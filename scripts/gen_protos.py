@@ -77,7 +77,9 @@ def main() -> int:
 
 def _differences(fresh: Path, current: Path) -> list[str]:
     names = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()}
-    names |= {p.relative_to(current) for p in current.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    names |= {
+        p.relative_to(current) for p in current.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
     return sorted(str(n) for n in names if not _same(fresh / n, current / n))
 
 

@@ -11,6 +11,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -91,3 +92,15 @@ async def serve_until_signal(
     if on_stop is not None:
         await on_stop()
     await served.server.stop(grace_seconds)
+
+
+async def is_serving(address: str, timeout: float = 1.0, service: str = "") -> bool:
+    """Whether the gRPC server at ``address`` answers grpc.health.v1 Check with SERVING."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        # The typeshed stubs of HealthStub declare no methods.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,289 @@
+"""Input validation of the public API: pure functions that collect every violation at once.
+
+Each check adds ``field path -> what is wrong`` to a ``Violations`` map; the caller raises one
+``errors.InvalidArgument`` naming all of them (INVALID_ARGUMENT with a google.rpc.BadRequest).
+Field paths are the request's own: ``spec.resources.cpus``, ``spec.config.<key>``, ``replicas``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common import errors
+
+Violations = dict[str, str]
+
+MAX_NAME_LEN = 40
+MAX_IMAGE_LEN = 255
+MAX_CONFIG_VALUE_LEN = 1024
+MAX_LABEL_NAME_LEN = 63
+MAX_LABEL_PREFIX_LEN = 253
+MAX_LABEL_VALUE_LEN = 63
+MAX_LABELS = 64
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_VALUE_LEN = 255
+MAX_MEMBERS_PER_AGENT = 1000
+
+_DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?)?$")
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
+_ATTRIBUTE_VALUE = re.compile(r"^[A-Za-z0-9_./:-]+$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Operator limits (from GatewaySettings)."""
+
+    max_replicas: int = 9
+    max_cpus: float = 16.0
+    max_mem_mb: int = 65536
+    max_disk_mb: int = 1048576
+    max_config_entries: int = 64
+
+
+def raise_if_any(violations: Violations, what: str = "invalid request") -> None:
+    """Raise one InvalidArgument listing every violation, if there is any."""
+    if violations:
+        summary = "; ".join(f"{f}: {d}" for f, d in sorted(violations.items()))
+        raise errors.InvalidArgument(f"{what}: {summary}", fields=violations)
+
+
+def check_name(value: str, field: str, violations: Violations) -> None:
+    """A DNS-1123 label: lowercase letters, digits and '-', starting with a letter, ending with a
+    letter or digit, at most 40 characters."""
+    if not value:
+        violations[field] = "is required"
+    elif len(value) > MAX_NAME_LEN:
+        violations[field] = f"must be at most {MAX_NAME_LEN} characters (got {len(value)})"
+    elif not _DNS_LABEL.match(value):
+        violations[field] = (
+            f"{value!r} is not a DNS-1123 label: use lowercase letters, digits and '-', "
+            "start with a letter and end with a letter or digit"
+        )
+
+
+def check_replicas(
+    replicas: int,
+    field: str,
+    limits: Limits,
+    description: types_pb2.WorkloadDescription | None,
+    violations: Violations,
+) -> None:
+    """1..max_replicas, and within the workload's own min/max when it declares them."""
+    if replicas < 1:
+        violations[field] = "must be at least 1"
+        return
+    if replicas > limits.max_replicas:
+        violations[field] = f"must be at most {limits.max_replicas} (got {replicas})"
+        return
+    if description is None:
+        return
+    if description.min_replicas and replicas < description.min_replicas:
+        violations[field] = (
+            f"workload {description.name!r} needs at least {description.min_replicas} members (got {replicas})"
+        )
+    elif description.max_replicas and replicas > description.max_replicas:
+        violations[field] = (
+            f"workload {description.name!r} supports at most {description.max_replicas} members "
+            f"(got {replicas})"
+        )
+
+
+def fill_resources(
+    resources: types_pb2.Resources,
+    defaults: types_pb2.Resources | None,
+    limits: Limits,
+    violations: Violations,
+    field: str = "spec.resources",
+) -> types_pb2.Resources:
+    """The resources with zero fields taken from the workload's defaults, checked against limits."""
+    filled = types_pb2.Resources()
+    filled.CopyFrom(resources)
+    if defaults is not None:
+        if filled.cpus == 0:
+            filled.cpus = defaults.cpus
+        if filled.mem_mb == 0:
+            filled.mem_mb = defaults.mem_mb
+        if filled.disk_mb == 0:
+            filled.disk_mb = defaults.disk_mb
+    cpus = filled.cpus
+    if not math.isfinite(cpus):
+        violations[f"{field}.cpus"] = "must be a finite number"
+    elif cpus < 0:
+        violations[f"{field}.cpus"] = "must be positive"
+    elif cpus == 0 and defaults is not None:
+        violations[f"{field}.cpus"] = "is required (the workload has no default)"
+    elif cpus > limits.max_cpus:
+        violations[f"{field}.cpus"] = f"must be at most {limits.max_cpus:g} (got {cpus:g})"
+    if filled.mem_mb == 0 and defaults is not None:
+        violations[f"{field}.mem_mb"] = "is required (the workload has no default)"
+    elif filled.mem_mb > limits.max_mem_mb:
+        violations[f"{field}.mem_mb"] = f"must be at most {limits.max_mem_mb} MiB (got {filled.mem_mb})"
+    if filled.disk_mb > limits.max_disk_mb:
+        violations[f"{field}.disk_mb"] = f"must be at most {limits.max_disk_mb} MiB (got {filled.disk_mb})"
+    return filled
+
+
+def check_image(image: str, field: str, violations: Violations) -> None:
+    if len(image) > MAX_IMAGE_LEN:
+        violations[field] = f"must be at most {MAX_IMAGE_LEN} characters"
+    elif any(c.isspace() for c in image) or not image.isprintable():
+        violations[field] = "must not contain whitespace or control characters"
+
+
+def check_config(
+    config: Mapping[str, str],
+    description: types_pb2.WorkloadDescription | None,
+    limits: Limits,
+    violations: Violations,
+    field: str = "spec.config",
+) -> None:
+    """At most N entries; keys the workload declares (and allowed values); printable values."""
+    if len(config) > limits.max_config_entries:
+        violations[field] = f"at most {limits.max_config_entries} entries (got {len(config)})"
+    keys = {k.name: k for k in description.config_keys} if description is not None else None
+    workload = description.name if description is not None else ""
+    for key, value in sorted(config.items()):
+        path = f"{field}.{key}"
+        if keys is not None and key not in keys:
+            known = ", ".join(sorted(keys)) or "none"
+            violations[path] = f"unknown key for workload {workload!r} (known keys: {known})"
+        elif len(value) > MAX_CONFIG_VALUE_LEN:
+            violations[path] = f"value must be at most {MAX_CONFIG_VALUE_LEN} characters"
+        elif not value.isprintable():
+            violations[path] = "value must be printable (no control characters)"
+        elif keys is not None and keys[key].allowed_values and value not in keys[key].allowed_values:
+            allowed = ", ".join(keys[key].allowed_values)
+            violations[path] = f"{value!r} is not allowed (allowed: {allowed})"
+
+
+def label_key_problem(key: str) -> str | None:
+    """What is wrong with a Kubernetes label key ``[prefix/]name``, or None."""
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and not prefix:
+        return "prefix before '/' must not be empty"
+    if prefix and (len(prefix) > MAX_LABEL_PREFIX_LEN or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"prefix {prefix!r} must be a DNS subdomain of at most {MAX_LABEL_PREFIX_LEN} characters"
+    if not name:
+        return "name must not be empty"
+    if len(name) > MAX_LABEL_NAME_LEN:
+        return f"name must be at most {MAX_LABEL_NAME_LEN} characters"
+    if not _LABEL_NAME.match(name):
+        return "name must use [A-Za-z0-9-_.] and start and end with a letter or digit"
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    if len(value) > MAX_LABEL_VALUE_LEN:
+        return f"value must be at most {MAX_LABEL_VALUE_LEN} characters"
+    if not _LABEL_VALUE.match(value):
+        return "value must use [A-Za-z0-9-_.] and start and end with a letter or digit"
+    return None
+
+
+def check_labels(labels: Mapping[str, str], field: str, violations: Violations) -> None:
+    if len(labels) > MAX_LABELS:
+        violations[field] = f"at most {MAX_LABELS} labels (got {len(labels)})"
+    for key, value in sorted(labels.items()):
+        problem = label_key_problem(key) or label_value_problem(value)
+        if problem:
+            violations[f"{field}.{key}"] = problem
+
+
+def check_placement(placement: types_pb2.Placement, field: str, violations: Violations) -> None:
+    if placement.max_members_per_agent > MAX_MEMBERS_PER_AGENT:
+        violations[f"{field}.max_members_per_agent"] = f"must be at most {MAX_MEMBERS_PER_AGENT}"
+    attributes = placement.required_attributes
+    path = f"{field}.required_attributes"
+    if len(attributes) > MAX_ATTRIBUTES:
+        violations[path] = f"at most {MAX_ATTRIBUTES} attributes (got {len(attributes)})"
+    for key, value in sorted(attributes.items()):
+        if not _ATTRIBUTE_NAME.match(key):
+            violations[f"{path}.{key}"] = "attribute name must be 1-63 characters of [A-Za-z0-9_.-]"
+        elif len(value) > MAX_ATTRIBUTE_VALUE_LEN or not _ATTRIBUTE_VALUE.match(value):
+            violations[f"{path}.{key}"] = (
+                f"attribute value must be 1-{MAX_ATTRIBUTE_VALUE_LEN} characters of [A-Za-z0-9_./:-]"
+            )
+
+
+def check_workload(
+    workload: str, registered: Iterable[str], field: str, violations: Violations
+) -> bool:
+    """Whether ``workload`` is registered; a violation listing the registered ones otherwise."""
+    names = sorted(registered)
+    if workload in names:
+        return True
+    known = ", ".join(names) if names else "none registered: is a workload service running?"
+    violations[field] = (
+        f"is required (registered workloads: {known})"
+        if not workload
+        else f"unknown workload {workload!r} (registered workloads: {known})"
+    )
+    return False
+
+
+def validate_spec(
+    spec: types_pb2.InstanceSpec,
+    workloads: Mapping[str, types_pb2.WorkloadDescription],
+    limits: Limits,
+) -> types_pb2.InstanceSpec:
+    """The spec with defaults filled in, or InvalidArgument naming every bad field."""
+    violations: Violations = {}
+    check_name(spec.name, "spec.name", violations)
+    description = (
+        workloads[spec.workload] if check_workload(spec.workload, workloads, "spec.workload", violations)
+        else None
+    )
+    check_replicas(spec.replicas, "spec.replicas", limits, description, violations)
+    filled = types_pb2.InstanceSpec()
+    filled.CopyFrom(spec)
+    resources = fill_resources(
+        spec.resources, description.default_resources if description else None, limits, violations
+    )
+    filled.resources.CopyFrom(resources)
+    check_image(spec.image, "spec.image", violations)
+    check_config(spec.config, description, limits, violations)
+    check_labels(spec.labels, "spec.labels", violations)
+    check_placement(spec.placement, "spec.placement", violations)
+    raise_if_any(violations, "invalid instance spec")
+    return filled
+
+
+def validate_instance_name(name: str, field: str = "name") -> None:
+    violations: Violations = {}
+    check_name(name, field, violations)
+    raise_if_any(violations)
+
+
+def validate_scale(
+    name: str, replicas: int, description: types_pb2.WorkloadDescription | None, limits: Limits
+) -> None:
+    violations: Violations = {}
+    check_name(name, "name", violations)
+    check_replicas(replicas, "replicas", limits, description, violations)
+    raise_if_any(violations)
+
+
+def validate_list_filter(workload: str, labels: Mapping[str, str]) -> None:
+    violations: Violations = {}
+    if workload:
+        check_name(workload, "workload", violations)
+    check_labels(labels, "labels", violations)
+    raise_if_any(violations)
+
+
+def validate_watch_filter(name: str, workload: str, start_revision: int) -> None:
+    violations: Violations = {}
+    if name:
+        check_name(name, "name", violations)
+    if workload:
+        check_name(workload, "workload", violations)
+    if start_revision < 0:
+        violations["start_revision"] = "must not be negative"
+    raise_if_any(violations)

@@ -1,0 +1,3 @@
+from mesos_stateful.suite.main import main
+
+main()

@@ -1,0 +1,34 @@
+"""Settings of the local suite runner (`make run`)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from mesos_stateful.common.settings import ServiceSettings
+
+
+class SuiteSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="STATEFUL_SUITE_")
+
+    data_dir: str = Field("state", description="folder for etcd data, agent sandboxes and logs")
+    gateway: str = Field("127.0.0.1:7000", description="public API address")
+    state: str = Field("127.0.0.1:7100", description="state service address")
+    offers: str = Field("127.0.0.1:7200", description="offers service address")
+    lifecycle: str = Field("127.0.0.1:7300", description="lifecycle service address")
+    master: str = Field("127.0.0.1:5050", description="local cluster master address")
+    agents: int = Field(3, description="simulated agents in the local cluster")
+    workloads: list[str] = Field(
+        default_factory=lambda: ["redis", "mysql", "etcd"], description="workload services to start"
+    )
+    workload_base_port: int = Field(7401, description="redis, mysql, etcd listen on consecutive ports")
+    start_timeout_seconds: float = Field(60.0, description="how long a service may take to become healthy")
+    stop_grace_seconds: float = Field(15.0, description="SIGTERM to SIGKILL, per service")
+
+    @model_validator(mode="after")
+    def _check(self) -> SuiteSettings:
+        if not 1 <= self.agents <= 200:
+            raise ValueError("agents must be between 1 and 200")
+        if self.start_timeout_seconds <= 0 or self.stop_grace_seconds <= 0:
+            raise ValueError("timeouts must be positive")
+        return self

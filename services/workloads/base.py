@@ -1,0 +1,390 @@
+"""What every workload service written in Python shares.
+
+- :class:`WorkloadSettings`: the settings base (subclass it with your own ``env_prefix``).
+- :class:`WorkloadBase`: a ``WorkloadService`` servicer whose callbacks all have safe defaults
+  (empty answers; ``SlaveLost`` / ``PeerLost`` answer ``replace=True``), so a workload implements
+  only what its topology needs, plus helpers to find members and endpoints in a callback context.
+  ``Config`` has no sensible default and fails until overridden.
+- :func:`callback`: decorator for callbacks: domain errors become gRPC status, and a callback that
+  takes longer than ``callback_timeout_seconds`` fails UNAVAILABLE (lifecycle retries it).
+- :class:`Registration`: keeps ``Workload{name, endpoint, description}`` registered in the state
+  service under a lease, registering again whenever the lease is lost.
+- :func:`run_workload`: serve, register, wait for SIGTERM/SIGINT, deregister, stop.
+
+Raise :class:`mesos_stateful.common.errors.Unavailable` when the workload's own server cannot be
+reached: lifecycle retries UNAVAILABLE with backoff; other errors fail the step for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+from pydantic import Field, model_validator
+
+from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
+from mesos_stateful.common import errors
+from mesos_stateful.common.grpc_errors import grpc_method
+from mesos_stateful.common.server import Served, build_server, wait_for_signal
+from mesos_stateful.common.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from mesos_stateful.state.client import StateClient
+
+log = logging.getLogger(__name__)
+
+pb = workload_service_pb2
+Context = grpc.aio.ServicerContext[Any, Any]
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["WorkloadService"].full_name
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 hosts in brackets) -> (host, port); ValueError if malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+class WorkloadSettings(ServiceSettings):
+    """Settings every workload service has. Subclass with ``model_config =
+    SettingsConfigDict(env_prefix="STATEFUL_<NAME>_")`` (pydantic merges it with the base config)."""
+
+    state_endpoint: str = Field("127.0.0.1:7100", description="host:port of the state service")
+    advertise: str = Field(
+        "",
+        description="host:port other services use to reach this one; empty: the bound address "
+        "(a wildcard listen host is replaced by this machine's hostname)",
+    )
+    register: bool = Field(
+        True, description="register in the state service (off: only serve, e.g. for a manual test)"
+    )
+    lease_ttl_seconds: int = Field(
+        10, description="TTL of the registration lease; it is kept alive every TTL/3 seconds"
+    )
+    callback_timeout_seconds: float = Field(
+        20.0, description="most time one callback may take; past it the callback fails UNAVAILABLE"
+    )
+    connect_timeout_seconds: float = Field(
+        3.0, description="timeout to connect to, and for one command on, the workload's own server"
+    )
+    grace_seconds: float = Field(5.0, description="time in-flight calls get to finish on SIGTERM")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        split_host_port(self.listen)
+        split_host_port(self.state_endpoint)
+        if self.advertise:
+            split_host_port(self.advertise)
+        if self.lease_ttl_seconds < 3:
+            raise ValueError("lease_ttl_seconds must be at least 3 (keepalive runs every TTL/3)")
+        if self.callback_timeout_seconds <= 0 or self.connect_timeout_seconds <= 0:
+            raise ValueError("timeouts must be > 0")
+        if self.connect_timeout_seconds >= self.callback_timeout_seconds:
+            raise ValueError("connect_timeout_seconds must be below callback_timeout_seconds")
+        return self
+
+    @property
+    def keepalive_seconds(self) -> float:
+        return self.lease_ttl_seconds / 3
+
+    def advertised_endpoint(self, bound_port: int) -> str:
+        """The endpoint to register: ``advertise`` if set, else the bound host and port."""
+        if self.advertise:
+            return self.advertise
+        host, _ = split_host_port(self.listen)
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"
+
+
+# --- helpers on a callback context -------------------------------------------------------------
+
+
+def member(context: pb.CallbackContext) -> types_pb2.Member:
+    """The member the callback is about."""
+    for m in context.instance.members:
+        if m.id == context.member_id:
+            return m
+    raise errors.InvalidArgument(
+        f"member {context.member_id!r} is not in instance {context.instance.spec.name!r}",
+        {"context.member_id": "not a member of context.instance"},
+    )
+
+
+def master(context: pb.CallbackContext) -> types_pb2.Member:
+    """The instance's ROLE_MASTER member."""
+    for m in context.instance.members:
+        if m.role == types_pb2.ROLE_MASTER:
+            return m
+    raise errors.FailedPrecondition(f"instance {context.instance.spec.name!r} has no master member")
+
+
+def others(context: pb.CallbackContext) -> list[types_pb2.Member]:
+    """Every member but the one the callback is about, by ordinal."""
+    return sorted((m for m in context.instance.members if m.id != context.member_id), key=lambda m: m.ordinal)
+
+
+def endpoint(m: types_pb2.Member, port_name: str) -> tuple[str, int]:
+    """(host, port) of a member's named port; FailedPrecondition if it has none yet."""
+    port = m.ports.get(port_name, 0)
+    if not m.host or not port:
+        raise errors.FailedPrecondition(f"member {m.id} has no address for port {port_name!r} yet")
+    return m.host, port
+
+
+# --- the servicer base ---------------------------------------------------------------------------
+
+_W = TypeVar("_W", bound="WorkloadBase")
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+def callback(
+    method: Callable[[_W, _Req, Context], Awaitable[_Resp]],
+) -> Callable[[_W, _Req, Context], Awaitable[_Resp]]:
+    """Decorates a callback: domain errors become gRPC status; a callback running longer than
+    ``settings.callback_timeout_seconds`` fails UNAVAILABLE (so lifecycle retries it)."""
+
+    @functools.wraps(method)
+    async def timed(self: _W, request: _Req, context: Context) -> _Resp:
+        timeout = self.settings.callback_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                return await method(self, request, context)
+        except TimeoutError:
+            raise errors.Unavailable(f"{method.__name__} did not finish within {timeout:.0f}s") from None
+
+    return grpc_method(timed)
+
+
+class WorkloadBase(workload_service_pb2_grpc.WorkloadServiceServicer):
+    """Base of a workload servicer: ``Describe`` answers ``description``; every other callback but
+    ``Config`` has a safe default. Override with ``@callback``-decorated async methods."""
+
+    def __init__(self, description: types_pb2.WorkloadDescription, settings: WorkloadSettings) -> None:
+        self.description = description
+        self.settings = settings
+
+    # Helpers, also available as module functions.
+    member = staticmethod(member)
+    master = staticmethod(master)
+    others = staticmethod(others)
+    endpoint = staticmethod(endpoint)
+
+    @callback
+    async def Describe(self, request: pb.DescribeRequest, context: Context) -> pb.DescribeResponse:
+        return pb.DescribeResponse(description=self.description)
+
+    @callback
+    async def Config(self, request: pb.ConfigRequest, context: Context) -> pb.ConfigResponse:
+        raise errors.PermanentError(f"workload {self.description.name} does not implement Config")
+
+    @callback
+    async def Start(self, request: pb.StartRequest, context: Context) -> pb.StartResponse:
+        return pb.StartResponse()
+
+    @callback
+    async def StartMaster(self, request: pb.StartMasterRequest, context: Context) -> pb.StartMasterResponse:
+        return pb.StartMasterResponse()
+
+    @callback
+    async def StartSlave(self, request: pb.StartSlaveRequest, context: Context) -> pb.StartSlaveResponse:
+        return pb.StartSlaveResponse()
+
+    @callback
+    async def MasterRunning(
+        self, request: pb.MasterRunningRequest, context: Context
+    ) -> pb.MasterRunningResponse:
+        return pb.MasterRunningResponse()
+
+    @callback
+    async def SlaveRunning(
+        self, request: pb.SlaveRunningRequest, context: Context
+    ) -> pb.SlaveRunningResponse:
+        return pb.SlaveRunningResponse()
+
+    @callback
+    async def MasterLost(self, request: pb.MasterLostRequest, context: Context) -> pb.MasterLostResponse:
+        # Empty: nothing to promote now; lifecycle asks again later.
+        return pb.MasterLostResponse()
+
+    @callback
+    async def SlaveLost(self, request: pb.SlaveLostRequest, context: Context) -> pb.SlaveLostResponse:
+        return pb.SlaveLostResponse(replace=True)
+
+    @callback
+    async def PeerRunning(self, request: pb.PeerRunningRequest, context: Context) -> pb.PeerRunningResponse:
+        return pb.PeerRunningResponse()
+
+    @callback
+    async def PeerLost(self, request: pb.PeerLostRequest, context: Context) -> pb.PeerLostResponse:
+        return pb.PeerLostResponse(replace=True)
+
+    @callback
+    async def RemoveMember(
+        self, request: pb.RemoveMemberRequest, context: Context
+    ) -> pb.RemoveMemberResponse:
+        return pb.RemoveMemberResponse()
+
+
+# --- registration --------------------------------------------------------------------------------
+
+
+class Registration:
+    """Keeps one ``Workload`` record in the state service under a lease.
+
+    A background task grants a lease, puts the record on it and keeps the lease alive every
+    ``ttl/3`` seconds. When the lease is gone (expired while the state service or etcd was down)
+    it registers again; while the state service is unreachable it retries every ``ttl/3``.
+    ``stop()`` revokes the lease so the record disappears at once.
+    """
+
+    def __init__(self, client: StateClient, workload: types_pb2.Workload, ttl_seconds: int) -> None:
+        self._client = client
+        self._workload = workload
+        self._ttl = ttl_seconds
+        self._lease_id = 0
+        self._task: asyncio.Task[None] | None = None
+        self.registered = asyncio.Event()
+        # How many times the record was (re-)put; for logs and tests.
+        self.registrations = 0
+
+    @property
+    def lease_id(self) -> int:
+        return self._lease_id
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"register-{self._workload.name}")
+
+    async def wait_registered(self) -> None:
+        """Return once the record is stored (wrap in ``asyncio.timeout`` to bound the wait)."""
+        await self.registered.wait()
+
+    async def stop(self, revoke: bool = True) -> None:
+        """Stop keeping the lease alive; revoke it unless ``revoke`` is False (then the record
+        lasts until the lease expires)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if revoke and self._lease_id:
+            try:
+                async with asyncio.timeout(self._ttl):
+                    await self._client.revoke_lease(self._lease_id)
+                log.info("deregistered workload %s", self._workload.name)
+            except (errors.StatefulError, TimeoutError) as error:
+                log.warning("could not revoke registration lease (it will expire): %s", error)
+        self._lease_id = 0
+        self.registered.clear()
+
+    async def _register(self) -> None:
+        if not self._lease_id:
+            self._lease_id = await self._client.grant_lease(self._ttl)
+        record = types_pb2.Workload()
+        record.CopyFrom(self._workload)
+        record.registered_at.CopyFrom(_now())
+        await self._client.put(record, lease_id=self._lease_id)
+        self.registrations += 1
+        self.registered.set()
+        log.info(
+            "registered workload %s at %s (lease %x, ttl %ss)",
+            record.name,
+            record.endpoint,
+            self._lease_id,
+            self._ttl,
+        )
+
+    async def _run(self) -> None:
+        interval = self._ttl / 3
+        while True:
+            try:
+                if not self.registered.is_set():
+                    await self._register()
+                await asyncio.sleep(interval)
+                await self._client.keep_alive(self._lease_id)
+            except errors.NotFound:
+                log.warning("registration lease of %s is gone; registering again", self._workload.name)
+                self._lease_id = 0
+                self.registered.clear()
+            except errors.StatefulError as error:
+                # Unreachable state service: keep the lease id (it may outlive the outage) and retry.
+                log.warning("registration of %s: %s; retrying in %.1fs", self._workload.name, error, interval)
+                await asyncio.sleep(interval)
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+# --- running a workload service ------------------------------------------------------------------
+
+
+@dataclass
+class RunningWorkload:
+    """A started workload service: its server, the endpoint it registered and its registration."""
+
+    served: Served
+    endpoint: str
+    registration: Registration | None
+    client: StateClient | None
+
+    @property
+    def port(self) -> int:
+        return self.served.port
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        await self.served.set_serving(False)
+        if self.registration is not None:
+            await self.registration.stop()
+        if self.client is not None:
+            await self.client.close()
+        await self.served.server.stop(grace_seconds)
+
+
+async def start_workload(servicer: WorkloadBase, settings: WorkloadSettings) -> RunningWorkload:
+    """Start the gRPC server and (if ``settings.register``) the registration in the background;
+    the service serves even while the state service is unreachable."""
+    served = await build_server(
+        settings.listen,
+        [functools.partial(workload_service_pb2_grpc.add_WorkloadServiceServicer_to_server, servicer)],
+        [SERVICE_NAME],
+    )
+    advertised = settings.advertised_endpoint(served.port)
+    log.info(
+        "workload %s serving on port %d, advertised as %s", servicer.description.name, served.port, advertised
+    )
+    if not settings.register:
+        return RunningWorkload(served=served, endpoint=advertised, registration=None, client=None)
+    from mesos_stateful.state.client import StateClient
+
+    client = StateClient(settings.state_endpoint)
+    registration = Registration(
+        client,
+        types_pb2.Workload(
+            name=servicer.description.name, endpoint=advertised, description=servicer.description
+        ),
+        settings.lease_ttl_seconds,
+    )
+    registration.start()
+    return RunningWorkload(served=served, endpoint=advertised, registration=registration, client=client)
+
+
+async def run_workload(servicer: WorkloadBase, settings: WorkloadSettings) -> None:
+    """Serve and stay registered until SIGTERM/SIGINT, then deregister and stop gracefully."""
+    running = await start_workload(servicer, settings)
+    await wait_for_signal()
+    log.info("stopping: deregistering and draining calls for up to %.0fs", settings.grace_seconds)
+    await running.stop(settings.grace_seconds)

@@ -1,0 +1,68 @@
+"""What the Redis workload is: its Describe answer."""
+
+from __future__ import annotations
+
+from mesos_stateful.api.stateful.v1 import types_pb2
+
+NAME = "redis"
+# The one named port every member needs; the task sees it as ${PORT_REDIS}.
+PORT = "redis"
+PASSWORD = "password"
+DEFAULT_IMAGE = "redis:7"
+
+EVICTION_POLICIES = [
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+]
+
+CONFIG_KEYS = [
+    types_pb2.ConfigKey(
+        name="appendonly",
+        description="append-only file persistence (every write logged in the sandbox)",
+        default_value="yes",
+        allowed_values=["yes", "no"],
+    ),
+    types_pb2.ConfigKey(
+        name="appendfsync",
+        description="when the append-only file is fsynced",
+        default_value="everysec",
+        allowed_values=["always", "everysec", "no"],
+    ),
+    types_pb2.ConfigKey(
+        name="save",
+        description='RDB snapshot rules, "<seconds> <changes> ..."; empty: no snapshots',
+        default_value="3600 1 300 100 60 10000",
+    ),
+    types_pb2.ConfigKey(
+        name="maxmemory",
+        description='memory limit for data, e.g. "200mb"; "0": no limit',
+        default_value="0",
+    ),
+    types_pb2.ConfigKey(
+        name="maxmemory-policy",
+        description="what to evict when maxmemory is reached",
+        default_value="noeviction",
+        allowed_values=EVICTION_POLICIES,
+    ),
+]
+
+
+def description() -> types_pb2.WorkloadDescription:
+    return types_pb2.WorkloadDescription(
+        name=NAME,
+        topology=types_pb2.TOPOLOGY_MASTER_REPLICA,
+        default_image=DEFAULT_IMAGE,
+        port_names=[PORT],
+        default_resources=types_pb2.Resources(cpus=0.5, mem_mb=256, disk_mb=1024),
+        secret_names=[PASSWORD],
+        min_replicas=1,
+        max_replicas=0,
+        config_keys=CONFIG_KEYS,
+        summary="Redis: one master, asynchronous replicas, the most advanced replica promoted on master loss",
+    )
