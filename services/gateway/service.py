@@ -24,10 +24,10 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
-from mesos_stateful.common.grpc_errors import from_rpc_error
 from mesos_stateful.gateway import validation
 from mesos_stateful.gateway.validation import Limits
 from mesos_stateful.state.client import StateClient
+from mesos_stateful.state.rpcerrors import domain_error
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class InstanceDomain:
         except TimeoutError:
             raise self._unavailable(f"no answer within {self._timeout:g}s") from None
         except grpc.RpcError as error:
-            domain = from_rpc_error(error)
+            domain = domain_error(error)
             if isinstance(domain, errors.TemporaryError):
                 raise self._unavailable(domain.message) from None
             raise domain from None
@@ -154,7 +154,7 @@ class InstanceDomain:
                 secrets = dict(found.secrets.values)
         return instance, secrets
 
-    async def list(
+    async def list_instances(
         self, page_size: int, page_token: str, workload: str, labels: Mapping[str, str]
     ) -> tuple[list[types_pb2.Instance], str]:
         validation.validate_list_filter(workload, labels)
@@ -213,8 +213,9 @@ class InstanceDomain:
             assert isinstance(current, types_pb2.Instance)
             updated = types_pb2.Instance()
             updated.CopyFrom(current)
-            if change(updated):
-                updated.updated_at.CopyFrom(_now())
+            if not change(updated):
+                return None  # no write: update() returns the current record
+            updated.updated_at.CopyFrom(_now())
             return updated
 
         record = await self._call(lambda: self._state.update(st.KIND_INSTANCE, name, mutate))
@@ -286,7 +287,8 @@ class InstanceDomain:
         else:
             # Replaying history: bodies are assembled from the latest members we know.
             start, skip_members_until = start_revision, 0
-        stream = self._state.watch(kinds=(st.KIND_INSTANCE, st.KIND_MEMBER), prefix=name, start_revision=start)
+        kinds = (st.KIND_INSTANCE, st.KIND_MEMBER)
+        stream = self._state.watch(kinds=kinds, prefix=name, start_revision=start)
         try:
             async for event in stream:
                 if event.record.key.kind == st.KIND_MEMBER and event.revision <= skip_members_until:
@@ -295,7 +297,7 @@ class InstanceDomain:
                 if response is not None:
                     yield response
         except grpc.RpcError as error:
-            domain = from_rpc_error(error)
+            domain = domain_error(error)
             if isinstance(domain, errors.TemporaryError):
                 raise self._unavailable(domain.message) from None
             raise domain from None

@@ -86,7 +86,8 @@ def check_replicas(
         return
     if description.min_replicas and replicas < description.min_replicas:
         violations[field] = (
-            f"workload {description.name!r} needs at least {description.min_replicas} members (got {replicas})"
+            f"workload {description.name!r} needs at least {description.min_replicas} members "
+            f"(got {replicas})"
         )
     elif description.max_replicas and replicas > description.max_replicas:
         violations[field] = (

@@ -64,7 +64,7 @@ class WorkloadSettings(ServiceSettings):
         description="host:port other services use to reach this one; empty: the bound address "
         "(a wildcard listen host is replaced by this machine's hostname)",
     )
-    register: bool = Field(
+    register_in_state: bool = Field(
         True, description="register in the state service (off: only serve, e.g. for a manual test)"
     )
     lease_ttl_seconds: int = Field(
@@ -255,8 +255,10 @@ class Registration:
         self._lease_id = 0
         self._task: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
-        # How many times the record was (re-)put; for logs and tests.
+        # How many times the record was (re-)put, and how many attempts failed; for tests.
         self.registrations = 0
+        self.failures = 0
+        self.keepalives = 0
 
     @property
     def lease_id(self) -> int:
@@ -294,7 +296,13 @@ class Registration:
         record = types_pb2.Workload()
         record.CopyFrom(self._workload)
         record.registered_at.CopyFrom(_now())
-        await self._client.put(record, lease_id=self._lease_id)
+        try:
+            await self._client.put(record, lease_id=self._lease_id)
+        except errors.StatefulError:
+            # The lease may be what is wrong (expired meanwhile): take a new one next time; an
+            # orphaned lease just expires.
+            self._lease_id = 0
+            raise
         self.registrations += 1
         self.registered.set()
         log.info(
@@ -307,20 +315,37 @@ class Registration:
 
     async def _run(self) -> None:
         interval = self._ttl / 3
+        failing = 0
         while True:
             try:
                 if not self.registered.is_set():
                     await self._register()
                 await asyncio.sleep(interval)
-                await self._client.keep_alive(self._lease_id)
+                if await self._client.keep_alive(self._lease_id) <= 0:
+                    raise errors.NotFound(f"lease {self._lease_id:x} expired")
+                self.keepalives += 1
             except errors.NotFound:
+                self.failures += 1
                 log.warning("registration lease of %s is gone; registering again", self._workload.name)
                 self._lease_id = 0
                 self.registered.clear()
             except errors.StatefulError as error:
                 # Unreachable state service: keep the lease id (it may outlive the outage) and retry.
-                log.warning("registration of %s: %s; retrying in %.1fs", self._workload.name, error, interval)
+                self.failures += 1
+                failing += 1
+                level = logging.WARNING if failing == 1 else logging.DEBUG  # one line per outage
+                log.log(
+                    level,
+                    "registration of %s: %s; retrying every %.1fs",
+                    self._workload.name,
+                    error,
+                    interval,
+                )
                 await asyncio.sleep(interval)
+                continue
+            if failing:
+                log.info("state service reachable again after %d failed attempt(s)", failing)
+                failing = 0
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -345,17 +370,19 @@ class RunningWorkload:
     def port(self) -> int:
         return self.served.port
 
-    async def stop(self, grace_seconds: float = 5.0) -> None:
+    async def stop(self, grace_seconds: float = 5.0, revoke: bool = True) -> None:
+        """Stop serving and deregister; ``revoke=False`` leaves the record to expire with its
+        lease, as after a crash."""
         await self.served.set_serving(False)
         if self.registration is not None:
-            await self.registration.stop()
+            await self.registration.stop(revoke=revoke)
         if self.client is not None:
             await self.client.close()
         await self.served.server.stop(grace_seconds)
 
 
 async def start_workload(servicer: WorkloadBase, settings: WorkloadSettings) -> RunningWorkload:
-    """Start the gRPC server and (if ``settings.register``) the registration in the background;
+    """Start the gRPC server and (if ``settings.register_in_state``) the registration in the background;
     the service serves even while the state service is unreachable."""
     served = await build_server(
         settings.listen,
@@ -366,7 +393,7 @@ async def start_workload(servicer: WorkloadBase, settings: WorkloadSettings) -> 
     log.info(
         "workload %s serving on port %d, advertised as %s", servicer.description.name, served.port, advertised
     )
-    if not settings.register:
+    if not settings.register_in_state:
         return RunningWorkload(served=served, endpoint=advertised, registration=None, client=None)
     from mesos_stateful.state.client import StateClient
 

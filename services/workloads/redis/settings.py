@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -17,6 +18,12 @@ class RedisSettings(WorkloadSettings):
     redis_server: str = Field(
         "redis-server",
         description="the redis-server binary members run (process runtime: looked up on the agent's PATH)",
+    )
+    probe: Literal["python", "redis-cli"] = Field(
+        "python",
+        description="how readiness/health are checked: 'python' runs probe_python -m "
+        "mesos_stateful.workloads.redis.probe (process runtime: same machine and venv); 'redis-cli' "
+        "runs a sh script using redis-cli (needs only sh, grep and redis-cli, as in the redis image)",
     )
     probe_python: str = Field(
         sys.executable,

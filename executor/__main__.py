@@ -1,0 +1,3 @@
+from mesos_stateful.executor.main import main
+
+main()

@@ -1,0 +1,3 @@
+from mesos_stateful.cli.main import main
+
+main()

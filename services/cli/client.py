@@ -1,0 +1,115 @@
+"""The CLI's connection to the gateway and the one place gRPC errors become CLI messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import grpc
+import typer
+from rich.console import Console
+
+from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
+from mesos_stateful.common.grpc_errors import field_violations
+
+# Exit codes: 2 for bad input (as click uses for usage errors), 1 for everything else.
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+UNARY_TIMEOUT_SECONDS = 30.0
+
+_UNREACHABLE_HINTS = (
+    "failed to connect",
+    "connection refused",
+    "dns resolution failed",
+    "name resolution",
+    "connections to all backends failing",
+    "no address",
+)
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class CliFailure(Exception):
+    """A failure to report as ``error: <message>`` and exit with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.fields = fields or {}
+
+
+@dataclass
+class Gateway:
+    """Where and how to call the gateway (from the global options)."""
+
+    endpoint: str
+    token: str | None = None
+    output: str = "table"
+    _channel: grpc.Channel | None = field(default=None, repr=False)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def stub(self) -> api_grpc.InstanceServiceStub:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.endpoint)
+        return api_grpc.InstanceServiceStub(self._channel)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+
+def is_unreachable(error: grpc.RpcError) -> bool:
+    """True when the call never reached the gateway (as opposed to the gateway answering
+    UNAVAILABLE because the state service is down)."""
+    if not isinstance(error, grpc.Call) or error.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = (error.details() or "").lower()
+    return any(hint in details for hint in _UNREACHABLE_HINTS)
+
+
+def failure_of(error: grpc.RpcError, endpoint: str) -> CliFailure:
+    if is_unreachable(error):
+        return CliFailure(f"cannot reach the gateway at {endpoint}: is it running? (make run)")
+    if not isinstance(error, grpc.Call):
+        return CliFailure(str(error))
+    code = error.code()
+    message = error.details() or code.name
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return CliFailure(message, EXIT_BAD_INPUT, field_violations(error))
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return CliFailure(f"{message} (use --token or STATEFUL_TOKEN)")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CliFailure(f"the gateway at {endpoint} did not answer in time")
+    return CliFailure(message)
+
+
+def report(failure: CliFailure) -> None:
+    stderr.print(f"error: {failure.message}", markup=False)
+    for name, description in sorted(failure.fields.items()):
+        stderr.print(f"  {name}: {description}", markup=False)
+
+
+@contextmanager
+def reporting(gateway: Gateway) -> Iterator[None]:
+    """Turn every failure inside into one error message and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        failure = failure_of(error, gateway.endpoint)
+        report(failure)
+        raise typer.Exit(failure.code) from None
+    except CliFailure as failure:
+        report(failure)
+        raise typer.Exit(failure.code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        gateway.close()

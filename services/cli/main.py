@@ -1,0 +1,310 @@
+"""``statefulctl``: the command line of mesos-stateful, over the public gRPC API."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.cli import render
+from mesos_stateful.cli.client import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    UNARY_TIMEOUT_SECONDS,
+    CliFailure,
+    Gateway,
+    report,
+    reporting,
+)
+from mesos_stateful.cli.wait import follow, until_running
+
+DEFAULT_ENDPOINT = "127.0.0.1:7000"
+DEFAULT_WAIT_SECONDS = 600.0
+
+app = typer.Typer(
+    name="statefulctl",
+    help="Create, inspect, scale and delete stateful instances (Redis, MariaDB, etcd, ...) on Mesos.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=False)
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str, typer.Option(envvar="STATEFUL_ENDPOINT", help="host:port of the gateway")
+    ] = DEFAULT_ENDPOINT,
+    token: Annotated[
+        str | None, typer.Option(envvar="STATEFUL_TOKEN", help="bearer token, if the gateway wants one")
+    ] = None,
+    output: Annotated[Output, typer.Option("-o", "--output", help="table or json")] = Output.table,
+) -> None:
+    ctx.obj = Gateway(endpoint=endpoint, token=token or None, output=output.value)
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    """``k=v`` options as a dict; a malformed one is a usage error."""
+    pairs: dict[str, str] = {}
+    for value in values or []:
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            raise CliFailure(f"{option} expects key=value, got {value!r}", EXIT_BAD_INPUT)
+        pairs[key] = item
+    return pairs
+
+
+def _json(gw: Gateway) -> bool:
+    return gw.output == Output.json.value
+
+
+def _live_console(gw: Gateway) -> Console:
+    # With -o json, stdout carries only JSON: the live view goes to stderr.
+    return Console(stderr=True) if _json(gw) else out
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    workload: Annotated[str, typer.Argument(help="registered workload, e.g. redis (see `workloads`)")],
+    name: Annotated[str, typer.Argument(help="instance name (DNS-1123 label, at most 40 characters)")],
+    replicas: Annotated[int, typer.Option(help="number of members")] = 1,
+    cpus: Annotated[float, typer.Option(help="cpus per member (0: workload default)")] = 0.0,
+    mem: Annotated[int, typer.Option(help="memory per member in MiB (0: workload default)")] = 0,
+    disk: Annotated[int, typer.Option(help="disk per member in MiB (0: workload default)")] = 0,
+    image: Annotated[str, typer.Option(help="container image (Docker runtime)")] = "",
+    config: Annotated[list[str] | None, typer.Option(help="workload setting key=value (repeatable)")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="label key=value (repeatable)")] = None,
+    wait: Annotated[bool, typer.Option(help="follow the deploy until RUNNING")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+) -> None:
+    """Create an instance of a workload."""
+    gw: Gateway = ctx.obj
+    with reporting(gw):
+        if replicas < 0 or mem < 0 or disk < 0:
+            raise CliFailure("--replicas, --mem and --disk must not be negative", EXIT_BAD_INPUT)
+        spec = types_pb2.InstanceSpec(
+            name=name,
+            workload=workload,
+            replicas=replicas,
+            resources=types_pb2.Resources(cpus=cpus, mem_mb=mem, disk_mb=disk),
+            image=image,
+            config=_pairs(config, "--config"),
+            labels=_pairs(label, "--label"),
+        )
+        response = gw.stub().CreateInstance(
+            api.CreateInstanceRequest(spec=spec), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
+        )
+        if _json(gw) and not wait:
+            out.print_json(render.to_json(response))
+            return
+        if not _json(gw):
+            out.print(f"instance {name} created ({render.phase(response.instance)})")
+        if wait:
+            follow(gw, name, _live_console(gw), until_running, timeout, "RUNNING")
+            if _json(gw):
+                _print_instance_json(gw, name)
+        else:
+            out.print(render.instances_table([response.instance]))
+
+
+def _print_instance_json(gw: Gateway, name: str) -> None:
+    response = gw.stub().GetInstance(
+        api.GetInstanceRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
+    )
+    out.print_json(render.to_json(response))
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="instance name")],
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="keep showing changes (Ctrl-C to stop)")
+    ] = False,
+    show_secrets: Annotated[bool, typer.Option(help="also show generated secrets (passwords)")] = False,
+) -> None:
+    """Show an instance: phase, plan steps and members."""
+    gw: Gateway = ctx.obj
+    with reporting(gw):
+        if watch and not _json(gw):
+            follow(gw, name, out, None, None, "deleted")
+            return
+        if watch:
+            _stream_json(gw, name)
+            return
+        response = gw.stub().GetInstance(
+            api.GetInstanceRequest(name=name, include_secrets=show_secrets),
+            metadata=gw.metadata,
+            timeout=UNARY_TIMEOUT_SECONDS,
+        )
+        if _json(gw):
+            out.print_json(render.to_json(response))
+        else:
+            out.print(render.instance_details(response.instance, dict(response.secrets)))
+
+
+@app.command("list")
+def list_instances(
+    ctx: typer.Context,
+    workload: Annotated[str, typer.Option(help="only instances of this workload")] = "",
+    label: Annotated[list[str] | None, typer.Option(help="only instances with label key=value")] = None,
+) -> None:
+    """List instances."""
+    gw: Gateway = ctx.obj
+    with reporting(gw):
+        labels = _pairs(label, "--label")
+        instances: list[types_pb2.Instance] = []
+        token = ""
+        while True:
+            page = gw.stub().ListInstances(
+                api.ListInstancesRequest(workload=workload, labels=labels, page_token=token, page_size=500),
+                metadata=gw.metadata,
+                timeout=UNARY_TIMEOUT_SECONDS,
+            )
+            instances.extend(page.instances)
+            token = page.next_page_token
+            if not token:
+                break
+        if _json(gw):
+            out.print_json(render.to_json(api.ListInstancesResponse(instances=instances)))
+        elif instances:
+            out.print(render.instances_table(instances))
+        else:
+            out.print("no instances")
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="instance name")],
+    wait: Annotated[bool, typer.Option(help="wait until the instance is gone")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+) -> None:
+    """Delete an instance (its members are killed, then it is removed)."""
+    gw: Gateway = ctx.obj
+    with reporting(gw):
+        response = gw.stub().DeleteInstance(
+            api.DeleteInstanceRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
+        )
+        if _json(gw):
+            out.print_json(render.to_json(response))
+        else:
+            out.print(f"instance {name} is {render.phase(response.instance)}")
+        if wait:
+            follow(gw, name, _live_console(gw), _never_done, timeout, "deleted")
+
+
+def _never_done(instance: types_pb2.Instance) -> bool | str | None:
+    if instance.phase == types_pb2.INSTANCE_PHASE_FAILED:
+        return f"instance {instance.spec.name} FAILED: {instance.last_error or 'see statefulctl get'}"
+    return None
+
+
+@app.command()
+def scale(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="instance name")],
+    replicas: Annotated[int, typer.Option(help="new number of members")],
+    wait: Annotated[bool, typer.Option(help="follow the scale until RUNNING")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+) -> None:
+    """Change the number of members of an instance."""
+    gw: Gateway = ctx.obj
+    with reporting(gw):
+        if replicas < 0:
+            raise CliFailure("--replicas must not be negative", EXIT_BAD_INPUT)
+        response = gw.stub().ScaleInstance(
+            api.ScaleInstanceRequest(name=name, replicas=replicas),
+            metadata=gw.metadata,
+            timeout=UNARY_TIMEOUT_SECONDS,
+        )
+        if _json(gw) and not wait:
+            out.print_json(render.to_json(response))
+            return
+        if not _json(gw):
+            generation = response.instance.generation
+            out.print(f"instance {name} scaled to {replicas} members (generation {generation})")
+        if wait:
+            follow(gw, name, _live_console(gw), until_running, timeout, "RUNNING")
+            if _json(gw):
+                _print_instance_json(gw, name)
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="only this instance (default: all)")] = "",
+    workload: Annotated[str, typer.Option(help="only instances of this workload")] = "",
+) -> None:
+    """Stream instance changes, one line each (Ctrl-C to stop)."""
+    gw: Gateway = ctx.obj
+    with reporting(gw):
+        if _json(gw):
+            _stream_json(gw, name, workload)
+            return
+        out.print(f"{'REVISION':>8}  {'EVENT':<8}  {'NAME':<20} {'PHASE':<10} {'READY':>5}  PLAN")
+        stream = gw.stub().WatchInstances(
+            api.WatchInstancesRequest(name=name, workload=workload), metadata=gw.metadata
+        )
+        try:
+            for event in stream:
+                out.print(render.event_line(event), markup=False)
+        finally:
+            stream.cancel()
+
+
+def _stream_json(gw: Gateway, name: str, workload: str = "") -> None:
+    request = api.WatchInstancesRequest(name=name, workload=workload)
+    stream = gw.stub().WatchInstances(request, metadata=gw.metadata)
+    try:
+        for event in stream:
+            print(render.to_json(event, compact=True), flush=True)
+    finally:
+        stream.cancel()
+
+
+@app.command()
+def workloads(ctx: typer.Context) -> None:
+    """List the registered workloads."""
+    gw: Gateway = ctx.obj
+    with reporting(gw):
+        response = gw.stub().ListWorkloads(
+            api.ListWorkloadsRequest(), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
+        )
+        if _json(gw):
+            out.print_json(render.to_json(response))
+        elif response.workloads:
+            out.print(render.workloads_table(list(response.workloads)))
+        else:
+            out.print("no workloads registered: start a workload service (make run starts them)")
+
+
+def main() -> None:
+    """Entry point: no traceback ever, also on Ctrl-C or a bug."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except SystemExit:
+        raise
+    except Exception as error:  # the last line of defence: one line, not a traceback
+        report(CliFailure(f"unexpected {type(error).__name__}: {error}"))
+        sys.exit(EXIT_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

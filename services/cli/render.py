@@ -1,0 +1,164 @@
+"""Human tables (rich) and protobuf JSON for the CLI's output."""
+
+from __future__ import annotations
+
+import json
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import types_pb2
+
+_PHASE_STYLE = {
+    "RUNNING": "green",
+    "FAILED": "red",
+    "DEGRADED": "yellow",
+    "RECOVERING": "yellow",
+    "DELETING": "magenta",
+    "DELETED": "magenta",
+}
+
+
+def to_json(message: Message, compact: bool = False) -> str:
+    data = MessageToDict(message)
+    return json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2)
+
+
+def phase(instance: types_pb2.Instance) -> str:
+    return types_pb2.InstancePhase.Name(instance.phase).removeprefix("INSTANCE_PHASE_")
+
+
+def role(member: types_pb2.Member) -> str:
+    return types_pb2.Role.Name(member.role).removeprefix("ROLE_")
+
+
+def member_state(member: types_pb2.Member) -> str:
+    return types_pb2.MemberState.Name(member.state).removeprefix("MEMBER_STATE_")
+
+
+def step_status(status: int) -> str:
+    return types_pb2.StepStatus.Name(status).removeprefix("STEP_STATUS_")
+
+
+def event_type(kind: int) -> str:
+    return api.InstanceEventType.Name(kind).removeprefix("INSTANCE_EVENT_TYPE_")
+
+
+def ready_count(instance: types_pb2.Instance) -> int:
+    return sum(1 for m in instance.members if m.state == types_pb2.MEMBER_STATE_RUNNING)
+
+
+def ready(instance: types_pb2.Instance) -> str:
+    return f"{ready_count(instance)}/{instance.spec.replicas}"
+
+
+def plan_status(instance: types_pb2.Instance) -> str:
+    if not instance.HasField("plan") or not instance.plan.name:
+        return "-"
+    return f"{instance.plan.name}: {step_status(instance.plan.status)}"
+
+
+def addresses(member: types_pb2.Member) -> str:
+    if not member.host:
+        return "-"
+    if not member.ports:
+        return member.host
+    return ", ".join(f"{member.host}:{port} ({name})" for name, port in sorted(member.ports.items()))
+
+
+def _styled_phase(instance: types_pb2.Instance) -> Text:
+    name = phase(instance)
+    return Text(name, style=_PHASE_STYLE.get(name, ""))
+
+
+def instances_table(instances: list[types_pb2.Instance]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "WORKLOAD", "PHASE", "READY", "PLAN"):
+        table.add_column(column, no_wrap=column != "PLAN")
+    for instance in instances:
+        table.add_row(
+            instance.spec.name, instance.spec.workload, _styled_phase(instance), ready(instance),
+            plan_status(instance),
+        )
+    return table
+
+
+def members_table(instance: types_pb2.Instance) -> Table:
+    table = Table(title="members", title_justify="left", box=None, pad_edge=False)
+    for column in ("ID", "ROLE", "STATE", "ADDRESS", "TASK", "MESSAGE"):
+        table.add_column(column, no_wrap=column in ("ID", "ROLE", "STATE"))
+    for member in instance.members:
+        table.add_row(
+            member.id, role(member), member_state(member), addresses(member), member.task_id or "-",
+            member.message,
+        )
+    return table
+
+
+def plan_table(plan: types_pb2.Plan) -> Table:
+    title = f"plan {plan.name}: {step_status(plan.status)}" + (f" ({plan.reason})" if plan.reason else "")
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for column in ("STEP", "MEMBER", "STATUS", "ATTEMPTS", "MESSAGE"):
+        table.add_column(column)
+    for step in plan.steps:
+        table.add_row(
+            step.name, step.member_id or "-", step_status(step.status), str(step.attempts), step.message
+        )
+    return table
+
+
+def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | None = None) -> RenderableType:
+    """The instance line, its spec, plan steps and members (what ``get`` shows)."""
+    spec = instance.spec
+    resources = spec.resources
+    parts: list[RenderableType] = [instances_table([instance])]
+    facts = [
+        f"resources: {resources.cpus:g} cpus, {resources.mem_mb} MiB mem, {resources.disk_mb} MiB disk",
+        f"generation: {instance.generation}  revision: {instance.revision}",
+    ]
+    if spec.config:
+        facts.append("config: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.config.items())))
+    if spec.labels:
+        facts.append("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.labels.items())))
+    if instance.last_error:
+        facts.append(f"last error: {instance.last_error}")
+    parts.append(Text("\n".join(facts)))
+    if instance.HasField("plan") and instance.plan.name:
+        parts.append(plan_table(instance.plan))
+    if instance.members:
+        parts.append(members_table(instance))
+    if secrets:
+        parts.append(Text("secrets: " + ", ".join(f"{k}={v}" for k, v in sorted(secrets.items()))))
+    return Group(*parts)
+
+
+def workloads_table(workloads: list[types_pb2.Workload]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "TOPOLOGY", "ENDPOINT", "DEFAULTS", "REPLICAS", "CONFIG KEYS", "SUMMARY"):
+        table.add_column(column)
+    for workload in workloads:
+        d = workload.description
+        r = d.default_resources
+        low, high = d.min_replicas or 1, d.max_replicas
+        table.add_row(
+            workload.name,
+            types_pb2.Topology.Name(d.topology).removeprefix("TOPOLOGY_"),
+            workload.endpoint,
+            f"{r.cpus:g} cpus, {r.mem_mb} MiB",
+            f"{low}-{high}" if high else f"{low}+",
+            ", ".join(k.name for k in d.config_keys) or "-",
+            d.summary,
+        )
+    return table
+
+
+def event_line(event: api.WatchInstancesResponse) -> str:
+    instance = event.instance
+    return (
+        f"{event.revision:>8}  {event_type(event.type):<8}  {instance.spec.name:<20} {phase(instance):<10} "
+        f"{ready(instance):>5}  {plan_status(instance)}"
+    )

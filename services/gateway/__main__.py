@@ -1,0 +1,3 @@
+from mesos_stateful.gateway.main import main
+
+main()

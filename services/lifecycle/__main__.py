@@ -1,0 +1,3 @@
+from mesos_stateful.lifecycle.main import main
+
+main()

@@ -1,0 +1,111 @@
+"""Calling a workload's callbacks: registry look-up, deadline, context, error classification.
+
+Retries are not done here: a retryable failure (UNAVAILABLE, DEADLINE_EXCEEDED, workload not
+registered) raises :class:`mesos_stateful.common.errors.TemporaryError`, which the step runner
+records on the step (DELAYED, attempts, next_attempt_at) and retries with backoff; any other status
+raises a ``PermanentError`` (the step goes ERROR).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import grpc
+
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
+from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
+from mesos_stateful.common import errors
+from mesos_stateful.common.grpc_errors import RETRYABLE_CODES, from_rpc_error
+from mesos_stateful.lifecycle.planner import Snapshot
+
+log = logging.getLogger(__name__)
+
+wpb = workload_service_pb2
+
+# Reconnect quickly after a workload service restarts (gRPC's default backoff grows to 120 s).
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+# Callback name -> request message type.
+REQUESTS: dict[str, type[Any]] = {
+    "Config": wpb.ConfigRequest,
+    "Start": wpb.StartRequest,
+    "StartMaster": wpb.StartMasterRequest,
+    "StartSlave": wpb.StartSlaveRequest,
+    "MasterRunning": wpb.MasterRunningRequest,
+    "SlaveRunning": wpb.SlaveRunningRequest,
+    "MasterLost": wpb.MasterLostRequest,
+    "SlaveLost": wpb.SlaveLostRequest,
+    "PeerRunning": wpb.PeerRunningRequest,
+    "PeerLost": wpb.PeerLostRequest,
+    "RemoveMember": wpb.RemoveMemberRequest,
+}
+
+
+def callback_context(
+    snapshot: Snapshot, member_id: str, secrets: Mapping[str, str], attempt: int
+) -> wpb.CallbackContext:
+    """The whole instance (members sorted by ordinal), the member, the secrets and the attempt."""
+    instance = types_pb2.Instance()
+    instance.CopyFrom(snapshot.instance)
+    del instance.members[:]
+    instance.members.extend(sorted(snapshot.members, key=lambda m: m.ordinal))
+    context = wpb.CallbackContext(instance=instance, member_id=member_id, attempt=max(1, attempt))
+    context.secrets.update(secrets)
+    return context
+
+
+class Callbacks:
+    """Invokes WorkloadService callbacks on the endpoint registered for a workload."""
+
+    def __init__(self, state: Any, timeout_seconds: float) -> None:
+        self._state = state
+        self._timeout = timeout_seconds
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def endpoint(self, workload: str) -> str:
+        record = await self._state.find(spb.KIND_WORKLOAD, workload)
+        if record is None or not record.workload.endpoint:
+            raise errors.Unavailable(f"workload {workload!r} is not registered")
+        return cast(str, record.workload.endpoint)
+
+    def _stub(self, endpoint: str) -> workload_service_pb2_grpc.WorkloadServiceStub:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            self._channels[endpoint] = channel
+        return workload_service_pb2_grpc.WorkloadServiceStub(channel)
+
+    async def _drop(self, endpoint: str) -> None:
+        channel = self._channels.pop(endpoint, None)
+        if channel is not None:
+            await channel.close()
+
+    async def call(self, workload: str, method: str, context: wpb.CallbackContext) -> Any:
+        """Call ``method`` with ``context``; returns the response message."""
+        endpoint = await self.endpoint(workload)
+        request = REQUESTS[method](context=context)
+        stub = self._stub(endpoint)
+        try:
+            return await getattr(stub, method)(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+            details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+            message = f"{method} on {workload} at {endpoint}: {code.name}: {details}"
+            if code in RETRYABLE_CODES:
+                # A fresh channel next time: the service may be back on a new process.
+                await self._drop(endpoint)
+                raise errors.Unavailable(message) from None
+            mapped = from_rpc_error(error)
+            if mapped.retryable:
+                raise errors.Unavailable(message) from None
+            raise errors.PermanentError(message) from None
+
+    async def close(self) -> None:
+        for endpoint in list(self._channels):
+            await self._drop(endpoint)

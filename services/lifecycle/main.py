@@ -1,0 +1,28 @@
+"""``stateful-lifecycle``: run the lifecycle controller until SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from mesos_stateful.common.logs import setup_logging
+from mesos_stateful.common.server import serve_until_signal
+from mesos_stateful.lifecycle.server import LifecycleService
+from mesos_stateful.lifecycle.settings import LifecycleSettings
+
+
+async def run(settings: LifecycleSettings) -> None:
+    service = LifecycleService(settings)
+    await service.start()
+    assert service.served is not None
+    await serve_until_signal(service.served, on_stop=service.stop_controller)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = LifecycleSettings.load(argv)
+    setup_logging("lifecycle", settings.log_level)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

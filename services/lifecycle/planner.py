@@ -1,0 +1,397 @@
+"""Pure planning logic: what the members' state is, which plan an instance needs now, and the
+phase it is in. No I/O here: everything is decided from a :class:`Snapshot`.
+
+The controller calls :func:`sync_member` for each member (task state -> member state), then
+:func:`decide`. A plan in progress is kept (it is resumed at its first step not COMPLETE) unless:
+the instance is being deleted (a delete wins over everything), the master is lost and the plan
+does not already handle it (recovery preempts deploy / scale / another recovery), or a deploy /
+scale plan was made for an older spec generation or cannot finish because a member it already
+launched is lost. When no plan is in progress, :func:`converge` compares the members with the
+spec and builds the plan that closes the gap (deploy, scale up / down, replacement), or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.lifecycle import plans
+from mesos_stateful.lifecycle.plans import Action
+
+T = types_pb2
+
+# Task states after which the task runs no more.
+TERMINAL = frozenset(
+    {
+        T.TASK_STATE_FINISHED,
+        T.TASK_STATE_FAILED,
+        T.TASK_STATE_KILLED,
+        T.TASK_STATE_ERROR,
+        T.TASK_STATE_LOST,
+        T.TASK_STATE_DROPPED,
+        T.TASK_STATE_GONE,
+        T.TASK_STATE_GONE_BY_OPERATOR,
+    }
+)
+# States of a task we cannot reach: it may still run, so it is fenced (killed) before replacing.
+UNREACHABLE = frozenset({T.TASK_STATE_UNREACHABLE, T.TASK_STATE_UNKNOWN})
+ENDED = TERMINAL | UNREACHABLE
+DECLINED_PREFIX = "not replaced"
+
+
+def task_state_name(state: int) -> str:
+    return T.TaskState.Name(state).removeprefix("TASK_STATE_") if state in T.TaskState.values() else "?"
+
+
+class Condition(Enum):
+    READY = "ready"  # running in its role, every start callback done
+    LOST = "lost"  # its task ended (or is unreachable) without a kill asked by us
+    DECLINED = "declined"  # lost, and the workload said not to replace it
+    NOT_READY = "not-ready"  # planned, launching, starting, or stopped by us
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the planner sees of one instance."""
+
+    instance: types_pb2.Instance  # the stored record (spec, phase, plan, generation)
+    members: Sequence[types_pb2.Member]  # sorted by ordinal
+    tasks: dict[str, types_pb2.Task] = field(default_factory=dict)  # this instance's tasks, by id
+    description: types_pb2.WorkloadDescription | None = None  # None: workload not registered
+
+    @property
+    def name(self) -> str:
+        return self.instance.spec.name
+
+    def task_of(self, member: types_pb2.Member) -> types_pb2.Task | None:
+        return self.tasks.get(member.task_id) if member.task_id else None
+
+    def member(self, member_id: str) -> types_pb2.Member | None:
+        return next((m for m in self.members if m.id == member_id), None)
+
+    def condition(self, member: types_pb2.Member) -> Condition:
+        return classify(member, self.task_of(member))
+
+    def master(self) -> types_pb2.Member | None:
+        return next((m for m in self.members if m.role == T.ROLE_MASTER), None)
+
+    def peers(self) -> bool:
+        if self.description is not None:
+            return self.description.topology == T.TOPOLOGY_PEERS
+        return any(m.role == T.ROLE_PEER for m in self.members)
+
+
+def classify(member: types_pb2.Member, task: types_pb2.Task | None) -> Condition:
+    if task is None:
+        return Condition.NOT_READY
+    if task.state in ENDED and not task.kill_requested:
+        return Condition.DECLINED if member.message.startswith(DECLINED_PREFIX) else Condition.LOST
+    if task.state == T.TASK_STATE_RUNNING and member.state == T.MEMBER_STATE_RUNNING:
+        return Condition.READY
+    return Condition.NOT_READY
+
+
+def member_state_for(member: types_pb2.Member, task: types_pb2.Task) -> types_pb2.MemberState:
+    state = task.state
+    if state == T.TASK_STATE_QUEUED:
+        return T.MEMBER_STATE_LAUNCHING
+    if state in (T.TASK_STATE_STAGING, T.TASK_STATE_STARTING):
+        return T.MEMBER_STATE_STARTING
+    if state == T.TASK_STATE_RUNNING:
+        # RUNNING on the member means "ready in its role": the *Running step sets it.
+        return T.MEMBER_STATE_RUNNING if member.state == T.MEMBER_STATE_RUNNING else T.MEMBER_STATE_STARTING
+    if state == T.TASK_STATE_KILLING:
+        return T.MEMBER_STATE_KILLING
+    if state in ENDED:
+        if task.kill_requested:
+            return T.MEMBER_STATE_STOPPED
+        if state in (T.TASK_STATE_FAILED, T.TASK_STATE_ERROR, T.TASK_STATE_FINISHED):
+            return T.MEMBER_STATE_FAILED
+        return T.MEMBER_STATE_LOST
+    return member.state
+
+
+def sync_member(member: types_pb2.Member, task: types_pb2.Task | None) -> types_pb2.Member | None:
+    """The member updated from its current task (state, agent, host, ports, message), or None if
+    nothing changes."""
+    if task is None or task.task_id != member.task_id:
+        return None
+    new = types_pb2.Member()
+    new.CopyFrom(member)
+    new.state = member_state_for(member, task)
+    if task.agent_id:
+        new.agent_id = task.agent_id
+    if task.host:
+        new.host = task.host
+    if task.ports:
+        new.ports.clear()
+        new.ports.update(task.ports)
+    if not (task.state in ENDED and member.message.startswith(DECLINED_PREFIX)):
+        detail = task_state_name(task.state)
+        if task.message:
+            detail += f": {task.message}"
+        if task.reason:
+            detail += f" ({task.reason})"
+        new.message = detail[:500]
+    return None if new == member else new
+
+
+# --- plans ----------------------------------------------------------------------------------------
+
+
+def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
+    """The plan the instance should run now and whether it is new (to persist before running).
+    ``(None, False)``: nothing to do (or the workload is not registered yet)."""
+    instance = s.instance
+    stored = instance.plan
+    active = stored if plans.is_active(stored) else None
+
+    if instance.phase in (T.INSTANCE_PHASE_DELETING, T.INSTANCE_PHASE_DELETED):
+        if active is not None and active.name == plans.DELETE:
+            return active, False
+        return delete_plan(s), True
+
+    if not s.peers():
+        master = s.master()
+        if master is not None and s.condition(master) == Condition.LOST:
+            handled = active is not None and plans.has_open_step(
+                active, master.id, (Action.FAILOVER, Action.FENCE, Action.LAUNCH, Action.AWAIT)
+            )
+            if handled:
+                return active, False
+            return master_recovery(s, master), True
+
+    if active is not None:
+        stale = active.generation != instance.generation and active.name != plans.RECOVERY
+        if active.name in (plans.DEPLOY, plans.SCALE) and not stale:
+            stale = any(
+                s.condition(m) == Condition.LOST
+                and not plans.has_open_step(active, m.id, (Action.LAUNCH, Action.AWAIT, Action.KILL))
+                for m in s.members
+            )
+        if not stale:
+            return active, False
+
+    if s.description is None:
+        return None, False
+    plan = converge(s)
+    return plan, plan is not None
+
+
+def converge(s: Snapshot) -> types_pb2.Plan | None:
+    """The plan that brings the members to the spec, or None when they already match it."""
+    spec = s.instance.spec
+    name = s.name
+    peers = s.peers()
+    members = list(s.members)
+    desired = spec.replicas
+    steps: list[types_pb2.Step] = []
+    reasons: list[str] = []
+
+    if not members:
+        steps.append(plans.step(Action.SECRETS))
+
+    # Scale down: the highest ordinals first, never the master.
+    victims: list[types_pb2.Member] = []
+    if len(members) > desired:
+        candidates = sorted((m for m in members if m.role != T.ROLE_MASTER), key=lambda m: -m.ordinal)
+        victims = candidates[: len(members) - desired]
+        for v in victims:
+            steps += [
+                plans.step(Action.REMOVE, v.id),
+                plans.step(Action.KILL, v.id),
+                plans.step(Action.DELETE_MEMBER, v.id),
+            ]
+        reasons.append(f"scale down from {len(members)} to {desired} members")
+    kept = [m for m in members if m not in victims]
+
+    # Scale up: the lowest free ordinals.
+    new_ids: list[str] = []
+    if len(members) < desired:
+        used = {m.ordinal for m in members}
+        ordinal = 0
+        while len(new_ids) < desired - len(members):
+            if ordinal not in used:
+                new_ids.append(plans.member_id(name, ordinal))
+            ordinal += 1
+        steps += [plans.step(Action.CREATE, mid) for mid in new_ids]
+        reasons.append(
+            f"create {len(new_ids)} members" if not members else f"scale up from {len(members)} to {desired}"
+        )
+
+    lost = [m for m in kept if s.condition(m) == Condition.LOST]
+    unready = [m for m in kept if s.condition(m) == Condition.NOT_READY]
+    if lost:
+        reasons.append("replace lost " + ", ".join(f"{m.id} ({_task_detail(s, m)})" for m in lost))
+    if unready and not new_ids and not victims:
+        reasons.append("start members not ready: " + ", ".join(m.id for m in unready))
+
+    if peers:
+        for m in sorted(lost + unready, key=lambda m: m.ordinal):
+            if m in lost:
+                steps += [plans.step(Action.PEER_LOST, m.id), plans.step(Action.REMOVE, m.id)]
+            steps += _bring_up(m.id, Action.START, Action.PEER_RUNNING)
+        for mid in new_ids:
+            steps += _bring_up(mid, Action.START, Action.PEER_RUNNING)
+    else:
+        master = s.master()
+        slaves: list[str] = []
+        lost_slaves: list[str] = []
+        # A master that is not ready comes first; with no master at all, the first new member
+        # becomes it (the create step gives it ROLE_MASTER).
+        if master is not None and master in unready:
+            steps += _bring_up(master.id, Action.START_MASTER, Action.MASTER_RUNNING)
+        elif master is not None and master in lost:
+            # Only reached without a recovery plan (e.g. the workload could not be asked): relaunch.
+            steps += [plans.step(Action.FENCE, master.id)]
+            steps += _bring_up(master.id, Action.START_MASTER, Action.MASTER_RUNNING)
+        for m in sorted(lost + unready, key=lambda m: m.ordinal):
+            if master is not None and m.id == master.id:
+                continue
+            if m in lost:
+                lost_slaves.append(m.id)
+            slaves.append(m.id)
+        new_slaves = list(new_ids)
+        if master is None and new_slaves:
+            first = new_slaves.pop(0)
+            steps += _bring_up(first, Action.START_MASTER, Action.MASTER_RUNNING)
+        slaves += new_slaves
+        steps += [plans.step(Action.SLAVE_LOST, mid) for mid in lost_slaves]
+        steps += [plans.step(Action.LAUNCH, mid) for mid in slaves]
+        steps += [plans.step(Action.AWAIT, mid) for mid in slaves]
+        for mid in slaves:
+            steps += [plans.step(Action.START_SLAVE, mid), plans.step(Action.SLAVE_RUNNING, mid)]
+
+    if not steps:
+        return None
+    if not members:
+        plan_name = plans.DEPLOY
+    elif lost:
+        plan_name = plans.RECOVERY
+    elif victims or new_ids:
+        plan_name = plans.SCALE
+    elif s.instance.phase in (T.INSTANCE_PHASE_PENDING, T.INSTANCE_PHASE_DEPLOYING) or (
+        s.instance.plan.name == plans.DEPLOY
+    ):
+        plan_name = plans.DEPLOY
+    else:
+        plan_name = plans.RECOVERY
+    return plans.new_plan(plan_name, "; ".join(reasons), s.instance.generation, steps)
+
+
+def _bring_up(mid: str, start: Action, running: Action) -> list[types_pb2.Step]:
+    return [
+        plans.step(Action.LAUNCH, mid),
+        plans.step(Action.AWAIT, mid),
+        plans.step(start, mid),
+        plans.step(running, mid),
+    ]
+
+
+def _task_detail(s: Snapshot, m: types_pb2.Member) -> str:
+    task = s.task_of(m)
+    if task is None:
+        return "no task"
+    detail = task_state_name(task.state)
+    return f"{detail}: {task.message}" if task.message else detail
+
+
+def ready_slaves(s: Snapshot, exclude: Iterable[str] = ()) -> list[types_pb2.Member]:
+    skip = set(exclude)
+    return [
+        m
+        for m in s.members
+        if m.role == T.ROLE_SLAVE and m.id not in skip and s.condition(m) == Condition.READY
+    ]
+
+
+def master_recovery(s: Snapshot, master: types_pb2.Member) -> types_pb2.Plan:
+    """Recovery of a lost master: fail over to a replica (the workload picks it) when one is ready,
+    else relaunch the master in place."""
+    reason = f"master {master.id} lost: {_task_detail(s, master)}"
+    if ready_slaves(s):
+        steps = [plans.step(Action.FAILOVER, master.id), plans.step(Action.FENCE, master.id)]
+    else:
+        steps = [plans.step(Action.FENCE, master.id)]
+        steps += _bring_up(master.id, Action.START_MASTER, Action.MASTER_RUNNING)
+        reason += "; no ready replica, relaunching it"
+    return plans.new_plan(plans.RECOVERY, reason, s.instance.generation, steps)
+
+
+def after_failover(s: Snapshot, old_master: str, new_master: str) -> list[types_pb2.Step]:
+    """Steps appended once the failover step persisted the new roles: start the new master,
+    re-point the other ready replicas, then relaunch the old master as a replica."""
+    steps = [plans.step(Action.START_MASTER, new_master), plans.step(Action.MASTER_RUNNING, new_master)]
+    for m in ready_slaves(s, exclude=(old_master, new_master)):
+        steps.append(plans.step(Action.START_SLAVE, m.id))
+    steps += _bring_up(old_master, Action.START_SLAVE, Action.SLAVE_RUNNING)
+    return steps
+
+
+def delete_plan(s: Snapshot) -> types_pb2.Plan:
+    steps = [plans.step(Action.KILL, m.id) for m in s.members if m.task_id]
+    steps += [plans.step(Action.CLEANUP), plans.step(Action.REMOVE_INSTANCE)]
+    return plans.new_plan(plans.DELETE, "deletion requested", s.instance.generation, steps)
+
+
+def phase_for(s: Snapshot, plan: types_pb2.Plan | None) -> types_pb2.InstancePhase:
+    """The phase the instance is in while running ``plan`` (or with no plan in progress)."""
+    if s.instance.phase in (T.INSTANCE_PHASE_DELETING, T.INSTANCE_PHASE_DELETED):
+        return s.instance.phase
+    if plan is not None and plans.is_active(plan):
+        if plans.plan_status(plan) == plans.ERROR:
+            return T.INSTANCE_PHASE_FAILED
+        return {
+            plans.DEPLOY: T.INSTANCE_PHASE_DEPLOYING,
+            plans.SCALE: T.INSTANCE_PHASE_SCALING,
+            plans.RECOVERY: T.INSTANCE_PHASE_RECOVERING,
+            plans.DELETE: T.INSTANCE_PHASE_DELETING,
+        }.get(plan.name, s.instance.phase)
+    if not s.members:
+        return T.INSTANCE_PHASE_PENDING
+    ready = all(s.condition(m) == Condition.READY for m in s.members)
+    if ready and len(s.members) == s.instance.spec.replicas:
+        return T.INSTANCE_PHASE_RUNNING
+    if any(s.condition(m) in (Condition.LOST, Condition.DECLINED) for m in s.members):
+        return T.INSTANCE_PHASE_DEGRADED
+    return s.instance.phase
+
+
+# --- launches ------------------------------------------------------------------------------------
+
+
+def launch_spec(
+    config: types_pb2.LaunchSpec,
+    instance: types_pb2.Instance,
+    member: types_pb2.Member,
+    description: types_pb2.WorkloadDescription,
+) -> types_pb2.LaunchSpec:
+    """The workload's Config answer with identity, resources, ports, placement and image filled in."""
+    spec = instance.spec
+    launch = types_pb2.LaunchSpec()
+    launch.CopyFrom(config)
+    launch.instance = spec.name
+    launch.member_id = member.id
+    launch.task_id = member.task_id
+    launch.workload = spec.workload
+    launch.role = member.role
+    defaults = description.default_resources
+    launch.resources.cpus = spec.resources.cpus or defaults.cpus
+    launch.resources.mem_mb = spec.resources.mem_mb or defaults.mem_mb
+    launch.resources.disk_mb = spec.resources.disk_mb or defaults.disk_mb
+    if not launch.port_names:
+        launch.port_names.extend(description.port_names)
+    launch.placement.CopyFrom(spec.placement)
+    launch.image = spec.image or launch.image or description.default_image
+    return launch
+
+
+def next_incarnation(s: Snapshot, member: types_pb2.Member) -> int:
+    """One past every incarnation of the member seen so far (its record and any task record), so a
+    new task id never collides with an old task (Launch is idempotent on task id)."""
+    seen = [member.incarnation]
+    prefix = member.id + "."
+    seen += [plans.incarnation_of(t) for t in s.tasks if t.startswith(prefix)]
+    return max(seen) + 1

@@ -1,0 +1,198 @@
+"""Reconciling one instance: read its world, bring members up to date with their tasks, decide the
+plan, run its steps one after another and persist the plan after every step change.
+
+``reconcile`` returns when it has to wait: for a state change (None), until a time (a DELAYED
+step's next attempt, a launch deadline), or :data:`GONE` once the instance record is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Final
+
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common import errors
+from mesos_stateful.lifecycle import planner, plans
+from mesos_stateful.lifecycle.plans import Action
+from mesos_stateful.lifecycle.settings import LifecycleSettings
+from mesos_stateful.lifecycle.steps import WAITING, Outcome, StepRunner
+from mesos_stateful.lifecycle.store import Loaded, Store
+
+log = logging.getLogger(__name__)
+T = types_pb2
+
+GONE: Final = -1.0
+# Steps run per reconcile before yielding to the event loop's other work (a safety valve).
+MAX_STEPS_PER_PASS = 500
+
+
+class Preempted(Exception):
+    """The instance went DELETING while another plan was being written."""
+
+
+class Reconciler:
+    def __init__(self, settings: LifecycleSettings, store: Store, runner: StepRunner) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner = runner
+
+    async def reconcile(self, name: str) -> float | None:
+        for _ in range(MAX_STEPS_PER_PASS):
+            ld = await self.store.load(name)
+            if ld is None:
+                return GONE
+            await self._sync_members(ld)
+            plan, new = planner.decide(ld.snapshot)
+            if plan is None:
+                await self._settle(ld)
+                return None
+            plan = _copy(plan)
+            try:
+                if new:
+                    log.info("%s: new %s plan (%s): %s", name, plan.name, plan.reason, _names(plan))
+                    await self._save(ld, plan)
+                index = plans.first_open(plan)
+                if index is None:
+                    plan.status = plans.COMPLETE
+                    await self._save(ld, plan)
+                    continue
+                step = plan.steps[index]
+                if step.status == plans.ERROR:
+                    await self._save(ld, plan)
+                    return None
+                now = time.time()
+                due = step.status != plans.DELAYED or plans.seconds(step.next_attempt_at) <= now
+                if not due and plans.action_of(step) not in WAITING:
+                    return plans.seconds(step.next_attempt_at)
+                outcome = await self._run(ld, plan, index, due)
+                if outcome.gone:
+                    return GONE
+                _apply(plan, index, outcome)
+                await self._save(ld, plan)
+            except Preempted:
+                continue
+            if outcome.status != plans.COMPLETE:
+                return outcome.wake_at
+        return time.time()
+
+    async def _run(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool) -> Outcome:
+        async def save() -> None:
+            await self._save(ld, plan)
+
+        step = plan.steps[index]
+        try:
+            return await self.runner.run(ld, plan, index, due, save)
+        except Preempted:
+            raise
+        except errors.TemporaryError as error:
+            # The store or the offers service is unreachable: retry the step later.
+            attempts = step.attempts + 1
+            return Outcome(
+                plans.DELAYED,
+                error.message,
+                wake_at=time.time() + self.settings.backoff(attempts),
+                attempts=attempts,
+            )
+        except errors.StatefulError as error:
+            return Outcome(plans.ERROR, error.message, attempts=step.attempts)
+
+    async def _sync_members(self, ld: Loaded) -> None:
+        """Member state, agent, host and ports follow their current task."""
+        for member in list(ld.snapshot.members):
+            task = ld.snapshot.task_of(member)
+            if planner.sync_member(member, task) is None:
+                continue
+
+            def mutate(
+                current: types_pb2.Member, task: types_pb2.Task | None = task
+            ) -> types_pb2.Member | None:
+                return planner.sync_member(current, task)
+
+            updated = await self.store.update_member(ld.name, member.id, mutate)
+            if updated is not None:
+                ld.with_member(updated)
+
+    async def _save(self, ld: Loaded, plan: types_pb2.Plan) -> None:
+        """Persist the plan with the phase and last error it implies; raises Preempted if a delete
+        was asked for meanwhile (the next pass plans the delete)."""
+        snapshot = ld.snapshot
+        preempted = False
+
+        def mutate(current: types_pb2.Instance) -> types_pb2.Instance | None:
+            nonlocal preempted
+            deleting = current.phase in (T.INSTANCE_PHASE_DELETING, T.INSTANCE_PHASE_DELETED)
+            if deleting and plan.name != plans.DELETE:
+                preempted = True
+                return None
+            current.plan.CopyFrom(plan)
+            view = planner.Snapshot(current, snapshot.members, snapshot.tasks, snapshot.description)
+            current.phase = planner.phase_for(view, plan)
+            index = plans.first_open(plan)
+            if index is not None and plan.steps[index].status == plans.ERROR:
+                current.last_error = f"{plan.steps[index].name}: {plan.steps[index].message}"
+            elif index is None:
+                current.last_error = ""
+            return current
+
+        updated = await self.store.update_instance(ld.name, mutate)
+        if preempted:
+            raise Preempted()
+        if updated is not None:
+            ld.with_instance(updated)
+
+    async def _settle(self, ld: Loaded) -> None:
+        """No plan to run: the phase follows the members; say why nothing happens if it is the
+        workload that is missing."""
+        snapshot = ld.snapshot
+        workload = snapshot.instance.spec.workload
+
+        def mutate(current: types_pb2.Instance) -> types_pb2.Instance | None:
+            if current.phase in (T.INSTANCE_PHASE_DELETING, T.INSTANCE_PHASE_DELETED):
+                return None
+            view = planner.Snapshot(current, snapshot.members, snapshot.tasks, snapshot.description)
+            current.phase = planner.phase_for(view, current.plan)
+            if snapshot.description is None:
+                current.last_error = f"workload {workload!r} is not registered; waiting for it"
+            elif current.last_error.startswith("workload ") and not plans.is_active(current.plan):
+                current.last_error = ""
+            return current
+
+        updated = await self.store.update_instance(ld.name, mutate)
+        if updated is not None:
+            ld.with_instance(updated)
+
+
+def _copy(plan: types_pb2.Plan) -> types_pb2.Plan:
+    copy = types_pb2.Plan()
+    copy.CopyFrom(plan)
+    return copy
+
+
+def _names(plan: types_pb2.Plan) -> str:
+    return ", ".join(s.name for s in plan.steps)
+
+
+def _apply(plan: types_pb2.Plan, index: int, outcome: Outcome) -> None:
+    step = plan.steps[index]
+    step.status = outcome.status  # type: ignore[assignment]
+    step.message = outcome.message[:1000]
+    if outcome.attempts is not None:
+        step.attempts = outcome.attempts
+    if outcome.wake_at is not None and outcome.status in (plans.DELAYED, plans.STARTING):
+        step.next_attempt_at.CopyFrom(plans.timestamp(outcome.wake_at))
+    else:
+        step.ClearField("next_attempt_at")
+    if outcome.append:
+        tail = [s for s in plan.steps[index + 1 :]]
+        del plan.steps[index + 1 :]
+        plan.steps.extend(outcome.append)
+        plan.steps.extend(tail)
+    if outcome.skip_member:
+        for later in plan.steps[index + 1 :]:
+            if later.member_id == outcome.skip_member and later.status != plans.COMPLETE:
+                later.status = plans.COMPLETE
+                later.message = "skipped: " + outcome.message
+    plan.status = plans.plan_status(plan)
+    if plans.action_of(step) == Action.REMOVE_INSTANCE:
+        plan.status = plans.COMPLETE

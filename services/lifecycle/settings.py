@@ -1,0 +1,75 @@
+"""Settings of the lifecycle service: flags and ``STATEFUL_LIFECYCLE_*`` variables."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from mesos_stateful.common.settings import ServiceSettings
+
+
+def _check_endpoint(name: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{name} must be host:port, got {value!r}")
+
+
+class LifecycleSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="STATEFUL_LIFECYCLE_")
+
+    listen: str = Field("127.0.0.1:7300", description="host:port of the health endpoint (port 0: any)")
+    state_endpoint: str = Field("127.0.0.1:7100", description="host:port of the state service")
+    offers_endpoint: str = Field("127.0.0.1:7200", description="host:port of the offers service")
+    callback_timeout_seconds: float = Field(
+        30.0, description="deadline of one workload callback; past it the call is retried with backoff"
+    )
+    offers_timeout_seconds: float = Field(10.0, description="deadline of one call to the offers service")
+    retry_initial_seconds: float = Field(0.5, description="first delay before retrying a failed step")
+    retry_max_seconds: float = Field(30.0, description="largest delay between two attempts of a step")
+    resync_interval_seconds: float = Field(
+        30.0, description="every instance is reconciled at least this often, events or not"
+    )
+    launch_timeout_seconds: float = Field(
+        120.0,
+        description="a launched member not RUNNING after this long has its step marked DELAYED with "
+        "the reason (it keeps waiting)",
+    )
+    max_launch_attempts: int = Field(
+        5, description="launches of one member in one plan before its step fails (ERROR)"
+    )
+    kill_timeout_seconds: float = Field(
+        60.0, description="a killed task not terminal after this long has its step marked DELAYED"
+    )
+    secret_bytes: int = Field(24, description="random bytes in each generated secret")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_endpoint("listen", self.listen)
+        _check_endpoint("state_endpoint", self.state_endpoint)
+        _check_endpoint("offers_endpoint", self.offers_endpoint)
+        positive = {
+            "callback_timeout_seconds": self.callback_timeout_seconds,
+            "offers_timeout_seconds": self.offers_timeout_seconds,
+            "retry_initial_seconds": self.retry_initial_seconds,
+            "retry_max_seconds": self.retry_max_seconds,
+            "resync_interval_seconds": self.resync_interval_seconds,
+            "launch_timeout_seconds": self.launch_timeout_seconds,
+            "kill_timeout_seconds": self.kill_timeout_seconds,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.retry_max_seconds < self.retry_initial_seconds:
+            raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
+        if self.max_launch_attempts < 1:
+            raise ValueError("max_launch_attempts must be at least 1")
+        if self.secret_bytes < 16:
+            raise ValueError("secret_bytes must be at least 16")
+        return self
+
+    def backoff(self, attempts: int) -> float:
+        """Delay before the next attempt after ``attempts`` failed ones (exponential, capped)."""
+        exponent = max(0, min(attempts - 1, 30))
+        return float(min(self.retry_max_seconds, self.retry_initial_seconds * (2**exponent)))

@@ -1,0 +1,528 @@
+"""Running one step of a plan. Every action checks the state before acting, so a step resumed
+after a restart (or run twice) never repeats an effect that already happened: a member with a
+live task is not launched again, roles already persisted are not chosen again, a task already
+ended is not killed again.
+
+A step returns an :class:`Outcome`; the reconciler writes it into the plan. Retryable failures
+(UNAVAILABLE, DEADLINE_EXCEEDED, an unregistered workload, the offers service down) become DELAYED
+with exponential backoff; other failures ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets as random_secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common import errors
+from mesos_stateful.lifecycle import planner, plans
+from mesos_stateful.lifecycle.callbacks import Callbacks, callback_context
+from mesos_stateful.lifecycle.offers import OffersClient
+from mesos_stateful.lifecycle.planner import ENDED, TERMINAL, Condition, task_state_name
+from mesos_stateful.lifecycle.plans import Action
+from mesos_stateful.lifecycle.settings import LifecycleSettings
+from mesos_stateful.lifecycle.store import KIND_MEMBER, KIND_SECRETS, KIND_TASK, Loaded, Store
+from mesos_stateful.state.records import member_name
+
+log = logging.getLogger(__name__)
+T = types_pb2
+
+# Actions that only watch state: run whenever the instance changes, even while DELAYED.
+WAITING = frozenset({Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP})
+RELAUNCHING = "relaunching:"
+
+
+@dataclass
+class Outcome:
+    status: int
+    message: str = ""
+    wake_at: float | None = None  # next_attempt_at (DELAYED) or give-up deadline (STARTING)
+    attempts: int | None = None
+    append: list[types_pb2.Step] = field(default_factory=list)  # inserted after the step
+    skip_member: str = ""  # later steps about this member are COMPLETE (skipped)
+    gone: bool = False  # the instance record was removed
+
+
+Save = Callable[[], Awaitable[None]]
+
+
+class StepRunner:
+    def __init__(
+        self, settings: LifecycleSettings, store: Store, offers: OffersClient, callbacks: Callbacks
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.offers = offers
+        self.callbacks = callbacks
+
+    async def run(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        step = plan.steps[index]
+        action = plans.action_of(step)
+        handler = getattr(self, "_" + action.name.lower())
+        outcome: Outcome = await handler(ld, plan, index, due, save)
+        return outcome
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _delayed(self, message: str, attempts: int) -> Outcome:
+        return Outcome(
+            plans.DELAYED,
+            message,
+            wake_at=time.time() + self.settings.backoff(attempts),
+            attempts=attempts,
+        )
+
+    async def _begin(self, plan: types_pb2.Plan, index: int, save: Save, message: str) -> int:
+        """Mark the step STARTING with one more attempt and persist it before acting."""
+        step = plan.steps[index]
+        step.attempts += 1
+        step.status = plans.STARTING
+        step.message = message
+        step.ClearField("next_attempt_at")
+        plan.status = plans.plan_status(plan)
+        await save()
+        return step.attempts
+
+    async def _call(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, save: Save, method: str
+    ) -> tuple[object | None, Outcome | None]:
+        """Invoke a callback for the step's member: (response, None) or (None, failure outcome)."""
+        step = plan.steps[index]
+        attempts = await self._begin(plan, index, save, f"calling {method}")
+        context = callback_context(ld.snapshot, step.member_id, ld.secrets, attempts)
+        try:
+            response = await self.callbacks.call(ld.snapshot.instance.spec.workload, method, context)
+        except errors.TemporaryError as error:
+            log.warning("%s: %s (attempt %d), retrying", ld.name, error.message, attempts)
+            return None, self._delayed(error.message, attempts)
+        except errors.StatefulError as error:
+            log.error("%s: %s", ld.name, error.message)
+            return None, Outcome(plans.ERROR, error.message, attempts=attempts)
+        return response, None
+
+    def _member(self, ld: Loaded, member_id: str) -> types_pb2.Member:
+        member = ld.snapshot.member(member_id)
+        if member is None:
+            raise errors.FailedPrecondition(f"member {member_id} does not exist")
+        return member
+
+    def _tasks_of(self, ld: Loaded, member_id: str) -> list[types_pb2.Task]:
+        prefix = member_id + "."
+        return [t for tid, t in sorted(ld.snapshot.tasks.items()) if tid.startswith(prefix)]
+
+    async def _set_status(
+        self, ld: Loaded, member_id: str, status: dict[str, str], state: int | None = None
+    ) -> None:
+        def mutate(m: types_pb2.Member) -> types_pb2.Member:
+            if status:
+                m.workload_status.clear()
+                m.workload_status.update(status)
+            if state is not None:
+                m.state = state  # type: ignore[assignment]
+            return m
+
+        updated = await self.store.update_member(ld.name, member_id, mutate)
+        if updated is not None:
+            ld.with_member(updated)
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    async def _secrets(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        description = ld.snapshot.description
+        if description is None:
+            return self._delayed(f"workload {ld.snapshot.instance.spec.workload!r} is not registered", 1)
+        names = list(description.secret_names)
+        size = self.settings.secret_bytes
+
+        def mutate(current: object) -> types_pb2.InstanceSecrets | None:
+            value = current if isinstance(current, types_pb2.InstanceSecrets) else None
+            value = value or types_pb2.InstanceSecrets(instance=ld.name)
+            missing = [n for n in names if n not in value.values]
+            if not missing:
+                return None
+            for n in missing:
+                value.values[n] = random_secrets.token_urlsafe(size)
+            return value
+
+        if names:
+            record = await self.store.client.update(KIND_SECRETS, ld.name, mutate)
+            if record is not None:
+                ld.secrets = dict(record.secrets.values)
+        return Outcome(plans.COMPLETE, f"{len(names)} secrets ready")
+
+    async def _create(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        mid = plan.steps[index].member_id
+        if ld.snapshot.member(mid) is not None:
+            return Outcome(plans.COMPLETE, f"member {mid} exists")
+        ordinal = int(mid.rpartition("-")[2])
+        if ld.snapshot.peers():
+            role = T.ROLE_PEER
+        elif ld.snapshot.master() is None:
+            role = T.ROLE_MASTER
+        else:
+            role = T.ROLE_SLAVE
+        member = T.Member(id=mid, instance=ld.name, ordinal=ordinal, role=role, state=T.MEMBER_STATE_PENDING)
+        await self.store.create_member(member)
+        ld.with_member(member)
+        return Outcome(plans.COMPLETE, f"member {mid} created as {T.Role.Name(role).removeprefix('ROLE_')}")
+
+    # -- launches ------------------------------------------------------------------------------
+
+    async def _ensure_task(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, save: Save
+    ) -> tuple[str, Outcome | None]:
+        """Make sure the member has a live task (queued, starting or running): launch a new
+        incarnation if its task ended, re-send the launch if it was never confirmed. Returns the
+        task id, or a failure outcome."""
+        step = plan.steps[index]
+        member = self._member(ld, step.member_id)
+        task = ld.snapshot.task_of(member)
+        if task is not None and task.state not in ENDED:
+            return member.task_id, None
+        description = ld.snapshot.description
+        if description is None:
+            return "", self._delayed(f"workload {ld.snapshot.instance.spec.workload!r} is not registered", 1)
+
+        if task is None and member.task_id:
+            # Recorded but never confirmed by the offers service: send the same task id again.
+            attempts = step.attempts or 1
+        else:
+            attempts = step.attempts + 1
+            if attempts > self.settings.max_launch_attempts:
+                detail = planner._task_detail(ld.snapshot, member)
+                return "", Outcome(
+                    plans.ERROR,
+                    f"{member.id} did not start after {step.attempts} launches (last task: {detail})",
+                    attempts=step.attempts,
+                )
+            for old in self._tasks_of(ld, member.id):
+                if old.state not in TERMINAL and not old.kill_requested:
+                    await self.offers.kill(old.task_id)  # fence an unreachable incarnation
+            incarnation = planner.next_incarnation(ld.snapshot, member)
+
+            def relaunch(m: types_pb2.Member) -> types_pb2.Member:
+                m.incarnation = incarnation
+                m.task_id = plans.task_id(m.id, incarnation)
+                m.state = T.MEMBER_STATE_LAUNCHING
+                m.agent_id = ""
+                m.host = ""
+                m.ports.clear()
+                m.workload_status.clear()
+                m.message = "launching"
+                return m
+
+            # Persist the new task id first: a restart re-sends this launch instead of another.
+            updated = await self.store.update_member(ld.name, member.id, relaunch)
+            if updated is None:
+                raise errors.FailedPrecondition(f"member {member.id} does not exist")
+            ld.with_member(updated)
+            member = updated
+            step.attempts = attempts
+            await save()
+
+        context = callback_context(ld.snapshot, member.id, ld.secrets, attempts)
+        workload = ld.snapshot.instance.spec.workload
+        try:
+            config = await self.callbacks.call(workload, "Config", context)
+            launch = planner.launch_spec(config.launch, ld.snapshot.instance, member, description)
+            await self.offers.launch(launch)
+        except errors.TemporaryError as error:
+            return "", self._delayed(error.message, attempts)
+        except errors.StatefulError as error:
+            return "", Outcome(plans.ERROR, error.message, attempts=attempts)
+        log.info("%s: launched %s as %s", ld.name, member.task_id, T.Role.Name(member.role))
+        return member.task_id, None
+
+    async def _launch(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        task_id, failure = await self._ensure_task(ld, plan, index, save)
+        if failure is not None:
+            return failure
+        return Outcome(plans.COMPLETE, f"task {task_id} launched", attempts=plan.steps[index].attempts)
+
+    async def _await(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        step = plan.steps[index]
+        member = self._member(ld, step.member_id)
+        task = ld.snapshot.task_of(member)
+        now = time.time()
+        timeout = self.settings.launch_timeout_seconds
+        if task is not None and task.state == T.TASK_STATE_RUNNING:
+            return Outcome(plans.COMPLETE, f"task {task.task_id} RUNNING on {task.host}")
+        if task is None or task.state in ENDED:
+            waiting_relaunch = step.status == plans.DELAYED and step.message.startswith(RELAUNCHING)
+            if task is not None and not waiting_relaunch:
+                # Ended before it was ready: relaunch after a backoff (attempts count launches).
+                detail = planner._task_detail(ld.snapshot, member)
+                if step.attempts + 1 > self.settings.max_launch_attempts:
+                    return Outcome(
+                        plans.ERROR, f"{member.id} did not start after {step.attempts + 1} launches: {detail}"
+                    )
+                delay = self.settings.backoff(step.attempts + 1)
+                return Outcome(
+                    plans.DELAYED, f"{RELAUNCHING} task {task.task_id} {detail}", wake_at=now + delay
+                )
+            if waiting_relaunch and not due:
+                return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
+            task_id, failure = await self._ensure_task(ld, plan, index, save)
+            if failure is not None:
+                return failure
+            return Outcome(plans.STARTING, f"waiting for task {task_id}", wake_at=now + timeout)
+        # Alive but not ready yet.
+        state = task_state_name(task.state)
+        detail = f"task {task.task_id} {state}" + (f": {task.message}" if task.message else "")
+        if step.status == plans.PENDING or not step.HasField("next_attempt_at"):
+            return Outcome(plans.STARTING, f"waiting for {detail}", wake_at=now + timeout)
+        deadline = plans.seconds(step.next_attempt_at)
+        if now >= deadline:
+            return Outcome(
+                plans.DELAYED,
+                f"{detail}: not RUNNING after {timeout:.0f}s, still waiting",
+                wake_at=now + timeout,
+            )
+        return Outcome(step.status, f"waiting for {detail}", wake_at=deadline)
+
+    # -- role callbacks --------------------------------------------------------------------------
+
+    async def _role_callback(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, save: Save, method: str, running: bool
+    ) -> Outcome:
+        step = plan.steps[index]
+        member = self._member(ld, step.member_id)
+        condition = ld.snapshot.condition(member)
+        if condition in (Condition.LOST, Condition.DECLINED):
+            # A later plan replaces it; this one goes on without it.
+            return Outcome(plans.COMPLETE, f"skipped: {member.id} is lost", skip_member=member.id)
+        task = ld.snapshot.task_of(member)
+        if task is None or task.state != T.TASK_STATE_RUNNING:
+            state = task_state_name(task.state) if task is not None else "not launched"
+            return Outcome(plans.STARTING, f"waiting for {member.id} to run ({state})")
+        response, failure = await self._call(ld, plan, index, save, method)
+        if failure is not None:
+            return failure
+        status = dict(getattr(response, "status", {}))
+        await self._set_status(ld, member.id, status, T.MEMBER_STATE_RUNNING if running else None)
+        return Outcome(plans.COMPLETE, f"{method} done", attempts=step.attempts)
+
+    async def _start(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        return await self._role_callback(ld, plan, index, save, "Start", False)
+
+    async def _start_master(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        return await self._role_callback(ld, plan, index, save, "StartMaster", False)
+
+    async def _start_slave(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        return await self._role_callback(ld, plan, index, save, "StartSlave", False)
+
+    async def _master_running(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        return await self._role_callback(ld, plan, index, save, "MasterRunning", True)
+
+    async def _slave_running(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        return await self._role_callback(ld, plan, index, save, "SlaveRunning", True)
+
+    async def _peer_running(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        return await self._role_callback(ld, plan, index, save, "PeerRunning", True)
+
+    # -- losses --------------------------------------------------------------------------------
+
+    async def _failover(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """MasterLost, then persist the new roles: the chosen replica becomes MASTER first, then the
+        old master becomes a LOST SLAVE. Resumed after a restart, roles already written are taken
+        as the decision: MasterLost is never asked twice for one loss."""
+        step = plan.steps[index]
+        old = self._member(ld, step.member_id)
+        others = [m for m in ld.snapshot.members if m.role == T.ROLE_MASTER and m.id != old.id]
+        if old.role != T.ROLE_MASTER and others:
+            chosen = others[0]
+            return Outcome(
+                plans.COMPLETE,
+                step.message or f"{chosen.id} promoted",
+                append=planner.after_failover(ld.snapshot, old.id, chosen.id),
+            )
+        if others:
+            chosen = others[0]
+            await self._demote(ld, old.id)
+            return Outcome(
+                plans.COMPLETE,
+                step.message or f"{chosen.id} promoted",
+                append=planner.after_failover(ld.snapshot, old.id, chosen.id),
+            )
+        response, failure = await self._call(ld, plan, index, save, "MasterLost")
+        if failure is not None:
+            return failure
+        chosen_id: str = getattr(response, "promote_member_id", "")
+        reason: str = getattr(response, "reason", "")
+        attempts = step.attempts
+        if not chosen_id:
+            return self._delayed(f"no replica can be promoted yet{': ' + reason if reason else ''}", attempts)
+        chosen_member = ld.snapshot.member(chosen_id)
+        if (
+            chosen_member is None
+            or chosen_id == old.id
+            or chosen_member.role != T.ROLE_SLAVE
+            or ld.snapshot.condition(chosen_member) != Condition.READY
+        ):
+            return self._delayed(f"MasterLost chose {chosen_id!r}, which is not a ready replica", attempts)
+
+        def promote(m: types_pb2.Member) -> types_pb2.Member:
+            m.role = T.ROLE_MASTER
+            return m
+
+        promoted = await self.store.update_member(ld.name, chosen_id, promote)
+        if promoted is not None:
+            ld.with_member(promoted)
+        await self._demote(ld, old.id)
+        log.warning("%s: master %s lost; promoted %s (%s)", ld.name, old.id, chosen_id, reason)
+        return Outcome(
+            plans.COMPLETE,
+            f"promote {chosen_id}" + (f": {reason}" if reason else ""),
+            attempts=attempts,
+            append=planner.after_failover(ld.snapshot, old.id, chosen_id),
+        )
+
+    async def _demote(self, ld: Loaded, member_id: str) -> None:
+        def demote(m: types_pb2.Member) -> types_pb2.Member:
+            m.role = T.ROLE_SLAVE
+            m.state = T.MEMBER_STATE_LOST
+            return m
+
+        updated = await self.store.update_member(ld.name, member_id, demote)
+        if updated is not None:
+            ld.with_member(updated)
+
+    async def _lost(self, ld: Loaded, plan: types_pb2.Plan, index: int, save: Save, method: str) -> Outcome:
+        step = plan.steps[index]
+        member = self._member(ld, step.member_id)
+        if ld.snapshot.condition(member) != Condition.LOST:
+            return Outcome(plans.COMPLETE, f"{member.id} is not lost any more")
+        response, failure = await self._call(ld, plan, index, save, method)
+        if failure is not None:
+            return failure
+        if getattr(response, "replace", True):
+            return Outcome(plans.COMPLETE, f"replacing {member.id}", attempts=step.attempts)
+
+        def decline(m: types_pb2.Member) -> types_pb2.Member:
+            m.message = f"{planner.DECLINED_PREFIX}: the workload declined a replacement ({method})"
+            return m
+
+        await self.store.update_member(ld.name, member.id, decline)
+        return Outcome(
+            plans.COMPLETE,
+            f"{member.id} not replaced (workload)",
+            attempts=step.attempts,
+            skip_member=member.id,
+        )
+
+    async def _slave_lost(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        return await self._lost(ld, plan, index, save, "SlaveLost")
+
+    async def _peer_lost(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        return await self._lost(ld, plan, index, save, "PeerLost")
+
+    async def _remove(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        step = plan.steps[index]
+        if ld.snapshot.member(step.member_id) is None:
+            return Outcome(plans.COMPLETE, f"{step.member_id} is gone")
+        _, failure = await self._call(ld, plan, index, save, "RemoveMember")
+        if failure is not None:
+            return failure
+        return Outcome(plans.COMPLETE, f"{step.member_id} removed from the workload", attempts=step.attempts)
+
+    # -- kills ---------------------------------------------------------------------------------
+
+    async def _kill_tasks(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, tasks: list[types_pb2.Task], what: str
+    ) -> Outcome:
+        """Kill every task not ended yet (again when a wait timed out) and wait until each ended;
+        an unreachable task cannot answer, so the kill request is all it gets."""
+        step = plan.steps[index]
+        now = time.time()
+        waiting = [t for t in tasks if t.state not in ENDED]
+        for t in tasks:
+            if t.state in TERMINAL:
+                continue
+            if not t.kill_requested or (step.status == plans.DELAYED and due):
+                await self.offers.kill(t.task_id)
+        if not waiting:
+            return Outcome(plans.COMPLETE, f"{what}: no task running")
+        names = ", ".join(f"{t.task_id} ({task_state_name(t.state)})" for t in waiting)
+        timeout = self.settings.kill_timeout_seconds
+        if step.status != plans.STARTING or not step.HasField("next_attempt_at"):
+            if step.status == plans.DELAYED and not due:
+                return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
+            return Outcome(plans.STARTING, f"{what}: waiting for {names} to end", wake_at=now + timeout)
+        deadline = plans.seconds(step.next_attempt_at)
+        if now >= deadline:
+            return Outcome(
+                plans.DELAYED, f"{what}: {names} not ended after {timeout:.0f}s", wake_at=now + timeout
+            )
+        return Outcome(plans.STARTING, f"{what}: waiting for {names} to end", wake_at=deadline)
+
+    async def _kill(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        mid = plan.steps[index].member_id
+        member = ld.snapshot.member(mid)
+        if member is None:
+            return Outcome(plans.COMPLETE, f"{mid} is gone")
+        outcome = await self._kill_tasks(ld, plan, index, due, self._tasks_of(ld, mid), f"stop {mid}")
+        final = T.MEMBER_STATE_STOPPED if outcome.status == plans.COMPLETE else T.MEMBER_STATE_KILLING
+        if member.task_id and member.state != final:
+            await self._set_status(ld, mid, {}, final)
+        return outcome
+
+    async def _fence(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        mid = plan.steps[index].member_id
+        return await self._kill_tasks(ld, plan, index, due, self._tasks_of(ld, mid), f"fence {mid}")
+
+    async def _delete_member(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        mid = plan.steps[index].member_id
+        await self.store.client.delete(KIND_MEMBER, member_name(ld.name, mid))
+        return Outcome(plans.COMPLETE, f"member {mid} deleted")
+
+    # -- delete --------------------------------------------------------------------------------
+
+    async def _cleanup(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        tasks = [t for _, t in sorted(ld.snapshot.tasks.items())]
+        outcome = await self._kill_tasks(ld, plan, index, due, tasks, "stop every task")
+        if outcome.status != plans.COMPLETE:
+            return outcome
+        for m in ld.snapshot.members:
+            await self.store.client.delete(KIND_MEMBER, member_name(ld.name, m.id))
+        for t in tasks:
+            await self.store.client.delete(KIND_TASK, t.task_id)
+        await self.store.client.delete(KIND_SECRETS, ld.name)
+        return Outcome(plans.COMPLETE, f"deleted {len(ld.snapshot.members)} members and {len(tasks)} tasks")
+
+    async def _remove_instance(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        from mesos_stateful.lifecycle.store import KIND_INSTANCE
+
+        plan.steps[index].status = plans.COMPLETE
+        plan.steps[index].message = "instance removed"
+        plan.status = plans.COMPLETE
+
+        def mark(instance: types_pb2.Instance) -> types_pb2.Instance:
+            instance.phase = T.INSTANCE_PHASE_DELETED
+            instance.plan.CopyFrom(plan)
+            return instance
+
+        await self.store.update_instance(ld.name, mark)
+        await self.store.client.delete(KIND_INSTANCE, ld.name)
+        log.info("%s: deleted", ld.name)
+        return Outcome(plans.COMPLETE, "instance removed", gone=True)

@@ -1,0 +1,3 @@
+from mesos_stateful.localcluster.main import main
+
+main()

@@ -1,0 +1,145 @@
+"""``LocalCluster``: the master's HTTP server and N simulated agents in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import ipaddress
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from mesos_stateful.localcluster.agent import Agent
+from mesos_stateful.localcluster.http_master import build_app
+from mesos_stateful.localcluster.master import Master
+from mesos_stateful.localcluster.resources import Resources
+from mesos_stateful.localcluster.settings import LocalClusterSettings
+
+log = logging.getLogger(__name__)
+
+
+class LocalCluster:
+    def __init__(self, settings: LocalClusterSettings | None = None) -> None:
+        self.settings = settings or LocalClusterSettings.load([])
+        self.master = Master(self.settings)
+        self.agents: list[Agent] = []
+        self._runner: web.AppRunner | None = None
+        self._started = False
+
+    @property
+    def master_address(self) -> str:
+        """``host:port`` (what pymesos' ``master_uri`` and ``MESOS_MASTER`` take)."""
+        return f"{self.master.hostname}:{self.master.port}"
+
+    @property
+    def master_url(self) -> str:
+        return f"http://{self.master_address}"
+
+    def _agent(self, i: int) -> Agent:
+        s = self.settings
+        ip = str(ipaddress.IPv4Address(s.agent_ip_base) + i)
+        begin = s.agent_ports_begin + i * s.agent_ports_step
+        total = Resources(
+            scalars={"cpus": s.agent_cpus, "mem": s.agent_mem, "disk": s.agent_disk},
+            ranges={"ports": frozenset(range(begin, begin + s.agent_ports_count))},
+        )
+        attributes = {k: v.replace("{i}", str(i)) for k, v in s.agent_attributes.items()}
+        return Agent(self.master, i, ip, s.agent_port, total, attributes, Path(s.work_dir).absolute())
+
+    async def start(self) -> None:
+        host, port = self.settings.listen.rsplit(":", 1)
+        _make_dir(Path(self.settings.work_dir))
+        self._runner = web.AppRunner(build_app(self), handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, int(port), reuse_address=True)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.master.port = server.sockets[0].getsockname()[1]
+        self.master.start()
+        atexit.register(self._kill_all_now)
+        self._started = True
+        for i in range(self.settings.agents):
+            agent = self._agent(i)
+            await agent.serve()
+            self.master.register_agent(agent)
+            self.agents.append(agent)
+        log.info("local cluster: master at %s, %d agents", self.master_url, len(self.agents))
+
+    async def stop(self) -> None:
+        """Stop everything; every executor session is killed (no process is left behind)."""
+        if not self._started:
+            return
+        self._started = False
+        await self.master.stop()
+        for agent in self.agents:
+            agent.state = "REMOVED"
+            await agent.destroy()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._kill_all_now()
+        atexit.unregister(self._kill_all_now)
+
+    def _kill_all_now(self) -> None:
+        for agent in self.agents:
+            agent.kill_all_now()
+
+    def live_sessions(self) -> list[int]:
+        return [sid for agent in self.agents for sid in agent.live_sessions()]
+
+    def find_agent(self, key: str) -> Agent:
+        for agent in self.agents:
+            if key in (agent.id, agent.hostname, str(agent.index)):
+                return agent
+        raise KeyError(f"unknown agent {key}")
+
+    async def kill_agent(self, key: str) -> Agent:
+        """The agent dies with its executors and tasks; the master removes it (TASK_LOST/GONE)."""
+        agent = self.find_agent(key)
+        if agent.state == "REMOVED":
+            raise ValueError(f"agent {key} is already killed")
+        agent.state = "REMOVED"
+        await agent.destroy()
+        self.master.agent_lost(agent, removed=True)
+        return agent
+
+    async def stop_agent(self, key: str) -> Agent:
+        """The agent is cut off: its tasks keep running but are unreachable."""
+        agent = self.find_agent(key)
+        if agent.state != "ACTIVE":
+            raise ValueError(f"agent {key} is not active ({agent.state})")
+        agent.state = "UNREACHABLE"
+        await agent.unserve()
+        self.master.agent_lost(agent, removed=False)
+        return agent
+
+    async def start_agent(self, key: str) -> Agent:
+        """A stopped agent comes back with its tasks; a killed one restarts empty with a new id."""
+        agent = self.find_agent(key)
+        if agent.state == "ACTIVE":
+            raise ValueError(f"agent {key} is already running")
+        if agent.state == "REMOVED":
+            fresh = self._agent(agent.index)
+            fresh.port = agent.port
+            self.agents[self.agents.index(agent)] = fresh
+            await fresh.serve()
+            self.master.register_agent(fresh)
+            return fresh
+        await agent.serve()
+        self.master.agent_reregistered(agent)
+        return agent
+
+    async def fault(self, key: str, action: str) -> Agent:
+        if action == "kill":
+            return await self.kill_agent(key)
+        if action == "stop":
+            return await self.stop_agent(key)
+        if action == "start":
+            return await self.start_agent(key)
+        raise ValueError(f"unknown fault {action} (kill, stop or start)")
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)

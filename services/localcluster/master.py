@@ -1,0 +1,864 @@
+"""The master: frameworks, offers (allocation with filters), tasks and their status updates
+(reliable, re-sent until acknowledged), reconciliation, failover and agent loss.
+
+The HTTP surface is in ``http_master``; this module holds the state machine. Everything runs on one
+asyncio loop, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesos_stateful.localcluster.agent import TERMINAL, Agent, Executor
+from mesos_stateful.localcluster.recordio import EventStream, Json
+from mesos_stateful.localcluster.resources import ResourceError, Resources
+from mesos_stateful.localcluster.settings import LocalClusterSettings
+
+log = logging.getLogger(__name__)
+
+VERSION = "1.11.0"
+
+
+class FrameworkRemoved(Exception):
+    """SUBSCRIBE of a removed framework: Mesos answers with an ERROR event on the stream."""
+
+
+class CallError(Exception):
+    """A call rejected with an HTTP status, as the Mesos master does."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Task:
+    task_id: str
+    framework_id: str
+    agent_id: str
+    executor_id: str
+    info: Json
+    resources: Resources
+    state: str = "TASK_STAGING"
+    status: Json | None = None
+    holds: bool = True  # its resources are allocated until it reaches a terminal state
+    pending: deque[Json] = field(default_factory=deque)  # reliable updates; the head is in flight
+    last_sent: float = 0.0
+
+
+@dataclass
+class Offer:
+    id: str
+    framework_id: str
+    agent_id: str
+    resources: Resources
+
+
+@dataclass
+class Filter:
+    expires: float
+    resources: Resources
+
+
+@dataclass
+class Framework:
+    id: str
+    info: Json
+    stream: EventStream | None = None
+    suppressed: bool = False
+    filters: dict[str, list[Filter]] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    completed: deque[Task] = field(default_factory=lambda: deque(maxlen=1000))
+    failover_timer: asyncio.TimerHandle | None = None
+    registered_time: float = field(default_factory=time.time)
+
+    @property
+    def connected(self) -> bool:
+        return self.stream is not None
+
+    @property
+    def partition_aware(self) -> bool:
+        return any(c.get("type") == "PARTITION_AWARE" for c in self.info.get("capabilities", []))
+
+    @property
+    def role(self) -> str:
+        roles = self.info.get("roles") or []
+        return str(roles[0]) if roles else str(self.info.get("role", "*"))
+
+    def send(self, event: Json) -> None:
+        if self.stream is not None:
+            self.stream.send(event)
+
+
+class Master:
+    def __init__(self, settings: LocalClusterSettings) -> None:
+        self.settings = settings
+        self.id = str(uuid.uuid4())
+        self.hostname = settings.listen.rsplit(":", 1)[0]
+        self.port = 0
+        self.agents: dict[str, Agent] = {}
+        self.frameworks: dict[str, Framework] = {}
+        self.removed_frameworks: set[str] = set()
+        self.offers: dict[str, Offer] = {}
+        self._agent_seq = 0
+        self._offer_seq = 0
+        self._framework_seq = 0
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.start_time = time.time()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        for fw in self.frameworks.values():
+            if fw.failover_timer is not None:
+                fw.failover_timer.cancel()
+            if fw.stream is not None:
+                fw.stream.close()
+                fw.stream = None
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.settings.allocation_interval)
+            self._wakeup.clear()
+            try:
+                self._retry_updates()
+                self._allocate()
+            except Exception:
+                log.exception("master loop failed")
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # --- agents ----------------------------------------------------------------------------------
+
+    def register_agent(self, agent: Agent) -> None:
+        agent.id = f"{self.id}-S{self._agent_seq}"
+        self._agent_seq += 1
+        agent.state = "ACTIVE"
+        self.agents[agent.id] = agent
+        log.info("agent %s registered at %s", agent.id, agent.endpoint)
+        self.wake()
+
+    def find_agent(self, key: str) -> Agent | None:
+        if key in self.agents:
+            return self.agents[key]
+        matches = [a for a in self.agents.values() if a.hostname == key and a.state != "REMOVED"]
+        return matches[0] if matches else None
+
+    def agent_tasks(self, agent_id: str) -> list[Task]:
+        return [t for fw in self.frameworks.values() for t in fw.tasks.values() if t.agent_id == agent_id]
+
+    def used(self, agent: Agent) -> Resources:
+        """Resources of live executors and of tasks not yet terminal."""
+        used = agent.used()
+        for task in self.agent_tasks(agent.id):
+            if task.holds:
+                used = used + task.resources
+        return used
+
+    def available(self, agent: Agent) -> Resources:
+        return agent.total - self.used(agent) - self.offered(agent)
+
+    def offered(self, agent: Agent) -> Resources:
+        out = Resources()
+        for offer in self.offers.values():
+            if offer.agent_id == agent.id:
+                out = out + offer.resources
+        return out
+
+    def agent_lost(self, agent: Agent, removed: bool) -> None:
+        """The agent is gone (``removed``: dead, its tasks too) or unreachable (tasks may still run)."""
+        self._rescind_agent_offers(agent.id)
+        for fw in self.frameworks.values():
+            for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
+                if task.state in TERMINAL:
+                    continue
+                if removed:
+                    state = "TASK_GONE" if fw.partition_aware else "TASK_LOST"
+                else:
+                    state = "TASK_UNREACHABLE" if fw.partition_aware else "TASK_LOST"
+                self._master_update(
+                    fw,
+                    task,
+                    state,
+                    "REASON_AGENT_REMOVED",
+                    f"Agent {agent.hostname} {'removed' if removed else 'is unreachable'}",
+                )
+                task.holds = False
+                if removed:
+                    task.pending.clear()
+                    self._complete(fw, task)
+            fw.send({"type": "FAILURE", "failure": {"agent_id": {"value": agent.id}}})
+        self.wake()
+
+    def agent_reregistered(self, agent: Agent) -> None:
+        """A stopped agent is back: partition-aware frameworks get their tasks back as the agent
+        reports them; other frameworks' tasks are killed (Mesos >= 1.1 behaviour)."""
+        agent.state = "ACTIVE"
+        states = agent.task_states()
+        for fw in self.frameworks.values():
+            tasks = [t for t in fw.tasks.values() if t.agent_id == agent.id]
+            for task in tasks:
+                latest = states.get(task.task_id)
+                if latest is None or latest in TERMINAL:
+                    continue
+                task.holds = True
+                if fw.partition_aware:
+                    task.state = latest
+                    if task.status is not None:
+                        task.status = dict(task.status, state=latest)
+            if not fw.partition_aware and tasks:
+                self._spawn(agent.shutdown_framework(fw.id))
+        self.wake()
+
+    # --- frameworks ------------------------------------------------------------------------------
+
+    def subscribe(self, call: Json) -> tuple[Framework, EventStream, Json]:
+        """Register or re-register a framework; returns its new stream and the SUBSCRIBED event."""
+        sub = call.get("subscribe")
+        if not isinstance(sub, dict) or not isinstance(sub.get("framework_info"), dict):
+            raise CallError(400, "Expecting 'subscribe' to be present with 'framework_info'")
+        info = dict(sub["framework_info"])
+        if not info.get("user") or not info.get("name"):
+            raise CallError(400, "'framework_info' needs 'user' and 'name'")
+        call_id = (call.get("framework_id") or {}).get("value")
+        info_id = (info.get("id") or {}).get("value")
+        if call_id != info_id:
+            raise CallError(400, "'framework_id' differs from 'subscribe.framework_info.id'")
+        if info_id in self.removed_frameworks:
+            raise FrameworkRemoved("Framework has been removed")
+        if info_id and info_id in self.frameworks:
+            fw = self.frameworks[info_id]
+            fw.info = info
+            if fw.stream is not None:
+                fw.stream.send({"type": "ERROR", "error": {"message": "Framework failed over"}})
+                fw.stream.close()
+            if fw.failover_timer is not None:
+                fw.failover_timer.cancel()
+                fw.failover_timer = None
+            log.info("framework %s re-subscribed", fw.id)
+        else:
+            fid = info_id or f"{self.id}-{self._framework_seq:04d}"
+            self._framework_seq += 1
+            info["id"] = {"value": fid}
+            fw = Framework(id=fid, info=info)
+            self.frameworks[fid] = fw
+            log.info("framework %s (%s) subscribed", fid, info.get("name"))
+        stream = EventStream(str(uuid.uuid4()))
+        fw.stream = stream
+        fw.suppressed = False
+        subscribed = {
+            "type": "SUBSCRIBED",
+            "subscribed": {
+                "framework_id": {"value": fw.id},
+                "heartbeat_interval_seconds": self.settings.heartbeat_interval,
+                "master_info": self.master_info(),
+            },
+        }
+        # Updates not yet acknowledged are re-sent on the new stream.
+        now = time.monotonic()
+        for task in list(fw.tasks.values()):
+            if task.pending:
+                fw.send({"type": "UPDATE", "update": {"status": task.pending[0]}})
+                task.last_sent = now
+        self.wake()
+        return fw, stream, subscribed
+
+    def disconnected(self, fw: Framework, stream: EventStream) -> None:
+        if fw.stream is not stream:
+            return
+        fw.stream = None
+        self._rescind_framework_offers(fw, send=False)
+        timeout = float(fw.info.get("failover_timeout", 0.0))
+        log.info("framework %s disconnected; failover timeout %.1fs", fw.id, timeout)
+        fw.failover_timer = asyncio.get_running_loop().call_later(timeout, self._failover_expired, fw.id)
+
+    def _failover_expired(self, fid: str) -> None:
+        fw = self.frameworks.get(fid)
+        if fw is not None and not fw.connected:
+            log.info("framework %s did not fail over in time: removing it", fid)
+            self.remove_framework(fw)
+
+    def remove_framework(self, fw: Framework) -> None:
+        if fw.failover_timer is not None:
+            fw.failover_timer.cancel()
+        self._rescind_framework_offers(fw, send=False)
+        for agent in self.agents.values():
+            if agent.state != "REMOVED":
+                self._spawn(agent.shutdown_framework(fw.id))
+        if fw.stream is not None:
+            fw.stream.close()
+            fw.stream = None
+        for task in fw.tasks.values():
+            task.holds = False
+        del self.frameworks[fw.id]
+        self.removed_frameworks.add(fw.id)
+        self.wake()
+
+    def check_framework(self, call: Json, stream_id: str | None) -> Framework:
+        fid = (call.get("framework_id") or {}).get("value")
+        if not fid:
+            raise CallError(400, "Expecting 'framework_id' to be present")
+        fw = self.frameworks.get(fid)
+        if fw is None:
+            raise CallError(400, f"Framework {fid} cannot be found")
+        if fw.stream is None:
+            raise CallError(403, "Framework is not subscribed")
+        if not stream_id:
+            raise CallError(400, "All non-subscribe calls should include the 'Mesos-Stream-Id' header")
+        if stream_id != fw.stream.stream_id:
+            raise CallError(
+                400,
+                f"The stream ID '{stream_id}' included in this request didn't match the stream ID currently "
+                f"associated with framework ID {fid}",
+            )
+        return fw
+
+    def master_info(self) -> Json:
+        return {
+            "id": self.id,
+            "ip": 0,
+            "port": self.port,
+            "hostname": self.hostname,
+            "version": VERSION,
+            "address": {"hostname": self.hostname, "ip": self.hostname, "port": self.port},
+        }
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    def handle(self, fw: Framework, call: Json) -> None:
+        kind = call["type"]
+        body = call.get(kind.lower()) or {}
+        if not isinstance(body, dict):
+            raise CallError(400, f"Expecting '{kind.lower()}' to be an object")
+        handler = getattr(self, f"_call_{kind.lower()}", None)
+        if handler is None:
+            raise CallError(400, f"Unsupported call type {kind}")
+        handler(fw, body)
+
+    def _call_teardown(self, fw: Framework, body: Json) -> None:
+        log.info("framework %s tears down", fw.id)
+        self.remove_framework(fw)
+
+    def _call_revive(self, fw: Framework, body: Json) -> None:
+        fw.filters.clear()
+        fw.suppressed = False
+        self.wake()
+
+    def _call_suppress(self, fw: Framework, body: Json) -> None:
+        fw.suppressed = True
+
+    def _call_decline(self, fw: Framework, body: Json) -> None:
+        refuse = self._refuse_seconds(body)
+        for oid in self._offer_ids(body):
+            offer = self.offers.get(oid)
+            if offer is None or offer.framework_id != fw.id:
+                log.warning("framework %s declined unknown offer %s", fw.id, oid)
+                continue
+            del self.offers[oid]
+            self._add_filter(fw, offer.agent_id, offer.resources, refuse)
+        self.wake()
+
+    def _call_accept(self, fw: Framework, body: Json) -> None:
+        oids = self._offer_ids(body)
+        operations = body.get("operations") or []
+        if not isinstance(operations, list):
+            raise CallError(400, "Expecting 'accept.operations' to be a list")
+        error = None
+        offers: list[Offer] = []
+        if not oids:
+            error = "No offers specified"
+        for oid in oids:
+            offer = self.offers.get(oid)
+            if offer is None:
+                error = error or f"Offer {oid} is no longer valid"
+            elif offer.framework_id != fw.id:
+                error = error or f"Offer {oid} belongs to framework {offer.framework_id}, not {fw.id}"
+            else:
+                offers.append(offer)
+        if len({o.agent_id for o in offers}) > 1:
+            error = error or "Aggregated offers must belong to one single agent"
+        for offer in offers:
+            self.offers.pop(offer.id, None)
+        if error is not None:
+            state = "TASK_DROPPED" if fw.partition_aware else "TASK_LOST"
+            for task in self._launch_tasks(operations):
+                self._master_status(
+                    fw, task, state, "REASON_INVALID_OFFERS", f"Task launched with invalid offers: {error}"
+                )
+            for offer in offers:
+                self._add_filter(fw, offer.agent_id, offer.resources, self._refuse_seconds(body))
+            self.wake()
+            return
+        agent = self.agents[offers[0].agent_id]
+        remaining = Resources()
+        for offer in offers:
+            remaining = remaining + offer.resources
+        for op in operations:
+            kind = op.get("type")
+            if kind == "LAUNCH":
+                for task in (op.get("launch") or {}).get("task_infos", []):
+                    remaining = self._launch(fw, agent, task, remaining)
+            elif kind == "LAUNCH_GROUP":
+                group = (op.get("launch_group") or {}).get("task_group") or {}
+                for task in group.get("tasks", []):
+                    self._master_status(
+                        fw,
+                        task,
+                        "TASK_ERROR",
+                        "REASON_TASK_GROUP_INVALID",
+                        "LAUNCH_GROUP is not supported by the local cluster",
+                    )
+            else:
+                log.warning("framework %s: operation %s is not supported; ignored", fw.id, kind)
+        if not remaining.empty():
+            self._add_filter(fw, agent.id, remaining, self._refuse_seconds(body))
+        self.wake()
+
+    @staticmethod
+    def _launch_tasks(operations: list[Json]) -> list[Json]:
+        tasks: list[Json] = []
+        for op in operations:
+            if op.get("type") == "LAUNCH":
+                tasks += (op.get("launch") or {}).get("task_infos", [])
+            elif op.get("type") == "LAUNCH_GROUP":
+                tasks += ((op.get("launch_group") or {}).get("task_group") or {}).get("tasks", [])
+        return tasks
+
+    def _launch(self, fw: Framework, agent: Agent, task: Json, remaining: Resources) -> Resources:
+        def invalid(message: str) -> Resources:
+            self._master_status(fw, task, "TASK_ERROR", "REASON_TASK_INVALID", message)
+            return remaining
+
+        tid = (task.get("task_id") or {}).get("value")
+        if not tid:
+            return invalid("Task has no task_id")
+        if tid in fw.tasks:
+            return invalid(f"Task has duplicate ID: {tid}")
+        if (task.get("agent_id") or {}).get("value") != agent.id:
+            return invalid(f"Task uses invalid agent: {(task.get('agent_id') or {}).get('value')}")
+        has_executor, has_command = "executor" in task, "command" in task
+        if has_executor == has_command:
+            return invalid(
+                "Task should have at least one (but not both) of CommandInfo or ExecutorInfo present"
+            )
+        if has_command:
+            return invalid("command tasks not supported by the local cluster; use an executor")
+        try:
+            resources = Resources.from_json(task.get("resources"))
+            executor_resources = Resources.from_json(task["executor"].get("resources"))
+        except (ResourceError, KeyError, TypeError, ValueError) as error:
+            return invalid(f"Task uses invalid resources: {error}")
+        if resources.empty():
+            return invalid("Task uses no resources")
+        eid = (task["executor"].get("executor_id") or {}).get("value")
+        if not eid or not (task["executor"].get("command") or {}).get("value"):
+            return invalid("Executor has no executor_id or no command.value")
+        existing = agent.executors.get((fw.id, eid))
+        needed = resources
+        if existing is None or existing.state == "TERMINATED":
+            needed = resources + executor_resources
+        if not remaining.contains(needed):
+            return invalid(f"Task uses more resources {needed} than available {remaining}")
+        t = Task(
+            task_id=tid,
+            framework_id=fw.id,
+            agent_id=agent.id,
+            executor_id=eid,
+            info=task,
+            resources=resources,
+        )
+        fw.tasks[tid] = t
+        self._spawn(agent.launch(fw.info, task))
+        return remaining - needed
+
+    def _call_kill(self, fw: Framework, body: Json) -> None:
+        tid = (body.get("task_id") or {}).get("value")
+        if not tid:
+            raise CallError(400, "Expecting 'kill.task_id'")
+        task = fw.tasks.get(tid)
+        agent = self.agents.get(task.agent_id) if task is not None else None
+        if task is None or agent is None or agent.state != "ACTIVE":
+            # Unknown (or unreachable): answer as explicit reconciliation does.
+            aid = (body.get("agent_id") or {}).get("value")
+            self._reconcile_one(fw, tid, aid)
+            return
+        agent.kill_task(fw.id, tid)
+
+    def _call_shutdown(self, fw: Framework, body: Json) -> None:
+        aid = (body.get("agent_id") or {}).get("value")
+        eid = (body.get("executor_id") or {}).get("value")
+        agent = self.agents.get(aid or "")
+        if agent is None or eid is None:
+            raise CallError(400, "Expecting known 'shutdown.agent_id' and 'shutdown.executor_id'")
+        ex = agent.executors.get((fw.id, eid))
+        if ex is not None:
+            self._spawn(agent.shutdown_executor(ex))
+
+    def _call_acknowledge(self, fw: Framework, body: Json) -> None:
+        try:
+            tid = body["task_id"]["value"]
+            raw = base64.b64decode(body["uuid"], validate=True)
+            aid = body["agent_id"]["value"]
+        except (KeyError, TypeError, ValueError):
+            raise CallError(
+                400, "Expecting 'acknowledge' with 'agent_id', 'task_id' and a base64 'uuid'"
+            ) from None
+        if len(raw) != 16:
+            raise CallError(400, "'acknowledge.uuid' is not a valid UUID")
+        uid = body["uuid"]
+        task = fw.tasks.get(tid)
+        if task is None or not task.pending or task.pending[0].get("uuid") != uid:
+            log.warning("framework %s: ignoring acknowledgement %s of task %s", fw.id, uid, tid)
+            return
+        task.pending.popleft()
+        agent = self.agents.get(aid)
+        if agent is not None:
+            agent.acknowledged(fw.id, task.executor_id, tid, uid)
+        if task.pending:
+            fw.send({"type": "UPDATE", "update": {"status": task.pending[0]}})
+            task.last_sent = time.monotonic()
+        elif task.state in TERMINAL:
+            self._complete(fw, task)
+
+    def _call_reconcile(self, fw: Framework, body: Json) -> None:
+        asked = body.get("tasks") or []
+        if not asked:
+            for task in fw.tasks.values():
+                fw.send({"type": "UPDATE", "update": {"status": self._reconcile_status(task)}})
+            return
+        for item in asked:
+            tid = (item.get("task_id") or {}).get("value")
+            if tid:
+                self._reconcile_one(fw, tid, (item.get("agent_id") or {}).get("value"))
+
+    def _call_message(self, fw: Framework, body: Json) -> None:
+        aid = (body.get("agent_id") or {}).get("value")
+        eid = (body.get("executor_id") or {}).get("value")
+        if not aid or not eid or "data" not in body:
+            raise CallError(400, "Expecting 'message' with 'agent_id', 'executor_id' and 'data'")
+        agent = self.agents.get(aid)
+        if agent is None or agent.state != "ACTIVE" or not agent.framework_message(fw.id, eid, body["data"]):
+            log.warning("framework %s: message to executor %s on %s dropped", fw.id, eid, aid)
+
+    def _call_request(self, fw: Framework, body: Json) -> None:
+        pass
+
+    _call_accept_inverse_offers = _call_request
+    _call_decline_inverse_offers = _call_request
+    _call_reconcile_operations = _call_request
+    _call_acknowledge_operation_status = _call_request
+
+    # --- status updates --------------------------------------------------------------------------
+
+    def status_update(self, agent: Agent, fid: str, status: Json) -> None:
+        """A reliable update from an agent (its own, or its executor's)."""
+        fw = self.frameworks.get(fid)
+        if fw is None:
+            return
+        tid = status["task_id"]["value"]
+        task = fw.tasks.get(tid)
+        if task is None:
+            return
+        task.state = status["state"]
+        task.status = status
+        if task.state in TERMINAL and task.holds:
+            task.holds = False
+            self.wake()
+        task.pending.append(status)
+        if len(task.pending) == 1:
+            fw.send({"type": "UPDATE", "update": {"status": status}})
+            task.last_sent = time.monotonic()
+
+    def executor_terminated(self, agent: Agent, ex: Executor, code: int) -> None:
+        fw = self.frameworks.get(ex.framework_id)
+        if fw is not None:
+            fw.send(
+                {
+                    "type": "FAILURE",
+                    "failure": {
+                        "agent_id": {"value": agent.id},
+                        "executor_id": {"value": ex.executor_id},
+                        "status": code,
+                    },
+                }
+            )
+        self.wake()
+
+    def executor_message(self, agent: Agent, ex: Executor, data: str) -> None:
+        fw = self.frameworks.get(ex.framework_id)
+        if fw is not None:
+            fw.send(
+                {
+                    "type": "MESSAGE",
+                    "message": {
+                        "agent_id": {"value": agent.id},
+                        "executor_id": {"value": ex.executor_id},
+                        "data": data,
+                    },
+                }
+            )
+
+    def _retry_updates(self) -> None:
+        now = time.monotonic()
+        for fw in self.frameworks.values():
+            if not fw.connected:
+                continue
+            for task in fw.tasks.values():
+                if task.pending and now - task.last_sent >= self.settings.update_retry_interval:
+                    fw.send({"type": "UPDATE", "update": {"status": task.pending[0]}})
+                    task.last_sent = now
+
+    def _complete(self, fw: Framework, task: Task) -> None:
+        if fw.tasks.get(task.task_id) is task:
+            del fw.tasks[task.task_id]
+            fw.completed.append(task)
+
+    def _master_update(self, fw: Framework, task: Task, state: str, reason: str, message: str) -> None:
+        """A master-generated update of a known task (no uuid: not acknowledged, not retried)."""
+        status = self._status(task.task_id, task.agent_id, state, reason, message, task.executor_id)
+        task.state = state
+        task.status = status
+        fw.send({"type": "UPDATE", "update": {"status": status}})
+
+    def _master_status(self, fw: Framework, task: Json, state: str, reason: str, message: str) -> None:
+        tid = (task.get("task_id") or {}).get("value", "")
+        aid = (task.get("agent_id") or {}).get("value")
+        fw.send({"type": "UPDATE", "update": {"status": self._status(tid, aid, state, reason, message)}})
+
+    @staticmethod
+    def _status(
+        tid: str, aid: str | None, state: str, reason: str, message: str, eid: str | None = None
+    ) -> Json:
+        status: Json = {
+            "task_id": {"value": tid},
+            "state": state,
+            "reason": reason,
+            "message": message,
+            "source": "SOURCE_MASTER",
+            "timestamp": time.time(),
+        }
+        if aid:
+            status["agent_id"] = {"value": aid}
+        if eid:
+            status["executor_id"] = {"value": eid}
+        return status
+
+    def _reconcile_status(self, task: Task) -> Json:
+        base = (
+            dict(task.status)
+            if task.status
+            else self._status(task.task_id, task.agent_id, task.state, "", "", task.executor_id)
+        )
+        base.pop("uuid", None)
+        base.update(
+            {
+                "state": task.state,
+                "reason": "REASON_RECONCILIATION",
+                "source": "SOURCE_MASTER",
+                "message": "Reconciliation: latest task status",
+                "timestamp": time.time(),
+            }
+        )
+        return base
+
+    def _reconcile_one(self, fw: Framework, tid: str, aid: str | None) -> None:
+        task = fw.tasks.get(tid)
+        if task is not None:
+            fw.send({"type": "UPDATE", "update": {"status": self._reconcile_status(task)}})
+            return
+        agent = self.agents.get(aid) if aid else None
+        if agent is not None and agent.state == "ACTIVE":
+            state = "TASK_GONE" if fw.partition_aware else "TASK_LOST"
+            message = "Reconciliation: Task is unknown to the agent"
+        elif agent is not None and agent.state == "UNREACHABLE":
+            state = "TASK_UNREACHABLE" if fw.partition_aware else "TASK_LOST"
+            message = "Reconciliation: Task is unreachable"
+        else:
+            state = "TASK_UNKNOWN" if fw.partition_aware else "TASK_LOST"
+            message = "Reconciliation: Task is unknown"
+        fw.send(
+            {
+                "type": "UPDATE",
+                "update": {"status": self._status(tid, aid, state, "REASON_RECONCILIATION", message)},
+            }
+        )
+
+    # --- offers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _offer_ids(body: Json) -> list[str]:
+        ids = body.get("offer_ids") or []
+        if not isinstance(ids, list):
+            raise CallError(400, "Expecting 'offer_ids' to be a list")
+        return [str(i.get("value")) for i in ids if isinstance(i, dict)]
+
+    def _refuse_seconds(self, body: Json) -> float:
+        filters = body.get("filters") or {}
+        return float(filters.get("refuse_seconds", self.settings.default_refuse_seconds))
+
+    def _add_filter(self, fw: Framework, agent_id: str, resources: Resources, seconds: float) -> None:
+        if seconds > 0:
+            fw.filters.setdefault(agent_id, []).append(Filter(time.monotonic() + seconds, resources))
+
+    def _filtered(self, fw: Framework, agent_id: str, resources: Resources) -> bool:
+        now = time.monotonic()
+        active = [f for f in fw.filters.get(agent_id, []) if f.expires > now]
+        fw.filters[agent_id] = active
+        return any(f.resources.contains(resources) for f in active)
+
+    def _rescind_agent_offers(self, agent_id: str) -> None:
+        for offer in [o for o in self.offers.values() if o.agent_id == agent_id]:
+            del self.offers[offer.id]
+            fw = self.frameworks.get(offer.framework_id)
+            if fw is not None:
+                fw.send({"type": "RESCIND", "rescind": {"offer_id": {"value": offer.id}}})
+
+    def _rescind_framework_offers(self, fw: Framework, send: bool) -> None:
+        for offer in [o for o in self.offers.values() if o.framework_id == fw.id]:
+            del self.offers[offer.id]
+            if send:
+                fw.send({"type": "RESCIND", "rescind": {"offer_id": {"value": offer.id}}})
+
+    def _allocate(self) -> None:
+        frameworks = sorted(
+            (fw for fw in self.frameworks.values() if fw.connected and not fw.suppressed),
+            key=lambda f: sum(1 for t in f.tasks.values() if t.holds),
+        )
+        if not frameworks:
+            return
+        batches: dict[str, list[Json]] = {}
+        for agent in self.agents.values():
+            if agent.state != "ACTIVE":
+                continue
+            available = self.available(agent)
+            if available.empty():
+                continue
+            for fw in frameworks:
+                if self._filtered(fw, agent.id, available):
+                    continue
+                oid = f"{self.id}-O{self._offer_seq}"
+                self._offer_seq += 1
+                self.offers[oid] = Offer(oid, fw.id, agent.id, available)
+                batches.setdefault(fw.id, []).append(
+                    {
+                        "id": {"value": oid},
+                        "framework_id": {"value": fw.id},
+                        "agent_id": {"value": agent.id},
+                        "hostname": agent.hostname,
+                        "url": {
+                            "scheme": "http",
+                            "address": {"hostname": agent.hostname, "ip": agent.ip, "port": agent.port},
+                            "path": "/slave(1)",
+                        },
+                        "resources": available.to_json(role=fw.role),
+                        "attributes": agent.attributes_json(),
+                        "allocation_info": {"role": fw.role},
+                    }
+                )
+                break
+        for fid, offers in batches.items():
+            self.frameworks[fid].send({"type": "OFFERS", "offers": {"offers": offers}})
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def state(self) -> Json:
+        def task_json(t: Task) -> Json:
+            return {
+                "id": t.task_id,
+                "name": t.info.get("name", ""),
+                "framework_id": t.framework_id,
+                "slave_id": t.agent_id,
+                "agent_id": t.agent_id,
+                "executor_id": t.executor_id,
+                "state": t.state,
+                "resources": t.resources.to_state(),
+                "statuses": [t.status] if t.status else [],
+            }
+
+        frameworks = []
+        for fw in self.frameworks.values():
+            used = Resources()
+            for t in fw.tasks.values():
+                if t.holds:
+                    used = used + t.resources
+            frameworks.append(
+                {
+                    "id": fw.id,
+                    "name": fw.info.get("name"),
+                    "user": fw.info.get("user"),
+                    "active": fw.connected,
+                    "connected": fw.connected,
+                    "role": fw.role,
+                    "failover_timeout": fw.info.get("failover_timeout", 0),
+                    "checkpoint": bool(fw.info.get("checkpoint")),
+                    "capabilities": [c.get("type") for c in fw.info.get("capabilities", [])],
+                    "registered_time": fw.registered_time,
+                    "used_resources": used.to_state(),
+                    "offered_resources": sum(
+                        (o.resources for o in self.offers.values() if o.framework_id == fw.id), Resources()
+                    ).to_state(),
+                    "tasks": [task_json(t) for t in fw.tasks.values()],
+                    "completed_tasks": [task_json(t) for t in fw.completed],
+                    "offers": [
+                        {"id": o.id, "agent_id": o.agent_id, "resources": o.resources.to_state()}
+                        for o in self.offers.values()
+                        if o.framework_id == fw.id
+                    ],
+                }
+            )
+        agents = [
+            {
+                "id": a.id,
+                "hostname": a.hostname,
+                "port": a.port,
+                "pid": f"slave(1)@{a.endpoint}",
+                "active": a.state == "ACTIVE",
+                "state": a.state,
+                "resources": a.total.to_state(),
+                "used_resources": self.used(a).to_state(),
+                "offered_resources": self.offered(a).to_state(),
+                "unreserved_resources": a.total.to_state(),
+                "attributes": dict(a.attributes),
+            }
+            for a in self.agents.values()
+            if a.state != "REMOVED"
+        ]
+        return {
+            "version": VERSION,
+            "id": self.id,
+            "hostname": self.hostname,
+            "port": self.port,
+            "start_time": self.start_time,
+            "activated_slaves": sum(1 for a in agents if a["active"]),
+            "frameworks": frameworks,
+            "slaves": agents,
+            "agents": agents,
+            "completed_frameworks": [{"id": fid} for fid in sorted(self.removed_frameworks)],
+        }

@@ -1,0 +1,57 @@
+"""Settings of the local cluster (env prefix ``STATEFUL_CLUSTER_``)."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from mesos_stateful.common.settings import ServiceSettings
+
+
+class LocalClusterSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STATEFUL_CLUSTER_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
+    )
+
+    listen: str = Field("127.0.0.1:5050", description="host:port of the master (port 0: any free port)")
+    agents: int = Field(3, description="number of simulated agents")
+    agent_cpus: float = Field(4.0, description="cpus of each agent")
+    agent_mem: float = Field(8192.0, description="mem (MB) of each agent")
+    agent_disk: float = Field(20000.0, description="disk (MB) of each agent")
+    agent_port: int = Field(5051, description="port of each agent's executor API on its own address (0: any)")
+    agent_ip_base: str = Field("127.0.0.2", description="address of agent 0; agent i gets base + i")
+    agent_ports_begin: int = Field(31000, description="first port of agent 0's `ports` range")
+    agent_ports_step: int = Field(1000, description="agent i's range is begin+i*step .. begin+i*step+count-1")
+    agent_ports_count: int = Field(1000, description="number of ports offered per agent")
+    agent_attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description='text attributes of every agent (JSON); "{i}" in a value becomes the agent index',
+    )
+    work_dir: str = Field("state/cluster", description="directory for agents' sandboxes")
+    heartbeat_interval: float = Field(15.0, description="seconds between HEARTBEAT events")
+    update_retry_interval: float = Field(
+        10.0, description="seconds before an unacknowledged update is re-sent"
+    )
+    allocation_interval: float = Field(1.0, description="seconds between allocation rounds")
+    default_refuse_seconds: float = Field(5.0, description="refuse_seconds when a DECLINE/ACCEPT has none")
+    executor_shutdown_grace: float = Field(5.0, description="seconds an executor gets to exit after SHUTDOWN")
+    kill_grace: float = Field(3.0, description="seconds between SIGTERM and SIGKILL of an executor session")
+    executor_registration_timeout: float = Field(
+        60.0, description="seconds an executor has to SUBSCRIBE before it is killed"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.agents < 0:
+            raise ValueError("agents must be >= 0")
+        if min(self.agent_cpus, self.agent_mem, self.agent_disk) < 0:
+            raise ValueError("agent resources must be >= 0")
+        if self.agent_ports_count > self.agent_ports_step and self.agents > 1:
+            raise ValueError("agent_ports_count must be <= agent_ports_step (ranges would overlap)")
+        if min(self.heartbeat_interval, self.update_retry_interval, self.allocation_interval) <= 0:
+            raise ValueError("intervals must be > 0")
+        if ":" not in self.listen:
+            raise ValueError("listen must be host:port")
+        return self

@@ -1,0 +1,3 @@
+from mesos_stateful.offers.main import main
+
+main()

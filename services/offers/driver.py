@@ -1,0 +1,411 @@
+"""The pymesos scheduler driver behind an asyncio-friendly adapter.
+
+pymesos runs its I/O and every callback on its own thread. The callbacks here never block: they
+hand each event to the asyncio loop (``call_soon_threadsafe``) as a small dataclass on a queue.
+Calls to the master (ACCEPT, DECLINE, KILL, ...) are blocking HTTP requests; they run one at a
+time on a worker thread so the loop never waits on the network.
+
+pymesos quirks handled here:
+- it installs a SIGINT handler at import time: import this module on the main thread;
+- when its I/O thread dies it calls ``interrupt_main()``, which would stop the whole service: that
+  call is replaced by a DriverAborted event, after which the scheduler starts a fresh driver;
+- implicit acknowledgements are off: the scheduler acknowledges after storing each update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pymesos
+import pymesos.process
+from pymesos import MesosSchedulerDriver, Scheduler
+
+from mesos_stateful.common import errors
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+Json = dict[str, Any]
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    framework_id: str
+    master: str
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    pass
+
+
+@dataclass(frozen=True)
+class OffersReceived:
+    offers: list[Json]
+
+
+@dataclass(frozen=True)
+class OfferRescinded:
+    offer_id: str
+
+
+@dataclass(frozen=True)
+class StatusReceived:
+    status: Json
+
+
+@dataclass(frozen=True)
+class AgentLost:
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class DriverError:
+    """An ERROR event from the master (e.g. "Framework has been removed")."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class DriverAborted:
+    """The pymesos I/O thread died (e.g. the master refused the subscription); the scheduler
+    starts a fresh driver."""
+
+    message: str
+
+
+DriverEvent = (
+    Subscribed
+    | Disconnected
+    | OffersReceived
+    | OfferRescinded
+    | StatusReceived
+    | AgentLost
+    | DriverError
+    | DriverAborted
+)
+
+
+# -- interrupt_main guard -------------------------------------------------------------------------
+
+_adapters: weakref.WeakSet[MesosDriver] = weakref.WeakSet()
+_adapters_lock = threading.Lock()
+
+
+class _InterruptGuard:
+    """Stands in for the ``_thread`` module inside pymesos.process, whose only use of it is
+    ``interrupt_main()`` when its I/O thread dies."""
+
+    @staticmethod
+    def interrupt_main(*_args: object) -> None:
+        exc_info = pymesos.process._exc_info
+        pymesos.process._exc_info = None  # or a later SIGINT would re-raise it
+        message = repr(exc_info[1]) if exc_info else "unknown error"
+        log.error("pymesos I/O thread died: %s", message)
+        with _adapters_lock:
+            adapters = list(_adapters)
+        for adapter in adapters:
+            adapter._io_thread_died(message)
+
+
+pymesos.process.thread = _InterruptGuard()
+
+
+# -- the adapter ----------------------------------------------------------------------------------
+
+
+class _Callbacks(Scheduler):  # type: ignore[misc]
+    """pymesos callbacks: each turns into an event on the loop; nothing here may block or raise
+    (an exception would kill pymesos' I/O thread)."""
+
+    def __init__(self, adapter: MesosDriver, generation: int) -> None:
+        self._adapter = adapter
+        self._generation = generation
+
+    def _post(self, event: DriverEvent) -> None:
+        self._adapter._post(event, self._generation)
+
+    def registered(self, driver: Any, framework_id: Any, master_info: Any) -> None:
+        self._post(Subscribed(str(framework_id.get("value", "")), _master_of(master_info)))
+
+    def reregistered(self, driver: Any, master_info: Any) -> None:
+        self._post(Subscribed(str(driver.framework_id or ""), _master_of(master_info)))
+
+    def disconnected(self, driver: Any) -> None:
+        self._post(Disconnected())
+
+    def resourceOffers(self, driver: Any, offers: list[Any]) -> None:
+        self._post(OffersReceived([_plain(o) for o in offers]))
+
+    def inverseOffers(self, driver: Any, offers: list[Any]) -> None:
+        pass
+
+    def offerRescinded(self, driver: Any, offer_id: Any) -> None:
+        self._post(OfferRescinded(str(offer_id.get("value", ""))))
+
+    def statusUpdate(self, driver: Any, status: Any) -> None:
+        self._post(StatusReceived(_plain(status)))
+
+    def frameworkMessage(self, driver: Any, executor_id: Any, agent_id: Any, message: Any) -> None:
+        pass
+
+    def slaveLost(self, driver: Any, agent_id: Any) -> None:
+        self._post(AgentLost(str(agent_id.get("value", ""))))
+
+    def executorLost(self, driver: Any, executor_id: Any, agent_id: Any, status: Any) -> None:
+        # Mesos sends TASK_* updates for the executor's tasks; nothing more to do here.
+        log.info("executor %s on agent %s exited (%s)", executor_id, agent_id, status)
+
+    def error(self, driver: Any, message: str) -> None:
+        self._post(DriverError(str(message)))
+
+
+def _plain(value: Any) -> Any:
+    """A plain-dict deep copy (addict Dicts create keys on read; keep the loop's data inert)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _master_of(master_info: Any) -> str:
+    try:
+        return f"{master_info['hostname']}:{master_info['port']}"
+    except (KeyError, TypeError):
+        return ""
+
+
+@dataclass(frozen=True)
+class FrameworkConfig:
+    name: str
+    role: str
+    user: str
+    hostname: str
+    failover_timeout_seconds: float
+    principal: str = ""
+    secret: str = ""
+
+    def info(self, framework_id: str | None) -> Json:
+        info: Json = {
+            "name": self.name,
+            "user": self.user,
+            "hostname": self.hostname,
+            "failover_timeout": self.failover_timeout_seconds,
+            "checkpoint": True,
+            "role": self.role,
+        }
+        if self.principal:
+            info["principal"] = self.principal
+        if framework_id:
+            info["id"] = {"value": framework_id}
+        return info
+
+
+class MesosDriver:
+    """One Mesos scheduler connection at a time, restarted when pymesos gives up."""
+
+    RESTART_DELAY_SECONDS = 2.0
+    JOIN_TIMEOUT_SECONDS = 20.0
+
+    def __init__(self, master: str, config: FrameworkConfig) -> None:
+        self.master = master
+        self.config = config
+        self.events: asyncio.Queue[DriverEvent] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._driver: MesosSchedulerDriver | None = None
+        self._generation = 0
+        self._framework_id: str | None = None
+        self._stopping = False
+        self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-call")
+        self._subscribed = False
+        with _adapters_lock:
+            _adapters.add(self)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    @property
+    def subscribed(self) -> bool:
+        """True from the SUBSCRIBED event until the connection drops."""
+        driver = self._driver
+        return self._subscribed and driver is not None and bool(driver.connected)
+
+    @property
+    def framework_id(self) -> str | None:
+        driver = self._driver
+        if driver is not None and driver.framework_id:
+            return str(driver.framework_id)
+        return self._framework_id
+
+    @property
+    def current_master(self) -> str:
+        driver = self._driver
+        return str(driver.master) if driver is not None and driver.master else self.master
+
+    async def start(self, framework_id: str | None) -> None:
+        """Subscribe (as ``framework_id`` when given, so that its tasks are kept)."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._framework_id = framework_id or None
+        await self._start_driver()
+
+    async def _start_driver(self) -> None:
+        self._generation += 1
+        driver = MesosSchedulerDriver(
+            _Callbacks(self, self._generation),
+            self.config.info(self._framework_id),
+            self.master,
+            use_addict=True,
+            implicit_acknowledgements=False,
+            principal=self.config.principal or None,
+            secret=self.config.secret or None,
+            failover=True,
+        )
+        self._driver = driver
+        log.info("subscribing to %s as %s", self.master, self._framework_id or "a new framework")
+        # start() asks the master for its version over blocking HTTP: not on the loop.
+        await self._run(driver.start)
+
+    async def restart(self, framework_id: str | None) -> None:
+        """Drop the connection and subscribe again (e.g. as a new framework after removal)."""
+        await self._stop_driver(failover=True)
+        self._framework_id = framework_id or None
+        if not self._stopping:
+            await self._start_driver()
+
+    async def stop(self, failover: bool = True) -> None:
+        """Disconnect. With failover (the default) Mesos keeps our tasks running for the failover
+        timeout; without it the framework is torn down and its tasks killed."""
+        self._stopping = True
+        await self._stop_driver(failover)
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        with _adapters_lock:
+            _adapters.discard(self)
+
+    async def _stop_driver(self, failover: bool) -> None:
+        driver, self._driver = self._driver, None
+        self._subscribed = False
+        self._generation += 1  # late callbacks of the old driver are dropped
+        if driver is None:
+            return
+        if driver.framework_id:
+            self._framework_id = str(driver.framework_id)
+
+        def stop_and_join() -> None:
+            driver.stop(failover=failover)
+            thread = driver._io_thread
+            if thread is not None:
+                thread.join(self.JOIN_TIMEOUT_SECONDS)
+
+        await asyncio.get_running_loop().run_in_executor(None, stop_and_join)
+
+    def _post(self, event: DriverEvent, generation: int) -> None:
+        """From pymesos' thread: queue the event on the loop (dropped if from an old driver)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def put() -> None:
+            if generation == self._generation:
+                if isinstance(event, Subscribed):
+                    self._subscribed = True
+                elif isinstance(event, Disconnected | DriverError):
+                    self._subscribed = False
+                self.events.put_nowait(event)
+
+        # RuntimeError: the loop closed meanwhile (we are shutting down).
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(put)
+
+    def _io_thread_died(self, message: str) -> None:
+        """From the dying I/O thread (see _InterruptGuard)."""
+        driver = self._driver
+        if driver is None or not driver.aborted or self._stopping:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        generation = self._generation
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._schedule_restart, generation, message)
+
+    def _schedule_restart(self, generation: int, message: str) -> None:
+        if generation != self._generation or self._stopping:
+            return
+        self._subscribed = False
+        # The scheduler decides how to come back (same framework id, or a new one if removed).
+        self.events.put_nowait(DriverAborted(message))
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def _run(self, call: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._calls, call)
+
+    async def _call(self, name: str, call: Callable[[MesosSchedulerDriver], None]) -> None:
+        driver = self._driver
+        if driver is None or not driver.connected or not driver.framework_id:
+            raise errors.Unavailable(f"cannot {name}: not subscribed to a Mesos master")
+        try:
+            await self._run(lambda: call(driver))
+        except errors.StatefulError:
+            raise
+        except Exception as error:  # pymesos raises bare RuntimeError / OSError
+            raise errors.Unavailable(f"{name} failed: {error}") from error
+
+    def _body(self, driver: MesosSchedulerDriver, call_type: str, **fields: Any) -> Json:
+        return {"type": call_type, "framework_id": {"value": driver.framework_id}, **fields}
+
+    async def launch(self, offer_ids: Sequence[str], tasks: list[Json], refuse_seconds: float) -> None:
+        """ACCEPT the offers with one LAUNCH of ``tasks`` (what is left over is declined with the
+        filter)."""
+        ids = [{"value": i} for i in offer_ids]
+        await self._call(
+            "launch",
+            lambda d: d.launchTasks(ids, tasks, filters={"refuse_seconds": refuse_seconds}),
+        )
+
+    async def decline(self, offer_ids: Sequence[str], refuse_seconds: float) -> None:
+        ids = [{"value": i} for i in offer_ids]
+        await self._call("decline", lambda d: d.declineOffer(ids, filters={"refuse_seconds": refuse_seconds}))
+
+    async def revive(self) -> None:
+        await self._call("revive", lambda d: d.reviveOffers())
+
+    async def suppress(self) -> None:
+        await self._call("suppress", lambda d: d.suppressOffers())
+
+    async def kill(self, task_id: str, agent_id: str) -> None:
+        # pymesos' killTask leaves out the agent id, which the master needs for unreachable agents.
+        kill: Json = {"task_id": {"value": task_id}}
+        if agent_id:
+            kill["agent_id"] = {"value": agent_id}
+        await self._call("kill", lambda d: d._send(self._body(d, "KILL", kill=kill)))
+
+    async def acknowledge(self, status: Json) -> None:
+        if "uuid" not in status:
+            return  # reconciliation and master-generated updates are not acknowledged
+        await self._call("acknowledge", lambda d: d.acknowledgeStatusUpdate(status))
+
+    async def reconcile(self, tasks: Sequence[tuple[str, str]]) -> None:
+        """Ask for the state of these (task id, agent id); an empty list is an implicit
+        reconciliation (every task the master knows of ours)."""
+        entries: list[Json] = []
+        for task_id, agent_id in tasks:
+            entry: Json = {"task_id": {"value": task_id}}
+            if agent_id:
+                entry["agent_id"] = {"value": agent_id}
+            entries.append(entry)
+        await self._call(
+            "reconcile", lambda d: d._send(self._body(d, "RECONCILE", reconcile={"tasks": entries}))
+        )

@@ -1,0 +1,40 @@
+"""``stateful-offers``: the Mesos framework and the OfferService."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+# pymesos installs a SIGINT handler when imported: import it here, on the main thread.
+import mesos_stateful.offers.driver  # noqa: F401
+from mesos_stateful.common.logs import setup_logging
+from mesos_stateful.common.server import serve_until_signal
+from mesos_stateful.offers.server import build_offers_server
+from mesos_stateful.offers.settings import OffersSettings
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: OffersSettings) -> None:
+    offers = await build_offers_server(settings)
+    log.info(
+        "offers serving stateful.v1.OfferService on port %d (master %s, state %s)",
+        offers.port,
+        settings.master,
+        settings.state_endpoint,
+    )
+    try:
+        await serve_until_signal(offers, grace_seconds=settings.grace_seconds)
+    finally:
+        # Disconnect with failover: Mesos keeps our tasks running until we come back.
+        await offers.stop_scheduler()
+
+
+def main() -> None:
+    settings = OffersSettings.load()
+    setup_logging("offers", settings.log_level)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

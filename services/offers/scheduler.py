@@ -1,0 +1,531 @@
+"""The scheduler: a queue of launches, offers matched against it, status updates stored and then
+acknowledged, kills, reconciliation, revive/suppress.
+
+Everything that changes tasks runs under one asyncio lock, so offers, launches, kills and status
+updates see each other's effects in order. Every change is written to the state service before
+it is acted on (before ACCEPT, before an acknowledgement), so a restart loses nothing: QUEUED
+tasks are queued again, the others are reconciled with the master (never relaunched or killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common import errors
+from mesos_stateful.offers import driver as drv
+from mesos_stateful.offers import mesos
+from mesos_stateful.offers.matching import AgentCapacity, Offer, match, never_fits
+from mesos_stateful.offers.settings import OffersSettings
+from mesos_stateful.offers.taskstore import TaskStore, copy_task
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+
+
+@dataclass
+class AgentView:
+    """An agent as seen in offers."""
+
+    agent_id: str
+    hostname: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    offered: Offer | None = None
+    # Largest totals seen (offered + what our tasks held then): a lower bound of its capacity.
+    cpus: float = 0.0
+    mem: float = 0.0
+    disk: float = 0.0
+    port_count: int = 0
+
+    def capacity(self) -> AgentCapacity:
+        return AgentCapacity(
+            self.agent_id, self.hostname, self.cpus, self.mem, self.disk, self.port_count, self.attributes
+        )
+
+
+def _now_stamp(task: types_pb2.Task) -> None:
+    task.updated_at.GetCurrentTime()
+
+
+class OfferScheduler:
+    def __init__(self, settings: OffersSettings, store: TaskStore, driver: drv.MesosDriver) -> None:
+        self.settings = settings
+        self.store = store
+        self.driver = driver
+        self.queue: dict[str, None] = {}  # queued task ids, in launch order
+        self.pending: dict[str, str] = {}  # task id -> why it has not been placed
+        self.agents: dict[str, AgentView] = {}
+        self._lock = asyncio.Lock()
+        self._statuses: asyncio.Queue[Json] = asyncio.Queue()
+        self._suppressed = False
+        self._idle_declined = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self.framework_id = ""
+        self._watch_revision = 0
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reload tasks and the framework id from the state service, then subscribe."""
+        framework = await self.store.load_framework()
+        self.framework_id = framework.framework_id if framework is not None else ""
+        self._watch_revision = await self.store.load()
+        queued = [t for t in self.store.tasks.values() if t.state == types_pb2.TASK_STATE_QUEUED]
+        queued.sort(key=lambda t: (t.updated_at.seconds, t.updated_at.nanos, t.task_id))
+        for task in queued:
+            self.queue[task.task_id] = None
+            self.pending[task.task_id] = "waiting for offers"
+        log.info(
+            "loaded %d tasks (%d queued); framework id %s",
+            len(self.store.tasks),
+            len(queued),
+            self.framework_id or "(none yet)",
+        )
+        self._spawn(self._event_loop(), "events")
+        self._spawn(self._status_loop(), "statuses")
+        self._spawn(self._watch_deletions(), "watch")
+        if self.settings.reconcile_interval_seconds > 0:
+            self._spawn(self._reconcile_loop(), "reconcile")
+        await self.driver.start(self.framework_id or None)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        self._loops.append(asyncio.get_running_loop().create_task(coroutine, name=f"offers-{name}"))
+
+    async def stop(self) -> None:
+        """Disconnect with failover: Mesos keeps the tasks running until we come back."""
+        self._stopped = True
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.driver.stop(failover=True)
+
+    # -- the API ----------------------------------------------------------------------------------
+
+    async def launch(self, spec: types_pb2.LaunchSpec) -> types_pb2.Task:
+        """Queue a launch (idempotent on task id); FailedPrecondition if no known agent could
+        ever run it."""
+        async with self._lock:
+            existing = await self.store.find(spec.task_id)
+            if existing is not None:
+                return existing
+            task = types_pb2.Task(
+                task_id=spec.task_id,
+                instance=spec.instance,
+                member_id=spec.member_id,
+                state=types_pb2.TASK_STATE_QUEUED,
+                message="queued",
+                launch=spec,
+            )
+            need = mesos.need_of(task)
+            reason = never_fits(need, [a.capacity() for a in self.agents.values()])
+            if reason is not None:
+                raise errors.FailedPrecondition(f"task {spec.task_id} can never be placed: {reason}")
+            _now_stamp(task)
+            stored, created = await self.store.create(task)
+            if not created:
+                return stored
+            self.queue[stored.task_id] = None
+            self.pending[stored.task_id] = "waiting for offers"
+            log.info(
+                "queued %s (%g cpus, %d MiB)", stored.task_id, spec.resources.cpus, spec.resources.mem_mb
+            )
+            await self._revive_if_needed()
+            return stored
+
+    async def kill(self, task_id: str) -> types_pb2.Task:
+        async with self._lock:
+            task = await self.store.find(task_id)
+            if task is None:
+                raise errors.NotFound(f"no task {task_id}")
+            if mesos.is_terminal(task.state):
+                return task
+            update = copy_task(task)
+            update.kill_requested = True
+            if task.state == types_pb2.TASK_STATE_QUEUED:
+                update.state = types_pb2.TASK_STATE_KILLED
+                update.message = "killed before launch"
+                _now_stamp(update)
+                stored = await self.store.save(update)
+                self._unqueue(task_id)
+                return stored
+            stored = await self.store.save(update) if not task.kill_requested else task
+            try:
+                await self.driver.kill(task_id, task.agent_id)
+            except errors.Unavailable as error:
+                # kill_requested is stored: the kill is sent again after the next subscription.
+                log.warning("kill of %s not sent now (%s)", task_id, error.message)
+            return stored
+
+    def list_tasks(self, instance: str = "") -> list[types_pb2.Task]:
+        tasks = [t for t in self.store.tasks.values() if not instance or t.instance == instance]
+        return sorted(tasks, key=lambda t: t.task_id)
+
+    def cluster(self) -> opb.GetClusterResponse:
+        # Subscribed once the framework id is stored too (what a restart depends on).
+        response = opb.GetClusterResponse(
+            subscribed=self.driver.subscribed and self.framework_id == self.driver.framework_id,
+            framework_id=self.driver.framework_id or self.framework_id,
+            master=self.driver.current_master,
+        )
+        on_agent: dict[str, list[str]] = {}
+        for task in self.store.tasks.values():
+            if task.agent_id and not mesos.is_terminal(task.state):
+                on_agent.setdefault(task.agent_id, []).append(task.task_id)
+        for agent in sorted(self.agents.values(), key=lambda a: a.hostname):
+            entry = response.agents.add(
+                agent_id=agent.agent_id,
+                hostname=agent.hostname,
+                total=types_pb2.Resources(cpus=agent.cpus, mem_mb=int(agent.mem), disk_mb=int(agent.disk)),
+                task_ids=sorted(on_agent.get(agent.agent_id, [])),
+            )
+            entry.attributes.update(agent.attributes)
+            if agent.offered is not None:
+                offered = agent.offered
+                entry.offered.CopyFrom(
+                    types_pb2.Resources(cpus=offered.cpus, mem_mb=int(offered.mem), disk_mb=int(offered.disk))
+                )
+                entry.free_port_ranges.extend(f"{b}-{e}" for b, e in offered.ports)
+        for task_id in self.queue:
+            response.pending.add(task_id=task_id, reason=self.pending.get(task_id, "waiting for offers"))
+        return response
+
+    # -- driver events ----------------------------------------------------------------------------
+
+    async def _event_loop(self) -> None:
+        while True:
+            event = await self.driver.events.get()
+            try:
+                await self._handle(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("handling %s failed", type(event).__name__)
+
+    async def _handle(self, event: drv.DriverEvent) -> None:
+        if isinstance(event, drv.OffersReceived):
+            await self._on_offers(event.offers)
+        elif isinstance(event, drv.StatusReceived):
+            self._statuses.put_nowait(event.status)
+        elif isinstance(event, drv.Subscribed):
+            await self._on_subscribed(event)
+        elif isinstance(event, drv.OfferRescinded):
+            for agent in self.agents.values():
+                if agent.offered is not None and agent.offered.offer_id == event.offer_id:
+                    agent.offered = None
+        elif isinstance(event, drv.AgentLost):
+            log.warning("agent %s lost", event.agent_id)
+            self.agents.pop(event.agent_id, None)
+        elif isinstance(event, drv.DriverError):
+            log.error("Mesos master error: %s", event.message)
+            await self._on_error(event.message)
+        elif isinstance(event, drv.Disconnected):
+            log.warning("disconnected from the Mesos master; pymesos reconnects")
+        elif isinstance(event, drv.DriverAborted):
+            log.warning("Mesos driver aborted (%s); restarting it", event.message)
+            await self._on_error(event.message)
+
+    async def _on_subscribed(self, event: drv.Subscribed) -> None:
+        log.info("subscribed to %s as framework %s", event.master or self.driver.master, event.framework_id)
+        self._suppressed = False
+        self._idle_declined = False
+        if event.framework_id and event.framework_id != self.framework_id:
+            await self._store_framework(event.framework_id)
+        await self._reconcile()
+        async with self._lock:
+            to_kill = [
+                t
+                for t in self.store.tasks.values()
+                if t.kill_requested
+                and not mesos.is_terminal(t.state)
+                and t.state != types_pb2.TASK_STATE_QUEUED
+            ]
+        for task in to_kill:
+            with contextlib.suppress(errors.Unavailable):
+                await self.driver.kill(task.task_id, task.agent_id)
+
+    async def _store_framework(self, framework_id: str) -> None:
+        framework = types_pb2.Framework(
+            framework_id=framework_id, failover_timeout_seconds=self.settings.failover_timeout_seconds
+        )
+        framework.registered_at.GetCurrentTime()
+        while not self._stopped:
+            try:
+                await self.store.save_framework(framework)
+                self.framework_id = framework_id
+                return
+            except errors.TemporaryError as error:
+                log.warning("cannot store the framework id yet (%s); retrying", error.message)
+                await asyncio.sleep(self.settings.state_retry_seconds)
+
+    async def _on_error(self, message: str) -> None:
+        """An ERROR event, or pymesos giving up (DriverAborted): come back as the same framework,
+        or as a new one if ours was removed."""
+        lowered = message.lower()
+        if "removed" in lowered or "torn down" in lowered:
+            # The failover timeout passed (or a teardown): Mesos killed our tasks. Subscribe as a
+            # new framework; reconciliation then reports the old tasks gone.
+            log.warning("framework %s was removed; subscribing as a new framework", self.framework_id)
+            with contextlib.suppress(errors.StatefulError):
+                await self.store.delete_framework()
+            self.framework_id = ""
+            await asyncio.sleep(drv.MesosDriver.RESTART_DELAY_SECONDS)
+            await self.driver.restart(None)
+        elif "failed over" in lowered:
+            log.error("another scheduler took over framework %s; not resubscribing", self.framework_id)
+        else:
+            await asyncio.sleep(drv.MesosDriver.RESTART_DELAY_SECONDS)
+            await self.driver.restart(self.driver.framework_id or self.framework_id or None)
+
+    # -- reconciliation -----------------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        """Explicit reconciliation of every task we launched and that has not ended, then an
+        implicit one (any task the master has of ours)."""
+        known = [
+            (t.task_id, t.agent_id)
+            for t in self.store.tasks.values()
+            if t.state != types_pb2.TASK_STATE_QUEUED and not mesos.is_terminal(t.state)
+        ]
+        try:
+            if known:
+                await self.driver.reconcile(known)
+            await self.driver.reconcile([])
+            log.info("reconciling %d tasks (explicit) and implicitly", len(known))
+        except errors.Unavailable as error:
+            log.warning("reconciliation not sent: %s", error.message)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            if self.driver.subscribed:
+                await self._reconcile()
+
+    # -- offers -------------------------------------------------------------------------------------
+
+    def _running_counts(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for task in self.store.tasks.values():
+            if task.agent_id and not mesos.is_terminal(task.state):
+                key = (task.agent_id, task.instance)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def _learn_agent(self, offer: Offer) -> None:
+        agent = self.agents.get(offer.agent_id)
+        if agent is None:
+            agent = self.agents[offer.agent_id] = AgentView(offer.agent_id, offer.hostname)
+        agent.hostname = offer.hostname
+        agent.attributes = dict(offer.attributes)
+        agent.offered = Offer(
+            offer.offer_id,
+            offer.agent_id,
+            offer.hostname,
+            offer.cpus,
+            offer.mem,
+            offer.disk,
+            list(offer.ports),
+            dict(offer.attributes),
+        )
+        cpus, mem, disk, ports = offer.cpus, offer.mem, offer.disk, offer.port_count()
+        for task in self.store.tasks.values():
+            if task.agent_id == offer.agent_id and not mesos.is_terminal(task.state):
+                cpus += task.launch.resources.cpus
+                mem += task.launch.resources.mem_mb
+                disk += task.launch.resources.disk_mb
+                ports += len(task.ports)
+        agent.cpus = max(agent.cpus, round(cpus, 6))
+        agent.mem = max(agent.mem, mem)
+        agent.disk = max(agent.disk, disk)
+        agent.port_count = max(agent.port_count, ports)
+
+    async def _on_offers(self, raw_offers: list[Json]) -> None:
+        async with self._lock:
+            by_id = {mesos.offer_id(o): o for o in raw_offers}
+            parsed = [mesos.parse_offer(o, self.settings.role) for o in raw_offers]
+            for offer in parsed:
+                self._learn_agent(offer)
+            needs = [mesos.need_of(self.store.tasks[t]) for t in self.queue if t in self.store.tasks]
+            result = match(parsed, needs, self._running_counts())
+            self.pending = dict(result.pending)
+            used: set[str] = set()
+            for offer_id, assignments in result.assignments.items():
+                infos: list[Json] = []
+                staged: list[types_pb2.Task] = []
+                for assignment in assignments:
+                    task = self.store.tasks[assignment.task_id]
+                    update = copy_task(task)
+                    update.state = types_pb2.TASK_STATE_STAGING
+                    update.message = f"launching on {assignment.hostname}"
+                    update.agent_id = assignment.agent_id
+                    update.host = assignment.hostname
+                    update.ports.clear()
+                    update.ports.update(assignment.ports)
+                    _now_stamp(update)
+                    try:
+                        # State first: after a crash right after ACCEPT the task is still known.
+                        stored = await self.store.save(update)
+                    except errors.StatefulError as error:
+                        log.warning("not launching %s: cannot store it (%s)", task.task_id, error.message)
+                        self.pending[task.task_id] = (
+                            f"waiting: the state service is unavailable ({error.message})"
+                        )
+                        continue
+                    staged.append(stored)
+                    infos.append(
+                        mesos.task_info(
+                            stored,
+                            assignment,
+                            by_id[offer_id],
+                            self.settings.executor_command,
+                            self.driver.framework_id or self.framework_id,
+                        )
+                    )
+                if not infos:
+                    continue
+                for task in staged:
+                    self._unqueue(task.task_id)
+                try:
+                    await self.driver.launch([offer_id], infos, self._refuse_seconds())
+                    used.add(offer_id)
+                    log.info(
+                        "launched %s on %s",
+                        ", ".join(f"{t.task_id} (ports {dict(t.ports)})" for t in staged),
+                        staged[0].host,
+                    )
+                except errors.StatefulError as error:
+                    log.warning("ACCEPT of offer %s failed (%s); requeueing", offer_id, error.message)
+                    await self._requeue(staged)
+            unused = [o for o in by_id if o not in used]
+            refuse = self._refuse_seconds()
+            if unused:
+                try:
+                    await self.driver.decline(unused, refuse)
+                    if not self.queue:
+                        self._idle_declined = True
+                except errors.StatefulError as error:
+                    log.warning("DECLINE failed: %s", error.message)
+            if not self.queue and not self._suppressed:
+                try:
+                    await self.driver.suppress()
+                    self._suppressed = True
+                    log.info("nothing queued: offers suppressed")
+                except errors.StatefulError as error:
+                    log.warning("SUPPRESS failed: %s", error.message)
+
+    def _refuse_seconds(self) -> float:
+        return self.settings.refuse_seconds_unfit if self.queue else self.settings.refuse_seconds_idle
+
+    async def _requeue(self, tasks: list[types_pb2.Task]) -> None:
+        for task in tasks:
+            update = copy_task(task)
+            update.state = types_pb2.TASK_STATE_QUEUED
+            update.message = "queued again: the launch could not be sent"
+            update.agent_id = ""
+            update.host = ""
+            update.ports.clear()
+            try:
+                await self.store.save(update)
+            except errors.StatefulError as error:
+                # Stays STAGING in state: reconciliation will report it lost.
+                log.warning("cannot requeue %s (%s)", task.task_id, error.message)
+                continue
+            self.queue[task.task_id] = None
+            self.pending[task.task_id] = "waiting for offers"
+
+    async def _revive_if_needed(self) -> None:
+        if not (self._suppressed or self._idle_declined):
+            return
+        try:
+            await self.driver.revive()
+            self._suppressed = False
+            self._idle_declined = False
+            log.info("work queued: offers revived")
+        except errors.Unavailable as error:
+            # Not subscribed: a fresh subscription is not suppressed anyway.
+            log.info("revive not sent (%s)", error.message)
+
+    def _unqueue(self, task_id: str) -> None:
+        self.queue.pop(task_id, None)
+        self.pending.pop(task_id, None)
+
+    # -- status updates -----------------------------------------------------------------------------
+
+    async def _status_loop(self) -> None:
+        while True:
+            status = await self._statuses.get()
+            try:
+                stored = await self._store_status(status)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("status update %s not stored", status)
+                continue
+            if not stored:
+                continue
+            try:
+                await self.driver.acknowledge(status)
+            except errors.StatefulError as error:
+                # Unacknowledged updates are sent again by the agent.
+                log.warning("acknowledgement not sent: %s", error.message)
+
+    async def _store_status(self, status: Mapping[str, Any]) -> bool:
+        """Write the update into the task record, retrying while the state service is down.
+        True when it may be acknowledged."""
+        task_id = mesos.status_task_id(status)
+        state = str(status.get("state", ""))
+        while not self._stopped:
+            try:
+                async with self._lock:
+                    task = await self.store.find(task_id)
+                    if task is None:
+                        log.warning("status %s for unknown task %s (not ours, or deleted)", state, task_id)
+                        return True
+                    reconciled = status.get("reason") == "REASON_RECONCILIATION"
+                    if reconciled and mesos.task_state(state) == task.state:
+                        return True  # nothing new; keep the last real status message
+                    update = copy_task(task)
+                    mesos.apply_status(update, status, time.time())
+                    if not update.host and update.agent_id in self.agents:
+                        update.host = self.agents[update.agent_id].hostname
+                    if update == task:
+                        return True
+                    await self.store.save(update)
+                    self._unqueue(task_id)
+                log.info("task %s: %s %s", task_id, state, status.get("message", ""))
+                return True
+            except errors.NotFound:
+                return True
+            except errors.TemporaryError as error:
+                log.warning(
+                    "cannot store %s of %s yet (%s); not acknowledged, retrying",
+                    state,
+                    task_id,
+                    error.message,
+                )
+                await asyncio.sleep(self.settings.state_retry_seconds)
+        return False
+
+    # -- deletions by lifecycle -----------------------------------------------------------------------
+
+    async def _watch_deletions(self) -> None:
+        """Forget task records lifecycle deletes (after members or instances are removed)."""
+        async for event in self.store.client.watch(
+            [spb.KIND_TASK], "", start_revision=self._watch_revision + 1
+        ):
+            if event.type == spb.EVENT_TYPE_DELETE:
+                task_id = event.record.key.name
+                async with self._lock:
+                    self.store.forget(task_id)
+                    self._unqueue(task_id)

@@ -1,0 +1,301 @@
+"""Test support for the lifecycle service, and the whole suite in one process.
+
+    from mesos_stateful.testing.cluster import local_cluster  # noqa: F401
+    from mesos_stateful.testing.gateway import gateway  # noqa: F401
+    from mesos_stateful.testing.lifecycle import lifecycle_service, suite  # noqa: F401
+    from mesos_stateful.testing.offers import offers_service  # noqa: F401
+    from mesos_stateful.testing.state import etcd, state_client, state_service  # noqa: F401
+
+- ``lifecycle_service``: an in-process lifecycle (controller + health server) over the
+  ``state_service`` and ``offers_service`` fixtures; ``stop()`` / ``start()`` / ``restart()``.
+- ``suite``: etcd, state, a local cluster with 3 agents, offers, lifecycle, gateway and the Redis
+  workload service (registered under a lease), every one on free ports, with a public API stub
+  and helpers to wait for an instance's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest_asyncio
+
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.lifecycle.server import LifecycleService
+from mesos_stateful.lifecycle.settings import LifecycleSettings
+from mesos_stateful.state.client import StateClient
+
+# Fast retries and timeouts for tests (the defaults suit a real cluster).
+TEST_SETTINGS: dict[str, Any] = {
+    "callback_timeout_seconds": 15.0,
+    "offers_timeout_seconds": 5.0,
+    "retry_initial_seconds": 0.2,
+    "retry_max_seconds": 2.0,
+    "resync_interval_seconds": 5.0,
+    "launch_timeout_seconds": 60.0,
+    "kill_timeout_seconds": 30.0,
+}
+
+
+class LifecycleRunner:
+    """An in-process lifecycle service; ``restart()`` keeps its health port."""
+
+    def __init__(self, state_endpoint: str, offers_endpoint: str, **overrides: Any) -> None:
+        self.state_endpoint = state_endpoint
+        self.offers_endpoint = offers_endpoint
+        self.overrides = overrides
+        self.port = 0
+        self.service: LifecycleService | None = None
+        self.starts = 0
+
+    def settings(self) -> LifecycleSettings:
+        values: dict[str, Any] = {
+            "listen": f"127.0.0.1:{self.port}",
+            "state_endpoint": self.state_endpoint,
+            "offers_endpoint": self.offers_endpoint,
+            **TEST_SETTINGS,
+            **self.overrides,
+        }
+        return LifecycleSettings.model_validate(values)
+
+    @property
+    def running(self) -> bool:
+        return self.service is not None
+
+    async def start(self) -> None:
+        if self.service is not None:
+            return
+        service = LifecycleService(self.settings())
+        await service.start()
+        self.service = service
+        self.port = service.port
+        self.starts += 1
+
+    async def stop(self) -> None:
+        """Stop at once, wherever the controller is (as a crash would, minus the process exit)."""
+        if self.service is not None:
+            await self.service.stop(grace_seconds=0.2)
+            self.service = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+@pytest_asyncio.fixture
+async def lifecycle_service(state_service: Any, offers_service: Any) -> AsyncIterator[LifecycleRunner]:
+    runner = LifecycleRunner(state_service.endpoint, offers_service.endpoint)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
+# --- the whole suite --------------------------------------------------------------------------------
+
+
+class RedisService:
+    """The Redis workload service in this process, registered in the state service; ``restart()``
+    keeps its port (so its registration stays valid)."""
+
+    def __init__(self, state_endpoint: str) -> None:
+        self.state_endpoint = state_endpoint
+        self.port = 0
+        self.running: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        from mesos_stateful.workloads.base import start_workload
+        from mesos_stateful.workloads.redis.servicer import RedisWorkload
+        from mesos_stateful.workloads.redis.settings import RedisSettings
+
+        settings = RedisSettings.model_validate(
+            {
+                "listen": f"127.0.0.1:{self.port}",
+                "state_endpoint": self.state_endpoint,
+                "lease_ttl_seconds": 6,
+                "callback_timeout_seconds": 12.0,
+                "connect_timeout_seconds": 3.0,
+                "check_interval_ms": 300,
+            }
+        )
+        self.running = await start_workload(RedisWorkload(settings), settings)
+        self.port = self.running.port
+
+    async def stop(self, deregister: bool = True) -> None:
+        if self.running is None:
+            return
+        if deregister:
+            await self.running.stop(grace_seconds=0.2)
+        else:
+            # Vanish without revoking the lease, as a crashed process would.
+            await self.running.served.set_serving(False)
+            if self.running.registration is not None:
+                await self.running.registration.stop(revoke=False)
+            if self.running.client is not None:
+                await self.running.client.close()
+            await self.running.served.server.stop(0)
+        self.running = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+@dataclass
+class Suite:
+    """Every service of the suite, started in-process on free ports."""
+
+    state: Any  # testing.state.StateService
+    cluster: Any  # testing.cluster.RunningCluster
+    offers: Any  # testing.offers.OffersService
+    lifecycle: LifecycleRunner
+    gateway: Any  # testing.gateway.RunningGateway
+    redis: RedisService
+    client: StateClient
+    channel: grpc.aio.Channel
+
+    @property
+    def api(self) -> api_grpc.InstanceServiceStub:
+        return api_grpc.InstanceServiceStub(self.channel)
+
+    async def create(
+        self, name: str, replicas: int, workload: str = "redis", **spec: Any
+    ) -> types_pb2.Instance:
+        request = api.CreateInstanceRequest(
+            spec=types_pb2.InstanceSpec(name=name, workload=workload, replicas=replicas, **spec)
+        )
+        response = await self.api.CreateInstance(request)
+        return response.instance
+
+    async def get(self, name: str, secrets: bool = False) -> api.GetInstanceResponse:
+        response: api.GetInstanceResponse = await self.api.GetInstance(
+            api.GetInstanceRequest(name=name, include_secrets=secrets)
+        )
+        return response
+
+    async def instance(self, name: str) -> types_pb2.Instance | None:
+        """The instance with its members as stored now, straight from the state service."""
+        record = await self.client.find(spb.KIND_INSTANCE, name)
+        if record is None:
+            return None
+        instance = types_pb2.Instance()
+        instance.CopyFrom(record.instance)
+        members, _ = await self.client.list(spb.KIND_MEMBER, f"{name}/")
+        instance.members.extend(sorted((r.member for r in members), key=lambda m: m.ordinal))
+        return instance
+
+    async def tasks(self, name: str) -> dict[str, types_pb2.Task]:
+        records, _ = await self.client.list(spb.KIND_TASK, f"{name}-")
+        return {r.task.task_id: r.task for r in records if r.task.instance == name}
+
+    async def wait_instance(
+        self,
+        name: str,
+        condition: Callable[[types_pb2.Instance], bool],
+        timeout: float = 90.0,
+        what: str = "",
+    ) -> types_pb2.Instance:
+        """Poll the stored instance until ``condition`` holds; AssertionError with the last state
+        (phase, plan, members) after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last: types_pb2.Instance | None = None
+        while True:
+            last = await self.instance(name)
+            if last is not None and condition(last):
+                return last
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"instance {name}: {what or 'condition'} not met in {timeout:.0f}s:\n{last}"
+                )
+            await asyncio.sleep(0.2)
+
+    async def wait_running(self, name: str, members: int, timeout: float = 120.0) -> types_pb2.Instance:
+        return await self.wait_instance(
+            name, lambda i: is_running(i, members), timeout, f"RUNNING with {members} ready members"
+        )
+
+    async def wait_gone(self, name: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while await self.client.find(spb.KIND_INSTANCE, name) is not None:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"instance {name} not removed in {timeout:.0f}s: {await self.instance(name)}"
+                )
+            await asyncio.sleep(0.2)
+
+
+def is_running(instance: types_pb2.Instance, members: int) -> bool:
+    return (
+        instance.phase == types_pb2.INSTANCE_PHASE_RUNNING
+        and len(instance.members) == members
+        and all(m.state == types_pb2.MEMBER_STATE_RUNNING for m in instance.members)
+        and sum(m.role == types_pb2.ROLE_MASTER for m in instance.members) == 1
+    )
+
+
+def master_of(instance: types_pb2.Instance) -> types_pb2.Member:
+    masters = [m for m in instance.members if m.role == types_pb2.ROLE_MASTER]
+    assert len(masters) == 1, f"expected one master, got {[m.id for m in masters]}"
+    return masters[0]
+
+
+@pytest_asyncio.fixture
+async def suite(
+    state_service: Any, local_cluster: Any, offers_service: Any, gateway: Any
+) -> AsyncIterator[Suite]:
+    client = StateClient(state_service.endpoint)
+    await client.wait_ready()
+    redis = RedisService(state_service.endpoint)
+    await redis.start()
+    await redis.running.registration.wait_registered()
+    lifecycle = LifecycleRunner(state_service.endpoint, offers_service.endpoint)
+    await lifecycle.start()
+    await offers_service.wait_subscribed()
+    channel = grpc.aio.insecure_channel(gateway.endpoint)
+    running = Suite(
+        state=state_service,
+        cluster=local_cluster,
+        offers=offers_service,
+        lifecycle=lifecycle,
+        gateway=gateway,
+        redis=redis,
+        client=client,
+        channel=channel,
+    )
+    try:
+        yield running
+    finally:
+        await delete_everything(running)
+        await channel.close()
+        await lifecycle.stop()
+        await redis.stop()
+        await client.close()
+
+
+async def delete_everything(running: Suite, timeout: float = 60.0) -> None:
+    """Delete every instance left (through the gateway) so no member outlives the test."""
+    if not running.lifecycle.running:
+        await running.lifecycle.start()
+    records, _ = await running.client.list(spb.KIND_INSTANCE)
+    for record in records:
+        with contextlib.suppress(grpc.RpcError):
+            await running.api.DeleteInstance(api.DeleteInstanceRequest(name=record.key.name))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left, _ = await running.client.list(spb.KIND_INSTANCE)
+        if not left:
+            return
+        await asyncio.sleep(0.2)

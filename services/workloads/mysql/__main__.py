@@ -1,0 +1,3 @@
+from mesos_stateful.workloads.mysql.main import main
+
+main()

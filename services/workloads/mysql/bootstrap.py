@@ -1,0 +1,156 @@
+"""A member's entry point: ``python -m mesos_stateful.workloads.mysql.bootstrap <sandbox>``.
+
+1. On first start, initialise ``<sandbox>/data`` with ``mariadb-install-db`` (into a temporary
+   directory renamed when complete, so a crash half-way just starts over).
+2. Write ``init.sql`` (0600), run by the server at start-up with binary logging off: create or
+   update the operator, admin and replication accounts with the instance's passwords, remove the
+   password-less root accounts the installer made; on a freshly initialised replica, also point
+   it at the master (GTID, ``slave_pos``) and start replicating.
+3. On a replica, record the master's GTID position now (``catchup.gtid``): the replica is ready
+   once it has applied it.
+4. Exec ``mariadbd --defaults-file=<sandbox>/my.cnf`` (the member's process is the server itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymysql.converters import escape_string
+
+from mesos_stateful.common import errors
+from mesos_stateful.workloads.mysql import sql
+from mesos_stateful.workloads.mysql.member_file import CATCHUP_FILE, DATA_DIR, DEFAULTS_FILE, MemberFile
+
+log = logging.getLogger("mysql-bootstrap")
+
+INIT_FILE = "init.sql"
+
+
+def _quote(value: str) -> str:
+    return "'" + escape_string(value) + "'"
+
+
+def _account(user: str, password: str, grant: str, option: str = "") -> str:
+    who = f"{_quote(user)}@'%'"
+    return (
+        f"CREATE USER IF NOT EXISTS {who} IDENTIFIED BY {_quote(password)};\n"
+        f"ALTER USER {who} IDENTIFIED BY {_quote(password)};\n"
+        f"GRANT {grant} ON *.* TO {who}{option};\n"
+    )
+
+
+def init_sql(spec: MemberFile, fresh: bool, hostname: str) -> str:
+    """The statements the server runs at start-up. Idempotent; accounts are not binlogged, since
+    every member creates its own (a replica's own transactions would clash with the master's)."""
+    text = "SET sql_log_bin = 0;\n"
+    text += _account(spec.operator_user, spec.admin_password, "ALL PRIVILEGES", " WITH GRANT OPTION")
+    text += _account(spec.admin_user, spec.admin_password, "ALL PRIVILEGES", " WITH GRANT OPTION")
+    # People's account: a write to a read-only replica fails instead of forking its history.
+    text += f"REVOKE READ_ONLY ADMIN ON *.* FROM {_quote(spec.admin_user)}@'%';\n"
+    text += _account(spec.replication_user, spec.replication_password, "REPLICATION SLAVE")
+    text += (
+        f"DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1', 'root'@{_quote(hostname)}, "
+        f"''@'localhost', ''@{_quote(hostname)};\n"
+        f"ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY {_quote(spec.admin_password)};\n"
+        "SET sql_log_bin = 1;\n"
+    )
+    if fresh and spec.replica:
+        text += sql.change_master_sql(
+            spec.master_host, spec.master_port, spec.replication_user, spec.replication_password
+        )
+    return text
+
+
+def _user_args() -> list[str]:
+    # mariadbd refuses to run as root unless told to; as anyone else it runs as itself.
+    return ["--user=root"] if os.geteuid() == 0 else []
+
+
+def initialise(sandbox: Path, spec: MemberFile) -> bool:
+    """Create the data directory if it does not exist; True if it was created now."""
+    data = sandbox / DATA_DIR
+    if (data / "mysql").is_dir():
+        return False
+    partial = sandbox / (DATA_DIR + ".init")
+    shutil.rmtree(partial, ignore_errors=True)
+    argv = [
+        spec.install_db,
+        "--no-defaults",
+        f"--datadir={partial}",
+        "--auth-root-authentication-method=normal",
+        "--skip-test-db",
+        "--skip-name-resolve",
+        *_user_args(),
+    ]
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=sandbox, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"{spec.install_db} failed with exit code {done.returncode}")
+    shutil.rmtree(data, ignore_errors=True)
+    partial.rename(data)
+    log.info("initialised %s in %.1fs", data, time.monotonic() - started)
+    return True
+
+
+def record_catchup(sandbox: Path, spec: MemberFile) -> None:
+    """Write the master's GTID position to catchup.gtid; remove the file if the master cannot be
+    reached (then readiness only asks for running replication threads)."""
+    path = sandbox / CATCHUP_FILE
+    master = sql.Server(
+        spec.master_host,
+        spec.master_port,
+        spec.operator_user,
+        spec.admin_password,
+        spec.connect_timeout_seconds,
+    )
+    deadline = time.monotonic() + spec.catchup_probe_seconds
+    while True:
+        try:
+            position = sql.binlog_pos(master)
+            path.write_text(position + "\n")
+            log.info("master %s is at %s; ready once applied", master, position or "-")
+            return
+        except errors.StatefulError as error:
+            if time.monotonic() >= deadline:
+                log.warning("cannot read the master's position (%s); readiness will not wait for it", error)
+                path.unlink(missing_ok=True)
+                return
+            time.sleep(0.5)
+
+
+def prepare(sandbox: Path) -> list[str]:
+    """Everything before the exec; returns the server's argv."""
+    spec = MemberFile.read(sandbox)
+    for name in ("tmp", "files"):
+        (sandbox / name).mkdir(exist_ok=True)
+    fresh = initialise(sandbox, spec)
+    init = sandbox / INIT_FILE
+    init.touch(mode=0o600)
+    init.chmod(0o600)
+    init.write_text(init_sql(spec, fresh, socket.gethostname()))
+    if spec.replica:
+        record_catchup(sandbox, spec)
+    return [spec.mariadbd, f"--defaults-file={sandbox / DEFAULTS_FILE}", f"--init-file={init}", *_user_args()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s mysql-bootstrap: %(message)s", stream=sys.stderr
+    )
+    sandbox = Path(args[0] if args else os.environ["MESOS_SANDBOX"]).resolve()
+    server_argv = prepare(sandbox)
+    sys.stderr.flush()
+    os.execv(server_argv[0], server_argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""What a member's bootstrap and checks need beyond my.cnf: ``mysql-member.json`` in its sandbox.
+
+Config writes it (mode 0600, not expanded: it holds the instance's passwords, which must not be
+touched by ``${VAR}`` expansion nor appear on argv or in the environment); the bootstrap and the
+readiness/health checks read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FILE_NAME = "mysql-member.json"
+DEFAULTS_FILE = "my.cnf"
+DATA_DIR = "data"
+# Written by the bootstrap of a replica: the master's GTID position when the replica started.
+CATCHUP_FILE = "catchup.gtid"
+
+
+@dataclass(frozen=True)
+class MemberFile:
+    member_id: str
+    replica: bool
+    mariadbd: str
+    install_db: str
+    admin_user: str
+    operator_user: str
+    admin_password: str
+    replication_user: str
+    replication_password: str
+    # The master a replica follows ("" / 0 for a master).
+    master_host: str = ""
+    master_port: int = 0
+    catchup_probe_seconds: float = 10.0
+    connect_timeout_seconds: float = 3.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> MemberFile:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def read(cls, sandbox: Path) -> MemberFile:
+        return cls.from_json((sandbox / FILE_NAME).read_text())

@@ -1,0 +1,75 @@
+"""Settings of the MySQL (MariaDB) workload service (``STATEFUL_MYSQL_*`` / ``--flag``)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from mesos_stateful.workloads.base import WorkloadSettings
+from mesos_stateful.workloads.mysql.description import DEFAULT_IMAGE
+
+_USER = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+
+
+class MysqlSettings(WorkloadSettings):
+    model_config = SettingsConfigDict(env_prefix="STATEFUL_MYSQL_")
+
+    listen: str = Field("127.0.0.1:7402", description="host:port the gRPC server binds (port 0: any)")
+    mariadbd: str = Field(
+        "/usr/sbin/mariadbd", description="the MariaDB server binary members run (on the agent)"
+    )
+    install_db: str = Field(
+        "/usr/bin/mariadb-install-db",
+        description="the tool that initialises an empty data directory (on the agent)",
+    )
+    member_python: str = Field(
+        sys.executable,
+        description="Python that runs the member's bootstrap and checks (python -m "
+        "mesos_stateful.workloads.mysql.bootstrap / .check) on the agent; default: this service's own "
+        "interpreter, right for the process runtime on the same machine",
+    )
+    default_image: str = Field(DEFAULT_IMAGE, description="image for the Docker runtime")
+    admin_user: str = Field(
+        "admin",
+        description="the account given to people (password: the admin_password secret): every "
+        "privilege but READ_ONLY ADMIN, so even it cannot write to a read-only replica by mistake",
+    )
+    operator_user: str = Field(
+        "stateful",
+        description="the account the suite itself uses (password: the admin_password secret), with "
+        "every privilege: it promotes and re-points members and runs the checks",
+    )
+    replication_user: str = Field("replicator", description="the account replicas connect to the master as")
+    check_interval_ms: int = Field(1000, description="interval of the readiness and health checks")
+    health_grace_period_ms: int = Field(
+        60000, description="health check failures ignored after start (crash recovery can be slow)"
+    )
+    promote_timeout_seconds: float = Field(
+        12.0,
+        description="most time StartMaster waits for a replica to apply the relay log it already "
+        "received before it is made writable (past it: UNAVAILABLE, retried)",
+    )
+    catchup_probe_seconds: float = Field(
+        10.0,
+        description="how long a starting replica tries to read the master's GTID position (the "
+        "position it must reach before it is ready)",
+    )
+
+    @model_validator(mode="after")
+    def _check_mysql(self) -> Self:
+        for name in ("admin_user", "operator_user", "replication_user"):
+            if not _USER.match(getattr(self, name)):
+                raise ValueError(f"{name} must be 1-32 letters, digits or '_'")
+        if len({self.admin_user, self.operator_user, self.replication_user}) != 3:
+            raise ValueError("admin_user, operator_user and replication_user must differ")
+        if self.check_interval_ms <= 0 or self.health_grace_period_ms < 0:
+            raise ValueError("check_interval_ms must be > 0 and health_grace_period_ms >= 0")
+        if not 0 < self.promote_timeout_seconds < self.callback_timeout_seconds:
+            raise ValueError("promote_timeout_seconds must be > 0 and below callback_timeout_seconds")
+        if self.catchup_probe_seconds < 0:
+            raise ValueError("catchup_probe_seconds must not be negative")
+        return self

@@ -1,0 +1,3 @@
+from mesos_stateful.workloads.redis.main import main
+
+main()

@@ -1,0 +1,175 @@
+"""The launch of one Redis member (the Config answer). Pure: context in, LaunchSpec out.
+
+The member runs ``redis-server <sandbox>/redis-auth.conf --port ${PORT_REDIS} --bind ${HOST} ...``:
+
+- the password (``requirepass`` / ``masterauth``) lives only in ``redis-auth.conf``, written into
+  the sandbox with mode 0600 and not expanded; it never appears on argv (``ps`` shows argv) or in
+  the environment, and is never logged;
+- data (RDB, append-only dir) goes to the sandbox (``--dir``);
+- a replica starts with ``--replicaof <master host> <master port>`` from the instance's master;
+- ``--repl-diskless-sync-delay 0``: the default 5 s delays every new replica's first full sync.
+
+Readiness and health are command checks (setting ``probe``):
+
+- ``python`` (default): ``<probe_python> -m mesos_stateful.workloads.redis.probe``. For the
+  process runtime the executor runs on the same machine and venv as this service, so this
+  service's interpreter is used. It reads the password from ``redis-auth.conf`` in the sandbox.
+- ``redis-cli``: ``sh <sandbox>/redis-probe.sh``, a script (mode 0700) that passes the password
+  to redis-cli in ``REDISCLI_AUTH``; needs only sh, grep and redis-cli, as the redis image has
+  (for the Docker runtime).
+
+Either way no secret is on the check's argv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2
+from mesos_stateful.common import errors
+from mesos_stateful.workloads import base
+from mesos_stateful.workloads.redis.description import CONFIG_KEYS, DEFAULT_IMAGE, NAME, PASSWORD, PORT
+from mesos_stateful.workloads.redis.settings import RedisSettings
+
+AUTH_FILE = "redis-auth.conf"
+PROBE_SCRIPT = "redis-probe.sh"
+PROBE_MODULE = "mesos_stateful.workloads.redis.probe"
+PORT_VAR = "${PORT_" + PORT.upper().replace("-", "_") + "}"
+
+
+def effective_config(given: Mapping[str, str]) -> dict[str, str]:
+    """The instance's settings over the defaults; InvalidArgument on unknown keys or values."""
+    keys = {k.name: k for k in CONFIG_KEYS}
+    bad: dict[str, str] = {}
+    for name, value in given.items():
+        key = keys.get(name)
+        if key is None:
+            bad[f"spec.config.{name}"] = f"unknown setting; known: {', '.join(sorted(keys))}"
+        elif key.allowed_values and value not in key.allowed_values:
+            bad[f"spec.config.{name}"] = f"must be one of {', '.join(key.allowed_values)}"
+        elif "\n" in value or "\r" in value:
+            bad[f"spec.config.{name}"] = "must be one line"
+    if bad:
+        raise errors.InvalidArgument("invalid redis settings", bad)
+    return {name: given.get(name, key.default_value) for name, key in keys.items()}
+
+
+def quote(value: str) -> str:
+    """A redis.conf double-quoted string."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def auth_file(password: str) -> types_pb2.FileSpec:
+    content = f"requirepass {quote(password)}\nmasterauth {quote(password)}\n"
+    return types_pb2.FileSpec(path=AUTH_FILE, content=content.encode(), mode=0o600, expand=False)
+
+
+def probe_script(password: str) -> types_pb2.FileSpec:
+    """The redis-cli probe: a sh script with the password inside (mode 0700, not expanded); the
+    check runs it with the task's environment (HOST, PORT_REDIS)."""
+    quoted = "'" + password.replace("'", "'\\''") + "'"
+    script = f"""#!/bin/sh
+# Readiness/health probe of this redis member: PING; with --replica, also an up-to-date link.
+REDISCLI_AUTH={quoted}
+export REDISCLI_AUTH
+cli() {{ redis-cli -h "$HOST" -p "${PORT_VAR[2:-1]}" "$@"; }}
+[ "$(cli ping)" = "PONG" ] || exit 1
+[ "$1" = "--replica" ] || exit 0
+info="$(cli info replication | tr -d '\\r')"
+printf '%s\\n' "$info" | grep -qx 'role:slave' || exit 1
+printf '%s\\n' "$info" | grep -qx 'master_link_status:up' || exit 1
+printf '%s\\n' "$info" | grep -qx 'master_sync_in_progress:0'
+"""
+    return types_pb2.FileSpec(path=PROBE_SCRIPT, content=script.encode(), mode=0o700, expand=False)
+
+
+def probe_check(settings: RedisSettings, *, replica: bool, grace_ms: int = 0) -> types_pb2.Check:
+    if settings.probe == "redis-cli":
+        argv = ["sh", "${MESOS_SANDBOX}/" + PROBE_SCRIPT]
+    else:
+        argv = [
+            settings.probe_python,
+            "-m",
+            PROBE_MODULE,
+            "--host",
+            "${HOST}",
+            "--port",
+            PORT_VAR,
+            "--auth-file",
+            "${MESOS_SANDBOX}/" + AUTH_FILE,
+        ]
+    if replica:
+        argv.append("--replica")
+    return types_pb2.Check(
+        command=types_pb2.CommandCheck(argv=argv),
+        interval_ms=settings.check_interval_ms,
+        timeout_ms=3000,
+        grace_period_ms=grace_ms,
+    )
+
+
+def build_launch(
+    context: workload_service_pb2.CallbackContext, settings: RedisSettings
+) -> types_pb2.LaunchSpec:
+    """The LaunchSpec of ``context.member_id`` in its role (identity and resources are added by
+    lifecycle)."""
+    me = base.member(context)
+    if me.role not in (types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE):
+        raise errors.InvalidArgument(
+            f"member {me.id} has role {types_pb2.Role.Name(me.role)}; redis members are MASTER or SLAVE",
+            {"context.instance.members.role": "must be ROLE_MASTER or ROLE_SLAVE"},
+        )
+    password = context.secrets.get(PASSWORD, "")
+    if not password:
+        raise errors.InvalidArgument(
+            f"secret {PASSWORD!r} is missing", {f"context.secrets.{PASSWORD}": "required"}
+        )
+    config = effective_config(context.instance.spec.config)
+    argv = [
+        settings.redis_server,
+        "${MESOS_SANDBOX}/" + AUTH_FILE,
+        "--port",
+        PORT_VAR,
+        "--bind",
+        "${HOST}",
+        "--dir",
+        "${MESOS_SANDBOX}",
+        "--daemonize",
+        "no",
+        "--replica-announce-ip",
+        "${HOST}",
+        "--repl-diskless-sync-delay",
+        "0",
+        "--appendonly",
+        config["appendonly"],
+        "--appendfsync",
+        config["appendfsync"],
+        "--save",
+        config["save"],
+        "--maxmemory",
+        config["maxmemory"],
+        "--maxmemory-policy",
+        config["maxmemory-policy"],
+    ]
+    replica = me.role == types_pb2.ROLE_SLAVE
+    if replica:
+        master = base.master(context)
+        if master.id == me.id:
+            raise errors.FailedPrecondition(f"member {me.id} is both the replica and the master")
+        host, port = base.endpoint(master, PORT)
+        argv += ["--replicaof", host, str(port)]
+    return types_pb2.LaunchSpec(
+        instance=context.instance.spec.name,
+        member_id=me.id,
+        workload=NAME,
+        role=me.role,
+        port_names=[PORT],
+        argv=argv,
+        files=[auth_file(password)] + ([probe_script(password)] if settings.probe == "redis-cli" else []),
+        image=context.instance.spec.image or DEFAULT_IMAGE,
+        readiness=probe_check(settings, replica=replica),
+        health=probe_check(settings, replica=False, grace_ms=settings.health_grace_period_ms),
+        kill_grace_seconds=10,
+        placement=context.instance.spec.placement,
+    )

@@ -1,0 +1,289 @@
+"""statefulctl run as a subprocess against a live gateway (real etcd and state service)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.state.client import StateClient
+from mesos_stateful.testing.gateway import RunningGateway, register_workload, running_gateway
+from mesos_stateful.testing.state import StateService
+
+TIMEOUT = 60.0
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def assert_clean(self) -> None:
+        assert "Traceback" not in self.out + self.err, self.out + self.err
+
+
+def _env(endpoint: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATEFUL_")}
+    env.update({"STATEFUL_ENDPOINT": endpoint, "COLUMNS": "200", "NO_COLOR": "1", **extra})
+    return env
+
+
+async def start(endpoint: str, *args: str, **env: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mesos_stateful.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(endpoint, **env),
+    )
+
+
+async def finish(process: asyncio.subprocess.Process) -> Result:
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    result = Result(process.returncode, out.decode(), err.decode())
+    result.assert_clean()
+    return result
+
+
+async def ctl(endpoint: str, *args: str, **env: str) -> Result:
+    return await finish(await start(endpoint, *args, **env))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        if await check():
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def make_running(state: StateClient, name: str, replicas: int) -> None:
+    """Do what lifecycle would: members RUNNING, plan complete, phase RUNNING."""
+    for ordinal in range(replicas):
+        await state.put(
+            types_pb2.Member(
+                id=f"{name}-{ordinal}",
+                instance=name,
+                ordinal=ordinal,
+                role=types_pb2.ROLE_MASTER if ordinal == 0 else types_pb2.ROLE_SLAVE,
+                state=types_pb2.MEMBER_STATE_RUNNING,
+                host="127.0.0.2",
+                ports={"client": 31000 + ordinal},
+                task_id=f"{name}-{ordinal}.1",
+            )
+        )
+
+    def running(value: object) -> object:
+        assert isinstance(value, types_pb2.Instance)
+        value.phase = types_pb2.INSTANCE_PHASE_RUNNING
+        value.plan.CopyFrom(
+            types_pb2.Plan(
+                name="deploy",
+                status=types_pb2.STEP_STATUS_COMPLETE,
+                steps=[
+                    types_pb2.Step(
+                        name=f"launch {name}-{i}",
+                        member_id=f"{name}-{i}",
+                        status=types_pb2.STEP_STATUS_COMPLETE,
+                    )
+                    for i in range(replicas)
+                ],
+            )
+        )
+        return value
+
+    await state.update(st.KIND_INSTANCE, name, running)  # type: ignore[arg-type]
+
+
+async def test_round_trip_tables_and_json(gateway: RunningGateway, state_client: StateClient) -> None:
+    ep = gateway.endpoint
+    await register_workload(state_client)
+
+    workloads = await ctl(ep, "workloads")
+    assert workloads.code == 0, workloads
+    assert "redis" in workloads.out and "MASTER_REPLICA" in workloads.out
+
+    created = await ctl(
+        ep,
+        "create",
+        "redis",
+        "cache",
+        "--replicas",
+        "3",
+        "--mem",
+        "512",
+        "--config",
+        "appendonly=yes",
+        "--label",
+        "team=web",
+    )
+    assert created.code == 0, created
+    assert "cache" in created.out and "PENDING" in created.out and "0/3" in created.out
+
+    as_json = await ctl(ep, "-o", "json", "create", "redis", "other", "--replicas", "1")
+    assert as_json.code == 0, as_json
+    instance = json.loads(as_json.out)["instance"]
+    assert instance["spec"]["name"] == "other"
+    assert instance["phase"] == "INSTANCE_PHASE_PENDING"
+    assert instance["spec"]["resources"]["memMb"] == "256"
+
+    await make_running(state_client, "cache", 3)
+    shown = await ctl(ep, "get", "cache")
+    assert shown.code == 0, shown
+    for text in (
+        "RUNNING",
+        "3/3",
+        "deploy: COMPLETE",
+        "cache-0",
+        "MASTER",
+        "SLAVE",
+        "127.0.0.2:31000 (client)",
+        "cache-1.1",
+        "launch cache-2",
+        "appendonly=yes",
+    ):
+        assert text in shown.out, (text, shown.out)
+
+    got = await ctl(ep, "-o", "json", "get", "cache")
+    data = json.loads(got.out)
+    assert [m["id"] for m in data["instance"]["members"]] == ["cache-0", "cache-1", "cache-2"]
+    assert "secrets" not in data
+
+    listed = await ctl(ep, "list")
+    assert listed.code == 0
+    assert listed.out.index("cache") < listed.out.index("other")
+    filtered = await ctl(ep, "-o", "json", "list", "--label", "team=web")
+    assert [i["spec"]["name"] for i in json.loads(filtered.out)["instances"]] == ["cache"]
+
+    scaled = await ctl(ep, "scale", "cache", "--replicas", "5")
+    assert scaled.code == 0 and "5 members" in scaled.out, scaled
+    deleted = await ctl(ep, "delete", "other")
+    assert deleted.code == 0 and "DELETING" in deleted.out, deleted
+
+
+async def test_bad_argument_message_and_exit_code(gateway: RunningGateway, state_client: StateClient) -> None:
+    await register_workload(state_client)
+    result = await ctl(gateway.endpoint, "create", "redis", "Bad_Name", "--replicas", "0", "--cpus", "99")
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert lines[0].startswith("error: invalid instance spec")
+    assert any(line.startswith("  spec.name: ") for line in lines), lines
+    assert any(line.startswith("  spec.replicas: ") for line in lines), lines
+    assert any(line.startswith("  spec.resources.cpus: ") for line in lines), lines
+
+    unknown = await ctl(gateway.endpoint, "create", "mongo", "db")
+    assert unknown.code == 2
+    assert "registered workloads: redis" in unknown.err
+
+    malformed = await ctl(gateway.endpoint, "create", "redis", "db", "--config", "novalue")
+    assert malformed.code == 2
+    assert malformed.err.startswith("error: --config expects key=value")
+
+    missing = await ctl(gateway.endpoint, "get", "nope")
+    assert missing.code == 1
+    assert missing.err.strip() == "error: instance 'nope' not found"
+
+
+async def test_unreachable_gateway() -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    for args in (("list",), ("get", "x"), ("watch",), ("create", "redis", "x", "--wait")):
+        result = await ctl(endpoint, *args)
+        assert result.code == 1, (args, result)
+        assert (
+            result.err.strip() == f"error: cannot reach the gateway at {endpoint}: is it running? (make run)"
+        )
+
+
+async def test_wait_until_running_and_timeout(gateway: RunningGateway, state_client: StateClient) -> None:
+    ep = gateway.endpoint
+    await register_workload(state_client)
+    process = await start(ep, "create", "redis", "cache", "--replicas", "2", "--wait", "--timeout", "60")
+
+    async def created() -> bool:
+        return await state_client.find(st.KIND_INSTANCE, "cache") is not None
+
+    await eventually(created)
+    await make_running(state_client, "cache", 2)
+    result = await finish(process)
+    assert result.code == 0, result
+    assert "instance cache is RUNNING (2/2 ready)" in result.out
+
+    timed_out = await ctl(ep, "scale", "cache", "--replicas", "3", "--wait", "--timeout", "1")
+    assert timed_out.code == 1
+    assert "timed out after 1s waiting for cache to be RUNNING" in timed_out.err
+
+    def failed(value: object) -> object:
+        assert isinstance(value, types_pb2.Instance)
+        value.phase = types_pb2.INSTANCE_PHASE_FAILED
+        value.last_error = "no offers"
+        return value
+
+    await state_client.update(st.KIND_INSTANCE, "cache", failed)  # type: ignore[arg-type]
+    failure = await ctl(ep, "scale", "cache", "--replicas", "2", "--wait")
+    assert failure.code == 1
+    assert "FAILED: no offers" in failure.err
+
+
+async def test_delete_wait_and_ctrl_c(gateway: RunningGateway, state_client: StateClient) -> None:
+    ep = gateway.endpoint
+    await register_workload(state_client)
+    assert (await ctl(ep, "create", "redis", "cache")).code == 0
+
+    watcher = await start(ep, "-o", "json", "watch")
+    assert watcher.stdout is not None
+    line = await asyncio.wait_for(watcher.stdout.readline(), TIMEOUT)
+    assert json.loads(line)["type"] == "INSTANCE_EVENT_TYPE_ADDED"
+
+    deleting = await start(ep, "delete", "cache", "--wait")
+
+    async def marked() -> bool:
+        record = await state_client.get(st.KIND_INSTANCE, "cache")
+        return record.instance.phase == types_pb2.INSTANCE_PHASE_DELETING
+
+    await eventually(marked)
+    await state_client.delete(st.KIND_INSTANCE, "cache")  # what lifecycle does at the end
+    result = await finish(deleting)
+    assert result.code == 0, result
+    assert "instance cache deleted" in result.out
+
+    watcher.send_signal(signal.SIGINT)
+    stopped = await finish(watcher)
+    assert stopped.code == 130
+    events = [json.loads(x)["type"] for x in stopped.out.splitlines() if x.strip()]
+    assert "INSTANCE_EVENT_TYPE_DELETED" in events
+
+
+async def test_token(state_service: StateService, state_client: StateClient) -> None:
+    await register_workload(state_client)
+    async with running_gateway(state_service.endpoint, auth_token="s3cret") as gw:
+        denied = await ctl(gw.endpoint, "workloads")
+        assert denied.code == 1
+        assert denied.err.startswith("error: missing or wrong token")
+        allowed = await ctl(gw.endpoint, "--token", "s3cret", "workloads")
+        assert allowed.code == 0 and "redis" in allowed.out
+        from_env = await ctl(gw.endpoint, "workloads", STATEFUL_TOKEN="s3cret")
+        assert from_env.code == 0

@@ -1,0 +1,83 @@
+"""A minimal executor on pymesos' MesosExecutorDriver, for the local cluster tests.
+
+Task ``data`` (base64 JSON) chooses the behaviour: ``{"child": true}`` starts a ``sleep`` in its own
+process group (like a member process), ``{"finish": true}`` reports TASK_FINISHED right away,
+``{"exit": N}`` makes the executor die with exit code N without a terminal update.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from pymesos import Executor, MesosExecutorDriver, decode_data, encode_data
+
+
+class TestExecutor(Executor):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.done = threading.Event()
+
+    def _status(self, driver: Any, task_id: Any, state: str, message: str = "") -> None:
+        driver.sendStatusUpdate(
+            {
+                "task_id": task_id,
+                "state": state,
+                "message": message,
+                "data": encode_data(json.dumps({"pid": os.getpid()}).encode()),
+            }
+        )
+
+    def launchTask(self, driver: Any, task: Any) -> None:
+        spec = json.loads(decode_data(task["data"])) if task.get("data") else {}
+        self._status(driver, task["task_id"], "TASK_STARTING")
+        if spec.get("child"):
+            self.children[task["task_id"]["value"]] = subprocess.Popen(["sleep", "1000"], process_group=0)
+        self._status(driver, task["task_id"], "TASK_RUNNING")
+        if "exit" in spec:
+            os._exit(int(spec["exit"]))
+        if spec.get("finish"):
+            self._status(driver, task["task_id"], "TASK_FINISHED")
+            self._end_soon(driver)
+
+    def killTask(self, driver: Any, task_id: Any) -> None:
+        child = self.children.pop(task_id["value"], None)
+        if child is not None:
+            child.terminate()
+            child.wait()
+        self._status(driver, task_id, "TASK_KILLED", "killed by the scheduler")
+        if not self.children:
+            self._end_soon(driver)
+
+    def frameworkMessage(self, driver: Any, message: str) -> None:
+        driver.sendFrameworkMessage(encode_data(b"echo:" + decode_data(message)))
+
+    def shutdown(self, driver: Any) -> None:
+        for child in self.children.values():
+            child.terminate()
+        self.done.set()
+
+    def _end_soon(self, driver: Any) -> None:
+        def end() -> None:
+            time.sleep(1.0)
+            self.done.set()
+
+        threading.Thread(target=end, daemon=True).start()
+
+
+def main() -> None:
+    executor = TestExecutor()
+    driver = MesosExecutorDriver(executor, use_addict=True)
+    driver.start()
+    executor.done.wait()
+    driver.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Faults: agent loss, offers service restarts, a framework away past its failover timeout, and
+the state service down while status updates arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+from helpers import (
+    RUNNING,
+    executor_sessions,
+    framework_state,
+    in_state,
+    launch,
+    member_pids,
+    port_open,
+    wait_task,
+    wait_until,
+    web_spec,
+)
+
+from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.state.client import StateClient
+from mesos_stateful.testing.cluster import RunningCluster
+from mesos_stateful.testing.offers import OffersService
+from mesos_stateful.testing.state import StateService
+
+pytestmark = pytest.mark.slow
+
+
+async def launch_running(
+    offers: OffersService, state: StateClient, instance: str, count: int
+) -> list[types_pb2.Task]:
+    specs = [web_spec(instance, ordinal) for ordinal in range(count)]
+    for spec in specs:
+        await launch(offers, spec)
+    return list(await asyncio.gather(*(wait_task(state, s.task_id, in_state(RUNNING)) for s in specs)))
+
+
+async def test_killing_an_agent_marks_its_tasks_lost(
+    offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster
+) -> None:
+    tasks = await launch_running(offers_service, state_client, "lost", 3)
+    victim = tasks[0]
+    local_cluster.kill_agent(victim.agent_id)
+    lost = await wait_task(state_client, victim.task_id, in_state(types_pb2.TASK_STATE_LOST))
+    assert lost.reason == "REASON_AGENT_REMOVED"
+    for task in tasks[1:]:
+        record = await state_client.get(spb.KIND_TASK, task.task_id)
+        assert record.task.state == RUNNING
+    cluster = await offers_service.wait_cluster(
+        lambda c: victim.agent_id not in {a.agent_id for a in c.agents}
+    )
+    assert all(victim.task_id not in a.task_ids for a in cluster.agents)
+
+
+async def test_restarting_the_offers_service_keeps_members_running(
+    offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster
+) -> None:
+    first = await offers_service.wait_subscribed()
+    tasks = await launch_running(offers_service, state_client, "keep", 3)
+    pids = {t.task_id: member_pids(local_cluster, t.task_id) for t in tasks}
+    assert all(pids.values())
+    # One more launch that cannot be placed (1 per agent, 3 agents): it must stay queued.
+    await launch(offers_service, web_spec("keep", 3))
+    await offers_service.wait_cluster(lambda c: [p.task_id for p in c.pending] == ["keep-3.1"])
+
+    await offers_service.restart()
+
+    second = await offers_service.wait_subscribed()
+    assert second.framework_id == first.framework_id
+    # Known again after the restart (reloaded from state, reconciled), not relaunched or killed.
+    assert offers_service.stub is not None
+    listed = await offers_service.stub.ListTasks(api.ListTasksRequest(instance="keep"))
+    assert {t.task_id: t.state for t in listed.tasks} == {
+        "keep-0.1": RUNNING,
+        "keep-1.1": RUNNING,
+        "keep-2.1": RUNNING,
+        "keep-3.1": types_pb2.TASK_STATE_QUEUED,
+    }
+    await offers_service.wait_cluster(lambda c: [p.task_id for p in c.pending] == ["keep-3.1"])
+    await offers_service.wait_cluster(
+        lambda c: sorted(t for a in c.agents for t in a.task_ids) == ["keep-0.1", "keep-1.1", "keep-2.1"]
+    )
+    framework = framework_state(local_cluster, first.framework_id)
+    assert framework["connected"]
+    assert sorted(t["id"] for t in framework["tasks"]) == ["keep-0.1", "keep-1.1", "keep-2.1"]
+    assert all(t["state"] == "TASK_RUNNING" for t in framework["tasks"])
+    assert not framework["completed_tasks"]
+    for task in tasks:
+        assert member_pids(local_cluster, task.task_id) == pids[task.task_id]
+        assert port_open(task.host, task.ports["web"])
+        record = await state_client.get(spb.KIND_TASK, task.task_id)
+        assert record.task.state == RUNNING and record.task.agent_id == task.agent_id
+
+
+async def test_a_framework_away_past_its_failover_timeout_loses_its_tasks(
+    state_service: StateService, state_client: StateClient, local_cluster: RunningCluster
+) -> None:
+    offers = OffersService(state_service.endpoint, local_cluster.master_address, failover_timeout_seconds=2.0)
+    await offers.start()
+    try:
+        first = await offers.wait_subscribed()
+        (task,) = await launch_running(offers, state_client, "gone", 1)
+        await offers.stop()
+        # Away longer than the failover timeout: the master removes the framework, kills its tasks.
+        await wait_until(
+            lambda: {"id": first.framework_id} in local_cluster.state()["completed_frameworks"],
+            what="framework removed",
+        )
+        await wait_until(lambda: not port_open(task.host, task.ports["web"]), what="member killed")
+        await wait_until(lambda: task.task_id not in executor_sessions(local_cluster), what="executor gone")
+
+        # Back: the old id is refused, so it subscribes as a new framework and learns (by
+        # reconciliation) that the old task is gone.
+        await offers.start()
+        second = await offers.wait_subscribed(timeout=60)
+        assert second.framework_id and second.framework_id != first.framework_id
+        record = await state_client.get(spb.KIND_FRAMEWORK, "")
+        assert record.framework.framework_id == second.framework_id
+        lost = await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_LOST))
+        assert lost.message
+    finally:
+        await offers.stop()
+
+
+async def test_status_updates_are_stored_before_they_are_acknowledged(
+    offers_service: OffersService,
+    state_service: StateService,
+    state_client: StateClient,
+    local_cluster: RunningCluster,
+) -> None:
+    (task,) = await launch_running(offers_service, state_client, "acks", 1)
+    cluster = await offers_service.wait_subscribed()
+
+    def unacknowledged() -> tuple[int, float]:
+        async def read() -> tuple[int, float]:
+            framework = local_cluster.cluster.master.frameworks[cluster.framework_id]
+            master_task = framework.tasks.get(task.task_id)
+            if master_task is None:  # acknowledged terminal tasks move to the completed ones
+                return 0, 0.0
+            return len(master_task.pending), master_task.last_sent
+
+        return local_cluster.run(read())
+
+    await state_service.stop()
+    # The member dies while the state service is down: TASK_FAILED cannot be stored, so it is
+    # not acknowledged and the cluster keeps re-sending it.
+    for pid in member_pids(local_cluster, task.task_id):
+        os.kill(pid, signal.SIGKILL)
+    await wait_until(lambda: unacknowledged()[0] > 0, what="a pending update")
+    first_sent = unacknowledged()[1]
+    await wait_until(lambda: unacknowledged()[1] > first_sent, timeout=30, what="the update re-sent")
+    assert unacknowledged()[0] > 0
+
+    await state_service.start()
+    failed = await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_FAILED))
+    assert failed.message
+    await wait_until(lambda: unacknowledged()[0] == 0, what="the update acknowledged")
