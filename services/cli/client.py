@@ -72,6 +72,8 @@ def is_unreachable(error: grpc.RpcError) -> bool:
     if not isinstance(error, grpc.Call) or error.code() != grpc.StatusCode.UNAVAILABLE:
         return False
     details = (error.details() or "").lower()
+    if details.startswith("the state service"):
+        return False  # the gateway answered: its own dependency is down
     return any(hint in details for hint in _UNREACHABLE_HINTS)
 
 

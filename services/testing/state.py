@@ -19,9 +19,10 @@ from mesos_stateful.testing.etcd import EtcdProcess
 class StateService:
     """An in-process state server against a test etcd; ``restart()`` keeps its port."""
 
-    def __init__(self, etcd_endpoint: str, port: int = 0) -> None:
+    def __init__(self, etcd_endpoint: str, port: int = 0, use_cache: bool = True) -> None:
         self.etcd_endpoint = etcd_endpoint
         self.port = port
+        self.use_cache = use_cache
         self.served: StateServed | None = None
 
     @property
@@ -29,7 +30,7 @@ class StateService:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        store = Store([self.etcd_endpoint], timeout=3.0)
+        store = Store([self.etcd_endpoint], timeout=3.0, use_cache=self.use_cache)
         served = await build_state_server(store, f"127.0.0.1:{self.port}", health_interval=0.3)
         served.owns_store = True
         self.served = served

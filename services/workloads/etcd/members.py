@@ -11,7 +11,6 @@ not enough started members) are ``errors.Unavailable``; an unknown member is ``e
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -146,10 +145,3 @@ def initial_cluster(members: Iterable[Member], own_id: int, own_name: str) -> st
         name = own_name if m.id == own_id else (m.name or f"unstarted-{m.hex_id}")
         entries += [f"{name}={url}" for url in m.peer_urls]
     return ",".join(sorted(entries))
-
-
-async def wait_removed(client: Client, member_id: int, timeout: float) -> None:
-    """Poll until the member list no longer has ``member_id``."""
-    async with asyncio.timeout(timeout):
-        while any(m.id == member_id for m in await client.members()):
-            await asyncio.sleep(0.2)

@@ -1,0 +1,3 @@
+from mesos_stateful.workloads.etcd.main import main
+
+main()
