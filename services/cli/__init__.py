@@ -1,0 +1,1 @@
+"""``statefulctl``: the command line over the public gRPC API."""

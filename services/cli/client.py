@@ -94,7 +94,11 @@ def failure_of(error: grpc.RpcError, endpoint: str) -> CliFailure:
 
 
 def report(failure: CliFailure) -> None:
-    stderr.print(f"error: {failure.message}", markup=False)
+    message = failure.message
+    if failure.fields:
+        # The gateway's message is "<what>: <every violation>"; the lines below list them.
+        message = message.split(": ", 1)[0]
+    stderr.print(f"error: {message}", markup=False)
     for name, description in sorted(failure.fields.items()):
         stderr.print(f"  {name}: {description}", markup=False)
 

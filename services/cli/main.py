@@ -140,11 +140,15 @@ def get(
     """Show an instance: phase, plan steps and members."""
     gw: Gateway = ctx.obj
     with reporting(gw):
-        if watch and not _json(gw):
-            follow(gw, name, out, None, None, "deleted")
-            return
         if watch:
-            _stream_json(gw, name)
+            # NOT_FOUND now rather than waiting forever for an instance that does not exist.
+            gw.stub().GetInstance(
+                api.GetInstanceRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
+            )
+            if _json(gw):
+                _stream_json(gw, name, until_deleted=True)
+            else:
+                follow(gw, name, out, None, None, "deleted")
             return
         response = gw.stub().GetInstance(
             api.GetInstanceRequest(name=name, include_secrets=show_secrets),
@@ -267,12 +271,15 @@ def watch(
             stream.cancel()
 
 
-def _stream_json(gw: Gateway, name: str, workload: str = "") -> None:
+def _stream_json(gw: Gateway, name: str, workload: str = "", until_deleted: bool = False) -> None:
+    """One JSON object per line per change; with ``until_deleted``, stop once the instance is gone."""
     request = api.WatchInstancesRequest(name=name, workload=workload)
     stream = gw.stub().WatchInstances(request, metadata=gw.metadata)
     try:
         for event in stream:
             print(render.to_json(event, compact=True), flush=True)
+            if until_deleted and event.type == api.INSTANCE_EVENT_TYPE_DELETED:
+                return
     finally:
         stream.cancel()
 

@@ -95,10 +95,18 @@ def _context_of(args: tuple[Any, ...]) -> grpc.aio.ServicerContext[Any, Any]:
     return args[-1]  # type: ignore[no-any-return]
 
 
+def _code_and_message(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    # Sync failures implement grpc.Call; aio failures (grpc.aio.AioRpcError) do not, but have the
+    # same accessors.
+    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
+        code = error.code()
+        return code, error.details() or str(code)
+    return grpc.StatusCode.UNKNOWN, str(error) or "unknown error"
+
+
 def from_rpc_error(error: grpc.RpcError) -> errors.StatefulError:
-    """The domain error for a failed call, keeping field violations. For clients."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    message = (error.details() if isinstance(error, grpc.Call) else None) or str(code)
+    """The domain error for a failed call (sync or aio), keeping field violations. For clients."""
+    code, message = _code_and_message(error)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return errors.InvalidArgument(message, field_violations(error))
     mapping: dict[grpc.StatusCode, type[errors.StatefulError]] = {
@@ -112,13 +120,17 @@ def from_rpc_error(error: grpc.RpcError) -> errors.StatefulError:
     return mapping.get(code, errors.PermanentError)(message)
 
 
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
 def field_violations(error: grpc.RpcError) -> dict[str, str]:
     """Field -> description from a google.rpc.BadRequest detail, if the error carries one."""
-    if not isinstance(error, grpc.Call):
+    if not isinstance(error, grpc.Call | grpc.aio.AioRpcError):
         return {}
-    status = rpc_status.from_call(error)
-    if status is None:
-        return {}
+    status = status_pb2.Status()
+    for key, value in error.trailing_metadata() or ():
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status.ParseFromString(value)
     fields: dict[str, str] = {}
     for detail in status.details:
         bad = error_details_pb2.BadRequest()
@@ -130,7 +142,7 @@ def field_violations(error: grpc.RpcError) -> dict[str, str]:
 def is_retryable(error: BaseException) -> bool:
     if isinstance(error, errors.StatefulError):
         return error.retryable
-    if isinstance(error, grpc.Call):
-        return error.code() in RETRYABLE_CODES
+    if isinstance(error, grpc.RpcError):
+        return _code_and_message(error)[0] in RETRYABLE_CODES
     return False
 

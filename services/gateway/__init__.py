@@ -1,0 +1,1 @@
+"""The gateway: the public ``stateful.v1.InstanceService`` (validation, auth, desired state)."""

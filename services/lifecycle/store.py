@@ -86,8 +86,10 @@ class Store:
         def apply(current: Message | None) -> Message | None:
             if current is None:
                 return None
+            original = types_pb2.Member()
+            original.CopyFrom(current)
             new = mutate(cast(types_pb2.Member, current))
-            if new is None or new == current:
+            if new is None or new == original:
                 return None
             new.updated_at.CopyFrom(plans.timestamp(time.time()))
             return new
@@ -115,8 +117,10 @@ class Store:
         def apply(current: Message | None) -> Message | None:
             if current is None:
                 return None
+            original = types_pb2.Instance()
+            original.CopyFrom(current)
             new = mutate(cast(types_pb2.Instance, current))
-            if new is None or new == current:
+            if new is None or new == original:
                 return None
             new.updated_at.CopyFrom(plans.timestamp(time.time()))
             return new

@@ -60,6 +60,7 @@ class Executor:
     proc: asyncio.subprocess.Process | None = None
     stream: EventStream | None = None
     queued: list[Json] = field(default_factory=list)  # LAUNCHes waiting for SUBSCRIBE
+    kills: set[str] = field(default_factory=set)  # KILLs waiting for a (re-)SUBSCRIBE
     tasks: dict[str, str] = field(default_factory=dict)  # task id -> latest state seen by the agent
     from_executor: set[str] = field(default_factory=set)  # uuids of updates that came from it
     state: str = "LAUNCHING"  # LAUNCHING, RUNNING, TERMINATING, TERMINATED
@@ -94,6 +95,7 @@ class Agent:
         self.state = "STOPPED"  # ACTIVE, UNREACHABLE (stopped), REMOVED (killed), STOPPED (not started)
         self.executors: dict[tuple[str, str], Executor] = {}
         self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -333,13 +335,14 @@ class Agent:
                     "Killed before delivery to the executor",
                 )
                 if not any(s not in TERMINAL for s in ex.tasks.values()):
-                    asyncio.get_running_loop().create_task(self.shutdown_executor(ex))
+                    task = asyncio.get_running_loop().create_task(self.shutdown_executor(ex))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             elif ex.stream is not None:
                 ex.stream.send({"type": "KILL", "kill": {"task_id": {"value": task_id}}})
             else:
-                # Not connected (e.g. re-subscribing): nothing to tell; the kill is retried by the
-                # scheduler as with Mesos, or the executor is shut down if it never comes back.
-                log.warning("agent %s: cannot deliver KILL of %s (executor not connected)", self.id, task_id)
+                # Not connected (re-subscribing after a partition): delivered when it is back.
+                ex.kills.add(task_id)
             return
 
     async def shutdown_executor(self, ex: Executor) -> None:
@@ -440,6 +443,9 @@ class Agent:
         for task in ex.queued:
             stream.send({"type": "LAUNCH", "launch": {"task": task}})
         ex.queued.clear()
+        for task_id in sorted(ex.kills):
+            stream.send({"type": "KILL", "kill": {"task_id": {"value": task_id}}})
+        ex.kills.clear()
         if ex.state == "TERMINATING":
             stream.send({"type": "SHUTDOWN"})
         resp = await stream.serve(request, subscribed, heartbeat=None)

@@ -198,6 +198,9 @@ class Master:
         for fw in self.frameworks.values():
             for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
                 if task.state in TERMINAL:
+                    if removed:
+                        task.pending.clear()
+                        self._complete(fw, task)
                     continue
                 if removed:
                     state = "TASK_GONE" if fw.partition_aware else "TASK_LOST"
@@ -211,7 +214,9 @@ class Master:
                     f"Agent {agent.hostname} {'removed' if removed else 'is unreachable'}",
                 )
                 task.holds = False
-                if removed:
+                if removed or not fw.partition_aware:
+                    # TASK_LOST/TASK_GONE are terminal: the master forgets the task (a later
+                    # RECONCILE answers from the agent's state: TASK_LOST / TASK_UNREACHABLE).
                     task.pending.clear()
                     self._complete(fw, task)
             fw.send({"type": "FAILURE", "failure": {"agent_id": {"value": agent.id}}})
@@ -219,22 +224,24 @@ class Master:
 
     def agent_reregistered(self, agent: Agent) -> None:
         """A stopped agent is back: partition-aware frameworks get their tasks back as the agent
-        reports them; other frameworks' tasks are killed (Mesos >= 1.1 behaviour)."""
+        reports them; other (and removed) frameworks' executors on it are shut down (Mesos >= 1.1)."""
         agent.state = "ACTIVE"
         states = agent.task_states()
         for fw in self.frameworks.values():
-            tasks = [t for t in fw.tasks.values() if t.agent_id == agent.id]
-            for task in tasks:
+            if not fw.partition_aware:
+                continue
+            for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
                 latest = states.get(task.task_id)
                 if latest is None or latest in TERMINAL:
                     continue
                 task.holds = True
-                if fw.partition_aware:
-                    task.state = latest
-                    if task.status is not None:
-                        task.status = dict(task.status, state=latest)
-            if not fw.partition_aware and tasks:
-                self._spawn(agent.shutdown_framework(fw.id))
+                task.state = latest
+                if task.status is not None:
+                    task.status = dict(task.status, state=latest)
+        for fid in {ex.framework_id for ex in agent.executors.values() if ex.state != "TERMINATED"}:
+            fw = self.frameworks.get(fid)
+            if fw is None or not fw.partition_aware:
+                self._spawn(agent.shutdown_framework(fid))
         self.wake()
 
     # --- frameworks ------------------------------------------------------------------------------

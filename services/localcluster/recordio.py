@@ -57,16 +57,18 @@ class EventStream:
                 transport = request.transport
                 if transport is None or transport.is_closing():
                     break
+                event: Json | None
                 try:
                     event = await asyncio.wait_for(self._queue.get(), timeout=0.25)
                 except TimeoutError:
-                    if heartbeat and time.monotonic() >= next_beat:
-                        next_beat = time.monotonic() + heartbeat
-                        await resp.write(encode({"type": "HEARTBEAT"}))
-                    continue
+                    event = {}
                 if event is None:
                     break
-                await resp.write(encode(event))
+                if event:
+                    await resp.write(encode(event))
+                if heartbeat and time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + heartbeat
+                    await resp.write(encode({"type": "HEARTBEAT"}))
         except asyncio.CancelledError:
             self.gone = not self.closed
             raise

@@ -222,7 +222,7 @@ class MesosDriver:
     def __init__(self, master: str, config: FrameworkConfig) -> None:
         self.master = master
         self.config = config
-        self.events: asyncio.Queue[DriverEvent] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[int, DriverEvent]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._driver: MesosSchedulerDriver | None = None
         self._generation = 0
@@ -230,6 +230,7 @@ class MesosDriver:
         self._stopping = False
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-call")
         self._subscribed = False
+        self.aborts = 0  # times pymesos' I/O thread died (for tests and logs)
         with _adapters_lock:
             _adapters.add(self)
 
@@ -277,6 +278,18 @@ class MesosDriver:
         # start() asks the master for its version over blocking HTTP: not on the loop.
         await self._run(driver.start)
 
+    async def next_event(self) -> DriverEvent:
+        """The next event of the current driver (events of a driver since stopped are dropped)."""
+        while True:
+            generation, event = await self._events.get()
+            if generation == self._generation:
+                return event
+
+    async def halt(self) -> None:
+        """Drop the connection (with failover) until ``restart``. pymesos would otherwise keep
+        reconnecting, e.g. after an ERROR event."""
+        await self._stop_driver(failover=True)
+
     async def restart(self, framework_id: str | None) -> None:
         """Drop the connection and subscribe again (e.g. as a new framework after removal)."""
         await self._stop_driver(failover=True)
@@ -322,7 +335,7 @@ class MesosDriver:
                     self._subscribed = True
                 elif isinstance(event, Disconnected | DriverError):
                     self._subscribed = False
-                self.events.put_nowait(event)
+                self._events.put_nowait((generation, event))
 
         # RuntimeError: the loop closed meanwhile (we are shutting down).
         with contextlib.suppress(RuntimeError):
@@ -344,8 +357,9 @@ class MesosDriver:
         if generation != self._generation or self._stopping:
             return
         self._subscribed = False
+        self.aborts += 1
         # The scheduler decides how to come back (same framework id, or a new one if removed).
-        self.events.put_nowait(DriverAborted(message))
+        self._events.put_nowait((generation, DriverAborted(message)))
 
     # -- calls ----------------------------------------------------------------------------------
 

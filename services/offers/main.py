@@ -33,6 +33,7 @@ async def run(settings: OffersSettings) -> None:
 def main() -> None:
     settings = OffersSettings.load()
     setup_logging("offers", settings.log_level)
+    logging.getLogger("pymesos").handlers.clear()  # it has its own; the root one is enough
     asyncio.run(run(settings))
 
 

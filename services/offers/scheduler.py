@@ -72,6 +72,7 @@ class OfferScheduler:
         self._stopped = False
         self.framework_id = ""
         self._watch_revision = 0
+        self._restart_delay = drv.MesosDriver.RESTART_DELAY_SECONDS
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class OfferScheduler:
 
     async def _event_loop(self) -> None:
         while True:
-            event = await self.driver.events.get()
+            event = await self.driver.next_event()
             try:
                 await self._handle(event)
             except asyncio.CancelledError:
@@ -240,6 +241,7 @@ class OfferScheduler:
         log.info("subscribed to %s as framework %s", event.master or self.driver.master, event.framework_id)
         self._suppressed = False
         self._idle_declined = False
+        self._restart_delay = drv.MesosDriver.RESTART_DELAY_SECONDS
         if event.framework_id and event.framework_id != self.framework_id:
             await self._store_framework(event.framework_id)
         await self._reconcile()
@@ -273,6 +275,9 @@ class OfferScheduler:
         """An ERROR event, or pymesos giving up (DriverAborted): come back as the same framework,
         or as a new one if ours was removed."""
         lowered = message.lower()
+        await self.driver.halt()
+        # Back off while the master keeps refusing us (e.g. a wrong address): 2 s doubling to 60 s.
+        delay, self._restart_delay = self._restart_delay, min(self._restart_delay * 2, 60.0)
         if "removed" in lowered or "torn down" in lowered:
             # The failover timeout passed (or a teardown): Mesos killed our tasks. Subscribe as a
             # new framework; reconciliation then reports the old tasks gone.
@@ -280,12 +285,13 @@ class OfferScheduler:
             with contextlib.suppress(errors.StatefulError):
                 await self.store.delete_framework()
             self.framework_id = ""
-            await asyncio.sleep(drv.MesosDriver.RESTART_DELAY_SECONDS)
+            await asyncio.sleep(delay)
             await self.driver.restart(None)
         elif "failed over" in lowered:
             log.error("another scheduler took over framework %s; not resubscribing", self.framework_id)
         else:
-            await asyncio.sleep(drv.MesosDriver.RESTART_DELAY_SECONDS)
+            log.info("subscribing again in %.0fs", delay)
+            await asyncio.sleep(delay)
             await self.driver.restart(self.driver.framework_id or self.framework_id or None)
 
     # -- reconciliation -----------------------------------------------------------------------------
@@ -521,11 +527,28 @@ class OfferScheduler:
 
     async def _watch_deletions(self) -> None:
         """Forget task records lifecycle deletes (after members or instances are removed)."""
-        async for event in self.store.client.watch(
-            [spb.KIND_TASK], "", start_revision=self._watch_revision + 1
-        ):
-            if event.type == spb.EVENT_TYPE_DELETE:
-                task_id = event.record.key.name
-                async with self._lock:
-                    self.store.forget(task_id)
-                    self._unqueue(task_id)
+        while True:
+            try:
+                async for event in self.store.client.watch(
+                    [spb.KIND_TASK], "", start_revision=self._watch_revision + 1
+                ):
+                    self._watch_revision = event.revision
+                    if event.type == spb.EVENT_TYPE_DELETE:
+                        task_id = event.record.key.name
+                        async with self._lock:
+                            self.store.forget(task_id)
+                            self._unqueue(task_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # e.g. the revision was compacted: forget only what is really gone, then go on.
+                log.warning("task watch failed (%s); re-reading tasks", error)
+                await asyncio.sleep(self.settings.state_retry_seconds)
+                with contextlib.suppress(errors.StatefulError):
+                    records, revision = await self.store.client.list(spb.KIND_TASK)
+                    present = {r.key.name for r in records}
+                    async with self._lock:
+                        for task_id in [t for t in self.store.tasks if t not in present]:
+                            self.store.forget(task_id)
+                            self._unqueue(task_id)
+                    self._watch_revision = revision

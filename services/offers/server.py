@@ -21,11 +21,18 @@ from mesos_stateful.state.client import StateClient
 SERVICE_NAME: str = api.DESCRIPTOR.services_by_name["OfferService"].full_name
 
 
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "root"
+
+
 def framework_config(settings: OffersSettings) -> FrameworkConfig:
     return FrameworkConfig(
         name=settings.framework_name,
         role=settings.role,
-        user=settings.user or getpass.getuser(),
+        user=settings.user or _current_user(),
         hostname=settings.hostname or socket.gethostname(),
         failover_timeout_seconds=settings.failover_timeout_seconds,
         principal=settings.principal,

@@ -9,6 +9,7 @@ Use it from a conftest: ``from mesos_stateful.testing.cluster import local_clust
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
@@ -102,6 +103,9 @@ def cluster_settings(work_dir: Path, **overrides: Any) -> LocalClusterSettings:
         "allocation_interval": 0.2,
         "executor_shutdown_grace": 2.0,
         "kill_grace": 2.0,
+        # Agents' addresses are the same in every test cluster: a random port range keeps members of
+        # test runs that happen at the same time from fighting over ports (below the ephemeral range).
+        "agent_ports_begin": random.randrange(10000, 29001, 1000),
     }
     values.update(overrides)
     return LocalClusterSettings.model_validate(values)

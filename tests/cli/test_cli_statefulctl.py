@@ -287,3 +287,23 @@ async def test_token(state_service: StateService, state_client: StateClient) -> 
         assert allowed.code == 0 and "redis" in allowed.out
         from_env = await ctl(gw.endpoint, "workloads", STATEFUL_TOKEN="s3cret")
         assert from_env.code == 0
+
+
+async def test_get_watch_follows_until_deleted(gateway: RunningGateway, state_client: StateClient) -> None:
+    ep = gateway.endpoint
+    await register_workload(state_client)
+    missing = await ctl(ep, "get", "cache", "--watch")
+    assert missing.code == 1 and "not found" in missing.err
+
+    assert (await ctl(ep, "create", "redis", "cache")).code == 0
+    process = await start(ep, "-o", "json", "get", "cache", "--watch")
+    assert process.stdout is not None
+    first = json.loads(await asyncio.wait_for(process.stdout.readline(), TIMEOUT))
+    assert first["type"] == "INSTANCE_EVENT_TYPE_ADDED"
+    await make_running(state_client, "cache", 1)
+    await state_client.delete(st.KIND_INSTANCE, "cache")
+    result = await finish(process)
+    assert result.code == 0, result
+    types = [json.loads(line)["type"] for line in result.out.splitlines()]
+    assert types[-1] == "INSTANCE_EVENT_TYPE_DELETED"
+    assert "INSTANCE_EVENT_TYPE_MODIFIED" in types

@@ -50,6 +50,9 @@ class Recorder(Scheduler):  # type: ignore[misc]
     def executorLost(self, driver: Any, executor_id: Any, agent_id: Any, status: Any) -> None:
         self.events.put(("executor_lost", executor_id["value"]))
 
+    def processHeartBeat(self, driver: Any) -> None:
+        self.events.put(("heartbeat", None))
+
     def error(self, driver: Any, message: str) -> None:
         self.events.put(("error", message))
 

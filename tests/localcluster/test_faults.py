@@ -91,4 +91,19 @@ def test_stopped_agent_non_partition_aware_gets_task_lost(
     assert framework.update(tid, "TASK_LOST")["reason"] == "REASON_AGENT_REMOVED"
     framework.driver.reconcileTasks([{"task_id": {"value": tid}, "agent_id": offer["agent_id"]}])
     framework.update(tid, "TASK_LOST")
-    local_cluster.start_agent(str(offer["hostname"]))  # its non-partition-aware tasks are shut down
+
+
+def test_returning_agent_shuts_down_non_partition_aware_executors(
+    local_cluster: RunningCluster, framework: Framework
+) -> None:
+    tid, offer = _launch(framework)
+    hostname = str(offer["hostname"])
+    agent = local_cluster.stop_agent(hostname)
+    framework.update(tid, "TASK_LOST")
+    sids = [ex.sid for ex in agent.executors.values() if ex.sid]
+    assert sids and all(session_members(s) for s in sids)
+    local_cluster.start_agent(hostname)
+    deadline = time.monotonic() + 30
+    while any(session_members(s) for s in sids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(session_members(s) for s in sids)

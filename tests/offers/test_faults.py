@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+from pathlib import Path
 
+import grpc
 import pytest
 from helpers import (
     RUNNING,
@@ -25,7 +28,7 @@ from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.state.client import StateClient
-from mesos_stateful.testing.cluster import RunningCluster
+from mesos_stateful.testing.cluster import RunningCluster, start_local_cluster
 from mesos_stateful.testing.offers import OffersService
 from mesos_stateful.testing.state import StateService
 
@@ -156,8 +159,68 @@ async def test_status_updates_are_stored_before_they_are_acknowledged(
     first_sent = unacknowledged()[1]
     await wait_until(lambda: unacknowledged()[1] > first_sent, timeout=30, what="the update re-sent")
     assert unacknowledged()[0] > 0
+    record_in_memory = await offers_service.stub.ListTasks(api.ListTasksRequest(instance="acks"))  # type: ignore[union-attr]
+    assert record_in_memory.tasks[0].state == RUNNING  # not changed before it is stored
+    # The store is down: a launch cannot be recorded, so it is refused (retryable).
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await launch(offers_service, web_spec("acks", 1))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
 
     await state_service.start()
     failed = await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_FAILED))
     assert failed.message
     await wait_until(lambda: unacknowledged()[0] == 0, what="the update acknowledged")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_launches_queue_until_the_master_is_up(
+    state_service: StateService, state_client: StateClient, tmp_path: Path
+) -> None:
+    """Not subscribed yet: Launch still queues. The service survives pymesos failing to connect
+    (its I/O thread dies and calls interrupt_main) and subscribes once the master is up."""
+    master = f"127.0.0.1:{free_port()}"
+    offers = OffersService(state_service.endpoint, master)
+    await offers.start()
+    cluster: RunningCluster | None = None
+    try:
+        queued = await launch(offers, web_spec("early", 0))
+        assert queued.state == types_pb2.TASK_STATE_QUEUED
+        view = await offers.wait_cluster(lambda c: [p.task_id for p in c.pending] == ["early-0.1"])
+        assert not view.subscribed and view.master == master
+        await asyncio.sleep(0)  # give the driver a chance to fail a few times first
+        await wait_until(lambda: offers.served is not None and offers.served.scheduler is not None)
+
+        cluster = await asyncio.to_thread(start_local_cluster, tmp_path / "cluster", listen=master)
+        await offers.wait_subscribed(timeout=60)
+        task = await wait_task(state_client, "early-0.1", in_state(RUNNING))
+        assert port_open(task.host, task.ports["web"])
+    finally:
+        await offers.stop()
+        if cluster is not None:
+            await asyncio.to_thread(cluster.stop)
+            assert not cluster.leftovers()
+
+
+async def test_the_service_survives_the_pymesos_io_thread_dying(
+    state_service: StateService, local_cluster: RunningCluster
+) -> None:
+    """Pointed at something that is not a Mesos master (here an agent's HTTP API, which answers
+    404 to SUBSCRIBE), pymesos' I/O thread dies and calls interrupt_main(): the service must
+    keep serving and keep trying with a fresh driver."""
+    offers = OffersService(state_service.endpoint, local_cluster.agents[0].endpoint)
+    await offers.start()
+    try:
+        assert offers.served is not None and offers.served.scheduler is not None
+        driver = offers.served.scheduler.driver
+        await wait_until(lambda: driver.aborts >= 2, timeout=60, what="two driver aborts")
+        view = await offers.wait_cluster(lambda c: not c.subscribed)
+        assert view.master == local_cluster.agents[0].endpoint
+        queued = await launch(offers, web_spec("stray", 0))
+        assert queued.state == types_pb2.TASK_STATE_QUEUED
+    finally:
+        await offers.stop()

@@ -56,6 +56,20 @@ async def test_launch_runs_a_real_process_seen_running_in_state(
     again = await launch(offers_service, web_spec("web", 0))
     assert again.state == RUNNING and again.ports["web"] == port
 
+    # Idle: offers are suppressed. New work revives them (a suppressed framework gets none).
+    framework_id = (await offers_service.wait_subscribed()).framework_id
+
+    def suppressed() -> bool:
+        async def read() -> bool:
+            return bool(local_cluster.cluster.master.frameworks[framework_id].suppressed)
+
+        return local_cluster.run(read())
+
+    await wait_until(suppressed, what="offers suppressed while idle")
+    await launch(offers_service, web_spec("web", 1))
+    await wait_task(state_client, "web-1.1", in_state(RUNNING))
+    await wait_until(suppressed, what="offers suppressed again")
+
     # Kill: the task is KILLED in state and the process is gone.
     assert offers_service.stub is not None
     killed = await offers_service.stub.Kill(api.KillRequest(task_id="web-0.1"))

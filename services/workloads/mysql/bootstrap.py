@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-from pymysql.converters import escape_string
-
 from mesos_stateful.common import errors
 from mesos_stateful.workloads.mysql import sql
 from mesos_stateful.workloads.mysql.member_file import CATCHUP_FILE, DATA_DIR, DEFAULTS_FILE, MemberFile
@@ -33,15 +31,11 @@ log = logging.getLogger("mysql-bootstrap")
 INIT_FILE = "init.sql"
 
 
-def _quote(value: str) -> str:
-    return "'" + escape_string(value) + "'"
-
-
 def _account(user: str, password: str, grant: str, option: str = "") -> str:
-    who = f"{_quote(user)}@'%'"
+    who = f"{sql.quote(user)}@'%'"
     return (
-        f"CREATE USER IF NOT EXISTS {who} IDENTIFIED BY {_quote(password)};\n"
-        f"ALTER USER {who} IDENTIFIED BY {_quote(password)};\n"
+        f"CREATE USER IF NOT EXISTS {who} IDENTIFIED BY {sql.quote(password)};\n"
+        f"ALTER USER {who} IDENTIFIED BY {sql.quote(password)};\n"
         f"GRANT {grant} ON *.* TO {who}{option};\n"
     )
 
@@ -53,12 +47,12 @@ def init_sql(spec: MemberFile, fresh: bool, hostname: str) -> str:
     text += _account(spec.operator_user, spec.admin_password, "ALL PRIVILEGES", " WITH GRANT OPTION")
     text += _account(spec.admin_user, spec.admin_password, "ALL PRIVILEGES", " WITH GRANT OPTION")
     # People's account: a write to a read-only replica fails instead of forking its history.
-    text += f"REVOKE READ_ONLY ADMIN ON *.* FROM {_quote(spec.admin_user)}@'%';\n"
+    text += f"REVOKE READ_ONLY ADMIN ON *.* FROM {sql.quote(spec.admin_user)}@'%';\n"
     text += _account(spec.replication_user, spec.replication_password, "REPLICATION SLAVE")
     text += (
-        f"DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1', 'root'@{_quote(hostname)}, "
-        f"''@'localhost', ''@{_quote(hostname)};\n"
-        f"ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY {_quote(spec.admin_password)};\n"
+        f"DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1', 'root'@{sql.quote(hostname)}, "
+        f"''@'localhost', ''@{sql.quote(hostname)};\n"
+        f"ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY {sql.quote(spec.admin_password)};\n"
         "SET sql_log_bin = 1;\n"
     )
     if fresh and spec.replica:

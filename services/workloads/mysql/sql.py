@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pymysql
-import pymysql.cursors
-from pymysql.converters import escape_string
+# PyMySQL ships no type information (no types-PyMySQL in the dev dependencies).
+import pymysql  # type: ignore[import-untyped]
+import pymysql.cursors  # type: ignore[import-untyped]
 
 from mesos_stateful.common import errors
 from mesos_stateful.workloads.mysql import gtid
@@ -239,11 +239,19 @@ def follow(server: Server, master_host: str, master_port: int, user: str, passwo
     return after
 
 
+_ESCAPES = {"\0": "\\0", "\n": "\\n", "\r": "\\r", "\\": "\\\\", "'": "\\'", '"': '\\"', "\x1a": "\\Z"}
+
+
+def quote(value: str) -> str:
+    """A SQL string literal (the server's default sql_mode: backslash escapes on)."""
+    return "'" + "".join(_ESCAPES.get(c, c) for c in value) + "'"
+
+
 def change_master_sql(master_host: str, master_port: int, user: str, password: str) -> str:
     """The same re-pointing as :func:`follow`, as SQL text for a replica's init file."""
     return (
-        f"CHANGE MASTER TO MASTER_HOST='{escape_string(master_host)}', MASTER_PORT={int(master_port)}, "
-        f"MASTER_USER='{escape_string(user)}', MASTER_PASSWORD='{escape_string(password)}', "
+        f"CHANGE MASTER TO MASTER_HOST={quote(master_host)}, MASTER_PORT={int(master_port)}, "
+        f"MASTER_USER={quote(user)}, MASTER_PASSWORD={quote(password)}, "
         "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;\n"
         "START SLAVE;\n"
     )
