@@ -42,29 +42,65 @@ log = logging.getLogger("bench")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=10, help="runs of every measurement (default 10)")
-    p.add_argument("--endpoint", default=os.environ.get("STATEFUL_ENDPOINT", "127.0.0.1:7000"),
-                   help="gateway host:port of a running suite (default $STATEFUL_ENDPOINT or 127.0.0.1:7000)")
-    p.add_argument("--token", default=os.environ.get("STATEFUL_TOKEN"),
-                   help="bearer token for the gateway (default $STATEFUL_TOKEN)")
-    p.add_argument("--start-suite", action="store_true",
-                   help="start `python -m mesos_stateful.suite` on free ports with a temp data dir, stop it at the end")
-    p.add_argument("--suite-start-timeout", type=float, default=180.0, help="seconds for --start-suite to be up")
+    p.add_argument(
+        "--endpoint",
+        default=os.environ.get("STATEFUL_ENDPOINT", "127.0.0.1:7000"),
+        help="gateway host:port of a running suite (default $STATEFUL_ENDPOINT or 127.0.0.1:7000)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("STATEFUL_TOKEN"),
+        help="bearer token for the gateway (default $STATEFUL_TOKEN)",
+    )
+    p.add_argument(
+        "--start-suite",
+        action="store_true",
+        help="start `python -m mesos_stateful.suite` on free ports with a temp data dir, stop it at the end",
+    )
+    p.add_argument(
+        "--suite-start-timeout", type=float, default=180.0, help="seconds for --start-suite to be up"
+    )
     p.add_argument("--skip-suite", action="store_true", help="measure only Sentinel")
     p.add_argument("--skip-sentinel", action="store_true", help="measure only the suite")
-    p.add_argument("--sentinel-down-after", type=int, nargs="+", default=[1000, 5000], metavar="MS",
-                   help="Sentinel down-after-milliseconds values to measure (default 1000 5000)")
-    p.add_argument("--sentinel-failover-timeout", type=int, default=10000, metavar="MS",
-                   help="Sentinel failover-timeout (default 10000)")
-    p.add_argument("--failover-deadline", type=float, default=60.0,
-                   help="seconds after the kill by which a new master must accept writes (default 60)")
+    p.add_argument(
+        "--sentinel-down-after",
+        type=int,
+        nargs="+",
+        default=[1000, 5000],
+        metavar="MS",
+        help="Sentinel down-after-milliseconds values to measure (default 1000 5000)",
+    )
+    p.add_argument(
+        "--sentinel-failover-timeout",
+        type=int,
+        default=10000,
+        metavar="MS",
+        help="Sentinel failover-timeout (default 10000)",
+    )
+    p.add_argument(
+        "--failover-deadline",
+        type=float,
+        default=60.0,
+        help="seconds after the kill by which a new master must accept writes (default 60)",
+    )
     p.add_argument("--create-timeout", type=float, default=180.0, help="seconds for all members RUNNING")
-    p.add_argument("--recovery-timeout", type=float, default=120.0,
-                   help="seconds after the kill for the suite to be RUNNING again with a replacement")
+    p.add_argument(
+        "--recovery-timeout",
+        type=float,
+        default=120.0,
+        help="seconds after the kill for the suite to be RUNNING again with a replacement",
+    )
     p.add_argument("--delete-timeout", type=float, default=120.0, help="seconds for a deleted instance to go")
-    p.add_argument("--poll-interval", type=float, default=0.01,
-                   help="seconds between write attempts per member after the kill (default 0.01)")
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.01,
+        help="seconds between write attempts per member after the kill (default 0.01)",
+    )
     p.add_argument("--keep-files", action="store_true", help="keep Sentinel and --start-suite dirs and logs")
-    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout instead of a table")
+    p.add_argument(
+        "--json", action="store_true", help="print the results as JSON on stdout instead of a table"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     args = p.parse_args(argv)
     if args.runs < 1:
@@ -103,22 +139,33 @@ class Bench:
         api: Api | None = None
         if not a.skip_suite:
             api = await self._connect()
-        suite_opts = SuiteOptions(create_timeout=a.create_timeout, failover_deadline=a.failover_deadline,
-                                  recovery_timeout=a.recovery_timeout, delete_timeout=a.delete_timeout,
-                                  poll_interval=a.poll_interval)
-        sentinel_opts = SentinelOptions(failover_timeout_ms=a.sentinel_failover_timeout,
-                                        failover_deadline=a.failover_deadline, poll_interval=a.poll_interval,
-                                        keep_dirs=a.keep_files)
+        suite_opts = SuiteOptions(
+            create_timeout=a.create_timeout,
+            failover_deadline=a.failover_deadline,
+            recovery_timeout=a.recovery_timeout,
+            delete_timeout=a.delete_timeout,
+            poll_interval=a.poll_interval,
+        )
+        sentinel_opts = SentinelOptions(
+            failover_timeout_ms=a.sentinel_failover_timeout,
+            failover_deadline=a.failover_deadline,
+            poll_interval=a.poll_interval,
+            keep_dirs=a.keep_files,
+        )
         create_failures = 0
         try:
             for run in range(1, a.runs + 1):
                 if api is not None and self.suite_error is None:
-                    ok = await SuiteRun(api, f"bench-{self.tag}-{run}", run, suite_opts, self.samples).execute()
+                    ok = await SuiteRun(
+                        api, f"bench-{self.tag}-{run}", run, suite_opts, self.samples
+                    ).execute()
                     self.suite_ever_running |= ok
                     create_failures = 0 if ok else create_failures + 1
                     if create_failures >= 2 and not self.suite_ever_running:
-                        self.suite_error = ("the suite did not get a 3-member Redis instance RUNNING in 2 tries; "
-                                            "skipping the remaining suite runs")
+                        self.suite_error = (
+                            "the suite did not get a 3-member Redis instance RUNNING in 2 tries; "
+                            "skipping the remaining suite runs"
+                        )
                         log.error("%s", self.suite_error)
                 if not a.skip_sentinel:
                     for ms in a.sentinel_down_after:
@@ -133,7 +180,9 @@ class Bench:
         endpoint = a.endpoint
         if a.start_suite:
             try:
-                self.started_suite = await start_suite(self.children, self.root / "suite", a.suite_start_timeout)
+                self.started_suite = await start_suite(
+                    self.children, self.root / "suite", a.suite_start_timeout
+                )
             except RuntimeError as error:
                 self.suite_error = f"--start-suite: {error}"
                 log.error("%s", self.suite_error)
@@ -143,7 +192,9 @@ class Bench:
         try:
             names = await asyncio.wait_for(api.workloads(), 15)
         except Exception as error:  # any failure here means: no suite to measure
-            self.suite_error = f"cannot use the gateway at {endpoint}: {error!s:.300} (is `make run` running?)"
+            self.suite_error = (
+                f"cannot use the gateway at {endpoint}: {error!s:.300} (is `make run` running?)"
+            )
         else:
             if "redis" in names:
                 return api
@@ -154,8 +205,11 @@ class Bench:
 
     def _progress(self, run: int) -> None:
         mine = [s for s in self.samples if s.run == run]
-        parts = [f"{s.measurement.split(':')[0] + ':' + s.measurement.split('->')[-1]}="
-                 + (f"{s.seconds:.3f}s" if s.ok and s.seconds is not None else "FAIL") for s in mine]
+        parts = [
+            f"{s.measurement.split(':')[0] + ':' + s.measurement.split('->')[-1]}="
+            + (f"{s.seconds:.3f}s" if s.ok and s.seconds is not None else "FAIL")
+            for s in mine
+        ]
         log.info("run %d/%d: %s", run, self.args.runs, "; ".join(parts))
 
     def _cleanup(self) -> None:
@@ -176,8 +230,9 @@ class Bench:
     def _report(self) -> int:
         a = self.args
         with_suite = not a.skip_suite
-        summaries, ratios = report.build(self.samples, a.sentinel_down_after if not a.skip_sentinel else [],
-                                         with_suite)
+        summaries, ratios = report.build(
+            self.samples, a.sentinel_down_after if not a.skip_sentinel else [], with_suite
+        )
         suite_failed = with_suite and (self.suite_error is not None or not self.suite_ever_running)
         if self.interrupted:
             code = 130
@@ -211,8 +266,11 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     bench = Bench(args)
     # Last resort if the loop dies before its own cleanup: SIGKILL what is still ours.
     atexit.register(bench.children.stop_all)

@@ -29,24 +29,6 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def consecutive_free_ports(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """The first of ``count`` consecutive ports that are free now."""
-    for _ in range(attempts):
-        base = free_ports(1, host)[0]
-        if base + count <= 65535 and all(port_is_free(base + i, host) for i in range(count)):
-            return base
-    raise RuntimeError(f"found no {count} consecutive free ports on {host}")
-
-
 class Children:
     """Processes this benchmark started, each in its own session; ``stop_all`` ends them all."""
 
@@ -104,12 +86,12 @@ class Children:
 
 def _hex_ipv4(host: str) -> str:
     """An IPv4 address as /proc/net/tcp prints it (the 32-bit value in host byte order)."""
-    return "%08X" % struct.unpack("=I", socket.inet_aton(host))[0]
+    return "{:08X}".format(struct.unpack("=I", socket.inet_aton(host))[0])
 
 
 def listening_inodes(host: str, port: int) -> set[int]:
     """Socket inodes listening on host:port (or on the wildcard address and that port)."""
-    wanted_port = "%04X" % port
+    wanted_port = f"{port:04X}"
     v4 = {_hex_ipv4(host), "00000000"}
     inodes: set[int] = set()
     for table, addresses in (("/proc/net/tcp", v4), ("/proc/net/tcp6", {"0" * 32})):

@@ -49,9 +49,7 @@ async def replication(address: Address, password: str | None, timeout: float = 1
         await conn.aclose()
 
 
-async def wait_until(
-    what: str, check: Callable[[], object], deadline: float, interval: float = 0.05
-) -> None:
+async def wait_until(what: str, check: Callable[[], object], deadline: float, interval: float = 0.05) -> None:
     """Poll ``check`` (sync or async, truthy = done; RedisError/OSError = not yet) until the
     monotonic ``deadline``; TimeoutError naming ``what`` and the last error otherwise."""
     last = ""
@@ -124,7 +122,7 @@ async def missing_keys(address: Address, password: str | None, keys: dict[str, s
     conn = client(address, password, timeout=5.0)
     try:
         names = list(keys)
-        values: list[str | None] = []
+        values: list[object] = []
         for start in range(0, len(names), 500):
             values += await conn.mget(names[start : start + 500])
         return [k for k, v in zip(names, values, strict=True) if v != keys[k]]

@@ -69,7 +69,9 @@ def table(summaries: list[Summary], ratio_rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def build(samples: list[Sample], down_after: list[int], with_suite: bool) -> tuple[list[Summary], list[dict[str, Any]]]:
+def build(
+    samples: list[Sample], down_after: list[int], with_suite: bool
+) -> tuple[list[Summary], list[dict[str, Any]]]:
     summaries = [summarize(m, samples) for m in measurement_order(down_after, with_suite)]
     by_name = {s.measurement: s for s in summaries}
     return summaries, ratios(by_name, down_after)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from failover_bench import redisio
@@ -70,8 +71,9 @@ def _redis_argv(opts: SentinelOptions, port: int, workdir: Path, password: str) 
     ]  # fmt: skip
 
 
-def _sentinel_conf(port: int, workdir: Path, master_port: int, password: str, down_after_ms: int,
-                   failover_timeout_ms: int) -> str:
+def _sentinel_conf(
+    port: int, workdir: Path, master_port: int, password: str, down_after_ms: int, failover_timeout_ms: int
+) -> str:
     return "\n".join(
         [
             f"port {port}",
@@ -103,8 +105,11 @@ def _as_dicts(reply: Any) -> list[dict[str, str]]:
 
 async def _replication_ready(master: Address, replicas: list[Address], password: str) -> bool:
     info = await redisio.replication(master, password)
-    online = [k for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
-              and v.get("state") == "online"]
+    online = [
+        k
+        for k, v in info.items()
+        if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+    ]
     if len(online) < len(replicas):
         return False
     for replica in replicas:
@@ -114,11 +119,15 @@ async def _replication_ready(master: Address, replicas: list[Address], password:
     return True
 
 
+async def _command(conn: aredis.Redis, *args: str) -> Any:
+    return await conn.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 async def _sentinel_knows_all(sentinel: Address) -> bool:
     conn = redisio.client(sentinel, None, timeout=1.0)
     try:
-        replicas = _as_dicts(await conn.execute_command("SENTINEL", "REPLICAS", MASTER_NAME))
-        peers = _as_dicts(await conn.execute_command("SENTINEL", "SENTINELS", MASTER_NAME))
+        replicas = _as_dicts(await _command(conn, "SENTINEL", "REPLICAS", MASTER_NAME))
+        peers = _as_dicts(await _command(conn, "SENTINEL", "SENTINELS", MASTER_NAME))
     finally:
         await conn.aclose()
     good_replicas = [r for r in replicas if r.get("flags") == "slave" and r.get("master-link-status") == "ok"]
@@ -157,8 +166,11 @@ async def measure_once(run: int, down_after_ms: int, opts: SentinelOptions, chil
             workdir = root / f"sentinel-{index}"
             workdir.mkdir()
             conf = workdir / "sentinel.conf"
-            conf.write_text(_sentinel_conf(address[1], workdir, master[1], password, down_after_ms,
-                                           opts.failover_timeout_ms))
+            conf.write_text(
+                _sentinel_conf(
+                    address[1], workdir, master[1], password, down_after_ms, opts.failover_timeout_ms
+                )
+            )
             started.append(children.start([opts.redis_sentinel, str(conf)], log_path=workdir / "stdout.log"))
         for address in sentinels:
             await redisio.wait_until(
@@ -178,16 +190,29 @@ async def measure_once(run: int, down_after_ms: int, opts: SentinelOptions, chil
             lambda: replicas, master, password, t_kill + opts.failover_deadline, opts.poll_interval
         )
         if found is None:
-            return Sample(name, run, False,
-                          detail=f"no new master accepted a write within {opts.failover_deadline:.0f}s")
+            return Sample(
+                name,
+                run,
+                False,
+                detail=f"no new master accepted a write within {opts.failover_deadline:.0f}s",
+            )
         seconds = found.at - t_kill
         missing = await redisio.missing_keys(found.address, password, acked.keys)
-        info = {"new_master": redisio.fmt(found.address), "acked_keys": len(acked.keys),
-                "missing_keys": len(missing), "unacked_batches": acked.batches_unacked}
+        info = {
+            "new_master": redisio.fmt(found.address),
+            "acked_keys": len(acked.keys),
+            "missing_keys": len(missing),
+            "unacked_batches": acked.batches_unacked,
+        }
         if missing:
-            return Sample(name, run, False, seconds,
-                          f"{len(missing)} of {len(acked.keys)} acknowledged keys missing on the new master",
-                          info)
+            return Sample(
+                name,
+                run,
+                False,
+                seconds,
+                f"{len(missing)} of {len(acked.keys)} acknowledged keys missing on the new master",
+                info,
+            )
         return Sample(name, run, True, seconds, info=info)
     except (TimeoutError, RedisError, OSError) as error:
         return Sample(name, run, False, detail=f"setup failed: {error}")

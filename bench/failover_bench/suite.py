@@ -61,9 +61,7 @@ class Api:
         self.endpoint = endpoint
         self.channel = grpc.aio.insecure_channel(endpoint)
         self.stub = api_grpc.InstanceServiceStub(self.channel)
-        self.metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = call_timeout
 
     async def close(self) -> None:
@@ -168,7 +166,9 @@ class InstanceTracker:
                         self._feed(event.instance)
             except grpc.aio.AioRpcError as error:
                 if not warned:
-                    log.warning("WatchInstances: %s %s; relying on polling", error.code().name, error.details())
+                    log.warning(
+                        "WatchInstances: %s %s; relying on polling", error.code().name, error.details()
+                    )
                     warned = True
             await asyncio.sleep(0.5)
 
@@ -232,8 +232,14 @@ class SuiteRun:
         self.addresses: set[Address] = set()
         self.created = False
 
-    def _sample(self, measurement: str, ok: bool, seconds: float | None = None, detail: str = "",
-                info: dict[str, Any] | None = None) -> None:
+    def _sample(
+        self,
+        measurement: str,
+        ok: bool,
+        seconds: float | None = None,
+        detail: str = "",
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.samples.append(Sample(measurement, self.run, ok, seconds, detail, info or {}))
 
     def _remember(self, snapshot: Snapshot) -> None:
@@ -269,8 +275,12 @@ class SuiteRun:
         self.created = True
         done = await _await_until(running, t0 + self.opts.create_timeout)
         if done is None:
-            self._sample(CREATE, False, detail=f"not all RUNNING after {self.opts.create_timeout:.0f}s: "
-                         f"{describe(self.tracker.last)}")
+            self._sample(
+                CREATE,
+                False,
+                detail=f"not all RUNNING after {self.opts.create_timeout:.0f}s: "
+                f"{describe(self.tracker.last)}",
+            )
             return False
         seconds = done[0] - t0
         phase = self.tracker.waiter(lambda s: s is not None and s.phase == types_pb2.INSTANCE_PHASE_RUNNING)
@@ -287,15 +297,18 @@ class SuiteRun:
         password = reply.secrets.get(PASSWORD)
         masters = [m for m in reply.instance.members if m.role == types_pb2.ROLE_MASTER]
         if len(masters) != 1 or address_of(masters[0]) is None:
-            self._sample(FAILOVER, False, detail=f"expected one master with a port: {describe(reply.instance)}")
+            self._sample(
+                FAILOVER, False, detail=f"expected one master with a port: {describe(reply.instance)}"
+            )
             return
         master = masters[0]
         master_address = address_of(master)
         assert master_address is not None
         pids = listener_pids(*master_address)
         if not pids:
-            self._sample(FAILOVER, False,
-                         detail=f"no redis-server process listens on {redisio.fmt(master_address)}")
+            self._sample(
+                FAILOVER, False, detail=f"no redis-server process listens on {redisio.fmt(master_address)}"
+            )
             return
         try:
             acked = await redisio.write_acked_keys(master_address, password, f"bench:suite:{self.run}")
@@ -308,7 +321,9 @@ class SuiteRun:
 
         def new_master_recorded(s: Snapshot) -> bool:
             return s is not None and any(
-                m.id != master.id and m.role == types_pb2.ROLE_MASTER and m.state == types_pb2.MEMBER_STATE_RUNNING
+                m.id != master.id
+                and m.role == types_pb2.ROLE_MASTER
+                and m.state == types_pb2.MEMBER_STATE_RUNNING
                 for m in s.members
             )
 
@@ -325,23 +340,37 @@ class SuiteRun:
         t_kill = time.monotonic()
         os.kill(pids[0], signal.SIGKILL)
         found = await redisio.wait_new_master(
-            lambda: sorted(self.addresses), master_address, password,
-            t_kill + self.opts.failover_deadline, self.opts.poll_interval,
+            lambda: sorted(self.addresses),
+            master_address,
+            password,
+            t_kill + self.opts.failover_deadline,
+            self.opts.poll_interval,
         )
         if found is None:
-            self._sample(FAILOVER, False,
-                         detail=f"no new master accepted a write within {self.opts.failover_deadline:.0f}s: "
-                         f"{describe(self.tracker.last)}")
+            self._sample(
+                FAILOVER,
+                False,
+                detail=f"no new master accepted a write within {self.opts.failover_deadline:.0f}s: "
+                f"{describe(self.tracker.last)}",
+            )
         else:
             missing = await redisio.missing_keys(found.address, password, acked.keys)
-            info = {"killed": f"{master.id} {redisio.fmt(master_address)} pid {pids[0]}",
-                    "new_master": redisio.fmt(found.address), "acked_keys": len(acked.keys),
-                    "missing_keys": len(missing), "unacked_batches": acked.batches_unacked,
-                    "killed_process_gone": not pid_alive(pids[0])}
+            info = {
+                "killed": f"{master.id} {redisio.fmt(master_address)} pid {pids[0]}",
+                "new_master": redisio.fmt(found.address),
+                "acked_keys": len(acked.keys),
+                "missing_keys": len(missing),
+                "unacked_batches": acked.batches_unacked,
+                "killed_process_gone": not pid_alive(pids[0]),
+            }
             if missing:
-                self._sample(FAILOVER, False, found.at - t_kill,
-                             f"{len(missing)} of {len(acked.keys)} acknowledged keys missing on the new master",
-                             info)
+                self._sample(
+                    FAILOVER,
+                    False,
+                    found.at - t_kill,
+                    f"{len(missing)} of {len(acked.keys)} acknowledged keys missing on the new master",
+                    info,
+                )
             else:
                 self._sample(FAILOVER, True, found.at - t_kill, info=info)
 
@@ -349,8 +378,11 @@ class SuiteRun:
         for measurement, future in ((RECORDED, recorded), (RECOVERED, recovered_at)):
             done = await _await_until(future, deadline)
             if done is None:
-                self._sample(measurement, False,
-                             detail=f"not within {self.opts.recovery_timeout:.0f}s: {describe(self.tracker.last)}")
+                self._sample(
+                    measurement,
+                    False,
+                    detail=f"not within {self.opts.recovery_timeout:.0f}s: {describe(self.tracker.last)}",
+                )
             else:
                 self._sample(measurement, True, done[0] - t_kill)
 
@@ -367,8 +399,11 @@ class SuiteRun:
                 return
         done = await _await_until(gone, t0 + self.opts.delete_timeout)
         if done is None:
-            self._sample(DELETE, False, detail=f"still there after {self.opts.delete_timeout:.0f}s: "
-                         f"{describe(self.tracker.last)}")
+            self._sample(
+                DELETE,
+                False,
+                detail=f"still there after {self.opts.delete_timeout:.0f}s: {describe(self.tracker.last)}",
+            )
             return
         # The record is gone; its redis-server processes should be too.
         leftovers: list[str] = []
@@ -380,7 +415,12 @@ class SuiteRun:
             await asyncio.sleep(0.1)
         info = {"leftover_redis": leftovers} if leftovers else {}
         if leftovers:
-            self._sample(DELETE, False, done[0] - t0,
-                         f"record gone but redis-server still listening on {', '.join(leftovers)}", info)
+            self._sample(
+                DELETE,
+                False,
+                done[0] - t0,
+                f"record gone but redis-server still listening on {', '.join(leftovers)}",
+                info,
+            )
         else:
             self._sample(DELETE, True, done[0] - t0)

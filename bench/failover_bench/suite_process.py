@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 
-from failover_bench.procs import Children, consecutive_free_ports, free_ports
+from failover_bench.procs import Children, free_ports
 from failover_bench.suite import Api
 from mesos_stateful.common.server import is_serving
 
@@ -40,8 +40,7 @@ class StartedSuite:
 
 
 def suite_env(data_dir: Path, marker: str) -> tuple[str, dict[str, str]]:
-    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer = free_ports(7)
-    workload_port = consecutive_free_ports(1)
+    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer, workload_port = free_ports(8)
     subnet = random.randint(64, 250)
     env = {
         **os.environ,
@@ -66,9 +65,10 @@ def suite_env(data_dir: Path, marker: str) -> tuple[str, dict[str, str]]:
 
 async def start_suite(children: Children, data_dir: Path, timeout: float) -> StartedSuite:
     marker = uuid.uuid4().hex
+    data_dir = data_dir.resolve()
     endpoint, env = suite_env(data_dir, marker)
     log_path = data_dir / "suite.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    os.makedirs(data_dir, exist_ok=True)
     process = children.start([sys.executable, "-m", "mesos_stateful.suite"], log_path=log_path, env=env)
     started = StartedSuite(endpoint, process, data_dir, log_path, marker)
     log.info("starting the suite (gateway %s, log %s)", endpoint, log_path)
@@ -77,14 +77,18 @@ async def start_suite(children: Children, data_dir: Path, timeout: float) -> Sta
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the suite exited with code {process.returncode}; log tail:\n{tail(log_path)}")
+                raise RuntimeError(
+                    f"the suite exited with code {process.returncode}; log tail:\n{tail(log_path)}"
+                )
             if await is_serving(endpoint):
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     if "redis" in await api.workloads():
                         return started
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the suite's gateway did not serve the redis workload within {timeout:.0f}s; "
-                                   f"log tail:\n{tail(log_path)}")
+                raise RuntimeError(
+                    f"the suite's gateway did not serve the redis workload within {timeout:.0f}s; "
+                    f"log tail:\n{tail(log_path)}"
+                )
             await asyncio.sleep(0.2)
     finally:
         await api.close()
@@ -98,12 +102,32 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 def _ours(pid: int, marker: str, data_dir: str) -> bool:
+    """Whether a process belongs to this suite: the marker in its environment (inherited by every
+    service and executor), or the data dir in its argv or as its working directory (redis-server
+    rewrites its argv and environ area for its process title, but runs in its sandbox)."""
+    proc = Path(f"/proc/{pid}")
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if f"{MARKER_VAR}={marker}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+            return True
+    except OSError:
+        pass
+    try:
+        if data_dir.encode() in (proc / "cmdline").read_bytes():
+            return True
+        cwd = os.readlink(proc / "cwd")
     except OSError:
         return False
-    return f"{MARKER_VAR}={marker}".encode() in environ.split(b"\0") or data_dir.encode() in cmdline
+    return cwd == data_dir or cwd.startswith(data_dir.rstrip("/") + "/")
+
+
+def suite_processes(suite: StartedSuite) -> list[int]:
+    """Pids of processes of this suite still present (other than this one)."""
+    me = os.getpid()
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and int(p.name) != me and _ours(int(p.name), suite.marker, str(suite.data_dir))
+    ]
 
 
 def stop_suite(children: Children, suite: StartedSuite, grace: float) -> list[int]:
@@ -113,7 +137,9 @@ def stop_suite(children: Children, suite: StartedSuite, grace: float) -> list[in
     leftovers = [
         int(p.name)
         for p in Path("/proc").iterdir()
-        if p.name.isdigit() and int(p.name) != os.getpid() and _ours(int(p.name), suite.marker, str(suite.data_dir))
+        if p.name.isdigit()
+        and int(p.name) != os.getpid()
+        and _ours(int(p.name), suite.marker, str(suite.data_dir))
     ]
     for pid in leftovers:
         with contextlib.suppress(ProcessLookupError):

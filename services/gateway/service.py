@@ -24,10 +24,10 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
+from mesos_stateful.common.grpc_errors import from_rpc_error
 from mesos_stateful.gateway import validation
 from mesos_stateful.gateway.validation import Limits
 from mesos_stateful.state.client import StateClient
-from mesos_stateful.state.rpcerrors import domain_error
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class InstanceDomain:
         except TimeoutError:
             raise self._unavailable(f"no answer within {self._timeout:g}s") from None
         except grpc.RpcError as error:
-            domain = domain_error(error)
+            domain = from_rpc_error(error)
             if isinstance(domain, errors.TemporaryError):
                 raise self._unavailable(domain.message) from None
             raise domain from None
@@ -297,7 +297,7 @@ class InstanceDomain:
                 if response is not None:
                     yield response
         except grpc.RpcError as error:
-            domain = domain_error(error)
+            domain = from_rpc_error(error)
             if isinstance(domain, errors.TemporaryError):
                 raise self._unavailable(domain.message) from None
             raise domain from None

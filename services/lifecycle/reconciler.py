@@ -16,7 +16,7 @@ from mesos_stateful.common import errors
 from mesos_stateful.lifecycle import planner, plans
 from mesos_stateful.lifecycle.plans import Action
 from mesos_stateful.lifecycle.settings import LifecycleSettings
-from mesos_stateful.lifecycle.steps import WAITING, Outcome, StepRunner
+from mesos_stateful.lifecycle.steps import PROMOTING, WAITING, Outcome, StepRunner
 from mesos_stateful.lifecycle.store import Loaded, Store
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,12 @@ def _names(plan: types_pb2.Plan) -> str:
 
 def _apply(plan: types_pb2.Plan, index: int, outcome: Outcome) -> None:
     step = plan.steps[index]
+    message = outcome.message
+    if step.message.startswith(PROMOTING + " ") and outcome.status != plans.COMPLETE:
+        # Keep a failover's recorded decision while it is retried.
+        message = f"{step.message.split(' | ', 1)[0]} | {message}"
     step.status = outcome.status  # type: ignore[assignment]
-    step.message = outcome.message[:1000]
+    step.message = message[:1000]
     if outcome.attempts is not None:
         step.attempts = outcome.attempts
     if outcome.wake_at is not None and outcome.status in (plans.DELAYED, plans.STARTING):

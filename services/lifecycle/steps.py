@@ -33,6 +33,15 @@ T = types_pb2
 # Actions that only watch state: run whenever the instance changes, even while DELAYED.
 WAITING = frozenset({Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP})
 RELAUNCHING = "relaunching:"
+PROMOTING = "promoting"
+
+
+def _decided(message: str) -> str:
+    """The member a failover step already chose (its message is ``promoting <id>[: reason]``)."""
+    if not message.startswith(PROMOTING + " "):
+        return ""
+    rest = message.removeprefix(PROMOTING + " ").split()
+    return rest[0].rstrip(":") if rest else ""
 
 
 @dataclass
@@ -87,12 +96,17 @@ class StepRunner:
         return step.attempts
 
     async def _call(
-        self, ld: Loaded, plan: types_pb2.Plan, index: int, save: Save, method: str
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, save: Save, method: str, as_master: str = ""
     ) -> tuple[object | None, Outcome | None]:
-        """Invoke a callback for the step's member: (response, None) or (None, failure outcome)."""
+        """Invoke a callback for the step's member: (response, None) or (None, failure outcome).
+        ``as_master``: show that member as the MASTER in the context (MasterLost after a restart
+        that happened between the demotion and the promotion)."""
         step = plan.steps[index]
         attempts = await self._begin(plan, index, save, f"calling {method}")
         context = callback_context(ld.snapshot, step.member_id, ld.secrets, attempts)
+        for m in context.instance.members:
+            if m.id == as_master:
+                m.role = T.ROLE_MASTER
         try:
             response = await self.callbacks.call(ld.snapshot.instance.spec.workload, method, context)
         except errors.TemporaryError as error:
@@ -336,57 +350,62 @@ class StepRunner:
     # -- losses --------------------------------------------------------------------------------
 
     async def _failover(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
-        """MasterLost, then persist the new roles: the chosen replica becomes MASTER first, then the
-        old master becomes a LOST SLAVE. Resumed after a restart, roles already written are taken
-        as the decision: MasterLost is never asked twice for one loss."""
+        """MasterLost, then persist the decision: first in the step (``promoting <id>``), then in
+        the roles: the old master becomes a LOST SLAVE, then the chosen replica MASTER (so two
+        MASTER members never exist, not even between the two writes). Resumed after a restart, a
+        decision already recorded is carried out, never asked for again: one loss, one promotion."""
         step = plan.steps[index]
         old = self._member(ld, step.member_id)
-        others = [m for m in ld.snapshot.members if m.role == T.ROLE_MASTER and m.id != old.id]
-        if old.role != T.ROLE_MASTER and others:
-            chosen = others[0]
+        masters = [m for m in ld.snapshot.members if m.role == T.ROLE_MASTER and m.id != old.id]
+        if masters:
+            if old.role == T.ROLE_MASTER:
+                await self._demote(ld, old.id)
             return Outcome(
                 plans.COMPLETE,
-                step.message or f"{chosen.id} promoted",
-                append=planner.after_failover(ld.snapshot, old.id, chosen.id),
+                step.message or f"promote {masters[0].id}",
+                attempts=step.attempts,
+                append=planner.after_failover(ld.snapshot, old.id, masters[0].id),
             )
-        if others:
-            chosen = others[0]
-            await self._demote(ld, old.id)
-            return Outcome(
-                plans.COMPLETE,
-                step.message or f"{chosen.id} promoted",
-                append=planner.after_failover(ld.snapshot, old.id, chosen.id),
-            )
-        response, failure = await self._call(ld, plan, index, save, "MasterLost")
-        if failure is not None:
-            return failure
-        chosen_id: str = getattr(response, "promote_member_id", "")
-        reason: str = getattr(response, "reason", "")
-        attempts = step.attempts
+        chosen_id = _decided(step.message)
+        reason = step.message
         if not chosen_id:
-            return self._delayed(f"no replica can be promoted yet{': ' + reason if reason else ''}", attempts)
-        chosen_member = ld.snapshot.member(chosen_id)
-        if (
-            chosen_member is None
-            or chosen_id == old.id
-            or chosen_member.role != T.ROLE_SLAVE
-            or ld.snapshot.condition(chosen_member) != Condition.READY
-        ):
-            return self._delayed(f"MasterLost chose {chosen_id!r}, which is not a ready replica", attempts)
+            response, failure = await self._call(ld, plan, index, save, "MasterLost", as_master=old.id)
+            if failure is not None:
+                return failure
+            chosen_id = getattr(response, "promote_member_id", "")
+            detail: str = getattr(response, "reason", "")
+            if not chosen_id:
+                note = f": {detail}" if detail else ""
+                return self._delayed(f"no replica can be promoted yet{note}", step.attempts)
+            chosen = ld.snapshot.member(chosen_id)
+            if (
+                chosen is None
+                or chosen_id == old.id
+                or chosen.role != T.ROLE_SLAVE
+                or ld.snapshot.condition(chosen) != Condition.READY
+            ):
+                return self._delayed(f"MasterLost chose {chosen_id!r}, not a ready replica", step.attempts)
+            # The decision is durable before any role changes.
+            reason = f"{PROMOTING} {chosen_id}" + (f": {detail}" if detail else "")
+            step.message = reason
+            await save()
+
+        if old.role == T.ROLE_MASTER:
+            await self._demote(ld, old.id)
 
         def promote(m: types_pb2.Member) -> types_pb2.Member:
             m.role = T.ROLE_MASTER
             return m
 
         promoted = await self.store.update_member(ld.name, chosen_id, promote)
-        if promoted is not None:
-            ld.with_member(promoted)
-        await self._demote(ld, old.id)
-        log.warning("%s: master %s lost; promoted %s (%s)", ld.name, old.id, chosen_id, reason)
+        if promoted is None:
+            return Outcome(plans.ERROR, f"{chosen_id}, chosen for promotion, no longer exists")
+        ld.with_member(promoted)
+        log.warning("%s: master %s lost; promoted %s", ld.name, old.id, chosen_id)
         return Outcome(
             plans.COMPLETE,
-            f"promote {chosen_id}" + (f": {reason}" if reason else ""),
-            attempts=attempts,
+            reason,
+            attempts=step.attempts,
             append=planner.after_failover(ld.snapshot, old.id, chosen_id),
         )
 

@@ -87,7 +87,7 @@ class Store:
             if current is None:
                 return None
             original = types_pb2.Member()
-            original.CopyFrom(current)
+            original.MergeFromString(current.SerializeToString())
             new = mutate(cast(types_pb2.Member, current))
             if new is None or new == original:
                 return None
@@ -118,7 +118,7 @@ class Store:
             if current is None:
                 return None
             original = types_pb2.Instance()
-            original.CopyFrom(current)
+            original.MergeFromString(current.SerializeToString())
             new = mutate(cast(types_pb2.Instance, current))
             if new is None or new == original:
                 return None

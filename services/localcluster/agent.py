@@ -172,7 +172,8 @@ class Agent:
 
     # --- master -> agent -------------------------------------------------------------------------
 
-    async def launch(self, framework_info: Json, task: Json) -> None:
+    def launch(self, framework_info: Json, task: Json) -> None:
+        """Deliver a task to its executor, starting the executor first if needed."""
         fid = framework_info["id"]["value"]
         info = dict(task["executor"])
         info["framework_id"] = {"value": fid}
@@ -213,6 +214,12 @@ class Agent:
         ex.tasks[task_id] = "TASK_STAGING"
         ex.queued.append(task)
         self.executors[key] = ex
+        starting = asyncio.get_running_loop().create_task(self._start(ex))
+        self._tasks.add(starting)
+        starting.add_done_callback(self._tasks.discard)
+
+    async def _start(self, ex: Executor) -> None:
+        eid, fid = ex.executor_id, ex.framework_id
         try:
             ex.proc = await self._spawn(ex)
         except OSError as error:
@@ -223,6 +230,9 @@ class Agent:
             )
             return
         ex.watcher = asyncio.create_task(self._watch(ex))
+        if self.state == "REMOVED" or ex.state == "TERMINATING":
+            # Killed or shut down while it was being started.
+            await kill_session(ex.proc.pid, 0.0)
         log.info("agent %s: started executor %s (pid %s) of framework %s", self.id, eid, ex.proc.pid, fid)
 
     async def _spawn(self, ex: Executor) -> asyncio.subprocess.Process:
@@ -320,7 +330,7 @@ class Agent:
         ex.tasks[task_id] = state
         self.master.status_update(self, ex.framework_id, status)
 
-    def kill_task(self, framework_id: str, task_id: str) -> None:
+    def kill_task(self, framework_id: str, task_id: str, kill_policy: Json | None = None) -> None:
         for ex in self.executors.values():
             if ex.framework_id != framework_id or task_id not in ex.tasks or ex.state == "TERMINATED":
                 continue
@@ -339,7 +349,10 @@ class Agent:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
             elif ex.stream is not None:
-                ex.stream.send({"type": "KILL", "kill": {"task_id": {"value": task_id}}})
+                kill: Json = {"task_id": {"value": task_id}}
+                if kill_policy:
+                    kill["kill_policy"] = kill_policy
+                ex.stream.send({"type": "KILL", "kill": kill})
             else:
                 # Not connected (re-subscribing after a partition): delivered when it is back.
                 ex.kills.add(task_id)

@@ -239,8 +239,8 @@ class Master:
                 if task.status is not None:
                     task.status = dict(task.status, state=latest)
         for fid in {ex.framework_id for ex in agent.executors.values() if ex.state != "TERMINATED"}:
-            fw = self.frameworks.get(fid)
-            if fw is None or not fw.partition_aware:
+            owner = self.frameworks.get(fid)
+            if owner is None or not owner.partition_aware:
                 self._spawn(agent.shutdown_framework(fid))
         self.wake()
 
@@ -502,7 +502,7 @@ class Master:
             resources=resources,
         )
         fw.tasks[tid] = t
-        self._spawn(agent.launch(fw.info, task))
+        agent.launch(fw.info, task)
         return remaining - needed
 
     def _call_kill(self, fw: Framework, body: Json) -> None:
@@ -516,7 +516,7 @@ class Master:
             aid = (body.get("agent_id") or {}).get("value")
             self._reconcile_one(fw, tid, aid)
             return
-        agent.kill_task(fw.id, tid)
+        agent.kill_task(fw.id, tid, body.get("kill_policy"))
 
     def _call_shutdown(self, fw: Framework, body: Json) -> None:
         aid = (body.get("agent_id") or {}).get("value")

@@ -7,6 +7,7 @@ import logging
 
 # pymesos installs a SIGINT handler when imported: import it here, on the main thread.
 import mesos_stateful.offers.driver  # noqa: F401
+from mesos_stateful.common import errors
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import serve_until_signal
 from mesos_stateful.offers.server import build_offers_server
@@ -34,7 +35,10 @@ def main() -> None:
     settings = OffersSettings.load()
     setup_logging("offers", settings.log_level)
     logging.getLogger("pymesos").handlers.clear()  # it has its own; the root one is enough
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except errors.StatefulError as error:  # e.g. the state service never became ready
+        raise SystemExit(f"offers: {error.message}") from None
 
 
 if __name__ == "__main__":

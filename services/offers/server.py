@@ -10,11 +10,12 @@ import grpc
 
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
+from mesos_stateful.common import errors
 from mesos_stateful.common.server import Served, build_server
 from mesos_stateful.offers.driver import FrameworkConfig, MesosDriver
 from mesos_stateful.offers.scheduler import OfferScheduler
 from mesos_stateful.offers.servicer import OfferServicer
-from mesos_stateful.offers.settings import OffersSettings, master_address
+from mesos_stateful.offers.settings import OffersSettings, master_address, zookeeper_support_missing
 from mesos_stateful.offers.taskstore import TaskStore
 from mesos_stateful.state.client import StateClient
 
@@ -64,6 +65,9 @@ class OffersServed(Served):
 
 async def build_offers_server(settings: OffersSettings, state_ready_timeout: float = 60.0) -> OffersServed:
     """Load state, subscribe to the master and serve on ``settings.listen`` (port 0: any)."""
+    missing = zookeeper_support_missing(settings.master)
+    if missing is not None:
+        raise errors.FailedPrecondition(missing)
     state = StateClient(settings.state_endpoint)
     scheduler: OfferScheduler | None = None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from typing import Self
@@ -92,3 +93,12 @@ def master_address(master: str) -> str:
             master = master[len(scheme) :]
     master = master.split("/", 1)[0]
     return master if ":" in master else f"{master}:5050"
+
+
+def zookeeper_support_missing(master: str) -> str | None:
+    """Why a zk:// master cannot be used here (pymesos needs kazoo or zkpython), None if it can."""
+    if not master.strip().startswith(("zk://", "zoo://")):
+        return None
+    if importlib.util.find_spec("kazoo") or importlib.util.find_spec("zookeeper"):
+        return None
+    return f"master {master} needs ZooKeeper support: install kazoo (not a dependency of this suite)"

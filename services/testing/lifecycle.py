@@ -207,6 +207,7 @@ class Suite:
         condition: Callable[[types_pb2.Instance], bool],
         timeout: float = 90.0,
         what: str = "",
+        interval: float = 0.2,
     ) -> types_pb2.Instance:
         """Poll the stored instance until ``condition`` holds; AssertionError with the last state
         (phase, plan, members) after ``timeout``."""

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from localcluster.harness import Framework, scalar, task_info
 from mesos_stateful.testing.cluster import RunningCluster
-from tests.localcluster.conftest import Framework, scalar, task_info
 
 
 def test_subscribe_offers_launch_kill(local_cluster: RunningCluster, framework: Framework) -> None:

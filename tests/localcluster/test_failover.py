@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from localcluster.harness import Framework, task_info
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster
-from tests.localcluster.conftest import Framework, task_info
 
 
 def _launch(fw: Framework) -> tuple[str, int]:

@@ -8,9 +8,9 @@ import sys
 import time
 import urllib.request
 
+from localcluster.harness import Framework, task_info
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster
-from tests.localcluster.conftest import Framework, task_info
 
 
 def _launch(fw: Framework) -> tuple[str, dict[str, object]]:

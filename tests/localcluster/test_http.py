@@ -6,8 +6,8 @@ import http.client
 import json
 from typing import Any
 
+from localcluster.harness import Framework, task_info
 from mesos_stateful.testing.cluster import RunningCluster
-from tests.localcluster.conftest import Framework, task_info
 
 
 def _call(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from localcluster.harness import Framework, scalar, task_info
 from mesos_stateful.testing.cluster import RunningCluster
-from tests.localcluster.conftest import Framework, scalar, task_info
 
 
 def _drain_offers(framework: Framework, count: int, refuse: float) -> dict[str, str]:
@@ -116,3 +116,16 @@ def test_command_task_is_task_error(framework: Framework) -> None:
     framework.driver.launchTasks(offer["id"], [task])
     status = framework.update(task["task_id"]["value"], "TASK_ERROR")
     assert "command tasks not supported" in status["message"]
+
+
+def test_launch_group_is_answered_with_task_error(framework: Framework) -> None:
+    offer = framework.offer()
+    task = task_info(offer)
+    executor = task.pop("executor")
+    operation = {
+        "type": "LAUNCH_GROUP",
+        "launch_group": {"executor": executor, "task_group": {"tasks": [task]}},
+    }
+    framework.driver.acceptOffers([offer["id"]], [operation])
+    status = framework.update(task["task_id"]["value"], "TASK_ERROR")
+    assert status["source"] == "SOURCE_MASTER"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pymesos import decode_data
 
+from localcluster.harness import Framework, task_info
 from mesos_stateful.localcluster.procs import session_members
-from tests.localcluster.conftest import Framework, task_info
 
 
 def _free_port() -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from localcluster.harness import Framework, task_info
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster, start_local_cluster
-from tests.localcluster.conftest import Framework, task_info
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from pymesos import decode_data, encode_data
 
+from localcluster.harness import Framework, task_info
 from mesos_stateful.testing.cluster import RunningCluster
-from tests.localcluster.conftest import Framework, task_info
 
 
 @pytest.fixture

@@ -84,6 +84,19 @@ async def test_launch_runs_a_real_process_seen_running_in_state(
         await offers_service.stub.Kill(api.KillRequest(task_id="nope-0.1"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
+    # Lifecycle deletes ended task records; the offers service forgets them.
+    await state_client.delete(spb.KIND_TASK, "web-0.1")
+
+    async def listed() -> list[str]:
+        assert offers_service.stub is not None
+        response = await offers_service.stub.ListTasks(api.ListTasksRequest(instance="web"))
+        return [t.task_id for t in response.tasks]
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while await listed() != ["web-1.1"]:
+        assert asyncio.get_running_loop().time() < deadline, await listed()
+        await asyncio.sleep(0.1)
+
 
 async def test_malformed_and_unsatisfiable_launches_are_refused(
     offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster

@@ -1,18 +1,26 @@
-"""Fixtures for the MySQL workload tests: a served MysqlWorkload and real mariadbd members."""
+"""Fixtures for the MySQL workload tests: a served MysqlWorkload and real mariadbd members; for the
+end-to-end tests, the whole suite with the MySQL workload service registered in it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
+from mesos_stateful.testing.cluster import local_cluster  # noqa: F401
+from mesos_stateful.testing.gateway import gateway  # noqa: F401
+from mesos_stateful.testing.lifecycle import Suite, delete_everything, suite  # noqa: F401
+from mesos_stateful.testing.offers import offers_service  # noqa: F401
+from mesos_stateful.testing.state import etcd, state_client, state_service  # noqa: F401
 from mesos_stateful.testing.workloads import (  # noqa: F401
     MemberRunner,
     WorkloadServer,
     member_runner,  # a fixture
     serve_workload,
 )
+from mesos_stateful.workloads.base import start_workload
 from mesos_stateful.workloads.mysql.servicer import MysqlWorkload
 from mesos_stateful.workloads.mysql.settings import MysqlSettings
 
@@ -32,3 +40,28 @@ def settings() -> MysqlSettings:
 async def workload(settings: MysqlSettings) -> AsyncIterator[WorkloadServer]:
     async with serve_workload(MysqlWorkload(settings)) as served:
         yield served
+
+
+@pytest_asyncio.fixture
+async def mysql_suite(suite: Suite) -> AsyncIterator[Suite]:  # noqa: F811
+    """The whole suite plus the MySQL workload service, registered in its state service."""
+    settings = MysqlSettings.model_validate(
+        {
+            "listen": "127.0.0.1:0",
+            "state_endpoint": suite.state.endpoint,
+            "lease_ttl_seconds": 6,
+            "callback_timeout_seconds": 15.0,
+            "connect_timeout_seconds": 3.0,
+            "promote_timeout_seconds": 10.0,
+            "check_interval_ms": 300,
+        }
+    )
+    running = await start_workload(MysqlWorkload(settings), settings)
+    assert running.registration is not None
+    await asyncio.wait_for(running.registration.wait_registered(), 30)
+    try:
+        yield suite
+    finally:
+        # Members first, while the workload service still answers.
+        await delete_everything(suite)
+        await running.stop(grace_seconds=0.2)

@@ -77,12 +77,14 @@ class Cluster:
         return await asyncio.to_thread(query, host, port, statement, *args)
 
 
-def query(host: str, port: int, statement: str, *args: Any) -> list[dict[str, Any]]:
+def query(
+    host: str, port: int, statement: str, *args: Any, password: str | None = None
+) -> list[dict[str, Any]]:
     conn = pymysql.connect(
         host=host,
         port=port,
         user=ADMIN,
-        password=SECRETS["admin_password"],
+        password=SECRETS["admin_password"] if password is None else password,
         connect_timeout=3,
         read_timeout=10,
         autocommit=True,

@@ -1,0 +1,117 @@
+"""End to end through the public API: real mariadbd members on the local cluster, created,
+written to, failed over, scaled and deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pymysql
+import pytest
+from mysql_helpers import query
+
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.workloads import wait_for
+
+pytestmark = pytest.mark.slow
+
+NAME = "shop"
+
+
+def mariadbd_pids(instance: str, member_id: str | None = None) -> list[int]:
+    """pids of mariadbd processes whose task environment names the instance (and member)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().split(b"\0")[0].endswith(b"mariadbd"):
+                continue
+            env = dict(
+                item.split("=", 1)
+                for item in (entry / "environ").read_text(errors="replace").split("\0")
+                if "=" in item
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+        if env.get("INSTANCE") == instance and member_id in (None, env.get("MEMBER_ID")):
+            pids.append(int(entry.name))
+    return pids
+
+
+def sql(member: T.Member, password: str, statement: str, *args: object) -> list[dict[str, object]]:
+    return query(member.host, member.ports["mysql"], statement, *args, password=password)
+
+
+async def rows(member: T.Member, password: str) -> list[int]:
+    try:
+        result = await asyncio.to_thread(sql, member, password, "SELECT i FROM app.t ORDER BY i")
+    except (pymysql.err.ProgrammingError, pymysql.err.OperationalError):
+        return []
+    return [int(str(r["i"])) for r in result]
+
+
+def running(i: T.Instance, members: int) -> bool:
+    return (
+        i.phase == T.INSTANCE_PHASE_RUNNING
+        and len(i.members) == members
+        and all(m.state == T.MEMBER_STATE_RUNNING for m in i.members)
+        and sum(m.role == T.ROLE_MASTER for m in i.members) == 1
+    )
+
+
+async def test_mysql_create_fail_over_scale_delete(mysql_suite: Suite) -> None:
+    suite = mysql_suite
+    await suite.create(NAME, 3, workload="mysql", config={"max_connections": "50"})
+    instance = await suite.wait_instance(NAME, lambda i: running(i, 3), 180, "3 members running")
+    password = (await suite.get(NAME, secrets=True)).secrets["admin_password"]
+    master = master_of(instance)
+    assert master.ordinal == 0
+
+    await asyncio.to_thread(sql, master, password, "CREATE DATABASE app")
+    await asyncio.to_thread(sql, master, password, "CREATE TABLE app.t (i INT PRIMARY KEY)")
+    for i in range(1, 51):
+        await asyncio.to_thread(sql, master, password, "INSERT INTO app.t VALUES (%s)", i)
+    expected = list(range(1, 51))
+    for m in instance.members[1:]:
+        await wait_for(lambda m=m: _has(m, password, expected), 60, what=f"rows on {m.id}")  # type: ignore[misc]
+
+    # kill -9 the master: the most advanced replica is promoted, the old master comes back as a
+    # replica of it, and nothing acknowledged is lost.
+    pids = mariadbd_pids(NAME, master.id)
+    assert len(pids) == 1
+    os.kill(pids[0], 9)
+
+    def failed_over(i: T.Instance) -> bool:
+        old = next(m for m in i.members if m.id == master.id)
+        return running(i, 3) and master_of(i).id != master.id and old.incarnation == 2
+
+    instance = await suite.wait_instance(NAME, failed_over, 180, "failed over")
+    new_master = master_of(instance)
+    assert await rows(new_master, password) == expected
+    await asyncio.to_thread(sql, new_master, password, "INSERT INTO app.t VALUES (51)")
+    expected.append(51)
+    for m in instance.members:
+        await wait_for(lambda m=m: _has(m, password, expected), 60, what=f"rows on {m.id}")  # type: ignore[misc]
+        read_only = (await asyncio.to_thread(sql, m, password, "SELECT @@read_only AS r"))[0]["r"]
+        assert read_only == (0 if m.id == new_master.id else 1)
+
+    # Scale down to the master alone, then delete: nothing is left running.
+    await suite.api.ScaleInstance(api.ScaleInstanceRequest(name=NAME, replicas=1))
+    instance = await suite.wait_instance(NAME, lambda i: running(i, 1), 120, "scaled to 1")
+    assert [m.id for m in instance.members] == [new_master.id]
+    assert await rows(new_master, password) == expected
+    await suite.api.DeleteInstance(api.DeleteInstanceRequest(name=NAME))
+    await suite.wait_gone(NAME, 120)
+    await wait_for(lambda: _none_left(NAME), 30, what="no mariadbd left")
+
+
+async def _has(member: T.Member, password: str, expected: list[int]) -> bool:
+    return await rows(member, password) == expected
+
+
+async def _none_left(instance: str) -> bool:
+    return not mariadbd_pids(instance)
