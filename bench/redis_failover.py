@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
 from failover_bench import report
 from failover_bench.procs import Children
 from failover_bench.results import Sample
@@ -122,7 +123,7 @@ class Bench:
         self.started_suite: StartedSuite | None = None
         self.interrupted = False
         self.tag = secrets.token_hex(3)
-        self.root = Path(tempfile.mkdtemp(prefix="bench-redis-failover-"))
+        self.root = Path(tempfile.mkdtemp(prefix="bench-redis-failover-")).resolve()
 
     async def run(self) -> int:
         try:
@@ -191,10 +192,13 @@ class Bench:
         api = Api(endpoint, a.token, 10.0)
         try:
             names = await asyncio.wait_for(api.workloads(), 15)
-        except Exception as error:  # any failure here means: no suite to measure
+        except grpc.aio.AioRpcError as error:
             self.suite_error = (
-                f"cannot use the gateway at {endpoint}: {error!s:.300} (is `make run` running?)"
+                f"cannot use the gateway at {endpoint}: {error.code().name}: {error.details()} "
+                "(is `make run` running? or use --start-suite)"
             )
+        except TimeoutError:
+            self.suite_error = f"the gateway at {endpoint} did not answer ListWorkloads within 15s"
         else:
             if "redis" in names:
                 return api

@@ -51,7 +51,7 @@ def table(summaries: list[Summary], ratio_rows: list[dict[str, Any]]) -> str:
     for s in summaries:
         lines.append(
             f"{s.measurement:<{width}}  {_s(s.median):>9} {_s(s.p95):>9} {_s(s.min):>9} {_s(s.max):>9}"
-            f"  {s.successes}/{s.runs} ({100 * s.success_rate:.0f}%)"
+            f"  {s.successes}/{s.runs}" + (f" ({100 * s.success_rate:.0f}%)" if s.runs else "")
         )
     if ratio_rows:
         lines.append("")

@@ -215,7 +215,7 @@ async def measure_once(run: int, down_after_ms: int, opts: SentinelOptions, chil
             )
         return Sample(name, run, True, seconds, info=info)
     except (TimeoutError, RedisError, OSError) as error:
-        return Sample(name, run, False, detail=f"setup failed: {error}")
+        return Sample(name, run, False, detail=f"error: {error!s:.300}")
     finally:
         for proc in started:
             children.stop(proc, grace=0)

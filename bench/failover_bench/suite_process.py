@@ -65,7 +65,8 @@ def suite_env(data_dir: Path, marker: str) -> tuple[str, dict[str, str]]:
 
 async def start_suite(children: Children, data_dir: Path, timeout: float) -> StartedSuite:
     marker = uuid.uuid4().hex
-    data_dir = data_dir.resolve()
+    if not data_dir.is_absolute():  # leftovers are recognised by this path
+        raise ValueError(f"data dir {data_dir} must be absolute")
     endpoint, env = suite_env(data_dir, marker)
     log_path = data_dir / "suite.log"
     os.makedirs(data_dir, exist_ok=True)

@@ -56,6 +56,17 @@ def options(
     ctx.obj = Gateway(endpoint=endpoint, token=token or None, output=output.value)
 
 
+# -o is accepted before the command (global) and after it (per command); the latter wins.
+OutputOption = Annotated[Output | None, typer.Option("-o", "--output", help="table or json")]
+
+
+def _gateway(ctx: typer.Context, output: Output | None) -> Gateway:
+    gw: Gateway = ctx.obj
+    if output is not None:
+        gw.output = output.value
+    return gw
+
+
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     """``k=v`` options as a dict; a malformed one is a usage error."""
     pairs: dict[str, str] = {}
@@ -90,9 +101,10 @@ def create(
     label: Annotated[list[str] | None, typer.Option(help="label key=value (repeatable)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the deploy until RUNNING")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+    output: OutputOption = None,
 ) -> None:
     """Create an instance of a workload."""
-    gw: Gateway = ctx.obj
+    gw = _gateway(ctx, output)
     with reporting(gw):
         if replicas < 0 or mem < 0 or disk < 0:
             raise CliFailure("--replicas, --mem and --disk must not be negative", EXIT_BAD_INPUT)
@@ -136,9 +148,10 @@ def get(
         bool, typer.Option("--watch", "-w", help="keep showing changes (Ctrl-C to stop)")
     ] = False,
     show_secrets: Annotated[bool, typer.Option(help="also show generated secrets (passwords)")] = False,
+    output: OutputOption = None,
 ) -> None:
     """Show an instance: phase, plan steps and members."""
-    gw: Gateway = ctx.obj
+    gw = _gateway(ctx, output)
     with reporting(gw):
         if watch:
             # NOT_FOUND now rather than waiting forever for an instance that does not exist.
@@ -166,9 +179,10 @@ def list_instances(
     ctx: typer.Context,
     workload: Annotated[str, typer.Option(help="only instances of this workload")] = "",
     label: Annotated[list[str] | None, typer.Option(help="only instances with label key=value")] = None,
+    output: OutputOption = None,
 ) -> None:
     """List instances."""
-    gw: Gateway = ctx.obj
+    gw = _gateway(ctx, output)
     with reporting(gw):
         labels = _pairs(label, "--label")
         instances: list[types_pb2.Instance] = []
@@ -197,9 +211,10 @@ def delete(
     name: Annotated[str, typer.Argument(help="instance name")],
     wait: Annotated[bool, typer.Option(help="wait until the instance is gone")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+    output: OutputOption = None,
 ) -> None:
     """Delete an instance (its members are killed, then it is removed)."""
-    gw: Gateway = ctx.obj
+    gw = _gateway(ctx, output)
     with reporting(gw):
         response = gw.stub().DeleteInstance(
             api.DeleteInstanceRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
@@ -225,9 +240,10 @@ def scale(
     replicas: Annotated[int, typer.Option(help="new number of members")],
     wait: Annotated[bool, typer.Option(help="follow the scale until RUNNING")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+    output: OutputOption = None,
 ) -> None:
     """Change the number of members of an instance."""
-    gw: Gateway = ctx.obj
+    gw = _gateway(ctx, output)
     with reporting(gw):
         if replicas < 0:
             raise CliFailure("--replicas must not be negative", EXIT_BAD_INPUT)
@@ -253,9 +269,10 @@ def watch(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="only this instance (default: all)")] = "",
     workload: Annotated[str, typer.Option(help="only instances of this workload")] = "",
+    output: OutputOption = None,
 ) -> None:
     """Stream instance changes, one line each (Ctrl-C to stop)."""
-    gw: Gateway = ctx.obj
+    gw = _gateway(ctx, output)
     with reporting(gw):
         if _json(gw):
             _stream_json(gw, name, workload)
@@ -285,9 +302,9 @@ def _stream_json(gw: Gateway, name: str, workload: str = "", until_deleted: bool
 
 
 @app.command()
-def workloads(ctx: typer.Context) -> None:
+def workloads(ctx: typer.Context, output: OutputOption = None) -> None:
     """List the registered workloads."""
-    gw: Gateway = ctx.obj
+    gw = _gateway(ctx, output)
     with reporting(gw):
         response = gw.stub().ListWorkloads(
             api.ListWorkloadsRequest(), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS

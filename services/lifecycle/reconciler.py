@@ -187,11 +187,8 @@ def _apply(plan: types_pb2.Plan, index: int, outcome: Outcome) -> None:
         step.next_attempt_at.CopyFrom(plans.timestamp(outcome.wake_at))
     else:
         step.ClearField("next_attempt_at")
-    if outcome.append:
-        tail = [s for s in plan.steps[index + 1 :]]
-        del plan.steps[index + 1 :]
+    if outcome.append and not any(s.name == outcome.append[0].name for s in plan.steps[index + 1 :]):
         plan.steps.extend(outcome.append)
-        plan.steps.extend(tail)
     if outcome.skip_member:
         for later in plan.steps[index + 1 :]:
             if later.member_id == outcome.skip_member and later.status != plans.COMPLETE:

@@ -50,7 +50,7 @@ class Outcome:
     message: str = ""
     wake_at: float | None = None  # next_attempt_at (DELAYED) or give-up deadline (STARTING)
     attempts: int | None = None
-    append: list[types_pb2.Step] = field(default_factory=list)  # inserted after the step
+    append: list[types_pb2.Step] = field(default_factory=list)  # added at the end of the plan
     skip_member: str = ""  # later steps about this member are COMPLETE (skipped)
     gone: bool = False  # the instance record was removed
 
@@ -214,7 +214,8 @@ class StepRunner:
                 )
             for old in self._tasks_of(ld, member.id):
                 if old.state not in TERMINAL and not old.kill_requested:
-                    await self.offers.kill(old.task_id)  # fence an unreachable incarnation
+                    log.info("%s: fencing %s before relaunching %s", ld.name, old.task_id, member.id)
+                    await self.offers.kill(old.task_id)
             incarnation = planner.next_incarnation(ld.snapshot, member)
 
             def relaunch(m: types_pb2.Member) -> types_pb2.Member:
@@ -475,6 +476,7 @@ class StepRunner:
             if t.state in TERMINAL:
                 continue
             if not t.kill_requested or (step.status == plans.DELAYED and due):
+                log.info("%s: %s: killing %s (%s)", ld.name, what, t.task_id, task_state_name(t.state))
                 await self.offers.kill(t.task_id)
         if not waiting:
             return Outcome(plans.COMPLETE, f"{what}: no task running")

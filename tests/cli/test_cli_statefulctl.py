@@ -172,6 +172,9 @@ async def test_round_trip_tables_and_json(gateway: RunningGateway, state_client:
     data = json.loads(got.out)
     assert [m["id"] for m in data["instance"]["members"]] == ["cache-0", "cache-1", "cache-2"]
     assert "secrets" not in data
+    # -o also works after the command, as users type it.
+    after = await ctl(ep, "get", "cache", "-o", "json")
+    assert json.loads(after.out)["instance"]["spec"]["name"] == "cache"
 
     listed = await ctl(ep, "list")
     assert listed.code == 0

@@ -69,3 +69,20 @@ async def test_ten_concurrent_launches_on_three_agents(
     cluster = await offers_service.wait_cluster(lambda c: not c.pending and len(c.agents) == 3)
     listed = {tid: a.agent_id for a in cluster.agents for tid in a.task_ids}
     assert listed == {t.task_id: t.agent_id for t in tasks}
+
+    # Three more members than there is room for: two fit (the last free cpus), one waits; no
+    # agent is ever over-committed.
+    extra = [web_spec("epsilon", ordinal, cpus=1.0, mem_mb=256) for ordinal in range(3)]
+    await asyncio.gather(*(launch(offers_service, spec) for spec in extra))
+    cluster = await offers_service.wait_cluster(
+        lambda c: len(c.pending) == 1 and sum(len(a.task_ids) for a in c.agents) == 12, timeout=60
+    )
+    assert cluster.pending[0].reason.startswith("waiting: ")
+    running = [
+        await wait_task(state_client, s.task_id, in_state(RUNNING))
+        for s in extra
+        if s.task_id != cluster.pending[0].task_id
+    ]
+    assert len({t.agent_id for t in running}) == 2
+    for agent in local_cluster.state()["agents"]:
+        assert agent["used_resources"]["cpus"] == pytest.approx(agent["resources"]["cpus"])

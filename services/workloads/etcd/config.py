@@ -116,12 +116,13 @@ def build_launch(
             argv=[settings.member_python, "-m", CHECK_MODULE, "--endpoint", CLIENT_URL, "--name", name]
         ),
         interval_ms=settings.check_interval_ms,
-        timeout_ms=5000,
+        # Generous: a Python start plus two HTTP calls can take seconds on a loaded agent.
+        timeout_ms=10000,
     )
     health = types_pb2.Check(
         tcp=types_pb2.TcpCheck(port_name=CLIENT),
-        interval_ms=max(settings.check_interval_ms, 5000),
-        timeout_ms=2000,
+        interval_ms=settings.health_interval_ms,
+        timeout_ms=5000,
         grace_period_ms=30000,
     )
     return types_pb2.LaunchSpec(

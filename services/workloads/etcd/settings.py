@@ -24,7 +24,8 @@ class EtcdSettings(WorkloadSettings):
         "interpreter, right for the process runtime on the same machine",
     )
     default_image: str = Field(DEFAULT_IMAGE, description="image for the Docker runtime")
-    check_interval_ms: int = Field(1000, description="interval of the readiness and health checks")
+    check_interval_ms: int = Field(1000, description="interval of the readiness check")
+    health_interval_ms: int = Field(5000, description="interval of the health check (a TCP connect)")
     join_timeout_seconds: float = Field(
         60.0,
         description="how long a starting peer keeps trying to add itself to the running cluster "
@@ -36,8 +37,8 @@ class EtcdSettings(WorkloadSettings):
 
     @model_validator(mode="after")
     def _check_etcd(self) -> Self:
-        if self.check_interval_ms <= 0:
-            raise ValueError("check_interval_ms must be > 0")
+        if self.check_interval_ms <= 0 or self.health_interval_ms <= 0:
+            raise ValueError("check_interval_ms and health_interval_ms must be > 0")
         if self.join_timeout_seconds <= 0 or self.request_timeout_seconds <= 0:
             raise ValueError("join_timeout_seconds and request_timeout_seconds must be > 0")
         if self.request_timeout_seconds >= self.callback_timeout_seconds:

@@ -18,7 +18,7 @@ for the suite (promotion, re-pointing, checks) and ``replicator`` for replicatio
 use the ``admin_password`` secret, the last ``replication_password``.
 
 Readiness: the operator account can log in; on a replica also both replication threads run and
-it has applied the master's GTID position as of its start. Health: the operator account can log in.
+it has applied the master's GTID position as of its start. Health: the port accepts connections.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def my_cnf(*, member_id: str, server: int, replica: bool, config: Mapping[str, s
     return "\n".join(lines) + "\n"
 
 
-def check(settings: MysqlSettings, *, replica: bool, grace_ms: int = 0) -> types_pb2.Check:
+def readiness(settings: MysqlSettings, *, replica: bool) -> types_pb2.Check:
     argv = [
         settings.member_python,
         "-m",
@@ -125,11 +125,21 @@ def check(settings: MysqlSettings, *, replica: bool, grace_ms: int = 0) -> types
     ]
     if replica:
         argv.append("--replica")
+    # Generous timeout: a Python start plus a login can take seconds on a loaded agent.
     return types_pb2.Check(
-        command=types_pb2.CommandCheck(argv=argv),
-        interval_ms=settings.check_interval_ms,
+        command=types_pb2.CommandCheck(argv=argv), interval_ms=settings.check_interval_ms, timeout_ms=10000
+    )
+
+
+def health(settings: MysqlSettings) -> types_pb2.Check:
+    # A TCP connect, not a login: a busy server (or a busy agent running the check) must not get
+    # the master killed; a crashed or hung-at-accept server is caught.
+    return types_pb2.Check(
+        tcp=types_pb2.TcpCheck(port_name=PORT),
+        interval_ms=settings.health_interval_ms,
         timeout_ms=5000,
-        grace_period_ms=grace_ms,
+        grace_period_ms=settings.health_grace_period_ms,
+        max_consecutive_failures=3,
     )
 
 
@@ -194,8 +204,8 @@ def build_launch(
             types_pb2.FileSpec(path=FILE_NAME, content=member_file.to_json().encode(), mode=0o600),
         ],
         image=context.instance.spec.image or settings.default_image,
-        readiness=check(settings, replica=replica),
-        health=check(settings, replica=False, grace_ms=settings.health_grace_period_ms),
+        readiness=readiness(settings, replica=replica),
+        health=health(settings),
         # InnoDB flushes on a clean shutdown; give it time before SIGKILL.
         kill_grace_seconds=30,
         placement=context.instance.spec.placement,

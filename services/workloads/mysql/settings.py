@@ -44,7 +44,8 @@ class MysqlSettings(WorkloadSettings):
         "every privilege: it promotes and re-points members and runs the checks",
     )
     replication_user: str = Field("replicator", description="the account replicas connect to the master as")
-    check_interval_ms: int = Field(1000, description="interval of the readiness and health checks")
+    check_interval_ms: int = Field(1000, description="interval of the readiness check")
+    health_interval_ms: int = Field(5000, description="interval of the health check (a TCP connect)")
     health_grace_period_ms: int = Field(
         60000, description="health check failures ignored after start (crash recovery can be slow)"
     )
@@ -66,8 +67,8 @@ class MysqlSettings(WorkloadSettings):
                 raise ValueError(f"{name} must be 1-32 letters, digits or '_'")
         if len({self.admin_user, self.operator_user, self.replication_user}) != 3:
             raise ValueError("admin_user, operator_user and replication_user must differ")
-        if self.check_interval_ms <= 0 or self.health_grace_period_ms < 0:
-            raise ValueError("check_interval_ms must be > 0 and health_grace_period_ms >= 0")
+        if self.check_interval_ms <= 0 or self.health_interval_ms <= 0 or self.health_grace_period_ms < 0:
+            raise ValueError("check and health intervals must be > 0 and health_grace_period_ms >= 0")
         if not 0 < self.promote_timeout_seconds < self.callback_timeout_seconds:
             raise ValueError("promote_timeout_seconds must be > 0 and below callback_timeout_seconds")
         if self.catchup_probe_seconds < 0:

@@ -1,18 +1,26 @@
-"""Fixtures for the etcd workload tests: a served EtcdWorkload and real etcd peers."""
+"""Fixtures for the etcd workload tests: a served EtcdWorkload and real etcd peers; for the
+end-to-end tests, the whole suite with the etcd workload service registered in it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
+from mesos_stateful.testing.cluster import local_cluster  # noqa: F401
+from mesos_stateful.testing.gateway import gateway  # noqa: F401
+from mesos_stateful.testing.lifecycle import Suite, delete_everything, suite  # noqa: F401
+from mesos_stateful.testing.offers import offers_service  # noqa: F401
+from mesos_stateful.testing.state import etcd, state_client, state_service  # noqa: F401
 from mesos_stateful.testing.workloads import (  # noqa: F401
     MemberRunner,
     WorkloadServer,
     member_runner,  # a fixture
     serve_workload,
 )
+from mesos_stateful.workloads.base import start_workload
 from mesos_stateful.workloads.etcd.servicer import EtcdWorkload
 from mesos_stateful.workloads.etcd.settings import EtcdSettings
 
@@ -32,3 +40,27 @@ def settings() -> EtcdSettings:
 async def workload(settings: EtcdSettings) -> AsyncIterator[WorkloadServer]:
     async with serve_workload(EtcdWorkload(settings)) as served:
         yield served
+
+
+@pytest_asyncio.fixture
+async def etcd_suite(suite: Suite) -> AsyncIterator[Suite]:  # noqa: F811
+    """The whole suite plus the etcd workload service, registered in its state service."""
+    settings = EtcdSettings.model_validate(
+        {
+            "listen": "127.0.0.1:0",
+            "state_endpoint": suite.state.endpoint,
+            "lease_ttl_seconds": 6,
+            "callback_timeout_seconds": 15.0,
+            "request_timeout_seconds": 5.0,
+            "check_interval_ms": 300,
+        }
+    )
+    running = await start_workload(EtcdWorkload(settings), settings)
+    assert running.registration is not None
+    await asyncio.wait_for(running.registration.wait_registered(), 30)
+    try:
+        yield suite
+    finally:
+        # Members first, while the workload service still answers.
+        await delete_everything(suite)
+        await running.stop(grace_seconds=0.2)

@@ -97,7 +97,7 @@ def test_replica_launch_follows_the_master() -> None:
     spec = MemberFile.from_json(files(launch)["mysql-member.json"].content.decode())
     assert spec.replica and (spec.master_host, spec.master_port) == ("10.0.0.1", 3306)
     assert launch.readiness.command.argv[-1] == "--replica"
-    assert launch.health.command.argv[-1] != "--replica"
+    assert launch.health.tcp.port_name == "mysql"
 
 
 def test_replica_of_a_master_without_address_is_retried() -> None:

@@ -1,0 +1,110 @@
+"""End to end through the public API: real etcd peers on the local cluster, created, written to,
+a peer killed and replaced, scaled 3 -> 5 -> 3 and deleted."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.testing.lifecycle import Suite
+from mesos_stateful.testing.workloads import wait_for
+from mesos_stateful.workloads.etcd import members
+
+pytestmark = pytest.mark.slow
+
+NAME = "kv"
+
+
+def etcd_pids(instance: str, member_id: str | None = None) -> list[int]:
+    """pids of etcd processes whose task environment names the instance (and member)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().split(b"\0")[0].endswith(b"etcd"):
+                continue
+            env = dict(
+                item.split("=", 1)
+                for item in (entry / "environ").read_text(errors="replace").split("\0")
+                if "=" in item
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+        if env.get("INSTANCE") == instance and member_id in (None, env.get("MEMBER_ID")):
+            pids.append(int(entry.name))
+    return pids
+
+
+def running(i: T.Instance, peers: int) -> bool:
+    return (
+        i.phase == T.INSTANCE_PHASE_RUNNING
+        and len(i.members) == peers
+        and all(m.state == T.MEMBER_STATE_RUNNING and m.role == T.ROLE_PEER for m in i.members)
+    )
+
+
+def url(m: T.Member) -> str:
+    return f"http://{m.host}:{m.ports['client']}"
+
+
+async def cluster_names(m: T.Member) -> list[str]:
+    async with members.Client(url(m), 5) as c:
+        return sorted(x.name for x in await c.members())
+
+
+async def read_write_everywhere(instance: T.Instance, key: str, value: str) -> None:
+    async with members.Client(url(instance.members[0]), 5) as c:
+        await c.put(key, value)
+    for m in instance.members:
+        async with members.Client(url(m), 5) as c:
+            assert await c.get(key) == value, f"{key} through {m.id}"
+
+
+async def test_etcd_create_replace_scale_delete(etcd_suite: Suite) -> None:
+    suite = etcd_suite
+    # Five peers on three agents: allow two per agent.
+    await suite.create(NAME, 3, workload="etcd", placement=T.Placement(max_members_per_agent=2))
+    instance = await suite.wait_instance(NAME, lambda i: running(i, 3), 180, "3 peers running")
+    assert await cluster_names(instance.members[0]) == [f"{NAME}-{o}.1" for o in range(3)]
+    await read_write_everywhere(instance, "k", "v1")
+
+    # kill -9 a peer: it is removed from the cluster and replaced; data is kept.
+    victim = instance.members[1]
+    pids = etcd_pids(NAME, victim.id)
+    assert len(pids) == 1
+    os.kill(pids[0], 9)
+
+    def replaced(i: T.Instance) -> bool:
+        m = next(x for x in i.members if x.id == victim.id)
+        return running(i, 3) and m.incarnation == 2
+
+    instance = await suite.wait_instance(NAME, replaced, 180, "peer replaced")
+    assert await cluster_names(instance.members[0]) == [f"{NAME}-0.1", f"{NAME}-1.2", f"{NAME}-2.1"]
+    async with members.Client(url(instance.members[1]), 5) as c:
+        assert await c.get("k") == "v1"
+    await read_write_everywhere(instance, "k", "v2")
+
+    # Scale 3 -> 5 -> 3.
+    await suite.api.ScaleInstance(api.ScaleInstanceRequest(name=NAME, replicas=5))
+    instance = await suite.wait_instance(NAME, lambda i: running(i, 5), 180, "5 peers running")
+    assert len(await cluster_names(instance.members[4])) == 5
+    await read_write_everywhere(instance, "k", "v3")
+    await suite.api.ScaleInstance(api.ScaleInstanceRequest(name=NAME, replicas=3))
+    instance = await suite.wait_instance(NAME, lambda i: running(i, 3), 180, "3 peers again")
+    names = await cluster_names(instance.members[0])
+    assert len(names) == 3 and names == sorted(f"{m.id}.{m.incarnation}" for m in instance.members)
+    await read_write_everywhere(instance, "k", "v4")
+    await wait_for(lambda: _count(NAME, 3), 30, what="removed peers stopped")
+
+    await suite.api.DeleteInstance(api.DeleteInstanceRequest(name=NAME))
+    await suite.wait_gone(NAME, 120)
+    await wait_for(lambda: _count(NAME, 0), 30, what="no etcd left")
+
+
+async def _count(instance: str, expected: int) -> bool:
+    return len(etcd_pids(instance)) == expected
