@@ -36,7 +36,11 @@ class CommandTarget:
     cwd: Path
 
     def describe(self) -> str:
-        return "command " + " ".join(self.argv)
+        # Short on purpose: it ends up in status messages and `statefulctl get` tables.
+        program = Path(self.argv[0]).name if self.argv else "?"
+        if len(self.argv) > 2 and self.argv[1] == "-m":
+            program += f" -m {self.argv[2]}"
+        return f"command {program}"
 
 
 @dataclass(frozen=True)
