@@ -40,6 +40,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}x"
+
+
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -57,10 +61,10 @@ def table(summaries: list[Summary], ratio_rows: list[dict[str, Any]]) -> str:
         lines.append("")
         for row in ratio_rows:
             med, p95 = row["median_ratio"], row["p95_ratio"]
-            lines.append(
-                f"suite vs {row['versus']}: median {'-' if med is None else f'{med:.2f}x'}, "
-                f"p95 {'-' if p95 is None else f'{p95:.2f}x'}"
-            )
+            line = f"suite vs {row['versus']} (failover, suite / sentinel): median {_x(med)}, p95 {_x(p95)}"
+            if med:
+                line += f"  ({row['versus']} takes {1 / med:.1f}x the suite's median)"
+            lines.append(line)
     failures = [(s.measurement, f) for s in summaries for f in s.failures]
     if failures:
         lines.append("")
