@@ -20,18 +20,21 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest_asyncio
 
-from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.lifecycle.server import LifecycleService
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.state.client import StateClient
+
+if TYPE_CHECKING:
+    from mesos_stateful.api.stateful.v1.instance_service_pb2_grpc import InstanceServiceAsyncStub
 
 # Fast retries and timeouts for tests (the defaults suit a real cluster).
 TEST_SETTINGS: dict[str, Any] = {
@@ -168,21 +171,22 @@ class Suite:
     channel: grpc.aio.Channel
 
     @property
-    def api(self) -> api_grpc.InstanceServiceStub:
+    def api(self) -> InstanceServiceAsyncStub:
+        """A client of the public InstanceService (through the gateway)."""
         return api_grpc.InstanceServiceStub(self.channel)
 
     async def create(
         self, name: str, replicas: int, workload: str = "redis", **spec: Any
     ) -> types_pb2.Instance:
-        request = api.CreateInstanceRequest(
+        request = ipb.CreateInstanceRequest(
             spec=types_pb2.InstanceSpec(name=name, workload=workload, replicas=replicas, **spec)
         )
         response = await self.api.CreateInstance(request)
         return response.instance
 
-    async def get(self, name: str, secrets: bool = False) -> api.GetInstanceResponse:
-        response: api.GetInstanceResponse = await self.api.GetInstance(
-            api.GetInstanceRequest(name=name, include_secrets=secrets)
+    async def get(self, name: str, secrets: bool = False) -> ipb.GetInstanceResponse:
+        response: ipb.GetInstanceResponse = await self.api.GetInstance(
+            ipb.GetInstanceRequest(name=name, include_secrets=secrets)
         )
         return response
 
@@ -293,7 +297,7 @@ async def delete_everything(running: Suite, timeout: float = 60.0) -> None:
     records, _ = await running.client.list(spb.KIND_INSTANCE)
     for record in records:
         with contextlib.suppress(grpc.RpcError):
-            await running.api.DeleteInstance(api.DeleteInstanceRequest(name=record.key.name))
+            await running.api.DeleteInstance(ipb.DeleteInstanceRequest(name=record.key.name))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         left, _ = await running.client.list(spb.KIND_INSTANCE)

@@ -40,13 +40,13 @@ async def password(suite: Suite, name: str) -> str:
     return response.secrets.get("password", "")
 
 
-def redis_pids(tasks: Iterable[types_pb2.Task | types_pb2.Member]) -> list[int]:
+def redis_pids(tasks: Iterable[types_pb2.Task | types_pb2.Member], by_address: bool = True) -> list[int]:
     """pids of live redis-server processes of these tasks (or members' current tasks). redis-server
     rewrites its argv and environment (process title), so a process is recognised by its working
     directory (the task's sandbox, named after the task id) or its "host:port" title."""
     wanted = list(tasks)
     ids = {t.task_id for t in wanted if t.task_id}
-    addresses = {f"{t.host}:{t.ports[PORT]}" for t in wanted if t.host and PORT in t.ports}
+    addresses = {f"{t.host}:{t.ports[PORT]}" for t in wanted if by_address and t.host and PORT in t.ports}
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -11,6 +11,7 @@ import pytest
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.workloads import wait_for
 
 from .e2e_helpers import (
     RoleWatch,
@@ -204,3 +205,37 @@ async def test_lifecycle_stopped_after_roles_persisted_resumes_without_second_pr
     assert roles.promotions == [new_master.id] and roles.max_masters == 1
     failover = next(s for s in instance.plan.steps if s.name == f"failover {old.id}")
     assert failover.attempts >= 2 and failover.message.startswith(f"promoting {new_master.id}")
+
+
+async def test_partitioned_master_is_fenced_and_replaced(suite: Suite) -> None:
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    old = master_of(instance)
+    written = await write_acknowledged(old, secret, 300, replicas=2)
+    # The master's agent is cut off: its redis-server keeps running, unreachable (TASK_UNREACHABLE).
+    await asyncio.to_thread(suite.cluster.stop_agent, old.agent_id)
+    promoted = await suite.wait_instance(
+        "cache",
+        lambda i: any(m.role == T.ROLE_MASTER and m.id != old.id for m in i.members),
+        60,
+        "a promotion",
+    )
+    new_master = master_of(promoted)
+    assert await missing_keys(new_master, secret, written) == []
+    tasks = await suite.tasks("cache")
+    assert tasks[old.task_id].kill_requested, "the unreachable old master was fenced"
+    # The agent comes back: the old master's process is killed, never a second master.
+    await asyncio.to_thread(suite.cluster.start_agent, old.agent_id)
+    instance = await _failed_over(suite, "cache", old.id)
+    await wait_for(lambda: _gone(old), 60, what=f"{old.task_id} killed")
+    masters = []
+    for m in instance.members:
+        if (await replication_info(m, secret))["role"] == "master":
+            masters.append(m.id)
+    assert masters == [new_master.id]
+
+
+async def _gone(member: T.Member) -> bool:
+    # By sandbox only: the relaunched incarnation may listen on the same address.
+    return redis_pids([member], by_address=False) == []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.workloads import wait_for
 
-from .e2e_helpers import connect, password
+from .e2e_helpers import connect, password, redis_pids, replication_info
 
 pytestmark = pytest.mark.slow
 
@@ -36,3 +40,88 @@ async def test_create_three_member_redis_replicates(suite: Suite) -> None:
     # The public API shows the same.
     got = (await suite.get("cache")).instance
     assert got.phase == T.INSTANCE_PHASE_RUNNING and len(got.members) == 3
+
+
+async def test_scale_up_then_down_never_removes_the_master(suite: Suite) -> None:
+    # 5 members on 3 agents: up to 2 per agent.
+    await suite.create("cache", 3, placement=T.Placement(max_members_per_agent=2))
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    master = master_of(instance)
+
+    await suite.api.ScaleInstance(api.ScaleInstanceRequest(name="cache", replicas=5))
+    instance = await suite.wait_running("cache", 5)
+    assert instance.plan.name == plans.SCALE and instance.plan.generation == 2
+    assert [m.id for m in instance.members] == [f"cache-{o}" for o in range(5)]
+    assert master_of(instance).task_id == master.task_id
+    info = await replication_info(master, secret)
+    assert info["connected_slaves"] == 4
+    removed = [m for m in instance.members if m.ordinal >= 2]
+
+    await suite.api.ScaleInstance(api.ScaleInstanceRequest(name="cache", replicas=2))
+    instance = await suite.wait_running("cache", 2)
+    assert [m.id for m in instance.members] == ["cache-0", "cache-1"]
+    assert master_of(instance).task_id == master.task_id
+    steps = [s.name for s in instance.plan.steps]
+    assert steps[:3] == ["remove-member cache-4", "kill cache-4", "delete-member cache-4"]
+    assert redis_pids(removed) == []
+    tasks = await suite.tasks("cache")
+    assert all(tasks[m.task_id].state == T.TASK_STATE_KILLED for m in removed)
+    await wait_for(lambda: _replicas(master, secret, 1), what="1 connected replica")
+
+
+async def _replicas(master: T.Member, secret: str, count: int) -> bool:
+    return (await replication_info(master, secret))["connected_slaves"] == count
+
+
+async def test_delete_leaves_no_process_and_no_state(suite: Suite) -> None:
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    tasks = list((await suite.tasks("cache")).values())
+    assert len(redis_pids(tasks)) == 3
+    await suite.api.DeleteInstance(api.DeleteInstanceRequest(name="cache"))
+    await suite.wait_gone("cache")
+    assert redis_pids(tasks) == []
+    assert redis_pids(instance.members) == []
+    for kind, prefix in [(spb.KIND_MEMBER, "cache/"), (spb.KIND_TASK, "cache-"), (spb.KIND_SECRETS, "cache")]:
+        records, _ = await suite.client.list(kind, prefix)
+        assert records == [], f"{spb.Kind.Name(kind)} records left: {records}"
+    with pytest.raises(grpc.RpcError) as error:
+        await suite.get("cache")
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_callbacks_are_retried_after_a_workload_service_restart(suite: Suite) -> None:
+    await suite.create("cache", 3)
+    # The workload service dies (no deregistration) once the master is launched...
+    await suite.wait_instance(
+        "cache",
+        lambda i: any(s.name == "launch cache-0" and s.status == plans.COMPLETE for s in i.plan.steps),
+        60,
+        "the master launched",
+        0.02,
+    )
+    await suite.redis.stop(deregister=False)
+    # ... so the next callback fails UNAVAILABLE and is retried with backoff, recorded on the step.
+    stuck = await suite.wait_instance(
+        "cache",
+        lambda i: any(s.status == plans.DELAYED and s.attempts >= 2 for s in i.plan.steps),
+        60,
+        "a step delayed after 2 attempts",
+    )
+    delayed = next(s for s in stuck.plan.steps if s.status == plans.DELAYED)
+    assert delayed.name == "start-master cache-0"
+    assert "UNAVAILABLE" in delayed.message and delayed.HasField("next_attempt_at")
+    assert stuck.phase == T.INSTANCE_PHASE_DEPLOYING
+    # Back on the same port: the plan carries on and the deploy completes.
+    await suite.redis.start()
+    instance = await suite.wait_running("cache", 3)
+    step = next(s for s in instance.plan.steps if s.name == "start-master cache-0")
+    assert step.status == plans.COMPLETE and step.attempts >= 3
+
+
+async def test_create_for_an_unregistered_workload_is_rejected(suite: Suite) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        await suite.create("nope", 1, workload="nosuchworkload")
+    assert error.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+    assert await suite.instance("nope") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 from pathlib import Path
@@ -195,7 +196,12 @@ async def test_launches_queue_until_the_master_is_up(
         await asyncio.sleep(0)  # give the driver a chance to fail a few times first
         await wait_until(lambda: offers.served is not None and offers.served.scheduler is not None)
 
-        cluster = await asyncio.to_thread(start_local_cluster, tmp_path / "cluster", listen=master)
+        cluster = await asyncio.to_thread(
+            start_local_cluster,
+            tmp_path / "cluster",
+            listen=master,
+            agent_ip_base=f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.2",
+        )
         await offers.wait_subscribed(timeout=60)
         task = await wait_task(state_client, "early-0.1", in_state(RUNNING))
         assert port_open(task.host, task.ports["web"])
