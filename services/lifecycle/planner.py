@@ -38,6 +38,9 @@ TERMINAL = frozenset(
 # States of a task we cannot reach: it may still run, so it is fenced (killed) before replacing.
 UNREACHABLE = frozenset({T.TASK_STATE_UNREACHABLE, T.TASK_STATE_UNKNOWN})
 ENDED = TERMINAL | UNREACHABLE
+# Ended for sure: the process is gone. TASK_LOST is not among them: a partitioned agent's tasks
+# are reported LOST to frameworks that are not partition-aware, and may come back.
+DEAD = TERMINAL - {T.TASK_STATE_LOST}
 DECLINED_PREFIX = "not replaced"
 
 

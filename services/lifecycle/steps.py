@@ -21,7 +21,7 @@ from mesos_stateful.common import errors
 from mesos_stateful.lifecycle import planner, plans
 from mesos_stateful.lifecycle.callbacks import Callbacks, callback_context
 from mesos_stateful.lifecycle.offers import OffersClient
-from mesos_stateful.lifecycle.planner import ENDED, TERMINAL, Condition, task_state_name
+from mesos_stateful.lifecycle.planner import DEAD, ENDED, Condition, task_state_name
 from mesos_stateful.lifecycle.plans import Action
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.lifecycle.store import KIND_MEMBER, KIND_SECRETS, KIND_TASK, Loaded, Store
@@ -213,7 +213,7 @@ class StepRunner:
                     attempts=step.attempts,
                 )
             for old in self._tasks_of(ld, member.id):
-                if old.state not in TERMINAL and not old.kill_requested:
+                if old.state not in DEAD and not old.kill_requested:
                     log.info("%s: fencing %s before relaunching %s", ld.name, old.task_id, member.id)
                     await self.offers.kill(old.task_id)
             incarnation = planner.next_incarnation(ld.snapshot, member)
@@ -473,7 +473,7 @@ class StepRunner:
         now = time.time()
         waiting = [t for t in tasks if t.state not in ENDED]
         for t in tasks:
-            if t.state in TERMINAL:
+            if t.state in DEAD:
                 continue
             if not t.kill_requested or (step.status == plans.DELAYED and due):
                 log.info("%s: %s: killing %s (%s)", ld.name, what, t.task_id, task_state_name(t.state))

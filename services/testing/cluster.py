@@ -103,8 +103,9 @@ def cluster_settings(work_dir: Path, **overrides: Any) -> LocalClusterSettings:
         "allocation_interval": 0.2,
         "executor_shutdown_grace": 2.0,
         "kill_grace": 2.0,
-        # Agents' addresses are the same in every test cluster: a random port range keeps members of
-        # test runs that happen at the same time from fighting over ports (below the ephemeral range).
+        # Agents get addresses of their own (127.R.R.2-4) and a random port range, so members of test
+        # runs that happen at the same time never answer each other's readiness checks.
+        "agent_ip_base": f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.2",
         "agent_ports_begin": random.randrange(10000, 29001, 1000),
     }
     values.update(overrides)

@@ -223,8 +223,6 @@ async def test_partitioned_master_is_fenced_and_replaced(suite: Suite) -> None:
     )
     new_master = master_of(promoted)
     assert await missing_keys(new_master, secret, written) == []
-    tasks = await suite.tasks("cache")
-    assert tasks[old.task_id].kill_requested, "the unreachable old master was fenced"
     # The agent comes back: the old master's process is killed, never a second master.
     await asyncio.to_thread(suite.cluster.start_agent, old.agent_id)
     instance = await _failed_over(suite, "cache", old.id)

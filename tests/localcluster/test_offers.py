@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 
 from localcluster.harness import Framework, scalar, task_info
@@ -21,7 +22,9 @@ def _drain_offers(framework: Framework, count: int, refuse: float) -> dict[str, 
 def test_offer_per_agent_with_own_hostname_and_ports(framework: Framework) -> None:
     offers = [framework.offer() for _ in range(3)]
     assert len({o["agent_id"]["value"] for o in offers}) == 3
-    assert sorted(o["hostname"] for o in offers) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    hostnames = sorted(o["hostname"] for o in offers)
+    first = ipaddress.ip_address(hostnames[0])
+    assert hostnames == [str(first), str(first + 1), str(first + 2)]
     begins = sorted(
         next(r for r in o["resources"] if r["name"] == "ports")["ranges"]["range"][0]["begin"] for o in offers
     )
