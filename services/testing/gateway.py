@@ -16,10 +16,10 @@ from typing import Any
 
 import grpc
 import pytest_asyncio
-from google.rpc import error_details_pb2, status_pb2
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.grpc_errors import field_violations  # noqa: F401  (re-exported for tests)
 from mesos_stateful.gateway.server import GatewayServed, build_gateway_server
 from mesos_stateful.gateway.settings import GatewaySettings
 from mesos_stateful.state.client import Record, StateClient
@@ -54,21 +54,6 @@ async def running_gateway(state_endpoint: str, **overrides: Any) -> AsyncIterato
         yield running
     finally:
         await running.stop()
-
-
-def field_violations(error: grpc.RpcError) -> dict[str, str]:
-    """Field -> description of the google.rpc.BadRequest in a failed call (sync or aio)."""
-    trailing: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    fields: dict[str, str] = {}
-    for key, value in trailing or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            bad = error_details_pb2.BadRequest()
-            if detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
-                fields.update({v.field: v.description for v in bad.field_violations})
-    return fields
 
 
 def fake_workload(

@@ -8,7 +8,16 @@ import urllib.request
 
 import grpc
 import pytest
-from helpers import RUNNING, field_violations, in_state, launch, port_open, wait_task, wait_until, web_spec
+from offers_helpers import (
+    RUNNING,
+    field_violations,
+    in_state,
+    launch,
+    port_open,
+    wait_task,
+    wait_until,
+    web_spec,
+)
 
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb

@@ -9,12 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import grpc
-from google.rpc import error_details_pb2, status_pb2
-
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.grpc_errors import field_violations  # noqa: F401  (re-exported for tests)
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
@@ -93,19 +91,6 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met in {timeout}s")
         await asyncio.sleep(0.1)
-
-
-def field_violations(error: grpc.RpcError) -> dict[str, str]:
-    """Field -> description of the google.rpc.BadRequest of a failed aio call."""
-    trailing = error.trailing_metadata() if isinstance(error, grpc.aio.AioRpcError) else None
-    fields: dict[str, str] = {}
-    for key, value in trailing or ():
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            for detail in status_pb2.Status.FromString(value).details:
-                bad = error_details_pb2.BadRequest()
-                if detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
-                    fields.update({v.field: v.description for v in bad.field_violations})
-    return fields
 
 
 def executor_sessions(cluster: RunningCluster) -> dict[str, tuple[int, int]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import (
+from offers_helpers import (
     RUNNING,
     executor_sessions,
     framework_state,

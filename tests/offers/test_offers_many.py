@@ -6,7 +6,7 @@ import asyncio
 import re
 
 import pytest
-from helpers import RUNNING, framework_state, in_state, launch, wait_task, web_spec
+from offers_helpers import RUNNING, framework_state, in_state, launch, wait_task, web_spec
 
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import (
+from offers_helpers import (
     RUNNING,
     framework_state,
     in_state,
