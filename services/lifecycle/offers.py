@@ -59,6 +59,17 @@ class OffersClient:
             return None
         return response.task
 
+    async def pending_reason(self, task_id: str) -> str:
+        """Why a queued launch has not matched an offer yet ("" if unknown)."""
+        try:
+            cluster = await self._call(
+                "GetCluster",
+                lambda: self.stub.GetCluster(offer_service_pb2.GetClusterRequest(), timeout=self._timeout),
+            )
+        except errors.StatefulError:
+            return ""
+        return next((p.reason for p in cluster.pending if p.task_id == task_id), "")
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()

@@ -291,12 +291,16 @@ class StepRunner:
             return Outcome(plans.STARTING, f"waiting for {detail}", wake_at=now + timeout)
         deadline = plans.seconds(step.next_attempt_at)
         if now >= deadline:
+            if task.state == T.TASK_STATE_QUEUED:
+                why = await self.offers.pending_reason(task.task_id)
+                detail += f" ({why})" if why else ""
             return Outcome(
                 plans.DELAYED,
                 f"{detail}: not RUNNING after {timeout:.0f}s, still waiting",
                 wake_at=now + timeout,
             )
-        return Outcome(step.status, f"waiting for {detail}", wake_at=deadline)
+        message = step.message if step.status == plans.DELAYED else f"waiting for {detail}"
+        return Outcome(step.status, message, wake_at=deadline)
 
     # -- role callbacks --------------------------------------------------------------------------
 

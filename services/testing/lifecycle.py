@@ -92,6 +92,24 @@ class LifecycleRunner:
         await self.stop()
         await self.start()
 
+    def freeze_after_save(self, when: Callable[[types_pb2.Plan], bool]) -> asyncio.Event:
+        """Make the running controller hang right after it persists a plan for which ``when`` is
+        true (as if the process froze there); the returned event is set then. ``stop()`` it next:
+        that is a crash at exactly that point."""
+        assert self.service is not None and self.service.controller is not None
+        reconciler = self.service.controller.reconciler
+        original = reconciler._save
+        frozen = asyncio.Event()
+
+        async def save(ld: Any, plan: types_pb2.Plan) -> None:
+            await original(ld, plan)
+            if not frozen.is_set() and when(plan):
+                frozen.set()
+                await asyncio.Event().wait()  # until cancelled by stop()
+
+        reconciler._save = save  # type: ignore[method-assign]
+        return frozen
+
 
 @pytest_asyncio.fixture
 async def lifecycle_service(state_service: Any, offers_service: Any) -> AsyncIterator[LifecycleRunner]:

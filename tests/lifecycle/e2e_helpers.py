@@ -40,10 +40,14 @@ async def password(suite: Suite, name: str) -> str:
     return response.secrets.get("password", "")
 
 
-def redis_pids(tasks: Iterable[types_pb2.Task | types_pb2.Member], by_address: bool = True) -> list[int]:
-    """pids of live redis-server processes of these tasks (or members' current tasks). redis-server
-    rewrites its argv and environment (process title), so a process is recognised by its working
-    directory (the task's sandbox, named after the task id) or its "host:port" title."""
+def redis_pids(
+    suite: Suite, tasks: Iterable[types_pb2.Task | types_pb2.Member], by_address: bool = True
+) -> list[int]:
+    """pids of live redis-server processes of these tasks (or members' current tasks) on the
+    suite's cluster. redis-server rewrites its argv and environment (process title), so a process
+    is recognised by its working directory (the task's sandbox under the cluster's work dir, named
+    after the task id) or its "host:port" title."""
+    root = str(Path(suite.cluster.cluster.settings.work_dir).resolve())
     wanted = list(tasks)
     ids = {t.task_id for t in wanted if t.task_id}
     addresses = {f"{t.host}:{t.ports[PORT]}" for t in wanted if by_address and t.host and PORT in t.ports}
@@ -60,7 +64,7 @@ def redis_pids(tasks: Iterable[types_pb2.Task | types_pb2.Member], by_address: b
             cwd = os.readlink(entry / "cwd")
         except (OSError, IndexError):
             continue
-        in_sandbox = any(f"/{task_id}/" in cwd + "/" for task_id in ids)
+        in_sandbox = cwd.startswith(root) and any(f"/{task_id}/" in cwd + "/" for task_id in ids)
         if in_sandbox or any(address in title.split() for address in addresses):
             pids.append(int(entry.name))
     return pids

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -64,7 +66,7 @@ async def test_scale_up_then_down_never_removes_the_master(suite: Suite) -> None
     assert master_of(instance).task_id == master.task_id
     steps = [s.name for s in instance.plan.steps]
     assert steps[:3] == ["remove-member cache-4", "kill cache-4", "delete-member cache-4"]
-    assert redis_pids(removed) == []
+    assert redis_pids(suite, removed) == []
     tasks = await suite.tasks("cache")
     assert all(tasks[m.task_id].state == T.TASK_STATE_KILLED for m in removed)
     await wait_for(lambda: _replicas(master, secret, 1), what="1 connected replica")
@@ -78,11 +80,11 @@ async def test_delete_leaves_no_process_and_no_state(suite: Suite) -> None:
     await suite.create("cache", 3)
     instance = await suite.wait_running("cache", 3)
     tasks = list((await suite.tasks("cache")).values())
-    assert len(redis_pids(tasks)) == 3
+    assert len(redis_pids(suite, tasks)) == 3
     await suite.api.DeleteInstance(api.DeleteInstanceRequest(name="cache"))
     await suite.wait_gone("cache")
-    assert redis_pids(tasks) == []
-    assert redis_pids(instance.members) == []
+    assert redis_pids(suite, tasks) == []
+    assert redis_pids(suite, instance.members) == []
     for kind, prefix in [(spb.KIND_MEMBER, "cache/"), (spb.KIND_TASK, "cache-"), (spb.KIND_SECRETS, "cache")]:
         records, _ = await suite.client.list(kind, prefix)
         assert records == [], f"{spb.Kind.Name(kind)} records left: {records}"
@@ -125,3 +127,65 @@ async def test_create_for_an_unregistered_workload_is_rejected(suite: Suite) -> 
         await suite.create("nope", 1, workload="nosuchworkload")
     assert error.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
     assert await suite.instance("nope") is None
+
+
+async def test_delete_wins_over_a_deploy_in_progress(suite: Suite) -> None:
+    await suite.create("cache", 3)
+    await suite.wait_instance(
+        "cache",
+        lambda i: any(s.name == "launch cache-1" and s.status == plans.COMPLETE for s in i.plan.steps),
+        60,
+        "replicas launching",
+        0.02,
+    )
+    await suite.api.DeleteInstance(api.DeleteInstanceRequest(name="cache"))
+    await suite.wait_gone("cache")
+    tasks = list((await suite.tasks("cache")).values())
+    assert tasks == []
+    members, _ = await suite.client.list(spb.KIND_MEMBER, "cache/")
+    assert members == []
+
+    async def no_redis() -> bool:
+        # Any redis-server whose sandbox belongs to a task of this instance.
+        return redis_pids(suite, [T.Task(task_id=f"cache-{o}.1") for o in range(3)], by_address=False) == []
+
+    await wait_for(no_redis, 30, what="no redis-server of cache left")
+
+
+def _open_step(plan: T.Plan, name: str) -> T.Step | None:
+    return next((s for s in plan.steps if s.name == name and s.status != plans.COMPLETE), None)
+
+
+DEPLOY_CRASH_POINTS = {
+    # The member's task id is stored, the Launch not sent yet.
+    "task-id-stored-launch-not-sent": lambda p: (
+        (s := _open_step(p, "launch cache-0")) is not None and s.attempts == 1
+    ),
+    "replicas-launched-not-awaited": lambda p: (
+        _open_step(p, "launch cache-2") is None
+        and _open_step(p, "await-running cache-1") is not None
+        and any(s.name == "launch cache-2" for s in p.steps)
+    ),
+    "start-slave-about-to-be-called": lambda p: (
+        (s := _open_step(p, "start-slave cache-1")) is not None and s.status == plans.STARTING
+    ),
+}
+
+
+@pytest.mark.parametrize("point", list(DEPLOY_CRASH_POINTS))
+async def test_lifecycle_crash_during_deploy_resumes_without_launching_twice(
+    suite: Suite, point: str
+) -> None:
+    frozen = suite.lifecycle.freeze_after_save(DEPLOY_CRASH_POINTS[point])
+    await suite.create("cache", 3)
+    await asyncio.wait_for(frozen.wait(), 60)
+    await suite.lifecycle.stop()
+    crashed = await suite.instance("cache")
+    assert crashed is not None and DEPLOY_CRASH_POINTS[point](crashed.plan)
+    await suite.lifecycle.start()
+    instance = await suite.wait_running("cache", 3)
+    assert instance.plan.started_at == crashed.plan.started_at, "the same deploy plan, resumed"
+    assert [m.task_id for m in instance.members] == ["cache-0.1", "cache-1.1", "cache-2.1"]
+    assert sorted(await suite.tasks("cache")) == ["cache-0.1", "cache-1.1", "cache-2.1"]
+    secret = await password(suite, "cache")
+    assert (await replication_info(master_of(instance), secret))["connected_slaves"] == 2

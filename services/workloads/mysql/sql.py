@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,8 @@ log = logging.getLogger(__name__)
 _UNREACHABLE = range(2000, 2100)
 
 Row = dict[str, Any]
+# Slave_IO_Running values of a replica that is, or keeps trying to be, connected to its master.
+_IO_UP = ("Yes", "Connecting", "Preparing")
 
 
 @dataclass(frozen=True)
@@ -214,16 +215,10 @@ def follow(server: Server, master_host: str, master_port: int, user: str, passwo
             and r.get("Using_Gtid") == "Slave_Pos"
             and r.get("Master_User") == user
         )
-        if (
-            already
-            and r is not None
-            and r.get("Slave_SQL_Running") == "Yes"
-            and r.get("Slave_IO_Running")
-            in (
-                "Yes",
-                "Connecting",
-            )
-        ):
+        running = (
+            r is not None and r.get("Slave_SQL_Running") == "Yes" and r.get("Slave_IO_Running") in _IO_UP
+        )
+        if already and running:
             return current
         if not already:
             if r is not None:
@@ -255,16 +250,3 @@ def change_master_sql(master_host: str, master_port: int, user: str, password: s
         "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;\n"
         "START SLAVE;\n"
     )
-
-
-def wait_for(server: Server, seconds: float) -> None:
-    """Retry :func:`ping` until it answers or ``seconds`` pass (then raise the last error)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            ping(server)
-            return
-        except errors.Unavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)

@@ -11,7 +11,7 @@ from etcd_helpers import NAME, Cluster, build
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
 from mesos_stateful.common import errors
-from mesos_stateful.testing.workloads import MemberRunner, WorkloadServer, wait_for
+from mesos_stateful.testing.workloads import LocalMember, MemberRunner, WorkloadServer, wait_for
 from mesos_stateful.workloads.etcd import members
 
 
@@ -127,6 +127,8 @@ async def add_when_allowed(cluster: Cluster, peer_url: str) -> members.Member:
 
 
 async def test_remove_member_edge_cases(workload: WorkloadServer, member_runner: MemberRunner) -> None:
+    described = (await workload.stub.Describe(pb.DescribeRequest())).description
+    assert described.name == "etcd" and described.topology == types_pb2.TOPOLOGY_PEERS
     cluster = await build(workload, member_runner, peers=1)
     # The only peer: nothing to remove it from.
     await workload.stub.RemoveMember(pb.RemoveMemberRequest(context=cluster.ctx(0)))
@@ -155,5 +157,5 @@ async def test_readiness_needs_a_healthy_started_member(
     await wait_for(lambda: _not_ready(member), 30, what="not ready without quorum")
 
 
-async def _not_ready(member: object) -> bool:
-    return not await member.ready()  # type: ignore[attr-defined]
+async def _not_ready(member: LocalMember) -> bool:
+    return not await member.ready()

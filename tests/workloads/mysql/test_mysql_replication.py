@@ -13,7 +13,7 @@ from mysql_helpers import MASTER, NAME, SECRETS, SLAVE, Cluster, build, query
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
-from mesos_stateful.testing.workloads import MemberRunner, WorkloadServer, free_ports, wait_for
+from mesos_stateful.testing.workloads import MemberRunner, WorkloadServer, wait_for
 from mesos_stateful.workloads.mysql import gtid
 from mesos_stateful.workloads.mysql.member_file import CATCHUP_FILE, FILE_NAME
 
@@ -219,4 +219,5 @@ async def test_master_lost_without_running_replicas_names_none(
     cluster = await build(workload, member_runner, replicas=0)
     lost = await workload.stub.MasterLost(pb.MasterLostRequest(context=cluster.ctx(0)))
     assert lost.promote_member_id == ""
-    assert free_ports(1)
+    described = (await workload.stub.Describe(pb.DescribeRequest())).description
+    assert described.name == "mysql" and described.topology == types_pb2.TOPOLOGY_MASTER_REPLICA
