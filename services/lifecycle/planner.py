@@ -169,9 +169,11 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
     if active is not None:
         stale = active.generation != instance.generation and active.name != plans.RECOVERY
         if active.name in (plans.DEPLOY, plans.SCALE) and not stale:
+            # A member the plan is removing may end on its own (an etcd peer exits once removed):
+            # that is progress, not a loss to plan for again.
+            handling = (Action.LAUNCH, Action.AWAIT, Action.KILL, Action.REMOVE, Action.DELETE_MEMBER)
             stale = any(
-                s.condition(m) == Condition.LOST
-                and not plans.has_open_step(active, m.id, (Action.LAUNCH, Action.AWAIT, Action.KILL))
+                s.condition(m) == Condition.LOST and not plans.has_open_step(active, m.id, handling)
                 for m in s.members
             )
         if not stale:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # PyMySQL ships no type information (no types-PyMySQL in the dev dependencies).
-import pymysql  # type: ignore[import-untyped]
-import pymysql.cursors  # type: ignore[import-untyped]
+import pymysql
+import pymysql.cursors
 
 from mesos_stateful.common import errors
 from mesos_stateful.workloads.mysql import gtid
