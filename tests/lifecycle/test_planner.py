@@ -437,3 +437,16 @@ def test_plan_helpers() -> None:
     assert plans.is_active(plan) and plans.first_open(plan) == 0
     complete_all(plan)
     assert not plans.is_active(plan) and plan.status == plans.COMPLETE
+
+
+def test_a_member_ending_while_the_plan_removes_it_keeps_the_plan() -> None:
+    inst, members, tasks = running_instance(replicas=3, peers=True)
+    inst.spec.replicas = 2
+    plan, _ = decide(snap(inst, members, tasks, peers=True))
+    assert plan is not None and names(plan)[0] == "remove-member cache-2"
+    plan.steps[0].status = plans.COMPLETE
+    inst.plan.CopyFrom(plan)
+    inst.phase = T.INSTANCE_PHASE_SCALING
+    _lose(tasks, members[2], T.TASK_STATE_FINISHED)  # an etcd peer exits once removed
+    kept, new = decide(snap(inst, members, tasks, peers=True))
+    assert not new and kept is inst.plan
