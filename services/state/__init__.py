@@ -1,0 +1,1 @@
+"""The state service (etcd-backed store, cache, watches) and StateClient."""

@@ -1,0 +1,3 @@
+from mesos_stateful.state.main import main
+
+main()

@@ -1,0 +1,209 @@
+"""Records: the mapping between a kind, its protobuf message, its name and its etcd key.
+
+Shared by the state service (validation, keys) and ``StateClient`` (deriving keys from values).
+Names follow docs/internals.md: Instance -> spec.name, Member -> "<instance>/<id>", Task -> task_id,
+Framework -> "", Workload -> name, InstanceSecrets -> instance.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import cast
+
+from google.protobuf.message import Message
+
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common import errors
+
+ROOT = "/stateful/v1/"
+
+# One segment of a name: starts alphanumeric; dots, dashes, underscores and colons inside (task ids).
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: int
+    message: type[Message]
+    field: str  # the Record oneof case
+    directory: str  # key space under ROOT; the framework's key is ROOT + directory itself
+
+
+KINDS: dict[int, KindInfo] = {
+    info.kind: info
+    for info in (
+        KindInfo(pb.KIND_INSTANCE, types_pb2.Instance, "instance", "instances"),
+        KindInfo(pb.KIND_MEMBER, types_pb2.Member, "member", "members"),
+        KindInfo(pb.KIND_TASK, types_pb2.Task, "task", "tasks"),
+        KindInfo(pb.KIND_FRAMEWORK, types_pb2.Framework, "framework", "framework"),
+        KindInfo(pb.KIND_WORKLOAD, types_pb2.Workload, "workload", "workloads"),
+        KindInfo(pb.KIND_SECRETS, types_pb2.InstanceSecrets, "secrets", "secrets"),
+    )
+}
+_BY_MESSAGE = {info.message.DESCRIPTOR.full_name: info for info in KINDS.values()}
+_BY_FIELD = {info.field: info for info in KINDS.values()}
+
+
+def record_key(kind: int, name: str) -> pb.RecordKey:
+    return pb.RecordKey(kind=cast(pb.Kind, kind), name=name)
+
+
+def info_of(kind: int) -> KindInfo:
+    info = KINDS.get(kind)
+    if info is None:
+        raise errors.InvalidArgument(f"unknown kind {kind}", {"key.kind": "must be set to a known kind"})
+    return info
+
+
+def kind_of(value: Message) -> int:
+    """The kind whose records hold messages of this type."""
+    info = _BY_MESSAGE.get(value.DESCRIPTOR.full_name)
+    if info is None:
+        raise errors.InvalidArgument(f"{value.DESCRIPTOR.full_name} is not a stored record type")
+    return info.kind
+
+
+def member_name(instance: str, member_id: str) -> str:
+    return f"{instance}/{member_id}"
+
+
+def name_of(kind: int, value: Message) -> str:
+    """The record name of ``value`` in ``kind``'s key space (its identity fields)."""
+    if kind == pb.KIND_INSTANCE and isinstance(value, types_pb2.Instance):
+        return value.spec.name
+    if kind == pb.KIND_MEMBER and isinstance(value, types_pb2.Member):
+        return member_name(value.instance, value.id)
+    if kind == pb.KIND_TASK and isinstance(value, types_pb2.Task):
+        return value.task_id
+    if kind == pb.KIND_FRAMEWORK and isinstance(value, types_pb2.Framework):
+        return ""
+    if kind == pb.KIND_WORKLOAD and isinstance(value, types_pb2.Workload):
+        return value.name
+    if kind == pb.KIND_SECRETS and isinstance(value, types_pb2.InstanceSecrets):
+        return value.instance
+    raise errors.InvalidArgument(
+        f"a {value.DESCRIPTOR.full_name} cannot be stored as kind {pb.Kind.Name(kind)}",
+        {"record.value": "case must match key.kind"},
+    )
+
+
+def key_of(value: Message) -> pb.RecordKey:
+    kind = kind_of(value)
+    return record_key(kind, name_of(kind, value))
+
+
+def make_record(value: Message, mod_revision: int = 0, create_revision: int = 0) -> pb.Record:
+    """A Record holding a copy of ``value`` under its derived key."""
+    key = key_of(value)
+    record = pb.Record(key=key, mod_revision=mod_revision, create_revision=create_revision)
+    getattr(record, KINDS[key.kind].field).CopyFrom(value)
+    return record
+
+
+def value_of(record: pb.Record) -> Message:
+    """The record's value message (the set oneof case)."""
+    case = record.WhichOneof("value")
+    if case is None:
+        raise errors.InvalidArgument("record has no value", {"record.value": "must be set"})
+    value: Message = getattr(record, case)
+    return value
+
+
+def kind_of_case(case: str) -> int:
+    return _BY_FIELD[case].kind
+
+
+def validate_name(kind: int, name: str, field: str = "key.name") -> None:
+    """InvalidArgument unless ``name`` is a valid name in ``kind``'s key space."""
+    info_of(kind)
+    if kind == pb.KIND_FRAMEWORK:
+        if name:
+            raise errors.InvalidArgument("the framework record has an empty name", {field: "must be empty"})
+        return
+    segments = name.split("/")
+    wanted = 2 if kind == pb.KIND_MEMBER else 1
+    if len(segments) != wanted or not all(_SEGMENT.match(s) for s in segments):
+        shape = "<instance>/<member id>" if kind == pb.KIND_MEMBER else "a name"
+        raise errors.InvalidArgument(
+            f"invalid {pb.Kind.Name(kind)} name {name!r}",
+            {field: f"must be {shape} of letters, digits, '.', '_', ':', '-' (starting alphanumeric)"},
+        )
+
+
+def validate_prefix(kind: int, prefix: str) -> None:
+    info_of(kind)
+    if any(ch.isspace() or not ch.isprintable() for ch in prefix):
+        raise errors.InvalidArgument("invalid name prefix", {"name_prefix": "must be printable, no spaces"})
+
+
+def validate_record(record: pb.Record) -> None:
+    """InvalidArgument unless key and value agree and the name is valid."""
+    kind = record.key.kind
+    info = info_of(kind)
+    case = record.WhichOneof("value")
+    if case != info.field:
+        raise errors.InvalidArgument(
+            f"record value case {case!r} does not match kind {pb.Kind.Name(kind)}",
+            {"record.value": f"must be {info.field}"},
+        )
+    validate_name(kind, record.key.name, "record.key.name")
+    derived = name_of(kind, value_of(record))
+    if derived != record.key.name:
+        raise errors.InvalidArgument(
+            f"record key name {record.key.name!r} does not match the value's identity {derived!r}",
+            {"record.key.name": f"must be {derived!r}"},
+        )
+
+
+def etcd_key(kind: int, name: str) -> bytes:
+    info = info_of(kind)
+    if kind == pb.KIND_FRAMEWORK:
+        return (ROOT + info.directory).encode()
+    return f"{ROOT}{info.directory}/{name}".encode()
+
+
+def etcd_prefix(kind: int, name_prefix: str = "") -> bytes:
+    info = info_of(kind)
+    if kind == pb.KIND_FRAMEWORK:
+        return (ROOT + info.directory).encode()
+    return f"{ROOT}{info.directory}/{name_prefix}".encode()
+
+
+def parse_etcd_key(key: bytes) -> pb.RecordKey | None:
+    """The RecordKey of an etcd key under ROOT, None for keys the store does not own."""
+    text = key.decode(errors="replace")
+    if not text.startswith(ROOT):
+        return None
+    rest = text[len(ROOT) :]
+    directory, _, name = rest.partition("/")
+    for info in KINDS.values():
+        if info.directory == directory:
+            if info.kind == pb.KIND_FRAMEWORK:
+                return record_key(info.kind, "") if rest == directory else None
+            return record_key(info.kind, name) if name else None
+    return None
+
+
+def decode(key: pb.RecordKey, data: bytes, mod_revision: int, create_revision: int) -> pb.Record:
+    """A Record from stored bytes; Instance.revision is set to the mod_revision."""
+    info = KINDS[key.kind]
+    record = pb.Record(key=key, mod_revision=mod_revision, create_revision=create_revision)
+    target = getattr(record, info.field)
+    target.ParseFromString(data)
+    if isinstance(target, types_pb2.Instance):
+        target.revision = mod_revision
+    return record
+
+
+def encode(record: pb.Record) -> bytes:
+    """Stored bytes of a record's value. Derived fields (Instance.revision, members) are not stored."""
+    value = value_of(record)
+    if isinstance(value, types_pb2.Instance):
+        copy = types_pb2.Instance()
+        copy.CopyFrom(value)
+        copy.revision = 0
+        del copy.members[:]
+        return copy.SerializeToString(deterministic=True)
+    return value.SerializeToString(deterministic=True)
