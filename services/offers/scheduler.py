@@ -150,7 +150,9 @@ class OfferScheduler:
             task = await self.store.find(task_id)
             if task is None:
                 raise errors.NotFound(f"no task {task_id}")
-            if mesos.is_terminal(task.state):
+            # A LOST task may still run on an agent that was cut off and comes back: kill it anyway
+            # (Mesos answers LOST again if it is really gone), so the caller's fencing holds.
+            if mesos.is_terminal(task.state) and task.state != types_pb2.TASK_STATE_LOST:
                 return task
             update = copy_task(task)
             update.kill_requested = True

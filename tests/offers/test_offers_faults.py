@@ -62,6 +62,23 @@ async def test_killing_an_agent_marks_its_tasks_lost(
     assert all(victim.task_id not in a.task_ids for a in cluster.agents)
 
 
+async def test_a_lost_task_can_still_be_killed(
+    offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster
+) -> None:
+    # A cut-off agent's tasks are reported LOST but may still run: a kill must still be sent, so
+    # that lifecycle's fencing of an old master holds when the agent comes back.
+    (task,) = await launch_running(offers_service, state_client, "fence", 1)
+    local_cluster.stop_agent(task.agent_id)
+    await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_LOST))
+    assert offers_service.stub is not None
+    killed = await offers_service.stub.Kill(api.KillRequest(task_id=task.task_id))
+    assert killed.task.kill_requested
+    stored = await state_client.get(spb.KIND_TASK, task.task_id)
+    assert stored.task.kill_requested
+    local_cluster.start_agent(task.agent_id)
+    await wait_until(lambda: not member_pids(local_cluster, task.task_id), what="old member gone")
+
+
 async def test_restarting_the_offers_service_keeps_members_running(
     offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster
 ) -> None:
