@@ -120,6 +120,19 @@ def member(context: pb.CallbackContext) -> types_pb2.Member:
     )
 
 
+def member_in_role(context: pb.CallbackContext, *roles: int) -> types_pb2.Member:
+    """The member the callback is about, which must have one of ``roles`` (a Config guard)."""
+    me = member(context)
+    if me.role not in roles:
+        names = " or ".join(types_pb2.Role.Name(r) for r in roles)
+        workload = context.instance.spec.workload
+        raise errors.InvalidArgument(
+            f"member {me.id} has role {types_pb2.Role.Name(me.role)}; {workload} members are {names}",
+            {"context.instance.members.role": f"must be {names}"},
+        )
+    return me
+
+
 def master(context: pb.CallbackContext) -> types_pb2.Member:
     """The instance's ROLE_MASTER member."""
     for m in context.instance.members:

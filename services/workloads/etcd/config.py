@@ -91,12 +91,7 @@ def build_launch(
     context: workload_service_pb2.CallbackContext, settings: EtcdSettings
 ) -> types_pb2.LaunchSpec:
     """The LaunchSpec of ``context.member_id`` (identity and resources are added by lifecycle)."""
-    me = base.member(context)
-    if me.role != types_pb2.ROLE_PEER:
-        raise errors.InvalidArgument(
-            f"member {me.id} has role {types_pb2.Role.Name(me.role)}; etcd members are PEER",
-            {"context.instance.members.role": "must be ROLE_PEER"},
-        )
+    me = base.member_in_role(context, types_pb2.ROLE_PEER)
     config = effective_config(context.instance.spec.config)
     name = member_name(me)
     member_file = MemberFile(

@@ -155,12 +155,7 @@ def build_launch(
 ) -> types_pb2.LaunchSpec:
     """The LaunchSpec of ``context.member_id`` in its role (identity and resources are added by
     lifecycle)."""
-    me = base.member(context)
-    if me.role not in (types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE):
-        raise errors.InvalidArgument(
-            f"member {me.id} has role {types_pb2.Role.Name(me.role)}; mysql members are MASTER or SLAVE",
-            {"context.instance.members.role": "must be ROLE_MASTER or ROLE_SLAVE"},
-        )
+    me = base.member_in_role(context, types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE)
     admin_password = _secret(context, ADMIN_PASSWORD)
     replication_password = _secret(context, REPLICATION_PASSWORD)
     config = effective_config(context.instance.spec.config)

@@ -114,12 +114,7 @@ def build_launch(
 ) -> types_pb2.LaunchSpec:
     """The LaunchSpec of ``context.member_id`` in its role (identity and resources are added by
     lifecycle)."""
-    me = base.member(context)
-    if me.role not in (types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE):
-        raise errors.InvalidArgument(
-            f"member {me.id} has role {types_pb2.Role.Name(me.role)}; redis members are MASTER or SLAVE",
-            {"context.instance.members.role": "must be ROLE_MASTER or ROLE_SLAVE"},
-        )
+    me = base.member_in_role(context, types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE)
     password = context.secrets.get(PASSWORD, "")
     if not password:
         raise errors.InvalidArgument(
