@@ -126,7 +126,8 @@ def create(
         if not _json(gw):
             out.print(f"instance {name} created ({render.phase(response.instance)})")
         if wait:
-            follow(gw, name, _live_console(gw), until_running, timeout, "RUNNING")
+            revision = response.instance.revision
+            follow(gw, name, _live_console(gw), until_running, timeout, "RUNNING", revision)
             if _json(gw):
                 _print_instance_json(gw, name)
         else:
@@ -224,7 +225,8 @@ def delete(
         else:
             out.print(f"instance {name} is {render.phase(response.instance)}")
         if wait:
-            follow(gw, name, _live_console(gw), _never_done, timeout, "deleted")
+            revision = response.instance.revision
+            follow(gw, name, _live_console(gw), _never_done, timeout, "deleted", revision)
 
 
 def _never_done(instance: types_pb2.Instance) -> bool | str | None:
@@ -259,7 +261,8 @@ def scale(
             generation = response.instance.generation
             out.print(f"instance {name} scaled to {replicas} members (generation {generation})")
         if wait:
-            follow(gw, name, _live_console(gw), until_running, timeout, "RUNNING")
+            revision = response.instance.revision
+            follow(gw, name, _live_console(gw), until_running, timeout, "RUNNING", revision)
             if _json(gw):
                 _print_instance_json(gw, name)
 

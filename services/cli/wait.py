@@ -39,12 +39,19 @@ def follow(
     verdict: Callable[[types_pb2.Instance], Verdict] | None,
     timeout: float | None,
     goal: str,
+    start_revision: int = 0,
 ) -> None:
     """Stream changes of ``name`` in a live view until ``verdict`` says done (or forever when it is
-    None). The instance vanishing counts as done for a delete (``goal == "deleted"``)."""
+    None). The instance vanishing counts as done for a delete (``goal == "deleted"``).
+
+    ``start_revision`` is the revision of the change being waited on (from the create, scale or
+    delete answer): the watch replays from there, so a change that lands before the watch is set
+    up (e.g. a fast delete) is still seen."""
     started = time.monotonic()
     stream = gateway.stub().WatchInstances(
-        api.WatchInstancesRequest(name=name), metadata=gateway.metadata, timeout=timeout
+        api.WatchInstancesRequest(name=name, start_revision=start_revision),
+        metadata=gateway.metadata,
+        timeout=timeout,
     )
     last: types_pb2.Instance | None = None
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ipaddress
+
 from localcluster.harness import Framework, scalar, task_info
 from mesos_stateful.testing.cluster import RunningCluster
 
@@ -7,7 +9,7 @@ from mesos_stateful.testing.cluster import RunningCluster
 def test_subscribe_offers_launch_kill(local_cluster: RunningCluster, framework: Framework) -> None:
     offer = framework.offer()
     assert offer["framework_id"]["value"] == framework.framework_id
-    assert offer["hostname"].startswith("127.0.0.")
+    assert ipaddress.ip_address(offer["hostname"]).is_loopback
     assert scalar(offer, "cpus") == 4.0 and scalar(offer, "mem") == 8192.0
     ports = next(r for r in offer["resources"] if r["name"] == "ports")["ranges"]["range"]
     assert len(ports) == 1 and ports[0]["end"] - ports[0]["begin"] == 999
