@@ -28,6 +28,7 @@ from offers_helpers import (
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster, start_local_cluster
 from mesos_stateful.testing.offers import OffersService
@@ -68,6 +69,7 @@ async def test_a_lost_task_can_still_be_killed(
     # A cut-off agent's tasks are reported LOST but may still run: a kill must still be sent, so
     # that lifecycle's fencing of an old master holds when the agent comes back.
     (task,) = await launch_running(offers_service, state_client, "fence", 1)
+    sid, _ = executor_sessions(local_cluster)[task.task_id]
     local_cluster.stop_agent(task.agent_id)
     await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_LOST))
     assert offers_service.stub is not None
@@ -76,7 +78,7 @@ async def test_a_lost_task_can_still_be_killed(
     stored = await state_client.get(spb.KIND_TASK, task.task_id)
     assert stored.task.kill_requested
     local_cluster.start_agent(task.agent_id)
-    await wait_until(lambda: not member_pids(local_cluster, task.task_id), what="old member gone")
+    await wait_until(lambda: not session_members(sid), what="old member gone")
 
 
 async def test_restarting_the_offers_service_keeps_members_running(
