@@ -95,9 +95,9 @@ def _context_of(args: tuple[Any, ...]) -> grpc.aio.ServicerContext[Any, Any]:
     return args[-1]  # type: ignore[no-any-return]
 
 
-def _code_and_message(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
-    # Sync failures implement grpc.Call; aio failures (grpc.aio.AioRpcError) do not, but have the
-    # same accessors.
+def code_and_details(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """Status code and message of a failed call. Sync failures implement grpc.Call; aio failures
+    (grpc.aio.AioRpcError) do not, but have the same accessors."""
     if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
         code = error.code()
         return code, error.details() or str(code)
@@ -106,7 +106,7 @@ def _code_and_message(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
 
 def from_rpc_error(error: grpc.RpcError) -> errors.StatefulError:
     """The domain error for a failed call (sync or aio), keeping field violations. For clients."""
-    code, message = _code_and_message(error)
+    code, message = code_and_details(error)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return errors.InvalidArgument(message, field_violations(error))
     mapping: dict[grpc.StatusCode, type[errors.StatefulError]] = {
@@ -143,6 +143,6 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, errors.StatefulError):
         return error.retryable
     if isinstance(error, grpc.RpcError):
-        return _code_and_message(error)[0] in RETRYABLE_CODES
+        return code_and_details(error)[0] in RETRYABLE_CODES
     return False
 

@@ -7,6 +7,7 @@ import logging
 
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import serve_until_signal
+from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
 from mesos_stateful.gateway.server import build_gateway_server
 from mesos_stateful.gateway.settings import GatewaySettings
 
@@ -27,9 +28,13 @@ async def run(settings: GatewaySettings) -> None:
 
 
 def main() -> None:
+    setup_tracing("gateway")
     settings = GatewaySettings.load()
     setup_logging("gateway", settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

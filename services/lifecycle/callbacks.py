@@ -13,12 +13,14 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import grpc
+from opentelemetry.trace import Span
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.common import errors
-from mesos_stateful.common.grpc_errors import RETRYABLE_CODES, from_rpc_error
+from mesos_stateful.common.grpc_errors import RETRYABLE_CODES, code_and_details, from_rpc_error
 from mesos_stateful.lifecycle.planner import Snapshot
+from mesos_stateful.lifecycle.spans import callback_span
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +90,20 @@ class Callbacks:
 
     async def call(self, workload: str, method: str, context: wpb.CallbackContext) -> Any:
         """Call ``method`` with ``context``; returns the response message."""
+        with callback_span(workload, method, context.member_id, context.attempt) as span:
+            return await self._call(workload, method, context, span)
+
+    async def _call(self, workload: str, method: str, context: wpb.CallbackContext, span: Span) -> Any:
         endpoint = await self.endpoint(workload)
         request = REQUESTS[method](context=context)
         stub = self._stub(endpoint)
         try:
-            return await getattr(stub, method)(request, timeout=self._timeout)
+            response = await getattr(stub, method)(request, timeout=self._timeout)
+            span.set_attribute("code", "OK")
+            return response
         except grpc.RpcError as error:
-            code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-            details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+            code, details = code_and_details(error)
+            span.set_attribute("code", code.name)
             message = f"{method} on {workload} at {endpoint}: {code.name}: {details}"
             if code in RETRYABLE_CODES:
                 # A fresh channel next time: the service may be back on a new process.

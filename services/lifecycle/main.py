@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import serve_until_signal
+from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
 from mesos_stateful.lifecycle.server import LifecycleService
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 
@@ -19,9 +20,13 @@ async def run(settings: LifecycleSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    setup_tracing("lifecycle")
     settings = LifecycleSettings.load(argv)
     setup_logging("lifecycle", settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

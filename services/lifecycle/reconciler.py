@@ -13,7 +13,7 @@ from typing import Final
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
-from mesos_stateful.lifecycle import planner, plans
+from mesos_stateful.lifecycle import planner, plans, spans
 from mesos_stateful.lifecycle.plans import Action
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.lifecycle.steps import PROMOTING, WAITING, Outcome, StepRunner
@@ -77,6 +77,14 @@ class Reconciler:
         return time.time()
 
     async def _run(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool) -> Outcome:
+        step = plan.steps[index]
+        with spans.step_span(ld.name, plan, step) as span:
+            outcome = await self._run_step(ld, plan, index, due)
+            attempts = step.attempts if outcome.attempts is None else outcome.attempts
+            spans.step_result(span, outcome.status, attempts, outcome.message)
+            return outcome
+
+    async def _run_step(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool) -> Outcome:
         async def save() -> None:
             await self._save(ld, plan)
 

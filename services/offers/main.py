@@ -10,6 +10,7 @@ import mesos_stateful.offers.driver  # noqa: F401
 from mesos_stateful.common import errors
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import serve_until_signal
+from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
 from mesos_stateful.offers.server import build_offers_server
 from mesos_stateful.offers.settings import OffersSettings
 
@@ -32,6 +33,7 @@ async def run(settings: OffersSettings) -> None:
 
 
 def main() -> None:
+    setup_tracing("offers")
     settings = OffersSettings.load()
     setup_logging("offers", settings.log_level)
     logging.getLogger("pymesos").handlers.clear()  # it has its own; the root one is enough
@@ -39,6 +41,8 @@ def main() -> None:
         asyncio.run(run(settings))
     except errors.StatefulError as error:  # e.g. the state service never became ready
         raise SystemExit(f"offers: {error.message}") from None
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
 from mesos_stateful.common import errors
-from mesos_stateful.common.grpc_errors import from_rpc_error
+from mesos_stateful.common.grpc_errors import code_and_details, from_rpc_error
 from mesos_stateful.state import records
 from mesos_stateful.state.records import make_record, value_of
 
@@ -252,7 +252,7 @@ class StateClient:
                     return
                 last = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
             except grpc.RpcError as error:
-                last = str(error.code()) if isinstance(error, grpc.Call) else str(error)
+                last = str(code_and_details(error)[0])
             if time.monotonic() > deadline:
                 raise errors.Unavailable(
                     f"state service at {self.endpoint} not ready after {timeout}s: {last}"

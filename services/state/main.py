@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import serve_until_signal
+from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
 from mesos_stateful.state.embedded import EmbeddedEtcd
 from mesos_stateful.state.server import build_state_server
 from mesos_stateful.state.settings import StateSettings
@@ -43,9 +44,13 @@ async def run(settings: StateSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    setup_tracing("state")
     settings = StateSettings.load(argv)
     setup_logging("state", settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import wait_for_signal
+from mesos_stateful.common.tracing import ENV_DIR
 from mesos_stateful.suite.processes import COLORS, Child
 from mesos_stateful.suite.settings import SuiteSettings
 
@@ -133,4 +135,6 @@ def main() -> None:
     settings = SuiteSettings.load()
     setup_logging("suite", settings.log_level)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    # The children inherit it: each writes its spans to <data_dir>/traces/<service>.jsonl.
+    os.environ.setdefault(ENV_DIR, str(Path(settings.data_dir).resolve() / "traces"))
     sys.exit(asyncio.run(run(settings)))

@@ -35,6 +35,7 @@ from mesos_stateful.common import errors
 from mesos_stateful.common.grpc_errors import grpc_method
 from mesos_stateful.common.server import Served, build_server, wait_for_signal
 from mesos_stateful.common.settings import ServiceSettings
+from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
 
 if TYPE_CHECKING:
     from mesos_stateful.state.client import StateClient
@@ -424,7 +425,11 @@ async def start_workload(servicer: WorkloadBase, settings: WorkloadSettings) -> 
 
 async def run_workload(servicer: WorkloadBase, settings: WorkloadSettings) -> None:
     """Serve and stay registered until SIGTERM/SIGINT, then deregister and stop gracefully."""
-    running = await start_workload(servicer, settings)
-    await wait_for_signal()
-    log.info("stopping: deregistering and draining calls for up to %.0fs", settings.grace_seconds)
-    await running.stop(settings.grace_seconds)
+    setup_tracing(f"workload-{servicer.description.name}")  # before the server and channels exist
+    try:
+        running = await start_workload(servicer, settings)
+        await wait_for_signal()
+        log.info("stopping: deregistering and draining calls for up to %.0fs", settings.grace_seconds)
+        await running.stop(settings.grace_seconds)
+    finally:
+        shutdown_tracing()

@@ -124,3 +124,14 @@ def test_run_create_and_ctrl_c_leaves_nothing(
     assert runner.wait(90) == 0, (tmp_path / "suite.log").read_text()
     wait_until(lambda: not processes_under(data_dir), 30, "every process of the suite to end")
     assert "stopped" in (tmp_path / "suite.log").read_text()
+
+    # Tracing is on under `make run`: the deploy reads as step spans with their callbacks nested.
+    traces = data_dir / "traces"
+    assert {"state.jsonl", "gateway.jsonl", "lifecycle.jsonl"} <= {p.name for p in traces.iterdir()}
+    shown = subprocess.run(
+        [sys.executable, "-m", "mesos_stateful.common.tracing", "show", str(traces), "--instance", "demo"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "step launch demo-0" in shown.stdout and "instance=demo" in shown.stdout, shown.stdout
+    assert "callback Config" in shown.stdout and "outcome=OK" in shown.stdout, shown.stdout

@@ -1,0 +1,1 @@
+from mesos_stateful.testing.state import etcd  # noqa: F401
