@@ -32,6 +32,7 @@ from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.lifecycle.server import LifecycleService
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.state.client import StateClient
+from mesos_stateful.workloads.base import WorkloadBase, start_workload
 
 if TYPE_CHECKING:
     from mesos_stateful.api.stateful.v1.instance_service_pb2_grpc import InstanceServiceAsyncStub
@@ -322,3 +323,18 @@ async def delete_everything(running: Suite, timeout: float = 60.0) -> None:
         if not left:
             return
         await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def workload_in_suite(running: Suite, servicer: WorkloadBase) -> AsyncIterator[Suite]:
+    """The suite plus one more workload service (``servicer``, with its settings' state endpoint
+    set to the suite's), registered before the body runs; afterwards every instance is deleted
+    while the workload service still answers, then the service stops."""
+    workload = await start_workload(servicer, servicer.settings)
+    assert workload.registration is not None
+    await asyncio.wait_for(workload.registration.wait_registered(), 30)
+    try:
+        yield running
+    finally:
+        await delete_everything(running)
+        await workload.stop(grace_seconds=0.2)

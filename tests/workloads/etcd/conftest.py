@@ -3,7 +3,6 @@ end-to-end tests, the whole suite with the etcd workload service registered in i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +10,7 @@ import pytest_asyncio
 
 from mesos_stateful.testing.cluster import local_cluster  # noqa: F401
 from mesos_stateful.testing.gateway import gateway  # noqa: F401
-from mesos_stateful.testing.lifecycle import Suite, delete_everything, suite  # noqa: F401
+from mesos_stateful.testing.lifecycle import Suite, suite, workload_in_suite  # noqa: F401
 from mesos_stateful.testing.offers import offers_service  # noqa: F401
 from mesos_stateful.testing.state import etcd, state_client, state_service  # noqa: F401
 from mesos_stateful.testing.workloads import (  # noqa: F401
@@ -20,7 +19,6 @@ from mesos_stateful.testing.workloads import (  # noqa: F401
     member_runner,  # a fixture
     serve_workload,
 )
-from mesos_stateful.workloads.base import start_workload
 from mesos_stateful.workloads.etcd.servicer import EtcdWorkload
 from mesos_stateful.workloads.etcd.settings import EtcdSettings
 
@@ -55,12 +53,5 @@ async def etcd_suite(suite: Suite) -> AsyncIterator[Suite]:  # noqa: F811
             "check_interval_ms": 300,
         }
     )
-    running = await start_workload(EtcdWorkload(settings), settings)
-    assert running.registration is not None
-    await asyncio.wait_for(running.registration.wait_registered(), 30)
-    try:
-        yield suite
-    finally:
-        # Members first, while the workload service still answers.
-        await delete_everything(suite)
-        await running.stop(grace_seconds=0.2)
+    async with workload_in_suite(suite, EtcdWorkload(settings)) as running:
+        yield running
