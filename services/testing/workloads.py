@@ -370,3 +370,25 @@ async def serve_workload(servicer: WorkloadBase) -> AsyncIterator[WorkloadServer
     finally:
         await channel.close()
         await running.stop(grace_seconds=1)
+
+
+def member_pids(binary: str, instance: str, member_id: str | None = None) -> list[int]:
+    """pids of live ``binary`` processes whose task environment (set by the executor) names the
+    instance, and the member when given."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().split(b"\0")[0].endswith(binary.encode()):
+                continue
+            env = dict(
+                item.split("=", 1)
+                for item in (entry / "environ").read_text(errors="replace").split("\0")
+                if "=" in item
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+        if env.get("INSTANCE") == instance and member_id in (None, env.get("MEMBER_ID")):
+            pids.append(int(entry.name))
+    return pids

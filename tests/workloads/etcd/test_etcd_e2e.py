@@ -4,14 +4,13 @@ a peer killed and replaced, scaled 3 -> 5 -> 3 and deleted."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.testing.lifecycle import Suite
-from mesos_stateful.testing.workloads import wait_for
+from mesos_stateful.testing.workloads import member_pids, wait_for
 from mesos_stateful.workloads.etcd import members
 
 pytestmark = pytest.mark.slow
@@ -20,24 +19,7 @@ NAME = "kv"
 
 
 def etcd_pids(instance: str, member_id: str | None = None) -> list[int]:
-    """pids of etcd processes whose task environment names the instance (and member)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if not (entry / "cmdline").read_bytes().split(b"\0")[0].endswith(b"etcd"):
-                continue
-            env = dict(
-                item.split("=", 1)
-                for item in (entry / "environ").read_text(errors="replace").split("\0")
-                if "=" in item
-            )
-        except (OSError, ValueError, IndexError):
-            continue
-        if env.get("INSTANCE") == instance and member_id in (None, env.get("MEMBER_ID")):
-            pids.append(int(entry.name))
-    return pids
+    return member_pids("etcd", instance, member_id)
 
 
 def running(i: T.Instance, peers: int) -> bool:

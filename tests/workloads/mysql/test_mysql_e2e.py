@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 import pymysql
 import pytest
@@ -14,7 +13,7 @@ from mysql_helpers import query
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.testing.lifecycle import Suite, master_of
-from mesos_stateful.testing.workloads import wait_for
+from mesos_stateful.testing.workloads import member_pids, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -22,24 +21,7 @@ NAME = "shop"
 
 
 def mariadbd_pids(instance: str, member_id: str | None = None) -> list[int]:
-    """pids of mariadbd processes whose task environment names the instance (and member)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if not (entry / "cmdline").read_bytes().split(b"\0")[0].endswith(b"mariadbd"):
-                continue
-            env = dict(
-                item.split("=", 1)
-                for item in (entry / "environ").read_text(errors="replace").split("\0")
-                if "=" in item
-            )
-        except (OSError, ValueError, IndexError):
-            continue
-        if env.get("INSTANCE") == instance and member_id in (None, env.get("MEMBER_ID")):
-            pids.append(int(entry.name))
-    return pids
+    return member_pids("mariadbd", instance, member_id)
 
 
 def sql(member: T.Member, password: str, statement: str, *args: object) -> list[dict[str, object]]:
