@@ -14,4 +14,12 @@ for package, folder in LAYOUT.items():
     packages.append(package)
     packages += [f"{package}.{sub}" for sub in find_packages(folder)]
 
-setup(packages=packages, package_dir=LAYOUT, package_data={f"{ROOT}.api": ["**/*.pyi", "py.typed"]})
+setup(
+    packages=packages,
+    package_dir=LAYOUT,
+    package_data={
+        ROOT: ["py.typed"],
+        f"{ROOT}.api": ["**/*.pyi", "py.typed"],
+        f"{ROOT}.cli.scaffold": ["templates/*.tmpl"],
+    },
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +23,7 @@ from mesos_stateful.cli.client import (
     report,
     reporting,
 )
+from mesos_stateful.cli.scaffold import render as scaffold
 from mesos_stateful.cli.wait import follow, until_running
 
 DEFAULT_ENDPOINT = "127.0.0.1:7000"
@@ -318,6 +320,36 @@ def workloads(ctx: typer.Context, output: OutputOption = None) -> None:
             out.print(render.workloads_table(list(response.workloads)))
         else:
             out.print("no workloads registered: start a workload service (make run starts them)")
+
+
+@app.command("new-workload")
+def new_workload(
+    name: Annotated[str, typer.Argument(help="workload name (DNS-1123 label, e.g. my-db)")],
+    dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="parent folder: writes DIR/<name> (default: ./<name>_workload); '-' becomes '_'"
+        ),
+    ] = None,
+    topology: Annotated[
+        scaffold.Topology, typer.Option(help="master-replica or peers")
+    ] = scaffold.Topology.master_replica,
+    force: Annotated[
+        bool, typer.Option(help="write into an existing folder (its generated files are overwritten)")
+    ] = False,
+) -> None:
+    """Scaffold a Python workload service (a stateful.v1.WorkloadService) ready to run."""
+    try:
+        scaffold.check_name(name)
+        folder = scaffold.target(name, dir)
+        skeleton = scaffold.Skeleton(name=name, topology=topology, package=folder.name)
+        scaffold.write(skeleton, folder, force)
+    except scaffold.ScaffoldError as error:
+        report(CliFailure(error.message, EXIT_BAD_INPUT if error.usage else EXIT_FAILURE))
+        raise typer.Exit(EXIT_BAD_INPUT if error.usage else EXIT_FAILURE) from None
+    run = f"cd {folder.parent} && python -m {folder.name} --state-endpoint 127.0.0.1:7100"
+    print(f"workload {name} ({topology.value}) scaffolded in {folder}/; see {folder}/README.md")
+    print(f"run it: {run}")
 
 
 def main() -> None:

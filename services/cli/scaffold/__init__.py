@@ -1,0 +1,1 @@
+"""Templates and rendering of ``statefulctl new-workload``: a Python workload service skeleton."""
