@@ -49,7 +49,7 @@ class GetClusterRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("agent_id", "hostname", "total", "offered", "free_port_ranges", "attributes", "task_ids")
+    __slots__ = ("agent_id", "hostname", "total", "offered", "free_port_ranges", "attributes", "task_ids", "reservations")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class Agent(_message.Message):
     FREE_PORT_RANGES_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     total: _types_pb2.Resources
@@ -71,7 +72,24 @@ class Agent(_message.Message):
     free_port_ranges: _containers.RepeatedScalarFieldContainer[str]
     attributes: _containers.ScalarMap[str, str]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., total: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., offered: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., free_port_ranges: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    reservations: _containers.RepeatedCompositeFieldContainer[Reservation]
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., total: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., offered: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., free_port_ranges: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., task_ids: _Optional[_Iterable[str]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ...) -> None: ...
+
+class Reservation(_message.Message):
+    __slots__ = ("instance", "member_id", "persistence_id", "resources", "ports", "orphaned")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSISTENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ORPHANED_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    member_id: str
+    persistence_id: str
+    resources: _types_pb2.Resources
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    orphaned: bool
+    def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ..., persistence_id: _Optional[str] = ..., resources: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., ports: _Optional[_Iterable[int]] = ..., orphaned: _Optional[bool] = ...) -> None: ...
 
 class PendingLaunch(_message.Message):
     __slots__ = ("task_id", "reason")

@@ -193,8 +193,24 @@ class InstanceSpec(_message.Message):
     labels: _containers.ScalarMap[str, str]
     def __init__(self, name: _Optional[str] = ..., workload: _Optional[str] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class Volume(_message.Message):
+    __slots__ = ("persistence_id", "container_path", "size_mb", "agent_id", "host", "has_data")
+    PERSISTENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_MB_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    HAS_DATA_FIELD_NUMBER: _ClassVar[int]
+    persistence_id: str
+    container_path: str
+    size_mb: int
+    agent_id: str
+    host: str
+    has_data: bool
+    def __init__(self, persistence_id: _Optional[str] = ..., container_path: _Optional[str] = ..., size_mb: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., has_data: _Optional[bool] = ...) -> None: ...
+
 class Member(_message.Message):
-    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status")
+    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +238,7 @@ class Member(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_STATUS_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
     id: str
     instance: str
     ordinal: int
@@ -235,7 +252,8 @@ class Member(_message.Message):
     message: str
     updated_at: _timestamp_pb2.Timestamp
     workload_status: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    volume: Volume
+    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at")
@@ -270,7 +288,7 @@ class Plan(_message.Message):
     def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation")
+    __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +298,7 @@ class Instance(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    HAS_DATA_FIELD_NUMBER: _ClassVar[int]
     spec: InstanceSpec
     phase: InstancePhase
     members: _containers.RepeatedCompositeFieldContainer[Member]
@@ -289,7 +308,8 @@ class Instance(_message.Message):
     last_error: str
     plan: Plan
     generation: int
-    def __init__(self, spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., phase: _Optional[_Union[InstancePhase, str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., revision: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., generation: _Optional[int] = ...) -> None: ...
+    has_data: bool
+    def __init__(self, spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., phase: _Optional[_Union[InstancePhase, str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., revision: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., generation: _Optional[int] = ..., has_data: _Optional[bool] = ...) -> None: ...
 
 class TcpCheck(_message.Message):
     __slots__ = ("port_name",)
@@ -332,7 +352,7 @@ class FileSpec(_message.Message):
     def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., mode: _Optional[int] = ..., expand: _Optional[bool] = ...) -> None: ...
 
 class LaunchSpec(_message.Message):
-    __slots__ = ("instance", "member_id", "task_id", "workload", "role", "resources", "port_names", "argv", "env", "files", "runtime", "image", "readiness", "health", "kill_grace_seconds", "placement")
+    __slots__ = ("instance", "member_id", "task_id", "workload", "role", "resources", "port_names", "argv", "env", "files", "runtime", "image", "readiness", "health", "kill_grace_seconds", "placement", "volume")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +376,7 @@ class LaunchSpec(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     KILL_GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
     instance: str
     member_id: str
     task_id: str
@@ -372,7 +393,8 @@ class LaunchSpec(_message.Message):
     health: Check
     kill_grace_seconds: int
     placement: Placement
-    def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workload: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., port_names: _Optional[_Iterable[str]] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., files: _Optional[_Iterable[_Union[FileSpec, _Mapping]]] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., image: _Optional[str] = ..., readiness: _Optional[_Union[Check, _Mapping]] = ..., health: _Optional[_Union[Check, _Mapping]] = ..., kill_grace_seconds: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
+    volume: Volume
+    def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workload: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., port_names: _Optional[_Iterable[str]] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., files: _Optional[_Iterable[_Union[FileSpec, _Mapping]]] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., image: _Optional[str] = ..., readiness: _Optional[_Union[Check, _Mapping]] = ..., health: _Optional[_Union[Check, _Mapping]] = ..., kill_grace_seconds: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "instance", "member_id", "agent_id", "host", "ports", "state", "message", "reason", "healthy", "updated_at", "launch", "kill_requested")

@@ -3,7 +3,7 @@ from mesos_stateful.api.stateful.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -145,10 +145,12 @@ class SlaveRunningResponse(_message.Message):
     def __init__(self, status: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class MasterLostRequest(_message.Message):
-    __slots__ = ("context",)
+    __slots__ = ("context", "candidate_ids")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     context: CallbackContext
-    def __init__(self, context: _Optional[_Union[CallbackContext, _Mapping]] = ...) -> None: ...
+    candidate_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, context: _Optional[_Union[CallbackContext, _Mapping]] = ..., candidate_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MasterLostResponse(_message.Message):
     __slots__ = ("promote_member_id", "reason")
