@@ -70,6 +70,20 @@ def addresses(member: types_pb2.Member) -> str:
     return ", ".join(f"{member.host}:{port} ({name})" for name, port in sorted(member.ports.items()))
 
 
+def volume(member: types_pb2.Member) -> str:
+    """``<persistence id> <size> MiB`` with ``(no data yet)`` for a volume that holds none."""
+    v = member.volume
+    if not v.persistence_id:
+        return "-"
+    text = f"{v.persistence_id} {v.size_mb} MiB"
+    return text if v.has_data else text + " (no data yet)"
+
+
+def agent(member: types_pb2.Member) -> str:
+    """The agent holding the member's volume (where it restarts), else its task's agent."""
+    return member.volume.host or member.host or member.volume.agent_id or member.agent_id or "-"
+
+
 def _styled_phase(instance: types_pb2.Instance) -> Text:
     name = phase(instance)
     return Text(name, style=_PHASE_STYLE.get(name, ""))
@@ -89,12 +103,12 @@ def instances_table(instances: list[types_pb2.Instance]) -> Table:
 
 def members_table(instance: types_pb2.Instance) -> Table:
     table = Table(title="members", title_justify="left", box=None, pad_edge=False)
-    for column in ("ID", "ROLE", "STATE", "ADDRESS", "TASK", "MESSAGE"):
+    for column in ("ID", "ROLE", "STATE", "ADDRESS", "AGENT", "VOLUME", "TASK", "MESSAGE"):
         table.add_column(column, no_wrap=column in ("ID", "ROLE", "STATE"))
     for member in instance.members:
         table.add_row(
-            member.id, role(member), member_state(member), addresses(member), member.task_id or "-",
-            member.message,
+            member.id, role(member), member_state(member), addresses(member), agent(member),
+            volume(member), member.task_id or "-", member.message,
         )
     return table
 

@@ -88,14 +88,17 @@ class Callbacks:
         if channel is not None:
             await channel.close()
 
-    async def call(self, workload: str, method: str, context: wpb.CallbackContext) -> Any:
-        """Call ``method`` with ``context``; returns the response message."""
+    async def call(self, workload: str, method: str, context: wpb.CallbackContext, **fields: Any) -> Any:
+        """Call ``method`` with ``context`` (and other request ``fields``, e.g. MasterLost's
+        ``candidate_ids``); returns the response message."""
         with callback_span(workload, method, context.member_id, context.attempt) as span:
-            return await self._call(workload, method, context, span)
+            return await self._call(workload, method, context, span, fields)
 
-    async def _call(self, workload: str, method: str, context: wpb.CallbackContext, span: Span) -> Any:
+    async def _call(
+        self, workload: str, method: str, context: wpb.CallbackContext, span: Span, fields: dict[str, Any]
+    ) -> Any:
         endpoint = await self.endpoint(workload)
-        request = REQUESTS[method](context=context)
+        request = REQUESTS[method](context=context, **fields)
         stub = self._stub(endpoint)
         try:
             response = await getattr(stub, method)(request, timeout=self._timeout)

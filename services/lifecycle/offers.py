@@ -70,6 +70,15 @@ class OffersClient:
             return ""
         return next((p.reason for p in cluster.pending if p.task_id == task_id), "")
 
+    async def reservations(self, instance: str) -> list[offer_service_pb2.Reservation]:
+        """The instance's reservations and volumes the offers service still knows of, by agent
+        (hostname, reservation)."""
+        cluster = await self._call(
+            "GetCluster",
+            lambda: self.stub.GetCluster(offer_service_pb2.GetClusterRequest(), timeout=self._timeout),
+        )
+        return [r for agent in cluster.agents for r in agent.reservations if r.instance == instance]
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()

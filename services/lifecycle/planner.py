@@ -131,6 +131,17 @@ def sync_member(member: types_pb2.Member, task: types_pb2.Task | None) -> types_
     if task.ports:
         new.ports.clear()
         new.ports.update(task.ports)
+    volume = task.launch.volume
+    if (
+        task.state in (T.TASK_STATE_STARTING, T.TASK_STATE_RUNNING)
+        and task.agent_id
+        and volume.persistence_id
+        and volume.persistence_id == member.volume.persistence_id
+        and not member.volume.agent_id
+    ):
+        # The executor started: the RESERVE + CREATE of its launch were applied on that agent.
+        new.volume.agent_id = task.agent_id
+        new.volume.host = task.host
     if not (task.state in ENDED and member.message.startswith(DECLINED_PREFIX)):
         detail = task_state_name(task.state)
         if task.message:
@@ -234,7 +245,16 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
         reasons.append("start members not ready: " + ", ".join(m.id for m in unready))
 
     if peers:
+        # Peers with their data on a volume restart in place, keeping their member ids: all of
+        # them launched together (a restarted cluster needs a quorum before any is ready).
+        in_place = [m for m in sorted(lost + unready, key=lambda m: m.ordinal) if m.volume.agent_id]
+        steps += [plans.step(Action.LAUNCH, m.id) for m in in_place]
+        steps += [plans.step(Action.AWAIT, m.id) for m in in_place]
+        for m in in_place:
+            steps += [plans.step(Action.START, m.id), plans.step(Action.PEER_RUNNING, m.id)]
         for m in sorted(lost + unready, key=lambda m: m.ordinal):
+            if m in in_place:
+                continue
             if m in lost:
                 steps += [plans.step(Action.PEER_LOST, m.id), plans.step(Action.REMOVE, m.id)]
             steps += _bring_up(m.id, Action.START, Action.PEER_RUNNING)
@@ -312,17 +332,65 @@ def ready_slaves(s: Snapshot, exclude: Iterable[str] = ()) -> list[types_pb2.Mem
     ]
 
 
+def holds_data(s: Snapshot, member: types_pb2.Member) -> bool:
+    """Whether ``member`` may become master as far as data goes: its volume holds the instance's
+    data, or the instance never had any (a deploy that did not finish)."""
+    return member.volume.has_data or not s.instance.has_data
+
+
+def failover_candidates(s: Snapshot, old_master: str) -> list[types_pb2.Member]:
+    """Replicas a failover may promote: ready, and holding the instance's data."""
+    return [m for m in ready_slaves(s, exclude=(old_master,)) if holds_data(s, m)]
+
+
 def master_recovery(s: Snapshot, master: types_pb2.Member) -> types_pb2.Plan:
     """Recovery of a lost master: fail over to a replica (the workload picks it) when one is ready,
-    else relaunch the master in place."""
+    else restart every member in place and elect the most advanced (:func:`cold_start`)."""
     reason = f"master {master.id} lost: {_task_detail(s, master)}"
-    if ready_slaves(s):
+    if failover_candidates(s, master.id):
         steps = [plans.step(Action.FAILOVER, master.id), plans.step(Action.FENCE, master.id)]
     else:
-        steps = [plans.step(Action.FENCE, master.id)]
-        steps += _bring_up(master.id, Action.START_MASTER, Action.MASTER_RUNNING)
-        reason += "; no ready replica, relaunching it"
+        steps = cold_start(s, master.id)
+        reason += "; no ready replica: restarting every member on its volume, the most advanced leads"
     return plans.new_plan(plans.RECOVERY, reason, s.instance.generation, steps)
+
+
+def cold_start(s: Snapshot, old_master: str) -> list[types_pb2.Step]:
+    """Every member restarted in place as a replica (the lost master's record first becomes a
+    SLAVE, so nobody starts writable), all of them waited for, then ``elect`` asks MasterLost
+    which restarted member holding data is the most advanced; its steps follow (see
+    :func:`after_election`). Members with a live task are not relaunched (launch is a no-op)."""
+    steps = [plans.step(Action.DEMOTE, old_master)]
+    ids = [m.id for m in s.members]
+    steps += [plans.step(Action.LAUNCH, mid) for mid in ids]
+    steps += [plans.step(Action.AWAIT, mid) for mid in ids]
+    steps.append(plans.step(Action.ELECT, old_master))
+    return steps
+
+
+def election_candidates(s: Snapshot) -> tuple[list[types_pb2.Member], list[types_pb2.Member]]:
+    """(candidates, waited_for): members running again that hold data, and members holding data
+    whose task is not running yet (an election never skips them)."""
+    candidates: list[types_pb2.Member] = []
+    waited: list[types_pb2.Member] = []
+    for m in s.members:
+        if not holds_data(s, m):
+            continue
+        task = s.task_of(m)
+        if task is not None and task.state == T.TASK_STATE_RUNNING:
+            candidates.append(m)
+        else:
+            waited.append(m)
+    return candidates, waited
+
+
+def after_election(s: Snapshot, new_master: str) -> list[types_pb2.Step]:
+    """After a cold start's election: the chosen member becomes master, every other one follows it."""
+    steps = [plans.step(Action.START_MASTER, new_master), plans.step(Action.MASTER_RUNNING, new_master)]
+    for m in s.members:
+        if m.id != new_master:
+            steps += [plans.step(Action.START_SLAVE, m.id), plans.step(Action.SLAVE_RUNNING, m.id)]
+    return steps
 
 
 def after_failover(s: Snapshot, old_master: str, new_master: str) -> list[types_pb2.Step]:
@@ -337,7 +405,7 @@ def after_failover(s: Snapshot, old_master: str, new_master: str) -> list[types_
 
 def delete_plan(s: Snapshot) -> types_pb2.Plan:
     steps = [plans.step(Action.KILL, m.id) for m in s.members if m.task_id]
-    steps += [plans.step(Action.CLEANUP), plans.step(Action.REMOVE_INSTANCE)]
+    steps += [plans.step(Action.CLEANUP), plans.step(Action.RELEASE), plans.step(Action.REMOVE_INSTANCE)]
     return plans.new_plan(plans.DELETE, "deletion requested", s.instance.generation, steps)
 
 
@@ -390,7 +458,23 @@ def launch_spec(
         launch.port_names.extend(description.port_names)
     launch.placement.CopyFrom(spec.placement)
     launch.image = spec.image or launch.image or description.default_image
+    if member.volume.persistence_id:
+        launch.volume.CopyFrom(member.volume)
+        launch.volume.has_data = False  # lifecycle's bookkeeping, not part of the launch
+        launch.resources.disk_mb = member.volume.size_mb or launch.resources.disk_mb
     return launch
+
+
+def new_volume(s: Snapshot, member_id: str, generation: int) -> types_pb2.Volume:
+    """A fresh volume for a member: not placed yet, no data, the size of the member's disk."""
+    disk = s.instance.spec.resources.disk_mb
+    if not disk and s.description is not None:
+        disk = s.description.default_resources.disk_mb
+    return types_pb2.Volume(
+        persistence_id=plans.persistence_id(member_id, generation),
+        container_path=plans.VOLUME_PATH,
+        size_mb=max(disk, 1),
+    )
 
 
 def next_incarnation(s: Snapshot, member: types_pb2.Member) -> int:

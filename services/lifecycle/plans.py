@@ -46,12 +46,15 @@ class Action(StrEnum):
     PEER_RUNNING = "peer-running"
     FAILOVER = "failover"  # MasterLost -> persist the new roles (promoted first)
     FENCE = "fence"  # make sure the old master's task is killed
+    DEMOTE = "demote"  # cold start: the lost master's record becomes a SLAVE before relaunching
+    ELECT = "elect"  # cold start: MasterLost over every restarted member with data -> new master
     SLAVE_LOST = "slave-lost"
     PEER_LOST = "peer-lost"
     REMOVE = "remove-member"  # RemoveMember callback
     KILL = "kill"  # kill the member's task and wait until it ends
     DELETE_MEMBER = "delete-member"
     CLEANUP = "cleanup"  # delete: kill stray tasks, delete members, tasks and secrets
+    RELEASE = "release"  # delete: wait until the offers service destroyed volumes and reservations
     REMOVE_INSTANCE = "remove-instance"  # delete: phase DELETED, then remove the record
 
 
@@ -64,6 +67,7 @@ CALLBACK_OF: dict[Action, str] = {
     Action.SLAVE_RUNNING: "SlaveRunning",
     Action.PEER_RUNNING: "PeerRunning",
     Action.FAILOVER: "MasterLost",
+    Action.ELECT: "MasterLost",
     Action.SLAVE_LOST: "SlaveLost",
     Action.PEER_LOST: "PeerLost",
     Action.REMOVE: "RemoveMember",
@@ -88,6 +92,20 @@ def member_id(instance: str, ordinal: int) -> str:
 
 def task_id(member: str, incarnation: int) -> str:
     return f"{member}.{incarnation}"
+
+
+VOLUME_PATH = "data"
+
+
+def persistence_id(member: str, generation: int) -> str:
+    """The id of a member's ``generation``-th volume: ``<member>.v<generation>``."""
+    return f"{member}.v{generation}"
+
+
+def volume_generation(persistence: str) -> int:
+    """The generation in ``<member>.v<n>`` (0 if it has none)."""
+    _, _, tail = persistence.rpartition(".v")
+    return int(tail) if tail.isdigit() else 0
 
 
 def incarnation_of(task: str) -> int:

@@ -43,6 +43,23 @@ class LifecycleSettings(ServiceSettings):
         60.0, description="a killed task not terminal after this long has its step marked DELAYED"
     )
     secret_bytes: int = Field(24, description="random bytes in each generated secret")
+    replace_after_seconds: float = Field(
+        300.0,
+        description="a member whose volume's agent has not offered its resources for this long is "
+        "replaced: a fresh volume on another agent, resynced from the others (dcos-commons' "
+        "permanent-failure timeout). Until then it is waited for, to restart in place",
+    )
+    elect_timeout_seconds: float = Field(
+        300.0,
+        description="in a restart of every member, how long the election waits for a member "
+        "holding data that is not running yet before saying so in the step (it keeps waiting)",
+    )
+    release_timeout_seconds: float = Field(
+        60.0,
+        description="how long a delete waits for the offers service to destroy the instance's "
+        "volumes and reservations; past it the delete completes and the offers service destroys "
+        "the rest when their agents come back",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -57,6 +74,9 @@ class LifecycleSettings(ServiceSettings):
             "resync_interval_seconds": self.resync_interval_seconds,
             "launch_timeout_seconds": self.launch_timeout_seconds,
             "kill_timeout_seconds": self.kill_timeout_seconds,
+            "replace_after_seconds": self.replace_after_seconds,
+            "elect_timeout_seconds": self.elect_timeout_seconds,
+            "release_timeout_seconds": self.release_timeout_seconds,
         }
         for name, value in positive.items():
             if value <= 0:

@@ -36,7 +36,10 @@ def step_result(span: trace.Span, status: int, attempts: int, message: str) -> N
 def callback_span(workload: str, method: str, member: str, attempt: int) -> Iterator[trace.Span]:
     """Span of one callback attempt; ``outcome`` is OK, RETRY (retryable) or ERROR."""
     attributes: dict[str, str | int] = {
-        "callback": method, "workload": workload, "member": member, "attempt": attempt
+        "callback": method,
+        "workload": workload,
+        "member": member,
+        "attempt": attempt,
     }
     with tracer.start_as_current_span(f"callback {method}", attributes=attributes) as span:
         try:

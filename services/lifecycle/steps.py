@@ -15,6 +15,7 @@ import secrets as random_secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
@@ -31,9 +32,14 @@ log = logging.getLogger(__name__)
 T = types_pb2
 
 # Actions that only watch state: run whenever the instance changes, even while DELAYED.
-WAITING = frozenset({Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP})
+WAITING = frozenset({Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP, Action.ELECT})
 RELAUNCHING = "relaunching:"
+RELEASE_POLL_SECONDS = 0.5
 PROMOTING = "promoting"
+
+
+def _running(task: types_pb2.Task | None) -> bool:
+    return task is not None and task.state == T.TASK_STATE_RUNNING
 
 
 def _decided(message: str) -> str:
@@ -96,7 +102,14 @@ class StepRunner:
         return step.attempts
 
     async def _call(
-        self, ld: Loaded, plan: types_pb2.Plan, index: int, save: Save, method: str, as_master: str = ""
+        self,
+        ld: Loaded,
+        plan: types_pb2.Plan,
+        index: int,
+        save: Save,
+        method: str,
+        as_master: str = "",
+        **fields: Any,
     ) -> tuple[object | None, Outcome | None]:
         """Invoke a callback for the step's member: (response, None) or (None, failure outcome).
         ``as_master``: show that member as the MASTER in the context (MasterLost after a restart
@@ -108,7 +121,9 @@ class StepRunner:
             if m.id == as_master:
                 m.role = T.ROLE_MASTER
         try:
-            response = await self.callbacks.call(ld.snapshot.instance.spec.workload, method, context)
+            response = await self.callbacks.call(
+                ld.snapshot.instance.spec.workload, method, context, **fields
+            )
         except errors.TemporaryError as error:
             log.warning("%s: %s (attempt %d), retrying", ld.name, error.message, attempts)
             return None, self._delayed(error.message, attempts)
@@ -178,7 +193,14 @@ class StepRunner:
             role = T.ROLE_MASTER
         else:
             role = T.ROLE_SLAVE
-        member = T.Member(id=mid, instance=ld.name, ordinal=ordinal, role=role, state=T.MEMBER_STATE_PENDING)
+        member = T.Member(
+            id=mid,
+            instance=ld.name,
+            ordinal=ordinal,
+            role=role,
+            state=T.MEMBER_STATE_PENDING,
+            volume=planner.new_volume(ld.snapshot, mid, 1),
+        )
         await self.store.create_member(member)
         ld.with_member(member)
         return Outcome(plans.COMPLETE, f"member {mid} created as {T.Role.Name(role).removeprefix('ROLE_')}")
@@ -219,6 +241,9 @@ class StepRunner:
             incarnation = planner.next_incarnation(ld.snapshot, member)
 
             def relaunch(m: types_pb2.Member) -> types_pb2.Member:
+                if not m.volume.persistence_id:
+                    # A member created before volumes existed gets one now.
+                    m.volume.CopyFrom(planner.new_volume(ld.snapshot, m.id, 1))
                 m.incarnation = incarnation
                 m.task_id = plans.task_id(m.id, incarnation)
                 m.state = T.MEMBER_STATE_LAUNCHING
@@ -284,6 +309,8 @@ class StepRunner:
             if failure is not None:
                 return failure
             return Outcome(plans.STARTING, f"waiting for task {task_id}", wake_at=now + timeout)
+        if self._agent_gone_for_good(task, now):
+            return await self._replace(ld, plan, index, save, member, task)
         # Alive but not ready yet.
         state = task_state_name(task.state)
         detail = f"task {task.task_id} {state}" + (f": {task.message}" if task.message else "")
@@ -301,6 +328,54 @@ class StepRunner:
             )
         message = step.message if step.status == plans.DELAYED else f"waiting for {detail}"
         return Outcome(step.status, message, wake_at=deadline)
+
+    # -- replace -------------------------------------------------------------------------------
+
+    def _agent_gone_for_good(self, task: types_pb2.Task, now: float) -> bool:
+        """A launch pinned to its volume's agent that has waited ``replace_after_seconds`` for an
+        offer from it: the agent is taken as gone for good."""
+        return (
+            task.state == T.TASK_STATE_QUEUED
+            and bool(task.launch.volume.agent_id)
+            and now - plans.seconds(task.updated_at) >= self.settings.replace_after_seconds
+        )
+
+    async def _replace(
+        self,
+        ld: Loaded,
+        plan: types_pb2.Plan,
+        index: int,
+        save: Save,
+        member: types_pb2.Member,
+        task: types_pb2.Task,
+    ) -> Outcome:
+        """Give the member a fresh volume elsewhere (it resyncs from the others); its old volume
+        is destroyed by the offers service if its agent ever comes back. A peer leaves the
+        workload's membership first, since it comes back as a new peer."""
+        old_volume = member.volume
+        if ld.snapshot.peers():
+            _, failure = await self._call(ld, plan, index, save, "RemoveMember")
+            if failure is not None:
+                return failure
+        await self.offers.kill(task.task_id)
+        generation = plans.volume_generation(old_volume.persistence_id) + 1
+
+        def replace(m: types_pb2.Member) -> types_pb2.Member:
+            m.volume.CopyFrom(planner.new_volume(ld.snapshot, m.id, generation))
+            where = old_volume.host or old_volume.agent_id
+            m.message = f"replaced: agent {where} of {old_volume.persistence_id} gone"
+            return m
+
+        updated = await self.store.update_member(ld.name, member.id, replace)
+        if updated is not None:
+            ld.with_member(updated)
+        message = (
+            f"{RELAUNCHING} {member.id} replaced: agent {old_volume.host or old_volume.agent_id} holding "
+            f"{old_volume.persistence_id} did not come back for {self.settings.replace_after_seconds:.0f}s; "
+            f"a fresh volume {plans.persistence_id(member.id, generation)} resyncs from the others"
+        )
+        log.warning("%s: %s", ld.name, message)
+        return Outcome(plans.DELAYED, message, wake_at=time.time())
 
     # -- role callbacks --------------------------------------------------------------------------
 
@@ -322,7 +397,29 @@ class StepRunner:
             return failure
         status = dict(getattr(response, "status", {}))
         await self._set_status(ld, member.id, status, T.MEMBER_STATE_RUNNING if running else None)
+        if running:
+            await self._mark_data(ld, member.id)
         return Outcome(plans.COMPLETE, f"{method} done", attempts=step.attempts)
+
+    async def _mark_data(self, ld: Loaded, member_id: str) -> None:
+        """The member is ready in its role: its volume holds the instance's data, and the
+        instance has data from now on (rule: never start a master empty once it had data)."""
+
+        def member_has(m: types_pb2.Member) -> types_pb2.Member:
+            m.volume.has_data = True
+            return m
+
+        def instance_has(i: types_pb2.Instance) -> types_pb2.Instance:
+            i.has_data = True
+            return i
+
+        updated = await self.store.update_member(ld.name, member_id, member_has)
+        if updated is not None:
+            ld.with_member(updated)
+        if not ld.snapshot.instance.has_data:
+            instance = await self.store.update_instance(ld.name, instance_has)
+            if instance is not None:
+                ld.with_instance(instance)
 
     async def _start(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
         return await self._role_callback(ld, plan, index, save, "Start", False)
@@ -364,7 +461,7 @@ class StepRunner:
         masters = [m for m in ld.snapshot.members if m.role == T.ROLE_MASTER and m.id != old.id]
         if masters:
             if old.role == T.ROLE_MASTER:
-                await self._demote(ld, old.id)
+                await self._demote_lost_master(ld, old.id)
             return Outcome(
                 plans.COMPLETE,
                 step.message or f"promote {masters[0].id}",
@@ -374,7 +471,24 @@ class StepRunner:
         chosen_id = _decided(step.message)
         reason = step.message
         if not chosen_id:
-            response, failure = await self._call(ld, plan, index, save, "MasterLost", as_master=old.id)
+            candidates = planner.failover_candidates(ld.snapshot, old.id)
+            if not candidates:
+                # Nobody to fail over to any more (the replicas died too): restart everyone in place.
+                return Outcome(
+                    plans.COMPLETE,
+                    "no ready replica holding data: restarting every member on its volume",
+                    attempts=step.attempts,
+                    append=planner.cold_start(ld.snapshot, old.id),
+                )
+            response, failure = await self._call(
+                ld,
+                plan,
+                index,
+                save,
+                "MasterLost",
+                as_master=old.id,
+                candidate_ids=[m.id for m in candidates],
+            )
             if failure is not None:
                 return failure
             chosen_id = getattr(response, "promote_member_id", "")
@@ -383,12 +497,7 @@ class StepRunner:
                 note = f": {detail}" if detail else ""
                 return self._delayed(f"no replica can be promoted yet{note}", step.attempts)
             chosen = ld.snapshot.member(chosen_id)
-            if (
-                chosen is None
-                or chosen_id == old.id
-                or chosen.role != T.ROLE_SLAVE
-                or ld.snapshot.condition(chosen) != Condition.READY
-            ):
+            if chosen is None or chosen_id not in {m.id for m in candidates}:
                 return self._delayed(f"MasterLost chose {chosen_id!r}, not a ready replica", step.attempts)
             # The decision is durable before any role changes.
             reason = f"{PROMOTING} {chosen_id}" + (f": {detail}" if detail else "")
@@ -396,7 +505,7 @@ class StepRunner:
             await save()
 
         if old.role == T.ROLE_MASTER:
-            await self._demote(ld, old.id)
+            await self._demote_lost_master(ld, old.id)
 
         def promote(m: types_pb2.Member) -> types_pb2.Member:
             m.role = T.ROLE_MASTER
@@ -414,7 +523,107 @@ class StepRunner:
             append=planner.after_failover(ld.snapshot, old.id, chosen_id),
         )
 
-    async def _demote(self, ld: Loaded, member_id: str) -> None:
+    async def _demote(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """Cold start: the lost master's record becomes a SLAVE, so every member is relaunched
+        read-only and none takes writes before the election."""
+        mid = plan.steps[index].member_id
+        member = ld.snapshot.member(mid)
+        if member is None or member.role != T.ROLE_MASTER:
+            return Outcome(plans.COMPLETE, f"{mid} is not master")
+
+        def demote(m: types_pb2.Member) -> types_pb2.Member:
+            m.role = T.ROLE_SLAVE
+            return m
+
+        updated = await self.store.update_member(ld.name, mid, demote)
+        if updated is not None:
+            ld.with_member(updated)
+        return Outcome(plans.COMPLETE, f"{mid} restarts as a replica until the election")
+
+    async def _elect(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """Cold start: once every member holding data runs again, MasterLost picks the most
+        advanced among them; the decision is recorded (``promoting <id>``) before the role
+        changes, as in a failover. Never a member without the data of an instance that had some:
+        if none is left, ERROR (the instance is FAILED) and a person decides."""
+        step = plan.steps[index]
+        s = ld.snapshot
+        chosen_id = _decided(step.message)
+        reason = step.message
+        if not chosen_id:
+            candidates, waited = planner.election_candidates(s)
+            if not candidates and not waited:
+                if s.instance.has_data:
+                    return Outcome(
+                        plans.ERROR,
+                        f"every copy of {ld.name}'s data is gone (no member's volume holds it); not "
+                        "starting an empty master: restore from a backup, or delete the instance",
+                        attempts=step.attempts,
+                    )
+                candidates = [m for m in s.members if _running(s.task_of(m))]
+            ended = [m for m in waited if (t := s.task_of(m)) is None or t.state in ENDED]
+            if ended:
+                # Died again after its restart: relaunch it on its volume, then elect.
+                again: list[types_pb2.Step] = [plans.step(Action.LAUNCH, m.id) for m in ended]
+                again += [plans.step(Action.AWAIT, m.id) for m in ended]
+                again.append(plans.step(Action.ELECT, step.member_id))
+                return Outcome(
+                    plans.COMPLETE,
+                    "restarting " + ", ".join(m.id for m in ended) + " again before the election",
+                    append=again,
+                )
+            if waited or not candidates:
+                names = ", ".join(m.id for m in waited) or "a running member"
+                now = time.time()
+                if step.status != plans.STARTING or not step.HasField("next_attempt_at"):
+                    return Outcome(
+                        plans.STARTING,
+                        f"waiting for {names} (holding data) to run before electing a master",
+                        wake_at=now + self.settings.elect_timeout_seconds,
+                    )
+                deadline = plans.seconds(step.next_attempt_at)
+                if now >= deadline:
+                    return Outcome(
+                        plans.DELAYED,
+                        f"{names} (holding data) not running after "
+                        f"{self.settings.elect_timeout_seconds:.0f}s; still waiting (never skipped)",
+                        wake_at=now + self.settings.elect_timeout_seconds,
+                    )
+                return Outcome(plans.STARTING, step.message, wake_at=deadline)
+            response, failure = await self._call(
+                ld, plan, index, save, "MasterLost", candidate_ids=[m.id for m in candidates]
+            )
+            if failure is not None:
+                return failure
+            chosen_id = getattr(response, "promote_member_id", "")
+            detail: str = getattr(response, "reason", "")
+            if chosen_id not in {m.id for m in candidates}:
+                return self._delayed(
+                    f"MasterLost chose {chosen_id!r}, not one of "
+                    + ", ".join(m.id for m in candidates)
+                    + (f": {detail}" if detail else ""),
+                    step.attempts,
+                )
+            reason = f"{PROMOTING} {chosen_id}" + (f": {detail}" if detail else "")
+            step.message = reason
+            await save()
+
+        def promote(m: types_pb2.Member) -> types_pb2.Member:
+            m.role = T.ROLE_MASTER
+            return m
+
+        promoted = await self.store.update_member(ld.name, chosen_id, promote)
+        if promoted is None:
+            return Outcome(plans.ERROR, f"{chosen_id}, chosen for master, no longer exists")
+        ld.with_member(promoted)
+        log.warning("%s: every member restarted; %s leads", ld.name, chosen_id)
+        return Outcome(
+            plans.COMPLETE,
+            reason,
+            attempts=step.attempts,
+            append=planner.after_election(ld.snapshot, chosen_id),
+        )
+
+    async def _demote_lost_master(self, ld: Loaded, member_id: str) -> None:
         def demote(m: types_pb2.Member) -> types_pb2.Member:
             m.role = T.ROLE_SLAVE
             m.state = T.MEMBER_STATE_LOST
@@ -532,6 +741,30 @@ class StepRunner:
             await self.store.client.delete(KIND_TASK, t.task_id)
         await self.store.client.delete(KIND_SECRETS, ld.name)
         return Outcome(plans.COMPLETE, f"deleted {len(ld.snapshot.members)} members and {len(tasks)} tasks")
+
+    async def _release(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """Wait (polling the offers service) until it has destroyed the deleted members' volumes
+        and unreserved their resources; past ``release_timeout_seconds`` go on: it destroys the
+        rest when their agents come back."""
+        step = plan.steps[index]
+        left = await self.offers.reservations(ld.name)
+        if not left:
+            return Outcome(plans.COMPLETE, "volumes destroyed, resources unreserved")
+        names = ", ".join(sorted({r.persistence_id or r.member_id for r in left}))
+        polls = step.attempts + 1
+        if polls * RELEASE_POLL_SECONDS >= self.settings.release_timeout_seconds:
+            return Outcome(
+                plans.COMPLETE,
+                f"not released yet after {self.settings.release_timeout_seconds:.0f}s: {names}; the offers "
+                "service destroys them when their agents offer them again",
+                attempts=polls,
+            )
+        return Outcome(
+            plans.STARTING,
+            f"waiting for the offers service to destroy and unreserve {names}",
+            wake_at=time.time() + RELEASE_POLL_SECONDS,
+            attempts=polls,
+        )
 
     async def _remove_instance(
         self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save

@@ -157,18 +157,107 @@ def test_after_failover_starts_new_master_repoints_replicas_then_relaunches_the_
     ]
 
 
-def test_lost_master_without_ready_replica_is_relaunched_in_place() -> None:
+def test_lost_master_without_ready_replica_is_restarted_in_place_then_elected() -> None:
     inst, members, tasks = running_instance(replicas=1)
     _lose(tasks, members[0], T.TASK_STATE_LOST)
     plan, _ = decide(snap(inst, members, tasks))
     assert plan is not None
+    assert names(plan) == ["demote cache-0", "launch cache-0", "await-running cache-0", "elect cache-0"]
+    assert "restarting every member on its volume" in plan.reason
+
+
+def test_every_member_lost_restarts_all_in_place_as_replicas_then_elects() -> None:
+    inst, members, tasks = running_instance()
+    for m in members:
+        _lose(tasks, m, T.TASK_STATE_LOST)
+    plan, new = decide(snap(inst, members, tasks))
+    assert new and plan is not None and plan.name == plans.RECOVERY
     assert names(plan) == [
-        "fence cache-0",
+        "demote cache-0",
         "launch cache-0",
+        "launch cache-1",
+        "launch cache-2",
         "await-running cache-0",
-        "start-master cache-0",
-        "master-running cache-0",
+        "await-running cache-1",
+        "await-running cache-2",
+        "elect cache-0",
     ]
+    # While it runs, the master's record is a SLAVE: the plan is kept, not replanned.
+    inst.plan.CopyFrom(plan)
+    members[0].role = T.ROLE_SLAVE
+    kept, new = decide(snap(inst, members, tasks))
+    assert not new and kept is inst.plan
+
+
+def test_a_replica_without_data_is_no_failover_candidate() -> None:
+    inst, members, tasks = running_instance()
+    inst.has_data = True
+    for m in members:
+        m.volume.has_data = m.ordinal != 2
+    _lose(tasks, members[0])
+    s = snap(inst, members, tasks)
+    assert [m.id for m in planner.failover_candidates(s, "cache-0")] == ["cache-1"]
+    members[1].volume.has_data = False
+    assert planner.failover_candidates(snap(inst, members, tasks), "cache-0") == []
+    plan, _ = decide(snap(inst, members, tasks))
+    assert plan is not None and names(plan)[0] == "demote cache-0"
+
+
+def test_election_waits_for_every_member_holding_data() -> None:
+    inst, members, tasks = running_instance()
+    inst.has_data = True
+    for m in members:
+        m.volume.has_data = m.ordinal != 1
+    _lose(tasks, members[2], T.TASK_STATE_STAGING)
+    candidates, waited = planner.election_candidates(snap(inst, members, tasks))
+    assert [m.id for m in candidates] == ["cache-0"]
+    assert [m.id for m in waited] == ["cache-2"]
+    inst.has_data = False  # never had data: anybody may lead
+    candidates, waited = planner.election_candidates(snap(inst, members, tasks))
+    assert [m.id for m in candidates] == ["cache-0", "cache-1"]
+
+
+def test_after_election_the_chosen_leads_and_every_other_follows() -> None:
+    inst, members, tasks = running_instance()
+    steps = planner.after_election(snap(inst, members, tasks), "cache-1")
+    assert [s.name for s in steps] == [
+        "start-master cache-1",
+        "master-running cache-1",
+        "start-slave cache-0",
+        "slave-running cache-0",
+        "start-slave cache-2",
+        "slave-running cache-2",
+    ]
+
+
+def test_volume_is_recorded_once_a_task_with_it_started() -> None:
+    inst, members, tasks = running_instance()
+    m = members[1]
+    m.volume.CopyFrom(T.Volume(persistence_id="cache-1.v1", container_path="data", size_mb=64))
+    t = tasks[m.task_id]
+    t.launch.volume.CopyFrom(m.volume)
+    t.agent_id, t.host = "agent-7", "127.0.0.9"
+    t.state = T.TASK_STATE_STAGING
+    assert (planner.sync_member(m, t) or m).volume.agent_id == ""
+    t.state = T.TASK_STATE_STARTING
+    synced = planner.sync_member(m, t)
+    assert synced is not None and synced.volume.agent_id == "agent-7" and synced.volume.host == "127.0.0.9"
+    # A task of another volume (a replacement) does not move the record's volume.
+    t.launch.volume.persistence_id = "cache-1.v2"
+    assert (planner.sync_member(m, t) or m).volume.agent_id == ""
+
+
+def test_launch_carries_the_members_volume() -> None:
+    inst, members, _ = running_instance()
+    m = members[1]
+    m.volume.CopyFrom(
+        T.Volume(persistence_id="cache-1.v1", container_path="data", size_mb=300, agent_id="a", has_data=True)
+    )
+    launch = planner.launch_spec(T.LaunchSpec(argv=["x"]), inst, m, description())
+    assert launch.volume.persistence_id == "cache-1.v1" and launch.volume.agent_id == "a"
+    assert launch.resources.disk_mb == 300
+    assert plans.volume_generation("cache-1.v12") == 12
+    assert planner.new_volume(snap(inst, members, {}), "cache-1", 2).persistence_id == "cache-1.v2"
 
 
 def test_recovery_in_progress_is_resumed_not_restarted() -> None:
@@ -250,6 +339,24 @@ def test_lost_replica_is_replaced_master_untouched() -> None:
         "slave-running cache-2",
     ]
     assert not any(s.member_id == "cache-0" for s in plan.steps)
+
+
+def test_lost_peers_with_volumes_restart_in_place_together_keeping_their_ids() -> None:
+    inst, members, tasks = running_instance(peers=True)
+    for m in members:
+        m.volume.CopyFrom(T.Volume(persistence_id=f"{m.id}.v1", agent_id="agent-1", has_data=True))
+        _lose(tasks, m, T.TASK_STATE_LOST)
+    plan, _ = decide(snap(inst, members, tasks, peers=True))
+    assert plan is not None
+    assert names(plan)[:6] == [
+        "launch cache-0",
+        "launch cache-1",
+        "launch cache-2",
+        "await-running cache-0",
+        "await-running cache-1",
+        "await-running cache-2",
+    ]
+    assert not any(n.startswith(("remove-member", "peer-lost")) for n in names(plan))
 
 
 def test_lost_peer_is_removed_then_relaunched() -> None:
@@ -374,7 +481,14 @@ def test_delete_wins_over_a_plan_in_progress() -> None:
     inst.phase = T.INSTANCE_PHASE_DELETING
     deletion, new = decide(snap(inst, members, tasks))
     assert new and deletion is not None and deletion.name == plans.DELETE
-    assert names(deletion) == ["kill cache-0", "kill cache-1", "kill cache-2", "cleanup", "remove-instance"]
+    assert names(deletion) == [
+        "kill cache-0",
+        "kill cache-1",
+        "kill cache-2",
+        "cleanup",
+        "release",
+        "remove-instance",
+    ]
     inst.plan.CopyFrom(deletion)
     kept, new = decide(snap(inst, members, tasks))
     assert not new and kept is inst.plan
