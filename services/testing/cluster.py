@@ -119,8 +119,11 @@ def start_local_cluster(work_dir: Path, **overrides: Any) -> RunningCluster:
 
 
 @pytest.fixture
-def local_cluster(tmp_path: Path) -> Iterator[RunningCluster]:
-    running = start_local_cluster(tmp_path / "cluster")
+def local_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RunningCluster]:
+    """3 agents, or n with ``@pytest.mark.agents(n)``."""
+    marker = request.node.get_closest_marker("agents")
+    overrides = {"agents": int(marker.args[0])} if marker is not None else {}
+    running = start_local_cluster(tmp_path / "cluster", **overrides)
     try:
         yield running
     finally:

@@ -231,7 +231,7 @@ def test_after_election_the_chosen_leads_and_every_other_follows() -> None:
 
 
 def test_volume_is_recorded_once_a_task_with_it_started() -> None:
-    inst, members, tasks = running_instance()
+    _inst, members, tasks = running_instance()
     m = members[1]
     m.volume.CopyFrom(T.Volume(persistence_id="cache-1.v1", container_path="data", size_mb=64))
     t = tasks[m.task_id]

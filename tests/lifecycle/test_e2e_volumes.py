@@ -1,0 +1,198 @@
+"""Data on persistent volumes, end to end with real redis-server members on the local cluster:
+every member killed at once (or the master first and the replicas a moment later, or the replicas
+stopped and then killed by their health checks) → all restart in place on their volumes, the most
+advanced leads, nothing acknowledged is lost; a member whose agent is gone for good is replaced and
+resyncs, and its orphaned volume is destroyed when the agent comes back; a delete leaves no
+reservation and no volume."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.lifecycle import plans
+from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
+from mesos_stateful.testing.workloads import wait_for
+
+from .e2e_helpers import kill9, missing_keys, password, redis_pids, replication_info, write_acknowledged
+
+pytestmark = pytest.mark.slow
+
+
+def volumes(instance: T.Instance) -> dict[str, tuple[str, str]]:
+    """member id -> (persistence id, agent id) of its volume."""
+    return {m.id: (m.volume.persistence_id, m.volume.agent_id) for m in instance.members}
+
+
+def restarted(instance: T.Instance, before: dict[str, int]) -> bool:
+    """RUNNING with every member ready again on a new incarnation."""
+    return is_running(instance, len(before)) and all(m.incarnation > before[m.id] for m in instance.members)
+
+
+def reserved(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every reserved resource on every agent of the local cluster's /master/state."""
+    found: list[dict[str, Any]] = []
+    for agent in state.get("slaves", []):
+        for resources in (agent.get("reserved_resources_full") or {}).values():
+            found.extend(resources)
+    return found
+
+
+def persistence_ids(state: dict[str, Any]) -> set[str]:
+    return {r["disk"]["persistence"]["id"] for r in reserved(state) if "persistence" in (r.get("disk") or {})}
+
+
+def volume_dirs(suite: Suite, persistence: str) -> list[Path]:
+    root = Path(suite.cluster.cluster.settings.work_dir)
+    return [p for p in root.rglob(persistence) if p.is_dir() and not p.is_symlink()]
+
+
+async def all_keys_everywhere(instance: T.Instance, secret: str, written: dict[str, str]) -> None:
+    """Every member (master and replicas, once synced) has every written key."""
+    for m in instance.members:
+
+        async def complete(member: T.Member = m) -> bool:
+            try:
+                return await missing_keys(member, secret, written) == []
+            except Exception:
+                return False
+
+        await wait_for(complete, 60, what=f"{m.id} to hold every acknowledged key")
+
+
+async def check_restarted_in_place(
+    suite: Suite, name: str, before: T.Instance, secret: str, written: dict[str, str]
+) -> T.Instance:
+    incarnations = {m.id: m.incarnation for m in before.members}
+    after = await suite.wait_instance(
+        name, lambda i: restarted(i, incarnations), 180, "every member restarted and ready"
+    )
+    assert volumes(after) == volumes(before), "a member moved to another volume"
+    assert all(m.volume.has_data for m in after.members)
+    master = master_of(after)
+    assert await missing_keys(master, secret, written) == [], "acknowledged writes lost"
+    info = await replication_info(master, secret)
+    assert info["role"] == "master"
+    await all_keys_everywhere(after, secret, written)
+    return after
+
+
+async def test_every_member_killed_at_once_restarts_in_place_with_its_data(suite: Suite) -> None:
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    assert all(m.volume.persistence_id == f"{m.id}.v1" and m.volume.agent_id for m in instance.members)
+    written = await write_acknowledged(master_of(instance), secret, 300, replicas=2)
+
+    pids = redis_pids(suite, instance.members)
+    assert len(pids) == 3
+    kill9(pids)
+
+    after = await check_restarted_in_place(suite, "cache", instance, secret, written)
+    steps = [s.name for s in after.plan.steps]
+    assert after.plan.name == plans.RECOVERY and "elect cache-0" in steps, steps
+
+
+async def test_master_then_replicas_killed_the_most_advanced_leads(suite: Suite) -> None:
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    old = master_of(instance)
+    written = await write_acknowledged(old, secret, 300, replicas=1)
+
+    kill9(redis_pids(suite, [old]))
+    await suite.wait_instance(
+        "cache", lambda i: i.plan.name == plans.RECOVERY, 30, "a recovery plan for the lost master"
+    )
+    replicas = [m for m in instance.members if m.id != old.id]
+    kill9(redis_pids(suite, replicas))
+
+    await check_restarted_in_place(suite, "cache", instance, secret, written)
+
+
+async def test_stopped_replicas_killed_by_health_checks_restart_in_place(suite: Suite) -> None:
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    old = master_of(instance)
+    written = await write_acknowledged(old, secret, 300, replicas=2)
+    replicas = [m for m in instance.members if m.id != old.id]
+    stopped = redis_pids(suite, replicas)
+    assert len(stopped) == 2
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        kill9(redis_pids(suite, [old]))
+        # The replicas do not answer: the failover waits for them (never skips them) until their
+        # health checks kill them; then every member restarts in place.
+        await check_restarted_in_place(suite, "cache", instance, secret, written)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.agents(4)
+async def test_member_whose_agent_is_gone_for_good_is_replaced_and_its_old_volume_destroyed(
+    suite: Suite,
+) -> None:
+    suite.lifecycle.overrides["replace_after_seconds"] = 4.0
+    await suite.lifecycle.restart()
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    written = await write_acknowledged(master_of(instance), secret, 200, replicas=2)
+    victim = next(m for m in instance.members if m.role == T.ROLE_SLAVE)
+    old_volume = victim.volume
+    assert old_volume.persistence_id in persistence_ids(suite.cluster.state())
+
+    await asyncio.to_thread(suite.cluster.kill_agent, old_volume.host)
+
+    def replaced(i: T.Instance) -> bool:
+        m = next(x for x in i.members if x.id == victim.id)
+        return (
+            is_running(i, 3)
+            and m.volume.persistence_id == f"{victim.id}.v2"
+            and m.volume.agent_id not in ("", old_volume.agent_id)
+        )
+
+    after = await suite.wait_instance("cache", replaced, 120, f"{victim.id} replaced on a fresh volume")
+    await all_keys_everywhere(after, secret, written)
+    assert {m.id for m in after.members if m.role == T.ROLE_MASTER} == {master_of(instance).id}
+
+    # The agent comes back with the old volume: it is orphaned, so destroyed and unreserved.
+    await asyncio.to_thread(suite.cluster.start_agent, old_volume.host)
+
+    async def destroyed() -> bool:
+        state = await asyncio.to_thread(suite.cluster.state)
+        return old_volume.persistence_id not in persistence_ids(state) and not volume_dirs(
+            suite, old_volume.persistence_id
+        )
+
+    await wait_for(destroyed, 60, what=f"the orphaned volume {old_volume.persistence_id} to be destroyed")
+    state = await asyncio.to_thread(suite.cluster.state)
+    assert f"{victim.id}.v2" in persistence_ids(state)
+
+
+async def test_delete_leaves_no_reservation_and_no_volume(suite: Suite) -> None:
+    from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
+
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    ids = {m.volume.persistence_id for m in instance.members}
+    assert ids <= persistence_ids(suite.cluster.state())
+    assert all(volume_dirs(suite, p) for p in ids)
+
+    await suite.api.DeleteInstance(ipb.DeleteInstanceRequest(name="cache"))
+    await suite.wait_gone("cache", 120)
+
+    state = await asyncio.to_thread(suite.cluster.state)
+    assert reserved(state) == [], reserved(state)
+    assert not any(volume_dirs(suite, p) for p in ids)
