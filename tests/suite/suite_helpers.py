@@ -1,0 +1,94 @@
+"""Helpers of the `make run` tests: the suite runner on free ports and addresses of its own, run
+from a data dir; statefulctl against it; processes under a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mesos_stateful.testing.workloads import free_ports
+
+STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
+
+
+def suite_env(data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> tuple[str, dict[str, str]]:
+    """Free ports for every service and agents on addresses of their own, so the test never meets
+    a `make run` or another test on this machine."""
+    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer, workloads = free_ports(8)
+    env = {
+        **os.environ,
+        "STATEFUL_SUITE_DATA_DIR": str(data_dir),
+        "STATEFUL_SUITE_GATEWAY": f"127.0.0.1:{gateway}",
+        "STATEFUL_SUITE_STATE": f"127.0.0.1:{state}",
+        "STATEFUL_SUITE_OFFERS": f"127.0.0.1:{offers}",
+        "STATEFUL_SUITE_LIFECYCLE": f"127.0.0.1:{lifecycle}",
+        "STATEFUL_SUITE_MASTER": f"127.0.0.1:{master}",
+        "STATEFUL_SUITE_WORKLOADS": json.dumps(list(workloads)),
+        "STATEFUL_SUITE_WORKLOAD_BASE_PORT": str(workloads),
+        "STATEFUL_STATE_EMBEDDED_CLIENT_PORT": str(etcd_client),
+        "STATEFUL_STATE_EMBEDDED_PEER_PORT": str(etcd_peer),
+        "STATEFUL_CLUSTER_AGENT_IP_BASE": f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.2",
+        "STATEFUL_CLUSTER_AGENT_PORT": "0",
+    }
+    return f"127.0.0.1:{gateway}", env
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Command lines of live processes whose command line or working directory is under folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if str(folder) in cmdline or cwd.startswith(str(folder)):
+            found.append(f"{entry.name}: {cmdline.strip()}")
+    return found
+
+
+def ctl(endpoint: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*STATEFULCTL, "--endpoint", endpoint, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_suite(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """`make run`'s runner (output appended to ``log``)."""
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mesos_stateful.suite"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def stop_suite(runner: subprocess.Popen[str], timeout: float = 90) -> int:
+    """What Ctrl-C does: SIGINT, then wait for the runner to stop everything."""
+    if runner.poll() is None:
+        runner.send_signal(signal.SIGINT)
+        try:
+            return runner.wait(timeout)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.wait(10)
+    return runner.returncode
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
