@@ -22,7 +22,7 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pymesos
 import pymesos.process
@@ -197,6 +197,10 @@ class FrameworkConfig:
     principal: str = ""
     secret: str = ""
 
+    # MULTI_ROLE: ``roles`` instead of ``role``; RESERVATION_REFINEMENT: resources in the
+    # post-refinement format (a ``reservations`` list), which mesos.py reads and writes.
+    CAPABILITIES: ClassVar[tuple[str, ...]] = ("MULTI_ROLE", "RESERVATION_REFINEMENT")
+
     def info(self, framework_id: str | None) -> Json:
         info: Json = {
             "name": self.name,
@@ -204,7 +208,8 @@ class FrameworkConfig:
             "hostname": self.hostname,
             "failover_timeout": self.failover_timeout_seconds,
             "checkpoint": True,
-            "role": self.role,
+            "roles": [self.role],
+            "capabilities": [{"type": kind} for kind in self.CAPABILITIES],
         }
         if self.principal:
             info["principal"] = self.principal
@@ -387,6 +392,15 @@ class MesosDriver:
         await self._call(
             "launch",
             lambda d: d.launchTasks(ids, tasks, filters={"refuse_seconds": refuse_seconds}),
+        )
+
+    async def accept(self, offer_ids: Sequence[str], operations: list[Json], refuse_seconds: float) -> None:
+        """ACCEPT the offers with these operations, applied in order (RESERVE, CREATE, LAUNCH,
+        DESTROY, UNRESERVE); what is left over is declined with the filter."""
+        ids = [{"value": i} for i in offer_ids]
+        await self._call(
+            "accept",
+            lambda d: d.acceptOffers(ids, operations, filters={"refuse_seconds": refuse_seconds}),
         )
 
     async def decline(self, offer_ids: Sequence[str], refuse_seconds: float) -> None:

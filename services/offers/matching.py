@@ -4,6 +4,16 @@ Several launches may be packed into one offer: each takes its cpus, mem, disk an
 what is left of it. Ports come from the offer's ranges (lowest free first, all distinct).
 Placement: at most ``max_per_agent`` tasks of one instance per agent, counting tasks already
 running or launched there, and every required attribute must match exactly.
+
+A launch with a persistent volume (docs/volumes.md) is placed in one of three ways:
+- pinned (the volume's agent is known): only on an offer from that agent, only on the resources
+  reserved for that member with that persistence id, and only once the volume is offered;
+- first launch, when an offer already holds a reservation of the member with that persistence id
+  (left by a crash between operations): on it (its volume, or a CREATE on its reserved disk);
+- first launch otherwise: unreserved cpus, mem, ports and disk (= the volume's size), to be
+  reserved and turned into the volume (RESERVE + CREATE + LAUNCH).
+Unreserved resources are never used for a pinned launch, and one member's reservation is never
+used for another member.
 """
 
 from __future__ import annotations
@@ -16,8 +26,19 @@ _EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
+class VolumeNeed:
+    """The persistent volume a launch runs on; ``agent_id`` set: pinned to that agent."""
+
+    persistence_id: str
+    size: float
+    container_path: str
+    agent_id: str = ""
+    host: str = ""
+
+
+@dataclass(frozen=True)
 class Need:
-    """What one queued launch needs."""
+    """What one queued launch needs. With a volume, ``disk`` is the volume's size."""
 
     task_id: str
     instance: str
@@ -27,6 +48,43 @@ class Need:
     port_names: tuple[str, ...] = ()
     max_per_agent: int = 1
     required_attributes: Mapping[str, str] = field(default_factory=dict)
+    member_id: str = ""
+    volume: VolumeNeed | None = None
+
+
+@dataclass
+class OfferedVolume:
+    """A persistent volume in an offer."""
+
+    persistence_id: str
+    size: float
+    container_path: str = ""
+
+
+@dataclass
+class Reservation:
+    """Resources of an offer reserved for our role with one member's labels (instance, member id,
+    persistence id), with the persistent volumes made on them."""
+
+    instance: str
+    member_id: str
+    persistence_id: str
+    cpus: float = 0.0
+    mem: float = 0.0
+    disk: float = 0.0  # reserved disk that is not a volume
+    ports: list[int] = field(default_factory=list)
+    volumes: list[OfferedVolume] = field(default_factory=list)
+    used: bool = False  # taken by a launch in this round
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.instance, self.member_id, self.persistence_id)
+
+    def volume(self, persistence_id: str) -> OfferedVolume | None:
+        return next((v for v in self.volumes if v.persistence_id == persistence_id), None)
+
+    def volume_size(self) -> float:
+        return round(sum(v.size for v in self.volumes), 6)
 
 
 @dataclass
@@ -41,6 +99,18 @@ class Offer:
     disk: float = 0.0
     ports: list[tuple[int, int]] = field(default_factory=list)
     attributes: Mapping[str, str] = field(default_factory=dict)
+    # Our labelled reservations in the offer (cpus/mem/disk/ports above are the unreserved ones).
+    reservations: list[Reservation] = field(default_factory=list)
+
+    def reservation(self, member_id: str, persistence_id: str) -> Reservation | None:
+        return next(
+            (
+                r
+                for r in self.reservations
+                if r.member_id == member_id and r.persistence_id == persistence_id and not r.used
+            ),
+            None,
+        )
 
     def port_count(self) -> int:
         return sum(end - begin + 1 for begin, end in self.ports)
@@ -73,6 +143,13 @@ class AgentCapacity:
     attributes: Mapping[str, str] = field(default_factory=dict)
 
 
+# How a launch uses its offer.
+PLAIN = "plain"  # unreserved resources, no volume
+RESERVE = "reserve"  # RESERVE unreserved resources + CREATE the volume + LAUNCH
+CREATE = "create"  # the member's reservation is there, its volume not: CREATE + LAUNCH
+RESERVED = "reserved"  # the member's reservation and volume are there: LAUNCH on them
+
+
 @dataclass(frozen=True)
 class Assignment:
     """A launch placed on an offer, with the ports it was given (name -> port)."""
@@ -82,6 +159,7 @@ class Assignment:
     agent_id: str
     hostname: str
     ports: Mapping[str, int]
+    mode: str = PLAIN
 
 
 @dataclass
@@ -130,20 +208,105 @@ def _take(need: Need, offer: Offer) -> dict[str, int]:
     return dict(zip(need.port_names, offer.take_ports(len(need.port_names)), strict=True))
 
 
+def _reserved_misfit(need: Need, reservation: Reservation) -> str | None:
+    """Why the member's reservation cannot hold ``need`` (None: it can)."""
+    assert need.volume is not None
+    where = f"the reservation of {need.member_id} ({need.volume.persistence_id})"
+    if reservation.cpus + _EPSILON < need.cpus:
+        return f"{where} holds {_fmt(reservation.cpus)} cpus, the launch needs {_fmt(need.cpus)}"
+    if reservation.mem + _EPSILON < need.mem:
+        return f"{where} holds {_fmt(reservation.mem)} MiB mem, the launch needs {_fmt(need.mem)}"
+    if len(reservation.ports) < len(need.port_names):
+        return f"{where} holds {len(reservation.ports)} ports, the launch needs {len(need.port_names)}"
+    volume = reservation.volume(need.volume.persistence_id)
+    if volume is None and reservation.disk + _EPSILON < need.volume.size:
+        return f"{where} has neither the volume nor {_fmt(need.volume.size)} MiB disk for it"
+    return None
+
+
+def _take_reserved(need: Need, offer: Offer, reservation: Reservation) -> Assignment:
+    reservation.used = True
+    assert need.volume is not None
+    has_volume = reservation.volume(need.volume.persistence_id) is not None
+    # The member keeps its ports: the lowest reserved ports, in port-name order, as at the
+    # first launch (which took the lowest free ports in that order and reserved exactly them).
+    ports = dict(zip(need.port_names, sorted(reservation.ports), strict=False))
+    return Assignment(
+        need.task_id,
+        offer.offer_id,
+        offer.agent_id,
+        offer.hostname,
+        ports,
+        RESERVED if has_volume else CREATE,
+    )
+
+
+def _place_pinned(need: Need, offers: Sequence[Offer]) -> Assignment | str:
+    """The launch on its volume's agent, or why not yet."""
+    assert need.volume is not None
+    volume = need.volume
+    where = f"agent {volume.host or volume.agent_id}"
+    from_agent = [o for o in offers if o.agent_id == volume.agent_id]
+    if not from_agent:
+        return f"waiting for {where} that holds volume {volume.persistence_id}"
+    reasons: list[str] = []
+    for offer in from_agent:
+        reservation = offer.reservation(need.member_id, volume.persistence_id)
+        if reservation is None or reservation.volume(volume.persistence_id) is None:
+            continue
+        why = _reserved_misfit(need, reservation)
+        if why is None:
+            return _take_reserved(need, offer, reservation)
+        reasons.append(why)
+    if reasons:
+        return "waiting: " + "; ".join(reasons)
+    return (
+        f"waiting for volume {volume.persistence_id} to be offered by {where} "
+        "(still in use by a task, or gone)"
+    )
+
+
 def match(
     offers: Sequence[Offer],
     needs: Iterable[Need],
     running: Mapping[tuple[str, str], int] | None = None,
 ) -> MatchResult:
     """Place ``needs`` (in queue order) on ``offers``. ``running`` counts tasks per (agent id,
-    instance) already running or launched. ``offers`` are consumed (their resources reduced).
+    instance) already running or launched. ``offers`` are consumed (their resources reduced,
+    reservations marked used).
 
     Among the offers a launch fits, it goes to the agent with the fewest tasks of its instance,
     then the most cpus left: members of an instance spread out and load evens out.
     """
     counts: dict[tuple[str, str], int] = dict(running or {})
     result = MatchResult()
+
+    def place(assignment: Assignment, instance: str) -> None:
+        key = (assignment.agent_id, instance)
+        counts[key] = counts.get(key, 0) + 1
+        result.assignments.setdefault(assignment.offer_id, []).append(assignment)
+
     for need in needs:
+        volume = need.volume
+        if volume is not None and volume.agent_id:
+            pinned = _place_pinned(need, offers)
+            if isinstance(pinned, str):
+                result.pending[need.task_id] = pinned
+            else:
+                place(pinned, need.instance)
+            continue
+        if volume is not None:
+            # A reservation of this member with this persistence id, left by an earlier attempt.
+            leftover = [
+                (o, r)
+                for o in offers
+                if (r := o.reservation(need.member_id, volume.persistence_id)) is not None
+                and _reserved_misfit(need, r) is None
+            ]
+            if leftover:
+                offer, reservation = min(leftover, key=lambda p: p[1].volume(volume.persistence_id) is None)
+                place(_take_reserved(need, offer, reservation), need.instance)
+                continue
         fitting: list[Offer] = []
         reasons: list[str] = []
         for offer in offers:
@@ -159,10 +322,9 @@ def match(
             continue
         best = min(fitting, key=lambda o: (counts.get((o.agent_id, need.instance), 0), -o.cpus, -o.mem))
         ports = _take(need, best)
-        key = (best.agent_id, need.instance)
-        counts[key] = counts.get(key, 0) + 1
-        result.assignments.setdefault(best.offer_id, []).append(
-            Assignment(need.task_id, best.offer_id, best.agent_id, best.hostname, ports)
+        mode = RESERVE if volume is not None else PLAIN
+        place(
+            Assignment(need.task_id, best.offer_id, best.agent_id, best.hostname, ports, mode), need.instance
         )
     return result
 
@@ -171,7 +333,9 @@ def never_fits(need: Need, agents: Iterable[AgentCapacity]) -> str | None:
     """Why no known agent could ever run ``need``, even empty; None when some agent could, or
     when no agent is known yet (nothing is proven then)."""
     known = list(agents)
-    if not known:
+    if not known or (need.volume is not None and need.volume.agent_id):
+        # Nothing is proven yet; a pinned launch waits for its agent (lifecycle decides when
+        # to give up on it and replace the member).
         return None
     candidates = [a for a in known if attributes_match(need.required_attributes, a.attributes)]
     if not candidates:
@@ -198,3 +362,30 @@ def never_fits(need: Need, agents: Iterable[AgentCapacity]) -> str | None:
                 f"(the largest known has {_fmt(largest)}{unit})"
             )
     return "no single agent has all of the resources asked for"
+
+
+@dataclass(frozen=True)
+class WantedVolume:
+    """What a member record says about its volume."""
+
+    persistence_id: str
+    agent_id: str = ""
+
+
+def orphaned(
+    key: tuple[str, str, str],
+    agent_id: str,
+    members: Mapping[str, WantedVolume],
+    in_use: Iterable[tuple[str, str]] = (),
+) -> bool:
+    """Whether the reservation of ``key`` (instance, member id, persistence id) on ``agent_id`` is
+    no longer wanted: no member record with that id has that volume, or the member's volume is on
+    another agent. ``members`` must come from a fresh read of every member record; ``in_use``
+    holds (member id, persistence id) of our queued and live tasks, whose reservations are kept."""
+    _, member_id, persistence_id = key
+    if (member_id, persistence_id) in set(in_use):
+        return False
+    wanted = members.get(member_id)
+    if wanted is None or wanted.persistence_id != persistence_id:
+        return True
+    return bool(wanted.agent_id) and wanted.agent_id != agent_id

@@ -13,7 +13,18 @@ from typing import Any, cast
 from google.protobuf import timestamp_pb2
 
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.offers.matching import Assignment, Need, Offer
+from mesos_stateful.offers.matching import (
+    CREATE,
+    PLAIN,
+    RESERVE,
+    RESERVED,
+    Assignment,
+    Need,
+    Offer,
+    OfferedVolume,
+    Reservation,
+    VolumeNeed,
+)
 
 Json = dict[str, Any]
 
@@ -69,55 +80,153 @@ def _attribute_text(attribute: Mapping[str, Any]) -> str:
     return ""
 
 
-def parse_offer(offer: Mapping[str, Any], role: str = "*") -> Offer:
-    """The matching view of an offer: unreserved-or-our-role scalars summed, port ranges merged."""
+# -- reservations (post-refinement format, see docs/volumes.md) ------------------------------------
+
+LABEL_INSTANCE = "instance"
+LABEL_MEMBER = "member_id"
+LABEL_PERSISTENCE = "persistence_id"
+
+ReservationKey = tuple[str, str, str]  # (instance, member id, persistence id)
+
+
+def _reservations(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The resource's reservation stack, also for the pre-refinement format (``role`` plus an
+    optional ``reservation``); empty for an unreserved resource."""
+    stack = resource.get("reservations")
+    if stack:
+        return list(stack)
+    role = resource.get("role")
+    if role in (None, "", "*"):
+        return []
+    single = dict(resource.get("reservation") or {})
+    return [{"type": "DYNAMIC" if "reservation" in resource else "STATIC", "role": role, **single}]
+
+
+def _label_map(reservation: Mapping[str, Any]) -> dict[str, str]:
+    labels = (reservation.get("labels") or {}).get("labels", []) or []
+    return {str(label.get("key", "")): str(label.get("value", "")) for label in labels}
+
+
+def reservation_key(resource: Mapping[str, Any], role: str, principal: str) -> ReservationKey | None:
+    """The owner of a resource reserved by us (dynamic, our role and principal, with a member_id
+    label); None for anything else (unreserved, other roles, static or someone else's)."""
+    stack = _reservations(resource)
+    if not stack:
+        return None
+    last = stack[-1]
+    if last.get("type", "DYNAMIC") != "DYNAMIC" or last.get("role") != role:
+        return None
+    if principal and last.get("principal", principal) != principal:
+        return None
+    labels = _label_map(last)
+    if not labels.get(LABEL_MEMBER):
+        return None
+    return (labels.get(LABEL_INSTANCE, ""), labels[LABEL_MEMBER], labels.get(LABEL_PERSISTENCE, ""))
+
+
+def _persistence_id(resource: Mapping[str, Any]) -> str:
+    if resource.get("name") != "disk":
+        return ""
+    return str(((resource.get("disk") or {}).get("persistence") or {}).get("id", ""))
+
+
+def _unreserved(resource: Mapping[str, Any]) -> bool:
+    return not _reservations(resource) and not _persistence_id(resource)
+
+
+def _amount(resource: Mapping[str, Any]) -> float:
+    return float((resource.get("scalar") or {}).get("value", 0.0))
+
+
+def _range_ports(resource: Mapping[str, Any]) -> list[int]:
+    ports: list[int] = []
+    for r in (resource.get("ranges") or {}).get("range", []) or []:
+        ports.extend(range(int(r["begin"]), int(r["end"]) + 1))
+    return ports
+
+
+def parse_offer(offer: Mapping[str, Any], role: str = "stateful", principal: str = "") -> Offer:
+    """The matching view of an offer: unreserved scalars summed and port ranges merged; our
+    reservations grouped by their labels, with their persistent volumes. Resources of other roles,
+    static reservations and reservations not labelled by us are left alone."""
     result = Offer(
         offer_id=offer_id(offer),
         agent_id=_value(offer.get("agent_id")),
         hostname=str(offer.get("hostname", "")),
         attributes={str(a.get("name")): _attribute_text(a) for a in offer.get("attributes", []) or []},
     )
+    groups: dict[ReservationKey, Reservation] = {}
     for resource in offer.get("resources", []) or []:
-        if not _usable(resource, role):
-            continue
         name = resource.get("name")
-        if name in ("cpus", "mem", "disk") and resource.get("type", "SCALAR") == "SCALAR":
-            amount = float(resource.get("scalar", {}).get("value", 0.0))
-            setattr(result, name, round(getattr(result, name) + amount, 6))
-        elif name == "ports" and resource.get("type", "RANGES") == "RANGES":
-            for r in resource.get("ranges", {}).get("range", []) or []:
-                result.ports.append((int(r["begin"]), int(r["end"])))
+        kind = resource.get("type", "RANGES" if name == "ports" else "SCALAR")
+        if _unreserved(resource):
+            if name in ("cpus", "mem", "disk") and kind == "SCALAR":
+                setattr(result, name, round(getattr(result, name) + _amount(resource), 6))
+            elif name == "ports" and kind == "RANGES":
+                for r in (resource.get("ranges") or {}).get("range", []) or []:
+                    result.ports.append((int(r["begin"]), int(r["end"])))
+            continue
+        key = reservation_key(resource, role, principal)
+        if key is None:
+            continue
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = Reservation(*key)
+        persistence_id = _persistence_id(resource)
+        if persistence_id:
+            volume = (resource.get("disk") or {}).get("volume") or {}
+            group.volumes.append(
+                OfferedVolume(persistence_id, _amount(resource), str(volume.get("container_path", "")))
+            )
+        elif name in ("cpus", "mem", "disk") and kind == "SCALAR":
+            setattr(group, name, round(getattr(group, name) + _amount(resource), 6))
+        elif name == "ports" and kind == "RANGES":
+            group.ports = sorted(set(group.ports) | set(_range_ports(resource)))
     result.ports.sort()
+    result.reservations = list(groups.values())
     return result
 
 
-def _usable(resource: Mapping[str, Any], role: str) -> bool:
-    # Reservations of other roles and persistent volumes are not ours to take.
-    resource_role = resource.get("role") or resource.get("allocation_info", {}).get("role") or "*"
-    if resource_role not in ("*", role):
-        return False
-    return not (resource.get("name") == "disk" and "persistence" in resource.get("disk", {}))
+def volume_of(spec: types_pb2.LaunchSpec) -> VolumeNeed | None:
+    """The launch's persistent volume (None: a launch without one)."""
+    volume = spec.volume
+    if not volume.persistence_id:
+        return None
+    return VolumeNeed(
+        persistence_id=volume.persistence_id,
+        size=float(volume.size_mb),
+        container_path=volume.container_path,
+        agent_id=volume.agent_id,
+        host=volume.host,
+    )
 
 
 def need_of(task: types_pb2.Task) -> Need:
     spec = task.launch
+    volume = volume_of(spec)
     return Need(
         task_id=task.task_id,
         instance=spec.instance,
         cpus=spec.resources.cpus,
         mem=float(spec.resources.mem_mb),
-        disk=float(spec.resources.disk_mb),
+        disk=volume.size if volume is not None else float(spec.resources.disk_mb),
         port_names=tuple(spec.port_names),
         max_per_agent=max(spec.placement.max_members_per_agent, 1),
         required_attributes=dict(spec.placement.required_attributes),
+        member_id=spec.member_id,
+        volume=volume,
     )
 
 
 def _template(offer: Mapping[str, Any], name: str) -> Json:
-    """The offer's resource entry of this name without its amount, so that role, reservation and
+    """The offer's unreserved resource entry of this name without its amount, so that role and
     allocation info are carried over as the master expects."""
     for resource in offer.get("resources", []) or []:
-        if resource.get("name") == name:
+        if (
+            resource.get("name") == name
+            and _unreserved(resource)
+            and "source" not in (resource.get("disk") or {})
+        ):
             return {k: v for k, v in dict(resource).items() if k not in ("scalar", "ranges", "set")}
     return {"name": name}
 
@@ -136,30 +245,163 @@ def _ranges(ports: list[int]) -> list[Json]:
     return ranges
 
 
+def reservation_info(role: str, principal: str, key: ReservationKey) -> Json:
+    instance, member_id, persistence_id = key
+    return {
+        "type": "DYNAMIC",
+        "role": role,
+        "principal": principal,
+        "labels": {
+            "labels": [
+                {"key": LABEL_INSTANCE, "value": instance},
+                {"key": LABEL_MEMBER, "value": member_id},
+                {"key": LABEL_PERSISTENCE, "value": persistence_id},
+            ]
+        },
+    }
+
+
+def task_key(spec: types_pb2.LaunchSpec) -> ReservationKey:
+    return (spec.instance, spec.member_id, spec.volume.persistence_id)
+
+
+def _group(offer: Mapping[str, Any], role: str, principal: str, key: ReservationKey) -> list[Json]:
+    """The offer's resource entries reserved with these labels (volumes included)."""
+    return [dict(r) for r in offer.get("resources", []) or [] if reservation_key(r, role, principal) == key]
+
+
+class _Resources:
+    """Builds the resources of one launch: unreserved (no volume), to be reserved (first launch),
+    or taken from the member's reservation in the offer."""
+
+    def __init__(
+        self, offer: Mapping[str, Any], mode: str, role: str, principal: str, key: ReservationKey
+    ) -> None:
+        self.offer = offer
+        self.mode = mode
+        self.role = role
+        self.principal = principal
+        self.key = key
+        self.group = _group(offer, role, principal, key) if mode in (CREATE, RESERVED) else []
+
+    def _reserved_template(self, name: str) -> Json:
+        if self.mode == RESERVE:
+            return {
+                "name": name,
+                "reservations": [reservation_info(self.role, self.principal, self.key)],
+                "allocation_info": {"role": self.role},
+            }
+        for resource in self.group:
+            if resource.get("name") == name and not _persistence_id(resource):
+                return {k: v for k, v in resource.items() if k not in ("scalar", "ranges", "set")}
+        # e.g. no reserved disk left (it is the volume): the volume's reservation stack.
+        reservations = next((r.get("reservations") for r in self.group if r.get("reservations")), None)
+        return {
+            "name": name,
+            "reservations": reservations or [reservation_info(self.role, self.principal, self.key)],
+            "allocation_info": {"role": self.role},
+        }
+
+    def scalar(self, name: str, amount: float) -> Json:
+        if self.mode == PLAIN:
+            return _scalar(self.offer, name, amount)
+        return {**self._reserved_template(name), "type": "SCALAR", "scalar": {"value": round(amount, 3)}}
+
+    def ports(self, ports: list[int]) -> Json:
+        template = _template(self.offer, "ports") if self.mode == PLAIN else self._reserved_template("ports")
+        return {**template, "name": "ports", "type": "RANGES", "ranges": {"range": _ranges(ports)}}
+
+    def volume(self, spec: types_pb2.LaunchSpec) -> Json:
+        """The volume: as offered (RESERVED), else the disk resource CREATE makes it into."""
+        volume = spec.volume
+        if self.mode == RESERVED:
+            for resource in self.group:
+                if _persistence_id(resource) == volume.persistence_id:
+                    return resource
+        disk = self.scalar("disk", float(volume.size_mb))
+        return {
+            **disk,
+            "disk": {
+                "persistence": {"id": volume.persistence_id, "principal": self.principal},
+                "volume": {"mode": "RW", "container_path": volume.container_path},
+            },
+        }
+
+
+def volume_operations(
+    task: types_pb2.Task, assignment: Assignment, offer: Mapping[str, Any], role: str, principal: str
+) -> list[Json]:
+    """The operations that must precede the launch of ``task``: RESERVE + CREATE at a first launch,
+    CREATE when the member's reservation is there without its volume, nothing otherwise."""
+    spec = task.launch
+    if assignment.mode not in (RESERVE, CREATE):
+        return []
+    build = _Resources(offer, assignment.mode, role, principal, task_key(spec))
+    operations: list[Json] = []
+    if assignment.mode == RESERVE:
+        reserve = [
+            build.scalar("cpus", spec.resources.cpus),
+            build.scalar("mem", float(spec.resources.mem_mb)),
+        ]
+        if assignment.ports:
+            reserve.append(build.ports(list(assignment.ports.values())))
+        reserve.append(build.scalar("disk", float(spec.volume.size_mb)))
+        operations.append({"type": "RESERVE", "reserve": {"resources": reserve}})
+    operations.append({"type": "CREATE", "create": {"volumes": [build.volume(spec)]}})
+    return operations
+
+
+def cleanup_operations(
+    offer: Mapping[str, Any], role: str, principal: str, keys: list[ReservationKey]
+) -> list[Json]:
+    """DESTROY of the volumes, then UNRESERVE of everything reserved with these labels."""
+    volumes: list[Json] = []
+    unreserve: list[Json] = []
+    for key in keys:
+        for resource in _group(offer, role, principal, key):
+            if _persistence_id(resource):
+                volumes.append(resource)
+                # Destroyed, the volume is reserved disk again: that is what gets unreserved.
+                disk = {
+                    k: v
+                    for k, v in (resource.get("disk") or {}).items()
+                    if k not in ("persistence", "volume")
+                }
+                plain = {k: v for k, v in resource.items() if k != "disk"}
+                unreserve.append({**plain, "disk": disk} if disk else plain)
+            else:
+                unreserve.append(resource)
+    operations: list[Json] = []
+    if volumes:
+        operations.append({"type": "DESTROY", "destroy": {"volumes": volumes}})
+    if unreserve:
+        operations.append({"type": "UNRESERVE", "unreserve": {"resources": unreserve}})
+    return operations
+
+
 def task_info(
     task: types_pb2.Task,
     assignment: Assignment,
     offer: Mapping[str, Any],
     executor_command: str,
     framework_id: str,
+    role: str = "stateful",
+    principal: str = "",
 ) -> Json:
-    """The Mesos TaskInfo launching ``task`` on the offer's agent (see docs/internals.md)."""
+    """The Mesos TaskInfo launching ``task`` on the offer's agent (see docs/internals.md): on
+    unreserved resources, or with a volume on the member's reserved resources."""
     spec = task.launch
+    build = _Resources(offer, assignment.mode, role, principal, task_key(spec))
     resources = [
-        _scalar(offer, "cpus", spec.resources.cpus),
-        _scalar(offer, "mem", float(spec.resources.mem_mb)),
+        build.scalar("cpus", spec.resources.cpus),
+        build.scalar("mem", float(spec.resources.mem_mb)),
     ]
-    if spec.resources.disk_mb:
+    if assignment.mode == PLAIN and spec.resources.disk_mb:
         resources.append(_scalar(offer, "disk", float(spec.resources.disk_mb)))
     if assignment.ports:
-        resources.append(
-            {
-                **_template(offer, "ports"),
-                "name": "ports",
-                "type": "RANGES",
-                "ranges": {"range": _ranges(list(assignment.ports.values()))},
-            }
-        )
+        resources.append(build.ports(list(assignment.ports.values())))
+    if assignment.mode != PLAIN:
+        resources.append(build.volume(spec))
     return {
         "name": spec.member_id,
         "task_id": {"value": task.task_id},

@@ -23,7 +23,17 @@ from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
 from mesos_stateful.offers import driver as drv
 from mesos_stateful.offers import mesos
-from mesos_stateful.offers.matching import AgentCapacity, Offer, match, never_fits
+from mesos_stateful.offers.matching import (
+    CREATE,
+    RESERVE,
+    AgentCapacity,
+    Assignment,
+    Offer,
+    WantedVolume,
+    match,
+    never_fits,
+    orphaned,
+)
 from mesos_stateful.offers.settings import OffersSettings
 from mesos_stateful.offers.taskstore import TaskStore, copy_task
 
@@ -52,6 +62,19 @@ class AgentView:
         )
 
 
+@dataclass
+class KnownReservation:
+    """One of our reservations on an agent, as last seen in an offer or made by an ACCEPT."""
+
+    key: tuple[str, str, str]  # (instance, member id, persistence id)
+    cpus: float = 0.0
+    mem: float = 0.0
+    disk: float = 0.0  # the volume's size plus reserved disk
+    ports: list[int] = field(default_factory=list)
+    has_volume: bool = False
+    orphaned: bool = False
+
+
 def _now_stamp(task: types_pb2.Task) -> None:
     task.updated_at.GetCurrentTime()
 
@@ -64,6 +87,10 @@ class OfferScheduler:
         self.queue: dict[str, None] = {}  # queued task ids, in launch order
         self.pending: dict[str, str] = {}  # task id -> why it has not been placed
         self.agents: dict[str, AgentView] = {}
+        # agent id -> our reservations there (reported in GetCluster)
+        self.reservations: dict[str, dict[tuple[str, str, str], KnownReservation]] = {}
+        # agents whose last offer held reservations released (or not decided): not suppressed
+        self._agents_with_orphans: set[str] = set()
         self._lock = asyncio.Lock()
         self._statuses: asyncio.Queue[Json] = asyncio.Queue()
         self._suppressed = False
@@ -95,6 +122,7 @@ class OfferScheduler:
         self._spawn(self._event_loop(), "events")
         self._spawn(self._status_loop(), "statuses")
         self._spawn(self._watch_deletions(), "watch")
+        self._spawn(self._watch_members(), "members")
         if self.settings.reconcile_interval_seconds > 0:
             self._spawn(self._reconcile_loop(), "reconcile")
         await self.driver.start(self.framework_id or None)
@@ -200,6 +228,18 @@ class OfferScheduler:
                     types_pb2.Resources(cpus=offered.cpus, mem_mb=int(offered.mem), disk_mb=int(offered.disk))
                 )
                 entry.free_port_ranges.extend(f"{b}-{e}" for b, e in offered.ports)
+            for known in sorted(self.reservations.get(agent.agent_id, {}).values(), key=lambda r: r.key):
+                instance, member_id, persistence_id = known.key
+                entry.reservations.add(
+                    instance=instance,
+                    member_id=member_id,
+                    persistence_id=persistence_id,
+                    resources=types_pb2.Resources(
+                        cpus=known.cpus, mem_mb=int(known.mem), disk_mb=int(known.disk)
+                    ),
+                    ports=known.ports,
+                    orphaned=known.orphaned,
+                )
         for task_id in self.queue:
             response.pending.add(task_id=task_id, reason=self.pending.get(task_id, "waiting for offers"))
         return response
@@ -230,6 +270,8 @@ class OfferScheduler:
         elif isinstance(event, drv.AgentLost):
             log.warning("agent %s lost", event.agent_id)
             self.agents.pop(event.agent_id, None)
+            self.reservations.pop(event.agent_id, None)
+            self._agents_with_orphans.discard(event.agent_id)
         elif isinstance(event, drv.DriverError):
             log.error("Mesos master error: %s", event.message)
             await self._on_error(event.message)
@@ -347,11 +389,17 @@ class OfferScheduler:
             dict(offer.attributes),
         )
         cpus, mem, disk, ports = offer.cpus, offer.mem, offer.disk, offer.port_count()
+        for reservation in offer.reservations:
+            cpus += reservation.cpus
+            mem += reservation.mem
+            disk += reservation.disk + reservation.volume_size()
+            ports += len(reservation.ports)
         for task in self.store.tasks.values():
             if task.agent_id == offer.agent_id and not mesos.is_terminal(task.state):
-                cpus += task.launch.resources.cpus
-                mem += task.launch.resources.mem_mb
-                disk += task.launch.resources.disk_mb
+                need = mesos.need_of(task)
+                cpus += need.cpus
+                mem += need.mem
+                disk += need.disk
                 ports += len(task.ports)
         agent.cpus = max(agent.cpus, round(cpus, 6))
         agent.mem = max(agent.mem, mem)
@@ -360,18 +408,24 @@ class OfferScheduler:
 
     async def _on_offers(self, raw_offers: list[Json]) -> None:
         async with self._lock:
+            role, principal = self.settings.role, self.settings.principal
             by_id = {mesos.offer_id(o): o for o in raw_offers}
-            parsed = [mesos.parse_offer(o, self.settings.role) for o in raw_offers]
+            parsed = [mesos.parse_offer(o, role, principal) for o in raw_offers]
             for offer in parsed:
                 self._learn_agent(offer)
             needs = [mesos.need_of(self.store.tasks[t]) for t in self.queue if t in self.store.tasks]
             result = match(parsed, needs, self._running_counts())
             self.pending = dict(result.pending)
+            orphans = await self._orphans(parsed)
+            for offer in parsed:
+                self._learn_reservations(offer, orphans.get(offer.offer_id))
             used: set[str] = set()
-            for offer_id, assignments in result.assignments.items():
+            for offer in parsed:
+                offer_id = offer.offer_id
+                operations: list[Json] = []
                 infos: list[Json] = []
                 staged: list[types_pb2.Task] = []
-                for assignment in assignments:
+                for assignment in result.assignments.get(offer_id, []):
                     task = self.store.tasks[assignment.task_id]
                     update = copy_task(task)
                     update.state = types_pb2.TASK_STATE_STAGING
@@ -391,6 +445,9 @@ class OfferScheduler:
                         )
                         continue
                     staged.append(stored)
+                    operations.extend(
+                        mesos.volume_operations(stored, assignment, by_id[offer_id], role, principal)
+                    )
                     infos.append(
                         mesos.task_info(
                             stored,
@@ -398,23 +455,34 @@ class OfferScheduler:
                             by_id[offer_id],
                             self.settings.executor_command,
                             self.driver.framework_id or self.framework_id,
+                            role,
+                            principal,
                         )
                     )
-                if not infos:
+                if infos:
+                    operations.append({"type": "LAUNCH", "launch": {"task_infos": infos}})
+                cleanup = orphans.get(offer_id) or []
+                if cleanup:
+                    operations.extend(mesos.cleanup_operations(by_id[offer_id], role, principal, cleanup))
+                if not operations:
                     continue
                 for task in staged:
                     self._unqueue(task.task_id)
+                refuse = self.settings.refuse_seconds_unfit if cleanup else self._refuse_seconds()
                 try:
-                    await self.driver.launch([offer_id], infos, self._refuse_seconds())
+                    await self.driver.accept([offer_id], operations, refuse)
                     used.add(offer_id)
+                except errors.StatefulError as error:
+                    log.warning("ACCEPT of offer %s failed (%s); requeueing", offer_id, error.message)
+                    await self._requeue(staged)
+                    continue
+                if staged:
                     log.info(
                         "launched %s on %s",
                         ", ".join(f"{t.task_id} (ports {dict(t.ports)})" for t in staged),
                         staged[0].host,
                     )
-                except errors.StatefulError as error:
-                    log.warning("ACCEPT of offer %s failed (%s); requeueing", offer_id, error.message)
-                    await self._requeue(staged)
+                self._after_accept(offer.agent_id, staged, result.assignments.get(offer_id, []), cleanup)
             unused = [o for o in by_id if o not in used]
             refuse = self._refuse_seconds()
             if unused:
@@ -424,13 +492,162 @@ class OfferScheduler:
                         self._idle_declined = True
                 except errors.StatefulError as error:
                     log.warning("DECLINE failed: %s", error.message)
-            if not self.queue and not self._suppressed:
+            if not self.queue and not self._suppressed and not self._agents_with_orphans:
                 try:
                     await self.driver.suppress()
                     self._suppressed = True
                     log.info("nothing queued: offers suppressed")
                 except errors.StatefulError as error:
                     log.warning("SUPPRESS failed: %s", error.message)
+
+    # -- reservations and volumes -------------------------------------------------------------------
+
+    def _in_use(self) -> set[tuple[str, str]]:
+        """(member id, persistence id) of our queued and live tasks: their reservations stay."""
+        return {
+            (t.launch.member_id, t.launch.volume.persistence_id)
+            for t in self.store.tasks.values()
+            if t.launch.volume.persistence_id and not mesos.is_terminal(t.state)
+        }
+
+    async def _read_members(self) -> dict[str, WantedVolume] | None:
+        """Every member's volume, read fresh from the state service; None if it cannot be read."""
+        try:
+            records, _ = await self.store.client.list(spb.KIND_MEMBER)
+        except errors.StatefulError as error:
+            log.warning("member records cannot be read (%s): no reservation is released now", error.message)
+            return None
+        return {
+            r.member.id: WantedVolume(r.member.volume.persistence_id, r.member.volume.agent_id)
+            for r in records
+        }
+
+    async def _orphans(self, offers: list[Offer]) -> dict[str, list[mesos.ReservationKey]]:
+        """Offer id -> our reservations in it that no member wants any more (decided on a fresh
+        read of the member records; nothing is orphaned when they cannot be read)."""
+        left = [(o, r) for o in offers for r in o.reservations if not r.used]
+        if not left:
+            for offer in offers:
+                self._agents_with_orphans.discard(offer.agent_id)
+            return {}
+        members = await self._read_members()
+        in_use = self._in_use()
+        orphans: dict[str, list[mesos.ReservationKey]] = {}
+        for offer in offers:
+            # Offers keep coming while an agent may still hold orphans (not suppressed).
+            self._agents_with_orphans.discard(offer.agent_id)
+        for offer, reservation in left:
+            if members is None:
+                self._agents_with_orphans.add(offer.agent_id)
+                continue
+            if orphaned(reservation.key, offer.agent_id, members, in_use):
+                orphans.setdefault(offer.offer_id, []).append(reservation.key)
+                self._agents_with_orphans.add(offer.agent_id)
+                log.info(
+                    "releasing %s on %s: no member wants it (destroy + unreserve)",
+                    reservation.persistence_id or reservation.member_id,
+                    offer.hostname,
+                )
+        return orphans
+
+    def _learn_reservations(self, offer: Offer, orphans: list[mesos.ReservationKey] | None) -> None:
+        """What the offer shows of our reservations on its agent. Reservations of live tasks are
+        not offered: they are kept as last seen; others missing from the offer are gone."""
+        known = self.reservations.setdefault(offer.agent_id, {})
+        offered = {r.key: r for r in offer.reservations}
+        live = {
+            mesos.task_key(t.launch)
+            for t in self.store.tasks.values()
+            if t.agent_id == offer.agent_id
+            and t.launch.volume.persistence_id
+            and t.state != types_pb2.TASK_STATE_QUEUED
+            and not mesos.is_terminal(t.state)
+        }
+        for key in [k for k in known if k not in offered and k not in live]:
+            del known[key]
+        for key, reservation in offered.items():
+            known[key] = KnownReservation(
+                key,
+                cpus=reservation.cpus,
+                mem=reservation.mem,
+                disk=round(reservation.disk + reservation.volume_size(), 6),
+                ports=list(reservation.ports),
+                has_volume=bool(reservation.volumes),
+                orphaned=key in (orphans or []),
+            )
+
+    def _after_accept(
+        self,
+        agent_id: str,
+        staged: list[types_pb2.Task],
+        assignments: list[Assignment],
+        released: list[mesos.ReservationKey],
+    ) -> None:
+        known = self.reservations.setdefault(agent_id, {})
+        for key in released:
+            known.pop(key, None)
+        modes = {a.task_id: a.mode for a in assignments}
+        for task in staged:
+            if modes.get(task.task_id) in (RESERVE, CREATE):
+                spec = task.launch
+                key = mesos.task_key(spec)
+                previous = known.get(key)
+                known[key] = KnownReservation(
+                    key,
+                    cpus=spec.resources.cpus if previous is None else previous.cpus,
+                    mem=float(spec.resources.mem_mb) if previous is None else previous.mem,
+                    disk=float(spec.volume.size_mb) if previous is None else previous.disk,
+                    ports=sorted(task.ports.values()) if previous is None else previous.ports,
+                    has_volume=True,
+                )
+
+    async def _watch_members(self) -> None:
+        """Revive offers when a member record is deleted or its volume changes: reservations it
+        held may be orphaned now (they are released when offered)."""
+        seen: dict[str, tuple[str, str]] = {}
+        revision = 0
+        while True:
+            try:
+                if revision == 0:
+                    records, revision = await self.store.client.list(spb.KIND_MEMBER)
+                    fresh = {
+                        r.key.name: (r.member.volume.persistence_id, r.member.volume.agent_id)
+                        for r in records
+                    }
+                    changed = bool(seen) and any(seen[k] != fresh.get(k) for k in seen)
+                    seen = fresh
+                    if changed:
+                        await self._revive_for_reservations()
+                async for event in self.store.client.watch(
+                    [spb.KIND_MEMBER], "", start_revision=revision + 1
+                ):
+                    revision = event.revision
+                    name = event.record.key.name
+                    if event.type == spb.EVENT_TYPE_DELETE:
+                        previous = seen.pop(name, None)
+                        if previous is not None and previous[0]:
+                            await self._revive_for_reservations()
+                        continue
+                    volume = event.record.member.volume
+                    now = (volume.persistence_id, volume.agent_id)
+                    previous = seen.get(name)
+                    seen[name] = now
+                    if previous is not None and previous != now and previous[0]:
+                        await self._revive_for_reservations()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("member watch failed (%s); re-reading members", error)
+                revision = 0
+                await asyncio.sleep(self.settings.state_retry_seconds)
+
+    async def _revive_for_reservations(self) -> None:
+        async with self._lock:
+            if self._suppressed or self._idle_declined:
+                log.info(
+                    "a member's volume changed or it was removed: reviving offers to release its reservations"
+                )
+            await self._revive_if_needed()
 
     def _refuse_seconds(self) -> float:
         return self.settings.refuse_seconds_unfit if self.queue else self.settings.refuse_seconds_idle

@@ -35,10 +35,18 @@ class OffersSettings(ServiceSettings):
         "(default: $MESOS_MASTER, else 127.0.0.1:5050)",
     )
     framework_name: str = Field("mesos-stateful", description="framework name shown by Mesos")
-    role: str = Field("*", description="Mesos role the framework subscribes with")
+    role: str = Field(
+        "stateful",
+        description="Mesos role the framework subscribes with; members' resources are reserved for it "
+        "(it cannot be '*')",
+    )
     user: str = Field("", description="user tasks run as; empty: the user running this service")
     hostname: str = Field("", description="hostname registered with Mesos; empty: this machine's")
-    principal: str = Field("", description="principal for authentication with the master (optional)")
+    principal: str = Field(
+        "mesos-stateful",
+        description="principal of the framework: sent in FrameworkInfo and used for reservations and "
+        "volumes; authenticates with the master when a secret is set",
+    )
     secret: str = Field("", description="secret for the principal (optional)")
     failover_timeout_seconds: float = Field(
         ONE_WEEK_SECONDS,
@@ -78,6 +86,13 @@ class OffersSettings(ServiceSettings):
             raise ValueError("framework_name must not be empty")
         if not self.executor_command.strip():
             raise ValueError("executor_command must not be empty")
+        if not self.role.strip() or self.role.strip() == "*":
+            raise ValueError(
+                f"role {self.role!r} cannot be used: Mesos makes no reservations for '*', and members' "
+                "data lives on volumes reserved for the framework's role (e.g. role=stateful)"
+            )
+        if not self.principal.strip():
+            raise ValueError("principal must not be empty (reservations and volumes are made with it)")
         if bool(self.principal) != bool(self.secret) and self.secret:
             raise ValueError("secret needs a principal")
         return self

@@ -7,6 +7,7 @@ import re
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
 
+_PERSISTENCE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?$", re.IGNORECASE)
 
 
@@ -52,6 +53,17 @@ def validate_launch(spec: types_pb2.LaunchSpec, prefix: str = "launch") -> None:
             and check.tcp.port_name not in spec.port_names
         ):
             fields[f"{prefix}.{check_name}.tcp.port_name"] = "must be one of port_names"
+    volume = spec.volume
+    if spec.HasField("volume") and (volume.persistence_id or volume.agent_id or volume.size_mb):
+        if not _PERSISTENCE_ID.match(volume.persistence_id):
+            fields[f"{prefix}.volume.persistence_id"] = (
+                "required: letters, digits, '.', '-' or '_' (e.g. '<member id>.v1')"
+            )
+        if volume.size_mb <= 0:
+            fields[f"{prefix}.volume.size_mb"] = "must be > 0"
+        path = volume.container_path
+        if not path or path.startswith("/") or ".." in path.split("/"):
+            fields[f"{prefix}.volume.container_path"] = "required: a relative path inside the sandbox"
     if fields:
         raise errors.InvalidArgument(
             "invalid launch: " + "; ".join(f"{k}: {v}" for k, v in sorted(fields.items())), fields

@@ -48,7 +48,9 @@ def test_parse_offer_keeps_only_usable_resources() -> None:
     assert (offer.cpus, offer.mem, offer.disk) == (4.0, 8192.0, 100.0)
     assert offer.ports == [(31000, 31009), (32000, 32001)]
     assert offer.attributes == {"zone": "a", "rack": "3"}
-    assert mesos.parse_offer(OFFER, role="other").cpus == 6.0
+    # Static reservations (even for our role) are left alone: reservations are made from
+    # unreserved resources only.
+    assert mesos.parse_offer(OFFER, role="other").cpus == 4.0
 
 
 def test_task_info() -> None:
