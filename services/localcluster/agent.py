@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from mesos_stateful.localcluster.procs import kill_session, kill_session_now, session_members
 from mesos_stateful.localcluster.recordio import EventStream, Json
-from mesos_stateful.localcluster.resources import Resources
+from mesos_stateful.localcluster.resources import Key, ResourceError, Resources
 
 if TYPE_CHECKING:
     from mesos_stateful.localcluster.master import Master
@@ -88,9 +89,10 @@ class Agent:
         self.index = index
         self.ip = ip
         self.port = port
-        self.total = total
+        self.base = total  # the agent's resources, all unreserved (its --resources)
+        self.total = total  # with the checkpointed reservations and volumes applied
         self.attributes = attributes
-        self.work_dir = work_dir
+        self.work_dir = work_dir / "agents" / ip  # the agent's own --work_dir
         self.id = ""
         self.state = "STOPPED"  # ACTIVE, UNREACHABLE (stopped), REMOVED (killed), STOPPED (not started)
         self.executors: dict[tuple[str, str], Executor] = {}
@@ -112,7 +114,7 @@ class Agent:
             "id": {"value": self.id},
             "hostname": self.hostname,
             "port": self.port,
-            "resources": self.total.to_json(),
+            "resources": self.base.to_json(),
             "attributes": self.attributes_json(),
         }
 
@@ -162,6 +164,96 @@ class Agent:
     def live_sessions(self) -> list[int]:
         return [ex.sid for ex in self.executors.values() if ex.sid is not None and session_members(ex.sid)]
 
+    # --- checkpointed state: agent id, reservations, volumes ----------------------------------------
+
+    @property
+    def meta_dir(self) -> Path:
+        return self.work_dir / "meta"
+
+    @property
+    def checkpointed(self) -> Resources:
+        """Reservations and persistent volumes (Mesos' checkpointed resources)."""
+        return self.total.reserved()
+
+    def recover(self) -> None:
+        """Read the checkpointed agent id, reservations and volumes of a previous run (if any)."""
+        try:
+            info = json.loads((self.meta_dir / "agent.json").read_text())
+            resources = json.loads((self.meta_dir / "resources.json").read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as error:
+            log.error(
+                "agent %s: unreadable checkpoint in %s (%s): starting as a new agent",
+                self.ip,
+                self.meta_dir,
+                error,
+            )
+            return
+        try:
+            reserved = Resources.from_json(resources)
+        except ResourceError as error:
+            log.error(
+                "agent %s: invalid checkpointed resources (%s): starting as a new agent", self.ip, error
+            )
+            return
+        unreserved = reserved.to_unreserved()
+        if not self.base.contains(unreserved):
+            # Mesos refuses an agent whose resources shrank below its reservations; here the
+            # agent starts as a new one (its volume directories are left on disk).
+            log.error(
+                "agent %s: checkpointed resources %s do not fit its resources %s: starting as a new agent",
+                self.ip,
+                reserved,
+                self.base,
+            )
+            return
+        self.id = str(info["agent_id"])
+        self.total = self.base - unreserved + reserved
+        for key, _value in reserved.volumes().items():
+            self.volume_path(key).mkdir(parents=True, exist_ok=True)
+        log.info("agent %s recovered as %s with %s", self.ip, self.id, reserved)
+
+    def checkpoint(self) -> None:
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        info = {"agent_id": self.id, "hostname": self.hostname, "port": self.port}
+        _write_atomically(self.meta_dir / "agent.json", info)
+        _write_atomically(self.meta_dir / "resources.json", self.checkpointed.to_json(refinement=True))
+
+    def volume_path(self, key: Key) -> Path:
+        """``<agent work dir>/volumes/roles/<role>/<persistence id>`` (as Mesos' paths)."""
+        assert key.disk is not None
+        return self.work_dir / "volumes" / "roles" / key.role.replace("/", " ") / key.disk.persistence_id
+
+    def convert(self, consumed: Resources, converted: Resources) -> None:
+        """Apply an operation (RESERVE, UNRESERVE, CREATE, DESTROY) to the agent's total resources:
+        checkpoint it, create the new volumes' directories, remove the destroyed ones'."""
+        self.total = self.total - consumed + converted
+        for key, _value in converted.volumes().items():
+            self.volume_path(key).mkdir(parents=True, exist_ok=True)
+        for key, _value in consumed.volumes().items():
+            path = self.volume_path(key)
+            log.info("agent %s: deleting persistent volume %s", self.id, path)
+            shutil.rmtree(path, ignore_errors=True)
+        self.checkpoint()
+
+    def _link_volumes(self, sandbox: Path, resources: Resources) -> None:
+        """The filesystem/posix isolator: ``<sandbox>/<container_path>`` -> the volume."""
+        for key, _value in resources.volumes().items():
+            assert key.disk is not None
+            target = self.volume_path(key)
+            target.mkdir(parents=True, exist_ok=True)
+            link = sandbox / key.disk.container_path
+            if link.is_symlink():
+                if link.resolve() == target.resolve():
+                    continue
+                link.unlink()
+            elif link.exists():
+                log.warning("agent %s: %s exists in the sandbox; volume not linked", self.id, link)
+                continue
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+
     def used(self) -> Resources:
         """Resources of live executors (tasks are accounted by the master)."""
         out = Resources()
@@ -185,6 +277,7 @@ class Agent:
         task_id = task["task_id"]["value"]
         if ex is not None and ex.state in ("LAUNCHING", "RUNNING"):
             ex.tasks[task_id] = "TASK_STAGING"
+            self._link_task_volumes(ex, task)
             if ex.state == "RUNNING" and ex.stream is not None:
                 ex.stream.send({"type": "LAUNCH", "launch": {"task": task}})
             else:
@@ -193,7 +286,7 @@ class Agent:
         container_id = str(uuid.uuid4())
         sandbox = (
             self.work_dir
-            / "agents"
+            / "slaves"
             / self.id
             / "frameworks"
             / fid
@@ -212,11 +305,19 @@ class Agent:
             resources=Resources.from_json(info.get("resources")),
         )
         ex.tasks[task_id] = "TASK_STAGING"
+        self._link_task_volumes(ex, task)
         ex.queued.append(task)
         self.executors[key] = ex
         starting = asyncio.get_running_loop().create_task(self._start(ex))
         self._tasks.add(starting)
         starting.add_done_callback(self._tasks.discard)
+
+    def _link_task_volumes(self, ex: Executor, task: Json) -> None:
+        try:
+            resources = Resources.from_json(task.get("resources")) + ex.resources
+            self._link_volumes(ex.sandbox, resources)
+        except (ResourceError, OSError) as error:
+            log.warning("agent %s: cannot link the volumes of task %s: %s", self.id, task["task_id"], error)
 
     async def _start(self, ex: Executor) -> None:
         eid, fid = ex.executor_id, ex.framework_id
@@ -498,6 +599,15 @@ class Agent:
         ex.from_executor.add(status["uuid"])
         self.master.status_update(self, ex.framework_id, status)
         return web.Response(status=202)
+
+
+def _write_atomically(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _open_logs(sandbox: Path) -> tuple[BinaryIO, BinaryIO]:

@@ -13,7 +13,7 @@ from aiohttp import web
 from mesos_stateful.localcluster.agent import Agent
 from mesos_stateful.localcluster.http_master import build_app
 from mesos_stateful.localcluster.master import Master
-from mesos_stateful.localcluster.resources import Resources
+from mesos_stateful.localcluster.resources import Key, Resources
 from mesos_stateful.localcluster.settings import LocalClusterSettings
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,14 @@ class LocalCluster:
         ip = str(ipaddress.IPv4Address(s.agent_ip_base) + i)
         begin = s.agent_ports_begin + i * s.agent_ports_step
         total = Resources(
-            scalars={"cpus": s.agent_cpus, "mem": s.agent_mem, "disk": s.agent_disk},
-            ranges={"ports": frozenset(range(begin, begin + s.agent_ports_count))},
+            scalars={Key("cpus"): s.agent_cpus, Key("mem"): s.agent_mem, Key("disk"): s.agent_disk},
+            ranges={Key("ports"): frozenset(range(begin, begin + s.agent_ports_count))},
         )
         attributes = {k: v.replace("{i}", str(i)) for k, v in s.agent_attributes.items()}
-        return Agent(self.master, i, ip, s.agent_port, total, attributes, Path(s.work_dir).absolute())
+        agent = Agent(self.master, i, ip, s.agent_port, total, attributes, Path(s.work_dir).absolute())
+        # An agent whose work dir holds a checkpoint comes back with its id, reservations and volumes.
+        agent.recover()
+        return agent
 
     async def start(self) -> None:
         host, port = self.settings.listen.rsplit(":", 1)
@@ -116,7 +119,8 @@ class LocalCluster:
         return agent
 
     async def start_agent(self, key: str) -> Agent:
-        """A stopped agent comes back with its tasks; a killed one restarts empty with a new id."""
+        """A stopped agent comes back with its tasks; a killed one restarts from its work dir: same
+        id, reservations and volumes, no executors (they died with it)."""
         agent = self.find_agent(key)
         if agent.state == "ACTIVE":
             raise ValueError(f"agent {key} is already running")

@@ -19,7 +19,13 @@ from typing import Any
 
 from mesos_stateful.localcluster.agent import TERMINAL, Agent, Executor
 from mesos_stateful.localcluster.recordio import EventStream, Json
-from mesos_stateful.localcluster.resources import ResourceError, Resources
+from mesos_stateful.localcluster.resources import (
+    Key,
+    ResourceError,
+    Resources,
+    allocation_roles,
+    parse_resource,
+)
 from mesos_stateful.localcluster.settings import LocalClusterSettings
 
 log = logging.getLogger(__name__)
@@ -89,14 +95,48 @@ class Framework:
     def partition_aware(self) -> bool:
         return any(c.get("type") == "PARTITION_AWARE" for c in self.info.get("capabilities", []))
 
+    def has(self, capability: str) -> bool:
+        return any(c.get("type") == capability for c in self.info.get("capabilities", []))
+
+    @property
+    def roles(self) -> list[str]:
+        """``roles`` (MULTI_ROLE frameworks) or the old single ``role`` (default ``*``)."""
+        roles = self.info.get("roles") or []
+        return [str(r) for r in roles] if roles else [str(self.info.get("role") or "*")]
+
     @property
     def role(self) -> str:
-        roles = self.info.get("roles") or []
-        return str(roles[0]) if roles else str(self.info.get("role", "*"))
+        """The role offers are allocated to (the first of ``roles``)."""
+        return self.roles[0]
+
+    @property
+    def principal(self) -> str | None:
+        principal = self.info.get("principal")
+        return None if principal is None else str(principal)
+
+    @property
+    def refinement(self) -> bool:
+        """RESERVATION_REFINEMENT: resources in the post-refinement format (``reservations``)."""
+        return self.has("RESERVATION_REFINEMENT")
 
     def send(self, event: Json) -> None:
         if self.stream is not None:
             self.stream.send(event)
+
+
+class OperationError(Exception):
+    """An offer operation the master drops, with the reason Mesos gives."""
+
+
+DROPPED_KEPT = 100  # dropped operations kept for /master/state ("dropped_operations")
+
+
+def _validate_volume(key: Key, on_agent: str) -> None:
+    """``validatePersistentVolume``: CREATE and DESTROY take persistent volumes only."""
+    if key.disk is None:
+        raise OperationError(f"Not a persistent volume: Resource {key} does not have DiskInfo{on_agent}")
+    if key.disk.mode == "RO":
+        raise OperationError(f"Not a persistent volume: Read-only persistent volume not supported{on_agent}")
 
 
 class Master:
@@ -109,6 +149,7 @@ class Master:
         self.frameworks: dict[str, Framework] = {}
         self.removed_frameworks: set[str] = set()
         self.offers: dict[str, Offer] = {}
+        self.dropped: deque[Json] = deque(maxlen=DROPPED_KEPT)
         self._agent_seq = 0
         self._offer_seq = 0
         self._framework_seq = 0
@@ -158,11 +199,20 @@ class Master:
     # --- agents ----------------------------------------------------------------------------------
 
     def register_agent(self, agent: Agent) -> None:
-        agent.id = f"{self.id}-S{self._agent_seq}"
-        self._agent_seq += 1
+        """A new agent gets a new id; one that recovered its id from its work dir re-registers with
+        it, whether this master knows it (it was removed) or not (a master restart)."""
+        if agent.id:
+            old = self.agents.get(agent.id)
+            if old is not None and old is not agent and old.state != "REMOVED":
+                raise ValueError(f"agent {agent.id} is already registered")
+            log.info("agent %s re-registered at %s with %s", agent.id, agent.endpoint, agent.checkpointed)
+        else:
+            agent.id = f"{self.id}-S{self._agent_seq}"
+            self._agent_seq += 1
+            log.info("agent %s registered at %s", agent.id, agent.endpoint)
         agent.state = "ACTIVE"
         self.agents[agent.id] = agent
-        log.info("agent %s registered at %s", agent.id, agent.endpoint)
+        agent.checkpoint()
         self.wake()
 
     def find_agent(self, key: str) -> Agent | None:
@@ -427,11 +477,18 @@ class Master:
         remaining = Resources()
         for offer in offers:
             remaining = remaining + offer.resources
+        role = fw.role
         for op in operations:
-            kind = op.get("type")
+            kind = op.get("type") if isinstance(op, dict) else None
             if kind == "LAUNCH":
                 for task in (op.get("launch") or {}).get("task_infos", []):
-                    remaining = self._launch(fw, agent, task, remaining)
+                    remaining = self._launch(fw, agent, task, remaining, role)
+            elif kind in ("RESERVE", "UNRESERVE", "CREATE", "DESTROY"):
+                assert isinstance(op, dict)
+                try:
+                    remaining = self._operation(fw, agent, op, kind, remaining, role)
+                except OperationError as error:
+                    self._drop(fw, agent, op, str(error))
             elif kind == "LAUNCH_GROUP":
                 group = (op.get("launch_group") or {}).get("task_group") or {}
                 for task in group.get("tasks", []):
@@ -442,8 +499,8 @@ class Master:
                         "REASON_TASK_GROUP_INVALID",
                         "LAUNCH_GROUP is not supported by the local cluster",
                     )
-            else:
-                log.warning("framework %s: operation %s is not supported; ignored", fw.id, kind)
+            elif isinstance(op, dict):
+                self._drop(fw, agent, op, f"Operation {kind} is not supported by the local cluster")
         if not remaining.empty():
             self._add_filter(fw, agent.id, remaining, self._refuse_seconds(body))
         self.wake()
@@ -458,7 +515,157 @@ class Master:
                 tasks += ((op.get("launch_group") or {}).get("task_group") or {}).get("tasks", [])
         return tasks
 
-    def _launch(self, fw: Framework, agent: Agent, task: Json, remaining: Resources) -> Resources:
+    # --- offer operations (RESERVE, UNRESERVE, CREATE, DESTROY) --------------------------------------
+
+    def _drop(self, fw: Framework, agent: Agent, op: Json, reason: str) -> None:
+        kind = str(op.get("type"))
+        log.warning("Dropping %s operation from framework %s: %s", kind, fw.id, reason)
+        self.dropped.append(
+            {
+                "type": kind,
+                "framework_id": fw.id,
+                "agent_id": agent.id,
+                "reason": reason,
+                "time": time.time(),
+                "operation": op,
+            }
+        )
+
+    @staticmethod
+    def _agent_name(agent: Agent) -> str:
+        return f"{agent.id} at slave(1)@{agent.endpoint} ({agent.hostname})"
+
+    def _operation(
+        self, fw: Framework, agent: Agent, op: Json, kind: str, remaining: Resources, role: str
+    ) -> Resources:
+        """Validate one operation as the Mesos master does, apply it to the offered resources and
+        to the agent; returns what is left of the offer. Raises OperationError (the op is dropped)."""
+        if op.get("id") is not None:
+            raise OperationError(
+                f"Operation requested feedback, but agent {agent.id} does not have the required "
+                "RESOURCE_PROVIDER capability"
+            )
+        field = "resources" if kind in ("RESERVE", "UNRESERVE") else "volumes"
+        body = op.get(kind.lower())
+        items = body.get(field) if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise OperationError(
+                f"Operation attempted with invalid resources: Expecting '{kind.lower()}.{field}'"
+            )
+        if kind == "RESERVE" and isinstance(body, dict) and body.get("source"):
+            raise OperationError("Reservation updates are not yet implemented for the scheduler API.")
+        try:
+            keyed = [parse_resource(item) for item in items]
+            resources = Resources.from_json(items)
+        except ResourceError as error:
+            raise OperationError(
+                f"Operation attempted with invalid resources: Invalid resources: {error}"
+            ) from None
+        # The master injects the offer's allocation info where the framework left it out; a resource
+        # allocated to another role is not one of the offered resources.
+        allocated = allocation_roles(items) | {role}
+        on_agent = f"; on agent {self._agent_name(agent)}"
+        keys = [k for k, _v in keyed]
+        if kind == "RESERVE":
+            for key in keys:
+                self._validate_reserve(fw, key, allocated, on_agent)
+            if len(allocated) > 1:
+                raise OperationError(
+                    "Invalid reservation resources: The resources have multiple allocation roles" + on_agent
+                )
+            consumed, converted = resources.pop_reservation(), resources
+        elif kind == "UNRESERVE":
+            for key in keys:
+                if not key.dynamic:
+                    raise OperationError(f"Resource {key} is not dynamically reserved{on_agent}")
+                if key.disk is not None:
+                    raise OperationError(
+                        f"A dynamically reserved persistent volume {key} cannot be unreserved directly. "
+                        "Please destroy the persistent volume first then unreserve the resource" + on_agent
+                    )
+            consumed, converted = resources, resources.pop_reservation()
+        elif kind == "CREATE":
+            for key in keys:
+                _validate_volume(key, on_agent)
+            existing = {
+                (k.role, k.disk.persistence_id) for k, _v in agent.checkpointed.volumes().items() if k.disk
+            }
+            for key in keys:
+                assert key.disk is not None
+                if (key.role, key.disk.persistence_id) in existing:
+                    raise OperationError(
+                        f"Persistence ID '{key.disk.persistence_id}' is not unique{on_agent}"
+                    )
+                if fw.principal is not None:
+                    if key.disk.principal is None:
+                        raise OperationError(
+                            f"Create volume operation attempted by principal '{fw.principal}', but there "
+                            "is a volume in the operation with no principal set in 'disk.persistence'"
+                            + on_agent
+                        )
+                    if key.disk.principal != fw.principal:
+                        raise OperationError(
+                            f"Create volume operation attempted by authenticated principal '{fw.principal}', "
+                            "which does not match a volume in the operation with principal "
+                            f"'{key.disk.principal}' set in 'disk.persistence'" + on_agent
+                        )
+            consumed, converted = resources.strip_volumes(), resources
+        else:  # DESTROY
+            for key in keys:
+                _validate_volume(key, on_agent)
+            if not agent.checkpointed.contains(resources):
+                raise OperationError(f"Persistent volumes not found{on_agent}")
+            if self.used(agent).contains_any(resources):
+                raise OperationError(f"Persistent volumes in use{on_agent}")
+            consumed, converted = resources, resources.strip_volumes()
+        if len(allocated) > 1 or not remaining.contains(consumed):
+            raise OperationError(f"{remaining} does not contain {consumed}")
+        log.info(
+            "Applying %s operation for %s from framework %s to agent %s", kind, resources, fw.id, agent.id
+        )
+        agent.convert(consumed, converted)
+        if kind == "DESTROY":
+            for offer in [o for o in self.offers.values() if o.agent_id == agent.id]:
+                if offer.resources.contains_any(resources):
+                    self._rescind(offer)
+        return remaining - consumed + converted
+
+    def _validate_reserve(self, fw: Framework, key: Key, allocated: set[str], on_agent: str) -> None:
+        if not key.dynamic:
+            raise OperationError(f"Resource {key} is not dynamically reserved{on_agent}")
+        reservation = key.reservations[-1]
+        if fw.principal is not None:
+            if reservation.principal is None:
+                raise OperationError(
+                    f"A reserve operation was attempted by principal '{fw.principal}', but there is a "
+                    "reserved resource in the request with no principal set" + on_agent
+                )
+            if reservation.principal != fw.principal:
+                raise OperationError(
+                    f"A reserve operation was attempted by authenticated principal '{fw.principal}', which "
+                    f"does not match a reserved resource in the request with principal "
+                    f"'{reservation.principal}'" + on_agent
+                )
+        for alloc in sorted(allocated):
+            if alloc != reservation.role:
+                raise OperationError(
+                    f"A reserve operation was attempted for a resource with role '{reservation.role}', but "
+                    f"the resource was allocated to role '{alloc}'" + on_agent
+                )
+        if reservation.role not in fw.roles:
+            raise OperationError(
+                f"A reserve operation was attempted for a resource with role '{reservation.role}', but the "
+                f"framework can only reserve resources with roles '{{ {', '.join(fw.roles)} }}'" + on_agent
+            )
+
+    def _rescind(self, offer: Offer) -> None:
+        self.offers.pop(offer.id, None)
+        owner = self.frameworks.get(offer.framework_id)
+        if owner is not None:
+            owner.send({"type": "RESCIND", "rescind": {"offer_id": {"value": offer.id}}})
+        self.wake()
+
+    def _launch(self, fw: Framework, agent: Agent, task: Json, remaining: Resources, role: str) -> Resources:
         def invalid(message: str) -> Resources:
             self._master_status(fw, task, "TASK_ERROR", "REASON_TASK_INVALID", message)
             return remaining
@@ -484,6 +691,11 @@ class Master:
             return invalid(f"Task uses invalid resources: {error}")
         if resources.empty():
             return invalid("Task uses no resources")
+        roles = allocation_roles(task.get("resources")) | allocation_roles(task["executor"].get("resources"))
+        if roles - {role}:
+            return invalid(
+                f"Task uses resources allocated to role(s) {sorted(roles - {role})}, not the offer's '{role}'"
+            )
         eid = (task["executor"].get("executor_id") or {}).get("value")
         if not eid or not (task["executor"].get("command") or {}).get("value"):
             return invalid("Executor has no executor_id or no command.value")
@@ -765,14 +977,16 @@ class Master:
             if agent.state != "ACTIVE":
                 continue
             available = self.available(agent)
-            if available.empty():
-                continue
             for fw in frameworks:
-                if self._filtered(fw, agent.id, available):
+                # Unreserved resources go to any framework, reserved ones (and volumes) only to
+                # frameworks of their role; a volume in use is not available.
+                offered = available.allocatable_to(fw.role)
+                if offered.empty() or self._filtered(fw, agent.id, offered):
                     continue
+                available = available - offered
                 oid = f"{self.id}-O{self._offer_seq}"
                 self._offer_seq += 1
-                self.offers[oid] = Offer(oid, fw.id, agent.id, available)
+                self.offers[oid] = Offer(oid, fw.id, agent.id, offered)
                 batches.setdefault(fw.id, []).append(
                     {
                         "id": {"value": oid},
@@ -784,12 +998,11 @@ class Master:
                             "address": {"hostname": agent.hostname, "ip": agent.ip, "port": agent.port},
                             "path": "/slave(1)",
                         },
-                        "resources": available.to_json(role=fw.role),
+                        "resources": offered.to_json(role=fw.role, refinement=fw.refinement),
                         "attributes": agent.attributes_json(),
                         "allocation_info": {"role": fw.role},
                     }
                 )
-                break
         for fid, offers in batches.items():
             self.frameworks[fid].send({"type": "OFFERS", "offers": {"offers": offers}})
 
@@ -823,6 +1036,8 @@ class Master:
                     "active": fw.connected,
                     "connected": fw.connected,
                     "role": fw.role,
+                    "roles": fw.roles,
+                    "principal": fw.principal,
                     "failover_timeout": fw.info.get("failover_timeout", 0),
                     "checkpoint": bool(fw.info.get("checkpoint")),
                     "capabilities": [c.get("type") for c in fw.info.get("capabilities", [])],
@@ -851,7 +1066,12 @@ class Master:
                 "resources": a.total.to_state(),
                 "used_resources": self.used(a).to_state(),
                 "offered_resources": self.offered(a).to_state(),
-                "unreserved_resources": a.total.to_state(),
+                "unreserved_resources": a.total.unreserved().to_state(),
+                "reserved_resources": {r: res.to_state() for r, res in a.total.reserved().by_role().items()},
+                "unreserved_resources_full": a.total.unreserved().to_json(refinement=True),
+                "reserved_resources_full": {
+                    r: res.to_json(refinement=True) for r, res in a.total.reserved().by_role().items()
+                },
                 "attributes": dict(a.attributes),
             }
             for a in self.agents.values()
@@ -868,4 +1088,6 @@ class Master:
             "slaves": agents,
             "agents": agents,
             "completed_frameworks": [{"id": fid} for fid in sorted(self.removed_frameworks)],
+            # Not in Mesos' /master/state: the last offer operations the master dropped, and why.
+            "dropped_operations": list(self.dropped),
         }

@@ -50,9 +50,9 @@ def test_kill_agent_loses_tasks_and_processes(local_cluster: RunningCluster, fra
     assert framework.wait("agent_lost") == agent.id
     assert not any(session_members(s) for s in sids if s)
     assert hostname not in [a["hostname"] for a in local_cluster.state()["slaves"]]
-    # The agent can come back, empty, as a new agent.
+    # The agent restarts from its work dir: the same agent id, without its executors.
     fresh = local_cluster.start_agent(hostname)
-    assert fresh.id != agent.id
+    assert fresh.id == agent.id and fresh is not agent and not fresh.executors
     framework.driver.reviveOffers()
     framework.offer(lambda o: o["agent_id"]["value"] == fresh.id)
 
