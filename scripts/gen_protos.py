@@ -1,9 +1,10 @@
-"""Generate the Python code for protos/stateful/v1 into services/api (import mesos_stateful.api).
+"""Generate the Python code for protos/stateful/v1 and protos/mesos/v1 (the Mesos wire contract)
+into services/api (import mesos_stateful.api.stateful.v1 / mesos_stateful.api.mesos.v1).
 
 grpcio-tools writes the messages, their .pyi and the gRPC stubs; mypy-protobuf writes the .pyi of
 the gRPC stubs. protoc names imports after the proto path (``stateful.v1``); they are rewritten
-under the import root, as temporalio's generator does. ``--check`` regenerates into a temporary
-folder and fails if the checked-in code differs.
+under the import root (``stateful.v1`` and ``mesos.v1``), as temporalio's generator does.
+``--check`` regenerates into a temporary folder and fails if the checked-in code differs.
 """
 
 from __future__ import annotations
@@ -48,9 +49,14 @@ def generate(out: Path) -> None:
         text = path.read_text()
         text = re.sub(r"^(from|import) stateful\.", rf"\1 {IMPORT_ROOT}.stateful.", text, flags=re.M)
         text = re.sub(r"\bstateful\.v1\.(\w+_pb2)\b", rf"{IMPORT_ROOT}.stateful.v1.\1", text)
+        text = re.sub(r"^(from|import) mesos\.", rf"\1 {IMPORT_ROOT}.mesos.", text, flags=re.M)
+        text = re.sub(
+            r"(?<![\w.])mesos\.v1\.((?:scheduler\.)?\w+_pb2)\b", rf"{IMPORT_ROOT}.mesos.v1.\1", text
+        )
         path.write_text(HEADER + text)
-    for folder in [out / "stateful", out / "stateful" / "v1"]:
+    for folder in [out / "stateful", out / "stateful" / "v1", out / "mesos", out / "mesos" / "v1"]:
         (folder / "__init__.py").write_text(HEADER)
+    (out / "mesos" / "v1" / "scheduler" / "__init__.py").write_text(HEADER)
     (out / "__init__.py").write_text(f'"""{PACKAGE_DOC}"""\n')
     (out / "py.typed").write_text("")
 
