@@ -2,7 +2,9 @@
 
 Task ``data`` (base64 JSON) chooses the behaviour: ``{"child": true}`` starts a ``sleep`` in its own
 process group (like a member process), ``{"finish": true}`` reports TASK_FINISHED right away,
-``{"exit": N}`` makes the executor die with exit code N without a terminal update.
+``{"exit": N}`` makes the executor die with exit code N without a terminal update,
+``{"write": {"<path in the sandbox>": "<text>"}}`` writes files first, ``{"read": "<path>"}`` sends
+the file's text (or ``<missing>``) as the message of TASK_RUNNING (and of TASK_FINISHED).
 """
 
 from __future__ import annotations
@@ -36,13 +38,23 @@ class TestExecutor(Executor):  # type: ignore[misc]
     def launchTask(self, driver: Any, task: Any) -> None:
         spec = json.loads(decode_data(task["data"])) if task.get("data") else {}
         self._status(driver, task["task_id"], "TASK_STARTING")
+        for path, text in (spec.get("write") or {}).items():
+            with open(path, "w") as f:
+                f.write(text)
+        message = ""
+        if spec.get("read"):
+            try:
+                with open(spec["read"]) as f:
+                    message = f.read()
+            except OSError:
+                message = "<missing>"
         if spec.get("child"):
             self.children[task["task_id"]["value"]] = subprocess.Popen(["sleep", "1000"], process_group=0)
-        self._status(driver, task["task_id"], "TASK_RUNNING")
+        self._status(driver, task["task_id"], "TASK_RUNNING", message)
         if "exit" in spec:
             os._exit(int(spec["exit"]))
         if spec.get("finish"):
-            self._status(driver, task["task_id"], "TASK_FINISHED")
+            self._status(driver, task["task_id"], "TASK_FINISHED", message)
             self._end_soon(driver)
 
     def killTask(self, driver: Any, task_id: Any) -> None:
