@@ -289,6 +289,11 @@ class OfferScheduler:
         if event.framework_id and event.framework_id != self.framework_id:
             await self._store_framework(event.framework_id)
         await self._reconcile()
+        # Filters of earlier declines survive a resubscription: revive, so that queued launches
+        # are placed and our reservations (some maybe orphaned) are seen again; with nothing to
+        # do, the offers are declined and suppressed again.
+        with contextlib.suppress(errors.Unavailable):
+            await self.driver.revive()
         async with self._lock:
             to_kill = [
                 t
@@ -728,6 +733,14 @@ class OfferScheduler:
                         return True
                     await self.store.save(update)
                     self._unqueue(task_id)
+                    if (
+                        update.launch.volume.persistence_id
+                        and mesos.is_terminal(update.state)
+                        and not mesos.is_terminal(task.state)
+                    ):
+                        # Its reservation is offered again now; if no member wants it any more
+                        # it must be seen to be released (offers may be suppressed).
+                        await self._revive_if_needed()
                 log.info("task %s: %s %s", task_id, state, status.get("message", ""))
                 return True
             except errors.NotFound:
