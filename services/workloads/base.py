@@ -22,7 +22,7 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -145,6 +145,54 @@ def master(context: pb.CallbackContext) -> types_pb2.Member:
 def others(context: pb.CallbackContext) -> list[types_pb2.Member]:
     """Every member but the one the callback is about, by ordinal."""
     return sorted((m for m in context.instance.members if m.id != context.member_id), key=lambda m: m.ordinal)
+
+
+# --- the member's persistent volume -------------------------------------------------------------
+
+# Where a member's persistent volume appears in its task sandbox when the member record does not
+# say (Volume.container_path): ``${MESOS_SANDBOX}/data``. The one place this default lives.
+DATA_DIR = "data"
+
+
+def volume_path(m: types_pb2.Member) -> str:
+    """The member's volume, relative to its sandbox: ``Member.volume.container_path`` when set
+    (lifecycle copies it into ``LaunchSpec.volume``), else :data:`DATA_DIR`. Everything that must
+    outlive the task (the workload's data) goes there; files written fresh for each task
+    (configuration, secrets, probes) stay in the sandbox."""
+    path = m.volume.container_path or DATA_DIR
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise errors.InvalidArgument(
+            f"member {m.id}: volume container_path {path!r} must be a relative path inside the sandbox",
+            {"context.instance.members.volume.container_path": "a relative path without '..'"},
+        )
+    return path
+
+
+def data_dir(m: types_pb2.Member) -> str:
+    """The member's volume as the task sees it: ``${MESOS_SANDBOX}/<volume path>`` (expanded by
+    the executor)."""
+    return "${MESOS_SANDBOX}/" + volume_path(m)
+
+
+def has_master(context: pb.CallbackContext) -> bool:
+    """Whether the instance has a ROLE_MASTER member. A restart of every member (a cold start)
+    launches them all as SLAVE with no master: each then starts as a read-only replica that
+    follows nobody, until lifecycle asks MasterLost with the candidates and re-points them."""
+    return any(m.role == types_pb2.ROLE_MASTER for m in context.instance.members)
+
+
+def candidates(context: pb.CallbackContext, candidate_ids: Iterable[str]) -> list[types_pb2.Member]:
+    """The members named by ``MasterLostRequest.candidate_ids`` (the context member included
+    when named), by ordinal; InvalidArgument if one is not a member of the instance."""
+    by_id = {m.id: m for m in context.instance.members}
+    unknown = sorted(set(candidate_ids) - set(by_id))
+    if unknown:
+        raise errors.InvalidArgument(
+            f"candidate(s) {', '.join(unknown)} are not members of {context.instance.spec.name!r}",
+            {"candidate_ids": "must name members of context.instance"},
+        )
+    return sorted((by_id[i] for i in set(candidate_ids)), key=lambda m: m.ordinal)
 
 
 def endpoint(m: types_pb2.Member, port_name: str) -> tuple[str, int]:

@@ -1,11 +1,16 @@
 """A member's entry point: ``python -m mesos_stateful.workloads.mysql.bootstrap <sandbox>``.
 
-1. On first start, initialise ``<sandbox>/data`` with ``mariadb-install-db`` (into a temporary
-   directory renamed when complete, so a crash half-way just starts over).
+1. On the member's first start, initialise its datadir ``<sandbox>/<volume>/datadir`` with
+   ``mariadb-install-db`` (into ``datadir.init`` next to it, renamed when complete, so a crash
+   half-way just starts over). A datadir that exists is never initialised again: the member was
+   restarted in place on its persistent volume and keeps its data, binary and relay logs and
+   replication state. One that exists without the ``mysql`` schema is refused (exit), not wiped.
 2. Write ``init.sql`` (0600), run by the server at start-up with binary logging off: create or
    update the operator, admin and replication accounts with the instance's passwords, remove the
-   password-less root accounts the installer made; on a freshly initialised replica, also point
-   it at the master (GTID, ``slave_pos``) and start replicating.
+   password-less root accounts the installer made; on a replica with a master (new, or restarted
+   on its volume), also point it at that master (GTID, ``slave_pos``: where it stopped) and start
+   replicating. A replica without a master (a cold start) starts read-only and replicates from
+   nobody (``skip_slave_start``) until StartSlave.
 3. On a replica, record the master's GTID position now (``catchup.gtid``): the replica is ready
    once it has applied it.
 4. Exec ``mariadbd --defaults-file=<sandbox>/my.cnf`` (the member's process is the server itself).
@@ -24,7 +29,7 @@ from pathlib import Path
 
 from mesos_stateful.common import errors
 from mesos_stateful.workloads.mysql import sql
-from mesos_stateful.workloads.mysql.member_file import CATCHUP_FILE, DATA_DIR, DEFAULTS_FILE, MemberFile
+from mesos_stateful.workloads.mysql.member_file import CATCHUP_FILE, DEFAULTS_FILE, MemberFile
 
 log = logging.getLogger("mysql-bootstrap")
 
@@ -40,7 +45,7 @@ def _account(user: str, password: str, grant: str, option: str = "") -> str:
     )
 
 
-def init_sql(spec: MemberFile, fresh: bool, hostname: str) -> str:
+def init_sql(spec: MemberFile, hostname: str) -> str:
     """The statements the server runs at start-up. Idempotent; accounts are not binlogged, since
     every member creates its own (a replica's own transactions would clash with the master's)."""
     text = "SET sql_log_bin = 0;\n"
@@ -55,7 +60,9 @@ def init_sql(spec: MemberFile, fresh: bool, hostname: str) -> str:
         f"ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY {sql.quote(spec.admin_password)};\n"
         "SET sql_log_bin = 1;\n"
     )
-    if fresh and spec.replica:
+    # New or restarted on its volume, a replica with a master is pointed at it (where it stopped:
+    # slave_pos); one without a master stays read-only and replicates from nobody.
+    if spec.replica and spec.master_host:
         text += sql.change_master_sql(
             spec.master_host, spec.master_port, spec.replication_user, spec.replication_password
         )
@@ -68,11 +75,17 @@ def _user_args() -> list[str]:
 
 
 def initialise(sandbox: Path, spec: MemberFile) -> bool:
-    """Create the data directory if it does not exist; True if it was created now."""
-    data = sandbox / DATA_DIR
-    if (data / "mysql").is_dir():
+    """Create the datadir in the member's volume if it does not exist; True if it was created now.
+    An existing datadir is never touched (SystemExit if it lacks the ``mysql`` schema)."""
+    data = spec.datadir(sandbox)
+    if data.exists():
+        if not (data / "mysql").is_dir():
+            raise SystemExit(f"{data} exists but has no mysql schema; refusing to initialise over it")
+        log.info("datadir %s exists: restarting on it", data)
         return False
-    partial = sandbox / (DATA_DIR + ".init")
+    # The volume itself (a directory when no volume is mounted, e.g. in tests).
+    data.parent.mkdir(parents=True, exist_ok=True)
+    partial = data.with_name(data.name + ".init")
     shutil.rmtree(partial, ignore_errors=True)
     argv = [
         spec.install_db,
@@ -88,7 +101,6 @@ def initialise(sandbox: Path, spec: MemberFile) -> bool:
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(f"{spec.install_db} failed with exit code {done.returncode}")
-    shutil.rmtree(data, ignore_errors=True)
     partial.rename(data)
     log.info("initialised %s in %.1fs", data, time.monotonic() - started)
     return True
@@ -125,13 +137,15 @@ def prepare(sandbox: Path) -> list[str]:
     spec = MemberFile.read(sandbox)
     for name in ("tmp", "files"):
         (sandbox / name).mkdir(exist_ok=True)
-    fresh = initialise(sandbox, spec)
+    initialise(sandbox, spec)
     init = sandbox / INIT_FILE
     init.touch(mode=0o600)
     init.chmod(0o600)
-    init.write_text(init_sql(spec, fresh, socket.gethostname()))
-    if spec.replica:
+    init.write_text(init_sql(spec, socket.gethostname()))
+    if spec.replica and spec.master_host:
         record_catchup(sandbox, spec)
+    else:
+        (sandbox / CATCHUP_FILE).unlink(missing_ok=True)
     return [spec.mariadbd, f"--defaults-file={sandbox / DEFAULTS_FILE}", f"--init-file={init}", *_user_args()]
 
 

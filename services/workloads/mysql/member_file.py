@@ -13,7 +13,10 @@ from pathlib import Path
 
 FILE_NAME = "mysql-member.json"
 DEFAULTS_FILE = "my.cnf"
-DATA_DIR = "data"
+# The server's datadir inside the member's persistent volume: InnoDB, the binary logs, the relay
+# logs, master.info / relay-log.info and mysql.gtid_slave_pos all live there and outlive the task.
+# A subdirectory, so that a new one can be initialised next to it and renamed into place.
+DATADIR = "datadir"
 # Written by the bootstrap of a replica: the master's GTID position when the replica started.
 CATCHUP_FILE = "catchup.gtid"
 
@@ -34,6 +37,16 @@ class MemberFile:
     master_port: int = 0
     catchup_probe_seconds: float = 10.0
     connect_timeout_seconds: float = 3.0
+    # The member's persistent volume, relative to the sandbox.
+    volume: str = "data"
+
+    @property
+    def standby(self) -> bool:
+        """A replica with no master to follow yet (every member restarted on its volume)."""
+        return self.replica and not self.master_host
+
+    def datadir(self, sandbox: Path) -> Path:
+        return sandbox / self.volume / DATADIR
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"

@@ -55,6 +55,29 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate, str] | None:
     )
 
 
+def choose_superset(candidates: list[Candidate]) -> tuple[Candidate, str]:
+    """Among every candidate's state (all answered): one already promoted (a retried MasterLost),
+    else one whose GTID set contains every other candidate's (ties: more applied, then the lowest
+    ordinal). A candidate that is not a superset of another is not "behind": their histories have
+    diverged; if no candidate contains all the others, promoting any would drop transactions
+    another one has, so FailedPrecondition (a person decides)."""
+    listed = ", ".join(f"{c.member_id}={c.state.gtid_set}" for c in candidates)
+    promoted = sorted((c for c in candidates if c.state.is_master), key=lambda c: c.ordinal)
+    if promoted:
+        return promoted[0], f"{promoted[0].member_id} was already promoted (positions: {listed})"
+    sets = {c.member_id: c.state.gtid_set for c in candidates}
+    winners = [
+        c for c in candidates if all(sets[c.member_id].contains(sets[o.member_id]) for o in candidates)
+    ]
+    if not winners:
+        raise errors.FailedPrecondition(
+            f"no candidate holds every other candidate's transactions (diverged GTID sets: {listed}); "
+            "a person must decide"
+        )
+    best = min(winners, key=lambda c: (-gtid.total(c.state.applied), c.ordinal))
+    return best, f"{best.member_id} holds every other candidate's transactions (positions: {listed})"
+
+
 class MysqlWorkload(WorkloadBase):
     def __init__(self, settings: MysqlSettings) -> None:
         super().__init__(description(settings.default_image), settings)
@@ -117,6 +140,8 @@ class MysqlWorkload(WorkloadBase):
     @callback
     async def MasterLost(self, request: pb.MasterLostRequest, context: Context) -> pb.MasterLostResponse:
         ctx = request.context
+        if request.candidate_ids:
+            return await self._choose_among(ctx, base.candidates(ctx, request.candidate_ids))
         replicas = [
             m
             for m in base.others(ctx)
@@ -150,5 +175,36 @@ class MysqlWorkload(WorkloadBase):
         candidate, reason = chosen
         if problems:
             reason += f" (unreachable: {'; '.join(problems)})"
+        log.info("master %s of %s lost: promote %s", ctx.member_id, ctx.instance.spec.name, reason)
+        return pb.MasterLostResponse(promote_member_id=candidate.member_id, reason=reason)
+
+    async def _choose_among(
+        self, ctx: pb.CallbackContext, members: list[types_pb2.Member]
+    ) -> pb.MasterLostResponse:
+        """Every candidate must answer: one that does not is waited for (UNAVAILABLE, lifecycle
+        retries), never skipped. Then :func:`choose_superset`."""
+
+        async def ask(m: types_pb2.Member) -> sql.State:
+            if not (m.host and m.ports.get(PORT)):
+                raise errors.Unavailable("no address yet")
+            return await _blocking(sql.state, self.server(ctx, m))
+
+        answers = await asyncio.gather(*(ask(m) for m in members), return_exceptions=True)
+        candidates: list[Candidate] = []
+        problems: list[str] = []
+        for m, answer in zip(members, answers, strict=True):
+            if isinstance(answer, errors.StatefulError):
+                problems.append(f"{m.id}: {answer.message}")
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                candidates.append(Candidate(m.id, m.ordinal, answer))
+        if problems:
+            answered = ", ".join(f"{c.member_id}={c.state.gtid_set}" for c in candidates) or "none"
+            raise errors.Unavailable(
+                f"not every candidate of {ctx.instance.spec.name} answered: {'; '.join(problems)} "
+                f"(answered: {answered})"
+            )
+        candidate, reason = choose_superset(candidates)
         log.info("master %s of %s lost: promote %s", ctx.member_id, ctx.instance.spec.name, reason)
         return pb.MasterLostResponse(promote_member_id=candidate.member_id, reason=reason)

@@ -89,6 +89,8 @@ class State:
     slave_pos: str
     # None: no replication configured (a master, or a promoted replica).
     replica: Row | None
+    current_pos: str = ""
+    binlog_state: str = ""
 
     @property
     def is_master(self) -> bool:
@@ -101,6 +103,12 @@ class State:
         return gtid.merge(gtid.parse(self.binlog_pos), gtid.parse(self.slave_pos), io_pos)
 
     @property
+    def gtid_set(self) -> gtid.GtidSet:
+        """Every transaction the member holds (applied, or received in its relay log), as a set."""
+        io_pos = str(self.replica.get("Gtid_IO_Pos") or "") if self.replica else ""
+        return gtid.GtidSet([self.current_pos, self.binlog_pos, self.slave_pos, io_pos], self.binlog_state)
+
+    @property
     def applied(self) -> gtid.Position:
         return gtid.merge(gtid.parse(self.binlog_pos), gtid.parse(self.slave_pos))
 
@@ -110,6 +118,7 @@ class State:
             "read_only": "ON" if self.read_only else "OFF",
             "gtid_binlog_pos": self.binlog_pos,
             "gtid_slave_pos": self.slave_pos,
+            "gtid_current_pos": self.current_pos,
         }
         if self.replica is not None:
             r = self.replica
@@ -127,7 +136,8 @@ class State:
 
 def _state(cursor: pymysql.cursors.DictCursor) -> State:
     cursor.execute(
-        "SELECT @@global.read_only AS ro, @@global.gtid_binlog_pos AS b, @@global.gtid_slave_pos AS s"
+        "SELECT @@global.read_only AS ro, @@global.gtid_binlog_pos AS b, @@global.gtid_slave_pos AS s, "
+        "@@global.gtid_current_pos AS c, @@global.gtid_binlog_state AS bs"
     )
     row = cursor.fetchone() or {}
     cursor.execute("SHOW SLAVE STATUS")
@@ -137,6 +147,8 @@ def _state(cursor: pymysql.cursors.DictCursor) -> State:
         binlog_pos=row.get("b") or "",
         slave_pos=row.get("s") or "",
         replica=replica or None,
+        current_pos=row.get("c") or "",
+        binlog_state=row.get("bs") or "",
     )
 
 
@@ -155,6 +167,14 @@ def binlog_pos(server: Server) -> str:
         cursor.execute("SELECT @@global.gtid_binlog_pos AS b")
         row = cursor.fetchone() or {}
         return str(row.get("b") or "")
+
+
+def standby_ready(server: Server) -> tuple[bool, str]:
+    """Whether a replica that follows nobody yet (no master in the instance) is up and read-only."""
+    current = state(server)
+    if not current.read_only:
+        return False, "read_only is OFF on a replica"
+    return True, f"read-only, waiting for a master (at {current.current_pos or '-'})"
 
 
 def replica_ready(server: Server, target: gtid.Position) -> tuple[bool, str]:
@@ -220,9 +240,12 @@ def follow(server: Server, master_host: str, master_port: int, user: str, passwo
         )
         if already and running:
             return current
+        if r is not None:
+            cursor.execute("STOP SLAVE")
+        # Resume from the member's own last transaction: a demoted master (or a member that was
+        # promoted once) has binlogged transactions its gtid_slave_pos does not show.
+        cursor.execute(RESUME_FROM_BINLOG)
         if not already:
-            if r is not None:
-                cursor.execute("STOP SLAVE")
             cursor.execute(
                 "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, "
                 "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
@@ -242,9 +265,18 @@ def quote(value: str) -> str:
     return "'" + "".join(_ESCAPES.get(c, c) for c in value) + "'"
 
 
+# With log_slave_updates every transaction a member holds, replicated or its own, is in its binary
+# log, so gtid_binlog_pos is where it must resume replicating from (gtid_slave_pos misses what it
+# wrote as a master; its server id also changes per launch, so gtid_current_pos would too). If its
+# history has diverged from the new master's, the master refuses that position (strict mode) and
+# replication stops with the error, instead of silently skipping or re-applying transactions.
+RESUME_FROM_BINLOG = "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos"
+
+
 def change_master_sql(master_host: str, master_port: int, user: str, password: str) -> str:
     """The same re-pointing as :func:`follow`, as SQL text for a replica's init file."""
     return (
+        f"{RESUME_FROM_BINLOG};\n"
         f"CHANGE MASTER TO MASTER_HOST={quote(master_host)}, MASTER_PORT={int(master_port)}, "
         f"MASTER_USER={quote(user)}, MASTER_PASSWORD={quote(password)}, "
         "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;\n"

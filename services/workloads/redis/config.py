@@ -5,8 +5,25 @@ The member runs ``redis-server <sandbox>/redis-auth.conf --port ${PORT_REDIS} --
 - the password (``requirepass`` / ``masterauth``) lives only in ``redis-auth.conf``, written into
   the sandbox with mode 0600 and not expanded; it never appears on argv (``ps`` shows argv) or in
   the environment, and is never logged;
-- data (RDB, append-only dir) goes to the sandbox (``--dir``);
+- data (RDB, append-only dir) goes to the member's persistent volume (``--dir
+  ${MESOS_SANDBOX}/<volume>``, see ``base.volume_path``): a member restarted in place loads it.
+  Files written fresh for every task (auth file, probe script) stay in the sandbox. A marker file
+  in the volume (``.stateful-member``) makes the executor create the directory when no volume is
+  mounted (``--dir`` must exist);
+- ``appendonly yes`` / ``appendfsync everysec`` by default. Normally the AOF ``write()``
+  precedes the reply, so a crash of the process loses nothing it answered; but with ``everysec``
+  Redis postpones that write (up to 2 s) while a background fsync is still running, and replies
+  anyway: a kill -9 then loses those writes on that member (measured with Redis 7.0). An
+  acknowledged write (``WAIT 1``) is also in a replica's memory, so one crash loses nothing;
+  ``appendfsync always`` closes the window (write and fsync before any reply). A SIGTERM
+  (Mesos kill) flushes and fsyncs the AOF before exiting;
 - a replica starts with ``--replicaof <master host> <master port>`` from the instance's master;
+- a SLAVE with no master in the instance (every member restarted on its volume: a cold start)
+  starts as a read-only replica of ``127.0.0.1:0``, an address nothing can listen on: it refuses
+  writes (``READONLY``), serves its data for reads, keeps its dataset (no sync can ever start)
+  and its readiness only needs PING and ``role:slave``. StartSlave later re-points it.
+  (``min-replicas-to-write`` is not the tool: that member would be a *master* refusing writes,
+  expiring keys on its own and looking promoted to MasterLost);
 - ``--repl-diskless-sync-delay 0``: the default 5 s delays every new replica's first full sync.
 
 Readiness and health are command checks (setting ``probe``):
@@ -35,6 +52,10 @@ AUTH_FILE = "redis-auth.conf"
 PROBE_SCRIPT = "redis-probe.sh"
 PROBE_MODULE = "mesos_stateful.workloads.redis.probe"
 PORT_VAR = "${PORT_" + PORT.upper().replace("-", "_") + "}"
+VOLUME_MARKER = ".stateful-member"
+# Where a replica with no master to follow points: nothing can listen on port 0, so it never
+# connects (and never full-syncs over its data).
+NOWHERE = ("127.0.0.1", 0)
 
 
 def effective_config(given: Mapping[str, str]) -> dict[str, str]:
@@ -70,21 +91,28 @@ def probe_script(password: str) -> types_pb2.FileSpec:
     check runs it with the task's environment (HOST, PORT_REDIS)."""
     quoted = "'" + password.replace("'", "'\\''") + "'"
     script = f"""#!/bin/sh
-# Readiness/health probe of this redis member: PING; with --replica, also an up-to-date link.
+# Readiness/health probe of this redis member: PING; with --replica, also an up-to-date link;
+# with --standby, a replica (read-only) that follows nobody yet.
 REDISCLI_AUTH={quoted}
 export REDISCLI_AUTH
 cli() {{ redis-cli -h "$HOST" -p "${PORT_VAR[2:-1]}" "$@"; }}
 [ "$(cli ping)" = "PONG" ] || exit 1
-[ "$1" = "--replica" ] || exit 0
+[ "$1" = "--replica" ] || [ "$1" = "--standby" ] || exit 0
 info="$(cli info replication | tr -d '\\r')"
 printf '%s\\n' "$info" | grep -qx 'role:slave' || exit 1
+[ "$1" = "--standby" ] && exit 0
 printf '%s\\n' "$info" | grep -qx 'master_link_status:up' || exit 1
-printf '%s\\n' "$info" | grep -qx 'master_sync_in_progress:0'
+printf '%s\\n' "$info" | grep -qx 'master_sync_in_progress:0' || exit 1
+aof="$(cli info persistence | tr -d '\\r')"
+printf '%s\\n' "$aof" | grep -qx 'aof_rewrite_in_progress:0' || exit 1
+printf '%s\\n' "$aof" | grep -qx 'aof_rewrite_scheduled:0'
 """
     return types_pb2.FileSpec(path=PROBE_SCRIPT, content=script.encode(), mode=0o700, expand=False)
 
 
-def probe_check(settings: RedisSettings, *, replica: bool, grace_ms: int = 0) -> types_pb2.Check:
+def probe_check(settings: RedisSettings, *, mode: str = "", grace_ms: int = 0) -> types_pb2.Check:
+    """``mode``: "" (PING), "replica" (also an up-to-date link to the master) or "standby" (also
+    ``role:slave``; no master needed)."""
     if settings.probe == "redis-cli":
         argv = ["sh", "${MESOS_SANDBOX}/" + PROBE_SCRIPT]
     else:
@@ -99,8 +127,8 @@ def probe_check(settings: RedisSettings, *, replica: bool, grace_ms: int = 0) ->
             "--auth-file",
             "${MESOS_SANDBOX}/" + AUTH_FILE,
         ]
-    if replica:
-        argv.append("--replica")
+    if mode:
+        argv.append("--" + mode)
     return types_pb2.Check(
         command=types_pb2.CommandCheck(argv=argv),
         interval_ms=settings.check_interval_ms,
@@ -129,13 +157,16 @@ def build_launch(
         "--bind",
         "${HOST}",
         "--dir",
-        "${MESOS_SANDBOX}",
+        base.data_dir(me),
         "--daemonize",
         "no",
         "--replica-announce-ip",
         "${HOST}",
         "--repl-diskless-sync-delay",
         "0",
+        # A replica never takes writes (the default, stated: a demoted master must not either).
+        "--replica-read-only",
+        "yes",
         "--appendonly",
         config["appendonly"],
         "--appendfsync",
@@ -147,13 +178,21 @@ def build_launch(
         "--maxmemory-policy",
         config["maxmemory-policy"],
     ]
-    replica = me.role == types_pb2.ROLE_SLAVE
-    if replica:
-        master = base.master(context)
-        if master.id == me.id:
-            raise errors.FailedPrecondition(f"member {me.id} is both the replica and the master")
-        host, port = base.endpoint(master, PORT)
-        argv += ["--replicaof", host, str(port)]
+    mode = ""
+    if me.role == types_pb2.ROLE_SLAVE:
+        if base.has_master(context):
+            master = base.master(context)
+            if master.id == me.id:
+                raise errors.FailedPrecondition(f"member {me.id} is both the replica and the master")
+            host, port = base.endpoint(master, PORT)
+            argv += ["--replicaof", host, str(port)]
+            mode = "replica"
+        else:
+            argv += ["--replicaof", NOWHERE[0], str(NOWHERE[1])]
+            mode = "standby"
+    marker = types_pb2.FileSpec(
+        path=f"{base.volume_path(me)}/{VOLUME_MARKER}", content=f"{me.id}\n".encode(), mode=0o644
+    )
     return types_pb2.LaunchSpec(
         instance=context.instance.spec.name,
         member_id=me.id,
@@ -161,10 +200,11 @@ def build_launch(
         role=me.role,
         port_names=[PORT],
         argv=argv,
-        files=[auth_file(password)] + ([probe_script(password)] if settings.probe == "redis-cli" else []),
+        files=[auth_file(password), marker]
+        + ([probe_script(password)] if settings.probe == "redis-cli" else []),
         image=context.instance.spec.image or DEFAULT_IMAGE,
-        readiness=probe_check(settings, replica=replica),
-        health=probe_check(settings, replica=False, grace_ms=settings.health_grace_period_ms),
+        readiness=probe_check(settings, mode=mode),
+        health=probe_check(settings, grace_ms=settings.health_grace_period_ms),
         kill_grace_seconds=10,
         placement=context.instance.spec.placement,
     )

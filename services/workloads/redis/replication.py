@@ -133,3 +133,84 @@ def choose(candidates: Sequence[Candidate]) -> Candidate | None:
     if not candidates:
         return None
     return min(candidates, key=lambda c: (not c.is_master, -c.offset, c.ordinal))
+
+
+# --- choosing among MasterLost candidates --------------------------------------------------------
+
+NO_REPLID = "0" * 40
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a member's data is in a replication history: ``master_replid`` and
+    ``master_repl_offset`` (a replica's own copy of its master's offset), plus the history it
+    continued from (``master_replid2`` up to ``second_repl_offset``) after a promotion."""
+
+    member_id: str
+    ordinal: int
+    role: str
+    replid: str
+    offset: int
+    replid2: str = NO_REPLID
+    second_offset: int = -1
+
+    @classmethod
+    def from_info(cls, member_id: str, ordinal: int, info: dict[str, Any]) -> Position:
+        return cls(
+            member_id=member_id,
+            ordinal=ordinal,
+            role=str(info.get("role", "")),
+            replid=str(info.get("master_replid", "")),
+            offset=int(info.get("master_repl_offset", 0)),
+            replid2=str(info.get("master_replid2", NO_REPLID)),
+            second_offset=int(info.get("second_repl_offset", -1)),
+        )
+
+    def contains(self, other: Position) -> bool:
+        """Whether this member holds everything ``other`` holds: the same history at least as
+        far, or ``other``'s history up to where this one continued it (as Redis's own PSYNC
+        decides). Unrelated histories (e.g. both restarted from their AOF, which does not keep the
+        replication id) contain nothing of each other."""
+        if self.replid == other.replid:
+            return self.offset >= other.offset
+        return self.replid2 == other.replid != NO_REPLID and other.offset + 1 <= self.second_offset
+
+    def __str__(self) -> str:
+        return f"{self.member_id}={self.role} {self.replid[:8]}:{self.offset}"
+
+
+def choose_position(positions: Sequence[Position], lost_id: str) -> tuple[Position, str]:
+    """The member to promote among every candidate's position (all of them answered).
+
+    1. One already a master (an earlier attempt of this failover promoted it): it again.
+    2. One whose data contains every other candidate's: the most advanced (ties: lowest ordinal).
+    3. Histories that cannot be ordered (members restarted from their AOF get a new replication
+       id and offset 0): the lost master itself, if it is a candidate and no candidate is known to
+       be ahead of it. Replicas hold a prefix of what it sent, and its AOF has every write it
+       answered once flushed: always after a SIGTERM (Mesos kill) or with ``appendfsync always``;
+       after a kill -9 with ``everysec``, all but what Redis had postponed (up to 2 s while a
+       background fsync ran), which a replica's AOF may hold instead: then no choice is provable.
+    4. Otherwise FailedPrecondition: promoting any of them could lose acknowledged writes; a
+       person decides.
+    """
+    listed = ", ".join(str(p) for p in positions)
+    masters = sorted((p for p in positions if p.role == "master"), key=lambda p: p.ordinal)
+    if masters:
+        return masters[0], f"{masters[0].member_id} was already promoted (positions: {listed})"
+    winners = [p for p in positions if all(p.contains(q) for q in positions if q is not p)]
+    if winners:
+        best = min(winners, key=lambda p: (-p.offset, p.ordinal))
+        return best, (
+            f"{best.member_id} holds every other candidate's data (offset {best.offset}; positions: {listed})"
+        )
+    lost = [p for p in positions if p.member_id == lost_id]
+    if lost and not any(q.contains(lost[0]) and not lost[0].contains(q) for q in positions):
+        return lost[0], (
+            f"{lost_id} is the lost master restarted on its volume: it holds every write it "
+            "answered that reached its AOF; the others' positions cannot be compared to it "
+            f"(restarted from disk; positions: {listed})"
+        )
+    raise errors.FailedPrecondition(
+        "no candidate holds every other candidate's data and the lost master is not among them "
+        f"(replication histories unrelated, e.g. restarted from disk): {listed}; a person must decide"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
@@ -62,6 +63,8 @@ class RedisWorkload(WorkloadBase):
     @callback
     async def MasterLost(self, request: pb.MasterLostRequest, context: Context) -> pb.MasterLostResponse:
         ctx = request.context
+        if request.candidate_ids:
+            return await self._choose_among(ctx, base.candidates(ctx, request.candidate_ids))
         replicas = [
             m for m in base.others(ctx) if m.role == types_pb2.ROLE_SLAVE and m.host and m.ports.get(PORT)
         ]
@@ -101,3 +104,35 @@ class RedisWorkload(WorkloadBase):
             else:
                 candidates.append(Candidate(m.id, m.ordinal, replication.offset(info)))
         return candidates, problems
+
+    async def _choose_among(
+        self, ctx: pb.CallbackContext, members: list[types_pb2.Member]
+    ) -> pb.MasterLostResponse:
+        """Every candidate must answer (one that does not is waited for: UNAVAILABLE, lifecycle
+        retries); then the one whose data contains every other's (``replication.choose_position``)."""
+        problems: list[str] = []
+
+        async def ask(m: types_pb2.Member) -> dict[str, Any]:
+            if not (m.host and m.ports.get(PORT)):
+                raise errors.Unavailable("no address yet")
+            return await replication.info_replication(self.server(ctx, m))
+
+        infos = await asyncio.gather(*(ask(m) for m in members), return_exceptions=True)
+        positions: list[replication.Position] = []
+        for m, info in zip(members, infos, strict=True):
+            if isinstance(info, errors.StatefulError):
+                problems.append(f"{m.id}: {info.message}")
+            elif isinstance(info, BaseException):
+                raise info
+            elif int(info.get("master_sync_in_progress", 0)):
+                problems.append(f"{m.id}: a full sync is in progress (its data is partial)")
+            else:
+                positions.append(replication.Position.from_info(m.id, m.ordinal, info))
+        if problems:
+            raise errors.Unavailable(
+                f"not every candidate of {ctx.instance.spec.name} answered: {'; '.join(problems)}"
+                f" (answered: {', '.join(str(p) for p in positions) or 'none'})"
+            )
+        chosen, reason = replication.choose_position(positions, ctx.member_id)
+        log.info("master %s of %s lost: promote %s", ctx.member_id, ctx.instance.spec.name, reason)
+        return pb.MasterLostResponse(promote_member_id=chosen.member_id, reason=reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -13,6 +14,7 @@ from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
 from mesos_stateful.testing.workloads import LocalMember, MemberRunner, WorkloadServer, context, instance
 from mesos_stateful.testing.workloads import pending_member as pending
+from mesos_stateful.workloads.base import DATA_DIR
 
 NAME = "db"
 # Passwords with characters that would break naive SQL quoting, JSON or ${VAR} expansion.
@@ -56,16 +58,30 @@ class Cluster:
         incarnation = self.incarnations.get(ordinal, 0) + 1
         self.incarnations[ordinal] = incarnation
         self.roles[ordinal] = role
-        self.members.pop(ordinal, None)
         self.states.pop(ordinal, None)
         response = await self.workload.stub.Config(pb.ConfigRequest(context=self.ctx(ordinal)))
         launch = response.launch
         launch.task_id = f"{NAME}-{ordinal}.{incarnation}"
-        member = self.runner.prepare(launch)
-        self.members[ordinal] = member
+        member = self.prepare(ordinal, launch)
         await member.start()
         if ready:
             await member.wait_ready(60)
+        return member
+
+    def volume(self, ordinal: int) -> Path:
+        """The member's persistent volume: it outlives its tasks (and their sandboxes)."""
+        return self.runner.root.parent / "volumes" / f"{NAME}-{ordinal}"
+
+    def prepare(self, ordinal: int, launch: types_pb2.LaunchSpec) -> LocalMember:
+        """A new task of the member: a fresh sandbox with the volume linked in at ``data`` (as
+        Mesos's filesystem/posix isolator does); a relaunch keeps the member's ports."""
+        old = self.members.get(ordinal)
+        sandbox = self.runner.root / launch.task_id
+        sandbox.mkdir(parents=True)
+        self.volume(ordinal).mkdir(parents=True, exist_ok=True)
+        (sandbox / DATA_DIR).symlink_to(self.volume(ordinal), target_is_directory=True)
+        member = self.runner.prepare(launch, ports=old.ports if old is not None else None)
+        self.members[ordinal] = member
         return member
 
     def address(self, ordinal: int) -> tuple[str, int]:
@@ -78,12 +94,12 @@ class Cluster:
 
 
 def query(
-    host: str, port: int, statement: str, *args: Any, password: str | None = None
+    host: str, port: int, statement: str, *args: Any, password: str | None = None, user: str = ADMIN
 ) -> list[dict[str, Any]]:
     conn = pymysql.connect(
         host=host,
         port=port,
-        user=ADMIN,
+        user=user,
         password=SECRETS["admin_password"] if password is None else password,
         connect_timeout=3,
         read_timeout=10,

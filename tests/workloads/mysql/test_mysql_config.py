@@ -65,7 +65,8 @@ def test_master_launch() -> None:
     for line in (
         "bind_address=${HOST}",
         "port=${PORT_MYSQL}",
-        "datadir=${MESOS_SANDBOX}/data",
+        "datadir=${MESOS_SANDBOX}/data/datadir",  # in the persistent volume
+        "skip_slave_start=ON",
         "log_bin=mysql-bin",
         "binlog_format=ROW",
         "gtid_strict_mode=ON",
@@ -98,6 +99,34 @@ def test_replica_launch_follows_the_master() -> None:
     assert spec.replica and (spec.master_host, spec.master_port) == ("10.0.0.1", 3306)
     assert launch.readiness.command.argv[-1] == "--replica"
     assert launch.health.tcp.port_name == "mysql"
+
+
+def test_slave_without_master_starts_read_only_and_follows_nobody() -> None:
+    # A cold start: every member relaunched on its volume as SLAVE; nobody is MASTER.
+    members = [pending_member("db", o, SLAVE) for o in range(3)]
+    members[0].volume.CopyFrom(types_pb2.Volume(persistence_id="db-0.v1", container_path="vol"))
+    launch = launch_of(0, members)
+    text = files(launch)["my.cnf"].content.decode().splitlines()
+    assert "read_only=ON" in text and "datadir=${MESOS_SANDBOX}/vol/datadir" in text
+    spec = MemberFile.from_json(files(launch)["mysql-member.json"].content.decode())
+    assert spec.replica and spec.standby and spec.master_host == "" and spec.volume == "vol"
+    assert launch.readiness.command.argv[-1] == "--standby"
+
+
+def test_gtid_sets_compare_as_sets() -> None:
+    a = gtid.GtidSet(["0-1-10"], "0-1-10")
+    ahead = gtid.GtidSet(["0-1-12"], "0-1-12")
+    # Promoted at 10, then wrote 11 and 12 itself: still holds a's history.
+    promoted = gtid.GtidSet(["0-2-12"], "0-1-10,0-2-12")
+    assert ahead.contains(a) and not a.contains(ahead)
+    assert promoted.contains(a)
+    # Same number, other transactions: diverged both ways.
+    assert not promoted.contains(ahead) and not ahead.contains(promoted)
+    assert not gtid.GtidSet(["0-2-10"]).contains(a)
+    # Domains are independent; an empty member is held by everyone.
+    two = gtid.GtidSet(["0-1-10,1-5-3"], "0-1-10,1-5-3")
+    assert two.contains(a) and not a.contains(two)
+    assert a.contains(gtid.GtidSet([""])) and str(gtid.GtidSet([])) == "empty"
 
 
 def test_replica_of_a_master_without_address_is_retried() -> None:
@@ -152,11 +181,18 @@ def test_init_sql_quotes_passwords() -> None:
             "mysql-member.json"
         ].content.decode()
     )
-    text = init_sql(spec, fresh=True, hostname="h'x")
+    text = init_sql(spec, hostname="h'x")
     assert "'a\\'b\\\\c ${HOST}'" in text
     assert text.startswith("SET sql_log_bin = 0;")
+    # A replica is pointed at its master at every start (new, or restarted on its volume).
     assert "CHANGE MASTER TO MASTER_HOST='10.0.0.1', MASTER_PORT=3306" in text
-    assert "CHANGE MASTER" not in init_sql(spec, fresh=False, hostname="h")
+    # A replica with no master (a cold start) replicates from nobody.
+    standby = MemberFile.from_json(
+        files(launch_of(1, [pending_member("db", 0, SLAVE), pending_member("db", 1, SLAVE)]))[
+            "mysql-member.json"
+        ].content.decode()
+    )
+    assert standby.standby and "CHANGE MASTER" not in init_sql(standby, hostname="h")
 
 
 def test_gtid_positions() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,11 +14,13 @@ from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
 from mesos_stateful.testing.workloads import LocalMember, MemberRunner, WorkloadServer, context, instance
 from mesos_stateful.testing.workloads import pending_member as pending
+from mesos_stateful.workloads.base import DATA_DIR
 
 NAME = "cache"
 # A password with characters that would break naive quoting or ${VAR} expansion.
 PASSWORD = 'pa$s "w0rd" ${HOST} \\x'
 MASTER, SLAVE = types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE
+DATA = DATA_DIR
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Cluster:
     roles: dict[int, types_pb2.Role] = field(default_factory=dict)
     states: dict[int, types_pb2.MemberState] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
+    incarnations: dict[int, int] = field(default_factory=dict)
 
     def instance(self) -> types_pb2.Instance:
         protos = []
@@ -46,14 +50,24 @@ class Cluster:
         return context(self.instance(), f"{NAME}-{ordinal}", {"password": self.password}, attempt)
 
     async def config_for(self, ordinal: int, role: types_pb2.Role) -> types_pb2.LaunchSpec:
+        """Config for the next task of the member (incarnation + 1)."""
         self.roles[ordinal] = role
+        self.incarnations[ordinal] = self.incarnations.get(ordinal, 0) + 1
         response = await self.workload.stub.Config(pb.ConfigRequest(context=self.ctx(ordinal)))
         launch = response.launch
-        launch.task_id = f"{NAME}-{ordinal}.1"
+        launch.task_id = f"{NAME}-{ordinal}.{self.incarnations[ordinal]}"
         return launch
 
+    def volume(self, ordinal: int) -> Path:
+        """The member's persistent volume: it outlives its tasks (and their sandboxes)."""
+        return self.runner.root.parent / "volumes" / f"{NAME}-{ordinal}"
+
     def prepare(self, ordinal: int, launch: types_pb2.LaunchSpec) -> LocalMember:
-        member = self.runner.prepare(launch)
+        """A new task of the member: a fresh sandbox with the volume linked in at ``data`` (as
+        Mesos's filesystem/posix isolator does); a relaunch keeps the member's ports."""
+        old = self.members.get(ordinal)
+        link_volume(self.runner, launch, self.volume(ordinal))
+        member = self.runner.prepare(launch, ports=old.ports if old is not None else None)
         self.members[ordinal] = member
         return member
 
@@ -84,6 +98,15 @@ class Cluster:
     async def info(self, ordinal: int) -> dict[str, Any]:
         async with self.client(ordinal) as c:
             return dict(await c.info("replication"))
+
+
+def link_volume(runner: MemberRunner, launch: types_pb2.LaunchSpec, volume: Path) -> None:
+    """Lay out the task's sandbox with the member's volume at ``data``, before the runner writes
+    the launch's files into it."""
+    sandbox = runner.root / launch.task_id
+    sandbox.mkdir(parents=True, exist_ok=True)
+    volume.mkdir(parents=True, exist_ok=True)
+    (sandbox / DATA).symlink_to(volume, target_is_directory=True)
 
 
 async def build(workload: WorkloadServer, runner: MemberRunner, password: str, replicas: int = 2) -> Cluster:

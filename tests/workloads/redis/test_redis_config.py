@@ -71,9 +71,11 @@ async def test_config_master(workload: WorkloadServer) -> None:
     assert argv[0] == "redis-server"
     assert argv[argv.index("--port") + 1] == "${PORT_REDIS}"
     assert argv[argv.index("--bind") + 1] == "${HOST}"
-    assert argv[argv.index("--dir") + 1] == "${MESOS_SANDBOX}"
+    # Data in the member's persistent volume; the marker makes the directory exist without one.
+    assert argv[argv.index("--dir") + 1] == "${MESOS_SANDBOX}/data"
+    assert any(f.path == "data/.stateful-member" for f in launch.files)
+    assert argv[argv.index("--appendonly") + 1] == "no"  # as given
     assert argv[argv.index("--repl-diskless-sync-delay") + 1] == "0"
-    assert argv[argv.index("--appendonly") + 1] == "no"
     assert argv[argv.index("--maxmemory") + 1] == "100mb"
     assert argv[argv.index("--maxmemory-policy") + 1] == "noeviction"  # the default
     assert "--replicaof" not in argv
@@ -159,3 +161,39 @@ def test_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in (["--lease-ttl-seconds", "1"], ["--advertise", "nohost"], ["--probe", "curl"]):
         with pytest.raises(SystemExit):
             RedisSettings.load(bad)
+
+
+async def test_config_defaults_are_durable(workload: WorkloadServer) -> None:
+    launch = await config(workload, [pending_member(NAME, 0, MASTER)], f"{NAME}-0")
+    argv = list(launch.argv)
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    assert argv[argv.index("--appendfsync") + 1] == "everysec"
+    assert argv[argv.index("--replica-read-only") + 1] == "yes"
+    # Files written fresh for each task stay in the sandbox, not in the volume.
+    (auth,) = [f for f in launch.files if f.path == AUTH_FILE]
+    assert "/" not in auth.path
+
+
+async def test_config_uses_the_volume_container_path(workload: WorkloadServer) -> None:
+    m = pending_member(NAME, 0, MASTER)
+    m.volume.CopyFrom(types_pb2.Volume(persistence_id=f"{NAME}-0.v1", container_path="vol/redis"))
+    argv = list((await config(workload, [m], f"{NAME}-0")).argv)
+    assert argv[argv.index("--dir") + 1] == "${MESOS_SANDBOX}/vol/redis"
+    m.volume.container_path = "../escape"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await config(workload, [m], f"{NAME}-0")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_config_slave_without_master_is_a_standby_replica(workload: WorkloadServer) -> None:
+    # A cold start: every member relaunched on its volume as SLAVE; nobody is MASTER.
+    members = [pending_member(NAME, o, SLAVE) for o in range(3)]
+    launch = await config(workload, members, f"{NAME}-0")
+    argv = list(launch.argv)
+    assert launch.role == SLAVE
+    i = argv.index("--replicaof")
+    assert argv[i + 1 : i + 3] == ["127.0.0.1", "0"]  # nowhere: never connects, never syncs
+    assert argv[argv.index("--replica-read-only") + 1] == "yes"
+    assert argv[argv.index("--dir") + 1] == "${MESOS_SANDBOX}/data"
+    readiness = list(launch.readiness.command.argv)
+    assert "--standby" in readiness and "--replica" not in readiness
