@@ -590,7 +590,10 @@ class OfferScheduler:
     ) -> None:
         known = self.reservations.setdefault(agent_id, {})
         for key in released:
-            known.pop(key, None)
+            # Shown (orphaned) until an offer from the agent no longer holds it: the master may
+            # have dropped the operations.
+            if key in known:
+                known[key].orphaned = True
         modes = {a.task_id: a.mode for a in assignments}
         for task in staged:
             if modes.get(task.task_id) in (RESERVE, CREATE):
