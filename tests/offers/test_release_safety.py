@@ -51,8 +51,8 @@ class FakeDriver:
 
 
 def scheduler(
-    members: list[types_pb2.Member] | None, tasks: list[types_pb2.Task] = ()
-) -> tuple[OfferScheduler, FakeDriver]:  # type: ignore[assignment]
+    members: list[types_pb2.Member] | None, tasks: tuple[types_pb2.Task, ...] = ()
+) -> tuple[OfferScheduler, FakeDriver]:
     driver = FakeDriver()
     sched = OfferScheduler(OffersSettings.model_validate({}), FakeStore(FakeClient(members), tasks), driver)  # type: ignore[arg-type]
     return sched, driver
