@@ -319,6 +319,9 @@ class Master:
             if fw.failover_timer is not None:
                 fw.failover_timer.cancel()
                 fw.failover_timer = None
+            # Mesos removes a failed-over framework's offers (Master::failoverFramework): the old
+            # stream's offers are void, their resources are offered again to the new one.
+            self._rescind_framework_offers(fw, send=False)
             log.info("framework %s re-subscribed", fw.id)
         else:
             fid = info_id or f"{self.id}-{self._framework_seq:04d}"

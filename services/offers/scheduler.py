@@ -125,6 +125,8 @@ class OfferScheduler:
         self._spawn(self._watch_members(), "members")
         if self.settings.reconcile_interval_seconds > 0:
             self._spawn(self._reconcile_loop(), "reconcile")
+        if self.settings.orphan_check_interval_seconds > 0:
+            self._spawn(self._orphan_check_loop(), "orphans")
         await self.driver.start(self.framework_id or None)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
@@ -648,6 +650,14 @@ class OfferScheduler:
                 log.warning("member watch failed (%s); re-reading members", error)
                 revision = 0
                 await asyncio.sleep(self.settings.state_retry_seconds)
+
+    async def _orphan_check_loop(self) -> None:
+        """An agent that was gone may come back with volumes of members replaced meanwhile: look
+        at every agent's offer now and then, so they are released (see _revive_for_reservations)."""
+        while True:
+            await asyncio.sleep(self.settings.orphan_check_interval_seconds)
+            if self.driver.subscribed:
+                await self._revive_for_reservations()
 
     async def _revive_for_reservations(self) -> None:
         async with self._lock:

@@ -61,6 +61,12 @@ class OffersSettings(ServiceSettings):
     reconcile_interval_seconds: float = Field(
         300.0, description="period of the implicit + explicit task reconciliation (0: only on subscribe)"
     )
+    orphan_check_interval_seconds: float = Field(
+        60.0,
+        description="while offers are suppressed, revive them this often to find reservations and "
+        "volumes that no member wants any more (an agent that was gone comes back with them; Mesos "
+        "tells a framework nothing then) and release them (0: never)",
+    )
     executor_command: str = Field(
         default_factory=_default_executor_command,
         description="shell command that starts the executor on an agent",
@@ -76,6 +82,8 @@ class OffersSettings(ServiceSettings):
             raise ValueError("failover_timeout_seconds must be positive (0 would kill tasks on restart)")
         if self.refuse_seconds_idle < 0 or self.refuse_seconds_unfit < 0:
             raise ValueError("refuse_seconds_idle and refuse_seconds_unfit must not be negative")
+        if self.orphan_check_interval_seconds < 0:
+            raise ValueError("orphan_check_interval_seconds must not be negative")
         if self.reconcile_interval_seconds < 0:
             raise ValueError("reconcile_interval_seconds must not be negative")
         if self.state_retry_seconds <= 0:

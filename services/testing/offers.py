@@ -51,6 +51,7 @@ class OffersService:
             "state_endpoint": self.state_endpoint,
             "master": self.master,
             "refuse_seconds_unfit": 1.0,
+            "orphan_check_interval_seconds": 2.0,
             "state_retry_seconds": 0.3,
             "grace_seconds": 0.5,
         }
