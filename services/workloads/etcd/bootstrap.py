@@ -1,6 +1,12 @@
 """A peer's entry point: ``python -m mesos_stateful.workloads.etcd.bootstrap <etcd-member.json>``.
 
-- Data directory already there (a restart in the same sandbox): exec etcd; it rejoins by itself.
+- Data directory already there (``member/wal`` in the member's persistent volume: a relaunch in
+  place): exec etcd without any ``--initial-cluster``; it restarts as the same etcd member (same
+  id, its peer URL unchanged since its ports are kept) and rejoins by itself, without waiting for
+  the other peers (all of them may be starting at once after a restart of the whole suite).
+  Unless running peers are given and their member list has no member of ours (neither our peer
+  URL nor a name ``<member id>.*``): then the member was removed (RemoveMember) and would exit at
+  once; its old data is moved aside (``member.removed-<time>`` in the volume) and it joins anew.
 - No running peers given: exec etcd as a new one-member cluster (``--initial-cluster-state new``).
 - Otherwise, through the first running peer that answers: forget members that were added but
   never started (a failed join would otherwise count against the quorum) and any started member
@@ -72,13 +78,16 @@ async def join(spec: MemberFile) -> str:
         else:
             own, current = await client.add(spec.peer_url)
             log.info("added as %s to %d members", own.hex_id, len(current))
+        own_ids.append(own.id)
         return members.initial_cluster(current, own.id, spec.name)
 
+    own_ids: list[int] = []
     deadline = time.monotonic() + spec.join_timeout_seconds
     while True:
         try:
             endpoint, cluster = await members.first_answer(spec.endpoints, spec.request_timeout_seconds, add)
             log.info("joining through %s: %s", endpoint, cluster)
+            await listed_everywhere(spec, own_ids[-1], deadline)
             return cluster
         except errors.StatefulError as error:
             if time.monotonic() >= deadline:
@@ -87,11 +96,59 @@ async def join(spec: MemberFile) -> str:
             await asyncio.sleep(1.0)
 
 
+async def listed_everywhere(spec: MemberFile, own_id: int, deadline: float) -> None:
+    """Wait until every running peer that answers lists the new member: etcd, starting, reads the
+    membership from the peers and exits ("member count is unequal") if one has not applied the
+    add yet (seen under load)."""
+    waiting = list(spec.endpoints)
+    while waiting and time.monotonic() < deadline:
+        for endpoint in list(waiting):
+            async with members.Client(endpoint, spec.request_timeout_seconds) as client:
+                try:
+                    if any(m.id == own_id for m in await client.members()):
+                        waiting.remove(endpoint)
+                except errors.StatefulError:
+                    waiting.remove(endpoint)  # not answering: it will learn from the others
+        if waiting:
+            await asyncio.sleep(0.2)
+
+
+def member_id_of(spec: MemberFile) -> str:
+    """The suite's member id from the etcd name ``<member id>.<incarnation>``."""
+    return spec.name.rpartition(".")[0] or spec.name
+
+
+async def removed(spec: MemberFile) -> bool:
+    """Whether the running peers answer and none of their members is ours (we were removed).
+    False when none answers: then restart and let etcd decide."""
+
+    async def ours(client: members.Client) -> bool:
+        prefix = member_id_of(spec) + "."
+        return any(spec.peer_url in m.peer_urls or m.name.startswith(prefix) for m in await client.members())
+
+    try:
+        _, listed = await members.first_answer(spec.endpoints, spec.request_timeout_seconds, ours)
+    except errors.StatefulError as error:
+        log.info("cannot ask the running peers whether we are still a member (%s)", error.message)
+        return False
+    return not listed
+
+
 def prepare(spec: MemberFile) -> list[str]:
     """Everything before the exec; returns etcd's argv."""
-    if (Path(spec.data_dir) / "member").is_dir():
-        log.info("data directory exists: restarting %s", spec.name)
-        return etcd_argv(spec, None, None)
+    data = Path(spec.data_dir)
+    # etcd wants its data directory private (it warns otherwise); the volume is ours alone.
+    with contextlib.suppress(OSError):
+        data.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o700)
+    if (data / "member" / "wal").is_dir():
+        gone: bool = asyncio.run(removed(spec)) if spec.endpoints else False
+        if not gone:
+            log.info("data directory exists: restarting %s as the same etcd member", spec.name)
+            return etcd_argv(spec, None, None)
+        aside = data / f"member.removed-{time.strftime('%Y%m%dT%H%M%S')}"
+        (data / "member").rename(aside)
+        log.warning("this member was removed from the cluster: old data moved to %s; joining anew", aside)
     if not spec.endpoints:
         log.info("no running peer: starting a new cluster as %s", spec.name)
         return etcd_argv(spec, f"{spec.name}={spec.peer_url}", "new")

@@ -4,13 +4,17 @@ A peer's URLs are only known at launch (its ports come from the offer), so the m
 ``<member_python> -m mesos_stateful.workloads.etcd.bootstrap ${MESOS_SANDBOX}/etcd-member.json``.
 The file (expanded by the executor) names the peer (``<member id>.<incarnation>``, unique per
 launch), its URLs ``http://${HOST}:${PORT_PEER}`` / ``http://${HOST}:${PORT_CLIENT}``, its data
-directory in the sandbox, the instance's settings as etcd flags, and the client URLs of the peers
-RUNNING now. With none, the bootstrap starts a new one-member cluster; otherwise it adds itself
-through the member API of a running peer and joins it (``--initial-cluster-state existing``).
+directory (the member's persistent volume, ``${MESOS_SANDBOX}/<volume>``), the instance's
+settings as etcd flags, and the client URLs of the peers RUNNING now. A data directory with a
+member in it is restarted as that member. Otherwise, with no running peer, the bootstrap starts
+a new one-member cluster; else it adds itself through the member API of a running peer and joins
+it (``--initial-cluster-state existing``).
 
 Readiness: the peer is healthy (etcd's /health: leader, quorum read) and listed as a started
-voting member. Health: the client port accepts connections (a cluster without quorum must not
-get its members killed one by one).
+voting member. It needs a quorum of peers running: after a restart of every peer they must be
+launched together (not one after another, each waiting for the previous one to be ready).
+Health: the client port accepts connections (a cluster without quorum must not get its members
+killed one by one).
 """
 
 from __future__ import annotations
@@ -97,7 +101,9 @@ def build_launch(
     member_file = MemberFile(
         name=name,
         etcd=settings.etcd,
-        data_dir="${MESOS_SANDBOX}/data",
+        # The member's persistent volume: a peer relaunched in place restarts on it as the same
+        # etcd member (same id, same peer URL: its ports are kept).
+        data_dir=base.data_dir(me),
         peer_url=PEER_URL,
         client_url=CLIENT_URL,
         cluster_token=context.instance.spec.name,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
 from mesos_stateful.testing.workloads import LocalMember, MemberRunner, WorkloadServer, context, instance
 from mesos_stateful.testing.workloads import pending_member as pending
+from mesos_stateful.workloads.base import DATA_DIR
 from mesos_stateful.workloads.etcd import members
 
 NAME = "kv"
@@ -22,6 +24,7 @@ class Cluster:
     states: dict[int, types_pb2.MemberState.ValueType] = field(default_factory=dict)
     incarnations: dict[int, int] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
+    ports: dict[int, dict[str, int]] = field(default_factory=dict)
 
     def instance(self) -> types_pb2.Instance:
         protos = []
@@ -47,11 +50,34 @@ class Cluster:
         launch.task_id = f"{NAME}-{ordinal}.{self.incarnations[ordinal]}"
         return launch
 
-    async def launch(self, ordinal: int) -> LocalMember:
-        """Config -> launch -> ready -> Start -> PeerRunning."""
-        member = self.runner.prepare(await self.config_for(ordinal))
+    def volume(self, ordinal: int) -> Path:
+        """The member's persistent volume: it outlives its tasks (and their sandboxes)."""
+        return self.runner.root.parent / "volumes" / f"{NAME}-{ordinal}"
+
+    def prepare(self, ordinal: int, launch: types_pb2.LaunchSpec) -> LocalMember:
+        """A new task of the member: a fresh sandbox with the volume linked in at ``data`` (as
+        Mesos's filesystem/posix isolator does), on the member's ports (kept, as reserved)."""
+        sandbox = self.runner.root / launch.task_id
+        sandbox.mkdir(parents=True)
+        self.volume(ordinal).mkdir(parents=True, exist_ok=True)
+        (sandbox / DATA_DIR).symlink_to(self.volume(ordinal), target_is_directory=True)
+        member = self.runner.prepare(launch, ports=self.ports.get(ordinal))
+        self.ports[ordinal] = member.ports
         self.members[ordinal] = member
         self.states[ordinal] = types_pb2.MEMBER_STATE_STARTING
+        return member
+
+    async def start_all(self, ordinals: list[int]) -> None:
+        """Relaunch peers together (as after a restart of the whole suite), then wait for each."""
+        for ordinal in ordinals:
+            await self.prepare(ordinal, await self.config_for(ordinal)).start()
+        for ordinal in ordinals:
+            await self.members[ordinal].wait_ready(60)
+            self.states[ordinal] = types_pb2.MEMBER_STATE_RUNNING
+
+    async def launch(self, ordinal: int) -> LocalMember:
+        """Config -> launch -> ready -> Start -> PeerRunning."""
+        member = self.prepare(ordinal, await self.config_for(ordinal))
         await member.start()
         await member.wait_ready(60)
         self.states[ordinal] = types_pb2.MEMBER_STATE_RUNNING

@@ -9,6 +9,7 @@ import pytest
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
 from mesos_stateful.testing.workloads import context, expand, instance, pending_member
+from mesos_stateful.workloads import base
 from mesos_stateful.workloads.mysql import gtid
 from mesos_stateful.workloads.mysql.bootstrap import init_sql
 from mesos_stateful.workloads.mysql.config import build_launch, effective_config, server_id
@@ -111,6 +112,10 @@ def test_slave_without_master_starts_read_only_and_follows_nobody() -> None:
     spec = MemberFile.from_json(files(launch)["mysql-member.json"].content.decode())
     assert spec.replica and spec.standby and spec.master_host == "" and spec.volume == "vol"
     assert launch.readiness.command.argv[-1] == "--standby"
+
+
+def test_member_file_volume_default_is_the_base_constant() -> None:
+    assert MemberFile.__dataclass_fields__["volume"].default == base.DATA_DIR
 
 
 def test_gtid_sets_compare_as_sets() -> None:
