@@ -171,7 +171,17 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
         master = s.master()
         if master is not None and s.condition(master) == Condition.LOST:
             handled = active is not None and plans.has_open_step(
-                active, master.id, (Action.FAILOVER, Action.FENCE, Action.LAUNCH, Action.AWAIT)
+                active,
+                master.id,
+                (
+                    Action.FAILOVER,
+                    Action.FENCE,
+                    Action.LAUNCH,
+                    Action.AWAIT,
+                    Action.DEMOTE,
+                    Action.RELAUNCH,
+                    Action.ELECT,
+                ),
             )
             if handled:
                 return active, False
@@ -362,7 +372,7 @@ def cold_start(s: Snapshot, old_master: str) -> list[types_pb2.Step]:
     :func:`after_election`). Members with a live task are not relaunched (launch is a no-op)."""
     steps = [plans.step(Action.DEMOTE, old_master)]
     ids = [m.id for m in s.members]
-    steps += [plans.step(Action.LAUNCH, mid) for mid in ids]
+    steps += [plans.step(Action.RELAUNCH, mid) for mid in ids]
     steps += [plans.step(Action.AWAIT, mid) for mid in ids]
     steps.append(plans.step(Action.ELECT, old_master))
     return steps

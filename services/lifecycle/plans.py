@@ -37,6 +37,7 @@ class Action(StrEnum):
     SECRETS = "secrets"  # generate the instance's secrets once
     CREATE = "create"  # create the member record (PENDING; MASTER if the instance has none)
     LAUNCH = "launch"  # Config -> OfferService.Launch, unless the member has a live task
+    RELAUNCH = "relaunch"  # cold start: a task not RUNNING yet is killed, then launched anew
     AWAIT = "await-running"  # wait for the task to be RUNNING (relaunch if it ends)
     START = "start"  # Start (peers)
     START_MASTER = "start-master"

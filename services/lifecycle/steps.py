@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 T = types_pb2
 
 # Actions that only watch state: run whenever the instance changes, even while DELAYED.
-WAITING = frozenset({Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP, Action.ELECT})
+WAITING = frozenset({Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP, Action.ELECT, Action.RELAUNCH})
 RELAUNCHING = "relaunching:"
 RELEASE_POLL_SECONDS = 0.5
 PROMOTING = "promoting"
@@ -281,6 +281,15 @@ class StepRunner:
         if failure is not None:
             return failure
         return Outcome(plans.COMPLETE, f"task {task_id} launched", attempts=plan.steps[index].attempts)
+
+    async def _relaunch(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """Cold start: keep a RUNNING task; kill one still starting (launched for a master that is
+        gone, it would wait for it forever) and wait until it ended; then launch on the volume."""
+        member = self._member(ld, plan.steps[index].member_id)
+        task = ld.snapshot.task_of(member)
+        if task is not None and task.state not in ENDED and task.state != T.TASK_STATE_RUNNING:
+            return await self._kill_tasks(ld, plan, index, due, [task], f"restart {member.id} on its volume")
+        return await self._launch(ld, plan, index, due, save)
 
     async def _await(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
         step = plan.steps[index]

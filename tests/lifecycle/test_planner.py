@@ -162,7 +162,7 @@ def test_lost_master_without_ready_replica_is_restarted_in_place_then_elected() 
     _lose(tasks, members[0], T.TASK_STATE_LOST)
     plan, _ = decide(snap(inst, members, tasks))
     assert plan is not None
-    assert names(plan) == ["demote cache-0", "launch cache-0", "await-running cache-0", "elect cache-0"]
+    assert names(plan) == ["demote cache-0", "relaunch cache-0", "await-running cache-0", "elect cache-0"]
     assert "restarting every member on its volume" in plan.reason
 
 
@@ -174,9 +174,9 @@ def test_every_member_lost_restarts_all_in_place_as_replicas_then_elects() -> No
     assert new and plan is not None and plan.name == plans.RECOVERY
     assert names(plan) == [
         "demote cache-0",
-        "launch cache-0",
-        "launch cache-1",
-        "launch cache-2",
+        "relaunch cache-0",
+        "relaunch cache-1",
+        "relaunch cache-2",
         "await-running cache-0",
         "await-running cache-1",
         "await-running cache-2",
