@@ -54,7 +54,7 @@ class SentinelOptions:
 
 
 def _redis_argv(opts: SentinelOptions, port: int, workdir: Path, password: str) -> list[str]:
-    # The suite's member defaults (appendonly yes / everysec), so both sides do the same work.
+    # The suite's member defaults (appendonly yes / always), so both sides do the same work.
     return [
         opts.redis_server,
         "--port", str(port),
@@ -66,7 +66,7 @@ def _redis_argv(opts: SentinelOptions, port: int, workdir: Path, password: str) 
         "--masterauth", password,
         "--repl-diskless-sync-delay", "0",
         "--appendonly", "yes",
-        "--appendfsync", "everysec",
+        "--appendfsync", "always",
         "--save", "",
     ]  # fmt: skip
 

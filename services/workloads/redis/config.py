@@ -10,7 +10,8 @@ The member runs ``redis-server <sandbox>/redis-auth.conf --port ${PORT_REDIS} --
   Files written fresh for every task (auth file, probe script) stay in the sandbox. A marker file
   in the volume (``.stateful-member``) makes the executor create the directory when no volume is
   mounted (``--dir`` must exist);
-- ``appendonly yes`` / ``appendfsync everysec`` by default. Normally the AOF ``write()``
+- ``appendonly yes`` / ``appendfsync always`` by default (``everysec`` on request). With
+  ``everysec`` the AOF ``write()`` normally
   precedes the reply, so a crash of the process loses nothing it answered; but with ``everysec``
   Redis postpones that write (up to 2 s) while a background fsync is still running, and replies
   anyway: a kill -9 then loses those writes on that member (measured with Redis 7.0). An

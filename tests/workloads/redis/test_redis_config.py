@@ -167,7 +167,7 @@ async def test_config_defaults_are_durable(workload: WorkloadServer) -> None:
     launch = await config(workload, [pending_member(NAME, 0, MASTER)], f"{NAME}-0")
     argv = list(launch.argv)
     assert argv[argv.index("--appendonly") + 1] == "yes"
-    assert argv[argv.index("--appendfsync") + 1] == "everysec"
+    assert argv[argv.index("--appendfsync") + 1] == "always"
     assert argv[argv.index("--replica-read-only") + 1] == "yes"
     # Files written fresh for each task stay in the sandbox, not in the volume.
     (auth,) = [f for f in launch.files if f.path == AUTH_FILE]
