@@ -363,6 +363,16 @@ class StepRunner:
         workload's membership first, since it comes back as a new peer."""
         old_volume = member.volume
         if ld.snapshot.peers():
+            others = [
+                m for m in ld.snapshot.members if m.id != member.id and _running(ld.snapshot.task_of(m))
+            ]
+            if not others:
+                # A fresh peer with nobody to join would start a new, empty cluster.
+                return self._delayed(
+                    f"not replacing {member.id}: no other peer runs to resync from; waiting for its "
+                    f"agent ({old_volume.host or old_volume.agent_id}) to come back",
+                    plan.steps[index].attempts + 1,
+                )
             _, failure = await self._call(ld, plan, index, save, "RemoveMember")
             if failure is not None:
                 return failure
