@@ -21,7 +21,7 @@ STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 def suite_env(data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> tuple[str, dict[str, str]]:
     """Free ports for every service and agents on addresses of their own, so the test never meets
     a `make run` or another test on this machine."""
-    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer, workloads = free_ports(8)
+    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer, workload_port = free_ports(8)
     env = {
         **os.environ,
         "STATEFUL_SUITE_DATA_DIR": str(data_dir),
@@ -31,7 +31,7 @@ def suite_env(data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> tuple[
         "STATEFUL_SUITE_LIFECYCLE": f"127.0.0.1:{lifecycle}",
         "STATEFUL_SUITE_MASTER": f"127.0.0.1:{master}",
         "STATEFUL_SUITE_WORKLOADS": json.dumps(list(workloads)),
-        "STATEFUL_SUITE_WORKLOAD_BASE_PORT": str(workloads),
+        "STATEFUL_SUITE_WORKLOAD_BASE_PORT": str(workload_port),
         "STATEFUL_STATE_EMBEDDED_CLIENT_PORT": str(etcd_client),
         "STATEFUL_STATE_EMBEDDED_PEER_PORT": str(etcd_peer),
         "STATEFUL_CLUSTER_AGENT_IP_BASE": f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.2",
