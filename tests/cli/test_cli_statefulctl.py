@@ -94,6 +94,14 @@ async def make_running(state: StateClient, name: str, replicas: int) -> None:
                 host="127.0.0.2",
                 ports={"client": 31000 + ordinal},
                 task_id=f"{name}-{ordinal}.1",
+                volume=types_pb2.Volume(
+                    persistence_id=f"{name}-{ordinal}.v1",
+                    container_path="data",
+                    size_mb=1024,
+                    agent_id="agent-2",
+                    host="127.0.0.2",
+                    has_data=ordinal != 2,
+                ),
             )
         )
 
@@ -165,6 +173,10 @@ async def test_round_trip_tables_and_json(gateway: RunningGateway, state_client:
         "cache-1.1",
         "launch cache-2",
         "appendonly=yes",
+        "AGENT",
+        "VOLUME",
+        "cache-1.v1 1024 MiB",
+        "cache-2.v1 1024 MiB (no data yet)",
     ):
         assert text in shown.out, (text, shown.out)
 
