@@ -526,14 +526,8 @@ class StepRunner:
         if old.role == T.ROLE_MASTER:
             await self._demote_lost_master(ld, old.id)
 
-        def promote(m: types_pb2.Member) -> types_pb2.Member:
-            m.role = T.ROLE_MASTER
-            return m
-
-        promoted = await self.store.update_member(ld.name, chosen_id, promote)
-        if promoted is None:
+        if not await self._promote(ld, chosen_id):
             return Outcome(plans.ERROR, f"{chosen_id}, chosen for promotion, no longer exists")
-        ld.with_member(promoted)
         log.warning("%s: master %s lost; promoted %s", ld.name, old.id, chosen_id)
         return Outcome(
             plans.COMPLETE,
@@ -626,14 +620,8 @@ class StepRunner:
             step.message = reason
             await save()
 
-        def promote(m: types_pb2.Member) -> types_pb2.Member:
-            m.role = T.ROLE_MASTER
-            return m
-
-        promoted = await self.store.update_member(ld.name, chosen_id, promote)
-        if promoted is None:
+        if not await self._promote(ld, chosen_id):
             return Outcome(plans.ERROR, f"{chosen_id}, chosen for master, no longer exists")
-        ld.with_member(promoted)
         log.warning("%s: every member restarted; %s leads", ld.name, chosen_id)
         return Outcome(
             plans.COMPLETE,
@@ -641,6 +629,19 @@ class StepRunner:
             attempts=step.attempts,
             append=planner.after_election(ld.snapshot, chosen_id),
         )
+
+    async def _promote(self, ld: Loaded, member_id: str) -> bool:
+        """The member's record becomes the MASTER (False if it no longer exists)."""
+
+        def promote(m: types_pb2.Member) -> types_pb2.Member:
+            m.role = T.ROLE_MASTER
+            return m
+
+        promoted = await self.store.update_member(ld.name, member_id, promote)
+        if promoted is None:
+            return False
+        ld.with_member(promoted)
+        return True
 
     async def _demote_lost_master(self, ld: Loaded, member_id: str) -> None:
         def demote(m: types_pb2.Member) -> types_pb2.Member:
