@@ -1,7 +1,9 @@
 """``--start-suite``: run ``python -m mesos_stateful.suite`` isolated from any other copy on the
 machine (free ports for every service and the embedded etcd, agents on their own 127.0.N.x
-addresses, a temp data dir, only the redis workload), wait until its gateway serves the redis
-workload, and stop it at the end (SIGTERM; then SIGKILL for anything of ours still running)."""
+addresses, a temp data dir, only the workloads asked for: redis by default), wait until its gateway
+serves them, and stop it at the end (SIGTERM; then SIGKILL for anything of ours still running).
+``relaunch_suite`` starts the runner again with the same settings and data dir (a restart of
+``make run``); ``interrupt_suite`` stops it as Ctrl-C does (SIGINT to the runner, wait)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from failover_bench.procs import Children, free_ports
+from failover_bench.procs import Children, free_port_run, free_ports
 from failover_bench.suite import Api
 from mesos_stateful.common.server import is_serving
 
@@ -37,10 +39,20 @@ class StartedSuite:
     data_dir: Path
     log_path: Path
     marker: str
+    env: dict[str, str]
+    workloads: tuple[str, ...] = ("redis",)
+    started_at: float = 0.0  # time.monotonic() just before the runner was started
 
 
-def suite_env(data_dir: Path, marker: str) -> tuple[str, dict[str, str]]:
-    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer, workload_port = free_ports(8)
+def suite_env(
+    data_dir: Path, marker: str, workloads: tuple[str, ...] = ("redis",)
+) -> tuple[str, dict[str, str]]:
+    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer = free_ports(7)
+    # The workload services listen on consecutive ports from this base, one per workload.
+    taken = {gateway, state, offers, lifecycle, master, etcd_client, etcd_peer}
+    workload_port = free_port_run(len(workloads))
+    while taken & set(range(workload_port, workload_port + len(workloads))):
+        workload_port = free_port_run(len(workloads))
     subnet = random.randint(64, 250)
     env = {
         **os.environ,
@@ -51,7 +63,7 @@ def suite_env(data_dir: Path, marker: str) -> tuple[str, dict[str, str]]:
         "STATEFUL_SUITE_OFFERS": f"127.0.0.1:{offers}",
         "STATEFUL_SUITE_LIFECYCLE": f"127.0.0.1:{lifecycle}",
         "STATEFUL_SUITE_MASTER": f"127.0.0.1:{master}",
-        "STATEFUL_SUITE_WORKLOADS": json.dumps(["redis"]),
+        "STATEFUL_SUITE_WORKLOADS": json.dumps(list(workloads)),
         "STATEFUL_SUITE_WORKLOAD_BASE_PORT": str(workload_port),
         # Inherited by the services the suite starts:
         "STATEFUL_STATE_EMBEDDED_CLIENT_PORT": str(etcd_client),
@@ -63,16 +75,46 @@ def suite_env(data_dir: Path, marker: str) -> tuple[str, dict[str, str]]:
     return f"127.0.0.1:{gateway}", env
 
 
-async def start_suite(children: Children, data_dir: Path, timeout: float) -> StartedSuite:
+async def start_suite(
+    children: Children, data_dir: Path, timeout: float, workloads: tuple[str, ...] = ("redis",)
+) -> StartedSuite:
+    """Start an isolated suite and wait until its gateway lists every workload asked for."""
+    started = launch_suite(children, data_dir, workloads)
+    await wait_serving(started, timeout)
+    return started
+
+
+def launch_suite(children: Children, data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> StartedSuite:
+    """Start the runner of an isolated suite (new ports, marker and agent addresses); no wait."""
     marker = uuid.uuid4().hex
     if not data_dir.is_absolute():  # leftovers are recognised by this path
         raise ValueError(f"data dir {data_dir} must be absolute")
-    endpoint, env = suite_env(data_dir, marker)
-    log_path = data_dir / "suite.log"
+    endpoint, env = suite_env(data_dir, marker, workloads)
     os.makedirs(data_dir, exist_ok=True)
-    process = children.start([sys.executable, "-m", "mesos_stateful.suite"], log_path=log_path, env=env)
-    started = StartedSuite(endpoint, process, data_dir, log_path, marker)
+    log_path = data_dir / "suite.log"
+    started_at = time.monotonic()
+    process = _start_runner(children, log_path, env)
     log.info("starting the suite (gateway %s, log %s)", endpoint, log_path)
+    return StartedSuite(endpoint, process, data_dir, log_path, marker, env, workloads, started_at)
+
+
+def relaunch_suite(children: Children, suite: StartedSuite) -> None:
+    """Start the runner again with the same ports, addresses, marker and data dir (the previous
+    runner must have exited); its output is appended to the same log. No wait."""
+    suite.started_at = time.monotonic()
+    suite.process = _start_runner(children, suite.log_path, suite.env)
+    log.info("starting the suite again (gateway %s, log %s)", suite.endpoint, suite.log_path)
+
+
+def _start_runner(children: Children, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return children.start([sys.executable, "-m", "mesos_stateful.suite"], log_path=log_path, env=env)
+
+
+async def wait_serving(started: StartedSuite, timeout: float) -> None:
+    """Until the gateway lists every workload of ``started`` (RuntimeError with the log tail if the
+    runner exits or ``timeout`` passes)."""
+    process, log_path, endpoint = started.process, started.log_path, started.endpoint
+    wanted = ", ".join(started.workloads)
     deadline = time.monotonic() + timeout
     api = Api(endpoint, None, 2.0)
     try:
@@ -83,16 +125,30 @@ async def start_suite(children: Children, data_dir: Path, timeout: float) -> Sta
                 )
             if await is_serving(endpoint):
                 with contextlib.suppress(grpc.aio.AioRpcError):
-                    if "redis" in await api.workloads():
-                        return started
+                    if set(started.workloads) <= set(await api.workloads()):
+                        return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the suite's gateway did not serve the redis workload within {timeout:.0f}s; "
+                    f"the suite's gateway did not serve the workloads {wanted} within {timeout:.0f}s; "
                     f"log tail:\n{tail(log_path)}"
                 )
             await asyncio.sleep(0.2)
     finally:
         await api.close()
+
+
+def interrupt_suite(children: Children, suite: StartedSuite, timeout: float) -> int | None:
+    """What Ctrl-C in `make run`'s terminal does: SIGINT to the runner, then wait for it to stop its
+    services. Returns its exit code, or None if it was still running after ``timeout``."""
+    if suite.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            suite.process.send_signal(signal.SIGINT)
+        try:
+            suite.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    children.forget(suite.process)
+    return suite.process.returncode
 
 
 def tail(path: Path, lines: int = 30) -> str:
