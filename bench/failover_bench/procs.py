@@ -29,31 +29,6 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
-def free_port_run(count: int, host: str = "127.0.0.1", tries: int = 100) -> int:
-    """The first of ``count`` consecutive ports the OS reports free now (the suite gives its
-    workload services consecutive ports from one base)."""
-    for _ in range(tries):
-        held: list[socket.socket] = []
-        try:
-            first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            first.bind((host, 0))
-            held.append(first)
-            base = first.getsockname()[1]
-            if base + count - 1 > 65535:
-                continue
-            for port in range(base + 1, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                held.append(sock)
-                sock.bind((host, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports found in {tries} tries")
-
-
 class Children:
     """Processes this benchmark started, each in its own session; ``stop_all`` ends them all."""
 

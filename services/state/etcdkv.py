@@ -139,11 +139,13 @@ class EtcdKV:
             raise errors.NotFound(f"lease {lease_id:x} not found (expired or revoked)")
         return int(response.TTL)
 
-    async def revoke(self, lease_id: int) -> None:
+    async def revoke(self, lease_id: int) -> int:
+        """Revoke the lease (its keys are deleted); returns the revision of that deletion."""
         try:
-            await self.lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout)
+            response = await self.lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout)
         except grpc.RpcError as error:
             raise map_error(error, f"lease revoke {lease_id:x}") from error
+        return int(response.header.revision)
 
     async def watch(self, prefix: bytes, start_revision: int) -> AsyncIterator[Any]:
         """Event batches (rpc.WatchResponse with events) for keys under ``prefix`` from

@@ -159,7 +159,8 @@ class Store:
     async def revoke_lease(self, lease_id: int) -> None:
         if lease_id <= 0:
             raise errors.InvalidArgument("lease id must be set", {"lease_id": "must be > 0"})
-        await self.kv.revoke(lease_id)
+        # Reads after this must not see the lease's records from the cache (read your writes).
+        self._note_written(await self.kv.revoke(lease_id))
 
     # -- watch --------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mesos_stateful.testing.workloads import free_ports
+from mesos_stateful.testing.workloads import free_port_run, free_ports
 
 STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 
@@ -21,7 +21,9 @@ STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 def suite_env(data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> tuple[str, dict[str, str]]:
     """Free ports for every service and agents on addresses of their own, so the test never meets
     a `make run` or another test on this machine."""
-    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer, workload_port = free_ports(8)
+    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer = free_ports(7)
+    # The workload services listen on consecutive ports from one base.
+    workload_port = free_port_run(len(workloads))
     env = {
         **os.environ,
         "STATEFUL_SUITE_DATA_DIR": str(data_dir),
