@@ -397,9 +397,11 @@ async def serve_workload(servicer: WorkloadBase) -> AsyncIterator[WorkloadServer
         await running.stop(grace_seconds=1)
 
 
-def member_pids(binary: str, instance: str, member_id: str | None = None) -> list[int]:
+def member_pids(binary: str, work_dir: str | Path, instance: str, member_id: str | None = None) -> list[int]:
     """pids of live ``binary`` processes whose task environment (set by the executor) names the
-    instance, and the member when given."""
+    instance, and the member when given, with a sandbox under ``work_dir`` (the test's own local
+    cluster: another suite on the machine may run an instance of the same name)."""
+    root = str(Path(work_dir).resolve())
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -413,6 +415,9 @@ def member_pids(binary: str, instance: str, member_id: str | None = None) -> lis
                 if "=" in item
             )
         except (OSError, ValueError, IndexError):
+            continue
+        sandbox = env.get("MESOS_SANDBOX", "")
+        if not (sandbox == root or sandbox.startswith(root + "/")):
             continue
         if env.get("INSTANCE") == instance and member_id in (None, env.get("MEMBER_ID")):
             pids.append(int(entry.name))

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 NAME = "kv"
 
 
-def etcd_pids(instance: str, member_id: str | None = None) -> list[int]:
-    return member_pids("etcd", instance, member_id)
+def etcd_pids(suite: Suite, instance: str, member_id: str | None = None) -> list[int]:
+    return member_pids("etcd", suite.cluster.cluster.settings.work_dir, instance, member_id)
 
 
 def running(i: T.Instance, peers: int) -> bool:
@@ -57,7 +57,7 @@ async def test_etcd_create_replace_scale_delete(etcd_suite: Suite) -> None:
 
     # kill -9 a peer: it is removed from the cluster and replaced; data is kept.
     victim = instance.members[1]
-    pids = etcd_pids(NAME, victim.id)
+    pids = etcd_pids(suite, NAME, victim.id)
     assert len(pids) == 1
     os.kill(pids[0], 9)
 
@@ -81,12 +81,12 @@ async def test_etcd_create_replace_scale_delete(etcd_suite: Suite) -> None:
     names = await cluster_names(instance.members[0])
     assert len(names) == 3 and names == sorted(f"{m.id}.{m.incarnation}" for m in instance.members)
     await read_write_everywhere(instance, "k", "v4")
-    await wait_for(lambda: _count(NAME, 3), 30, what="removed peers stopped")
+    await wait_for(lambda: _count(suite, NAME, 3), 30, what="removed peers stopped")
 
     await suite.api.DeleteInstance(api.DeleteInstanceRequest(name=NAME))
     await suite.wait_gone(NAME, 120)
-    await wait_for(lambda: _count(NAME, 0), 30, what="no etcd left")
+    await wait_for(lambda: _count(suite, NAME, 0), 30, what="no etcd left")
 
 
-async def _count(instance: str, expected: int) -> bool:
-    return len(etcd_pids(instance)) == expected
+async def _count(suite: Suite, instance: str, expected: int) -> bool:
+    return len(etcd_pids(suite, instance)) == expected

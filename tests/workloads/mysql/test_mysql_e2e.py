@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 NAME = "shop"
 
 
-def mariadbd_pids(instance: str, member_id: str | None = None) -> list[int]:
-    return member_pids("mariadbd", instance, member_id)
+def mariadbd_pids(suite: Suite, instance: str, member_id: str | None = None) -> list[int]:
+    return member_pids("mariadbd", suite.cluster.cluster.settings.work_dir, instance, member_id)
 
 
 def sql(member: T.Member, password: str, statement: str, *args: object) -> list[dict[str, object]]:
@@ -63,7 +63,7 @@ async def test_mysql_create_fail_over_scale_delete(mysql_suite: Suite) -> None:
 
     # kill -9 the master: the most advanced replica is promoted, the old master comes back as a
     # replica of it, and nothing acknowledged is lost.
-    pids = mariadbd_pids(NAME, master.id)
+    pids = mariadbd_pids(suite, NAME, master.id)
     assert len(pids) == 1
     os.kill(pids[0], 9)
 
@@ -88,12 +88,12 @@ async def test_mysql_create_fail_over_scale_delete(mysql_suite: Suite) -> None:
     assert await rows(new_master, password) == expected
     await suite.api.DeleteInstance(api.DeleteInstanceRequest(name=NAME))
     await suite.wait_gone(NAME, 120)
-    await wait_for(lambda: _none_left(NAME), 30, what="no mariadbd left")
+    await wait_for(lambda: _none_left(suite, NAME), 30, what="no mariadbd left")
 
 
 async def _has(member: T.Member, password: str, expected: list[int]) -> bool:
     return await rows(member, password) == expected
 
 
-async def _none_left(instance: str) -> bool:
-    return not mariadbd_pids(instance)
+async def _none_left(suite: Suite, instance: str) -> bool:
+    return not mariadbd_pids(suite, instance)
