@@ -145,15 +145,16 @@ def readiness(settings: MysqlSettings, *, replica: bool, standby: bool = False) 
 
 
 def health(settings: MysqlSettings) -> types_pb2.Check:
-    # A TCP connect, not a login: a busy server (or a busy agent running the check) must not get
-    # the master killed; a crashed or hung-at-accept server is caught.
-    return types_pb2.Check(
-        tcp=types_pb2.TcpCheck(port_name=PORT),
-        interval_ms=settings.health_interval_ms,
-        timeout_ms=5000,
-        grace_period_ms=settings.health_grace_period_ms,
-        max_consecutive_failures=3,
-    )
+    """A login (the readiness check's master mode), not a TCP connect: a stopped or hung mariadbd
+    still completes TCP handshakes (the kernel answers from the listen backlog), so a connect
+    check would keep a frozen replica "healthy" forever and a failover would wait on it for
+    good. Three failed logins in a row (10 s timeout each) kill the task; a merely busy server
+    answers a login well within that."""
+    check = readiness(settings, replica=False)
+    check.interval_ms = settings.health_interval_ms
+    check.grace_period_ms = settings.health_grace_period_ms
+    check.max_consecutive_failures = 3
+    return check
 
 
 def _secret(context: workload_service_pb2.CallbackContext, name: str) -> str:

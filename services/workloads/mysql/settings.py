@@ -45,7 +45,7 @@ class MysqlSettings(WorkloadSettings):
     )
     replication_user: str = Field("replicator", description="the account replicas connect to the master as")
     check_interval_ms: int = Field(1000, description="interval of the readiness check")
-    health_interval_ms: int = Field(5000, description="interval of the health check (a TCP connect)")
+    health_interval_ms: int = Field(5000, description="interval of the health check (a login)")
     health_grace_period_ms: int = Field(
         60000, description="health check failures ignored after start (crash recovery can be slow)"
     )

@@ -99,7 +99,10 @@ def test_replica_launch_follows_the_master() -> None:
     spec = MemberFile.from_json(files(launch)["mysql-member.json"].content.decode())
     assert spec.replica and (spec.master_host, spec.master_port) == ("10.0.0.1", 3306)
     assert launch.readiness.command.argv[-1] == "--replica"
-    assert launch.health.tcp.port_name == "mysql"
+    # Health is a login (a stopped mariadbd still accepts TCP connections), never --replica.
+    health = list(launch.health.command.argv)
+    assert "mesos_stateful.workloads.mysql.check" in health and "--replica" not in health
+    assert launch.health.max_consecutive_failures == 3
 
 
 def test_slave_without_master_starts_read_only_and_follows_nobody() -> None:
