@@ -189,7 +189,12 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
 
     if active is not None:
         stale = active.generation != instance.generation and active.name != plans.RECOVERY
-        if active.name in (plans.DEPLOY, plans.SCALE) and not stale:
+        # Peers: a recovery planned for one lost peer must take in every peer lost since (all
+        # killed at once are noticed one by one; restarted alone, none would have a quorum).
+        replan_losses = active.name in (plans.DEPLOY, plans.SCALE) or (
+            active.name == plans.RECOVERY and s.peers()
+        )
+        if replan_losses and not stale:
             # A member the plan is removing may end on its own (an etcd peer exits once removed):
             # that is progress, not a loss to plan for again.
             handling = (Action.LAUNCH, Action.AWAIT, Action.KILL, Action.REMOVE, Action.DELETE_MEMBER)

@@ -766,24 +766,23 @@ class StepRunner:
         """Wait (polling the offers service) until it has destroyed the deleted members' volumes
         and unreserved their resources; past ``release_timeout_seconds`` go on: it destroys the
         rest when their agents come back."""
-        step = plan.steps[index]
         left = await self.offers.reservations(ld.name)
         if not left:
             return Outcome(plans.COMPLETE, "volumes destroyed, resources unreserved")
         names = ", ".join(sorted({r.persistence_id or r.member_id for r in left}))
-        polls = step.attempts + 1
-        if polls * RELEASE_POLL_SECONDS >= self.settings.release_timeout_seconds:
+        # The wait is counted from the start of the delete (the plan's start), not per poll.
+        timeout = self.settings.release_timeout_seconds
+        now = time.time()
+        if now >= plans.seconds(plan.started_at) + timeout:
             return Outcome(
                 plans.COMPLETE,
-                f"not released yet after {self.settings.release_timeout_seconds:.0f}s: {names}; the offers "
+                f"not released {timeout:.0f}s after the delete started: {names}; the offers "
                 "service destroys them when their agents offer them again",
-                attempts=polls,
             )
         return Outcome(
             plans.STARTING,
             f"waiting for the offers service to destroy and unreserve {names}",
-            wake_at=time.time() + RELEASE_POLL_SECONDS,
-            attempts=polls,
+            wake_at=now + RELEASE_POLL_SECONDS,
         )
 
     async def _remove_instance(

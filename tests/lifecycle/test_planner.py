@@ -359,6 +359,23 @@ def test_lost_peers_with_volumes_restart_in_place_together_keeping_their_ids() -
     assert not any(n.startswith(("remove-member", "peer-lost")) for n in names(plan))
 
 
+def test_peers_lost_one_after_another_are_restarted_together() -> None:
+    inst, members, tasks = running_instance(peers=True)
+    for m in members:
+        m.volume.CopyFrom(T.Volume(persistence_id=f"{m.id}.v1", agent_id="agent-1", has_data=True))
+    _lose(tasks, members[2], T.TASK_STATE_FAILED)
+    first, _ = decide(snap(inst, members, tasks, peers=True))
+    assert first is not None and names(first)[0] == "launch cache-2"
+    inst.plan.CopyFrom(first)
+    inst.phase = T.INSTANCE_PHASE_RECOVERING
+    # The other two are noticed dead a moment later: the plan is made again, for all three.
+    _lose(tasks, members[0], T.TASK_STATE_FAILED)
+    _lose(tasks, members[1], T.TASK_STATE_FAILED)
+    again, new = decide(snap(inst, members, tasks, peers=True))
+    assert new and again is not None
+    assert names(again)[:3] == ["launch cache-0", "launch cache-1", "launch cache-2"]
+
+
 def test_lost_peer_is_removed_then_relaunched() -> None:
     inst, members, tasks = running_instance(peers=True)
     _lose(tasks, members[1])

@@ -90,3 +90,36 @@ async def test_etcd_create_replace_scale_delete(etcd_suite: Suite) -> None:
 
 async def _count(suite: Suite, instance: str, expected: int) -> bool:
     return len(etcd_pids(suite, instance)) == expected
+
+
+async def member_ids(m: T.Member) -> list[str]:
+    async with members.Client(url(m), 5) as c:
+        return sorted(str(x.id) for x in await c.members())
+
+
+async def test_etcd_every_peer_killed_restarts_in_place_with_its_ids_and_data(etcd_suite: Suite) -> None:
+    """kill -9 of every etcd peer at once (noticed one by one) → all three restart together on
+    their volumes with their member ids, and every key is there."""
+    suite = etcd_suite
+    await suite.create(NAME, 3, workload="etcd")
+    instance = await suite.wait_instance(NAME, lambda i: running(i, 3), 180, "3 peers running")
+    ids = await member_ids(instance.members[0])
+    await read_write_everywhere(instance, "k", "kept")
+    before = {m.id: m.incarnation for m in instance.members}
+
+    pids = etcd_pids(suite, NAME)
+    assert len(pids) == 3
+    for pid in pids:
+        os.kill(pid, 9)
+
+    def restarted(i: T.Instance) -> bool:
+        return running(i, 3) and all(m.incarnation > before[m.id] for m in i.members)
+
+    after = await suite.wait_instance(NAME, restarted, 240, "every peer restarted and ready")
+    assert {m.id: m.volume.persistence_id for m in after.members} == {
+        m.id: m.volume.persistence_id for m in instance.members
+    }
+    for m in after.members:
+        assert await member_ids(m) == ids, "a peer was removed and re-added"
+        async with members.Client(url(m), 5) as c:
+            assert await c.get("k") == "kept", f"the key written before, through {m.id}"
