@@ -486,7 +486,7 @@ def new_volume(s: Snapshot, member_id: str, generation: int) -> types_pb2.Volume
     if not disk and s.description is not None:
         disk = s.description.default_resources.disk_mb
     return types_pb2.Volume(
-        persistence_id=plans.persistence_id(member_id, generation),
+        persistence_id=plans.persistence_id(member_id, generation, plans.instance_uid(s.instance.created_at)),
         container_path=plans.VOLUME_PATH,
         size_mb=max(disk, 1),
     )

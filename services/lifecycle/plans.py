@@ -10,6 +10,7 @@ DELAYED, when it is tried again.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from enum import StrEnum
@@ -98,9 +99,17 @@ def task_id(member: str, incarnation: int) -> str:
 VOLUME_PATH = "data"
 
 
-def persistence_id(member: str, generation: int) -> str:
-    """The id of a member's ``generation``-th volume: ``<member>.v<generation>``."""
-    return f"{member}.v{generation}"
+def persistence_id(member: str, generation: int, instance_uid: str = "") -> str:
+    """The id of a member's ``generation``-th volume: ``<member>.<instance uid>.v<generation>``.
+    The uid tells instances of the same name apart: a volume of a deleted instance that could not
+    be destroyed yet (its agent was away) is never taken by a new instance of that name."""
+    uid = f".{instance_uid}" if instance_uid else ""
+    return f"{member}{uid}.v{generation}"
+
+
+def instance_uid(created_at: timestamp_pb2.Timestamp) -> str:
+    """A short id of one instance's life, from its creation time (6 hex digits)."""
+    return hashlib.sha256(str(created_at.ToNanoseconds()).encode()).hexdigest()[:6]
 
 
 def volume_generation(persistence: str) -> int:

@@ -391,7 +391,7 @@ class StepRunner:
         message = (
             f"{RELAUNCHING} {member.id} replaced: agent {old_volume.host or old_volume.agent_id} holding "
             f"{old_volume.persistence_id} did not come back for {self.settings.replace_after_seconds:.0f}s; "
-            f"a fresh volume {plans.persistence_id(member.id, generation)} resyncs from the others"
+            f"a fresh volume (generation {generation}) resyncs from the others"
         )
         log.warning("%s: %s", ld.name, message)
         return Outcome(plans.DELAYED, message, wake_at=time.time())

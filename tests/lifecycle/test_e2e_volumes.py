@@ -88,7 +88,8 @@ async def test_every_member_killed_at_once_restarts_in_place_with_its_data(suite
     await suite.create("cache", 3)
     instance = await suite.wait_running("cache", 3)
     secret = await password(suite, "cache")
-    assert all(m.volume.persistence_id == f"{m.id}.v1" and m.volume.agent_id for m in instance.members)
+    uid = plans.instance_uid(instance.created_at)
+    assert all(m.volume.persistence_id == f"{m.id}.{uid}.v1" and m.volume.agent_id for m in instance.members)
     written = await write_acknowledged(master_of(instance), secret, 300, replicas=2)
 
     pids = redis_pids(suite, instance.members)
@@ -159,7 +160,7 @@ async def test_member_whose_agent_is_gone_for_good_is_replaced_and_its_old_volum
         m = next(x for x in i.members if x.id == victim.id)
         return (
             is_running(i, 3)
-            and m.volume.persistence_id == f"{victim.id}.v2"
+            and m.volume.persistence_id == old_volume.persistence_id.replace(".v1", ".v2")
             and m.volume.agent_id not in ("", old_volume.agent_id)
         )
 
@@ -178,7 +179,7 @@ async def test_member_whose_agent_is_gone_for_good_is_replaced_and_its_old_volum
 
     await wait_for(destroyed, 60, what=f"the orphaned volume {old_volume.persistence_id} to be destroyed")
     state = await asyncio.to_thread(suite.cluster.state)
-    assert f"{victim.id}.v2" in persistence_ids(state)
+    assert old_volume.persistence_id.replace(".v1", ".v2") in persistence_ids(state)
 
 
 async def test_delete_leaves_no_reservation_and_no_volume(suite: Suite) -> None:

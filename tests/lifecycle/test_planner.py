@@ -257,7 +257,13 @@ def test_launch_carries_the_members_volume() -> None:
     assert launch.volume.persistence_id == "cache-1.v1" and launch.volume.agent_id == "a"
     assert launch.resources.disk_mb == 300
     assert plans.volume_generation("cache-1.v12") == 12
-    assert planner.new_volume(snap(inst, members, {}), "cache-1", 2).persistence_id == "cache-1.v2"
+    inst.created_at.FromSeconds(1_800_000_000)
+    fresh = planner.new_volume(snap(inst, members, {}), "cache-1", 2)
+    uid = plans.instance_uid(inst.created_at)
+    assert len(uid) == 6 and fresh.persistence_id == f"cache-1.{uid}.v2"
+    # Another instance of the same name (created later) never shares a volume id with it.
+    inst.created_at.FromSeconds(1_800_000_001)
+    assert planner.new_volume(snap(inst, members, {}), "cache-1", 2).persistence_id != fresh.persistence_id
 
 
 def test_recovery_in_progress_is_resumed_not_restarted() -> None:
