@@ -197,3 +197,25 @@ async def test_delete_leaves_no_reservation_and_no_volume(suite: Suite) -> None:
     state = await asyncio.to_thread(suite.cluster.state)
     assert reserved(state) == [], reserved(state)
     assert not any(volume_dirs(suite, p) for p in ids)
+
+
+async def test_every_copy_gone_fails_the_instance_instead_of_an_empty_master(suite: Suite) -> None:
+    """A single-member instance whose agent is gone for good: its member is replaced on a fresh
+    (empty) volume, but never made master of an instance that had data — FAILED, a person decides."""
+    suite.lifecycle.overrides["replace_after_seconds"] = 3.0
+    await suite.lifecycle.restart()
+    await suite.create("solo", 1)
+    instance = await suite.wait_running("solo", 1)
+    secret = await password(suite, "solo")
+    await write_acknowledged(master_of(instance), secret, 10, replicas=0)
+    only = instance.members[0]
+
+    await asyncio.to_thread(suite.cluster.kill_agent, only.volume.host)
+
+    failed = await suite.wait_instance(
+        "solo", lambda i: i.phase == T.INSTANCE_PHASE_FAILED, 120, "FAILED: every copy of the data is gone"
+    )
+    assert "every copy of solo's data is gone" in failed.last_error, failed.last_error
+    member = failed.members[0]
+    assert member.role != T.ROLE_MASTER and not member.volume.has_data
+    assert member.volume.persistence_id != only.volume.persistence_id
