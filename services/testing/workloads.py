@@ -76,7 +76,7 @@ def free_port_run(count: int, host: str = "127.0.0.1", tries: int = 100) -> int:
             first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             first.bind((host, 0))
             held.append(first)
-            base = first.getsockname()[1]
+            base = int(first.getsockname()[1])
             if base + count - 1 > 65535:
                 continue
             for port in range(base + 1, base + count):
