@@ -52,6 +52,9 @@ async def mysql_suite(suite: Suite) -> AsyncIterator[Suite]:  # noqa: F811
             "connect_timeout_seconds": 3.0,
             "promote_timeout_seconds": 10.0,
             "check_interval_ms": 300,
+            # Fast health checks, so a stopped mariadbd is killed within seconds in the tests.
+            "health_interval_ms": 1000,
+            "health_grace_period_ms": 3000,
         }
     )
     async with workload_in_suite(suite, MysqlWorkload(settings)) as running:

@@ -4,7 +4,9 @@ written to, failed over, scaled and deleted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 
 import pymysql
 import pytest
@@ -133,3 +135,45 @@ async def test_mysql_every_member_killed_restarts_in_place_with_its_rows(mysql_s
     expected.append(31)
     for m in after.members:
         await wait_for(lambda m=m: _has(m, password, expected), 60, what=f"rows on {m.id}")  # type: ignore[misc]
+
+
+async def test_mysql_stopped_replicas_then_master_killed_restart_in_place(mysql_suite: Suite) -> None:
+    """kill -STOP both replicas, kill -9 the master: the failover waits for the stopped replicas
+    (never skips them); their health checks (a login) kill them; every member restarts in place and
+    the most advanced leads, with every committed row."""
+    suite = mysql_suite
+    await suite.create(NAME, 3, workload="mysql")
+    instance = await suite.wait_instance(NAME, lambda i: running(i, 3), 180, "3 members running")
+    password = (await suite.get(NAME, secrets=True)).secrets["admin_password"]
+    master = master_of(instance)
+    await asyncio.to_thread(sql, master, password, "CREATE DATABASE app")
+    await asyncio.to_thread(sql, master, password, "CREATE TABLE app.t (i INT PRIMARY KEY)")
+    expected = list(range(1, 21))
+    for i in expected:
+        await asyncio.to_thread(sql, master, password, "INSERT INTO app.t VALUES (%s)", i)
+    for m in instance.members[1:]:
+        await wait_for(lambda m=m: _has(m, password, expected), 60, what=f"rows on {m.id}")  # type: ignore[misc]
+    before = {m.id: m.incarnation for m in instance.members}
+
+    stopped = [pid for m in instance.members if m.id != master.id for pid in mariadbd_pids(suite, NAME, m.id)]
+    assert len(stopped) == 2
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        (victim,) = mariadbd_pids(suite, NAME, master.id)
+        os.kill(victim, 9)
+
+        def restarted(i: T.Instance) -> bool:
+            return running(i, 3) and all(m.incarnation > before[m.id] for m in i.members)
+
+        after = await suite.wait_instance(NAME, restarted, 240, "every member restarted and ready")
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    new_master = master_of(after)
+    assert await rows(new_master, password) == expected
+    for m in after.members:
+        await wait_for(lambda m=m: _has(m, password, expected), 60, what=f"rows on {m.id}")  # type: ignore[misc]
+        read_only = (await asyncio.to_thread(sql, m, password, "SELECT @@read_only AS r"))[0]["r"]
+        assert read_only == (0 if m.id == new_master.id else 1)
