@@ -77,5 +77,6 @@ def stop_agent(agent: str, master: str = MASTER) -> None:
 
 @fault_app.command("start-agent")
 def start_agent(agent: str, master: str = MASTER) -> None:
-    """Bring a stopped agent back (or a killed one, empty, with a new id)."""
+    """Bring a stopped agent back, or restart a killed one: it recovers its id, reservations and
+    volumes from its work dir (its executors died with it)."""
     _fault(master, agent, "start")
