@@ -255,7 +255,18 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
     lost = [m for m in kept if s.condition(m) == Condition.LOST]
     unready = [m for m in kept if s.condition(m) == Condition.NOT_READY]
     if lost:
-        reasons.append("replace lost " + ", ".join(f"{m.id} ({_task_detail(s, m)})" for m in lost))
+        in_place = [m for m in lost if m.volume.agent_id]
+        elsewhere = [m for m in lost if not m.volume.agent_id]
+        if in_place:
+            reasons.append(
+                "restart lost "
+                + ", ".join(f"{m.id} ({_brief(_task_detail(s, m))})" for m in in_place)
+                + " in place on their volumes"
+            )
+        if elsewhere:
+            reasons.append(
+                "replace lost " + ", ".join(f"{m.id} ({_brief(_task_detail(s, m))})" for m in elsewhere)
+            )
     if unready and not new_ids and not victims:
         reasons.append("start members not ready: " + ", ".join(m.id for m in unready))
 
@@ -338,6 +349,12 @@ def _task_detail(s: Snapshot, m: types_pb2.Member) -> str:
     return f"{detail}: {task.message}" if task.message else detail
 
 
+def _brief(detail: str, limit: int = 160) -> str:
+    """The first line of a task detail, cut to ``limit`` characters (log tails stay in the member)."""
+    line = detail.splitlines()[0] if detail else detail
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def ready_slaves(s: Snapshot, exclude: Iterable[str] = ()) -> list[types_pb2.Member]:
     skip = set(exclude)
     return [
@@ -361,7 +378,7 @@ def failover_candidates(s: Snapshot, old_master: str) -> list[types_pb2.Member]:
 def master_recovery(s: Snapshot, master: types_pb2.Member) -> types_pb2.Plan:
     """Recovery of a lost master: fail over to a replica (the workload picks it) when one is ready,
     else restart every member in place and elect the most advanced (:func:`cold_start`)."""
-    reason = f"master {master.id} lost: {_task_detail(s, master)}"
+    reason = f"master {master.id} lost: {_brief(_task_detail(s, master))}"
     if failover_candidates(s, master.id):
         steps = [plans.step(Action.FAILOVER, master.id), plans.step(Action.FENCE, master.id)]
     else:
