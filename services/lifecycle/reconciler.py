@@ -184,9 +184,10 @@ def _names(plan: types_pb2.Plan) -> str:
 def _apply(plan: types_pb2.Plan, index: int, outcome: Outcome) -> None:
     step = plan.steps[index]
     message = outcome.message
-    if step.message.startswith(PROMOTING + " ") and outcome.status != plans.COMPLETE:
-        # Keep a failover's recorded decision while it is retried.
-        message = f"{step.message.split(' | ', 1)[0]} | {message}"
+    decided = step.decision.promote_member_id
+    if decided and outcome.status != plans.COMPLETE:
+        # Show the recorded decision while the step is retried (the decision itself is typed).
+        message = f"{PROMOTING} {decided} | {message}"
     step.status = outcome.status  # type: ignore[assignment]
     step.message = message[:1000]
     if outcome.attempts is not None:

@@ -42,14 +42,6 @@ def _running(task: types_pb2.Task | None) -> bool:
     return task is not None and task.state == T.TASK_STATE_RUNNING
 
 
-def _decided(message: str) -> str:
-    """The member a failover step already chose (its message is ``promoting <id>[: reason]``)."""
-    if not message.startswith(PROMOTING + " "):
-        return ""
-    rest = message.removeprefix(PROMOTING + " ").split()
-    return rest[0].rstrip(":") if rest else ""
-
-
 @dataclass
 class Outcome:
     status: int
@@ -471,7 +463,7 @@ class StepRunner:
     # -- losses --------------------------------------------------------------------------------
 
     async def _failover(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
-        """MasterLost, then persist the decision: first in the step (``promoting <id>``), then in
+        """MasterLost, then persist the decision: first in the step (``Step.decision``), then in
         the roles: the old master becomes a LOST SLAVE, then the chosen replica MASTER (so two
         MASTER members never exist, not even between the two writes). Resumed after a restart, a
         decision already recorded is carried out, never asked for again: one loss, one promotion."""
@@ -487,7 +479,7 @@ class StepRunner:
                 attempts=step.attempts,
                 append=planner.after_failover(ld.snapshot, old.id, masters[0].id),
             )
-        chosen_id = _decided(step.message)
+        chosen_id = step.decision.promote_member_id
         reason = step.message
         if not chosen_id:
             candidates = planner.failover_candidates(ld.snapshot, old.id)
@@ -519,8 +511,7 @@ class StepRunner:
             if chosen is None or chosen_id not in {m.id for m in candidates}:
                 return self._delayed(f"MasterLost chose {chosen_id!r}, not a ready replica", step.attempts)
             # The decision is durable before any role changes.
-            reason = f"{PROMOTING} {chosen_id}" + (f": {detail}" if detail else "")
-            step.message = reason
+            reason = self._decide(step, chosen_id, detail, candidates)
             await save()
 
         if old.role == T.ROLE_MASTER:
@@ -555,12 +546,12 @@ class StepRunner:
 
     async def _elect(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
         """Cold start: once every member holding data runs again, MasterLost picks the most
-        advanced among them; the decision is recorded (``promoting <id>``) before the role
+        advanced among them; the decision is recorded (``Step.decision``) before the role
         changes, as in a failover. Never a member without the data of an instance that had some:
         if none is left, ERROR (the instance is FAILED) and a person decides."""
         step = plan.steps[index]
         s = ld.snapshot
-        chosen_id = _decided(step.message)
+        chosen_id = step.decision.promote_member_id
         reason = step.message
         if not chosen_id:
             candidates, waited = planner.election_candidates(s)
@@ -616,8 +607,7 @@ class StepRunner:
                     + (f": {detail}" if detail else ""),
                     step.attempts,
                 )
-            reason = f"{PROMOTING} {chosen_id}" + (f": {detail}" if detail else "")
-            step.message = reason
+            reason = self._decide(step, chosen_id, detail, candidates)
             await save()
 
         if not await self._promote(ld, chosen_id):
@@ -629,6 +619,17 @@ class StepRunner:
             attempts=step.attempts,
             append=planner.after_election(ld.snapshot, chosen_id),
         )
+
+    @staticmethod
+    def _decide(step: types_pb2.Step, chosen_id: str, detail: str, candidates: list[types_pb2.Member]) -> str:
+        """Record the decision in the step (typed; the message only tells a person)."""
+        step.decision.CopyFrom(
+            T.PromotionDecision(
+                promote_member_id=chosen_id, reason=detail, candidate_ids=[m.id for m in candidates]
+            )
+        )
+        step.message = f"{PROMOTING} {chosen_id}" + (f": {detail}" if detail else "")
+        return step.message
 
     async def _promote(self, ld: Loaded, member_id: str) -> bool:
         """The member's record becomes the MASTER (False if it no longer exists)."""

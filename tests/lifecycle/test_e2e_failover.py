@@ -262,6 +262,7 @@ async def test_resume_carries_out_a_recorded_failover_decision(suite: Suite) -> 
     failover = plans.step(plans.Action.FAILOVER, old.id)
     failover.status, failover.attempts = plans.STARTING, 1
     failover.message = "promoting cache-2: decided before the crash"
+    failover.decision.promote_member_id = "cache-2"
     plan = plans.new_plan(
         plans.RECOVERY, f"master {old.id} lost", 1, [failover, plans.step(plans.Action.FENCE, old.id)]
     )
@@ -307,7 +308,7 @@ CRASH_POINTS = {
         (s := _step(p, "failover ")) is not None and s.status == plans.STARTING
     ),
     "decision-recorded-roles-untouched": lambda p: (
-        (s := _step(p, "failover ")) is not None and s.message.startswith("promoting ")
+        (s := _step(p, "failover ")) is not None and bool(s.decision.promote_member_id)
     ),
     "roles-persisted-fence-pending": lambda p: (
         (s := _step(p, "failover ")) is not None and s.status == plans.COMPLETE
@@ -345,5 +346,5 @@ async def test_lifecycle_crash_at_each_failover_point_promotes_exactly_once(suit
     failover = _failover_step(instance.plan)
     assert failover is not None and failover.message.startswith(f"promoting {new_master.id}")
     crashed_failover = _failover_step(crashed.plan)
-    if crashed_failover is not None and crashed_failover.message.startswith("promoting "):
+    if crashed_failover is not None and crashed_failover.decision.promote_member_id:
         assert failover.attempts == crashed_failover.attempts, "MasterLost not asked again"

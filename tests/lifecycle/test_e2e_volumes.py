@@ -99,6 +99,9 @@ async def test_every_member_killed_at_once_restarts_in_place_with_its_data(suite
     after = await check_restarted_in_place(suite, "cache", instance, secret, written)
     steps = [s.name for s in after.plan.steps]
     assert after.plan.name == plans.RECOVERY and "elect cache-0" in steps, steps
+    elect = next(s for s in after.plan.steps if s.name == "elect cache-0")
+    assert elect.decision.promote_member_id == master_of(after).id
+    assert sorted(elect.decision.candidate_ids) == ["cache-0", "cache-1", "cache-2"]
 
 
 async def test_master_then_replicas_killed_the_most_advanced_leads(suite: Suite) -> None:

@@ -256,20 +256,32 @@ class Member(_message.Message):
     def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at")
+    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     member_id: str
     status: StepStatus
     message: str
     attempts: int
     next_attempt_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    decision: PromotionDecision
+    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ...) -> None: ...
+
+class PromotionDecision(_message.Message):
+    __slots__ = ("promote_member_id", "reason", "candidate_ids")
+    PROMOTE_MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
+    promote_member_id: str
+    reason: str
+    candidate_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Plan(_message.Message):
     __slots__ = ("name", "status", "steps", "started_at", "reason", "generation")
