@@ -291,12 +291,9 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
         slaves: list[str] = []
         lost_slaves: list[str] = []
         # A master that is not ready comes first; with no master at all, the first new member
-        # becomes it (the create step gives it ROLE_MASTER).
+        # becomes it (the create step gives it ROLE_MASTER). A lost master never gets here:
+        # decide() hands it to master_recovery (failover or cold start).
         if master is not None and master in unready:
-            steps += _bring_up(master.id, Action.START_MASTER, Action.MASTER_RUNNING)
-        elif master is not None and master in lost:
-            # Only reached without a recovery plan (e.g. the workload could not be asked): relaunch.
-            steps += [plans.step(Action.FENCE, master.id)]
             steps += _bring_up(master.id, Action.START_MASTER, Action.MASTER_RUNNING)
         for m in sorted(lost + unready, key=lambda m: m.ordinal):
             if master is not None and m.id == master.id:
