@@ -155,18 +155,7 @@ class MysqlWorkload(WorkloadBase):
             # Nothing to promote (a single-member instance, or replicas still starting): lifecycle
             # asks again later.
             return pb.MasterLostResponse(reason="no running replica")
-        answers = await asyncio.gather(
-            *(_blocking(sql.state, self.server(ctx, m)) for m in replicas), return_exceptions=True
-        )
-        candidates: list[Candidate] = []
-        problems: list[str] = []
-        for m, answer in zip(replicas, answers, strict=True):
-            if isinstance(answer, errors.StatefulError):
-                problems.append(f"{m.id}: {answer.message}")
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                candidates.append(Candidate(m.id, m.ordinal, answer))
+        candidates, problems = await self._states(ctx, replicas)
         chosen = choose(candidates)
         if chosen is None:
             raise errors.Unavailable(
@@ -178,11 +167,11 @@ class MysqlWorkload(WorkloadBase):
         log.info("master %s of %s lost: promote %s", ctx.member_id, ctx.instance.spec.name, reason)
         return pb.MasterLostResponse(promote_member_id=candidate.member_id, reason=reason)
 
-    async def _choose_among(
+    async def _states(
         self, ctx: pb.CallbackContext, members: list[types_pb2.Member]
-    ) -> pb.MasterLostResponse:
-        """Every candidate must answer: one that does not is waited for (UNAVAILABLE, lifecycle
-        retries), never skipped. Then :func:`choose_superset`."""
+    ) -> tuple[list[Candidate], list[str]]:
+        """Ask every member for its replication state at once: (answers, "<id>: <why>" of the
+        members that could not be asked or did not answer)."""
 
         async def ask(m: types_pb2.Member) -> sql.State:
             if not (m.host and m.ports.get(PORT)):
@@ -199,6 +188,14 @@ class MysqlWorkload(WorkloadBase):
                 raise answer
             else:
                 candidates.append(Candidate(m.id, m.ordinal, answer))
+        return candidates, problems
+
+    async def _choose_among(
+        self, ctx: pb.CallbackContext, members: list[types_pb2.Member]
+    ) -> pb.MasterLostResponse:
+        """Every candidate must answer: one that does not is waited for (UNAVAILABLE, lifecycle
+        retries), never skipped. Then :func:`choose_superset`."""
+        candidates, problems = await self._states(ctx, members)
         if problems:
             answered = ", ".join(f"{c.member_id}={c.state.gtid_set}" for c in candidates) or "none"
             raise errors.Unavailable(
