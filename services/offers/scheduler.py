@@ -657,14 +657,14 @@ class OfferScheduler:
         while True:
             await asyncio.sleep(self.settings.orphan_check_interval_seconds)
             if self.driver.subscribed:
-                await self._revive_for_reservations()
+                await self._revive_for_reservations("periodic check for reservations nobody wants")
 
-    async def _revive_for_reservations(self) -> None:
+    async def _revive_for_reservations(
+        self, why: str = "a member's volume changed or it was removed"
+    ) -> None:
         async with self._lock:
             if self._suppressed or self._idle_declined:
-                log.info(
-                    "a member's volume changed or it was removed: reviving offers to release its reservations"
-                )
+                log.info("%s: reviving offers to release reservations", why)
             await self._revive_if_needed()
 
     def _refuse_seconds(self) -> float:
