@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest_asyncio
@@ -35,6 +35,8 @@ from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, work
 from mesos_stateful.workloads.base import RunningWorkload, WorkloadBase, start_workload
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_T = TypeVar("_T")
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -109,6 +111,19 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
         await asyncio.sleep(interval)
+
+
+def poll_until(condition: Callable[[], _T], timeout: float, what: str, interval: float = 0.1) -> _T:
+    """Call ``condition`` (blocking) until it returns something true, and return that;
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 
 
 @dataclass

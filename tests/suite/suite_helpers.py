@@ -9,11 +9,10 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mesos_stateful.testing.workloads import free_port_run, free_ports
+from mesos_stateful.testing.workloads import free_port_run, free_ports, poll_until
 
 STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 
@@ -89,8 +88,4 @@ def stop_suite(runner: subprocess.Popen[str], timeout: float = 90) -> int:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    poll_until(condition, timeout, what, interval=0.2)
