@@ -43,6 +43,20 @@ class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MEMBER_STATE_KILLING: _ClassVar[MemberState]
     MEMBER_STATE_STOPPED: _ClassVar[MemberState]
 
+class ConditionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONDITION_TYPE_UNSPECIFIED: _ClassVar[ConditionType]
+    CONDITION_TYPE_REACHABLE: _ClassVar[ConditionType]
+    CONDITION_TYPE_REPLICATING: _ClassVar[ConditionType]
+    CONDITION_TYPE_CAUGHT_UP: _ClassVar[ConditionType]
+    CONDITION_TYPE_CONSISTENT: _ClassVar[ConditionType]
+
+class Repair(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPAIR_UNSPECIFIED: _ClassVar[Repair]
+    REPAIR_REPOINT: _ClassVar[Repair]
+    REPAIR_REBUILD: _ClassVar[Repair]
+
 class StepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STEP_STATUS_UNSPECIFIED: _ClassVar[StepStatus]
@@ -51,6 +65,13 @@ class StepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STEP_STATUS_COMPLETE: _ClassVar[StepStatus]
     STEP_STATUS_DELAYED: _ClassVar[StepStatus]
     STEP_STATUS_ERROR: _ClassVar[StepStatus]
+
+class FenceMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FENCE_METHOD_UNSPECIFIED: _ClassVar[FenceMethod]
+    FENCE_METHOD_PROCESS_GONE: _ClassVar[FenceMethod]
+    FENCE_METHOD_DEMOTED: _ClassVar[FenceMethod]
+    FENCE_METHOD_SELF_FENCED: _ClassVar[FenceMethod]
 
 class Runtime(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -105,12 +126,24 @@ MEMBER_STATE_FAILED: MemberState
 MEMBER_STATE_LOST: MemberState
 MEMBER_STATE_KILLING: MemberState
 MEMBER_STATE_STOPPED: MemberState
+CONDITION_TYPE_UNSPECIFIED: ConditionType
+CONDITION_TYPE_REACHABLE: ConditionType
+CONDITION_TYPE_REPLICATING: ConditionType
+CONDITION_TYPE_CAUGHT_UP: ConditionType
+CONDITION_TYPE_CONSISTENT: ConditionType
+REPAIR_UNSPECIFIED: Repair
+REPAIR_REPOINT: Repair
+REPAIR_REBUILD: Repair
 STEP_STATUS_UNSPECIFIED: StepStatus
 STEP_STATUS_PENDING: StepStatus
 STEP_STATUS_STARTING: StepStatus
 STEP_STATUS_COMPLETE: StepStatus
 STEP_STATUS_DELAYED: StepStatus
 STEP_STATUS_ERROR: StepStatus
+FENCE_METHOD_UNSPECIFIED: FenceMethod
+FENCE_METHOD_PROCESS_GONE: FenceMethod
+FENCE_METHOD_DEMOTED: FenceMethod
+FENCE_METHOD_SELF_FENCED: FenceMethod
 RUNTIME_UNSPECIFIED: Runtime
 RUNTIME_PROCESS: Runtime
 RUNTIME_DOCKER: Runtime
@@ -210,7 +243,7 @@ class Volume(_message.Message):
     def __init__(self, persistence_id: _Optional[str] = ..., container_path: _Optional[str] = ..., size_mb: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., has_data: _Optional[bool] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume")
+    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +272,7 @@ class Member(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_STATUS_FIELD_NUMBER: _ClassVar[int]
     VOLUME_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     id: str
     instance: str
     ordinal: int
@@ -253,10 +287,49 @@ class Member(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     workload_status: _containers.ScalarMap[str, str]
     volume: Volume
-    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ...) -> None: ...
+    health: MemberHealth
+    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ...) -> None: ...
+
+class MemberCondition(_message.Message):
+    __slots__ = ("type", "ok", "reason", "message", "since")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    type: ConditionType
+    ok: bool
+    reason: str
+    message: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, type: _Optional[_Union[ConditionType, str]] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MemberHealth(_message.Message):
+    __slots__ = ("checked_at", "observed_role", "following", "lag_seconds", "lag", "position", "conditions", "repair", "failed_checks", "unresponsive")
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_ROLE_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWING_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
+    FAILED_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    UNRESPONSIVE_FIELD_NUMBER: _ClassVar[int]
+    checked_at: _timestamp_pb2.Timestamp
+    observed_role: Role
+    following: str
+    lag_seconds: float
+    lag: int
+    position: str
+    conditions: _containers.RepeatedCompositeFieldContainer[MemberCondition]
+    repair: Repair
+    failed_checks: int
+    unresponsive: bool
+    def __init__(self, checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_role: _Optional[_Union[Role, str]] = ..., following: _Optional[str] = ..., lag_seconds: _Optional[float] = ..., lag: _Optional[int] = ..., position: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[MemberCondition, _Mapping]]] = ..., repair: _Optional[_Union[Repair, str]] = ..., failed_checks: _Optional[int] = ..., unresponsive: _Optional[bool] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision")
+    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision", "fence")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -264,6 +337,7 @@ class Step(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     member_id: str
     status: StepStatus
@@ -271,17 +345,39 @@ class Step(_message.Message):
     attempts: int
     next_attempt_at: _timestamp_pb2.Timestamp
     decision: PromotionDecision
-    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ...) -> None: ...
+    fence: FenceOutcome
+    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ..., fence: _Optional[_Union[FenceOutcome, _Mapping]] = ...) -> None: ...
+
+class FenceOutcome(_message.Message):
+    __slots__ = ("method", "detail", "fenced_at", "safe_after")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FENCED_AT_FIELD_NUMBER: _ClassVar[int]
+    SAFE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    method: FenceMethod
+    detail: str
+    fenced_at: _timestamp_pb2.Timestamp
+    safe_after: _timestamp_pb2.Timestamp
+    def __init__(self, method: _Optional[_Union[FenceMethod, str]] = ..., detail: _Optional[str] = ..., fenced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., safe_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PromotionDecision(_message.Message):
-    __slots__ = ("promote_member_id", "reason", "candidate_ids")
+    __slots__ = ("promote_member_id", "reason", "candidate_ids", "positions")
+    class PositionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PROMOTE_MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
     promote_member_id: str
     reason: str
     candidate_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    positions: _containers.ScalarMap[str, str]
+    def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., positions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Plan(_message.Message):
     __slots__ = ("name", "status", "steps", "started_at", "reason", "generation")

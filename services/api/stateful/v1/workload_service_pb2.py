@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from mesos_stateful.api.stateful.v1 import types_pb2 as stateful_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"stateful/v1/workload_service.proto\x12\x0bstateful.v1\x1a\x17stateful/v1/types.proto\"\xca\x01\n\x0f\x43\x61llbackContext\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12:\n\x07secrets\x18\x03 \x03(\x0b\x32).stateful.v1.CallbackContext.SecretsEntry\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x11\n\x0f\x44\x65scribeRequest\"I\n\x10\x44\x65scribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .stateful.v1.WorkloadDescription\">\n\rConfigRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"9\n\x0e\x43onfigResponse\x12\'\n\x06launch\x18\x01 \x01(\x0b\x32\x17.stateful.v1.LaunchSpec\"=\n\x0cStartRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"v\n\rStartResponse\x12\x36\n\x06status\x18\x01 \x03(\x0b\x32&.stateful.v1.StartResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x12StartMasterRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x82\x01\n\x13StartMasterResponse\x12<\n\x06status\x18\x01 \x03(\x0b\x32,.stateful.v1.StartMasterResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x11StartSlaveRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x80\x01\n\x12StartSlaveResponse\x12;\n\x06status\x18\x01 \x03(\x0b\x32+.stateful.v1.StartSlaveResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x14MasterRunningRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x86\x01\n\x15MasterRunningResponse\x12>\n\x06status\x18\x01 \x03(\x0b\x32..stateful.v1.MasterRunningResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x13SlaveRunningRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x84\x01\n\x14SlaveRunningResponse\x12=\n\x06status\x18\x01 \x03(\x0b\x32-.stateful.v1.SlaveRunningResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x11MasterLostRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\x12\x15\n\rcandidate_ids\x18\x02 \x03(\t\"?\n\x12MasterLostResponse\x12\x19\n\x11promote_member_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x10SlaveLostRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"$\n\x11SlaveLostResponse\x12\x0f\n\x07replace\x18\x01 \x01(\x08\"C\n\x12PeerRunningRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x82\x01\n\x13PeerRunningResponse\x12<\n\x06status\x18\x01 \x03(\x0b\x32,.stateful.v1.PeerRunningResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x0fPeerLostRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"#\n\x10PeerLostResponse\x12\x0f\n\x07replace\x18\x01 \x01(\x08\"D\n\x13RemoveMemberRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x16\n\x14RemoveMemberResponse2\xb6\x07\n\x0fWorkloadService\x12G\n\x08\x44\x65scribe\x12\x1c.stateful.v1.DescribeRequest\x1a\x1d.stateful.v1.DescribeResponse\x12\x41\n\x06\x43onfig\x12\x1a.stateful.v1.ConfigRequest\x1a\x1b.stateful.v1.ConfigResponse\x12>\n\x05Start\x12\x19.stateful.v1.StartRequest\x1a\x1a.stateful.v1.StartResponse\x12P\n\x0bStartMaster\x12\x1f.stateful.v1.StartMasterRequest\x1a .stateful.v1.StartMasterResponse\x12M\n\nStartSlave\x12\x1e.stateful.v1.StartSlaveRequest\x1a\x1f.stateful.v1.StartSlaveResponse\x12V\n\rMasterRunning\x12!.stateful.v1.MasterRunningRequest\x1a\".stateful.v1.MasterRunningResponse\x12S\n\x0cSlaveRunning\x12 .stateful.v1.SlaveRunningRequest\x1a!.stateful.v1.SlaveRunningResponse\x12M\n\nMasterLost\x12\x1e.stateful.v1.MasterLostRequest\x1a\x1f.stateful.v1.MasterLostResponse\x12J\n\tSlaveLost\x12\x1d.stateful.v1.SlaveLostRequest\x1a\x1e.stateful.v1.SlaveLostResponse\x12P\n\x0bPeerRunning\x12\x1f.stateful.v1.PeerRunningRequest\x1a .stateful.v1.PeerRunningResponse\x12G\n\x08PeerLost\x12\x1c.stateful.v1.PeerLostRequest\x1a\x1d.stateful.v1.PeerLostResponse\x12S\n\x0cRemoveMember\x12 .stateful.v1.RemoveMemberRequest\x1a!.stateful.v1.RemoveMemberResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"stateful/v1/workload_service.proto\x12\x0bstateful.v1\x1a\x17stateful/v1/types.proto\"\xca\x01\n\x0f\x43\x61llbackContext\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12:\n\x07secrets\x18\x03 \x03(\x0b\x32).stateful.v1.CallbackContext.SecretsEntry\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x11\n\x0f\x44\x65scribeRequest\"I\n\x10\x44\x65scribeResponse\x12\x35\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32 .stateful.v1.WorkloadDescription\">\n\rConfigRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"9\n\x0e\x43onfigResponse\x12\'\n\x06launch\x18\x01 \x01(\x0b\x32\x17.stateful.v1.LaunchSpec\"=\n\x0cStartRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"v\n\rStartResponse\x12\x36\n\x06status\x18\x01 \x03(\x0b\x32&.stateful.v1.StartResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x12StartMasterRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x82\x01\n\x13StartMasterResponse\x12<\n\x06status\x18\x01 \x03(\x0b\x32,.stateful.v1.StartMasterResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x11StartSlaveRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x80\x01\n\x12StartSlaveResponse\x12;\n\x06status\x18\x01 \x03(\x0b\x32+.stateful.v1.StartSlaveResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x14MasterRunningRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x86\x01\n\x15MasterRunningResponse\x12>\n\x06status\x18\x01 \x03(\x0b\x32..stateful.v1.MasterRunningResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x13SlaveRunningRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x84\x01\n\x14SlaveRunningResponse\x12=\n\x06status\x18\x01 \x03(\x0b\x32-.stateful.v1.SlaveRunningResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x01\n\x11MasterLostRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\x12\x15\n\rcandidate_ids\x18\x02 \x03(\t\x12\x17\n\x0fmaster_position\x18\x03 \x01(\t\x12\x1f\n\x17maximum_lag_on_failover\x18\x04 \x01(\x03\"\xb4\x01\n\x12MasterLostResponse\x12\x19\n\x11promote_member_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x41\n\tpositions\x18\x03 \x03(\x0b\x32..stateful.v1.MasterLostResponse.PositionsEntry\x1a\x30\n\x0ePositionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x12\x43heckMemberRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"@\n\x13\x43heckMemberResponse\x12)\n\x06health\x18\x01 \x01(\x0b\x32\x19.stateful.v1.MemberHealth\"R\n\x0c\x46\x65nceRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\x12\x13\n\x0breplica_ids\x18\x02 \x03(\t\"e\n\rFenceResponse\x12(\n\x06method\x18\x01 \x01(\x0e\x32\x18.stateful.v1.FenceMethod\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x1a\n\x12self_fence_seconds\x18\x03 \x01(\x01\"A\n\x10SlaveLostRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"$\n\x11SlaveLostResponse\x12\x0f\n\x07replace\x18\x01 \x01(\x08\"C\n\x12PeerRunningRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x82\x01\n\x13PeerRunningResponse\x12<\n\x06status\x18\x01 \x03(\x0b\x32,.stateful.v1.PeerRunningResponse.StatusEntry\x1a-\n\x0bStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x0fPeerLostRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"#\n\x10PeerLostResponse\x12\x0f\n\x07replace\x18\x01 \x01(\x08\"D\n\x13RemoveMemberRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.stateful.v1.CallbackContext\"\x16\n\x14RemoveMemberResponse2\xc8\x08\n\x0fWorkloadService\x12G\n\x08\x44\x65scribe\x12\x1c.stateful.v1.DescribeRequest\x1a\x1d.stateful.v1.DescribeResponse\x12\x41\n\x06\x43onfig\x12\x1a.stateful.v1.ConfigRequest\x1a\x1b.stateful.v1.ConfigResponse\x12>\n\x05Start\x12\x19.stateful.v1.StartRequest\x1a\x1a.stateful.v1.StartResponse\x12P\n\x0bStartMaster\x12\x1f.stateful.v1.StartMasterRequest\x1a .stateful.v1.StartMasterResponse\x12M\n\nStartSlave\x12\x1e.stateful.v1.StartSlaveRequest\x1a\x1f.stateful.v1.StartSlaveResponse\x12V\n\rMasterRunning\x12!.stateful.v1.MasterRunningRequest\x1a\".stateful.v1.MasterRunningResponse\x12S\n\x0cSlaveRunning\x12 .stateful.v1.SlaveRunningRequest\x1a!.stateful.v1.SlaveRunningResponse\x12M\n\nMasterLost\x12\x1e.stateful.v1.MasterLostRequest\x1a\x1f.stateful.v1.MasterLostResponse\x12J\n\tSlaveLost\x12\x1d.stateful.v1.SlaveLostRequest\x1a\x1e.stateful.v1.SlaveLostResponse\x12P\n\x0bPeerRunning\x12\x1f.stateful.v1.PeerRunningRequest\x1a .stateful.v1.PeerRunningResponse\x12G\n\x08PeerLost\x12\x1c.stateful.v1.PeerLostRequest\x1a\x1d.stateful.v1.PeerLostResponse\x12S\n\x0cRemoveMember\x12 .stateful.v1.RemoveMemberRequest\x1a!.stateful.v1.RemoveMemberResponse\x12P\n\x0b\x43heckMember\x12\x1f.stateful.v1.CheckMemberRequest\x1a .stateful.v1.CheckMemberResponse\x12>\n\x05\x46\x65nce\x12\x19.stateful.v1.FenceRequest\x1a\x1a.stateful.v1.FenceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MASTERRUNNINGRESPONSE_STATUSENTRY']._serialized_options = b'8\001'
   _globals['_SLAVERUNNINGRESPONSE_STATUSENTRY']._loaded_options = None
   _globals['_SLAVERUNNINGRESPONSE_STATUSENTRY']._serialized_options = b'8\001'
+  _globals['_MASTERLOSTRESPONSE_POSITIONSENTRY']._loaded_options = None
+  _globals['_MASTERLOSTRESPONSE_POSITIONSENTRY']._serialized_options = b'8\001'
   _globals['_PEERRUNNINGRESPONSE_STATUSENTRY']._loaded_options = None
   _globals['_PEERRUNNINGRESPONSE_STATUSENTRY']._serialized_options = b'8\001'
   _globals['_CALLBACKCONTEXT']._serialized_start=77
@@ -89,28 +91,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SLAVERUNNINGRESPONSE']._serialized_end=1493
   _globals['_SLAVERUNNINGRESPONSE_STATUSENTRY']._serialized_start=634
   _globals['_SLAVERUNNINGRESPONSE_STATUSENTRY']._serialized_end=679
-  _globals['_MASTERLOSTREQUEST']._serialized_start=1495
-  _globals['_MASTERLOSTREQUEST']._serialized_end=1584
-  _globals['_MASTERLOSTRESPONSE']._serialized_start=1586
-  _globals['_MASTERLOSTRESPONSE']._serialized_end=1649
-  _globals['_SLAVELOSTREQUEST']._serialized_start=1651
-  _globals['_SLAVELOSTREQUEST']._serialized_end=1716
-  _globals['_SLAVELOSTRESPONSE']._serialized_start=1718
-  _globals['_SLAVELOSTRESPONSE']._serialized_end=1754
-  _globals['_PEERRUNNINGREQUEST']._serialized_start=1756
-  _globals['_PEERRUNNINGREQUEST']._serialized_end=1823
-  _globals['_PEERRUNNINGRESPONSE']._serialized_start=1826
-  _globals['_PEERRUNNINGRESPONSE']._serialized_end=1956
+  _globals['_MASTERLOSTREQUEST']._serialized_start=1496
+  _globals['_MASTERLOSTREQUEST']._serialized_end=1643
+  _globals['_MASTERLOSTRESPONSE']._serialized_start=1646
+  _globals['_MASTERLOSTRESPONSE']._serialized_end=1826
+  _globals['_MASTERLOSTRESPONSE_POSITIONSENTRY']._serialized_start=1778
+  _globals['_MASTERLOSTRESPONSE_POSITIONSENTRY']._serialized_end=1826
+  _globals['_CHECKMEMBERREQUEST']._serialized_start=1828
+  _globals['_CHECKMEMBERREQUEST']._serialized_end=1920
+  _globals['_CHECKMEMBERRESPONSE']._serialized_start=1922
+  _globals['_CHECKMEMBERRESPONSE']._serialized_end=1986
+  _globals['_FENCEREQUEST']._serialized_start=1988
+  _globals['_FENCEREQUEST']._serialized_end=2070
+  _globals['_FENCERESPONSE']._serialized_start=2072
+  _globals['_FENCERESPONSE']._serialized_end=2173
+  _globals['_SLAVELOSTREQUEST']._serialized_start=2175
+  _globals['_SLAVELOSTREQUEST']._serialized_end=2240
+  _globals['_SLAVELOSTRESPONSE']._serialized_start=2242
+  _globals['_SLAVELOSTRESPONSE']._serialized_end=2278
+  _globals['_PEERRUNNINGREQUEST']._serialized_start=2280
+  _globals['_PEERRUNNINGREQUEST']._serialized_end=2347
+  _globals['_PEERRUNNINGRESPONSE']._serialized_start=2350
+  _globals['_PEERRUNNINGRESPONSE']._serialized_end=2480
   _globals['_PEERRUNNINGRESPONSE_STATUSENTRY']._serialized_start=634
   _globals['_PEERRUNNINGRESPONSE_STATUSENTRY']._serialized_end=679
-  _globals['_PEERLOSTREQUEST']._serialized_start=1958
-  _globals['_PEERLOSTREQUEST']._serialized_end=2022
-  _globals['_PEERLOSTRESPONSE']._serialized_start=2024
-  _globals['_PEERLOSTRESPONSE']._serialized_end=2059
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=2061
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=2129
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=2131
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=2153
-  _globals['_WORKLOADSERVICE']._serialized_start=2156
-  _globals['_WORKLOADSERVICE']._serialized_end=3106
+  _globals['_PEERLOSTREQUEST']._serialized_start=2482
+  _globals['_PEERLOSTREQUEST']._serialized_end=2546
+  _globals['_PEERLOSTRESPONSE']._serialized_start=2548
+  _globals['_PEERLOSTRESPONSE']._serialized_end=2583
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=2585
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=2653
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=2655
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=2677
+  _globals['_WORKLOADSERVICE']._serialized_start=2680
+  _globals['_WORKLOADSERVICE']._serialized_end=3776
 # @@protoc_insertion_point(module_scope)

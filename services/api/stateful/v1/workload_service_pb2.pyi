@@ -145,20 +145,65 @@ class SlaveRunningResponse(_message.Message):
     def __init__(self, status: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class MasterLostRequest(_message.Message):
-    __slots__ = ("context", "candidate_ids")
+    __slots__ = ("context", "candidate_ids", "master_position", "maximum_lag_on_failover")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
+    MASTER_POSITION_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_LAG_ON_FAILOVER_FIELD_NUMBER: _ClassVar[int]
     context: CallbackContext
     candidate_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, context: _Optional[_Union[CallbackContext, _Mapping]] = ..., candidate_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    master_position: str
+    maximum_lag_on_failover: int
+    def __init__(self, context: _Optional[_Union[CallbackContext, _Mapping]] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., master_position: _Optional[str] = ..., maximum_lag_on_failover: _Optional[int] = ...) -> None: ...
 
 class MasterLostResponse(_message.Message):
-    __slots__ = ("promote_member_id", "reason")
+    __slots__ = ("promote_member_id", "reason", "positions")
+    class PositionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PROMOTE_MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
     promote_member_id: str
     reason: str
-    def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    positions: _containers.ScalarMap[str, str]
+    def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., positions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CheckMemberRequest(_message.Message):
+    __slots__ = ("context", "timeout_seconds")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    context: CallbackContext
+    timeout_seconds: float
+    def __init__(self, context: _Optional[_Union[CallbackContext, _Mapping]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class CheckMemberResponse(_message.Message):
+    __slots__ = ("health",)
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    health: _types_pb2.MemberHealth
+    def __init__(self, health: _Optional[_Union[_types_pb2.MemberHealth, _Mapping]] = ...) -> None: ...
+
+class FenceRequest(_message.Message):
+    __slots__ = ("context", "replica_ids")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_IDS_FIELD_NUMBER: _ClassVar[int]
+    context: CallbackContext
+    replica_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, context: _Optional[_Union[CallbackContext, _Mapping]] = ..., replica_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FenceResponse(_message.Message):
+    __slots__ = ("method", "detail", "self_fence_seconds")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SELF_FENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    method: _types_pb2.FenceMethod
+    detail: str
+    self_fence_seconds: float
+    def __init__(self, method: _Optional[_Union[_types_pb2.FenceMethod, str]] = ..., detail: _Optional[str] = ..., self_fence_seconds: _Optional[float] = ...) -> None: ...
 
 class SlaveLostRequest(_message.Message):
     __slots__ = ("context",)

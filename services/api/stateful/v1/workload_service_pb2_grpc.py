@@ -97,6 +97,16 @@ class WorkloadServiceStub:
                 request_serializer=stateful_dot_v1_dot_workload__service__pb2.RemoveMemberRequest.SerializeToString,
                 response_deserializer=stateful_dot_v1_dot_workload__service__pb2.RemoveMemberResponse.FromString,
                 _registered_method=True)
+        self.CheckMember = channel.unary_unary(
+                '/stateful.v1.WorkloadService/CheckMember',
+                request_serializer=stateful_dot_v1_dot_workload__service__pb2.CheckMemberRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_workload__service__pb2.CheckMemberResponse.FromString,
+                _registered_method=True)
+        self.Fence = channel.unary_unary(
+                '/stateful.v1.WorkloadService/Fence',
+                request_serializer=stateful_dot_v1_dot_workload__service__pb2.FenceRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_workload__service__pb2.FenceResponse.FromString,
+                _registered_method=True)
 
 
 class WorkloadServiceServicer:
@@ -188,6 +198,22 @@ class WorkloadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckMember(self, request, context):
+        """Check one running member's health and replication (periodically; the master's is the probe).
+        Default: UNIMPLEMENTED (lifecycle then relies on Mesos task status alone).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Fence(self, request, context):
+        """Stop an old master from taking writes before a replica is promoted. Default: UNIMPLEMENTED
+        (lifecycle then fences only by Mesos: the task must be reported ended).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkloadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +276,16 @@ def add_WorkloadServiceServicer_to_server(servicer, server):
                     servicer.RemoveMember,
                     request_deserializer=stateful_dot_v1_dot_workload__service__pb2.RemoveMemberRequest.FromString,
                     response_serializer=stateful_dot_v1_dot_workload__service__pb2.RemoveMemberResponse.SerializeToString,
+            ),
+            'CheckMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckMember,
+                    request_deserializer=stateful_dot_v1_dot_workload__service__pb2.CheckMemberRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_workload__service__pb2.CheckMemberResponse.SerializeToString,
+            ),
+            'Fence': grpc.unary_unary_rpc_method_handler(
+                    servicer.Fence,
+                    request_deserializer=stateful_dot_v1_dot_workload__service__pb2.FenceRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_workload__service__pb2.FenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -578,6 +614,60 @@ class WorkloadService:
             '/stateful.v1.WorkloadService/RemoveMember',
             stateful_dot_v1_dot_workload__service__pb2.RemoveMemberRequest.SerializeToString,
             stateful_dot_v1_dot_workload__service__pb2.RemoveMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.WorkloadService/CheckMember',
+            stateful_dot_v1_dot_workload__service__pb2.CheckMemberRequest.SerializeToString,
+            stateful_dot_v1_dot_workload__service__pb2.CheckMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.WorkloadService/Fence',
+            stateful_dot_v1_dot_workload__service__pb2.FenceRequest.SerializeToString,
+            stateful_dot_v1_dot_workload__service__pb2.FenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,14 @@ class WorkloadServiceStub:
     """A peer is lost: replace it or not."""
     RemoveMember: _grpc.UnaryUnaryMultiCallable[_workload_service_pb2.RemoveMemberRequest, _workload_service_pb2.RemoveMemberResponse]
     """A member is about to be stopped for good."""
+    CheckMember: _grpc.UnaryUnaryMultiCallable[_workload_service_pb2.CheckMemberRequest, _workload_service_pb2.CheckMemberResponse]
+    """Check one running member's health and replication (periodically; the master's is the probe).
+    Default: UNIMPLEMENTED (lifecycle then relies on Mesos task status alone).
+    """
+    Fence: _grpc.UnaryUnaryMultiCallable[_workload_service_pb2.FenceRequest, _workload_service_pb2.FenceResponse]
+    """Stop an old master from taking writes before a replica is promoted. Default: UNIMPLEMENTED
+    (lifecycle then fences only by Mesos: the task must be reported ended).
+    """
 
 @_typing.type_check_only
 class WorkloadServiceAsyncStub(WorkloadServiceStub):
@@ -95,6 +103,14 @@ class WorkloadServiceAsyncStub(WorkloadServiceStub):
     """A peer is lost: replace it or not."""
     RemoveMember: _aio.UnaryUnaryMultiCallable[_workload_service_pb2.RemoveMemberRequest, _workload_service_pb2.RemoveMemberResponse]  # type: ignore[assignment]
     """A member is about to be stopped for good."""
+    CheckMember: _aio.UnaryUnaryMultiCallable[_workload_service_pb2.CheckMemberRequest, _workload_service_pb2.CheckMemberResponse]  # type: ignore[assignment]
+    """Check one running member's health and replication (periodically; the master's is the probe).
+    Default: UNIMPLEMENTED (lifecycle then relies on Mesos task status alone).
+    """
+    Fence: _aio.UnaryUnaryMultiCallable[_workload_service_pb2.FenceRequest, _workload_service_pb2.FenceResponse]  # type: ignore[assignment]
+    """Stop an old master from taking writes before a replica is promoted. Default: UNIMPLEMENTED
+    (lifecycle then fences only by Mesos: the task must be reported ended).
+    """
 
 class WorkloadServiceServicer(metaclass=_abc_1.ABCMeta):
     """The callbacks. Errors: UNAVAILABLE / DEADLINE_EXCEEDED are retried with backoff; any other
@@ -196,5 +212,25 @@ class WorkloadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workload_service_pb2.RemoveMemberResponse, _abc.Awaitable[_workload_service_pb2.RemoveMemberResponse]]:
         """A member is about to be stopped for good."""
+
+    @_abc_1.abstractmethod
+    def CheckMember(
+        self,
+        request: _workload_service_pb2.CheckMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workload_service_pb2.CheckMemberResponse, _abc.Awaitable[_workload_service_pb2.CheckMemberResponse]]:
+        """Check one running member's health and replication (periodically; the master's is the probe).
+        Default: UNIMPLEMENTED (lifecycle then relies on Mesos task status alone).
+        """
+
+    @_abc_1.abstractmethod
+    def Fence(
+        self,
+        request: _workload_service_pb2.FenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workload_service_pb2.FenceResponse, _abc.Awaitable[_workload_service_pb2.FenceResponse]]:
+        """Stop an old master from taking writes before a replica is promoted. Default: UNIMPLEMENTED
+        (lifecycle then fences only by Mesos: the task must be reported ended).
+        """
 
 def add_WorkloadServiceServicer_to_server(servicer: WorkloadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
