@@ -203,6 +203,37 @@ def endpoint(m: types_pb2.Member, port_name: str) -> tuple[str, int]:
     return m.host, port
 
 
+# --- health checks (CheckMember) ----------------------------------------------------------------
+
+
+def condition(kind: int, ok: bool, reason: str = "", message: str = "") -> types_pb2.MemberCondition:
+    """One ``MemberCondition`` of a CheckMember answer: ``kind`` a ``ConditionType``, ``reason`` a
+    CamelCase cause ("Chained", "IoThreadStopped", "Lagging", "Diverged"), ``message`` what a
+    person reads. ``since`` is lifecycle's (it knows when ``ok`` last changed)."""
+    return types_pb2.MemberCondition(type=kind, ok=ok, reason=reason, message=message)  # type: ignore[arg-type]
+
+
+def health(
+    *conditions: types_pb2.MemberCondition,
+    observed_role: int = types_pb2.ROLE_UNSPECIFIED,
+    following: str = "",
+    lag_seconds: float = -1.0,
+    lag: int = -1,
+    position: str = "",
+    repair: int = types_pb2.REPAIR_UNSPECIFIED,
+) -> types_pb2.MemberHealth:
+    """A CheckMember answer's ``MemberHealth`` (the fields a workload fills; see the proto)."""
+    return types_pb2.MemberHealth(
+        observed_role=observed_role,  # type: ignore[arg-type]
+        following=following,
+        lag_seconds=lag_seconds,
+        lag=lag,
+        position=position,
+        conditions=list(conditions),
+        repair=repair,  # type: ignore[arg-type]
+    )
+
+
 # --- the servicer base ---------------------------------------------------------------------------
 
 _W = TypeVar("_W", bound="WorkloadBase")
