@@ -46,7 +46,13 @@ REQUESTS: dict[str, type[Any]] = {
     "PeerRunning": wpb.PeerRunningRequest,
     "PeerLost": wpb.PeerLostRequest,
     "RemoveMember": wpb.RemoveMemberRequest,
+    "CheckMember": wpb.CheckMemberRequest,
+    "Fence": wpb.FenceRequest,
 }
+
+
+class NotImplementedByWorkload(errors.PermanentError):
+    """The workload service answered UNIMPLEMENTED: it does not have this (optional) callback."""
 
 
 def callback_context(
@@ -88,34 +94,69 @@ class Callbacks:
         if channel is not None:
             await channel.close()
 
-    async def call(self, workload: str, method: str, context: wpb.CallbackContext, **fields: Any) -> Any:
+    async def call(
+        self,
+        workload: str,
+        method: str,
+        context: wpb.CallbackContext,
+        timeout: float | None = None,
+        traced: bool = True,
+        **fields: Any,
+    ) -> Any:
         """Call ``method`` with ``context`` (and other request ``fields``, e.g. MasterLost's
-        ``candidate_ids``); returns the response message."""
+        ``candidate_ids``) within ``timeout`` seconds (default: the callback timeout); returns the
+        response message. Errors: ``Unavailable`` (retry), ``NotImplementedByWorkload``, other
+        ``PermanentError``. ``traced=False``: no span (the health monitor's probes, several a
+        second, would bury every other span)."""
+        if not traced:
+            return await self._call(workload, method, context, None, fields, timeout or self._timeout)
         with callback_span(workload, method, context.member_id, context.attempt) as span:
-            return await self._call(workload, method, context, span, fields)
+            return await self._call(workload, method, context, span, fields, timeout or self._timeout)
 
     async def _call(
-        self, workload: str, method: str, context: wpb.CallbackContext, span: Span, fields: dict[str, Any]
+        self,
+        workload: str,
+        method: str,
+        context: wpb.CallbackContext,
+        span: Span | None,
+        fields: dict[str, Any],
+        timeout: float,
     ) -> Any:
         endpoint = await self.endpoint(workload)
         request = REQUESTS[method](context=context, **fields)
         stub = self._stub(endpoint)
         try:
-            response = await getattr(stub, method)(request, timeout=self._timeout)
-            span.set_attribute("code", "OK")
+            response = await getattr(stub, method)(request, timeout=timeout)
+            if span is not None:
+                span.set_attribute("code", "OK")
             return response
         except grpc.RpcError as error:
             code, details = code_and_details(error)
-            span.set_attribute("code", code.name)
+            if span is not None:
+                span.set_attribute("code", code.name)
             message = f"{method} on {workload} at {endpoint}: {code.name}: {details}"
             if code in RETRYABLE_CODES:
                 # A fresh channel next time: the service may be back on a new process.
                 await self._drop(endpoint)
                 raise errors.Unavailable(message) from None
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                raise NotImplementedByWorkload(message) from None
             mapped = from_rpc_error(error)
             if mapped.retryable:
                 raise errors.Unavailable(message) from None
             raise errors.PermanentError(message) from None
+
+    async def alive(self, workload: str, timeout: float) -> bool:
+        """Whether the workload's service answers ``Describe`` within ``timeout`` seconds."""
+        try:
+            endpoint = await self.endpoint(workload)
+        except errors.StatefulError:
+            return False
+        try:
+            await self._stub(endpoint).Describe(wpb.DescribeRequest(), timeout=timeout)  # type: ignore[misc]
+        except grpc.RpcError:
+            return False
+        return True
 
     async def close(self) -> None:
         for endpoint in list(self._channels):

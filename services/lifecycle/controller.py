@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.lifecycle.reconciler import GONE, Reconciler
@@ -71,6 +72,8 @@ class Controller:
         self.workers: dict[str, Worker] = {}
         self.started = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Told of every change of an instance (the health monitor re-reads it).
+        self.on_change: Callable[[str], None] | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -92,6 +95,8 @@ class Controller:
     def wake(self, name: str) -> None:
         if not name:
             return
+        if self.on_change is not None:
+            self.on_change(name)
         worker = self.workers.get(name)
         if worker is None or worker.task.done():
             self.workers[name] = Worker(self, name)

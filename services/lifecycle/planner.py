@@ -86,11 +86,41 @@ class Snapshot:
         return any(m.role == T.ROLE_PEER for m in self.members)
 
 
+def condition_name(kind: int) -> str:
+    """``CONDITION_TYPE_CAUGHT_UP`` -> ``caught-up``."""
+    name = T.ConditionType.Name(kind) if kind in T.ConditionType.values() else "CONDITION_TYPE_?"
+    return name.removeprefix("CONDITION_TYPE_").lower().replace("_", "-")
+
+
+def failing(member: types_pb2.Member, kind: int) -> types_pb2.MemberCondition | None:
+    """The member's condition of that type if its last check found it not ok."""
+    return next((c for c in member.health.conditions if c.type == kind and not c.ok), None)
+
+
+def unhealthy(member: types_pb2.Member) -> str:
+    """Why the member's replication needs attention ("" if it does not): unreachable, a repair
+    asked for, or a history not consistent with the master's. Lag alone is not a problem here."""
+    h = member.health
+    if h.unresponsive:
+        return "unresponsive"
+    for kind in (T.CONDITION_TYPE_REACHABLE, T.CONDITION_TYPE_CONSISTENT, T.CONDITION_TYPE_REPLICATING):
+        c = failing(member, kind)
+        if c is not None and (kind != T.CONDITION_TYPE_REPLICATING or h.repair):
+            return f"{condition_name(kind)}: {c.reason}"
+    if h.repair:
+        return "repair: " + T.Repair.Name(h.repair).removeprefix("REPAIR_").lower()
+    return ""
+
+
 def classify(member: types_pb2.Member, task: types_pb2.Task | None) -> Condition:
     if task is None:
         return Condition.NOT_READY
     if task.state in ENDED and not task.kill_requested:
         return Condition.DECLINED if member.message.startswith(DECLINED_PREFIX) else Condition.LOST
+    if member.role == T.ROLE_MASTER and member.health.unresponsive:
+        # Declared failed by the health monitor's probe: Mesos may not know yet (a cut-off agent
+        # is noticed only after its ping timeouts), the data is at risk now.
+        return Condition.LOST
     if task.state == T.TASK_STATE_RUNNING and member.state == T.MEMBER_STATE_RUNNING:
         return Condition.READY
     return Condition.NOT_READY
@@ -312,6 +342,9 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
         for mid in slaves:
             steps += [plans.step(Action.START_SLAVE, mid), plans.step(Action.SLAVE_RUNNING, mid)]
 
+    if not steps and not peers:
+        steps, repair_reasons = repairs(s)
+        reasons += repair_reasons
     if not steps:
         return None
     if not members:
@@ -329,6 +362,29 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
     return plans.new_plan(plan_name, "; ".join(reasons), s.instance.generation, steps)
 
 
+def repairs(s: Snapshot) -> tuple[list[types_pb2.Step], list[str]]:
+    """Steps for replicas whose last check asked for a repair, while the master is ready: re-point
+    (StartSlave again: a chained, stopped or broken link) or rebuild (a fresh volume resynced from
+    the master: a diverged history). Never the master."""
+    master = s.master()
+    if master is None or s.condition(master) != Condition.READY:
+        return [], []
+    steps: list[types_pb2.Step] = []
+    reasons: list[str] = []
+    for m in s.members:
+        if m.role != T.ROLE_SLAVE or s.condition(m) != Condition.READY or not m.health.repair:
+            continue
+        why = unhealthy(m)
+        if m.health.repair == T.REPAIR_REBUILD:
+            steps += [plans.step(Action.REBUILD, m.id)]
+            steps += _bring_up(m.id, Action.START_SLAVE, Action.SLAVE_RUNNING)
+            reasons.append(f"rebuild {m.id} from the master ({why})")
+        elif m.health.repair == T.REPAIR_REPOINT:
+            steps += [plans.step(Action.START_SLAVE, m.id), plans.step(Action.SLAVE_RUNNING, m.id)]
+            reasons.append(f"re-point {m.id} to master {master.id} ({why})")
+    return steps, reasons
+
+
 def _bring_up(mid: str, start: Action, running: Action) -> list[types_pb2.Step]:
     return [
         plans.step(Action.LAUNCH, mid),
@@ -342,6 +398,11 @@ def _task_detail(s: Snapshot, m: types_pb2.Member) -> str:
     task = s.task_of(m)
     if task is None:
         return "no task"
+    if m.role == T.ROLE_MASTER and m.health.unresponsive and task.state not in ENDED:
+        c = failing(m, T.CONDITION_TYPE_REACHABLE)
+        return (
+            "unresponsive (task still " + task_state_name(task.state) + ")" + (f": {c.message}" if c else "")
+        )
     detail = task_state_name(task.state)
     return f"{detail}: {task.message}" if task.message else detail
 
@@ -368,16 +429,23 @@ def holds_data(s: Snapshot, member: types_pb2.Member) -> bool:
 
 
 def failover_candidates(s: Snapshot, old_master: str) -> list[types_pb2.Member]:
-    """Replicas a failover may promote: ready, and holding the instance's data."""
-    return [m for m in ready_slaves(s, exclude=(old_master,)) if holds_data(s, m)]
+    """Replicas a failover may promote: ready, holding the instance's data, and not found
+    inconsistent with the master's history by the last check (a diverged member is never
+    promoted; the workload's MasterLost compares the others' positions)."""
+    return [
+        m
+        for m in ready_slaves(s, exclude=(old_master,))
+        if holds_data(s, m) and failing(m, T.CONDITION_TYPE_CONSISTENT) is None
+    ]
 
 
 def master_recovery(s: Snapshot, master: types_pb2.Member) -> types_pb2.Plan:
-    """Recovery of a lost master: fail over to a replica (the workload picks it) when one is ready,
-    else restart every member in place and elect the most advanced (:func:`cold_start`)."""
+    """Recovery of a lost master: fence it (it must have stopped taking writes, data-safety rule
+    2), then fail over to a replica (the workload picks it) when one is ready; else restart every
+    member in place and elect the most advanced (:func:`cold_start`)."""
     reason = f"master {master.id} lost: {_brief(_task_detail(s, master))}"
     if failover_candidates(s, master.id):
-        steps = [plans.step(Action.FAILOVER, master.id), plans.step(Action.FENCE, master.id)]
+        steps = [plans.step(Action.FENCE, master.id), plans.step(Action.FAILOVER, master.id)]
     else:
         steps = cold_start(s, master.id)
         reason += "; no ready replica: restarting every member on its volume, the most advanced leads"
@@ -455,6 +523,8 @@ def phase_for(s: Snapshot, plan: types_pb2.Plan | None) -> types_pb2.InstancePha
         return T.INSTANCE_PHASE_PENDING
     ready = all(s.condition(m) == Condition.READY for m in s.members)
     if ready and len(s.members) == s.instance.spec.replicas:
+        if any(unhealthy(m) for m in s.members):
+            return T.INSTANCE_PHASE_DEGRADED
         return T.INSTANCE_PHASE_RUNNING
     if any(s.condition(m) in (Condition.LOST, Condition.DECLINED) for m in s.members):
         return T.INSTANCE_PHASE_DEGRADED

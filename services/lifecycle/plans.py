@@ -47,13 +47,14 @@ class Action(StrEnum):
     SLAVE_RUNNING = "slave-running"
     PEER_RUNNING = "peer-running"
     FAILOVER = "failover"  # MasterLost -> persist the new roles (promoted first)
-    FENCE = "fence"  # make sure the old master's task is killed
+    FENCE = "fence"  # before a promotion: the old master stops taking writes (killed, demoted or self-fenced)
     DEMOTE = "demote"  # cold start: the lost master's record becomes a SLAVE before relaunching
     ELECT = "elect"  # cold start: MasterLost over every restarted member with data -> new master
     SLAVE_LOST = "slave-lost"
     PEER_LOST = "peer-lost"
     REMOVE = "remove-member"  # RemoveMember callback
     KILL = "kill"  # kill the member's task and wait until it ends
+    REBUILD = "rebuild"  # a diverged replica: kill it, then a fresh volume (it resyncs from the master)
     DELETE_MEMBER = "delete-member"
     CLEANUP = "cleanup"  # delete: kill stray tasks, delete members, tasks and secrets
     RELEASE = "release"  # delete: wait until the offers service destroyed volumes and reservations
@@ -73,6 +74,7 @@ CALLBACK_OF: dict[Action, str] = {
     Action.SLAVE_LOST: "SlaveLost",
     Action.PEER_LOST: "PeerLost",
     Action.REMOVE: "RemoveMember",
+    Action.FENCE: "Fence",
 }
 
 # Actions that need the member's task RUNNING before they run.

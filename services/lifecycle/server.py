@@ -7,6 +7,7 @@ import logging
 from mesos_stateful.common.server import Served, build_server
 from mesos_stateful.lifecycle.callbacks import Callbacks
 from mesos_stateful.lifecycle.controller import Controller
+from mesos_stateful.lifecycle.health import HealthMonitor
 from mesos_stateful.lifecycle.offers import OffersClient
 from mesos_stateful.lifecycle.reconciler import Reconciler
 from mesos_stateful.lifecycle.settings import LifecycleSettings
@@ -24,6 +25,7 @@ class LifecycleService:
         self.settings = settings
         self.served: Served | None = None
         self.controller: Controller | None = None
+        self.monitor: HealthMonitor | None = None
         self._state: StateClient | None = None
         self._offers: OffersClient | None = None
         self._callbacks: Callbacks | None = None
@@ -39,9 +41,15 @@ class LifecycleService:
         self._callbacks = Callbacks(self._state, settings.callback_timeout_seconds)
         store = Store(self._state)
         runner = StepRunner(settings, store, self._offers, self._callbacks)
-        self.controller = Controller(settings, store, Reconciler(settings, store, runner))
+        controller = Controller(settings, store, Reconciler(settings, store, runner))
+        self.controller = controller
+        self.monitor = HealthMonitor(
+            settings, store, self._callbacks, names=lambda: list(controller.workers), wake=controller.wake
+        )
+        controller.on_change = self.monitor.touch
         self.served = await build_server(settings.listen, [], [])
-        self.controller.start()
+        controller.start()
+        self.monitor.start()
         log.info(
             "lifecycle on port %d (state %s, offers %s)",
             self.served.port,
@@ -50,6 +58,9 @@ class LifecycleService:
         )
 
     async def stop_controller(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
+            self.monitor = None
         if self.controller is not None:
             await self.controller.stop()
             self.controller = None

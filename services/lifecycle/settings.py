@@ -17,6 +17,21 @@ def _check_endpoint(name: str, value: str) -> None:
 
 
 class LifecycleSettings(ServiceSettings):
+    """The lifecycle service's settings. Timing of failure detection (the health monitor):
+
+    - A silent master is declared failed after ``probe_failures`` CheckMember probes in a row not
+      answered; probes start every ``probe_interval_seconds`` and each waits at most
+      ``probe_timeout_seconds``, so detection takes at most
+      ``probe_failures * max(probe_interval_seconds, probe_timeout_seconds) + probe_interval_seconds``
+      (:attr:`detection_bound_seconds`), besides Mesos task status updates, which come at once for
+      a process crash and only after the Mesos master's agent ping timeouts for a cut-off agent.
+    - A miss counts only when the workload service itself answers (a Describe right after the
+      failed probe): a workload service that is down never gets a master failed over.
+    - Invariants (checked at start-up, patroni-style): ``probe_timeout_seconds <
+      callback_timeout_seconds``; ``check_interval_seconds >= probe_interval_seconds``;
+      ``probe_failures >= 2`` (one lost packet is not a failure).
+    """
+
     model_config = SettingsConfigDict(env_prefix="STATEFUL_LIFECYCLE_")
 
     listen: str = Field("127.0.0.1:7300", description="host:port of the health endpoint (port 0: any)")
@@ -61,6 +76,37 @@ class LifecycleSettings(ServiceSettings):
         "the rest when their agents come back",
     )
 
+    probe_interval_seconds: float = Field(
+        0.25, description="the health monitor probes every master (CheckMember) this often"
+    )
+    probe_timeout_seconds: float = Field(
+        0.4, description="a probe not answered within this many seconds is a miss"
+    )
+    probe_failures: int = Field(
+        3,
+        description="misses in a row after which a master is declared failed (unresponsive) and "
+        "failed over, although Mesos may still report its task RUNNING",
+    )
+    check_interval_seconds: float = Field(
+        2.0,
+        description="every running replica's replication (link, master followed, lag, history) is "
+        "checked this often; a problem shows as a condition on the member within two intervals",
+    )
+    maximum_lag_on_failover: int = Field(
+        1048576,
+        description="patroni's maximum_lag_on_failover: a replica further behind the lost master's "
+        "last known position than this (in the workload's unit: Redis bytes, MariaDB transactions) "
+        "is not promoted; the failover waits and says why. 0: no limit",
+    )
+
+    @property
+    def detection_bound_seconds(self) -> float:
+        """Longest time from a master going silent to it being declared failed (see the class)."""
+        return (
+            self.probe_failures * max(self.probe_interval_seconds, self.probe_timeout_seconds)
+            + self.probe_interval_seconds
+        )
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         _check_endpoint("listen", self.listen)
@@ -77,6 +123,9 @@ class LifecycleSettings(ServiceSettings):
             "replace_after_seconds": self.replace_after_seconds,
             "elect_timeout_seconds": self.elect_timeout_seconds,
             "release_timeout_seconds": self.release_timeout_seconds,
+            "probe_interval_seconds": self.probe_interval_seconds,
+            "probe_timeout_seconds": self.probe_timeout_seconds,
+            "check_interval_seconds": self.check_interval_seconds,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -85,6 +134,14 @@ class LifecycleSettings(ServiceSettings):
             raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
         if self.max_launch_attempts < 1:
             raise ValueError("max_launch_attempts must be at least 1")
+        if self.probe_timeout_seconds >= self.callback_timeout_seconds:
+            raise ValueError("probe_timeout_seconds must be below callback_timeout_seconds")
+        if self.check_interval_seconds < self.probe_interval_seconds:
+            raise ValueError("check_interval_seconds must be at least probe_interval_seconds")
+        if self.probe_failures < 2:
+            raise ValueError("probe_failures must be at least 2 (one lost probe is not a failure)")
+        if self.maximum_lag_on_failover < 0:
+            raise ValueError("maximum_lag_on_failover must be >= 0 (0: no limit)")
         if self.secret_bytes < 16:
             raise ValueError("secret_bytes must be at least 16")
         return self

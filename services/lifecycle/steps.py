@@ -20,7 +20,7 @@ from typing import Any
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
 from mesos_stateful.lifecycle import planner, plans
-from mesos_stateful.lifecycle.callbacks import Callbacks, callback_context
+from mesos_stateful.lifecycle.callbacks import Callbacks, NotImplementedByWorkload, callback_context
 from mesos_stateful.lifecycle.offers import OffersClient
 from mesos_stateful.lifecycle.planner import DEAD, ENDED, Condition, task_state_name
 from mesos_stateful.lifecycle.plans import Action
@@ -32,10 +32,17 @@ log = logging.getLogger(__name__)
 T = types_pb2
 
 # Actions that only watch state: run whenever the instance changes, even while DELAYED.
-WAITING = frozenset({Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP, Action.ELECT, Action.RELAUNCH})
+WAITING = frozenset(
+    {Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP, Action.ELECT, Action.RELAUNCH, Action.REBUILD}
+)
 RELAUNCHING = "relaunching:"
 RELEASE_POLL_SECONDS = 0.5
 PROMOTING = "promoting"
+
+
+def _alive(task: types_pb2.Task | None) -> bool:
+    """A task that may still run (not ended for sure)."""
+    return task is not None and task.state not in DEAD
 
 
 def _running(task: types_pb2.Task | None) -> bool:
@@ -101,11 +108,13 @@ class StepRunner:
         save: Save,
         method: str,
         as_master: str = "",
+        optional: bool = False,
         **fields: Any,
     ) -> tuple[object | None, Outcome | None]:
         """Invoke a callback for the step's member: (response, None) or (None, failure outcome).
         ``as_master``: show that member as the MASTER in the context (MasterLost after a restart
-        that happened between the demotion and the promotion)."""
+        that happened between the demotion and the promotion). ``optional``: a callback the
+        workload may lack; UNIMPLEMENTED raises ``NotImplementedByWorkload``."""
         step = plan.steps[index]
         attempts = await self._begin(plan, index, save, f"calling {method}")
         context = callback_context(ld.snapshot, step.member_id, ld.secrets, attempts)
@@ -119,6 +128,11 @@ class StepRunner:
         except errors.TemporaryError as error:
             log.warning("%s: %s (attempt %d), retrying", ld.name, error.message, attempts)
             return None, self._delayed(error.message, attempts)
+        except NotImplementedByWorkload:
+            if optional:
+                raise
+            log.error("%s: %s does not implement %s", ld.name, ld.snapshot.instance.spec.workload, method)
+            raise
         except errors.StatefulError as error:
             log.error("%s: %s", ld.name, error.message)
             return None, Outcome(plans.ERROR, error.message, attempts=attempts)
@@ -135,14 +149,24 @@ class StepRunner:
         return [t for tid, t in sorted(ld.snapshot.tasks.items()) if tid.startswith(prefix)]
 
     async def _set_status(
-        self, ld: Loaded, member_id: str, status: dict[str, str], state: int | None = None
+        self,
+        ld: Loaded,
+        member_id: str,
+        status: dict[str, str],
+        state: int | None = None,
+        repaired: bool = False,
     ) -> None:
+        """Keep the workload's status (and the member state); ``repaired``: a StartSlave re-pointed
+        it, so a repair asked for by the last check is done (the next check says anew)."""
+
         def mutate(m: types_pb2.Member) -> types_pb2.Member:
             if status:
                 m.workload_status.clear()
                 m.workload_status.update(status)
             if state is not None:
                 m.state = state  # type: ignore[assignment]
+            if repaired and m.health.repair == T.REPAIR_REPOINT:
+                m.health.repair = T.REPAIR_UNSPECIFIED
             return m
 
         updated = await self.store.update_member(ld.name, member_id, mutate)
@@ -243,6 +267,7 @@ class StepRunner:
                 m.host = ""
                 m.ports.clear()
                 m.workload_status.clear()
+                m.ClearField("health")
                 m.message = "launching"
                 return m
 
@@ -373,6 +398,7 @@ class StepRunner:
 
         def replace(m: types_pb2.Member) -> types_pb2.Member:
             m.volume.CopyFrom(planner.new_volume(ld.snapshot, m.id, generation))
+            m.ClearField("health")
             where = old_volume.host or old_volume.agent_id
             m.message = f"replaced: agent {where} of {old_volume.persistence_id} gone"
             return m
@@ -407,7 +433,13 @@ class StepRunner:
         if failure is not None:
             return failure
         status = dict(getattr(response, "status", {}))
-        await self._set_status(ld, member.id, status, T.MEMBER_STATE_RUNNING if running else None)
+        await self._set_status(
+            ld,
+            member.id,
+            status,
+            T.MEMBER_STATE_RUNNING if running else None,
+            repaired=method == "StartSlave",
+        )
         if running:
             await self._mark_data(ld, member.id)
         return Outcome(plans.COMPLETE, f"{method} done", attempts=step.attempts)
@@ -499,6 +531,8 @@ class StepRunner:
                 "MasterLost",
                 as_master=old.id,
                 candidate_ids=[m.id for m in candidates],
+                master_position=old.health.position,
+                maximum_lag_on_failover=self.settings.maximum_lag_on_failover,
             )
             if failure is not None:
                 return failure
@@ -511,7 +545,8 @@ class StepRunner:
             if chosen is None or chosen_id not in {m.id for m in candidates}:
                 return self._delayed(f"MasterLost chose {chosen_id!r}, not a ready replica", step.attempts)
             # The decision is durable before any role changes.
-            reason = self._decide(step, chosen_id, detail, candidates)
+            positions = dict(getattr(response, "positions", {}))
+            reason = self._decide(step, chosen_id, detail, candidates, positions)
             await save()
 
         if old.role == T.ROLE_MASTER:
@@ -607,7 +642,9 @@ class StepRunner:
                     + (f": {detail}" if detail else ""),
                     step.attempts,
                 )
-            reason = self._decide(step, chosen_id, detail, candidates)
+            reason = self._decide(
+                step, chosen_id, detail, candidates, dict(getattr(response, "positions", {}))
+            )
             await save()
 
         if not await self._promote(ld, chosen_id):
@@ -621,11 +658,20 @@ class StepRunner:
         )
 
     @staticmethod
-    def _decide(step: types_pb2.Step, chosen_id: str, detail: str, candidates: list[types_pb2.Member]) -> str:
+    def _decide(
+        step: types_pb2.Step,
+        chosen_id: str,
+        detail: str,
+        candidates: list[types_pb2.Member],
+        positions: dict[str, str] | None = None,
+    ) -> str:
         """Record the decision in the step (typed; the message only tells a person)."""
         step.decision.CopyFrom(
             T.PromotionDecision(
-                promote_member_id=chosen_id, reason=detail, candidate_ids=[m.id for m in candidates]
+                promote_member_id=chosen_id,
+                reason=detail,
+                candidate_ids=[m.id for m in candidates],
+                positions=positions or {},
             )
         )
         step.message = f"{PROMOTING} {chosen_id}" + (f": {detail}" if detail else "")
@@ -636,6 +682,8 @@ class StepRunner:
 
         def promote(m: types_pb2.Member) -> types_pb2.Member:
             m.role = T.ROLE_MASTER
+            # What the monitor found of it as a replica says nothing of it as the master.
+            m.ClearField("health")
             return m
 
         promoted = await self.store.update_member(ld.name, member_id, promote)
@@ -739,8 +787,154 @@ class StepRunner:
         return outcome
 
     async def _fence(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """Before a promotion, make sure the old master takes no more writes (data-safety rule 2).
+        A Mesos kill is sent, but it is not a fence (it cannot reach a cut-off agent); the step
+        completes on the first of:
+
+        - Mesos reports every task of the member ended for sure (FAILED, KILLED, FINISHED...;
+          not LOST or UNREACHABLE): PROCESS_GONE;
+        - the workload's ``Fence`` demoted it directly: DEMOTED;
+        - it could not be reached, every other live member was detached from it, and its own
+          rule's bound (``self_fence_seconds``) has passed: SELF_FENCED.
+
+        The outcome is recorded in ``Step.fence`` before the step completes. A workload without
+        ``Fence`` is fenced by Mesos alone: the step waits until its tasks are reported ended."""
+        step = plan.steps[index]
+        mid = step.member_id
+        s = ld.snapshot
+        member = self._member(ld, mid)
+        tasks = self._tasks_of(ld, mid)
+        # The current task unless surely dead; older incarnations only if still believed running
+        # (an old LOST one was fenced by the recovery that replaced it).
+        live = [
+            t for t in tasks if t.state not in DEAD and (t.task_id == member.task_id or t.state not in ENDED)
+        ]
+        now = time.time()
+        if not live:
+            ended = ", ".join(f"{t.task_id} {task_state_name(t.state)}" for t in tasks) or "no task"
+            return await self._fenced(step, save, T.FENCE_METHOD_PROCESS_GONE, f"task ended ({ended})", now)
+        fence = step.fence
+        if fence.method == T.FENCE_METHOD_DEMOTED:
+            return Outcome(plans.COMPLETE, step.message, attempts=step.attempts)
+        if fence.method == T.FENCE_METHOD_SELF_FENCED:
+            safe_after = plans.seconds(fence.safe_after)
+            if now >= safe_after:
+                return Outcome(plans.COMPLETE, self._fence_message(fence), attempts=step.attempts)
+            return Outcome(
+                plans.STARTING,
+                f"{mid} unreachable, replicas detached; waiting {safe_after - now:.1f}s more until it has "
+                f"provably stopped taking writes ({fence.detail})",
+                wake_at=safe_after,
+                attempts=step.attempts,
+            )
+        for t in live:
+            if not t.kill_requested or due:
+                log.info("%s: fence %s: killing %s (%s)", ld.name, mid, t.task_id, task_state_name(t.state))
+                await self.offers.kill(t.task_id)
+        if step.status == plans.DELAYED and not due:
+            return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
+        others = [m.id for m in s.members if m.id != mid and _alive(s.task_of(m))]
+        try:
+            response, failure = await self._call(
+                ld, plan, index, save, "Fence", as_master=mid, optional=True, replica_ids=others
+            )
+        except NotImplementedByWorkload:
+            response, failure = None, None
+        if response is None and failure is None:
+            # No Fence: only Mesos can say the process is gone (kills are retried on DELAYED).
+            if all(t.state in ENDED for t in live):
+                states = ", ".join(f"{t.task_id} {task_state_name(t.state)}" for t in live)
+                return await self._fenced(
+                    step,
+                    save,
+                    T.FENCE_METHOD_PROCESS_GONE,
+                    f"Mesos reports {states}; {ld.snapshot.instance.spec.workload} has no Fence callback, "
+                    "so a process on a cut-off agent may still run",
+                    now,
+                )
+            names = ", ".join(f"{t.task_id} ({task_state_name(t.state)})" for t in live)
+            return self._delayed(
+                f"{ld.snapshot.instance.spec.workload} has no Fence callback: waiting for Mesos to report "
+                f"{names} ended before promoting",
+                step.attempts + 1,
+            )
+        if failure is not None:
+            return failure
+        method = int(getattr(response, "method", 0))
+        detail = str(getattr(response, "detail", ""))
+        if method == T.FENCE_METHOD_DEMOTED:
+            return await self._fenced(step, save, T.FENCE_METHOD_DEMOTED, detail, now)
+        if method == T.FENCE_METHOD_SELF_FENCED:
+            wait = max(0.0, float(getattr(response, "self_fence_seconds", 0.0)))
+            outcome = await self._fenced(step, save, T.FENCE_METHOD_SELF_FENCED, detail, now, now + wait)
+            if wait <= 0:
+                return outcome
+            return Outcome(
+                plans.STARTING,
+                f"{mid} unreachable, replicas detached; waiting {wait:.1f}s until it has provably "
+                f"stopped taking writes ({detail})",
+                wake_at=now + wait,
+                attempts=step.attempts,
+            )
+        return Outcome(
+            plans.ERROR,
+            f"Fence on {mid} answered no fence method ({method}); a workload must demote or self-fence",
+            attempts=step.attempts,
+        )
+
+    async def _fenced(
+        self,
+        step: types_pb2.Step,
+        save: Save,
+        method: int,
+        detail: str,
+        at: float,
+        safe_after: float | None = None,
+    ) -> Outcome:
+        """Record the fence in the step (durable before the promotion goes on)."""
+        step.fence.CopyFrom(T.FenceOutcome(method=method, detail=detail[:500]))  # type: ignore[arg-type]
+        step.fence.fenced_at.CopyFrom(plans.timestamp(at))
+        if safe_after is not None:
+            step.fence.safe_after.CopyFrom(plans.timestamp(safe_after))
+        await save()
+        return Outcome(plans.COMPLETE, self._fence_message(step.fence), attempts=step.attempts)
+
+    @staticmethod
+    def _fence_message(fence: types_pb2.FenceOutcome) -> str:
+        how = {
+            T.FENCE_METHOD_PROCESS_GONE: "process gone",
+            T.FENCE_METHOD_DEMOTED: "demoted",
+            T.FENCE_METHOD_SELF_FENCED: "self-fenced",
+        }.get(fence.method, "?")
+        return f"fenced ({how}): {fence.detail}" if fence.detail else f"fenced ({how})"
+
+    async def _rebuild(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """A replica whose data cannot follow the master (diverged): kill it, wait until it ended,
+        then give it a fresh volume; the steps after launch it and resync it from the master. Its
+        old volume is destroyed by the offers service (no member wants it). Never the master."""
         mid = plan.steps[index].member_id
-        return await self._kill_tasks(ld, plan, index, due, self._tasks_of(ld, mid), f"fence {mid}")
+        member = self._member(ld, mid)
+        if member.role == T.ROLE_MASTER:
+            return Outcome(plans.ERROR, f"not rebuilding {mid}: it is the master")
+        if not member.volume.has_data and not member.health.repair:
+            return Outcome(plans.COMPLETE, f"{mid} has a fresh volume")
+        outcome = await self._kill_tasks(ld, plan, index, due, self._tasks_of(ld, mid), f"rebuild {mid}")
+        if outcome.status != plans.COMPLETE:
+            return outcome
+        why = planner.unhealthy(member) or "asked by the workload"
+        generation = plans.volume_generation(member.volume.persistence_id) + 1
+
+        def rebuild(m: types_pb2.Member) -> types_pb2.Member:
+            m.volume.CopyFrom(planner.new_volume(ld.snapshot, m.id, generation))
+            m.ClearField("health")
+            m.message = f"rebuilt from the master ({why})"
+            return m
+
+        updated = await self.store.update_member(ld.name, mid, rebuild)
+        if updated is not None:
+            ld.with_member(updated)
+        log.warning("%s: rebuilding %s on a fresh volume (%s)", ld.name, mid, why)
+        return Outcome(plans.COMPLETE, f"{mid} gets a fresh volume (generation {generation}): {why}")
 
     async def _delete_member(
         self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save

@@ -328,6 +328,19 @@ class WorkloadBase(workload_service_pb2_grpc.WorkloadServiceServicer):
     ) -> pb.RemoveMemberResponse:
         return pb.RemoveMemberResponse()
 
+    async def CheckMember(self, request: pb.CheckMemberRequest, context: Context) -> pb.CheckMemberResponse:
+        """Default: UNIMPLEMENTED; lifecycle then watches this workload through Mesos alone."""
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, f"workload {self.description.name} does not implement CheckMember"
+        )
+
+    async def Fence(self, request: pb.FenceRequest, context: Context) -> pb.FenceResponse:
+        """Default: UNIMPLEMENTED; lifecycle then promotes only once Mesos reports the old
+        master's task ended (not safe for a cut-off agent: implement it)."""
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, f"workload {self.description.name} does not implement Fence"
+        )
+
 
 # --- registration --------------------------------------------------------------------------------
 

@@ -139,7 +139,7 @@ def test_lost_master_with_ready_replicas_fails_over() -> None:
     _lose(tasks, members[0])
     plan, new = decide(snap(inst, members, tasks))
     assert new and plan is not None and plan.name == plans.RECOVERY
-    assert names(plan) == ["failover cache-0", "fence cache-0"]
+    assert names(plan) == ["fence cache-0", "failover cache-0"]
     assert "master cache-0 lost: FAILED" in plan.reason
 
 
@@ -306,7 +306,7 @@ def test_new_master_lost_during_recovery_starts_another_recovery() -> None:
     members[1].role = T.ROLE_MASTER
     _lose(tasks, members[1])
     again, new = decide(snap(inst, members, tasks))
-    assert new and again is not None and names(again) == ["failover cache-1", "fence cache-1"]
+    assert new and again is not None and names(again) == ["fence cache-1", "failover cache-1"]
 
 
 def test_master_loss_preempts_a_scale_plan() -> None:
@@ -587,3 +587,87 @@ def test_a_member_ending_while_the_plan_removes_it_keeps_the_plan() -> None:
     _lose(tasks, members[2], T.TASK_STATE_FINISHED)  # an etcd peer exits once removed
     kept, new = decide(snap(inst, members, tasks, peers=True))
     assert not new and kept is inst.plan
+
+
+# --- health: the probe, conditions, repairs -------------------------------------------------------
+
+
+def _condition(kind: int, ok: bool, reason: str = "") -> T.MemberCondition:
+    return T.MemberCondition(type=kind, ok=ok, reason=reason)  # type: ignore[arg-type]
+
+
+def test_unresponsive_master_with_a_running_task_is_lost_and_fenced_before_failover() -> None:
+    inst, members, tasks = running_instance()
+    members[0].health.unresponsive = True
+    members[0].health.conditions.append(_condition(T.CONDITION_TYPE_REACHABLE, False, "Unreachable"))
+    s = snap(inst, members, tasks)
+    assert s.condition(members[0]) == Condition.LOST
+    plan, new = decide(s)
+    assert new and plan is not None and plan.name == plans.RECOVERY
+    assert names(plan) == ["fence cache-0", "failover cache-0"]
+    assert "unresponsive (task still RUNNING)" in plan.reason
+
+
+def test_unresponsive_replica_is_not_lost_mesos_or_the_failover_decides() -> None:
+    inst, members, tasks = running_instance()
+    members[1].health.unresponsive = True
+    assert snap(inst, members, tasks).condition(members[1]) == Condition.READY
+
+
+def test_an_unresponsive_master_being_fenced_stays_in_its_recovery() -> None:
+    inst, members, tasks = running_instance()
+    members[0].health.unresponsive = True
+    plan, _ = decide(snap(inst, members, tasks))
+    assert plan is not None
+    tasks[members[0].task_id].kill_requested = True  # the fence step sent a Mesos kill
+    inst.plan.CopyFrom(plan)
+    kept, new = decide(snap(inst, members, tasks))
+    assert not new and kept is inst.plan
+
+
+def test_a_diverged_replica_is_never_a_failover_candidate() -> None:
+    inst, members, tasks = running_instance()
+    members[1].health.conditions.append(_condition(T.CONDITION_TYPE_CONSISTENT, False, "Diverged"))
+    s = snap(inst, members, tasks)
+    assert [m.id for m in planner.failover_candidates(s, "cache-0")] == ["cache-2"]
+
+
+def test_a_chained_replica_is_repointed_and_the_instance_is_degraded_meanwhile() -> None:
+    inst, members, tasks = running_instance()
+    members[2].health.conditions.append(_condition(T.CONDITION_TYPE_REPLICATING, False, "Chained"))
+    members[2].health.repair = T.REPAIR_REPOINT
+    s = snap(inst, members, tasks)
+    assert planner.phase_for(s, None) == T.INSTANCE_PHASE_DEGRADED
+    plan, new = decide(s)
+    assert new and plan is not None and plan.name == plans.RECOVERY
+    assert names(plan) == ["start-slave cache-2", "slave-running cache-2"]
+    assert "re-point cache-2 to master cache-0 (replicating: Chained)" in plan.reason
+
+
+def test_a_diverged_replica_is_rebuilt_on_a_fresh_volume() -> None:
+    inst, members, tasks = running_instance()
+    members[1].health.conditions.append(_condition(T.CONDITION_TYPE_CONSISTENT, False, "Diverged"))
+    members[1].health.repair = T.REPAIR_REBUILD
+    plan, _ = decide(snap(inst, members, tasks))
+    assert plan is not None
+    assert names(plan) == [
+        "rebuild cache-1",
+        "launch cache-1",
+        "await-running cache-1",
+        "start-slave cache-1",
+        "slave-running cache-1",
+    ]
+
+
+def test_no_repair_while_the_master_is_not_ready() -> None:
+    inst, members, tasks = running_instance()
+    members[0].state = T.MEMBER_STATE_STARTING
+    members[2].health.repair = T.REPAIR_REPOINT
+    steps, _ = planner.repairs(snap(inst, members, tasks))
+    assert steps == []
+
+
+def test_lag_alone_does_not_degrade_the_instance() -> None:
+    inst, members, tasks = running_instance()
+    members[1].health.conditions.append(_condition(T.CONDITION_TYPE_CAUGHT_UP, False, "Lagging"))
+    assert planner.phase_for(snap(inst, members, tasks), None) == T.INSTANCE_PHASE_RUNNING
