@@ -3,6 +3,9 @@ HTTP API (``POST /api/v1/executor``) and executors as local processes, each in i
 
 The agent is in-process with the master: it hands status updates and messages to the master by
 direct calls (a real agent would send them over the network); the master talks to it the same way.
+Both directions go through the agent's *link* to the master: while the link is cut (``stop``, a
+partition) messages wait on it, as in a TCP connection that has not given up yet (see ``cut`` and
+``heal``); the executors' own connections to the agent are not affected.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -94,7 +98,16 @@ class Agent:
         self.attributes = attributes
         self.work_dir = work_dir / "agents" / ip  # the agent's own --work_dir
         self.id = ""
-        self.state = "STOPPED"  # ACTIVE, UNREACHABLE (stopped), REMOVED (killed), STOPPED (not started)
+        # The master's view of the agent: STOPPED (never registered), ACTIVE, DISCONNECTED (its
+        # connection closed: the process died; deactivated, not yet marked), UNREACHABLE (marked
+        # after the ping timeouts). The agent's own condition is ``alive`` and ``partitioned``.
+        self.state = "STOPPED"
+        self.alive = True  # False once killed (a fresh Agent restarts from the work dir)
+        self.partitioned = False  # the link to the master is cut (``stop``)
+        self.silent_since: float | None = None  # loop time since which the agent answers no ping
+        self.unreachable_time: float | None = None  # wall time the master marked it unreachable
+        self.to_agent: list[Callable[[], None]] = []  # master -> agent messages held by the cut link
+        self.to_master: list[tuple[bool, Callable[[], None]]] = []  # (reliable, message) held
         self.executors: dict[tuple[str, str], Executor] = {}
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -155,6 +168,37 @@ class Agent:
         for ex in list(self.executors.values()):
             if ex.watcher is not None:
                 await asyncio.wait([ex.watcher], timeout=10)
+
+    # --- the link to the master ------------------------------------------------------------------
+
+    def send_to_master(self, reliable: bool, message: Callable[[], None]) -> None:
+        """Hand a message to the master, or hold it while the link is cut. ``reliable``: a status
+        update (its status update manager re-sends it until acknowledged, also after the agent
+        re-registered); the others (executor messages, exited executors) are lost if the master
+        tears the link down meanwhile."""
+        if not self.alive:
+            return
+        if self.partitioned:
+            self.to_master.append((reliable, message))
+        else:
+            message()
+
+    def cut(self) -> None:
+        """A partition between the master and this agent: nothing else changes on the agent."""
+        self.partitioned = True
+        self.silent_since = asyncio.get_running_loop().time()
+
+    def heal(self, link_kept: bool) -> tuple[list[Callable[[], None]], list[Callable[[], None]]]:
+        """The partition ends: returns the messages held for the master side and the agent side.
+        ``link_kept``: the master had not given up on the link, so everything held is delivered
+        now; otherwise only the reliable updates are (after re-registration)."""
+        self.partitioned = False
+        self.silent_since = None
+        to_agent, self.to_agent = self.to_agent, []
+        to_master, self.to_master = self.to_master, []
+        if not link_kept:
+            to_agent = []
+        return [m for reliable, m in to_master if reliable or link_kept], to_agent
 
     def kill_all_now(self) -> None:
         for ex in self.executors.values():
@@ -331,7 +375,7 @@ class Agent:
             )
             return
         ex.watcher = asyncio.create_task(self._watch(ex))
-        if self.state == "REMOVED" or ex.state == "TERMINATING":
+        if not self.alive or ex.state == "TERMINATING":
             # Killed or shut down while it was being started.
             await kill_session(ex.proc.pid, 0.0)
         log.info("agent %s: started executor %s (pid %s) of framework %s", self.id, eid, ex.proc.pid, fid)
@@ -400,7 +444,7 @@ class Agent:
             ex.stream.close()
             ex.stream = None
         log.info("agent %s: executor %s exited with %s", self.id, ex.executor_id, code)
-        if self.state == "REMOVED":
+        if not self.alive:
             return
         if ex.failure is not None:
             self._fail_tasks(ex, "TASK_FAILED", *ex.failure)
@@ -408,7 +452,7 @@ class Agent:
             self._fail_tasks(ex, "TASK_KILLED", "REASON_EXECUTOR_TERMINATED", "Executor terminated")
         else:
             self._fail_tasks(ex, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED", "Executor terminated")
-        self.master.executor_terminated(self, ex, code)
+        self.send_to_master(False, lambda: self.master.executor_terminated(self, ex, code))
 
     def _fail_tasks(self, ex: Executor, state: str, reason: str, message: str) -> None:
         for task_id, task_state in list(ex.tasks.items()):
@@ -429,7 +473,7 @@ class Agent:
             "timestamp": time.time(),
         }
         ex.tasks[task_id] = state
-        self.master.status_update(self, ex.framework_id, status)
+        self.send_to_master(True, lambda: self.master.status_update(self, ex.framework_id, status))
 
     def kill_task(self, framework_id: str, task_id: str, kill_policy: Json | None = None) -> None:
         for ex in self.executors.values():
@@ -534,7 +578,7 @@ class Agent:
             data = (call.get("message") or {}).get("data")
             if data is None:
                 return web.Response(status=400, text="Expecting 'message.data'")
-            self.master.executor_message(self, ex, data)
+            self.send_to_master(False, lambda: self.master.executor_message(self, ex, data))
             return web.Response(status=202)
         return web.Response(status=400, text=f"Unsupported executor call {kind}")
 
@@ -597,7 +641,7 @@ class Agent:
         status.setdefault("timestamp", time.time())
         ex.tasks[task_id] = state
         ex.from_executor.add(status["uuid"])
-        self.master.status_update(self, ex.framework_id, status)
+        self.send_to_master(True, lambda: self.master.status_update(self, ex.framework_id, status))
         return web.Response(status=202)
 
 

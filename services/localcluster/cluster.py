@@ -77,7 +77,7 @@ class LocalCluster:
         self._started = False
         await self.master.stop()
         for agent in self.agents:
-            agent.state = "REMOVED"
+            agent.alive = False
             await agent.destroy()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -99,40 +99,51 @@ class LocalCluster:
         raise KeyError(f"unknown agent {key}")
 
     async def kill_agent(self, key: str) -> Agent:
-        """The agent dies with its executors and tasks; the master removes it (TASK_LOST/GONE)."""
+        """The agent process dies, with its executors and tasks. Its connection to the master
+        closes (unless a partition hides that too): the master disconnects it at once (offers
+        rescinded; tasks of non-checkpointing frameworks lost) and marks it unreachable after the
+        ping timeouts (TASK_UNREACHABLE / TASK_LOST), as Mesos does."""
         agent = self.find_agent(key)
-        if agent.state == "REMOVED":
+        if not agent.alive:
             raise ValueError(f"agent {key} is already killed")
-        agent.state = "REMOVED"
+        agent.alive = False
+        if agent.silent_since is None:
+            agent.silent_since = asyncio.get_running_loop().time()
+        agent.to_agent.clear()
+        agent.to_master.clear()
         await agent.destroy()
-        self.master.agent_lost(agent, removed=True)
+        if not agent.partitioned:
+            self.master.agent_exited(agent)
         return agent
 
     async def stop_agent(self, key: str) -> Agent:
-        """The agent is cut off: its tasks keep running but are unreachable."""
+        """A partition between the master and the agent only: the agent, its executors and their
+        processes keep running and reachable; messages between master and agent wait on the link.
+        The master notices after the ping timeouts (agent_ping_timeout x max_agent_ping_timeouts)."""
         agent = self.find_agent(key)
+        if not agent.alive or agent.partitioned:
+            raise ValueError(f"agent {key} is not running or already cut off")
         if agent.state != "ACTIVE":
             raise ValueError(f"agent {key} is not active ({agent.state})")
-        agent.state = "UNREACHABLE"
-        await agent.unserve()
-        self.master.agent_lost(agent, removed=False)
+        agent.cut()
+        log.info("agent %s (%s) cut off from the master", agent.id, agent.hostname)
         return agent
 
     async def start_agent(self, key: str) -> Agent:
-        """A stopped agent comes back with its tasks; a killed one restarts from its work dir: same
-        id, reservations and volumes, no executors (they died with it)."""
+        """A cut-off agent's link heals (re-registering if the master had marked it unreachable);
+        a killed one restarts from its work dir: same id, reservations and volumes, no executors
+        (they died with it)."""
         agent = self.find_agent(key)
-        if agent.state == "ACTIVE":
-            raise ValueError(f"agent {key} is already running")
-        if agent.state == "REMOVED":
+        if not agent.alive:
             fresh = self._agent(agent.index)
             fresh.port = agent.port
             self.agents[self.agents.index(agent)] = fresh
             await fresh.serve()
             self.master.register_agent(fresh)
             return fresh
-        await agent.serve()
-        self.master.agent_reregistered(agent)
+        if not agent.partitioned:
+            raise ValueError(f"agent {key} is already running")
+        self.master.agent_healed(agent)
         return agent
 
     async def fault(self, key: str, action: str) -> Agent:

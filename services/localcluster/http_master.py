@@ -70,7 +70,11 @@ def build_app(cluster: LocalCluster) -> web.Application:
             return web.json_response({"error": str(error.args[0])}, status=404)
         except ValueError as error:
             return web.json_response({"error": str(error)}, status=409)
-        return web.json_response({"agent_id": agent.id, "hostname": agent.hostname, "state": agent.state})
+        condition = "KILLED" if not agent.alive else "PARTITIONED" if agent.partitioned else "RUNNING"
+        # ``agent``: what the fault did to the agent; ``state``: how the master sees it (yet).
+        return web.json_response(
+            {"agent_id": agent.id, "hostname": agent.hostname, "agent": condition, "state": agent.state}
+        )
 
     app.router.add_route("*", "/api/v1/scheduler", scheduler)
     app.router.add_get("/version", version)

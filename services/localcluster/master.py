@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesos_stateful.localcluster.agent import TERMINAL, Agent, Executor
+from mesos_stateful.localcluster.agent import TERMINAL, Agent, Executor, new_uuid
 from mesos_stateful.localcluster.recordio import EventStream, Json
 from mesos_stateful.localcluster.resources import (
     Key,
@@ -150,6 +150,8 @@ class Master:
         self.removed_frameworks: set[str] = set()
         self.offers: dict[str, Offer] = {}
         self.dropped: deque[Json] = deque(maxlen=DROPPED_KEPT)
+        # agent id -> tasks the master transitioned when it marked the agent unreachable
+        self.unreachable_tasks: dict[str, dict[tuple[str, str], Task]] = {}
         self._agent_seq = 0
         self._offer_seq = 0
         self._framework_seq = 0
@@ -200,11 +202,14 @@ class Master:
 
     def register_agent(self, agent: Agent) -> None:
         """A new agent gets a new id; one that recovered its id from its work dir re-registers with
-        it, whether this master knows it (it was removed) or not (a master restart)."""
+        it, whether this master knows it (it was killed and restarted) or not (a master restart)."""
+        old = self.agents.get(agent.id) if agent.id else None
         if agent.id:
-            old = self.agents.get(agent.id)
-            if old is not None and old is not agent and old.state != "REMOVED":
+            if old is not None and old is not agent and old.alive:
                 raise ValueError(f"agent {agent.id} is already registered")
+            if old is not None and old.state == "UNREACHABLE":
+                self.agent_reregistered(agent)
+                return
             log.info("agent %s re-registered at %s with %s", agent.id, agent.endpoint, agent.checkpointed)
         else:
             agent.id = f"{self.id}-S{self._agent_seq}"
@@ -213,12 +218,183 @@ class Master:
         agent.state = "ACTIVE"
         self.agents[agent.id] = agent
         agent.checkpoint()
+        if old is not None and old is not agent:
+            self._reconcile_known_agent(agent)
+        self._observe(agent)
+        self.wake()
+
+    def _reconcile_known_agent(self, agent: Agent) -> None:
+        """``Master::reconcileKnownSlave``: a registered agent comes back (restarted before the
+        master marked it unreachable). Tasks the master knows there but the agent does not are
+        reconciled by the agent: TASK_DROPPED (PARTITION_AWARE) / TASK_LOST, SOURCE_AGENT,
+        REASON_RECONCILIATION, reliable (``Slave::reregistered``)."""
+        known = agent.task_states()
+        for fw in list(self.frameworks.values()):
+            for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
+                if task.task_id in known or task.state in TERMINAL:
+                    continue
+                status = self._status(
+                    task.task_id,
+                    agent.id,
+                    "TASK_DROPPED" if fw.partition_aware else "TASK_LOST",
+                    "REASON_RECONCILIATION",
+                    "Reconciliation: task unknown to the agent",
+                    task.executor_id,
+                )
+                status.update(source="SOURCE_AGENT", uuid=new_uuid())
+                self.status_update(agent, fw.id, status)
+
+    # --- agent health: pings, disconnection, unreachability, re-registration ------------------------
+
+    def _observe(self, agent: Agent) -> None:
+        self._spawn(self._observer(agent))
+
+    def _observed(self, agent: Agent) -> bool:
+        return self.agents.get(agent.id) is agent and agent.state in ("ACTIVE", "DISCONNECTED")
+
+    async def _observer(self, agent: Agent) -> None:
+        """Mesos' ``SlaveObserver``: a ping every ``agent_ping_timeout``; a ping not answered before
+        the next one is a timeout; ``max_agent_ping_timeouts`` in a row mark the agent unreachable.
+        A pong comes back at once while the link works, or when a cut link heals in time (the ping
+        waited in the connection). A silent agent is so noticed between timeout x max and
+        timeout x (max + 1) after it went silent."""
+        loop = asyncio.get_running_loop()
+        timeouts = 0
+        while self._observed(agent):
+            pinged = loop.time()
+            await asyncio.sleep(self.settings.agent_ping_timeout)
+            if not self._observed(agent):
+                return
+            silent = agent.silent_since
+            if silent is None or silent > pinged:
+                timeouts = 0
+                continue
+            timeouts += 1
+            if timeouts >= self.settings.max_agent_ping_timeouts:
+                self.mark_unreachable(agent, "health check timed out")
+                return
+
+    def to_agent(self, agent: Agent, message: Any) -> None:
+        """Send a message (a callable) to an agent over its link: held while the link is cut (and
+        dropped if the master gives up on it), lost if the agent is dead or unreachable."""
+        if not agent.alive or agent.state != "ACTIVE" or self.agents.get(agent.id) is not agent:
+            log.info("agent %s is %s: message not delivered", agent.id, agent.state.lower())
+            return
+        if agent.partitioned:
+            agent.to_agent.append(message)
+        else:
+            message()
+
+    def agent_exited(self, agent: Agent) -> None:
+        """``Master::exited``: the agent process died, its connection closed. The agent is
+        disconnected and deactivated (offers rescinded); tasks of frameworks that do not checkpoint
+        are lost now; the others wait for the agent to come back or for the ping timeouts."""
+        if agent.state != "ACTIVE":
+            return
+        log.info("agent %s (%s) disconnected", agent.id, agent.hostname)
+        agent.state = "DISCONNECTED"
+        self._rescind_agent_offers(agent.id)
+        for fw in self.frameworks.values():
+            if fw.info.get("checkpoint"):
+                continue
+            for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
+                if task.state in TERMINAL:
+                    continue
+                self._master_update(
+                    fw, task, "TASK_LOST", "REASON_AGENT_DISCONNECTED", f"Agent {agent.hostname} disconnected"
+                )
+                task.holds = False
+                task.pending.clear()
+                self._complete(fw, task)
+        self.wake()
+
+    def mark_unreachable(self, agent: Agent, message: str) -> None:
+        """``Master::markUnreachable`` + ``__removeSlave``: TASK_UNREACHABLE (PARTITION_AWARE) or
+        TASK_LOST, REASON_AGENT_REMOVED, SOURCE_MASTER, ``unreachable_time``, the message; offers
+        rescinded; FAILURE (agent lost) to every framework; the link is torn down."""
+        log.info("Marking agent %s (%s) unreachable: %s", agent.id, agent.hostname, message)
+        agent.state = "UNREACHABLE"
+        agent.unreachable_time = time.time()
+        agent.to_agent.clear()
+        unreachable_time = {"nanoseconds": int(agent.unreachable_time * 1e9)}
+        self._rescind_agent_offers(agent.id)
+        held = self.unreachable_tasks.setdefault(agent.id, {})
+        for fw in self.frameworks.values():
+            for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
+                if task.state in TERMINAL:
+                    continue
+                state = "TASK_UNREACHABLE" if fw.partition_aware else "TASK_LOST"
+                self._master_update(fw, task, state, "REASON_AGENT_REMOVED", message, unreachable_time)
+                task.holds = False
+                held[(fw.id, task.task_id)] = task
+                if not fw.partition_aware:
+                    # TASK_LOST is terminal: the task is completed (a RECONCILE answers TASK_LOST);
+                    # it comes back if the agent re-registers with it (Mesos >= 1.5).
+                    self._complete(fw, task)
+            fw.send({"type": "FAILURE", "failure": {"agent_id": {"value": agent.id}}})
+        self.wake()
+
+    def agent_healed(self, agent: Agent) -> None:
+        """A cut link works again. If the master had not marked the agent unreachable yet nothing
+        happened: what waited on the link is delivered (kills, launches to the agent; updates to
+        the master). Otherwise the agent re-registers, then re-sends its unacknowledged updates."""
+        link_kept = agent.state == "ACTIVE"
+        to_master, to_agent = agent.heal(link_kept)
+        if link_kept:
+            log.info("agent %s: link healed before the master noticed", agent.id)
+            for message in to_agent:
+                message()
+        else:
+            self.agent_reregistered(agent)
+        for message in to_master:
+            message()
+        self.wake()
+
+    def agent_reregistered(self, agent: Agent) -> None:
+        """``Master::__reregisterSlave`` of an unreachable agent: every task it reports is added back
+        (PARTITION_AWARE or not: Mesos >= 1.5 does not kill non-partition-aware tasks any more,
+        MESOS-7215) with an update in the state the agent reports, SOURCE_MASTER,
+        REASON_AGENT_REREGISTERED, "Unreachable agent re-reregistered"; tasks it does not report are
+        forgotten (a RECONCILE then answers TASK_GONE / TASK_LOST). Frameworks removed meanwhile
+        are shut down on the agent."""
+        log.info("agent %s re-registered after being unreachable", agent.id)
+        agent.state = "ACTIVE"
+        agent.unreachable_time = None
+        self.agents[agent.id] = agent
+        agent.checkpoint()
+        held = self.unreachable_tasks.pop(agent.id, {})
+        reported = {
+            (ex.framework_id, tid): st
+            for ex in agent.executors.values()
+            if ex.state != "TERMINATED"
+            for tid, st in ex.tasks.items()
+        }
+        for (fid, tid), task in held.items():
+            fw = self.frameworks.get(fid)
+            latest = reported.get((fid, tid))
+            if fw is None or latest is None:
+                if fw is not None and fw.tasks.get(tid) is task:
+                    self._complete(fw, task)
+                continue
+            if fw.tasks.get(tid) is not task:
+                with contextlib.suppress(ValueError):
+                    fw.completed.remove(task)
+                fw.tasks[tid] = task
+            task.holds = latest not in TERMINAL
+            self._master_update(
+                fw, task, latest, "REASON_AGENT_REREGISTERED", "Unreachable agent re-reregistered"
+            )
+        for fid in {ex.framework_id for ex in agent.executors.values() if ex.state != "TERMINATED"}:
+            if fid not in self.frameworks:
+                log.info("Shutting down framework %s at re-registered agent %s", fid, agent.id)
+                self._spawn(agent.shutdown_framework(fid))
+        self._observe(agent)
         self.wake()
 
     def find_agent(self, key: str) -> Agent | None:
         if key in self.agents:
             return self.agents[key]
-        matches = [a for a in self.agents.values() if a.hostname == key and a.state != "REMOVED"]
+        matches = [a for a in self.agents.values() if a.hostname == key and a.alive]
         return matches[0] if matches else None
 
     def agent_tasks(self, agent_id: str) -> list[Task]:
@@ -241,58 +417,6 @@ class Master:
             if offer.agent_id == agent.id:
                 out = out + offer.resources
         return out
-
-    def agent_lost(self, agent: Agent, removed: bool) -> None:
-        """The agent is gone (``removed``: dead, its tasks too) or unreachable (tasks may still run)."""
-        self._rescind_agent_offers(agent.id)
-        for fw in self.frameworks.values():
-            for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
-                if task.state in TERMINAL:
-                    if removed:
-                        task.pending.clear()
-                        self._complete(fw, task)
-                    continue
-                if removed:
-                    state = "TASK_GONE" if fw.partition_aware else "TASK_LOST"
-                else:
-                    state = "TASK_UNREACHABLE" if fw.partition_aware else "TASK_LOST"
-                self._master_update(
-                    fw,
-                    task,
-                    state,
-                    "REASON_AGENT_REMOVED",
-                    f"Agent {agent.hostname} {'removed' if removed else 'is unreachable'}",
-                )
-                task.holds = False
-                if removed or not fw.partition_aware:
-                    # TASK_LOST/TASK_GONE are terminal: the master forgets the task (a later
-                    # RECONCILE answers from the agent's state: TASK_LOST / TASK_UNREACHABLE).
-                    task.pending.clear()
-                    self._complete(fw, task)
-            fw.send({"type": "FAILURE", "failure": {"agent_id": {"value": agent.id}}})
-        self.wake()
-
-    def agent_reregistered(self, agent: Agent) -> None:
-        """A stopped agent is back: partition-aware frameworks get their tasks back as the agent
-        reports them; other (and removed) frameworks' executors on it are shut down (Mesos >= 1.1)."""
-        agent.state = "ACTIVE"
-        states = agent.task_states()
-        for fw in self.frameworks.values():
-            if not fw.partition_aware:
-                continue
-            for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
-                latest = states.get(task.task_id)
-                if latest is None or latest in TERMINAL:
-                    continue
-                task.holds = True
-                task.state = latest
-                if task.status is not None:
-                    task.status = dict(task.status, state=latest)
-        for fid in {ex.framework_id for ex in agent.executors.values() if ex.state != "TERMINATED"}:
-            owner = self.frameworks.get(fid)
-            if owner is None or not owner.partition_aware:
-                self._spawn(agent.shutdown_framework(fid))
-        self.wake()
 
     # --- frameworks ------------------------------------------------------------------------------
 
@@ -370,8 +494,7 @@ class Master:
             fw.failover_timer.cancel()
         self._rescind_framework_offers(fw, send=False)
         for agent in self.agents.values():
-            if agent.state != "REMOVED":
-                self._spawn(agent.shutdown_framework(fw.id))
+            self.to_agent(agent, lambda agent=agent: self._spawn(agent.shutdown_framework(fw.id)))
         if fw.stream is not None:
             fw.stream.close()
             fw.stream = None
@@ -717,7 +840,8 @@ class Master:
             resources=resources,
         )
         fw.tasks[tid] = t
-        agent.launch(fw.info, task)
+        info = fw.info
+        self.to_agent(agent, lambda: agent.launch(info, task))
         return remaining - needed
 
     def _call_kill(self, fw: Framework, body: Json) -> None:
@@ -726,12 +850,23 @@ class Master:
             raise CallError(400, "Expecting 'kill.task_id'")
         task = fw.tasks.get(tid)
         agent = self.agents.get(task.agent_id) if task is not None else None
-        if task is None or agent is None or agent.state != "ACTIVE":
+        if task is None or agent is None or agent.state == "UNREACHABLE":
             # Unknown (or unreachable): answer as explicit reconciliation does.
             aid = (body.get("agent_id") or {}).get("value")
             self._reconcile_one(fw, tid, aid)
             return
-        agent.kill_task(fw.id, tid, body.get("kill_policy"))
+        if agent.state != "ACTIVE":
+            log.warning(
+                "Cannot kill task %s of framework %s because the agent %s is disconnected",
+                tid,
+                fw.id,
+                agent.id,
+            )
+            return
+        # A cut link holds the kill; it is lost if the master marks the agent unreachable first
+        # (as in Mesos: the framework must kill again when the task shows up again).
+        policy = body.get("kill_policy")
+        self.to_agent(agent, lambda: agent.kill_task(fw.id, tid, policy))
 
     def _call_shutdown(self, fw: Framework, body: Json) -> None:
         aid = (body.get("agent_id") or {}).get("value")
@@ -741,7 +876,7 @@ class Master:
             raise CallError(400, "Expecting known 'shutdown.agent_id' and 'shutdown.executor_id'")
         ex = agent.executors.get((fw.id, eid))
         if ex is not None:
-            self._spawn(agent.shutdown_executor(ex))
+            self.to_agent(agent, lambda: self._spawn(agent.shutdown_executor(ex)))
 
     def _call_acknowledge(self, fw: Framework, body: Json) -> None:
         try:
@@ -761,8 +896,9 @@ class Master:
             return
         task.pending.popleft()
         agent = self.agents.get(aid)
-        if agent is not None:
-            agent.acknowledged(fw.id, task.executor_id, tid, uid)
+        if agent is not None and agent.state == "ACTIVE":
+            eid = task.executor_id
+            self.to_agent(agent, lambda: agent.acknowledged(fw.id, eid, tid, uid))
         if task.pending:
             fw.send({"type": "UPDATE", "update": {"status": task.pending[0]}})
             task.last_sent = time.monotonic()
@@ -786,8 +922,16 @@ class Master:
         if not aid or not eid or "data" not in body:
             raise CallError(400, "Expecting 'message' with 'agent_id', 'executor_id' and 'data'")
         agent = self.agents.get(aid)
-        if agent is None or agent.state != "ACTIVE" or not agent.framework_message(fw.id, eid, body["data"]):
+        if agent is None or agent.state != "ACTIVE":
             log.warning("framework %s: message to executor %s on %s dropped", fw.id, eid, aid)
+            return
+        data = body["data"]
+
+        def deliver() -> None:
+            if not agent.framework_message(fw.id, eid, data):
+                log.warning("framework %s: message to executor %s on %s dropped", fw.id, eid, aid)
+
+        self.to_agent(agent, deliver)
 
     def _call_request(self, fw: Framework, body: Json) -> None:
         pass
@@ -808,8 +952,9 @@ class Master:
         task = fw.tasks.get(tid)
         if task is None:
             return
-        task.state = status["state"]
-        task.status = status
+        if task.state not in TERMINAL:  # a late update (held on a cut link) never revives a task
+            task.state = status["state"]
+            task.status = status
         if task.state in TERMINAL and task.holds:
             task.holds = False
             self.wake()
@@ -853,6 +998,9 @@ class Master:
             if not fw.connected:
                 continue
             for task in fw.tasks.values():
+                agent = self.agents.get(task.agent_id)
+                if agent is None or agent.state != "ACTIVE" or agent.partitioned:
+                    continue  # the agent's status update manager re-sends, over a working link
                 if task.pending and now - task.last_sent >= self.settings.update_retry_interval:
                     fw.send({"type": "UPDATE", "update": {"status": task.pending[0]}})
                     task.last_sent = now
@@ -862,9 +1010,19 @@ class Master:
             del fw.tasks[task.task_id]
             fw.completed.append(task)
 
-    def _master_update(self, fw: Framework, task: Task, state: str, reason: str, message: str) -> None:
+    def _master_update(
+        self,
+        fw: Framework,
+        task: Task,
+        state: str,
+        reason: str,
+        message: str,
+        unreachable_time: Json | None = None,
+    ) -> None:
         """A master-generated update of a known task (no uuid: not acknowledged, not retried)."""
         status = self._status(task.task_id, task.agent_id, state, reason, message, task.executor_id)
+        if unreachable_time is not None:
+            status["unreachable_time"] = unreachable_time
         task.state = state
         task.status = status
         fw.send({"type": "UPDATE", "update": {"status": status}})
@@ -916,7 +1074,7 @@ class Master:
             fw.send({"type": "UPDATE", "update": {"status": self._reconcile_status(task)}})
             return
         agent = self.agents.get(aid) if aid else None
-        if agent is not None and agent.state == "ACTIVE":
+        if agent is not None and agent.state in ("ACTIVE", "DISCONNECTED"):
             state = "TASK_GONE" if fw.partition_aware else "TASK_LOST"
             message = "Reconciliation: Task is unknown to the agent"
         elif agent is not None and agent.state == "UNREACHABLE":
@@ -1049,7 +1207,10 @@ class Master:
                     "offered_resources": sum(
                         (o.resources for o in self.offers.values() if o.framework_id == fw.id), Resources()
                     ).to_state(),
-                    "tasks": [task_json(t) for t in fw.tasks.values()],
+                    "tasks": [task_json(t) for t in fw.tasks.values() if t.state != "TASK_UNREACHABLE"],
+                    "unreachable_tasks": [
+                        task_json(t) for t in fw.tasks.values() if t.state == "TASK_UNREACHABLE"
+                    ],
                     "completed_tasks": [task_json(t) for t in fw.completed],
                     "offers": [
                         {"id": o.id, "agent_id": o.agent_id, "resources": o.resources.to_state()}
@@ -1078,7 +1239,7 @@ class Master:
                 "attributes": dict(a.attributes),
             }
             for a in self.agents.values()
-            if a.state != "REMOVED"
+            if a.state in ("ACTIVE", "DISCONNECTED")  # an unreachable agent is no longer registered
         ]
         return {
             "version": VERSION,
@@ -1087,6 +1248,8 @@ class Master:
             "port": self.port,
             "start_time": self.start_time,
             "activated_slaves": sum(1 for a in agents if a["active"]),
+            "deactivated_slaves": sum(1 for a in agents if not a["active"]),
+            "unreachable_slaves": sum(1 for a in self.agents.values() if a.state == "UNREACHABLE"),
             "frameworks": frameworks,
             "slaves": agents,
             "agents": agents,

@@ -41,6 +41,17 @@ class LocalClusterSettings(ServiceSettings):
     executor_registration_timeout: float = Field(
         60.0, description="seconds an executor has to SUBSCRIBE before it is killed"
     )
+    agent_ping_timeout: float = Field(
+        15.0,
+        description="seconds the master waits for an agent's pong to each ping (Mesos master flag "
+        "--agent_ping_timeout, default 15secs); pings are sent every this many seconds",
+    )
+    max_agent_ping_timeouts: int = Field(
+        5,
+        description="missed pongs in a row after which the master marks an agent unreachable (Mesos "
+        "master flag --max_agent_ping_timeouts, default 5): a silent agent is noticed "
+        "agent_ping_timeout x max_agent_ping_timeouts after it went silent (75 s by default)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -52,6 +63,8 @@ class LocalClusterSettings(ServiceSettings):
             raise ValueError("agent_ports_count must be <= agent_ports_step (ranges would overlap)")
         if min(self.heartbeat_interval, self.update_retry_interval, self.allocation_interval) <= 0:
             raise ValueError("intervals must be > 0")
+        if self.agent_ping_timeout <= 0 or self.max_agent_ping_timeouts <= 0:
+            raise ValueError("agent_ping_timeout and max_agent_ping_timeouts must be > 0")
         if ":" not in self.listen:
             raise ValueError("listen must be host:port")
         return self

@@ -4,7 +4,10 @@ Task ``data`` (base64 JSON) chooses the behaviour: ``{"child": true}`` starts a 
 process group (like a member process), ``{"finish": true}`` reports TASK_FINISHED right away,
 ``{"exit": N}`` makes the executor die with exit code N without a terminal update,
 ``{"write": {"<path in the sandbox>": "<text>"}}`` writes files first, ``{"read": "<path>"}`` sends
-the file's text (or ``<missing>``) as the message of TASK_RUNNING (and of TASK_FINISHED).
+the file's text (or ``<missing>``) as the message of TASK_RUNNING (and of TASK_FINISHED),
+``{"serve": PORT}`` starts (like ``child``) a TCP listener on the agent's address and PORT that
+answers every connection with ``member <task id>``, ``{"finish_in": SECONDS}`` reports TASK_FINISHED
+that long after TASK_RUNNING.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ import time
 from typing import Any
 
 from pymesos import Executor, MesosExecutorDriver, decode_data, encode_data
+
+SERVER = """
+import socket
+server = socket.create_server(("{host}", {port}))
+while True:
+    conn, _ = server.accept()
+    conn.sendall(b"{answer}")
+    conn.close()
+"""
 
 
 class TestExecutor(Executor):  # type: ignore[misc]
@@ -50,12 +62,27 @@ class TestExecutor(Executor):  # type: ignore[misc]
                 message = "<missing>"
         if spec.get("child"):
             self.children[task["task_id"]["value"]] = subprocess.Popen(["sleep", "1000"], process_group=0)
+        if spec.get("serve"):
+            host = os.environ["MESOS_AGENT_ENDPOINT"].rsplit(":", 1)[0]
+            code = SERVER.format(
+                host=host, port=int(spec["serve"]), answer=f"member {task['task_id']['value']}"
+            )
+            self.children[task["task_id"]["value"]] = subprocess.Popen(
+                [sys.executable, "-c", code], process_group=0
+            )
         self._status(driver, task["task_id"], "TASK_RUNNING", message)
         if "exit" in spec:
             os._exit(int(spec["exit"]))
         if spec.get("finish"):
             self._status(driver, task["task_id"], "TASK_FINISHED", message)
             self._end_soon(driver)
+        if spec.get("finish_in"):
+
+            def finish_later() -> None:
+                time.sleep(float(spec["finish_in"]))
+                self._status(driver, task["task_id"], "TASK_FINISHED", "finished")
+
+            threading.Thread(target=finish_later, daemon=True).start()
 
     def killTask(self, driver: Any, task_id: Any) -> None:
         child = self.children.pop(task_id["value"], None)

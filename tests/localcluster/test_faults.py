@@ -1,14 +1,16 @@
-"""Fault injection: a killed agent loses its tasks (TASK_LOST) and processes; a stopped agent's tasks
-are unreachable and come back when it starts again."""
+"""Fault injection: a killed agent loses its processes at once; the master disconnects it at once
+and reports its tasks TASK_LOST only after the ping timeouts (the partition tests are in
+test_partition.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
-import urllib.request
 
 from localcluster.harness import Framework, task_info
+from localcluster.mesos_json import parse_strict
+from mesos_stateful.api.mesos.v1 import mesos_pb2
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster
 
@@ -28,13 +30,29 @@ def test_kill_agent_loses_tasks_and_processes(local_cluster: RunningCluster, fra
     agent = next(a for a in local_cluster.agents if a.hostname == hostname)
     sids = [ex.sid for ex in agent.executors.values()]
     assert sids and all(session_members(s) for s in sids if s)
+    settings = agent.master.settings
+    noticed_after = settings.agent_ping_timeout * settings.max_agent_ping_timeouts
+    local_cluster.kill_agent(hostname)
+    killed_wall = time.time()
+    # Its connection closed: the master deactivated it at once (it is still registered).
+    view = [a for a in local_cluster.state()["slaves"] if a["id"] == agent.id]
+    assert view and not view[0]["active"]
+    lost = parse_strict(dict(framework.update(tid, "TASK_LOST", timeout=30)), mesos_pb2.TaskStatus())
+    assert lost.reason == mesos_pb2.TaskStatus.REASON_AGENT_REMOVED
+    assert lost.source == mesos_pb2.TaskStatus.SOURCE_MASTER
+    assert lost.message == "health check timed out" and lost.HasField("unreachable_time")
+    assert lost.timestamp - killed_wall >= noticed_after - 0.01
+    assert framework.wait("agent_lost") == agent.id
+    assert not any(session_members(s) for s in sids if s)
+    assert hostname not in [a["hostname"] for a in local_cluster.state()["slaves"]]
+    # The agent restarts from its work dir: the same agent id, without its executors.
     out = subprocess.run(
         [
             sys.executable,
             "-m",
             "mesos_stateful.localcluster",
             "fault",
-            "kill-agent",
+            "start-agent",
             hostname,
             "--master",
             local_cluster.master_url,
@@ -44,66 +62,8 @@ def test_kill_agent_loses_tasks_and_processes(local_cluster: RunningCluster, fra
         timeout=60,
         check=True,
     )
-    assert '"REMOVED"' in out.stdout
-    lost = framework.update(tid, "TASK_LOST")
-    assert lost["reason"] == "REASON_AGENT_REMOVED" and lost["source"] == "SOURCE_MASTER"
-    assert framework.wait("agent_lost") == agent.id
-    assert not any(session_members(s) for s in sids if s)
-    assert hostname not in [a["hostname"] for a in local_cluster.state()["slaves"]]
-    # The agent restarts from its work dir: the same agent id, without its executors.
-    fresh = local_cluster.start_agent(hostname)
+    assert '"RUNNING"' in out.stdout and '"ACTIVE"' in out.stdout
+    fresh = next(a for a in local_cluster.agents if a.hostname == hostname)
     assert fresh.id == agent.id and fresh is not agent and not fresh.executors
     framework.driver.reviveOffers()
     framework.offer(lambda o: o["agent_id"]["value"] == fresh.id)
-
-
-def test_stop_and_start_agent_partition_aware(local_cluster: RunningCluster) -> None:
-    fw = Framework(local_cluster, partition_aware=True)
-    fw.start()
-    try:
-        tid, offer = _launch(fw)
-        hostname = str(offer["hostname"])
-        req = urllib.request.Request(
-            f"{local_cluster.master_url}/faults/agents/{hostname}/stop", method="POST"
-        )
-        urllib.request.urlopen(req, timeout=30).read()
-        assert fw.update(tid, "TASK_UNREACHABLE")["reason"] == "REASON_AGENT_REMOVED"
-        agent = next(a for a in local_cluster.agents if a.hostname == hostname)
-        assert all(session_members(ex.sid) for ex in agent.executors.values() if ex.sid)  # still running
-        local_cluster.start_agent(hostname)
-        fw.driver.reconcileTasks([{"task_id": {"value": tid}}])
-        assert fw.update(tid, "TASK_RUNNING")["reason"] == "REASON_RECONCILIATION"
-        # The executor re-subscribes (pymesos reconnects with backoff) and can be killed again.
-        deadline = time.monotonic() + 60
-        while not all(ex.stream for ex in agent.executors.values()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        fw.driver.killTask({"value": tid})
-        fw.update(tid, "TASK_KILLED", timeout=60)
-    finally:
-        fw.stop()
-
-
-def test_stopped_agent_non_partition_aware_gets_task_lost(
-    local_cluster: RunningCluster, framework: Framework
-) -> None:
-    tid, offer = _launch(framework)
-    local_cluster.stop_agent(str(offer["hostname"]))
-    assert framework.update(tid, "TASK_LOST")["reason"] == "REASON_AGENT_REMOVED"
-    framework.driver.reconcileTasks([{"task_id": {"value": tid}, "agent_id": offer["agent_id"]}])
-    framework.update(tid, "TASK_LOST")
-
-
-def test_returning_agent_shuts_down_non_partition_aware_executors(
-    local_cluster: RunningCluster, framework: Framework
-) -> None:
-    tid, offer = _launch(framework)
-    hostname = str(offer["hostname"])
-    agent = local_cluster.stop_agent(hostname)
-    framework.update(tid, "TASK_LOST")
-    sids = [ex.sid for ex in agent.executors.values() if ex.sid]
-    assert sids and all(session_members(s) for s in sids)
-    local_cluster.start_agent(hostname)
-    deadline = time.monotonic() + 30
-    while any(session_members(s) for s in sids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(session_members(s) for s in sids)
