@@ -25,7 +25,13 @@ The member runs ``redis-server <sandbox>/redis-auth.conf --port ${PORT_REDIS} --
   and its readiness only needs PING and ``role:slave``. StartSlave later re-points it.
   (``min-replicas-to-write`` is not the tool: that member would be a *master* refusing writes,
   expiring keys on its own and looking promoted to MasterLost);
-- ``--repl-diskless-sync-delay 0``: the default 5 s delays every new replica's first full sync.
+- ``--repl-diskless-sync-delay 0``: the default 5 s delays every new replica's first full sync;
+- self-fencing: when the instance's spec has more than one member, every member (a replica may
+  be promoted) starts with ``--min-replicas-to-write 1 --min-replicas-max-lag <setting>``: as a
+  master it refuses writes (``NOREPLICAS``) once no replica has acknowledged within that many
+  seconds (Redis docs, replication, "Allow writes only with N attached replicas"). Inert on a
+  replica. With a single member it is 0 (off). The running master is kept in step by the
+  servicer (StartMaster, SlaveRunning, RemoveMember: :func:`min_replicas_to_write`).
 
 Readiness and health are command checks (setting ``probe``):
 
@@ -57,6 +63,13 @@ VOLUME_MARKER = ".stateful-member"
 # Where a replica with no master to follow points: nothing can listen on port 0, so it never
 # connects (and never full-syncs over its data).
 NOWHERE = ("127.0.0.1", 0)
+
+
+def min_replicas_to_write(instance: types_pb2.Instance) -> int:
+    """``min-replicas-to-write`` for the instance's master: 1 when its spec has more than one
+    member (a master cut off from every replica must stop taking writes), else 0 (off: a single
+    member has nobody to acknowledge)."""
+    return 1 if instance.spec.replicas > 1 else 0
 
 
 def effective_config(given: Mapping[str, str]) -> dict[str, str]:
@@ -178,6 +191,10 @@ def build_launch(
         config["maxmemory"],
         "--maxmemory-policy",
         config["maxmemory-policy"],
+        "--min-replicas-to-write",
+        str(min_replicas_to_write(context.instance)),
+        "--min-replicas-max-lag",
+        str(settings.min_replicas_max_lag),
     ]
     mode = ""
     if me.role == types_pb2.ROLE_SLAVE:

@@ -1,7 +1,18 @@
-"""Talking to a member's redis-server (async): replication state, promotion, re-pointing.
+"""Talking to a member's redis-server (async): replication state, promotion, re-pointing,
+self-fencing (``min-replicas-to-write``) and fencing (demote, detach).
 
 Connection failures and timeouts raise ``errors.Unavailable`` (lifecycle retries); a wrong
 password raises ``errors.FailedPrecondition``. Every operation is idempotent.
+
+Self-fencing (Redis docs, replication, "Allow writes only with N attached replicas", and
+redis.conf ``min-replicas-to-write`` / ``min-replicas-max-lag``): a master with
+``min-replicas-to-write 1`` refuses every write command (``-NOREPLICAS``) while fewer than one
+replica is *good*. Redis's rule (``refreshGoodSlavesCount`` in replication.c): a replica is good
+while it is online and ``server.unixtime - repl_ack_time <= min-replicas-max-lag``, both in whole
+seconds (``repl_ack_time`` is the cached clock when the master processed the replica's last
+``REPLCONF ACK``); replicas send that ACK once per second; the good count is recomputed by
+``replicationCron`` once per second (and when a replica connects or disconnects). Hence
+:func:`self_fence_seconds`.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from mesos_stateful.common import errors
+from mesos_stateful.workloads.redis.config import NOWHERE
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +42,9 @@ class Server:
     port: int
     password: str
     timeout: float
+    # Retries of a command after a connection error (1: one quick retry for a blip; 0 for a
+    # probe that must answer within ``timeout``).
+    retries: int = 1
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -46,7 +61,7 @@ async def connect(server: Server) -> AsyncIterator[aioredis.Redis]:
         decode_responses=True,
         # One quick retry for a blip; longer outages are lifecycle's to retry (the default
         # retries for seconds, which only delays the UNAVAILABLE answer).
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 1),
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), server.retries),
     )
     try:
         yield client
@@ -117,22 +132,112 @@ async def follow(server: Server, master_host: str, master_port: int) -> dict[str
         return status(info)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A replica that could be promoted, as it reported itself."""
-
-    member_id: str
-    ordinal: int
-    offset: int
-    is_master: bool = False
-
-
-def choose(candidates: Sequence[Candidate]) -> Candidate | None:
-    """The replica to promote: one already promoted (an earlier attempt got that far), else the
-    highest replication offset, ties to the lowest ordinal."""
-    if not candidates:
+def following(info: dict[str, Any]) -> tuple[str, int] | None:
+    """(host, port) a replica follows (as given to REPLICAOF); None for a master."""
+    if info.get("role") != "slave":
         return None
-    return min(candidates, key=lambda c: (not c.is_master, -c.offset, c.ordinal))
+    return str(info.get("master_host", "")), int(info.get("master_port", 0))
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def set_min_replicas(server: Server, to_write: int, max_lag: int) -> None:
+    """``CONFIG SET min-replicas-to-write <to_write> min-replicas-max-lag <max_lag>`` (seconds):
+    the self-fence of a master (inert on a replica, so it is set before a promotion). Idempotent."""
+    async with connect(server) as client:
+        current = await client.config_get("min-replicas-*")
+        wanted = {"min-replicas-to-write": str(to_write), "min-replicas-max-lag": str(max_lag)}
+        if any(current.get(k) != v for k, v in wanted.items()):
+            log.info(
+                "redis at %s: min-replicas-to-write %d, min-replicas-max-lag %ds", server, to_write, max_lag
+            )
+            await client.config_set("min-replicas-to-write", to_write, "min-replicas-max-lag", max_lag)
+
+
+def self_fence_seconds(min_replicas_max_lag: int) -> float:
+    """Seconds after which a master with ``min-replicas-to-write 1`` that gets no more ACKs
+    (every replica detached) refuses every write: ``min_replicas_max_lag + 2``.
+
+    Let ``t`` be the real time the master processed the last ACK (no later than the moment the
+    last replica was detached: a detached replica sends none). Redis stores ``floor(t)``
+    (``server.unixtime``, whole seconds) and counts the replica good while ``floor(now) -
+    floor(t) <= max_lag``: it is bad from ``floor(t) + max_lag + 1 <= t + max_lag + 1`` at the
+    latest. ``replicationCron`` recomputes the count within 1 s after that (it runs once per
+    second): so from ``t + max_lag + 2`` on, every write gets ``NOREPLICAS``. Measured from the
+    Fence answer, which comes after the detach, the bound only gets safer.
+
+    Redis docs: replication ("Allow writes only with N attached replicas": "If there are at least
+    N replicas, with a lag less than M seconds, then the write will be accepted"; the lag "is
+    computed from the last ping received from the replica, which is usually sent every second").
+    It bounds a master that keeps running while cut off. A master whose process was frozen
+    (SIGSTOP, a paused VM) still holds its last count when it resumes, until its next
+    ``replicationCron`` (at most 1 s): what it accepts then is never acknowledged by ``WAIT 1``
+    (no replica follows it any more), and a detached replica's closed connection drops the count
+    to 0 as soon as the master reads it.
+    """
+    return float(min_replicas_max_lag + 2)
+
+
+async def demote(server: Server) -> str:
+    """Make an old master refuse writes from now on (Fence, reachable): a read-only replica of
+    nobody (``REPLICAOF 127.0.0.1 0``, the convention of config.NOWHERE: it never connects, so it
+    keeps its data and position) with ``replica-read-only yes``, and its normal clients
+    disconnected (``CLIENT KILL TYPE normal``: a client in MULTI cannot EXEC later; blocked
+    clients are unblocked by Redis when it turns replica). Idempotent: a member already a replica
+    of nobody only has its clients disconnected again; one that follows a real master (re-pointed
+    by lifecycle since) is left following it. Returns what was done."""
+    async with connect(server) as client:
+        info = dict(await client.info("replication"))
+        done: list[str] = []
+        ro = await client.config_get("replica-read-only")
+        if ro.get("replica-read-only") != "yes":
+            await client.config_set("replica-read-only", "yes")
+            done.append("replica-read-only yes")
+        if info.get("role") == "master":
+            log.warning(
+                "fencing redis at %s: demoting the old master to a read-only replica of nobody", server
+            )
+            await client.replicaof(NOWHERE[0], str(NOWHERE[1]))
+            done.append(f"demoted from master (at {position_of(info)}) to a read-only replica of nobody")
+        elif following(info) != NOWHERE:
+            host, port = following(info) or ("", 0)
+            return f"already a read-only replica of {address(host, port)}; left as it is"
+        else:
+            done.append("already a read-only replica of nobody")
+        killed = await client.client_kill_filter(_type="normal", skipme=True)
+        done.append(f"{killed} client connection(s) closed")
+        return "; ".join(done)
+
+
+async def detach(server: Server, old_host: str, old_port: int) -> str:
+    """Stop a replica replicating from the old master ``old_host:old_port`` (Fence, old master
+    unreachable): it becomes a read-only replica of nobody (config.NOWHERE), keeping its data and
+    position, and sends the old master no more ACKs, so the old master's ``min-replicas-to-write``
+    fences it (:func:`self_fence_seconds`). A member following anything else (nobody already, or
+    another member) or a master is left alone. Idempotent. Returns what was done."""
+    async with connect(server) as client:
+        info = dict(await client.info("replication"))
+        now = following(info)
+        if now == (old_host, old_port):
+            log.warning(
+                "fencing: detaching redis at %s from unreachable master %s",
+                server,
+                address(old_host, old_port),
+            )
+            await client.replicaof(NOWHERE[0], str(NOWHERE[1]))
+            return f"detached from {address(old_host, old_port)} at {position_of(info)}"
+        if now == NOWHERE:
+            return "already detached (a read-only replica of nobody)"
+        if now is None:
+            return "a master, not following the old master"
+        return f"follows {address(*now)}, not the old master"
+
+
+def position_of(info: dict[str, Any]) -> str:
+    """A member's position in Redis notation: ``<master_replid>:<master_repl_offset>``."""
+    return f"{info.get('master_replid', '')}:{int(info.get('master_repl_offset', 0))}"
 
 
 # --- choosing among MasterLost candidates --------------------------------------------------------
@@ -175,8 +280,28 @@ class Position:
             return self.offset >= other.offset
         return self.replid2 == other.replid != NO_REPLID and other.offset + 1 <= self.second_offset
 
+    @property
+    def notation(self) -> str:
+        """``<replid>:<offset>``, as MemberHealth.position and MasterLostResponse.positions."""
+        return f"{self.replid}:{self.offset}"
+
+    def behind(self, replid: str, offset: int) -> int | None:
+        """Bytes of the replication stream this member lacks to reach ``replid:offset`` (negative:
+        ahead); None when not on that history (nothing comparable)."""
+        if self.replid == replid:
+            return offset - self.offset
+        return None
+
     def __str__(self) -> str:
         return f"{self.member_id}={self.role} {self.replid[:8]}:{self.offset}"
+
+
+def parse_position(text: str) -> tuple[str, int]:
+    """``<replid>:<offset>`` -> (replid, offset); ValueError if malformed."""
+    replid, sep, offset = text.rpartition(":")
+    if not sep or not replid or not offset.isdigit():
+        raise ValueError(f"expected <replid>:<offset>, got {text!r}")
+    return replid, int(offset)
 
 
 def choose_position(positions: Sequence[Position], lost_id: str) -> tuple[Position, str]:

@@ -35,3 +35,30 @@ class RedisSettings(WorkloadSettings):
     health_grace_period_ms: int = Field(
         30000, description="health check failures ignored after start (a large dataset loads slowly)"
     )
+    max_lag_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="CheckMember: a replica further behind its master than this many bytes of the "
+        "replication stream (master_repl_offset - the replica's offset) is not CAUGHT_UP",
+    )
+    min_replicas_max_lag: int = Field(
+        2,
+        ge=2,
+        description="self-fencing, in whole seconds: a master of an instance with more than one member "
+        "runs with min-replicas-to-write 1 and this min-replicas-max-lag, so it refuses writes "
+        "(NOREPLICAS) once no replica has acknowledged within this many seconds. At least 2: replicas "
+        "acknowledge once per second and Redis counts in whole seconds, so a healthy replica can show "
+        "a lag of 2. Fence answers SELF_FENCED with self_fence_seconds = this + 2 (see README)",
+    )
+    fence_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Fence: how long the old master gets to answer before it is taken for unreachable "
+        "(then its replicas are detached and it fences itself)",
+    )
+
+    @property
+    def self_fence_seconds(self) -> float:
+        """Seconds after the last replica of a cut-off master was detached by which the master
+        refuses every write: ``min_replicas_max_lag + 2`` (see ``replication.self_fence_seconds``)."""
+        return float(self.min_replicas_max_lag + 2)

@@ -124,6 +124,9 @@ async def test_master_lost_with_candidates_picks_the_most_advanced(cluster: Clus
     await write_acknowledged(cluster, 0, {"b": "2"}, 1)  # 2 gets this
     await lag(cluster, 2)  # 2 stops here
     async with cluster.client(0) as c:
+        # With both replicas cut off the master fences itself (min-replicas-to-write 1); turned
+        # off here to get a write that only 0 holds.
+        await c.config_set("min-replicas-to-write", 0)
         await c.set("c", "3")  # only on 0
         # The old master, now shown as a SLAVE that follows nobody (as after a cold start).
         await c.execute_command("REPLICAOF", "127.0.0.1", "0")
