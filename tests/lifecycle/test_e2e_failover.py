@@ -188,17 +188,20 @@ async def test_lifecycle_restarted_while_failover_waits_for_the_workload_promote
     # No workload service: the failover can decide nothing yet, so the stop lands before it.
     await suite.redis.stop(deregister=False)
     kill9(redis_pids(suite, [old]))
+    def failover_step(i: T.Instance) -> T.Step | None:
+        return next((s for s in i.plan.steps if s.name == f"failover {old.id}"), None)
+
     stuck = await suite.wait_instance(
         "cache",
-        lambda i: (
-            bool(i.plan.steps)
-            and i.plan.steps[0].name == f"failover {old.id}"
-            and i.plan.steps[0].status == plans.DELAYED
-        ),
+        lambda i: (step := failover_step(i)) is not None and step.status == plans.DELAYED,
         60,
         "a delayed failover",
     )
-    assert "UNAVAILABLE" in stuck.plan.steps[0].message or "not registered" in stuck.plan.steps[0].message
+    fence, waiting = stuck.plan.steps[0], failover_step(stuck)
+    assert waiting is not None
+    # The killed process was fenced by Mesos's word alone (no workload service needed).
+    assert fence.name == f"fence {old.id}" and fence.fence.method == T.FENCE_METHOD_PROCESS_GONE
+    assert "UNAVAILABLE" in waiting.message or "not registered" in waiting.message
     assert stuck.phase == T.INSTANCE_PHASE_RECOVERING
     await suite.lifecycle.stop()
     await suite.redis.start()
