@@ -65,18 +65,21 @@ def _fault(master: str, agent: str, action: str) -> None:
 
 @fault_app.command("kill-agent")
 def kill_agent(agent: str, master: str = MASTER) -> None:
-    """Kill an agent (id, hostname or index): its tasks die, the scheduler gets TASK_LOST."""
+    """Kill an agent (id, hostname or index) and its executors: the master disconnects it at once and
+    reports its tasks TASK_LOST / TASK_UNREACHABLE after the ping timeouts."""
     _fault(master, agent, "kill")
 
 
 @fault_app.command("stop-agent")
 def stop_agent(agent: str, master: str = MASTER) -> None:
-    """Disconnect an agent: its tasks keep running but are unreachable."""
+    """Cut the link between the master and an agent: its tasks keep running and reachable; the
+    master notices after agent_ping_timeout x max_agent_ping_timeouts (TASK_UNREACHABLE / TASK_LOST)."""
     _fault(master, agent, "stop")
 
 
 @fault_app.command("start-agent")
 def start_agent(agent: str, master: str = MASTER) -> None:
-    """Bring a stopped agent back, or restart a killed one: it recovers its id, reservations and
-    volumes from its work dir (its executors died with it)."""
+    """Heal a stopped agent's link (it re-registers if the master had marked it unreachable), or
+    restart a killed one: it recovers its id, reservations and volumes from its work dir (its
+    executors died with it)."""
     _fault(master, agent, "start")
