@@ -49,15 +49,28 @@ def init_sql(spec: MemberFile, hostname: str) -> str:
     """The statements the server runs at start-up. Idempotent; accounts are not binlogged, since
     every member creates its own (a replica's own transactions would clash with the master's)."""
     text = "SET sql_log_bin = 0;\n"
-    text += _account(spec.operator_user, spec.admin_password, "ALL PRIVILEGES", " WITH GRANT OPTION")
+    # The suite's account: administration only, its privileges reset at every start (a grant
+    # someone added is undone). It alone holds READ_ONLY ADMIN, and it cannot change data, so
+    # read_only stops every client write (the fence, see sql.OPERATOR_PRIVILEGES).
+    operator = f"{sql.quote(spec.operator_user)}@'%'"
+    text += _account(spec.operator_user, spec.admin_password, "USAGE")
+    text += f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {operator};\n"
+    text += f"GRANT {', '.join(sql.OPERATOR_PRIVILEGES)} ON *.* TO {operator};\n"
+    text += f"GRANT {sql.OPERATOR_SCHEMA_GRANT} TO {operator};\n"
+    # People's accounts (admin, and root on the local socket): every privilege but READ_ONLY
+    # ADMIN, so a write to a read-only server (a replica, a fenced master) fails instead of
+    # forking its history; they cannot grant it either (they do not hold it).
     text += _account(spec.admin_user, spec.admin_password, "ALL PRIVILEGES", " WITH GRANT OPTION")
-    # People's account: a write to a read-only replica fails instead of forking its history.
     text += f"REVOKE READ_ONLY ADMIN ON *.* FROM {sql.quote(spec.admin_user)}@'%';\n"
     text += _account(spec.replication_user, spec.replication_password, "REPLICATION SLAVE")
+    root = "'root'@'localhost'"
     text += (
         f"DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1', 'root'@{sql.quote(hostname)}, "
         f"''@'localhost', ''@{sql.quote(hostname)};\n"
-        f"ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY {sql.quote(spec.admin_password)};\n"
+        f"CREATE USER IF NOT EXISTS {root} IDENTIFIED BY {sql.quote(spec.admin_password)};\n"
+        f"ALTER USER {root} IDENTIFIED BY {sql.quote(spec.admin_password)};\n"
+        f"GRANT ALL PRIVILEGES ON *.* TO {root} WITH GRANT OPTION;\n"
+        f"REVOKE READ_ONLY ADMIN ON *.* FROM {root};\n"
         "SET sql_log_bin = 1;\n"
     )
     # New or restarted on its volume, a replica with a master is pointed at it (where it stopped:

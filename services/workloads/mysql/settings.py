@@ -60,6 +60,23 @@ class MysqlSettings(WorkloadSettings):
         "position it must reach before it is ready)",
     )
 
+    max_lag_transactions: int = Field(
+        100,
+        description="CheckMember: a replica more than this many transactions behind the master "
+        "(GTID sequence numbers per domain, applied) is not CAUGHT_UP",
+    )
+    fence_timeout_seconds: float = Field(
+        2.0,
+        description="Fence: how long to try to reach the old master before fencing it by detaching "
+        "its replicas instead (seconds)",
+    )
+    fence_lock_wait_seconds: float = Field(
+        1.0,
+        description="Fence / StartSlave: lock_wait_timeout of one SET GLOBAL read_only attempt "
+        "(seconds, whole); commits still waiting for a semi-sync acknowledgement are killed "
+        "between attempts",
+    )
+
     @model_validator(mode="after")
     def _check_mysql(self) -> Self:
         for name in ("admin_user", "operator_user", "replication_user"):
@@ -71,6 +88,17 @@ class MysqlSettings(WorkloadSettings):
             raise ValueError("check and health intervals must be > 0 and health_grace_period_ms >= 0")
         if not 0 < self.promote_timeout_seconds < self.callback_timeout_seconds:
             raise ValueError("promote_timeout_seconds must be > 0 and below callback_timeout_seconds")
+        if self.max_lag_transactions < 0:
+            raise ValueError("max_lag_transactions must not be negative")
+        if not 0 < self.fence_timeout_seconds < self.callback_timeout_seconds:
+            raise ValueError("fence_timeout_seconds must be > 0 and below callback_timeout_seconds")
+        if not (
+            self.fence_lock_wait_seconds >= 1
+            and self.fence_lock_wait_seconds * 6 < self.callback_timeout_seconds
+        ):
+            raise ValueError(
+                "fence_lock_wait_seconds must be >= 1 and 6 times it below callback_timeout_seconds"
+            )
         if self.catchup_probe_seconds < 0:
             raise ValueError("catchup_probe_seconds must not be negative")
         return self

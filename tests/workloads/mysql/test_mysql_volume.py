@@ -21,10 +21,21 @@ from mesos_stateful.workloads.mysql.settings import MysqlSettings
 
 
 async def as_operator(cluster: Cluster, ordinal: int, statement: str) -> None:
-    """A statement as the suite's own account (it has READ_ONLY ADMIN; people's admin has not)."""
+    """A statement as the suite's own account (READ_ONLY ADMIN, no data privilege)."""
     host, port = cluster.address(ordinal)
     user = MysqlSettings(register_in_state=False).operator_user
     await asyncio.to_thread(query, host, port, statement, user=user)
+
+
+async def errant_write(cluster: Cluster, ordinal: int, statement: str) -> None:
+    """A write on a read-only replica, as a person would force it: read_only OFF (only the
+    operator account may change it), the write as admin, read_only ON again. No account can
+    write to a read-only server (see sql.OPERATOR_PRIVILEGES)."""
+    await as_operator(cluster, ordinal, "SET GLOBAL read_only = OFF")
+    try:
+        await cluster.query(ordinal, statement)
+    finally:
+        await as_operator(cluster, ordinal, "SET GLOBAL read_only = ON")
 
 
 async def setup_table(cluster: Cluster, *values: int) -> None:
@@ -134,7 +145,7 @@ async def test_diverged_candidates_are_not_promoted(
     await insert(cluster, 0, 2)  # only on 0
     # An errant transaction on the replica (written by an account allowed to write to a read-only
     # server): its history forks from the master's.
-    await as_operator(cluster, 1, "INSERT INTO app.t VALUES (3)")
+    await errant_write(cluster, 1, "INSERT INTO app.t VALUES (3)")
     await as_operator(cluster, 0, "SET GLOBAL read_only = ON")
     cluster.roles[0] = SLAVE
     request = pb.MasterLostRequest(context=cluster.ctx(0), candidate_ids=[f"{NAME}-0", f"{NAME}-1"])
