@@ -35,6 +35,8 @@ class Cluster:
     states: dict[int, types_pb2.MemberState] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
     incarnations: dict[int, int] = field(default_factory=dict)
+    # spec.replicas (members the spec asks for); None: as many as there are members.
+    replicas: int | None = None
 
     def instance(self) -> types_pb2.Instance:
         protos = []
@@ -44,7 +46,7 @@ class Cluster:
                 protos.append(self.members[ordinal].member_proto(ordinal, role, state))
             else:
                 protos.append(pending(NAME, ordinal, role))
-        return instance(NAME, "redis", protos, self.config)
+        return instance(NAME, "redis", protos, self.config, self.replicas)
 
     def ctx(self, ordinal: int, attempt: int = 1) -> pb.CallbackContext:
         return context(self.instance(), f"{NAME}-{ordinal}", {"password": self.password}, attempt)
