@@ -476,13 +476,21 @@ def _write_bypass(cursor: pymysql.cursors.DictCursor) -> list[str]:
     return bad
 
 
+# STOP SLAVE IO_THREAD while the master is frozen takes about 2 s (measured, MariaDB 10.11: the
+# IO thread is in a read from the master's socket); allow it this long once connected.
+DETACH_SECONDS = 10.0
+
+
 def detach(server: Server) -> State:
-    """Stop the replica receiving from its master (``STOP SLAVE IO_THREAD``): it sends that
-    master no more semi-sync acknowledgements. What it received stays (relay log, Gtid_IO_Pos),
-    the SQL thread keeps applying it. Idempotent."""
+    """Stop the replica receiving from its master (``STOP SLAVE IO_THREAD``; it returns once the
+    IO thread has ended): it sends that master no more semi-sync acknowledgements. What it
+    received stays (relay log, Gtid_IO_Pos); the SQL thread keeps applying it. Idempotent."""
     with server.connect() as cursor:
         before = _state(cursor)
         if before.replica is not None and before.replica.get("Slave_IO_Running") != "No":
+            # Connected and answering within server.timeout: the stop itself may take longer.
+            # PyMySQL has no public per-statement timeout; it reads _read_timeout per read.
+            cursor.connection._read_timeout = max(server.timeout, DETACH_SECONDS)
             cursor.execute("STOP SLAVE IO_THREAD")
         after = _state(cursor)
     log.info("mysql %s detached from its master", server)

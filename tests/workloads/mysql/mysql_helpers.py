@@ -94,7 +94,13 @@ class Cluster:
 
 
 def query(
-    host: str, port: int, statement: str, *args: Any, password: str | None = None, user: str = ADMIN
+    host: str,
+    port: int,
+    statement: str,
+    *args: Any,
+    password: str | None = None,
+    user: str = ADMIN,
+    read_timeout: float = 10,
 ) -> list[dict[str, Any]]:
     conn = pymysql.connect(
         host=host,
@@ -102,7 +108,7 @@ def query(
         user=user,
         password=SECRETS["admin_password"] if password is None else password,
         connect_timeout=3,
-        read_timeout=10,
+        read_timeout=read_timeout,
         autocommit=True,
         cursorclass=pymysql.cursors.DictCursor,
     )
