@@ -746,6 +746,15 @@ class OfferScheduler:
                         return True
                     await self.store.save(update)
                     self._unqueue(task_id)
+                    back = task.state in (types_pb2.TASK_STATE_LOST, types_pb2.TASK_STATE_UNREACHABLE)
+                    if update.kill_requested and back and not mesos.is_terminal(update.state):
+                        # A cut-off agent came back with a task we asked to kill (Mesos >= 1.5
+                        # recovers it as RUNNING): the kill never reached it; send it again.
+                        log.warning(
+                            "task %s killed while its agent was away is back (%s): killing it", task_id, state
+                        )
+                        with contextlib.suppress(errors.Unavailable):
+                            await self.driver.kill(task_id, update.agent_id)
                     if (
                         update.launch.volume.persistence_id
                         and mesos.is_terminal(update.state)
