@@ -192,6 +192,12 @@ class RedisWorkload(WorkloadBase):
             return pb.FenceResponse(method=types_pb2.FENCE_METHOD_DEMOTED, detail=f"{old.id}: {detail}")
         except (TimeoutError, errors.Unavailable) as error:
             unreachable = getattr(error, "message", "") or f"no answer within {fence_timeout:g}s"
+        if not min_replicas_to_write(ctx.instance):
+            # One member in the spec: it runs with min-replicas-to-write 0 and never fences itself.
+            raise errors.FailedPrecondition(
+                f"the old master {old.id} is unreachable ({unreachable}) and, the spec having one "
+                "member, does not fence itself (min-replicas-to-write 0): it cannot be shown fenced"
+            )
 
         listed_ids = {m.id for m in listed}
         may_run = (

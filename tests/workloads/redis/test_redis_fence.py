@@ -128,6 +128,12 @@ async def test_fence_detaches_replicas_of_an_unreachable_master(
                     await fence(cluster, listed)
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert f"{NAME}-2" in (caught.value.details() or "")
+        # A spec of one member: the master runs without the self-fence; it cannot be fenced so.
+        cluster.replicas = 1
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await fence(cluster, ALL)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        cluster.replicas = None
     # Resumed, the old master finds no replica: it refuses writes by its own rule.
     await wait_for(
         lambda: write_refused(cluster, 0, "NOREPLICAS"), bound + 1, what="the old master refusing writes"

@@ -14,6 +14,7 @@ from test_redis_replication import in_sync, lag
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
 from mesos_stateful.testing.workloads import wait_for
+from mesos_stateful.workloads.redis.health import replica_health
 
 T = types_pb2
 TIMEOUT = 2.0
@@ -144,3 +145,26 @@ async def test_unreachable_member_is_unavailable(cluster: Cluster) -> None:
             os.kill(master.process.pid, signal.SIGCONT)
     finally:
         os.kill(frozen.process.pid, signal.SIGCONT)
+
+
+def test_replica_health_without_a_master_or_while_syncing() -> None:
+    replid = "a" * 40
+    standby = {"role": "slave", "master_host": "127.0.0.1", "master_port": 0, "master_link_status": "down"}
+    standby |= {"master_sync_in_progress": 0, "master_replid": replid, "master_repl_offset": 10}
+    health = replica_health(standby, None, master=None, members={}, max_lag_bytes=100)
+    assert conditions(health) == {"REACHABLE": (True, "Answered"), "REPLICATING": (False, "NoMaster")}
+    assert health.repair == T.REPAIR_UNSPECIFIED and health.following == "127.0.0.1:0"
+    assert health.position == f"{replid}:10"
+    syncing = standby | {"master_host": "10.0.0.1", "master_port": 6379, "master_sync_in_progress": 1}
+    master_info = {"role": "master", "master_replid": "b" * 40, "master_repl_offset": 500}
+    health = replica_health(
+        syncing,
+        master_info,
+        master=("m-0", "10.0.0.1:6379"),
+        members={"10.0.0.1:6379": "m-0"},
+        max_lag_bytes=100,
+    )
+    found = conditions(health)
+    assert found["REPLICATING"] == (False, "SyncInProgress")
+    assert found["CAUGHT_UP"] == (False, "SyncInProgress") and "CONSISTENT" not in found
+    assert health.repair == T.REPAIR_UNSPECIFIED and health.lag == -1
