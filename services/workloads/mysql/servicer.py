@@ -347,7 +347,9 @@ class MysqlWorkload(WorkloadBase):
         return pb.RemoveMemberResponse()
 
     @callback
-    async def CheckMember(self, request: pb.CheckMemberRequest, context: Context) -> pb.CheckMemberResponse:
+    async def CheckMember(  # type: ignore[override]
+        self, request: pb.CheckMemberRequest, context: Context
+    ) -> pb.CheckMemberResponse:
         """One health check (the master's is its failure probe, called often): a fresh connection,
         two queries, answered within ``timeout_seconds`` or UNAVAILABLE. A replica's check then
         reads the master (with what is left of the timeout) for the lag in transactions and the
@@ -381,7 +383,9 @@ class MysqlWorkload(WorkloadBase):
             raise errors.Unavailable(f"{member_id} ({server}) did not answer within {timeout:g}s") from None
 
     @callback
-    async def Fence(self, request: pb.FenceRequest, context: Context) -> pb.FenceResponse:
+    async def Fence(  # type: ignore[override]
+        self, request: pb.FenceRequest, context: Context
+    ) -> pb.FenceResponse:
         """Stop the old master (``context.member_id``) taking writes before a promotion. Idempotent.
 
         Reachable within ``fence_timeout_seconds``: DEMOTED. ``read_only`` ON and every client
