@@ -84,6 +84,62 @@ def agent(member: types_pb2.Member) -> str:
     return member.volume.host or member.host or member.volume.agent_id or member.agent_id or "-"
 
 
+def condition_name(kind: int) -> str:
+    return types_pb2.ConditionType.Name(kind).removeprefix("CONDITION_TYPE_").lower().replace("_", "-")
+
+
+def health(member: types_pb2.Member) -> Text:
+    """The member's replication health in a few words: ``-`` (not checked), ``ok``, ``lag N``,
+    or the failing conditions' reasons (red), with the repair asked for."""
+    h = member.health
+    if not h.HasField("checked_at") and not h.conditions:
+        return Text("-")
+    bad = [c for c in h.conditions if not c.ok]
+    if h.unresponsive:
+        return Text("unresponsive", style="red")
+    if not bad:
+        return Text(f"ok, lag {h.lag}" if h.lag > 0 else "ok", style="green")
+    text = ", ".join(c.reason or condition_name(c.type) for c in bad)
+    if h.repair:
+        text += " (" + types_pb2.Repair.Name(h.repair).removeprefix("REPAIR_").lower() + ")"
+    lagging_only = all(c.type == types_pb2.CONDITION_TYPE_CAUGHT_UP for c in bad)
+    return Text(text, style="yellow" if lagging_only else "red")
+
+
+def health_details(instance: types_pb2.Instance) -> str:
+    """One line per failing condition: ``<member> <condition>: <reason>: <message>``."""
+    lines = []
+    for m in instance.members:
+        for c in m.health.conditions:
+            if not c.ok:
+                detail = f": {c.message}" if c.message else ""
+                lines.append(f"  {m.id} {condition_name(c.type)}: {c.reason}{detail}")
+    return "\n".join(lines)
+
+
+def fence_line(step: types_pb2.Step) -> str:
+    """A fence step's typed outcome in words ("" if none)."""
+    f = step.fence
+    if not f.method:
+        return ""
+    how = types_pb2.FenceMethod.Name(f.method).removeprefix("FENCE_METHOD_").lower().replace("_", " ")
+    text = f"fence of {step.member_id}: {how}" + (f" ({f.detail})" if f.detail else "")
+    if f.HasField("safe_after"):
+        text += f"; promotion waited until {f.safe_after.ToDatetime():%H:%M:%S.%f}"[:-3]
+    return text
+
+
+def decision_line(step: types_pb2.Step) -> str:
+    """A failover's or election's typed decision in words ("" if none)."""
+    d = step.decision
+    if not d.promote_member_id:
+        return ""
+    text = f"decision: promote {d.promote_member_id} of {', '.join(d.candidate_ids) or '-'}"
+    if d.positions:
+        text += "; positions: " + ", ".join(f"{k}={v}" for k, v in sorted(d.positions.items()))
+    return text
+
+
 def _styled_phase(instance: types_pb2.Instance) -> Text:
     name = phase(instance)
     return Text(name, style=_PHASE_STYLE.get(name, ""))
@@ -95,7 +151,10 @@ def instances_table(instances: list[types_pb2.Instance]) -> Table:
         table.add_column(column, no_wrap=column != "PLAN")
     for instance in instances:
         table.add_row(
-            instance.spec.name, instance.spec.workload, _styled_phase(instance), ready(instance),
+            instance.spec.name,
+            instance.spec.workload,
+            _styled_phase(instance),
+            ready(instance),
             plan_status(instance),
         )
     return table
@@ -103,12 +162,19 @@ def instances_table(instances: list[types_pb2.Instance]) -> Table:
 
 def members_table(instance: types_pb2.Instance) -> Table:
     table = Table(title="members", title_justify="left", box=None, pad_edge=False)
-    for column in ("ID", "ROLE", "STATE", "ADDRESS", "AGENT", "VOLUME", "TASK", "MESSAGE"):
+    for column in ("ID", "ROLE", "STATE", "HEALTH", "ADDRESS", "AGENT", "VOLUME", "TASK", "MESSAGE"):
         table.add_column(column, no_wrap=column in ("ID", "ROLE", "STATE"))
     for member in instance.members:
         table.add_row(
-            member.id, role(member), member_state(member), addresses(member), agent(member),
-            volume(member), member.task_id or "-", member.message,
+            member.id,
+            role(member),
+            member_state(member),
+            health(member),
+            addresses(member),
+            agent(member),
+            volume(member),
+            member.task_id or "-",
+            member.message,
         )
     return table
 
@@ -143,8 +209,14 @@ def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | Non
     parts.append(Text("\n".join(facts)))
     if instance.HasField("plan") and instance.plan.name:
         parts.append(plan_table(instance.plan))
+        typed = [line for s in instance.plan.steps for line in (fence_line(s), decision_line(s)) if line]
+        if typed:
+            parts.append(Text("\n".join(typed)))
     if instance.members:
         parts.append(members_table(instance))
+        problems = health_details(instance)
+        if problems:
+            parts.append(Text("replication problems:\n" + problems))
     if secrets:
         parts.append(Text("secrets: " + ", ".join(f"{k}={v}" for k, v in sorted(secrets.items()))))
     return Group(*parts)
