@@ -22,7 +22,7 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -201,6 +201,38 @@ def endpoint(m: types_pb2.Member, port_name: str) -> tuple[str, int]:
     if not m.host or not port:
         raise errors.FailedPrecondition(f"member {m.id} has no address for port {port_name!r} yet")
     return m.host, port
+
+
+_A = TypeVar("_A")
+
+
+async def ask_members(
+    members: Sequence[types_pb2.Member],
+    port_name: str,
+    ask: Callable[[types_pb2.Member], Awaitable[_A]],
+) -> tuple[list[tuple[types_pb2.Member, _A]], list[str]]:
+    """Ask every member at once (``ask`` runs concurrently): ``(answers, problems)``, the answers
+    in member order and ``"<member id>: <why>"`` for each member that has no address for
+    ``port_name`` yet or raised a ``StatefulError`` (e.g. Unavailable). Any other exception
+    propagates. The rule of MasterLost and Fence: a member that does not answer is reported, so
+    the caller can wait for it instead of skipping it."""
+
+    async def one(m: types_pb2.Member) -> _A:
+        if not (m.host and m.ports.get(port_name)):
+            raise errors.Unavailable("no address yet")
+        return await ask(m)
+
+    results = await asyncio.gather(*(one(m) for m in members), return_exceptions=True)
+    answers: list[tuple[types_pb2.Member, _A]] = []
+    problems: list[str] = []
+    for m, result in zip(members, results, strict=True):
+        if isinstance(result, errors.StatefulError):
+            problems.append(f"{m.id}: {result.message}")
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            answers.append((m, result))
+    return answers, problems
 
 
 # --- health checks (CheckMember) ----------------------------------------------------------------

@@ -442,19 +442,10 @@ class MysqlWorkload(WorkloadBase):
         members = replicas + others
 
         async def detach(m: types_pb2.Member) -> sql.State:
-            if not (m.host and m.ports.get(PORT)):
-                raise errors.Unavailable("no address")
             return await _blocking(sql.detach, self.server(ctx, m))
 
-        answers = await asyncio.gather(*(detach(m) for m in members), return_exceptions=True)
-        problems, done = [], []
-        for m, answer in zip(members, answers, strict=True):
-            if isinstance(answer, errors.StatefulError):
-                problems.append(f"{m.id}: {answer.message}")
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                done.append(f"{m.id} at {answer.gtid_set or 'empty'}")
+        answers, problems = await base.ask_members(members, PORT, detach)
+        done = [f"{m.id} at {answer.gtid_set or 'empty'}" for m, answer in answers]
         if problems:
             raise errors.Unavailable(
                 f"old master {old.id} unreachable ({why}) and not every replica could be detached from "
@@ -520,18 +511,7 @@ class MysqlWorkload(WorkloadBase):
         members that could not be asked or did not answer)."""
 
         async def ask(m: types_pb2.Member) -> sql.State:
-            if not (m.host and m.ports.get(PORT)):
-                raise errors.Unavailable("no address yet")
             return await _blocking(sql.state, self.server(ctx, m))
 
-        answers = await asyncio.gather(*(ask(m) for m in members), return_exceptions=True)
-        candidates: list[Candidate] = []
-        problems: list[str] = []
-        for m, answer in zip(members, answers, strict=True):
-            if isinstance(answer, errors.StatefulError):
-                problems.append(f"{m.id}: {answer.message}")
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                candidates.append(Candidate(m.id, m.ordinal, answer))
-        return candidates, problems
+        answers, problems = await base.ask_members(members, PORT, ask)
+        return [Candidate(m.id, m.ordinal, state) for m, state in answers], problems

@@ -213,20 +213,15 @@ class RedisWorkload(WorkloadBase):
         ]
 
         async def one(m: types_pb2.Member) -> str:
-            if not (m.host and m.ports.get(PORT)):
-                raise errors.Unavailable("no address yet")
-            return await replication.detach(self.server(ctx, m), old_host, old_port)
+            try:
+                return await replication.detach(self.server(ctx, m), old_host, old_port)
+            except errors.Unavailable as error:
+                if m.id in listed_ids:
+                    raise
+                raise errors.Unavailable(f"(not listed) {error.message}") from None
 
-        results = await asyncio.gather(*(one(m) for m in targets), return_exceptions=True)
-        done: list[str] = []
-        problems: list[str] = []
-        for m, result in zip(targets, results, strict=True):
-            if isinstance(result, errors.Unavailable):
-                problems.append(f"{m.id}{'' if m.id in listed_ids else ' (not listed)'}: {result.message}")
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                done.append(f"{m.id}: {result}")
+        answers, problems = await base.ask_members(targets, PORT, one)
+        done = [f"{m.id}: {result}" for m, result in answers]
         if problems:
             raise errors.Unavailable(
                 f"the old master {old.id} is unreachable ({unreachable}) and not every member that may "
@@ -286,18 +281,13 @@ class RedisWorkload(WorkloadBase):
                 raise errors.InvalidArgument(str(error), {"master_position": "<replid>:<offset>"}) from None
 
         async def ask(m: types_pb2.Member) -> dict[str, Any]:
-            if not (m.host and m.ports.get(PORT)):
-                raise errors.Unavailable("no address yet")
             return await replication.info_replication(self.server(ctx, m))
 
-        infos = await asyncio.gather(*(ask(m) for m in members), return_exceptions=True)
+        infos, unanswered = await base.ask_members(members, PORT, ask)
+        problems += unanswered
         positions: list[replication.Position] = []
-        for m, info in zip(members, infos, strict=True):
-            if isinstance(info, errors.StatefulError):
-                problems.append(f"{m.id}: {info.message}")
-            elif isinstance(info, BaseException):
-                raise info
-            elif int(info.get("master_sync_in_progress", 0)):
+        for m, info in infos:
+            if int(info.get("master_sync_in_progress", 0)):
                 problems.append(f"{m.id}: a full sync is in progress (its data is partial)")
             else:
                 positions.append(replication.Position.from_info(m.id, m.ordinal, info))
