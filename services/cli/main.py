@@ -286,9 +286,17 @@ def watch(
         stream = gw.stub().WatchInstances(
             api.WatchInstancesRequest(name=name, workload=workload), metadata=gw.metadata
         )
+        # Members' health is refreshed every few seconds: print a line only when what it shows
+        # (event, phase, ready, plan) changed for that instance.
+        shown: dict[str, str] = {}
         try:
             for event in stream:
-                out.print(render.event_line(event), markup=False)
+                line = render.event_line(event)
+                seen = line.split(None, 1)[1]
+                if shown.get(event.instance.spec.name) == seen:
+                    continue
+                shown[event.instance.spec.name] = seen
+                out.print(line, markup=False)
         finally:
             stream.cancel()
 
