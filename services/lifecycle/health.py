@@ -120,7 +120,11 @@ class HealthMonitor:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.callbacks = callbacks
+        # Its own channels to the workloads, not the reconciler's: a check that fails drops (closes)
+        # its channel, and grpc.aio cancels every call in flight on a closed channel. Shared, the
+        # probes of a frozen member cancelled the failover's MasterLost every check interval (the
+        # step never said why it waited, and the reconcile pass died with CancelledError).
+        self.callbacks = Callbacks(callbacks._state, callbacks._timeout)
         self.names = names
         self.wake = wake
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -141,6 +145,7 @@ class HealthMonitor:
         self._loops.clear()
         self._tracked.clear()
         self._task = None
+        await self.callbacks.close()
 
     def touch(self, name: str) -> None:
         """The instance changed: read it again before the next probe."""

@@ -342,14 +342,17 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
         for mid in slaves:
             steps += [plans.step(Action.START_SLAVE, mid), plans.step(Action.SLAVE_RUNNING, mid)]
 
+    repairing = False
     if not steps and not peers:
         steps, repair_reasons = repairs(s)
         reasons += repair_reasons
+        repairing = bool(steps)
     if not steps:
         return None
     if not members:
         plan_name = plans.DEPLOY
-    elif lost:
+    elif lost or repairing:
+        # A repair is a recovery, also right after a deploy (not a "deploy" that runs again).
         plan_name = plans.RECOVERY
     elif victims or new_ids:
         plan_name = plans.SCALE
@@ -495,6 +498,11 @@ def after_failover(s: Snapshot, old_master: str, new_master: str) -> list[types_
     re-point the other ready replicas, then relaunch the old master as a replica."""
     steps = [plans.step(Action.START_MASTER, new_master), plans.step(Action.MASTER_RUNNING, new_master)]
     for m in ready_slaves(s, exclude=(old_master, new_master)):
+        task = s.task_of(m)
+        if task is not None and task.kill_requested:
+            # Being stopped by the plan this recovery replaced (a rebuild): nothing here would
+            # launch it again, so a start-slave would wait for it forever. The next plan does.
+            continue
         steps.append(plans.step(Action.START_SLAVE, m.id))
     steps += _bring_up(old_master, Action.START_SLAVE, Action.SLAVE_RUNNING)
     return steps
