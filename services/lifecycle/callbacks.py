@@ -8,6 +8,7 @@ raises a ``PermanentError`` (the step goes ERROR).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, cast
@@ -75,6 +76,7 @@ class Callbacks:
         self._state = state
         self._timeout = timeout_seconds
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def endpoint(self, workload: str) -> str:
         record = await self._state.find(spb.KIND_WORKLOAD, workload)
@@ -90,9 +92,14 @@ class Callbacks:
         return workload_service_pb2_grpc.WorkloadServiceStub(channel)
 
     async def _drop(self, endpoint: str) -> None:
+        """Forget the endpoint's channel (the next call opens a fresh one). It is closed in the
+        background with a grace of one callback timeout: closing it at once would cancel the
+        other calls in flight on it (other instances' steps)."""
         channel = self._channels.pop(endpoint, None)
         if channel is not None:
-            await channel.close()
+            task = asyncio.create_task(channel.close(grace=self._timeout), name=f"close-{endpoint}")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def call(
         self,
@@ -159,5 +166,9 @@ class Callbacks:
         return True
 
     async def close(self) -> None:
-        for endpoint in list(self._channels):
-            await self._drop(endpoint)
+        channels = list(self._channels.values())
+        self._channels.clear()
+        for channel in channels:
+            await channel.close()
+        for task in list(self._closing):
+            task.cancel()

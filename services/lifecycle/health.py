@@ -120,16 +120,16 @@ class HealthMonitor:
     ) -> None:
         self.settings = settings
         self.store = store
-        # Its own channels to the workloads, not the reconciler's: a check that fails drops (closes)
+        # Its own ``Callbacks`` (channels), not the reconciler's: a check that fails drops (closes)
         # its channel, and grpc.aio cancels every call in flight on a closed channel. Shared, the
-        # probes of a frozen member cancelled the failover's MasterLost every check interval (the
-        # step never said why it waited, and the reconcile pass died with CancelledError).
-        self.callbacks = Callbacks(callbacks._state, callbacks._timeout)
+        # probes of a frozen member cancelled the failover's MasterLost every check interval.
+        self.callbacks = callbacks
         self.names = names
         self.wake = wake
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._tracked: dict[str, _Tracked] = {}
         self._unsupported: dict[str, float] = {}  # workload -> monotonic time to ask again
+        self._positions: dict[str, tuple[str, str]] = {}  # instance -> (master task id, position)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -145,7 +145,12 @@ class HealthMonitor:
         self._loops.clear()
         self._tracked.clear()
         self._task = None
-        await self.callbacks.close()
+
+    def master_position(self, name: str, master: types_pb2.Member) -> str:
+        """The master's position at its last answered probe (fresher than the stored
+        ``Member.health.position``, written at most every check interval), else the stored one."""
+        task_id, position = self._positions.get(name, ("", ""))
+        return position if task_id == master.task_id and position else master.health.position
 
     def touch(self, name: str) -> None:
         """The instance changed: read it again before the next probe."""
@@ -162,6 +167,7 @@ class HealthMonitor:
             for name in set(self._loops) - wanted:
                 self._loops.pop(name).cancel()
                 self._tracked.pop(name, None)
+                self._positions.pop(name, None)
             for name, loop in list(self._loops.items()):
                 if loop.done():
                     del self._loops[name]
@@ -290,6 +296,8 @@ class HealthMonitor:
                 self.wake(ld.name)
             return
         tracked.misses = {}
+        if health.position:
+            self._positions[ld.name] = (master.task_id, health.position)
         new = merge(master.health, health, now)
         await self._write_if_needed(ld, tracked, master, new)
 

@@ -431,36 +431,72 @@ def holds_data(s: Snapshot, member: types_pb2.Member) -> bool:
     return member.volume.has_data or not s.instance.has_data
 
 
+def failover_view(s: Snapshot, old_master: str) -> tuple[list[types_pb2.Member], list[types_pb2.Member]]:
+    """(candidates, waited) of a failover (data-safety rule 3). Both hold the instance's data and
+    were not found inconsistent with the master's history by the last check (a diverged member is
+    never promoted). Candidates run (they can answer MasterLost, which compares their positions);
+    waited are the others — restarting, or ended: a failover never skips them, since one of them
+    may hold the only copy of an acknowledged write."""
+    candidates: list[types_pb2.Member] = []
+    waited: list[types_pb2.Member] = []
+    for m in s.members:
+        if m.id == old_master or m.role != T.ROLE_SLAVE or not holds_data(s, m):
+            continue
+        if failing(m, T.CONDITION_TYPE_CONSISTENT) is not None:
+            continue
+        task = s.task_of(m)
+        if task is not None and task.state == T.TASK_STATE_RUNNING and not task.kill_requested:
+            candidates.append(m)
+        else:
+            waited.append(m)
+    return candidates, waited
+
+
 def failover_candidates(s: Snapshot, old_master: str) -> list[types_pb2.Member]:
-    """Replicas a failover may promote: ready, holding the instance's data, and not found
-    inconsistent with the master's history by the last check (a diverged member is never
-    promoted; the workload's MasterLost compares the others' positions)."""
-    return [
-        m
-        for m in ready_slaves(s, exclude=(old_master,))
-        if holds_data(s, m) and failing(m, T.CONDITION_TYPE_CONSISTENT) is None
-    ]
+    """The running members of :func:`failover_view` (what MasterLost chooses among)."""
+    return failover_view(s, old_master)[0]
 
 
 def master_recovery(s: Snapshot, master: types_pb2.Member) -> types_pb2.Plan:
     """Recovery of a lost master: fence it (it must have stopped taking writes, data-safety rule
-    2), then fail over to a replica (the workload picks it) when one is ready; else restart every
-    member in place and elect the most advanced (:func:`cold_start`)."""
+    2), then fail over to a replica (the workload picks it) when every replica holding data runs;
+    else restart every member in place and elect the most advanced (:func:`cold_start`), which
+    waits for the ones holding data."""
     reason = f"master {master.id} lost: {_brief(_task_detail(s, master))}"
-    if failover_candidates(s, master.id):
+    candidates, waited = failover_view(s, master.id)
+    if candidates and not waited:
         steps = [plans.step(Action.FENCE, master.id), plans.step(Action.FAILOVER, master.id)]
     else:
         steps = cold_start(s, master.id)
-        reason += "; no ready replica: restarting every member on its volume, the most advanced leads"
+        reason += "; " + cold_start_reason(waited)
     return plans.new_plan(plans.RECOVERY, reason, s.instance.generation, steps)
 
 
-def cold_start(s: Snapshot, old_master: str) -> list[types_pb2.Step]:
+def cold_start_reason(waited: Sequence[types_pb2.Member]) -> str:
+    """Why a recovery restarts every member instead of failing over."""
+    tail = "restarting every member on its volume, the most advanced leads"
+    if waited:
+        return f"{', '.join(m.id for m in waited)} (holding data) not running: {tail}"
+    return f"no ready replica holding data: {tail}"
+
+
+def cold_start(s: Snapshot, old_master: str, fence: bool = True) -> list[types_pb2.Step]:
     """Every member restarted in place as a replica (the lost master's record first becomes a
     SLAVE, so nobody starts writable), all of them waited for, then ``elect`` asks MasterLost
     which restarted member holding data is the most advanced; its steps follow (see
-    :func:`after_election`). Members with a live task are not relaunched (launch is a no-op)."""
-    steps = [plans.step(Action.DEMOTE, old_master)]
+    :func:`after_election`). Members with a live task are not relaunched (launch is a no-op).
+
+    ``fence``: an old master whose task still runs (declared unresponsive by the probe) is fenced
+    first, as before a failover. One whose task ended or is unreachable (LOST: it may run on a
+    cut-off agent) needs no fence here: it is relaunched in place, and Mesos gives its persistent
+    volume to one task at a time, so its new incarnation starts only once the old process is gone;
+    the election waits for it."""
+    steps: list[types_pb2.Step] = []
+    master = s.member(old_master)
+    task = s.task_of(master) if master is not None else None
+    if fence and task is not None and task.state not in ENDED:
+        steps.append(plans.step(Action.FENCE, old_master))
+    steps.append(plans.step(Action.DEMOTE, old_master))
     ids = [m.id for m in s.members]
     steps += [plans.step(Action.RELAUNCH, mid) for mid in ids]
     steps += [plans.step(Action.AWAIT, mid) for mid in ids]
@@ -474,7 +510,7 @@ def election_candidates(s: Snapshot) -> tuple[list[types_pb2.Member], list[types
     candidates: list[types_pb2.Member] = []
     waited: list[types_pb2.Member] = []
     for m in s.members:
-        if not holds_data(s, m):
+        if not holds_data(s, m) or failing(m, T.CONDITION_TYPE_CONSISTENT) is not None:
             continue
         task = s.task_of(m)
         if task is not None and task.state == T.TASK_STATE_RUNNING:

@@ -29,6 +29,7 @@ class LifecycleService:
         self._state: StateClient | None = None
         self._offers: OffersClient | None = None
         self._callbacks: Callbacks | None = None
+        self._probes: Callbacks | None = None  # the health monitor's own channels
 
     @property
     def port(self) -> int:
@@ -43,9 +44,11 @@ class LifecycleService:
         runner = StepRunner(settings, store, self._offers, self._callbacks)
         controller = Controller(settings, store, Reconciler(settings, store, runner))
         self.controller = controller
+        self._probes = Callbacks(self._state, settings.callback_timeout_seconds)
         self.monitor = HealthMonitor(
-            settings, store, self._callbacks, names=lambda: list(controller.workers), wake=controller.wake
+            settings, store, self._probes, names=lambda: list(controller.workers), wake=controller.wake
         )
+        runner.master_position = self.monitor.master_position
         controller.on_change = self.monitor.touch
         self.served = await build_server(settings.listen, [], [])
         controller.start()
@@ -64,10 +67,10 @@ class LifecycleService:
         if self.controller is not None:
             await self.controller.stop()
             self.controller = None
-        for client in (self._callbacks, self._offers, self._state):
+        for client in (self._probes, self._callbacks, self._offers, self._state):
             if client is not None:
                 await client.close()
-        self._callbacks = self._offers = self._state = None
+        self._probes = self._callbacks = self._offers = self._state = None
 
     async def stop(self, grace_seconds: float = 2.0) -> None:
         await self.stop_controller()

@@ -71,6 +71,8 @@ class StepRunner:
         self.store = store
         self.offers = offers
         self.callbacks = callbacks
+        # The lost master's last known position (the health monitor's, fresher than the stored one).
+        self.master_position: Callable[[str, types_pb2.Member], str] = lambda _, m: m.health.position
 
     async def run(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
         step = plan.steps[index]
@@ -514,14 +516,15 @@ class StepRunner:
         chosen_id = step.decision.promote_member_id
         reason = step.message
         if not chosen_id:
-            candidates = planner.failover_candidates(ld.snapshot, old.id)
-            if not candidates:
-                # Nobody to fail over to any more (the replicas died too): restart everyone in place.
+            candidates, waited = planner.failover_view(ld.snapshot, old.id)
+            if not candidates or waited:
+                # A replica holding data does not run (it died too, or restarts): never skipped,
+                # so every member restarts in place and the election waits for it.
                 return Outcome(
                     plans.COMPLETE,
-                    "no ready replica holding data: restarting every member on its volume",
+                    planner.cold_start_reason(waited),
                     attempts=step.attempts,
-                    append=planner.cold_start(ld.snapshot, old.id),
+                    append=planner.cold_start(ld.snapshot, old.id, fence=False),
                 )
             response, failure = await self._call(
                 ld,
@@ -531,7 +534,7 @@ class StepRunner:
                 "MasterLost",
                 as_master=old.id,
                 candidate_ids=[m.id for m in candidates],
-                master_position=old.health.position,
+                master_position=self.master_position(ld.name, old),
                 maximum_lag_on_failover=self.settings.maximum_lag_on_failover,
             )
             if failure is not None:

@@ -162,7 +162,14 @@ def test_lost_master_without_ready_replica_is_restarted_in_place_then_elected() 
     _lose(tasks, members[0], T.TASK_STATE_LOST)
     plan, _ = decide(snap(inst, members, tasks))
     assert plan is not None
-    assert names(plan) == ["demote cache-0", "relaunch cache-0", "await-running cache-0", "elect cache-0"]
+    # TASK_LOST: it may still run on a cut-off agent; relaunched in place on its volume (one task
+    # at a time), it needs no fence.
+    assert names(plan) == [
+        "demote cache-0",
+        "relaunch cache-0",
+        "await-running cache-0",
+        "elect cache-0",
+    ]
     assert "restarting every member on its volume" in plan.reason
 
 
@@ -306,7 +313,16 @@ def test_new_master_lost_during_recovery_starts_another_recovery() -> None:
     members[1].role = T.ROLE_MASTER
     _lose(tasks, members[1])
     again, new = decide(snap(inst, members, tasks))
-    assert new and again is not None and names(again) == ["fence cache-1", "failover cache-1"]
+    # cache-0 (the first lost master) holds data and does not run: never skipped, so everyone
+    # restarts in place and the election waits for it.
+    assert new and again is not None
+    assert names(again) == [
+        "demote cache-1",
+        *(f"relaunch cache-{o}" for o in range(3)),
+        *(f"await-running cache-{o}" for o in range(3)),
+        "elect cache-1",
+    ]
+    assert "cache-0 (holding data) not running" in again.reason
 
 
 def test_master_loss_preempts_a_scale_plan() -> None:
@@ -671,3 +687,27 @@ def test_lag_alone_does_not_degrade_the_instance() -> None:
     inst, members, tasks = running_instance()
     members[1].health.conditions.append(_condition(T.CONDITION_TYPE_CAUGHT_UP, False, "Lagging"))
     assert planner.phase_for(snap(inst, members, tasks), None) == T.INSTANCE_PHASE_RUNNING
+
+
+def test_a_replica_holding_data_that_does_not_run_is_never_skipped() -> None:
+    inst, members, tasks = running_instance()
+    inst.has_data = True
+    for m in members:
+        m.volume.has_data = True
+    _lose(tasks, members[0])
+    _lose(tasks, members[2], T.TASK_STATE_STARTING)  # restarting: its data may be the only copy
+    s = snap(inst, members, tasks)
+    candidates, waited = planner.failover_view(s, "cache-0")
+    assert [m.id for m in candidates] == ["cache-1"] and [m.id for m in waited] == ["cache-2"]
+    plan, _ = decide(s)
+    assert plan is not None and names(plan)[0] == "demote cache-0" and names(plan)[-1] == "elect cache-0"
+    assert "cache-2 (holding data) not running" in plan.reason
+
+
+def test_an_unresponsive_master_without_ready_replicas_is_fenced_before_the_cold_start() -> None:
+    inst, members, tasks = running_instance()
+    members[0].health.unresponsive = True
+    for m in members[1:]:
+        _lose(tasks, m)
+    plan, _ = decide(snap(inst, members, tasks))
+    assert plan is not None and names(plan)[:2] == ["fence cache-0", "demote cache-0"]
