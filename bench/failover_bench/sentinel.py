@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -135,49 +136,74 @@ async def _sentinel_knows_all(sentinel: Address) -> bool:
     return len(good_replicas) == REPLICAS and len(good_peers) == SENTINELS - 1
 
 
+@dataclass
+class Topology:
+    """A running master, its replicas and the sentinels watching them (all in ``started``)."""
+
+    master: Address
+    replicas: list[Address]
+    sentinels: list[Address]
+    procs: dict[Address, subprocess.Popen[bytes]]
+    started: list[subprocess.Popen[bytes]]
+
+
+async def start_topology(
+    root: Path,
+    password: str,
+    down_after_ms: int,
+    opts: SentinelOptions,
+    children: Children,
+    started: list[subprocess.Popen[bytes]],
+) -> Topology:
+    """Start a master, its replicas and the sentinels under ``root`` and wait (polling) until the
+    replicas are in sync and every sentinel knows both replicas and the other sentinels. Every
+    process is appended to ``started`` as it starts (the caller stops them, errors included)."""
+    ports = free_ports(1 + REPLICAS + SENTINELS)
+    master: Address = (HOST, ports[0])
+    replicas: list[Address] = [(HOST, p) for p in ports[1 : 1 + REPLICAS]]
+    sentinels: list[Address] = [(HOST, p) for p in ports[1 + REPLICAS :]]
+    topo = Topology(master, replicas, sentinels, {}, started)
+    deadline = time.monotonic() + opts.setup_timeout
+    procs = topo.procs
+    for index, address in enumerate([master, *replicas]):
+        workdir = root / f"redis-{index}"
+        workdir.mkdir()
+        argv = _redis_argv(opts, address[1], workdir, password)
+        if index > 0:
+            argv += ["--replicaof", HOST, str(master[1])]
+        procs[address] = children.start(argv, log_path=workdir / "stdout.log")
+        started.append(procs[address])
+    for address in [master, *replicas]:
+        await redisio.wait_ping(address, password, deadline)
+    await redisio.wait_until(
+        "replicas in sync", lambda: _replication_ready(master, replicas, password), deadline
+    )
+    for index, address in enumerate(sentinels):
+        workdir = root / f"sentinel-{index}"
+        workdir.mkdir()
+        conf = workdir / "sentinel.conf"
+        conf.write_text(
+            _sentinel_conf(address[1], workdir, master[1], password, down_after_ms, opts.failover_timeout_ms)
+        )
+        started.append(children.start([opts.redis_sentinel, str(conf)], log_path=workdir / "stdout.log"))
+    for address in sentinels:
+        await redisio.wait_until(
+            f"sentinel {redisio.fmt(address)} knows the topology",
+            lambda a=address: _sentinel_knows_all(a),  # type: ignore[misc]
+            deadline,
+        )
+    return topo
+
+
 async def measure_once(run: int, down_after_ms: int, opts: SentinelOptions, children: Children) -> Sample:
     """One Sentinel failover measurement; every process it starts is stopped before it returns."""
     name = measurement(down_after_ms)
     root = Path(tempfile.mkdtemp(prefix=f"bench-sentinel-{down_after_ms}-"))
-    started = []
+    started: list[subprocess.Popen[bytes]] = []
     password = secrets.token_hex(16)
     try:
-        ports = free_ports(1 + REPLICAS + SENTINELS)
-        master: Address = (HOST, ports[0])
-        replicas: list[Address] = [(HOST, p) for p in ports[1 : 1 + REPLICAS]]
-        sentinels: list[Address] = [(HOST, p) for p in ports[1 + REPLICAS :]]
-        deadline = time.monotonic() + opts.setup_timeout
-
-        procs = {}
-        for index, address in enumerate([master, *replicas]):
-            workdir = root / f"redis-{index}"
-            workdir.mkdir()
-            argv = _redis_argv(opts, address[1], workdir, password)
-            if index > 0:
-                argv += ["--replicaof", HOST, str(master[1])]
-            procs[address] = children.start(argv, log_path=workdir / "stdout.log")
-            started.append(procs[address])
-        for address in [master, *replicas]:
-            await redisio.wait_ping(address, password, deadline)
-        await redisio.wait_until(
-            "replicas in sync", lambda: _replication_ready(master, replicas, password), deadline
-        )
-        for index, address in enumerate(sentinels):
-            workdir = root / f"sentinel-{index}"
-            workdir.mkdir()
-            conf = workdir / "sentinel.conf"
-            conf.write_text(
-                _sentinel_conf(
-                    address[1], workdir, master[1], password, down_after_ms, opts.failover_timeout_ms
-                )
-            )
-            started.append(children.start([opts.redis_sentinel, str(conf)], log_path=workdir / "stdout.log"))
-        for address in sentinels:
-            await redisio.wait_until(
-                f"sentinel {redisio.fmt(address)} knows the topology",
-                lambda a=address: _sentinel_knows_all(a),  # type: ignore[misc]
-                deadline,
-            )
+        topo = await start_topology(root, password, down_after_ms, opts, children, started)
+        master, replicas, procs = topo.master, topo.replicas, topo.procs
 
         acked = await redisio.write_acked_keys(master, password, f"bench:sentinel:{run}")
         if not acked.keys:
