@@ -108,8 +108,13 @@ class Runtime(abc.ABC):
 
     async def kill(self, grace: float) -> ExitStatus:
         """SIGTERM, up to ``grace`` seconds for the member to end, then SIGKILL. Returns how it
-        ended. A runtime with its own stop primitive (``docker stop -t``) may override this."""
+        ended. A runtime with its own stop primitive (``docker stop -t``) may override this.
+
+        SIGCONT follows SIGTERM (as systemd's stop does): a stopped member (SIGSTOP, a frozen
+        process) would otherwise leave SIGTERM pending for the whole grace period — a fence
+        waiting on this kill then waits the grace too."""
         await self.signal(signals.SIGTERM)
+        await self.signal(signals.SIGCONT)
         try:
             async with asyncio.timeout(grace):
                 return await asyncio.shield(self.wait())

@@ -894,12 +894,13 @@ class StepRunner:
         at: float,
         safe_after: float | None = None,
     ) -> Outcome:
-        """Record the fence in the step (durable before the promotion goes on)."""
+        """Record the fence in the step. The reconciler persists the step before the next one
+        (the promotion) runs; a self-fence's wait is saved at once (a restart must not shorten it)."""
         step.fence.CopyFrom(T.FenceOutcome(method=method, detail=detail[:500]))  # type: ignore[arg-type]
         step.fence.fenced_at.CopyFrom(plans.timestamp(at))
         if safe_after is not None:
             step.fence.safe_after.CopyFrom(plans.timestamp(safe_after))
-        await save()
+            await save()
         return Outcome(plans.COMPLETE, self._fence_message(step.fence), attempts=step.attempts)
 
     @staticmethod

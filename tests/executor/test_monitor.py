@@ -131,6 +131,34 @@ async def test_kill_sends_term_then_reports_killed(tmp_path: Path, runner: Runne
     assert run.task.done() and run.task.result().state == "TASK_KILLED"
 
 
+async def test_kill_of_a_stopped_member_does_not_wait_for_the_grace(tmp_path: Path, runner: Runner) -> None:
+    # A frozen member (SIGSTOP) gets SIGCONT after SIGTERM: it handles the TERM at once instead of
+    # leaving it pending until SIGKILL (a fence waiting on this kill would wait the whole grace).
+    member = textwrap.dedent("""
+        import os, signal, sys, time
+        def term(*_):
+            open("got", "w").write("TERM"); sys.exit(0)
+        signal.signal(signal.SIGTERM, term)
+        open("pid", "w").write(str(os.getpid()))
+        while True:
+            time.sleep(1)
+    """)
+    check = types_pb2.Check(command=types_pb2.CommandCheck(argv=["test", "-s", "pid"]), interval_ms=50)
+    spec = make_spec([PY, "-c", member], readiness=check, kill_grace_seconds=60)
+    run = runner.start(make_launch(spec, tmp_path))
+    await run.sink.wait_for("TASK_RUNNING")
+    pid = int((tmp_path / "pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        run.monitor.kill()
+        killed = await asyncio.wait_for(run.sink.wait_for("TASK_KILLED"), 30)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert (tmp_path / "got").read_text() == "TERM"  # by its TERM handler, not SIGKILL
+    assert "exited with code 0" in killed.update.message
+
+
 async def test_kill_escalates_to_sigkill_after_grace(tmp_path: Path, runner: Runner) -> None:
     member = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
              "open('ready', 'w').write('yes'); time.sleep(600)"
