@@ -337,6 +337,11 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
             steps += _bring_up(first, Action.START_MASTER, Action.MASTER_RUNNING)
         slaves += new_slaves
         steps += [plans.step(Action.SLAVE_LOST, mid) for mid in lost_slaves]
+        # A replica whose last check asked for a rebuild (a diverged history) is not restarted on
+        # its volume: it could never follow the master again (its rebuild may have been cut short
+        # by another plan).
+        rebuilt = {m.id for m in members if m.health.repair == T.REPAIR_REBUILD and m.role != T.ROLE_MASTER}
+        steps += [plans.step(Action.REBUILD, mid) for mid in slaves if mid in rebuilt]
         steps += [plans.step(Action.LAUNCH, mid) for mid in slaves]
         steps += [plans.step(Action.AWAIT, mid) for mid in slaves]
         for mid in slaves:

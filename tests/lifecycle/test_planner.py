@@ -711,3 +711,20 @@ def test_an_unresponsive_master_without_ready_replicas_is_fenced_before_the_cold
         _lose(tasks, m)
     plan, _ = decide(snap(inst, members, tasks))
     assert plan is not None and names(plan)[:2] == ["fence cache-0", "demote cache-0"]
+
+
+def test_a_replica_to_rebuild_that_stopped_is_rebuilt_not_restarted_on_its_volume() -> None:
+    inst, members, tasks = running_instance()
+    members[2].health.repair = T.REPAIR_REBUILD
+    members[2].state = T.MEMBER_STATE_STOPPED
+    tasks[members[2].task_id].state = T.TASK_STATE_KILLED
+    tasks[members[2].task_id].kill_requested = True  # a rebuild cut short by a failover
+    plan, _ = decide(snap(inst, members, tasks))
+    assert plan is not None
+    assert names(plan) == [
+        "rebuild cache-2",
+        "launch cache-2",
+        "await-running cache-2",
+        "start-slave cache-2",
+        "slave-running cache-2",
+    ]
