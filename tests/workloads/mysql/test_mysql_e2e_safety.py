@@ -490,13 +490,6 @@ async def test_a_diverged_member_is_flagged_rebuilt_and_resynced(mysql_suite: Su
     assert await client.follows(rebuilt, master)
 
 
-@pytest.mark.xfail(
-    reason="product gap: the recovery replaces the rebuild plan after it killed C but before the "
-    "fresh volume; C is relaunched on its diverged volume, never gets ready (the new master refuses "
-    "it, error 1236), and a member that is not ready is neither checked nor rebuilt: the instance "
-    "stays RECOVERING (await-running C). B is promoted and C never is: that part holds.",
-    strict=False,
-)
 async def test_a_diverged_member_is_never_promoted(mysql_suite: Suite) -> None:
     """Reproduction 4, the failover: C holds a transaction of its own (a higher sequence number
     than B's); the master dies the moment C is flagged. B is promoted, never C; C is rebuilt and
