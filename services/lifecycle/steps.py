@@ -140,6 +140,15 @@ class StepRunner:
             return None, Outcome(plans.ERROR, error.message, attempts=attempts)
         return response, None
 
+    def _until_killed(self, task: types_pb2.Task) -> Outcome:
+        """Wait for a task we asked to kill to end (it is never taken as the member's live task)."""
+        state = task_state_name(task.state)
+        return Outcome(
+            plans.STARTING,
+            f"waiting for {task.task_id} ({state}, killed) to end before relaunching",
+            wake_at=time.time() + self.settings.kill_timeout_seconds,
+        )
+
     def _member(self, ld: Loaded, member_id: str) -> types_pb2.Member:
         member = ld.snapshot.member(member_id)
         if member is None:
@@ -235,7 +244,10 @@ class StepRunner:
         member = self._member(ld, step.member_id)
         task = ld.snapshot.task_of(member)
         if task is not None and task.state not in ENDED:
-            return member.task_id, None
+            if not task.kill_requested:
+                return member.task_id, None
+            # Being killed (e.g. a fenced master Mesos still shows RUNNING): relaunch once it ended.
+            return "", self._until_killed(task)
         description = ld.snapshot.description
         if description is None:
             return "", self._delayed(f"workload {ld.snapshot.instance.spec.workload!r} is not registered", 1)
@@ -316,8 +328,11 @@ class StepRunner:
         task = ld.snapshot.task_of(member)
         now = time.time()
         timeout = self.settings.launch_timeout_seconds
-        if task is not None and task.state == T.TASK_STATE_RUNNING:
+        if task is not None and task.state == T.TASK_STATE_RUNNING and not task.kill_requested:
             return Outcome(plans.COMPLETE, f"task {task.task_id} RUNNING on {task.host}")
+        if task is not None and task.kill_requested and task.state not in ENDED:
+            # Killed on request (a fence): a new incarnation is launched once it ended.
+            return self._until_killed(task)
         if task is None or task.state in ENDED:
             waiting_relaunch = step.status == plans.DELAYED and step.message.startswith(RELAUNCHING)
             if task is not None and not waiting_relaunch:
@@ -868,6 +883,9 @@ class StepRunner:
         if method == T.FENCE_METHOD_DEMOTED:
             return await self._fenced(step, save, T.FENCE_METHOD_DEMOTED, detail, now)
         if method == T.FENCE_METHOD_SELF_FENCED:
+            # The bound runs from the answer (the replicas were detached by then), not from before
+            # the call: the failed attempt to reach the old master took time too.
+            now = time.time()
             wait = max(0.0, float(getattr(response, "self_fence_seconds", 0.0)))
             outcome = await self._fenced(step, save, T.FENCE_METHOD_SELF_FENCED, detail, now, now + wait)
             if wait <= 0:
