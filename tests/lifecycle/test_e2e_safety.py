@@ -182,11 +182,6 @@ async def test_partitioned_master_loses_no_acknowledged_write_and_stops_before_t
     )
 
 
-@pytest.mark.xfail(
-    reason="product bug (reported): after the failover the old master's relaunch keeps its doomed "
-    "task (steps._ensure_task / _await accept a RUNNING task whose kill the fence requested); "
-    "start-slave then retries the dead process and waits forever once Mesos says KILLED",
-)
 async def test_stopped_master_is_found_by_the_probe_fenced_and_failed_over(
     suite: Suite, caplog: pytest.LogCaptureFixture
 ) -> None:
