@@ -291,38 +291,49 @@ async def test_failover_waits_for_the_stopped_replica_with_every_committed_row(m
         reason = next(w.message for w in waiting if w.status == plans.DELAYED)
         assert f"not every candidate of {NAME} answered: {a.id}" in reason, reason
 
-    # A answers again: it is promoted, and the decision records both candidates' positions.
+    # A answers again: it is promoted, and the decision records both candidates' positions. If
+    # A's own health check killed the frozen process meanwhile (its executor's check gives up after
+    # about as long as the freeze), A no longer runs: a failover may not skip it, so every member
+    # restarts in place and the election picks A or the old master (restarted on its volume with
+    # every committed row). Either way B, 3 rows behind, is never promoted.
     decisions: list[T.PromotionDecision] = []
 
     def decided(i: T.Instance) -> None:
-        step = open_step(i, plans.Action.FAILOVER, old.id)
-        if step is not None and step.decision.promote_member_id and not decisions:
-            decisions.append(step.decision)
+        for step in i.plan.steps:
+            if step.decision.promote_member_id and not decisions:
+                decisions.append(step.decision)
+        no_promotion_of_b(i)
+
+    def no_promotion_of_b(i: T.Instance) -> None:
+        assert all(m.role != T.ROLE_MASTER for m in i.members if m.id == b.id), f"{b.id} promoted: {i.plan}"
 
     def recovered(i: T.Instance) -> bool:
-        return is_running(i, 3) and master_of(i).id == a.id and member(i, old.id).incarnation == 2
+        return is_running(i, 3) and master_of(i).id in (a.id, old.id) and member(i, old.id).incarnation == 2
 
-    after = await watch(suite, recovered, lc.launch_timeout_seconds + 30, "A promoted, all running", decided)
-    assert decisions, "no failover decision was recorded"
+    after = await watch(
+        suite, recovered, lc.launch_timeout_seconds + 60, "A (or the old master) leads", decided
+    )
+    assert decisions, "no promotion decision was recorded"
     decision = decisions[0]
-    assert decision.promote_member_id == a.id, decision
-    assert set(decision.candidate_ids) == {a.id, b.id}
-    assert set(decision.positions) == {a.id, b.id}
-    at_a, at_b = GtidSet.parse(decision.positions[a.id]), GtidSet.parse(decision.positions[b.id])
-    assert at_a.contains(at_b) and at_b.behind(at_a) == 3, decision.positions
+    assert decision.promote_member_id in (a.id, old.id), decision
+    assert a.id in decision.candidate_ids and a.id in decision.positions, decision
+    if b.id in decision.positions:
+        at_a, at_b = GtidSet.parse(decision.positions[a.id]), GtidSet.parse(decision.positions[b.id])
+        assert at_a.contains(at_b) and at_b.behind(at_a) == 3, decision.positions
 
     new = master_of(after)
     expected = list(range(1, 11))
     assert await client.rows(new) == expected
     assert (await client.sql(new, "SELECT @@read_only AS r"))[0]["r"] == 0
 
-    # Every member follows A without a replication error, and a new write reaches all of them.
+    # Every member follows the new master without a replication error, and a new write reaches
+    # all of them.
     await client.insert(new, 11)
     expected.append(11)
     for m in after.members:
-        if m.id == a.id:
+        if m.id == new.id:
             continue
-        await wait_for(lambda m=m: client.follows(m, new), 30, what=f"{m.id} follows {a.id}")  # type: ignore[misc]
+        await wait_for(lambda m=m: client.follows(m, new), 30, what=f"{m.id} follows {new.id}")  # type: ignore[misc]
         await wait_for(lambda m=m: has(client, m, expected), 30, what=f"rows on {m.id}")  # type: ignore[misc]
         assert (await client.sql(m, "SELECT @@read_only AS r"))[0]["r"] == 1
 
