@@ -57,7 +57,7 @@ class _Tracked:
     loaded_at: float = 0.0
     dirty: bool = True
     misses: dict[str, int] = field(default_factory=dict)  # task id of the master -> misses in a row
-    checked_at: dict[str, float] = field(default_factory=dict)  # member id -> last replica check
+    replicas_checked_at: float = 0.0  # monotonic time of the last round that checked the replicas
     written_at: dict[str, float] = field(default_factory=dict)  # member id -> last health write
 
 
@@ -210,12 +210,12 @@ class HealthMonitor:
         if master is not None and self._probe_due(ld, master):
             jobs.append(self._probe(ld, tracked, master))
         now = time.monotonic()
-        for m in s.members:
-            if m.role != T.ROLE_SLAVE or s.condition(m) != Condition.READY:
-                continue
-            if now - tracked.checked_at.get(m.id, 0.0) >= self.settings.check_interval_seconds:
-                tracked.checked_at[m.id] = now
-                jobs.append(self._check(ld, tracked, m))
+        if now - tracked.replicas_checked_at >= self.settings.check_interval_seconds:
+            # Every ready replica in the same round: one picture of the instance per interval.
+            tracked.replicas_checked_at = now
+            for m in s.members:
+                if m.role == T.ROLE_SLAVE and s.condition(m) == Condition.READY:
+                    jobs.append(self._check(ld, tracked, m))
         if jobs:
             await asyncio.gather(*jobs)
 
@@ -316,7 +316,8 @@ class HealthMonitor:
             new = unreachable(member.health, misses, f"not answering: {error.message}"[:500], now)
             await self._write(ld, tracked, member, new)
             return
-        await self._write_if_needed(ld, tracked, member, merge(member.health, health, now))
+        # A replica's check is kept each time (every check interval): lag and position stay fresh.
+        await self._write(ld, tracked, member, merge(member.health, health, now))
 
     async def _write_if_needed(
         self, ld: Loaded, tracked: _Tracked, member: types_pb2.Member, new: types_pb2.MemberHealth
