@@ -186,8 +186,11 @@ class Master:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the wakeup fires, and stop() would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.settings.allocation_interval)
+                async with asyncio.timeout(self.settings.allocation_interval):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 self._retry_updates()

@@ -59,7 +59,9 @@ class EventStream:
                     break
                 event: Json | None
                 try:
-                    event = await asyncio.wait_for(self._queue.get(), timeout=0.25)
+                    # asyncio.timeout, not wait_for (3.11's can swallow a cancellation).
+                    async with asyncio.timeout(0.25):
+                        event = await self._queue.get()
                 except TimeoutError:
                     event = {}
                 if event is None:
