@@ -214,7 +214,7 @@ class HealthMonitor:
             # Every ready replica in the same round: one picture of the instance per interval.
             tracked.replicas_checked_at = now
             for m in s.members:
-                if m.role == T.ROLE_SLAVE and s.condition(m) == Condition.READY:
+                if m.role == T.ROLE_SLAVE and self._checkable(s, m):
                     jobs.append(self._check(ld, tracked, m))
         if jobs:
             await asyncio.gather(*jobs)
@@ -227,6 +227,17 @@ class HealthMonitor:
             return False
         until = self._unsupported.get(s.instance.spec.workload)
         return until is None or time.monotonic() >= until
+
+    @staticmethod
+    def _checkable(s: planner.Snapshot, m: types_pb2.Member) -> bool:
+        """A replica whose process runs: ready, or started but not ready (one that cannot catch up,
+        e.g. on a diverged branch, never gets ready: its check says why and asks for the repair)."""
+        if s.condition(m) == Condition.READY:
+            return True
+        task = s.task_of(m)
+        if task is None or task.kill_requested or not (m.host and m.ports):
+            return False
+        return task.state in (T.TASK_STATE_STARTING, T.TASK_STATE_RUNNING)
 
     def _probe_due(self, ld: Loaded, master: types_pb2.Member) -> bool:
         s = ld.snapshot

@@ -224,6 +224,8 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
         replan_losses = active.name in (plans.DEPLOY, plans.SCALE) or (
             active.name == plans.RECOVERY and s.peers()
         )
+        if not stale:
+            stale = _waits_on_a_rebuild(s, active)
         if replan_losses and not stale:
             # A member the plan is removing may end on its own (an etcd peer exits once removed):
             # that is progress, not a loss to plan for again.
@@ -239,6 +241,21 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
         return None, False
     plan = converge(s)
     return plan, plan is not None
+
+
+def _waits_on_a_rebuild(s: Snapshot, active: types_pb2.Plan) -> bool:
+    """A plan waiting to bring up a replica that its last check says must be rebuilt (e.g. an old
+    master on a diverged branch: it never gets ready) is replaced, unless it handles the master."""
+    handling_master = (Action.FENCE, Action.FAILOVER, Action.DEMOTE, Action.ELECT, Action.REBUILD)
+    if any(plans.action_of(st) in handling_master and st.status != plans.COMPLETE for st in active.steps):
+        return False
+    waiting = (Action.LAUNCH, Action.AWAIT, Action.RELAUNCH, Action.START_SLAVE, Action.SLAVE_RUNNING)
+    return any(
+        m.role == T.ROLE_SLAVE
+        and m.health.repair == T.REPAIR_REBUILD
+        and plans.has_open_step(active, m.id, waiting)
+        for m in s.members
+    )
 
 
 def converge(s: Snapshot) -> types_pb2.Plan | None:
@@ -432,8 +449,16 @@ def ready_slaves(s: Snapshot, exclude: Iterable[str] = ()) -> list[types_pb2.Mem
 
 def holds_data(s: Snapshot, member: types_pb2.Member) -> bool:
     """Whether ``member`` may become master as far as data goes: its volume holds the instance's
-    data, or the instance never had any (a deploy that did not finish)."""
-    return member.volume.has_data or not s.instance.has_data
+    data (and is not an old master's branch waiting to rejoin, ``Volume.rejoin_pending``, while
+    another member holds the data), or the instance never had any (a deploy that did not finish)."""
+    if not s.instance.has_data:
+        return True
+    if not member.volume.has_data:
+        return False
+    if member.volume.rejoin_pending:
+        others = [m for m in s.members if m.id != member.id]
+        return not any(m.volume.has_data and not m.volume.rejoin_pending for m in others)
+    return True
 
 
 def failover_view(s: Snapshot, old_master: str) -> tuple[list[types_pb2.Member], list[types_pb2.Member]]:

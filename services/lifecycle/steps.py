@@ -467,6 +467,7 @@ class StepRunner:
 
         def member_has(m: types_pb2.Member) -> types_pb2.Member:
             m.volume.has_data = True
+            m.volume.rejoin_pending = False  # ready in its role again: it follows the current history
             return m
 
         def instance_has(i: types_pb2.Instance) -> types_pb2.Instance:
@@ -714,6 +715,8 @@ class StepRunner:
         def demote(m: types_pb2.Member) -> types_pb2.Member:
             m.role = T.ROLE_SLAVE
             m.state = T.MEMBER_STATE_LOST
+            # Its data may end in writes nobody acknowledged: not a candidate until it rejoined.
+            m.volume.rejoin_pending = m.volume.has_data
             return m
 
         updated = await self.store.update_member(ld.name, member_id, demote)

@@ -728,3 +728,33 @@ def test_a_replica_to_rebuild_that_stopped_is_rebuilt_not_restarted_on_its_volum
         "start-slave cache-2",
         "slave-running cache-2",
     ]
+
+
+def test_an_old_master_waiting_to_rejoin_is_no_candidate_while_another_member_holds_data() -> None:
+    inst, members, tasks = running_instance()
+    inst.has_data = True
+    for m in members:
+        m.volume.has_data = True
+    members[2].volume.rejoin_pending = True  # replaced as master by a failover, not back yet
+    _lose(tasks, members[0])
+    s = snap(inst, members, tasks)
+    assert [m.id for m in planner.failover_candidates(s, "cache-0")] == ["cache-1"]
+    candidates, waited = planner.election_candidates(s)
+    assert "cache-2" not in [m.id for m in candidates + waited]
+    for m in members[:2]:
+        m.volume.has_data = False  # the branch is the only copy left: it counts again
+    assert planner.holds_data(snap(inst, members, tasks), members[2])
+
+
+def test_a_plan_waiting_on_a_replica_that_must_be_rebuilt_is_replaced_by_the_rebuild() -> None:
+    inst, members, tasks = running_instance()
+    stuck = planner.converge(snap(inst, members, tasks))
+    assert stuck is None
+    tasks[members[2].task_id].state = T.TASK_STATE_STARTING  # relaunched on a diverged branch
+    members[2].state = T.MEMBER_STATE_STARTING
+    waiting, _ = decide(snap(inst, members, tasks))
+    assert waiting is not None and "await-running cache-2" in names(waiting)
+    inst.plan.CopyFrom(waiting)
+    members[2].health.repair = T.REPAIR_REBUILD  # its check: error 1236, rebuild
+    plan, new = decide(snap(inst, members, tasks))
+    assert new and plan is not None and names(plan)[0] == "rebuild cache-2"

@@ -227,20 +227,22 @@ class InstanceSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., workload: _Optional[str] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Volume(_message.Message):
-    __slots__ = ("persistence_id", "container_path", "size_mb", "agent_id", "host", "has_data")
+    __slots__ = ("persistence_id", "container_path", "size_mb", "agent_id", "host", "has_data", "rejoin_pending")
     PERSISTENCE_ID_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_MB_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     HAS_DATA_FIELD_NUMBER: _ClassVar[int]
+    REJOIN_PENDING_FIELD_NUMBER: _ClassVar[int]
     persistence_id: str
     container_path: str
     size_mb: int
     agent_id: str
     host: str
     has_data: bool
-    def __init__(self, persistence_id: _Optional[str] = ..., container_path: _Optional[str] = ..., size_mb: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., has_data: _Optional[bool] = ...) -> None: ...
+    rejoin_pending: bool
+    def __init__(self, persistence_id: _Optional[str] = ..., container_path: _Optional[str] = ..., size_mb: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., has_data: _Optional[bool] = ..., rejoin_pending: _Optional[bool] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health")
