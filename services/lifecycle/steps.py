@@ -832,7 +832,8 @@ class StepRunner:
         ]
         now = time.time()
         if not live:
-            ended = ", ".join(f"{t.task_id} {task_state_name(t.state)}" for t in tasks) or "no task"
+            current = [t for t in tasks if t.task_id == member.task_id]
+            ended = ", ".join(f"{t.task_id} {task_state_name(t.state)}" for t in current) or "no task"
             return await self._fenced(step, save, T.FENCE_METHOD_PROCESS_GONE, f"task ended ({ended})", now)
         fence = step.fence
         if fence.method == T.FENCE_METHOD_DEMOTED:

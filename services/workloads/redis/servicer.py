@@ -307,7 +307,8 @@ class RedisWorkload(WorkloadBase):
                     f"waiting (positions: {listed})"
                 )
             if behind is not None:
-                reason += f"; {behind} bytes behind the lost master's last known position"
+                where = f"{behind} bytes behind" if behind >= 0 else f"{-behind} bytes ahead of"
+                reason += f"; {where} the lost master's last known position (its last probe)"
         log.info("master %s of %s lost: promote %s", ctx.member_id, ctx.instance.spec.name, reason)
         return pb.MasterLostResponse(
             promote_member_id=chosen.member_id,
