@@ -28,8 +28,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
@@ -58,7 +59,15 @@ class _Tracked:
     dirty: bool = True
     misses: dict[str, int] = field(default_factory=dict)  # task id of the master -> misses in a row
     replicas_checked_at: float = 0.0  # monotonic time of the last round that checked the replicas
+    replica_checks: asyncio.Task[None] | None = None  # those checks, running in the background
     written_at: dict[str, float] = field(default_factory=dict)  # member id -> last health write
+
+
+async def _all(jobs: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the checks together; one that fails (the state service down) does not stop the others."""
+    for result in await asyncio.gather(*jobs, return_exceptions=True):
+        if isinstance(result, Exception):
+            log.debug("a replica check failed: %s", result)
 
 
 def significant(old: types_pb2.MemberHealth, new: types_pb2.MemberHealth) -> bool:
@@ -137,6 +146,7 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         tasks = [t for t in [self._task, *self._loops.values()] if t is not None]
+        tasks += [t.replica_checks for t in self._tracked.values() if t.replica_checks is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -166,7 +176,9 @@ class HealthMonitor:
                 self._loops[name] = asyncio.create_task(self._instance(name), name=f"health-{name}")
             for name in set(self._loops) - wanted:
                 self._loops.pop(name).cancel()
-                self._tracked.pop(name, None)
+                gone = self._tracked.pop(name, None)
+                if gone is not None and gone.replica_checks is not None:
+                    gone.replica_checks.cancel()
                 self._positions.pop(name, None)
             for name, loop in list(self._loops.items()):
                 if loop.done():
@@ -206,18 +218,22 @@ class HealthMonitor:
         tracked = self._tracked[name]
         s = ld.snapshot
         master = s.master()
-        jobs = []
-        if master is not None and self._probe_due(ld, master):
-            jobs.append(self._probe(ld, tracked, master))
         now = time.monotonic()
-        if now - tracked.replicas_checked_at >= self.settings.check_interval_seconds:
-            # Every ready replica in the same round: one picture of the instance per interval.
+        checking = tracked.replica_checks is not None and not tracked.replica_checks.done()
+        if not checking and now - tracked.replicas_checked_at >= self.settings.check_interval_seconds:
+            # Every ready replica in the same round: one picture of the instance per interval. In
+            # the background: a replica's check also asks the master (its lag), so a silent master
+            # slows it down, and the probe must keep its pace.
             tracked.replicas_checked_at = now
-            for m in s.members:
-                if m.role == T.ROLE_SLAVE and self._checkable(s, m):
-                    jobs.append(self._check(ld, tracked, m))
-        if jobs:
-            await asyncio.gather(*jobs)
+            jobs = [
+                self._check(ld, tracked, m)
+                for m in s.members
+                if m.role == T.ROLE_SLAVE and self._checkable(s, m)
+            ]
+            if jobs:
+                tracked.replica_checks = asyncio.create_task(_all(jobs), name=f"health-replicas-{name}")
+        if master is not None and self._probe_due(ld, master):
+            await self._probe(ld, tracked, master)
 
     def _monitored(self, ld: Loaded) -> bool:
         s = ld.snapshot
