@@ -16,7 +16,8 @@ Conditions (``types.proto`` ConditionType); reasons are CamelCase:
   sync running. ``Chained`` (follows another member), ``WrongMaster`` (follows an address that is
   no member, or nobody while the instance has a master), ``NotReplica`` (a master: turned master
   by hand) ask for REPAIR_REPOINT; ``LinkDown`` / ``SyncInProgress`` (it is connecting) and
-  ``NoMaster`` (the instance has no master yet: a cold start) ask for nothing.
+  ``NoMaster`` (the instance has no master yet: a cold start) ask for nothing, except a link
+  down for longer than ``link_down_repair_seconds`` (REPAIR_REPOINT: credentials set again).
 - CAUGHT_UP, replica: lag (bytes) <= ``max_lag_bytes``, else ``Lagging``; ``SyncInProgress``,
   ``LinkDown`` or ``Diverged`` when the lag cannot be measured. Only with the master's answer.
 - CONSISTENT, replica: its position is contained in the master's (``Position.contains``: the same
@@ -81,13 +82,17 @@ def replica_health(
     master: tuple[str, str] | None,
     members: dict[str, str],
     max_lag_bytes: int,
+    link_down_repair_seconds: float = 10.0,
 ) -> types_pb2.MemberHealth:
     """A member the instance calls SLAVE.
 
     ``info``: its ``INFO replication``; ``master_info``: the instance master's, read after it
     (None: not known — no master, or unreachable); ``master``: (member id, host:port) of the
     instance's MASTER member, None when it has none; ``members``: host:port -> member id of every
-    other member; ``max_lag_bytes``: the CAUGHT_UP limit (bytes of replication stream).
+    other member; ``max_lag_bytes``: the CAUGHT_UP limit (bytes of replication stream);
+    ``link_down_repair_seconds``: a link to the right master down longer than this
+    (``master_link_down_since_seconds``: not a reconnect in progress, e.g. a wrong ``masterauth``)
+    asks for REPAIR_REPOINT, which sets the credentials again.
     """
     conditions = [base.condition(T.CONDITION_TYPE_REACHABLE, True, "Answered", "answered INFO")]
     repair = T.REPAIR_UNSPECIFIED
@@ -116,7 +121,11 @@ def replica_health(
             if syncing:
                 reason, ok, message = "SyncInProgress", False, f"full sync from {master[0]} ({where}) running"
             elif not link_up:
+                down = int(info.get("master_link_down_since_seconds", -1) or -1)
                 reason, ok, message = "LinkDown", False, f"link to {master[0]} ({where}) is down; connecting"
+                if down > link_down_repair_seconds:
+                    message = f"link to {master[0]} ({where}) down for {down}s; re-pointing it"
+                    repair = T.REPAIR_REPOINT
             else:
                 reason, ok, message = "Following", True, f"streaming from {master[0]} ({where})"
         elif where in members:

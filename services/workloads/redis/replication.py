@@ -117,8 +117,12 @@ async def promote(server: Server) -> dict[str, str]:
 
 
 async def follow(server: Server, master_host: str, master_port: int) -> dict[str, str]:
-    """Make the server a replica of master_host:master_port, unless it already follows it."""
+    """Make the server a replica of master_host:master_port, unless it already follows it. The
+    credentials for the master (``masterauth``, the instance's password) are set again first: a
+    replica whose link stays down because they were changed reconnects with them."""
     async with connect(server) as client:
+        if server.password:
+            await client.config_set("masterauth", server.password)
         info = dict(await client.info("replication"))
         following = (
             info.get("role") == "slave"

@@ -154,7 +154,12 @@ class RedisWorkload(WorkloadBase):
             if o.host and o.ports.get(PORT)
         }
         answer = health.replica_health(
-            info, master_info, master=master, members=members, max_lag_bytes=self.redis_settings.max_lag_bytes
+            info,
+            master_info,
+            master=master,
+            members=members,
+            max_lag_bytes=self.redis_settings.max_lag_bytes,
+            link_down_repair_seconds=self.redis_settings.link_down_repair_seconds,
         )
         return pb.CheckMemberResponse(health=answer)
 

@@ -35,6 +35,12 @@ class RedisSettings(WorkloadSettings):
     health_grace_period_ms: int = Field(
         30000, description="health check failures ignored after start (a large dataset loads slowly)"
     )
+    link_down_repair_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="CheckMember: a replica whose link to the master stays down longer than this "
+        "(not a reconnect in progress) asks to be re-pointed (StartSlave sets its credentials again)",
+    )
     max_lag_bytes: int = Field(
         1024 * 1024,
         ge=0,

@@ -168,3 +168,29 @@ def test_replica_health_without_a_master_or_while_syncing() -> None:
     assert found["REPLICATING"] == (False, "SyncInProgress")
     assert found["CAUGHT_UP"] == (False, "SyncInProgress") and "CONSISTENT" not in found
     assert health.repair == T.REPAIR_UNSPECIFIED and health.lag == -1
+
+
+def test_a_link_down_for_long_asks_to_be_repointed() -> None:
+    replid = "a" * 40
+    info = {"role": "slave", "master_host": "10.0.0.1", "master_port": 6379, "master_link_status": "down"}
+    info |= {"master_sync_in_progress": 0, "master_replid": replid, "master_repl_offset": 10}
+    where = {"master": ("m-0", "10.0.0.1:6379"), "members": {"10.0.0.1:6379": "m-0"}, "max_lag_bytes": 100}
+    reconnecting = replica_health(info | {"master_link_down_since_seconds": 3}, None, **where)  # type: ignore[arg-type]
+    assert conditions(reconnecting)["REPLICATING"] == (False, "LinkDown")
+    assert reconnecting.repair == T.REPAIR_UNSPECIFIED
+    stuck = replica_health(info | {"master_link_down_since_seconds": 11}, None, **where)  # type: ignore[arg-type]
+    assert conditions(stuck)["REPLICATING"] == (False, "LinkDown")
+    assert stuck.repair == T.REPAIR_REPOINT
+
+
+async def test_start_slave_sets_the_credentials_of_a_replica_whose_link_stays_down(cluster: Cluster) -> None:
+    async with cluster.client(2) as c:
+        await c.config_set("masterauth", "wrong")
+        await c.execute_command("CLIENT", "KILL", "TYPE", "master")
+
+    async def link_down() -> bool:
+        return conditions(await check(cluster, 2))["REPLICATING"] == (False, "LinkDown")
+
+    await wait_for(link_down, 30, what="replica 2's link down (wrong masterauth)")
+    await cluster.workload.stub.StartSlave(pb.StartSlaveRequest(context=cluster.ctx(2)))
+    await wait_for(lambda: all_ok(cluster, 2), 30, what="replica 2 streaming from the master again")
