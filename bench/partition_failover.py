@@ -28,16 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +47,7 @@ from failover_bench.partition import (
     sentinel_once,
     sentinel_side,
 )
-from failover_bench.procs import Children
+from failover_bench.procs import Children, run_main
 from failover_bench.results import Sample, percentile, summarize
 from failover_bench.sentinel import SentinelOptions
 from failover_bench.suite import Api, SuiteOptions
@@ -331,24 +328,7 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    bench = Bench(args)
-    atexit.register(bench.children.stop_all)
-
-    async def runner() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await bench.run()
-
-    started = time.monotonic()
-    code = asyncio.run(runner())
-    log.info("done in %.0fs, exit code %d", time.monotonic() - started, code)
-    return code
+    return run_main(Bench(args), args.verbose)
 
 
 if __name__ == "__main__":

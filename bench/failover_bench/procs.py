@@ -3,14 +3,20 @@ finding the process that listens on host:port through /proc."""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
+import logging
 import os
 import signal
 import socket
 import struct
 import subprocess
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 TCP_LISTEN = "0A"
 
@@ -162,3 +168,34 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+class Runnable(Protocol):
+    """A bench: its children (stopped at exit whatever happens) and its async run."""
+
+    children: Children
+
+    async def run(self) -> int: ...
+
+
+def run_main(bench: Runnable, verbose: bool) -> int:
+    """The entry point of a bench script: logging, SIGTERM cancels the run (so what was measured
+    is still reported), a last-resort SIGKILL of our children at exit; returns the exit code."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    # Last resort if the loop dies before its own cleanup: SIGKILL what is still ours.
+    atexit.register(bench.children.stop_all)
+
+    async def runner() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await bench.run()
+
+    started = time.monotonic()
+    code = asyncio.run(runner())
+    logging.getLogger("bench").info("done in %.0fs, exit code %d", time.monotonic() - started, code)
+    return code
