@@ -513,18 +513,17 @@ async def test_a_diverged_member_is_never_promoted(mysql_suite: Suite) -> None:
     flagged = await first_version(suite, c.id, diverged)
     await diverge(client, c, 100)
     first = await asyncio.wait_for(flagged, 2 * lc.check_interval_seconds + 1.0)
+    # Every stored version from here on (a state watch): the failover plan may be replaced by the
+    # next one (C's rebuild, the old master's relaunch) faster than a poll would see it.
+    recording = contextlib.AsyncExitStack()
+    seen = await recording.enter_async_context(versions(suite))
     os.kill(pid_old, signal.SIGKILL)  # as soon as the flag is stored (the rebuild may start too)
     # C's newest transaction is its own (server id (2 + 1) * 100000 + 1): a higher sequence number
     # than anything the master wrote, the member a comparison by numbers would promote.
     assert GtidSet.parse(first.health.position).last(0)[1] == 300001, first.health.position
 
-    decisions: list[T.PromotionDecision] = []
-
     def note(i: T.Instance) -> None:
         assert member(i, c.id).role != T.ROLE_MASTER, f"{c.id} promoted: {i.plan}"
-        step = open_step(i, plans.Action.FAILOVER, old.id)
-        if step is not None and step.decision.promote_member_id and not decisions:
-            decisions.append(step.decision)
 
     def settled(i: T.Instance) -> bool:
         current = member(i, c.id)
@@ -536,7 +535,15 @@ async def test_a_diverged_member_is_never_promoted(mysql_suite: Suite) -> None:
             and all_ok(current)
         )
 
-    after = await watch(suite, settled, 2 * lc.launch_timeout_seconds, "B promoted, C rebuilt", note)
+    async with recording:
+        after = await watch(suite, settled, 2 * lc.launch_timeout_seconds, "B promoted, C rebuilt", note)
+    # (The stored instance records carry the plan; members are their own records.)
+    decisions = [
+        step.decision
+        for i in seen
+        if (step := open_step(i, plans.Action.FAILOVER, old.id)) is not None
+        and step.decision.promote_member_id
+    ]
     assert decisions, "no failover decision was recorded"
     assert decisions[0].promote_member_id == b.id, decisions[0]
     assert c.id not in decisions[0].candidate_ids, decisions[0]
