@@ -151,6 +151,10 @@ def check_data(endpoint: str, written: dict[str, Any]) -> None:
         assert etcd_member_ids(m) == written["etcd_ids"], "an etcd peer was removed and re-added"
 
 
+# Three instances created, written, the whole suite restarted: its own deadlines (create 240 s
+# each, 300 s per instance after the restart) catch hangs; the global 300 s would cut a slow but
+# healthy run on a loaded 2-core machine.
+@pytest.mark.timeout(1200)
 def test_restart_of_the_whole_suite_keeps_every_instances_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     endpoint, env = suite_env(data_dir, tuple(w for w, _ in INSTANCES))
