@@ -189,12 +189,17 @@ def test_restart_of_the_whole_suite_keeps_every_instances_data(tmp_path: Path) -
         wait_until(lambda: not processes_under(data_dir), 60, "every process of the suite to end")
 
         runner = start_suite(env, log)
+        restarted = runner
+
+        def back(name: str) -> bool:
+            # A suite that stopped (e.g. a service could not bind its port) fails at once, with why.
+            assert restarted.poll() is None, log.read_text()[-5000:]
+            return running(endpoint, name, before[name])
+
         for _, name in INSTANCES:
             # Right after a restart the stored state still shows the old tasks RUNNING: wait for
             # every member on a new task.
-            wait_until(
-                lambda n=name: running(endpoint, n, before[n]), 300, f"{name} RUNNING 3/3 after the restart"
-            )
+            wait_until(lambda n=name: back(n), 300, f"{name} RUNNING 3/3 after the restart")
         after = {name: get(endpoint, name)["instance"] for _, name in INSTANCES}
         for _, name in INSTANCES:
             assert placement(after[name]) == placement(before[name]), name
