@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 from pathlib import Path
 
@@ -20,6 +21,7 @@ class EtcdProcess:
 
     def __init__(self, data_dir: str | Path, name: str = "test") -> None:
         self.etcd = EmbeddedEtcd(data_dir, client_port=free_port(), peer_port=free_port(), name=name)
+        self.started_once = False
 
     @property
     def endpoint(self) -> str:
@@ -34,7 +36,25 @@ class EtcdProcess:
         return self.etcd.process.pid if self.etcd.process is not None else None
 
     async def start(self, timeout: float = 30.0) -> None:
-        await self.etcd.start(timeout)
+        """Start etcd; on its first start, a port another process took between ``free_port()``
+        and etcd's bind (the ports come from the ephemeral range) is replaced and tried again."""
+        for attempt in range(5):
+            try:
+                await self.etcd.start(timeout)
+                return
+            except RuntimeError:
+                if self.started_once or attempt == 4 or not self._lost_a_port():
+                    raise
+                # Nothing was stored yet: start over with new ports and an empty data dir.
+                shutil.rmtree(self.etcd.data_dir, ignore_errors=True)
+                self.etcd.client_port, self.etcd.peer_port = free_port(), free_port()
+            finally:
+                if self.etcd.running:
+                    self.started_once = True
+
+    def _lost_a_port(self) -> bool:
+        log = self.etcd.data_dir.parent / f"{self.etcd.data_dir.name}.log"
+        return log.exists() and "address already in use" in log.read_text(errors="replace")
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.etcd.stop)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -80,3 +82,19 @@ async def test_records_survive_restarts(
     # Compare-and-swap still works against the revision read before the restarts.
     updated = await state_client.put(instance("cache", 2), expected_revision=first.mod_revision)
     assert updated.mod_revision > first.mod_revision
+
+
+async def test_test_etcd_takes_new_ports_when_another_process_took_its_port(tmp_path: Path) -> None:
+    # Test ports come from the ephemeral range, so another process can take one between the pick
+    # and etcd's bind; the first start then moves to new ports instead of failing the test.
+    process = EtcdProcess(tmp_path / "etcd")
+    taken = process.etcd.client_port
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        await process.start()
+        try:
+            assert process.etcd.client_port != taken
+            assert process.running
+        finally:
+            await process.kill()
