@@ -18,6 +18,7 @@ class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KIND_FRAMEWORK: _ClassVar[Kind]
     KIND_WORKLOAD: _ClassVar[Kind]
     KIND_SECRETS: _ClassVar[Kind]
+    KIND_LEADER: _ClassVar[Kind]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,7 @@ KIND_TASK: Kind
 KIND_FRAMEWORK: Kind
 KIND_WORKLOAD: Kind
 KIND_SECRETS: Kind
+KIND_LEADER: Kind
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_PUT: EventType
 EVENT_TYPE_DELETE: EventType
@@ -44,7 +46,7 @@ class RecordKey(_message.Message):
     def __init__(self, kind: _Optional[_Union[Kind, str]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("key", "mod_revision", "create_revision", "instance", "member", "task", "framework", "workload", "secrets")
+    __slots__ = ("key", "mod_revision", "create_revision", "instance", "member", "task", "framework", "workload", "secrets", "leader")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +56,7 @@ class Record(_message.Message):
     FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
     key: RecordKey
     mod_revision: int
     create_revision: int
@@ -63,7 +66,8 @@ class Record(_message.Message):
     framework: _types_pb2.Framework
     workload: _types_pb2.Workload
     secrets: _types_pb2.InstanceSecrets
-    def __init__(self, key: _Optional[_Union[RecordKey, _Mapping]] = ..., mod_revision: _Optional[int] = ..., create_revision: _Optional[int] = ..., instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., member: _Optional[_Union[_types_pb2.Member, _Mapping]] = ..., task: _Optional[_Union[_types_pb2.Task, _Mapping]] = ..., framework: _Optional[_Union[_types_pb2.Framework, _Mapping]] = ..., workload: _Optional[_Union[_types_pb2.Workload, _Mapping]] = ..., secrets: _Optional[_Union[_types_pb2.InstanceSecrets, _Mapping]] = ...) -> None: ...
+    leader: _types_pb2.LeaderLease
+    def __init__(self, key: _Optional[_Union[RecordKey, _Mapping]] = ..., mod_revision: _Optional[int] = ..., create_revision: _Optional[int] = ..., instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., member: _Optional[_Union[_types_pb2.Member, _Mapping]] = ..., task: _Optional[_Union[_types_pb2.Task, _Mapping]] = ..., framework: _Optional[_Union[_types_pb2.Framework, _Mapping]] = ..., workload: _Optional[_Union[_types_pb2.Workload, _Mapping]] = ..., secrets: _Optional[_Union[_types_pb2.InstanceSecrets, _Mapping]] = ..., leader: _Optional[_Union[_types_pb2.LeaderLease, _Mapping]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key",)
@@ -94,16 +98,26 @@ class ListResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("record", "expected_revision", "unconditional", "lease_id")
+    __slots__ = ("record", "expected_revision", "unconditional", "lease_id", "fence")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     UNCONDITIONAL_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
     record: Record
     expected_revision: int
     unconditional: bool
     lease_id: int
-    def __init__(self, record: _Optional[_Union[Record, _Mapping]] = ..., expected_revision: _Optional[int] = ..., unconditional: _Optional[bool] = ..., lease_id: _Optional[int] = ...) -> None: ...
+    fence: LeaderFence
+    def __init__(self, record: _Optional[_Union[Record, _Mapping]] = ..., expected_revision: _Optional[int] = ..., unconditional: _Optional[bool] = ..., lease_id: _Optional[int] = ..., fence: _Optional[_Union[LeaderFence, _Mapping]] = ...) -> None: ...
+
+class LeaderFence(_message.Message):
+    __slots__ = ("role", "term")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    term: int
+    def __init__(self, role: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("record",)
@@ -112,12 +126,14 @@ class PutResponse(_message.Message):
     def __init__(self, record: _Optional[_Union[Record, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key", "expected_revision")
+    __slots__ = ("key", "expected_revision", "fence")
     KEY_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
     key: RecordKey
     expected_revision: int
-    def __init__(self, key: _Optional[_Union[RecordKey, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+    fence: LeaderFence
+    def __init__(self, key: _Optional[_Union[RecordKey, _Mapping]] = ..., expected_revision: _Optional[int] = ..., fence: _Optional[_Union[LeaderFence, _Mapping]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted", "revision")

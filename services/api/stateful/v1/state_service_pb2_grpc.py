@@ -29,7 +29,8 @@ if _version_not_supported:
 class StateServiceStub:
     """The store. Backed by etcd; values are protobuf; writes are compare-and-swap on revision.
     Errors: NOT_FOUND (no such record), ALREADY_EXISTS (create of an existing record),
-    FAILED_PRECONDITION (revision mismatch), INVALID_ARGUMENT (bad key or value),
+    FAILED_PRECONDITION (revision mismatch), ABORTED (the write's fencing token is from a leader
+    term that is over), INVALID_ARGUMENT (bad key or value),
     UNAVAILABLE (etcd unreachable; retry).
     """
 
@@ -84,7 +85,8 @@ class StateServiceStub:
 class StateServiceServicer:
     """The store. Backed by etcd; values are protobuf; writes are compare-and-swap on revision.
     Errors: NOT_FOUND (no such record), ALREADY_EXISTS (create of an existing record),
-    FAILED_PRECONDITION (revision mismatch), INVALID_ARGUMENT (bad key or value),
+    FAILED_PRECONDITION (revision mismatch), ABORTED (the write's fencing token is from a leader
+    term that is over), INVALID_ARGUMENT (bad key or value),
     UNAVAILABLE (etcd unreachable; retry).
     """
 
@@ -198,7 +200,8 @@ def add_StateServiceServicer_to_server(servicer, server):
 class StateService:
     """The store. Backed by etcd; values are protobuf; writes are compare-and-swap on revision.
     Errors: NOT_FOUND (no such record), ALREADY_EXISTS (create of an existing record),
-    FAILED_PRECONDITION (revision mismatch), INVALID_ARGUMENT (bad key or value),
+    FAILED_PRECONDITION (revision mismatch), ABORTED (the write's fencing token is from a leader
+    term that is over), INVALID_ARGUMENT (bad key or value),
     UNAVAILABLE (etcd unreachable; retry).
     """
 

@@ -30,7 +30,8 @@ GRPC_VERSION: str
 class StateServiceStub:
     """The store. Backed by etcd; values are protobuf; writes are compare-and-swap on revision.
     Errors: NOT_FOUND (no such record), ALREADY_EXISTS (create of an existing record),
-    FAILED_PRECONDITION (revision mismatch), INVALID_ARGUMENT (bad key or value),
+    FAILED_PRECONDITION (revision mismatch), ABORTED (the write's fencing token is from a leader
+    term that is over), INVALID_ARGUMENT (bad key or value),
     UNAVAILABLE (etcd unreachable; retry).
     """
 
@@ -59,7 +60,8 @@ class StateServiceStub:
 class StateServiceAsyncStub(StateServiceStub):
     """The store. Backed by etcd; values are protobuf; writes are compare-and-swap on revision.
     Errors: NOT_FOUND (no such record), ALREADY_EXISTS (create of an existing record),
-    FAILED_PRECONDITION (revision mismatch), INVALID_ARGUMENT (bad key or value),
+    FAILED_PRECONDITION (revision mismatch), ABORTED (the write's fencing token is from a leader
+    term that is over), INVALID_ARGUMENT (bad key or value),
     UNAVAILABLE (etcd unreachable; retry).
     """
 
@@ -84,7 +86,8 @@ class StateServiceAsyncStub(StateServiceStub):
 class StateServiceServicer(metaclass=_abc_1.ABCMeta):
     """The store. Backed by etcd; values are protobuf; writes are compare-and-swap on revision.
     Errors: NOT_FOUND (no such record), ALREADY_EXISTS (create of an existing record),
-    FAILED_PRECONDITION (revision mismatch), INVALID_ARGUMENT (bad key or value),
+    FAILED_PRECONDITION (revision mismatch), ABORTED (the write's fencing token is from a leader
+    term that is over), INVALID_ARGUMENT (bad key or value),
     UNAVAILABLE (etcd unreachable; retry).
     """
 

@@ -43,6 +43,15 @@ class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MEMBER_STATE_KILLING: _ClassVar[MemberState]
     MEMBER_STATE_STOPPED: _ClassVar[MemberState]
 
+class LaunchFailureCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LAUNCH_FAILURE_CAUSE_UNSPECIFIED: _ClassVar[LaunchFailureCause]
+    LAUNCH_FAILURE_CAUSE_PORT_IN_USE: _ClassVar[LaunchFailureCause]
+    LAUNCH_FAILURE_CAUSE_IMAGE_MISSING: _ClassVar[LaunchFailureCause]
+    LAUNCH_FAILURE_CAUSE_EXITED_BEFORE_READY: _ClassVar[LaunchFailureCause]
+    LAUNCH_FAILURE_CAUSE_AGENT_LOST: _ClassVar[LaunchFailureCause]
+    LAUNCH_FAILURE_CAUSE_OTHER: _ClassVar[LaunchFailureCause]
+
 class ConditionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONDITION_TYPE_UNSPECIFIED: _ClassVar[ConditionType]
@@ -126,6 +135,12 @@ MEMBER_STATE_FAILED: MemberState
 MEMBER_STATE_LOST: MemberState
 MEMBER_STATE_KILLING: MemberState
 MEMBER_STATE_STOPPED: MemberState
+LAUNCH_FAILURE_CAUSE_UNSPECIFIED: LaunchFailureCause
+LAUNCH_FAILURE_CAUSE_PORT_IN_USE: LaunchFailureCause
+LAUNCH_FAILURE_CAUSE_IMAGE_MISSING: LaunchFailureCause
+LAUNCH_FAILURE_CAUSE_EXITED_BEFORE_READY: LaunchFailureCause
+LAUNCH_FAILURE_CAUSE_AGENT_LOST: LaunchFailureCause
+LAUNCH_FAILURE_CAUSE_OTHER: LaunchFailureCause
 CONDITION_TYPE_UNSPECIFIED: ConditionType
 CONDITION_TYPE_REACHABLE: ConditionType
 CONDITION_TYPE_REPLICATING: ConditionType
@@ -245,7 +260,7 @@ class Volume(_message.Message):
     def __init__(self, persistence_id: _Optional[str] = ..., container_path: _Optional[str] = ..., size_mb: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., has_data: _Optional[bool] = ..., rejoin_pending: _Optional[bool] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health")
+    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health", "launch_failures")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +290,7 @@ class Member(_message.Message):
     WORKLOAD_STATUS_FIELD_NUMBER: _ClassVar[int]
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_FAILURES_FIELD_NUMBER: _ClassVar[int]
     id: str
     instance: str
     ordinal: int
@@ -290,7 +306,41 @@ class Member(_message.Message):
     workload_status: _containers.ScalarMap[str, str]
     volume: Volume
     health: MemberHealth
-    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ...) -> None: ...
+    launch_failures: _containers.RepeatedCompositeFieldContainer[LaunchFailure]
+    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ..., launch_failures: _Optional[_Iterable[_Union[LaunchFailure, _Mapping]]] = ...) -> None: ...
+
+class LaunchFailure(_message.Message):
+    __slots__ = ("task_id", "agent_id", "host", "ports", "cause", "message", "at")
+    class PortsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    agent_id: str
+    host: str
+    ports: _containers.ScalarMap[str, int]
+    cause: LaunchFailureCause
+    message: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., cause: _Optional[_Union[LaunchFailureCause, str]] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PlacementAvoid(_message.Message):
+    __slots__ = ("agent_id", "ports")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, agent_id: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class MemberCondition(_message.Message):
     __slots__ = ("type", "ok", "reason", "message", "since")
@@ -462,7 +512,7 @@ class FileSpec(_message.Message):
     def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., mode: _Optional[int] = ..., expand: _Optional[bool] = ...) -> None: ...
 
 class LaunchSpec(_message.Message):
-    __slots__ = ("instance", "member_id", "task_id", "workload", "role", "resources", "port_names", "argv", "env", "files", "runtime", "image", "readiness", "health", "kill_grace_seconds", "placement", "volume")
+    __slots__ = ("instance", "member_id", "task_id", "workload", "role", "resources", "port_names", "argv", "env", "files", "runtime", "image", "readiness", "health", "kill_grace_seconds", "placement", "volume", "avoid")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -487,6 +537,7 @@ class LaunchSpec(_message.Message):
     KILL_GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     VOLUME_FIELD_NUMBER: _ClassVar[int]
+    AVOID_FIELD_NUMBER: _ClassVar[int]
     instance: str
     member_id: str
     task_id: str
@@ -504,7 +555,8 @@ class LaunchSpec(_message.Message):
     kill_grace_seconds: int
     placement: Placement
     volume: Volume
-    def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workload: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., port_names: _Optional[_Iterable[str]] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., files: _Optional[_Iterable[_Union[FileSpec, _Mapping]]] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., image: _Optional[str] = ..., readiness: _Optional[_Union[Check, _Mapping]] = ..., health: _Optional[_Union[Check, _Mapping]] = ..., kill_grace_seconds: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ...) -> None: ...
+    avoid: _containers.RepeatedCompositeFieldContainer[PlacementAvoid]
+    def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workload: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., port_names: _Optional[_Iterable[str]] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., files: _Optional[_Iterable[_Union[FileSpec, _Mapping]]] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., image: _Optional[str] = ..., readiness: _Optional[_Union[Check, _Mapping]] = ..., health: _Optional[_Union[Check, _Mapping]] = ..., kill_grace_seconds: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., avoid: _Optional[_Iterable[_Union[PlacementAvoid, _Mapping]]] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "instance", "member_id", "agent_id", "host", "ports", "state", "message", "reason", "healthy", "updated_at", "launch", "kill_requested")
@@ -615,3 +667,19 @@ class InstanceSecrets(_message.Message):
     instance: str
     values: _containers.ScalarMap[str, str]
     def __init__(self, instance: _Optional[str] = ..., values: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class LeaderLease(_message.Message):
+    __slots__ = ("holder", "address", "term", "lease_duration_seconds", "acquired_at", "renewed_at")
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEASE_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_AT_FIELD_NUMBER: _ClassVar[int]
+    holder: str
+    address: str
+    term: int
+    lease_duration_seconds: float
+    acquired_at: _timestamp_pb2.Timestamp
+    renewed_at: _timestamp_pb2.Timestamp
+    def __init__(self, holder: _Optional[str] = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., lease_duration_seconds: _Optional[float] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., renewed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
