@@ -14,12 +14,18 @@ A launch with a persistent volume (docs/volumes.md) is placed in one of three wa
   reserved and turned into the volume (RESERVE + CREATE + LAUNCH).
 Unreserved resources are never used for a pinned launch, and one member's reservation is never
 used for another member.
+
+A launch may carry an avoid list (``Need.avoid``, from ``LaunchSpec.avoid``: lifecycle learnt it
+from the member's failed launches): a whole agent is skipped, and avoided ports on an agent are
+never taken from its offer. :func:`relax_avoid` drops what would make a launch impossible on
+every known agent (an avoid list is a preference learnt from failures, never a reason to wait
+forever). A pinned launch (its volume's agent) is never kept off its agent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Mesos scalars are fixed-point with three decimals; compare with some slack.
 _EPSILON = 1e-6
@@ -50,6 +56,32 @@ class Need:
     required_attributes: Mapping[str, str] = field(default_factory=dict)
     member_id: str = ""
     volume: VolumeNeed | None = None
+    # agent id -> ports not to take there; an empty set: do not use the agent at all.
+    avoid: Mapping[str, frozenset[int]] = field(default_factory=dict)
+
+    def avoids_agent(self, agent_id: str) -> bool:
+        ports = self.avoid.get(agent_id)
+        return ports is not None and not ports
+
+    def avoided_ports(self, agent_id: str) -> frozenset[int]:
+        return self.avoid.get(agent_id) or frozenset()
+
+
+def avoid_map(entries: Iterable[tuple[str, Iterable[int]]]) -> dict[str, frozenset[int]]:
+    """``(agent id, ports)`` pairs (``LaunchSpec.avoid``) as :attr:`Need.avoid`: ports of one
+    agent are merged; an entry without ports avoids the whole agent and wins over port entries."""
+    result: dict[str, frozenset[int]] = {}
+    whole: set[str] = set()
+    for agent_id, ports in entries:
+        if not agent_id:
+            continue
+        wanted = frozenset(int(p) for p in ports)
+        if not wanted:
+            whole.add(agent_id)
+        result[agent_id] = result.get(agent_id, frozenset()) | wanted
+    for agent_id in whole:
+        result[agent_id] = frozenset()
+    return result
 
 
 @dataclass
@@ -112,22 +144,42 @@ class Offer:
             None,
         )
 
-    def port_count(self) -> int:
-        return sum(end - begin + 1 for begin, end in self.ports)
+    def port_count(self, skip: frozenset[int] = frozenset()) -> int:
+        """Ports in the ranges, not counting those in ``skip``."""
+        total = sum(end - begin + 1 for begin, end in self.ports)
+        return total - sum(1 for p in skip if any(b <= p <= e for b, e in self.ports))
 
-    def take_ports(self, count: int) -> list[int]:
-        """The ``count`` lowest free ports, removed from the ranges."""
+    def take_ports(self, count: int, skip: frozenset[int] = frozenset()) -> list[int]:
+        """The ``count`` lowest free ports not in ``skip``, removed from the ranges (skipped ports
+        stay in them, for other launches)."""
         taken: list[int] = []
-        ranges = sorted(self.ports)
-        while len(taken) < count and ranges:
-            begin, end = ranges[0]
-            taken.append(begin)
-            if begin == end:
-                ranges.pop(0)
-            else:
-                ranges[0] = (begin + 1, end)
-        self.ports = ranges
+        for begin, end in sorted(self.ports):
+            port = begin
+            while len(taken) < count and port <= end:
+                if port not in skip:
+                    taken.append(port)
+                port += 1
+            if len(taken) >= count:
+                break
+        self.ports = _without(self.ports, taken)
         return taken
+
+
+def _without(ranges: Iterable[tuple[int, int]], ports: Iterable[int]) -> list[tuple[int, int]]:
+    """``ranges`` (inclusive) with ``ports`` cut out of them, sorted."""
+    result = sorted(ranges)
+    for port in sorted(set(ports)):
+        kept: list[tuple[int, int]] = []
+        for begin, end in result:
+            if begin <= port <= end:
+                if begin < port:
+                    kept.append((begin, port - 1))
+                if port < end:
+                    kept.append((port + 1, end))
+            else:
+                kept.append((begin, end))
+        result = kept
+    return result
 
 
 @dataclass(frozen=True)
@@ -187,6 +239,9 @@ def _misfit(need: Need, offer: Offer, running: Mapping[tuple[str, str], int]) ->
     if not attributes_match(need.required_attributes, offer.attributes):
         wanted = ", ".join(f"{k}={v}" for k, v in sorted(need.required_attributes.items()))
         return f"no agent offering resources has attributes {wanted}"
+    if need.avoids_agent(offer.agent_id):
+        who = need.member_id or need.task_id
+        return f"agent {offer.hostname or offer.agent_id} is avoided after failed launches of {who}"
     limit = max(need.max_per_agent, 1)
     if running.get((offer.agent_id, need.instance), 0) >= limit:
         return f"agents with free resources already run {limit} task(s) of {need.instance}"
@@ -196,7 +251,14 @@ def _misfit(need: Need, offer: Offer, running: Mapping[tuple[str, str], int]) ->
         return f"no agent has {_fmt(need.mem)} MiB mem free"
     if offer.disk + _EPSILON < need.disk:
         return f"no agent has {_fmt(need.disk)} MiB disk free"
-    if offer.port_count() < len(need.port_names):
+    avoided = need.avoided_ports(offer.agent_id)
+    if offer.port_count(avoided) < len(need.port_names):
+        if avoided and offer.port_count() >= len(need.port_names):
+            listed = ", ".join(str(p) for p in sorted(avoided))
+            return (
+                f"no agent has {len(need.port_names)} free ports besides those avoided after failed "
+                f"launches ({listed} on {offer.hostname or offer.agent_id})"
+            )
         return f"no agent has {len(need.port_names)} free ports"
     return None
 
@@ -205,7 +267,8 @@ def _take(need: Need, offer: Offer) -> dict[str, int]:
     offer.cpus = round(offer.cpus - need.cpus, 6)
     offer.mem = round(offer.mem - need.mem, 6)
     offer.disk = round(offer.disk - need.disk, 6)
-    return dict(zip(need.port_names, offer.take_ports(len(need.port_names)), strict=True))
+    ports = offer.take_ports(len(need.port_names), need.avoided_ports(offer.agent_id))
+    return dict(zip(need.port_names, ports, strict=True))
 
 
 def _reserved_misfit(need: Need, reservation: Reservation) -> str | None:
@@ -362,6 +425,50 @@ def never_fits(need: Need, agents: Iterable[AgentCapacity]) -> str | None:
                 f"(the largest known has {_fmt(largest)}{unit})"
             )
     return "no single agent has all of the resources asked for"
+
+
+def _usable(
+    need: Need,
+    agent: AgentCapacity,
+    avoid: Mapping[str, frozenset[int]],
+    running: Mapping[tuple[str, str], int],
+) -> bool:
+    """Whether ``agent`` could take ``need`` under ``avoid``, as far as its capacity and the tasks
+    of the instance already there go."""
+    ports = avoid.get(agent.agent_id)
+    if ports is not None and not ports:
+        return False
+    if not attributes_match(need.required_attributes, agent.attributes):
+        return False
+    if running.get((agent.agent_id, need.instance), 0) >= max(need.max_per_agent, 1):
+        return False
+    return (
+        agent.cpus + _EPSILON >= need.cpus
+        and agent.mem + _EPSILON >= need.mem
+        and agent.disk + _EPSILON >= need.disk
+        and agent.port_count - len(ports or ()) >= len(need.port_names)
+    )
+
+
+def relax_avoid(
+    need: Need, agents: Iterable[AgentCapacity], running: Mapping[tuple[str, str], int] | None = None
+) -> Need:
+    """``need`` with the part of its avoid list dropped that would keep it off every known agent:
+    first the whole-agent entries (the ports avoided there stay), then everything. An avoid list
+    is learnt from failed launches; it steers a launch elsewhere while there is an elsewhere, and
+    never makes it wait forever (lifecycle retries a failed member later, and the cause may be
+    gone by then). A pinned launch keeps its list (it is placed on its volume's agent anyway);
+    with no agent known yet nothing is proven and the list is kept."""
+    if not need.avoid or (need.volume is not None and need.volume.agent_id):
+        return need
+    known = list(agents)
+    counts = running or {}
+    if not known or any(_usable(need, a, need.avoid, counts) for a in known):
+        return need
+    ports_only = {agent: ports for agent, ports in need.avoid.items() if ports}
+    if ports_only and any(_usable(need, a, ports_only, counts) for a in known):
+        return replace(need, avoid=ports_only)
+    return replace(need, avoid={})
 
 
 @dataclass(frozen=True)

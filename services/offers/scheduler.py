@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
@@ -28,11 +28,14 @@ from mesos_stateful.offers.matching import (
     RESERVE,
     AgentCapacity,
     Assignment,
+    Need,
     Offer,
     WantedVolume,
+    avoid_map,
     match,
     never_fits,
     orphaned,
+    relax_avoid,
 )
 from mesos_stateful.offers.settings import OffersSettings
 from mesos_stateful.offers.taskstore import TaskStore, copy_task
@@ -379,6 +382,17 @@ class OfferScheduler:
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
+    def _need(self, task: types_pb2.Task, counts: Mapping[tuple[str, str], int]) -> Need:
+        """What the queued ``task`` needs, with the avoid list lifecycle learnt from the member's
+        failed launches (``LaunchSpec.avoid``), relaxed where it would keep it off every known
+        agent (:func:`relax_avoid`)."""
+        need = mesos.need_of(task)
+        avoid = avoid_map((a.agent_id, a.ports) for a in task.launch.avoid)
+        if not avoid:
+            return need
+        need = replace(need, avoid=avoid)
+        return relax_avoid(need, [a.capacity() for a in self.agents.values()], counts)
+
     def _learn_agent(self, offer: Offer) -> None:
         agent = self.agents.get(offer.agent_id)
         if agent is None:
@@ -420,8 +434,9 @@ class OfferScheduler:
             parsed = [mesos.parse_offer(o, role, principal) for o in raw_offers]
             for offer in parsed:
                 self._learn_agent(offer)
-            needs = [mesos.need_of(self.store.tasks[t]) for t in self.queue if t in self.store.tasks]
-            result = match(parsed, needs, self._running_counts())
+            counts = self._running_counts()
+            needs = [self._need(self.store.tasks[t], counts) for t in self.queue if t in self.store.tasks]
+            result = match(parsed, needs, counts)
             self.pending = dict(result.pending)
             orphans = await self._orphans(parsed)
             for offer in parsed:

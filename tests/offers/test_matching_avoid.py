@@ -1,0 +1,102 @@
+"""Unit tests of the avoid lists in matching: agents and ports learnt from failed launches
+(``LaunchSpec.avoid``) are skipped, and never keep a launch off every known agent."""
+
+from __future__ import annotations
+
+from mesos_stateful.offers.matching import (
+    AgentCapacity,
+    Need,
+    Offer,
+    VolumeNeed,
+    avoid_map,
+    match,
+    relax_avoid,
+)
+
+
+def offer(n: int, ports: list[tuple[int, int]] | None = None, cpus: float = 4.0) -> Offer:
+    return Offer(f"o{n}", f"a{n}", f"127.0.0.{n}", cpus, 4096, 10000, ports or [(31000, 31009)])
+
+
+def need(avoid: dict[str, frozenset[int]], ports: tuple[str, ...] = ("redis",), **kw: object) -> Need:
+    return Need(
+        "cache-0.2",
+        "cache",
+        1.0,
+        256,
+        port_names=ports,
+        member_id="cache-0",
+        avoid=avoid,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def capacity(n: int, ports: int = 10) -> AgentCapacity:
+    return AgentCapacity(f"a{n}", f"127.0.0.{n}", 4.0, 4096, 10000, ports)
+
+
+def test_avoid_map_merges_ports_and_a_whole_agent_wins() -> None:
+    got = avoid_map([("a1", [31000]), ("a1", [31002]), ("a2", [31000]), ("a2", []), ("", [1])])
+    assert got == {"a1": frozenset({31000, 31002}), "a2": frozenset()}
+
+
+def test_avoided_ports_are_not_taken_and_stay_for_others() -> None:
+    offers = [offer(1, ports=[(31000, 31003)])]
+    result = match(offers, [need({"a1": frozenset({31000, 31001})})])
+    assert [a.ports for a in result.placed()] == [{"redis": 31002}]
+    # The skipped ports are still in the offer (another launch may take them).
+    assert offers[0].ports == [(31000, 31001), (31003, 31003)]
+    other = Need("web-0.1", "web", 0.5, 128, port_names=("http",))
+    assert match(offers, [other]).placed()[0].ports == {"http": 31000}
+
+
+def test_ports_avoided_on_one_agent_are_free_on_another() -> None:
+    # a1 has more cpus (preferred), but its only ports are avoided: a2, on the same port number.
+    offers = [offer(1, ports=[(31000, 31000)], cpus=8), offer(2, ports=[(31000, 31000)])]
+    result = match(offers, [need({"a1": frozenset({31000})})])
+    assert [(a.agent_id, a.ports["redis"]) for a in result.placed()] == [("a2", 31000)]
+
+
+def test_a_whole_agent_is_skipped() -> None:
+    offers = [offer(1, cpus=8), offer(2)]
+    result = match(offers, [need({"a1": frozenset()})])
+    assert [a.agent_id for a in result.placed()] == ["a2"]
+
+
+def test_pending_reasons_name_the_avoid_list() -> None:
+    result = match([offer(1)], [need({"a1": frozenset()})])
+    assert "agent 127.0.0.1 is avoided after failed launches of cache-0" in result.pending["cache-0.2"]
+    result = match([offer(1, ports=[(31000, 31000)])], [need({"a1": frozenset({31000})})])
+    assert "besides those avoided after failed launches (31000 on 127.0.0.1)" in result.pending["cache-0.2"]
+
+
+def test_relax_keeps_the_list_while_some_agent_is_usable() -> None:
+    n = need({"a1": frozenset(), "a2": frozenset({31000})})
+    assert relax_avoid(n, [capacity(1), capacity(2)]) is n
+    assert relax_avoid(n, []) is n  # nothing known: nothing proven
+
+
+def test_relax_drops_whole_agents_first_then_everything() -> None:
+    # Every known agent avoided: the agents come back, their avoided ports stay avoided.
+    n = need({"a1": frozenset(), "a2": frozenset({31000})})
+    n2 = need({"a1": frozenset(), "a2": frozenset()})
+    assert relax_avoid(n, [capacity(1)]).avoid == {"a2": frozenset({31000})}
+    assert relax_avoid(n2, [capacity(1), capacity(2)]).avoid == {}
+    # Every port of the only agent avoided: nothing is left to avoid.
+    small = need({"a1": frozenset({31000, 31001})})
+    assert relax_avoid(small, [capacity(1, ports=2)]).avoid == {}
+
+
+def test_relax_counts_the_instance_tasks_already_on_agents() -> None:
+    # a2 and a3 already run a member of cache (1 per agent): a1, avoided, is the only place left.
+    n = need({"a1": frozenset()})
+    running = {("a2", "cache"): 1, ("a3", "cache"): 1}
+    relaxed = relax_avoid(n, [capacity(1), capacity(2), capacity(3)], running)
+    assert relaxed.avoid == {}
+    assert [a.agent_id for a in match([offer(1), offer(2)], [relaxed], running).placed()] == ["a1"]
+
+
+def test_a_pinned_launch_keeps_its_list_and_its_agent() -> None:
+    volume = VolumeNeed("cache-0.abc.v1", 100, "data", agent_id="a1")
+    n = need({"a1": frozenset({31000})}, volume=volume)
+    assert relax_avoid(n, [capacity(1)]) is n
