@@ -8,6 +8,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -74,6 +76,9 @@ class EmbeddedEtcd:
         ]
 
     def start_process(self) -> None:
+        """Spawn etcd. Call it on the thread that will outlive etcd (the event loop's): the
+        parent-death signal fires when the *thread* that forked exits, so a start from
+        ``asyncio.to_thread`` would kill etcd when that worker thread ends."""
         if self.process is not None and self.process.poll() is None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -131,3 +136,90 @@ class EmbeddedEtcd:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How :func:`supervise` restarts a crashed embedded etcd (state settings ``etcd_*``), seconds.
+
+    A crash is noticed within ``check_interval_seconds``. The first restart is immediate; while
+    etcd keeps crashing within ``reset_seconds`` of its last start, each restart waits twice as
+    long as the previous one, from ``backoff_seconds`` up to ``backoff_max_seconds`` (supervisord's
+    and systemd's ``Restart=`` crash-loop backoff). A start not healthy within
+    ``start_timeout_seconds`` is killed and counts as a crash.
+    """
+
+    check_interval_seconds: float = 0.2
+    backoff_seconds: float = 0.5
+    backoff_max_seconds: float = 10.0
+    reset_seconds: float = 30.0
+    start_timeout_seconds: float = 30.0
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+async def supervise(
+    etcd: EmbeddedEtcd,
+    policy: RestartPolicy,
+    on_down: Callable[[str], None] | None = None,
+    on_up: Callable[[int], None] | None = None,
+) -> None:
+    """Keep ``etcd`` (already started) running until cancelled: when its process exits, start it
+    again on the same data dir and ports, with backoff. ``on_down(reason)`` is called as soon as
+    the exit is noticed, ``on_up(restarts)`` once the restarted etcd answers Status. Cancel this
+    before ``etcd.stop()``."""
+    restarts = 0
+    delay = 0.0
+    started_at = time.monotonic()
+    while True:
+        # Polled: the exit of a Popen child has no asyncio event (a thread blocked in wait() could
+        # not be cancelled at shutdown).
+        while etcd.running:  # noqa: ASYNC110
+            await asyncio.sleep(policy.check_interval_seconds)
+        process = etcd.process
+        reason = f"embedded etcd (pid {process.pid if process else '?'}) " + _describe_exit(
+            process.returncode if process else None
+        )
+        if on_down is not None:
+            on_down(reason)
+        if time.monotonic() - started_at >= policy.reset_seconds:
+            delay = 0.0  # it had been up long enough: not a crash loop
+        log.error(
+            "%s; restarting it in %.1f s on %s (data %s; its log: %s.log)",
+            reason,
+            delay,
+            etcd.endpoint,
+            etcd.data_dir,
+            etcd.data_dir,
+        )
+        while True:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            delay = min(max(delay * 2, policy.backoff_seconds), policy.backoff_max_seconds)
+            restarts += 1
+            started_at = time.monotonic()
+            etcd.process = None
+            etcd.start_process()  # on the loop's thread: see start_process
+            try:
+                await etcd.wait_healthy(policy.start_timeout_seconds)
+                break
+            except (RuntimeError, TimeoutError) as error:
+                log.error("embedded etcd restart #%d failed: %s; retrying in %.1f s", restarts, error, delay)
+                await asyncio.to_thread(etcd.kill)
+        log.warning(
+            "embedded etcd restarted (restart #%d, pid %s) and healthy after %.1f s",
+            restarts,
+            etcd.process.pid if etcd.process else "?",
+            time.monotonic() - started_at,
+        )
+        if on_up is not None:
+            on_up(restarts)

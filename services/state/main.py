@@ -1,8 +1,10 @@
-"""``stateful-state``: the state service. Starts an embedded etcd when no endpoints are given."""
+"""``stateful-state``: the state service. Starts an embedded etcd when no endpoints are given, and
+restarts it when it dies (``embedded.supervise``; settings ``etcd_restart_*``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import serve_until_signal
 from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
-from mesos_stateful.state.embedded import EmbeddedEtcd
+from mesos_stateful.state.embedded import EmbeddedEtcd, supervise
 from mesos_stateful.state.server import build_state_server
 from mesos_stateful.state.settings import StateSettings
 
@@ -33,9 +35,23 @@ async def run(settings: StateSettings) -> None:
             settings = settings.model_copy(update={"etcd_endpoints": embedded.endpoint})
         served = await build_state_server(settings)
         log.info("state service listening on port %d, etcd %s", served.port, settings.etcd_endpoints)
+        supervisor: asyncio.Task[None] | None = None
+        if embedded is not None:
+            # A crashed embedded etcd is restarted (same data dir and ports); health is
+            # NOT_SERVING from the moment its exit is noticed until it answers again.
+            supervisor = asyncio.create_task(
+                supervise(
+                    embedded, settings.restart_policy(), served.etcd_lost, lambda _: served.etcd_back()
+                ),
+                name="embedded-etcd-supervisor",
+            )
         try:
             await serve_until_signal(served)
         finally:
+            if supervisor is not None:
+                supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await supervisor
             await served.stop(grace_seconds=0)
     finally:
         if embedded is not None:

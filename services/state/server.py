@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
@@ -26,6 +26,20 @@ class StateServed(Served):
     store: Store | None = None
     owns_store: bool = False
     monitor: asyncio.Task[None] | None = None
+    etcd_down: str | None = None  # why etcd is known to be down (the embedded etcd's supervisor)
+    recheck: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def etcd_lost(self, reason: str) -> None:
+        """etcd is down (its process exited): NOT_SERVING at once, until :meth:`etcd_back`."""
+        self.etcd_down = reason
+        self.recheck.set()
+
+    def etcd_back(self) -> None:
+        """etcd answers again: health follows reachability again; watches reconnect now."""
+        self.etcd_down = None
+        self.recheck.set()
+        if self.store is not None:
+            self.store.hub.retry_now()
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
         if self.monitor is not None:
@@ -38,19 +52,22 @@ class StateServed(Served):
 
 
 async def _monitor(served: StateServed, store: Store, interval: float) -> None:
-    # Health follows etcd: NOT_SERVING while it is unreachable, SERVING when it is back.
+    # Health follows etcd: NOT_SERVING while it is down or unreachable, SERVING when it is back.
+    # Checked every ``interval`` seconds, and at once when the supervisor reports a change.
     serving = True
     while True:
-        healthy = await store.healthy(timeout=max(interval, 1.0))
+        served.recheck.clear()
+        healthy = served.etcd_down is None and await store.healthy(timeout=max(interval, 1.0))
         if healthy != serving:
             log.warning(
                 "etcd %s: health %s",
-                "reachable" if healthy else "unreachable",
+                "reachable" if healthy else (served.etcd_down or "unreachable"),
                 "SERVING" if healthy else "NOT_SERVING",
             )
             await served.set_serving(healthy)
             serving = healthy
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(served.recheck.wait(), interval)
 
 
 async def build_state_server(
@@ -65,7 +82,12 @@ async def build_state_server(
     else:
         if not source.endpoints:
             raise ValueError("etcd_endpoints is empty: start the embedded etcd first")
-        store = Store(source.endpoints, timeout=source.etcd_timeout_seconds, use_cache=source.cache)
+        store = Store(
+            source.endpoints,
+            timeout=source.etcd_timeout_seconds,
+            use_cache=source.cache,
+            watch_limits=source.watch_limits(),
+        )
         owns = True
         listen = address or source.listen
         interval = health_interval or source.health_interval_seconds

@@ -8,6 +8,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.common.settings import ServiceSettings
+from mesos_stateful.state.embedded import RestartPolicy
+from mesos_stateful.state.watchhub import WatchLimits
 
 
 class StateSettings(ServiceSettings):
@@ -25,6 +27,34 @@ class StateSettings(ServiceSettings):
     etcd_start_timeout_seconds: float = Field(30.0, description="how long to wait for the embedded etcd")
     health_interval_seconds: float = Field(1.0, description="how often etcd reachability is checked")
     cache: bool = Field(True, description="serve reads from the watch-fed cache when it is in sync")
+    # The embedded etcd's supervisor (embedded.supervise): a crash is noticed within
+    # etcd_check_interval_seconds and etcd is started again on the same data dir and ports; the
+    # first restart is at once, each further one within etcd_restart_reset_seconds of the previous
+    # waits twice as long (from etcd_restart_backoff_seconds up to etcd_restart_backoff_max_seconds),
+    # as supervisord / systemd Restart= back off a crash loop.
+    etcd_check_interval_seconds: float = Field(
+        0.2, description="how often the embedded etcd process is checked (seconds; <= 1)"
+    )
+    etcd_restart_backoff_seconds: float = Field(
+        0.5, description="first backoff before restarting an embedded etcd that keeps crashing (seconds)"
+    )
+    etcd_restart_backoff_max_seconds: float = Field(
+        10.0, description="longest backoff between embedded etcd restarts (seconds)"
+    )
+    etcd_restart_reset_seconds: float = Field(
+        30.0, description="an embedded etcd up this long is stable: the next crash restarts it at once"
+    )
+    # The watch hub (watchhub.WatchHub).
+    watch_queue_size: int = Field(
+        10000,
+        description="events queued for one watcher; a watcher further behind is told to resync "
+        "(FAILED_PRECONDITION: list again), so a slow watcher costs bounded memory",
+    )
+    watch_retry_seconds: float = Field(0.1, description="first backoff before re-opening a broken etcd watch")
+    watch_retry_max_seconds: float = Field(
+        1.0,
+        description="longest backoff between etcd watch reconnects (a watch resumes this soon after etcd)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -32,7 +62,35 @@ class StateSettings(ServiceSettings):
             raise ValueError("timeouts and intervals must be positive")
         if self.embedded_client_port == self.embedded_peer_port:
             raise ValueError("embedded etcd client and peer ports must differ")
+        if not 0 < self.etcd_check_interval_seconds <= 1.0:
+            raise ValueError(
+                "etcd_check_interval_seconds must be in (0, 1]: an etcd crash is to be noticed within 1 s"
+            )
+        if not 0 < self.etcd_restart_backoff_seconds <= self.etcd_restart_backoff_max_seconds:
+            raise ValueError(
+                "need 0 < etcd_restart_backoff_seconds <= etcd_restart_backoff_max_seconds, got "
+                f"{self.etcd_restart_backoff_seconds} and {self.etcd_restart_backoff_max_seconds}"
+            )
+        if self.etcd_restart_reset_seconds <= 0:
+            raise ValueError("etcd_restart_reset_seconds must be positive")
+        self.watch_limits()  # its own invariants (queue size >= 1, 0 < retry <= max retry)
         return self
+
+    def watch_limits(self) -> WatchLimits:
+        return WatchLimits(
+            queue_size=self.watch_queue_size,
+            retry_initial_seconds=self.watch_retry_seconds,
+            retry_max_seconds=self.watch_retry_max_seconds,
+        )
+
+    def restart_policy(self) -> RestartPolicy:
+        return RestartPolicy(
+            check_interval_seconds=self.etcd_check_interval_seconds,
+            backoff_seconds=self.etcd_restart_backoff_seconds,
+            backoff_max_seconds=self.etcd_restart_backoff_max_seconds,
+            reset_seconds=self.etcd_restart_reset_seconds,
+            start_timeout_seconds=self.etcd_start_timeout_seconds,
+        )
 
     @property
     def endpoints(self) -> list[str]:

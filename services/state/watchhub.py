@@ -1,9 +1,23 @@
 """One etcd watch on the whole ``/stateful/v1/`` prefix: keeps the read cache coherent and fans
 events out to Watch subscribers.
 
-The hub loads the prefix with a Range at revision R, then watches from R + 1; after a broken stream
-(etcd restart) it resumes from the last applied revision + 1, so nothing is lost or repeated.
+Resume: the hub loads the prefix with a Range at revision R, then watches from R + 1. When the
+stream breaks (etcd killed or restarted, a leader change, a member cut off from its leader: the
+watch asks for "hasleader"), it reconnects with backoff (``WatchLimits.retry_*``, reset on success)
+and resumes from the last revision it applied + 1, so no event is lost and none is repeated.
 ``revision`` is the last revision whose events are all applied: the cache equals the store at it.
+Any other error in the loop is logged and retried the same way: the hub's task never ends before
+``stop()``.
+
+Resync (the subscriber's contract, the same as etcd's for a compacted watch): a subscriber whose
+events cannot all be delivered gets its stream ended with FAILED_PRECONDITION (a message starting
+``resync:``); it lists again and watches from the list's revision + 1. This happens when
+
+- the hub's resume revision was compacted away (etcd ``--auto-compaction-retention``): the hub
+  reloads the cache with a full Range, and every subscriber is told to resync;
+- a subscriber is slow: at most ``WatchLimits.queue_size`` events wait for one subscriber
+  (setting ``watch_queue_size``); one more and its queue is dropped and it is told to resync, so a
+  slow watcher costs bounded memory and never holds up the others.
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
@@ -22,6 +37,32 @@ from mesos_stateful.state.etcdkv import EtcdKV, WatchCompacted, is_put, prefix_e
 log = logging.getLogger(__name__)
 
 ROOT_KEY = records.ROOT.encode()
+
+RESYNC = "resync: "
+
+
+@dataclass(frozen=True)
+class WatchLimits:
+    """Bounds of the watch hub (from the state settings ``watch_*``).
+
+    ``queue_size``: events queued per subscriber before it is told to resync (memory bound:
+    ``queue_size`` records per watcher). ``retry_initial_seconds`` / ``retry_max_seconds``: the
+    reconnect backoff to etcd, doubling from initial to max (etcd restarts in about a second, so
+    the max is kept near that: a watch resumes within ``retry_max_seconds`` of etcd being back).
+    """
+
+    queue_size: int = 10000
+    retry_initial_seconds: float = 0.1
+    retry_max_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1:
+            raise ValueError(f"watch queue size must be >= 1, got {self.queue_size}")
+        if not 0 < self.retry_initial_seconds <= self.retry_max_seconds:
+            raise ValueError(
+                "watch retry backoff needs 0 < retry_initial_seconds <= retry_max_seconds, got "
+                f"{self.retry_initial_seconds} and {self.retry_max_seconds}"
+            )
 
 
 def to_watch_response(event: Any) -> pb.WatchResponse | None:
@@ -52,26 +93,54 @@ def matches(kinds: Collection[int], prefix: str) -> Callable[[pb.WatchResponse],
 
 
 class Subscriber:
-    def __init__(self, match: Callable[[pb.WatchResponse], bool], min_revision: int) -> None:
+    """One Watch call on the hub: a queue of at most ``limit`` events, then an error to end it."""
+
+    def __init__(self, match: Callable[[pb.WatchResponse], bool], min_revision: int, limit: int) -> None:
         self.match = match
         self.min_revision = min_revision
+        self.limit = limit
         self.queue: asyncio.Queue[pb.WatchResponse | BaseException] = asyncio.Queue()
+        self.ended = False
 
-    def offer(self, response: pb.WatchResponse) -> None:
-        if response.revision >= self.min_revision and self.match(response):
-            self.queue.put_nowait(response)
+    def offer(self, response: pb.WatchResponse) -> bool:
+        """Queue ``response`` if wanted; False when the subscriber fell behind (it is ended)."""
+        if self.ended or response.revision < self.min_revision or not self.match(response):
+            return True
+        if self.queue.qsize() >= self.limit:
+            self.end(
+                errors.FailedPrecondition(
+                    f"{RESYNC}this watch fell {self.limit} events behind (setting watch_queue_size) "
+                    f"at revision {response.revision}; list again and watch from the list's "
+                    "revision + 1"
+                )
+            )
+            return False
+        self.queue.put_nowait(response)
+        return True
+
+    def end(self, error: BaseException) -> None:
+        """Drop what is queued and end the stream with ``error``."""
+        if self.ended:
+            return
+        self.ended = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(error)
 
 
 class WatchHub:
-    def __init__(self, kv: EtcdKV, retry_seconds: float = 0.5) -> None:
+    def __init__(self, kv: EtcdKV, limits: WatchLimits | None = None) -> None:
         self.kv = kv
-        self.retry_seconds = retry_seconds
+        self.limits = limits or WatchLimits()
         self.cache: dict[bytes, pb.Record] = {}
         self.revision = 0
         self.loaded = False
         self.connected = False
         self.subscribers: set[Subscriber] = set()
+        self.reconnects = 0  # streams resumed after a break (for tests and logs)
+        self.resyncs = 0  # subscribers told to resync
         self._advanced = asyncio.Event()
+        self._retry_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -90,7 +159,12 @@ class WatchHub:
                 await self._task
             self._task = None
         for sub in list(self.subscribers):
-            sub.queue.put_nowait(errors.Unavailable("state service stopping"))
+            sub.end(errors.Unavailable("state service stopping"))
+        self.subscribers.clear()
+
+    def retry_now(self) -> None:
+        """Skip the current reconnect backoff (e.g. the embedded etcd is back)."""
+        self._retry_now.set()
 
     async def wait_revision(self, revision: int, timeout: float) -> bool:
         """Whether the cache reached ``revision`` within ``timeout`` seconds."""
@@ -108,7 +182,7 @@ class WatchHub:
         return True
 
     def subscribe(self, match: Callable[[pb.WatchResponse], bool], min_revision: int) -> Subscriber:
-        sub = Subscriber(match, min_revision)
+        sub = Subscriber(match, min_revision, self.limits.queue_size)
         self.subscribers.add(sub)
         return sub
 
@@ -121,6 +195,12 @@ class WatchHub:
                 yield item
         finally:
             self.subscribers.discard(sub)
+
+    def _resync_all(self, reason: str) -> None:
+        for sub in list(self.subscribers):
+            sub.end(errors.FailedPrecondition(f"{RESYNC}{reason}"))
+            self.resyncs += 1
+        self.subscribers.clear()
 
     def _advance(self, revision: int) -> None:
         if revision > self.revision:
@@ -158,32 +238,50 @@ class WatchHub:
             else:
                 self.cache.pop(bytes(event.kv.key), None)
             for sub in list(self.subscribers):
-                sub.offer(response)
+                if not sub.offer(response):
+                    self.subscribers.discard(sub)
+                    self.resyncs += 1
+                    log.warning("a watcher fell behind at revision %d: told to resync", response.revision)
         self._advance(last)
 
+    async def _backoff(self, delay: float) -> None:
+        self._retry_now.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry_now.wait(), delay)
+
     async def _run(self) -> None:
-        delay = self.retry_seconds
+        delay = self.limits.retry_initial_seconds
+        was_connected = False
         while True:
             try:
                 if not self.loaded:
                     await self._load()
                 async for batch in self.kv.watch(ROOT_KEY, self.revision + 1):
                     if not self.connected:
-                        log.info("state watch connected at revision %d", self.revision)
-                    self.connected = True
-                    delay = self.retry_seconds
+                        if was_connected:
+                            self.reconnects += 1
+                            log.warning("state watch resumed at revision %d", self.revision + 1)
+                        else:
+                            log.info("state watch connected at revision %d", self.revision)
+                        self.connected = was_connected = True
+                    delay = self.limits.retry_initial_seconds
                     self._apply(batch)
+                raise errors.Unavailable("etcd watch stream ended")
+            except asyncio.CancelledError:
+                raise
             except WatchCompacted as error:
                 # Our resume point is gone: reload, and tell subscribers they missed events.
                 log.warning("state watch: %s; reloading the cache", error.message)
                 self.loaded = False
-                for sub in list(self.subscribers):
-                    sub.queue.put_nowait(errors.FailedPrecondition(error.message))
+                self._resync_all(f"the state service missed events: {error.message}")
             except errors.StatefulError as error:
                 if self.connected:
                     log.warning("state watch lost: %s; resuming from %d", error.message, self.revision + 1)
                 else:
                     log.debug("state watch: %s", error.message)
+            except Exception:
+                # Never let the hub die silently: a dead hub means silent watches and a stale cache.
+                log.exception("state watch failed; resuming from %d", self.revision + 1)
             self.connected = False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await self._backoff(delay)
+            delay = min(delay * 2, self.limits.retry_max_seconds)
