@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.common.settings import ServiceSettings
+from mesos_stateful.state.endpoints import check_endpoint as check_state_endpoint
 
 
 def _check_endpoint(name: str, value: str) -> None:
@@ -110,7 +111,7 @@ class LifecycleSettings(ServiceSettings):
     @model_validator(mode="after")
     def _check(self) -> Self:
         _check_endpoint("listen", self.listen)
-        _check_endpoint("state_endpoint", self.state_endpoint)
+        check_state_endpoint("state_endpoint", self.state_endpoint)  # one or several replicas
         _check_endpoint("offers_endpoint", self.offers_endpoint)
         positive = {
             "callback_timeout_seconds": self.callback_timeout_seconds,

@@ -21,7 +21,7 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
 from mesos_stateful.common import errors
 from mesos_stateful.common.grpc_errors import code_and_details, from_rpc_error
-from mesos_stateful.state import records
+from mesos_stateful.state import endpoints, records
 from mesos_stateful.state.records import make_record, value_of
 
 if TYPE_CHECKING:
@@ -50,13 +50,17 @@ class StateClient:
         if self._closed:
             raise errors.Unavailable("StateClient is closed")
         if self._stub is None:
+            # One replica "host:port", or several ("ip:port,ip:port", "ipv4:...", "dns:///..."):
+            # see state.endpoints (round_robin over the replicas that report SERVING).
+            target = endpoints.grpc_target(self.endpoint)
             self._channel = grpc.aio.insecure_channel(
-                self.endpoint,
+                target,
                 options=[
                     ("grpc.initial_reconnect_backoff_ms", 200),
                     ("grpc.max_reconnect_backoff_ms", 2000),
                     ("grpc.keepalive_time_ms", 10000),
                     ("grpc.keepalive_permit_without_calls", 1),
+                    *endpoints.channel_options(target),
                 ],
             )
             self._stub = pb_grpc.StateServiceStub(self._channel)
@@ -179,7 +183,11 @@ class StateClient:
     ) -> AsyncIterator[WatchResponse]:
         """Changes in revision order, each exactly once, across restarts of the state service and
         etcd. ``start_revision`` 0 means "from now" (the current revision is read first, so a
-        reconnect before the first event still misses nothing)."""
+        reconnect before the first event still misses nothing). A broken stream (a state replica
+        or etcd restarting) is resumed from the last delivered revision + 1, through any replica.
+        ``errors.FailedPrecondition`` ends it when changes were missed (the revision was
+        compacted, or this watcher fell ``watch_queue_size`` events behind): list again and
+        watch from the list's revision + 1 (a resync)."""
         next_revision = start_revision
         delay = 0.1
         while True:

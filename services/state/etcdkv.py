@@ -151,7 +151,9 @@ class EtcdKV:
         """Event batches (rpc.WatchResponse with events) for keys under ``prefix`` from
         ``start_revision`` (inclusive, 0 = now). Raises Unavailable when the stream breaks and
         WatchCompacted when the start revision is gone. The caller reconnects."""
-        call = self.watch_stub.Watch()
+        # "hasleader": a member cut off from its leader cancels the watch instead of going silent,
+        # so we reconnect to a member that has one (clientv3 WithRequireLeader, as kube-apiserver).
+        call = self.watch_stub.Watch(metadata=(("hasleader", "true"),))
         create = rpc.WatchCreateRequest(
             key=prefix,
             range_end=prefix_end(prefix),
@@ -172,6 +174,11 @@ class EtcdKV:
                 yield response
         except grpc.RpcError as error:
             raise map_error(error, "watch") from error
+        except asyncio.InvalidStateError:
+            # write() on a call that already ended (etcd unreachable: gRPC fails a new call at once)
+            # raises InvalidStateError, not RpcError; report it as the call's own status.
+            code, details = await call.code(), await call.details()
+            raise errors.Unavailable(f"watch: etcd {code.name}: {details or 'stream ended'}") from None
         except asyncio.CancelledError:
             raise
         finally:
@@ -192,6 +199,12 @@ def range_op(key: bytes) -> Any:
 
 def mod_equals(key: bytes, revision: int) -> Any:
     return rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=revision)
+
+
+def value_equals(key: bytes, value: bytes) -> Any:
+    """True when ``key`` exists and holds exactly ``value`` (etcd fails a VALUE compare on a missing
+    key: etcd server/etcdserver/txn/txn.go applyCompare)."""
+    return rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.VALUE, value=value)
 
 
 def is_put(event: Any) -> bool:

@@ -23,7 +23,7 @@ from mesos_stateful.state.etcdkv import (
     put_op,
     range_op,
 )
-from mesos_stateful.state.watchhub import ROOT_KEY, WatchHub, matches, to_watch_response
+from mesos_stateful.state.watchhub import ROOT_KEY, WatchHub, WatchLimits, matches, to_watch_response
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,10 @@ class Store:
         timeout: float = 5.0,
         use_cache: bool = True,
         cache_wait_seconds: float = 2.0,
+        watch_limits: WatchLimits | None = None,
     ) -> None:
         self.kv = EtcdKV(endpoints, timeout=timeout)
-        self.hub = WatchHub(self.kv)
+        self.hub = WatchHub(self.kv, watch_limits)
         self.use_cache = use_cache
         self.cache_wait_seconds = cache_wait_seconds
         self._written = 0  # the highest revision this store wrote
@@ -188,11 +189,12 @@ class Store:
         self, match: Callable[[pb.WatchResponse], bool], start_revision: int
     ) -> AsyncIterator[pb.WatchResponse]:
         next_revision = start_revision
-        delay = 0.2
+        limits = self.hub.limits
+        delay = limits.retry_initial_seconds
         while True:
             try:
                 async for batch in self.kv.watch(ROOT_KEY, next_revision):
-                    delay = 0.2
+                    delay = limits.retry_initial_seconds
                     if next_revision == 0 and batch.created:
                         # "From now": pin "now" so a reconnect resumes where this watch began.
                         next_revision = int(batch.header.revision) + 1
@@ -206,4 +208,4 @@ class Store:
             except errors.Unavailable as error:
                 log.info("replay watch broken (%s); resuming from %d", error.message, next_revision)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, limits.retry_max_seconds)

@@ -36,6 +36,7 @@ from mesos_stateful.common.grpc_errors import grpc_method
 from mesos_stateful.common.server import Served, build_server, wait_for_signal
 from mesos_stateful.common.settings import ServiceSettings
 from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
+from mesos_stateful.state.endpoints import check_endpoint as check_state_endpoint
 
 if TYPE_CHECKING:
     from mesos_stateful.state.client import StateClient
@@ -82,7 +83,7 @@ class WorkloadSettings(ServiceSettings):
     @model_validator(mode="after")
     def _check(self) -> Self:
         split_host_port(self.listen)
-        split_host_port(self.state_endpoint)
+        check_state_endpoint("state_endpoint", self.state_endpoint)  # one or several replicas
         if self.advertise:
             split_host_port(self.advertise)
         if self.lease_ttl_seconds < 3:
