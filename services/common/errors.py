@@ -31,7 +31,7 @@ class Unavailable(TemporaryError):
 
 
 class Conflict(TemporaryError):
-    """A compare-and-swap lost a race: re-read and try again (gRPC FAILED_PRECONDITION/ABORTED)."""
+    """A compare-and-swap lost a race: re-read and try again (gRPC FAILED_PRECONDITION)."""
 
 
 class PermanentError(StatefulError):
@@ -56,3 +56,9 @@ class AlreadyExists(PermanentError):
 
 class FailedPrecondition(PermanentError):
     """The request is valid but the current state forbids it (e.g. scaling a deleting instance)."""
+
+
+class NotLeader(PermanentError):
+    """A fenced write was refused because its leadership term is over (gRPC ABORTED), or the
+    caller is a standby. The writer must stop acting as the leader; retrying cannot help
+    (Kleppmann's fencing tokens; client-go leaderelection: a deposed leader stops)."""

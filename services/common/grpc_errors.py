@@ -17,6 +17,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _CODES: list[tuple[type[errors.StatefulError], grpc.StatusCode]] = [
+    (errors.NotLeader, grpc.StatusCode.ABORTED),
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
@@ -113,7 +114,7 @@ def from_rpc_error(error: grpc.RpcError) -> errors.StatefulError:
         grpc.StatusCode.NOT_FOUND: errors.NotFound,
         grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
         grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-        grpc.StatusCode.ABORTED: errors.Conflict,
+        grpc.StatusCode.ABORTED: errors.NotLeader,
         grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
         grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
     }
@@ -145,4 +146,3 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, grpc.RpcError):
         return code_and_details(error)[0] in RETRYABLE_CODES
     return False
-

@@ -2,7 +2,13 @@
 
 Shared by the state service (validation, keys) and ``StateClient`` (deriving keys from values).
 Names follow docs/internals.md: Instance -> spec.name, Member -> "<instance>/<id>", Task -> task_id,
-Framework -> "", Workload -> name, InstanceSecrets -> instance.
+Framework -> "", Workload -> name, InstanceSecrets -> instance, LeaderLease -> its role (the value
+does not hold it: leader records are written with an explicit name, ``make_record(lease, name=role)``).
+
+A leader record has a side key, ``leader_term_key(role)`` (outside ROOT, so watches and the cache
+never see it), whose value is the term while the lease is held, written in the same etcd
+transaction as every change of the record: fenced writes compare its VALUE (etcd compares cannot
+look inside a protobuf).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ KINDS: dict[int, KindInfo] = {
         KindInfo(pb.KIND_FRAMEWORK, types_pb2.Framework, "framework", "framework"),
         KindInfo(pb.KIND_WORKLOAD, types_pb2.Workload, "workload", "workloads"),
         KindInfo(pb.KIND_SECRETS, types_pb2.InstanceSecrets, "secrets", "secrets"),
+        KindInfo(pb.KIND_LEADER, types_pb2.LeaderLease, "leader", "leaders"),
     )
 }
 _BY_MESSAGE = {info.message.DESCRIPTOR.full_name: info for info in KINDS.values()}
@@ -69,8 +76,9 @@ def member_name(instance: str, member_id: str) -> str:
     return f"{instance}/{member_id}"
 
 
-def name_of(kind: int, value: Message) -> str:
-    """The record name of ``value`` in ``kind``'s key space (its identity fields)."""
+def name_of(kind: int, value: Message, name: str | None = None) -> str:
+    """The record name of ``value`` in ``kind``'s key space (its identity fields). A LeaderLease
+    does not name its role: ``name`` gives it (InvalidArgument without it)."""
     if kind == pb.KIND_INSTANCE and isinstance(value, types_pb2.Instance):
         return value.spec.name
     if kind == pb.KIND_MEMBER and isinstance(value, types_pb2.Member):
@@ -83,20 +91,29 @@ def name_of(kind: int, value: Message) -> str:
         return value.name
     if kind == pb.KIND_SECRETS and isinstance(value, types_pb2.InstanceSecrets):
         return value.instance
+    if kind == pb.KIND_LEADER and isinstance(value, types_pb2.LeaderLease):
+        if name is None:
+            raise errors.InvalidArgument(
+                "a LeaderLease does not name its role: give the record's name",
+                {"key.name": "must be the role"},
+            )
+        return name
     raise errors.InvalidArgument(
         f"a {value.DESCRIPTOR.full_name} cannot be stored as kind {pb.Kind.Name(kind)}",
         {"record.value": "case must match key.kind"},
     )
 
 
-def key_of(value: Message) -> pb.RecordKey:
+def key_of(value: Message, name: str | None = None) -> pb.RecordKey:
     kind = kind_of(value)
-    return record_key(kind, name_of(kind, value))
+    return record_key(kind, name_of(kind, value, name))
 
 
-def make_record(value: Message, mod_revision: int = 0, create_revision: int = 0) -> pb.Record:
-    """A Record holding a copy of ``value`` under its derived key."""
-    key = key_of(value)
+def make_record(
+    value: Message, mod_revision: int = 0, create_revision: int = 0, name: str | None = None
+) -> pb.Record:
+    """A Record holding a copy of ``value`` under its derived key (``name`` for a LeaderLease)."""
+    key = key_of(value, name)
     record = pb.Record(key=key, mod_revision=mod_revision, create_revision=create_revision)
     getattr(record, KINDS[key.kind].field).CopyFrom(value)
     return record
@@ -149,12 +166,62 @@ def validate_record(record: pb.Record) -> None:
             {"record.value": f"must be {info.field}"},
         )
     validate_name(kind, record.key.name, "record.key.name")
-    derived = name_of(kind, value_of(record))
+    derived = name_of(kind, value_of(record), record.key.name)
     if derived != record.key.name:
         raise errors.InvalidArgument(
             f"record key name {record.key.name!r} does not match the value's identity {derived!r}",
             {"record.key.name": f"must be {derived!r}"},
         )
+
+
+def validate_fence(fence: pb.LeaderFence, field: str = "fence") -> None:
+    """InvalidArgument unless ``fence`` names a role and a term >= 1."""
+    if not fence.role:
+        raise errors.InvalidArgument("a fence must name its role", {f"{field}.role": "must be set"})
+    validate_name(pb.KIND_LEADER, fence.role, f"{field}.role")
+    if fence.term <= 0:
+        raise errors.InvalidArgument(
+            f"fence term {fence.term} of {fence.role} is not a term", {f"{field}.term": "must be >= 1"}
+        )
+
+
+def validate_leader(lease: types_pb2.LeaderLease) -> None:
+    """InvalidArgument unless the lease has a term >= 1 and a positive lease duration."""
+    if lease.term <= 0:
+        raise errors.InvalidArgument(
+            f"leader term {lease.term} is not a term", {"record.leader.term": "must be >= 1"}
+        )
+    if not lease.lease_duration_seconds > 0:
+        raise errors.InvalidArgument(
+            "a leader lease needs its duration", {"record.leader.lease_duration_seconds": "must be > 0"}
+        )
+
+
+LEADER_TERMS = "/stateful/fence/v1/leaders/"
+
+
+def leader_term_key(role: str) -> bytes:
+    """The side key holding the current term of ``role`` while its lease is held (absent or
+    ``released/<term>`` otherwise). Outside ROOT: not a record, never watched or cached."""
+    return f"{LEADER_TERMS}{role}".encode()
+
+
+def held_term_value(term: int) -> bytes:
+    return str(term).encode()
+
+
+def released_term_value(term: int) -> bytes:
+    return f"released/{term}".encode()
+
+
+def parse_term_value(data: bytes) -> tuple[int, bool]:
+    """(term, held) of a side key's value."""
+    text = data.decode(errors="replace")
+    held = not text.startswith("released/")
+    try:
+        return int(text.removeprefix("released/")), held
+    except ValueError:
+        return 0, False
 
 
 def etcd_key(kind: int, name: str) -> bytes:

@@ -31,14 +31,21 @@ class StateServicer(pb_grpc.StateServiceServicer):
     @grpc_method
     async def Put(self, request: pb.PutRequest, context: Context) -> pb.PutResponse:
         record = await self.store.put(
-            request.record, request.expected_revision, request.unconditional, request.lease_id
+            request.record,
+            request.expected_revision,
+            request.unconditional,
+            request.lease_id,
+            request.fence if request.HasField("fence") else None,
         )
         return pb.PutResponse(record=record)
 
     @grpc_method
     async def Delete(self, request: pb.DeleteRequest, context: Context) -> pb.DeleteResponse:
         deleted, revision = await self.store.delete(
-            request.key.kind, request.key.name, request.expected_revision
+            request.key.kind,
+            request.key.name,
+            request.expected_revision,
+            request.fence if request.HasField("fence") else None,
         )
         return pb.DeleteResponse(deleted=deleted, revision=revision)
 
