@@ -3,6 +3,10 @@
 Errors are domain errors (``mesos_stateful.common.errors``). Reads are retried briefly on
 UNAVAILABLE; writes never are (a put may have been applied). ``watch`` survives restarts of the
 state service and of etcd: it reconnects with backoff from the last seen revision + 1.
+
+Fencing: while ``fence`` is set (by ``leadership.LeaderElector`` for the term it leads in), every
+``put`` and ``delete`` carries it; the service refuses the write with ABORTED once that term is
+over, and the client calls ``on_fence_lost`` and raises ``errors.NotLeader``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ CALL_TIMEOUT = 15.0
 class StateClient:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        # The fencing token every put / delete carries (set by the leader elector while leading).
+        self.fence: pb.LeaderFence | None = None
+        # Called (before NotLeader is raised) when the service refused a fenced write.
+        self.on_fence_lost: Callable[[], None] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: StateServiceAsyncStub | None = None
         self._closed = False
@@ -124,29 +132,57 @@ class StateClient:
         response = await self._read(lambda: self.stub.List(request, timeout=CALL_TIMEOUT))
         return list(response.records), response.revision
 
-    async def put(self, value: Message, expected_revision: int | None = None, lease_id: int = 0) -> Record:
+    async def put(
+        self,
+        value: Message,
+        expected_revision: int | None = None,
+        lease_id: int = 0,
+        *,
+        name: str | None = None,
+        fenced: bool = True,
+    ) -> Record:
+        """Write ``value`` (compare-and-swap on ``expected_revision``: 0 = create only, None =
+        unconditional). ``name`` names a LeaderLease's role. Carries ``fence`` unless ``fenced``
+        is False (the elector's own lease writes, guarded by compare-and-swap)."""
+        fence = self.fence if fenced else None
         request = pb.PutRequest(
-            record=make_record(value),
+            record=make_record(value, name=name),
             expected_revision=expected_revision or 0,
             unconditional=expected_revision is None,
             lease_id=lease_id,
+            fence=fence,
         )
         try:
             response = await self._call(lambda: self.stub.Put(request, timeout=CALL_TIMEOUT))
         except errors.FailedPrecondition as error:
             raise errors.Conflict(error.message) from None
+        except errors.NotLeader:
+            self._fence_lost()
+            raise
         return response.record
 
-    async def delete(self, kind: int, name: str, expected_revision: int = 0) -> bool:
+    async def delete(self, kind: int, name: str, expected_revision: int = 0, *, fenced: bool = True) -> bool:
         request = pb.DeleteRequest(
             key=records.record_key(kind, name),
             expected_revision=expected_revision,
+            fence=self.fence if fenced else None,
         )
         try:
             response = await self._call(lambda: self.stub.Delete(request, timeout=CALL_TIMEOUT))
         except errors.FailedPrecondition as error:
             raise errors.Conflict(error.message) from None
+        except errors.NotLeader:
+            self._fence_lost()
+            raise
         return response.deleted
+
+    def _fence_lost(self) -> None:
+        callback = self.on_fence_lost
+        if callback is not None:
+            try:
+                callback()
+            except Exception:  # the refusal is still raised to the writer
+                log.exception("on_fence_lost failed")
 
     async def update(
         self, kind: int, name: str, mutate: Callable[[Message | None], Message | None]
@@ -164,14 +200,17 @@ class StateClient:
             new = mutate(copy)
             if new is None:
                 return current
-            key = records.key_of(new)
+            leader_role = name if kind == pb.KIND_LEADER else None  # a LeaderLease does not name its role
+            key = records.key_of(new, leader_role)
             if (key.kind, key.name) != (kind, name):
                 raise errors.InvalidArgument(
                     f"update of {pb.Kind.Name(kind)} {name!r} returned a value for "
                     f"{pb.Kind.Name(key.kind)} {key.name!r}"
                 )
             try:
-                return await self.put(new, current.mod_revision if current is not None else 0)
+                return await self.put(
+                    new, current.mod_revision if current is not None else 0, name=leader_role
+                )
             except (errors.Conflict, errors.AlreadyExists):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)

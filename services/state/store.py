@@ -3,6 +3,12 @@
 Writes go straight to etcd (one transaction each, never retried here). Reads are served from the
 cache when it is synced and has applied this store's last write (read-your-writes); otherwise from
 etcd. While etcd is unreachable every call fails fast with ``errors.Unavailable``.
+
+Fencing (PutRequest.fence / DeleteRequest.fence): a fenced write is applied only while the role's
+leader lease is held in the fence's term. The check is one more compare in the write's own etcd
+transaction, on the VALUE of the role's side key (``records.leader_term_key``), which every change
+of the leader record rewrites in its transaction; so a write racing a takeover is either applied
+before the takeover's transaction or refused (``errors.NotLeader``, gRPC ABORTED).
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
+from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
 from mesos_stateful.state import records
 from mesos_stateful.state.etcdkv import (
@@ -22,6 +30,7 @@ from mesos_stateful.state.etcdkv import (
     prefix_end,
     put_op,
     range_op,
+    value_equals,
 )
 from mesos_stateful.state.watchhub import ROOT_KEY, WatchHub, WatchLimits, matches, to_watch_response
 
@@ -105,35 +114,91 @@ class Store:
     # -- writes -------------------------------------------------------------------------------
 
     async def put(
-        self, record: pb.Record, expected_revision: int = 0, unconditional: bool = False, lease_id: int = 0
+        self,
+        record: pb.Record,
+        expected_revision: int = 0,
+        unconditional: bool = False,
+        lease_id: int = 0,
+        fence: pb.LeaderFence | None = None,
     ) -> pb.Record:
         records.validate_record(record)
         if expected_revision < 0:
             raise errors.InvalidArgument("negative expected_revision", {"expected_revision": "must be >= 0"})
+        if fence is not None:
+            records.validate_fence(fence)
         key = records.etcd_key(record.key.kind, record.key.name)
         data = records.encode(record)
         compare = [] if unconditional else [mod_equals(key, expected_revision)]
-        result = await self.kv.txn(compare, [put_op(key, data, lease_id)], [range_op(key)])
+        success = [put_op(key, data, lease_id)]
+        failure = [range_op(key)]
+        if record.key.kind == pb.KIND_LEADER:
+            if unconditional or lease_id:
+                raise errors.InvalidArgument(
+                    "leader records are written with compare-and-swap only, without an etcd lease",
+                    {"unconditional": "must be false", "lease_id": "must be 0"},
+                )
+            side_compare, side_put = await self._leader_change(
+                record.key.name, record.leader, expected_revision
+            )
+            compare.append(side_compare)
+            success += side_put
+        if fence is not None:
+            compare.append(
+                value_equals(records.leader_term_key(fence.role), records.held_term_value(fence.term))
+            )
+            failure.append(range_op(records.leader_term_key(fence.role)))
+        result = await self.kv.txn(compare, success, failure)
         if not result.succeeded:
+            if fence is not None:
+                self._check_fence(fence, result.response.responses[1].response_range.kvs)
             current = result.response.responses[0].response_range.kvs
             what = f"{pb.Kind.Name(record.key.kind)} {record.key.name!r}"
             if expected_revision == 0:
                 raise errors.AlreadyExists(f"{what} already exists")
             now = f"is at revision {current[0].mod_revision}" if current else "no longer exists"
+            if current and current[0].mod_revision == expected_revision:
+                now = "changed its term concurrently"  # only the leader's side key compare failed
             raise errors.Conflict(f"{what} {now}, expected revision {expected_revision}")
         self._note_written(result.revision)
         put = result.response.responses[0].response_put
         created = put.prev_kv.create_revision if put.HasField("prev_kv") else result.revision
         return records.decode(record.key, data, result.revision, created)
 
-    async def delete(self, kind: int, name: str, expected_revision: int = 0) -> tuple[bool, int]:
+    async def delete(
+        self, kind: int, name: str, expected_revision: int = 0, fence: pb.LeaderFence | None = None
+    ) -> tuple[bool, int]:
         """Whether a record was deleted, and the store revision after the call."""
         records.validate_name(kind, name)
+        if fence is not None:
+            records.validate_fence(fence)
         key = records.etcd_key(kind, name)
         compare = [mod_equals(key, expected_revision)] if expected_revision > 0 else []
-        result = await self.kv.txn(compare, [delete_op(key)], [range_op(key)])
+        success = [delete_op(key)]
+        failure = [range_op(key)]
+        if kind == pb.KIND_LEADER:
+            # The term ends with the record; the side key keeps it so terms never go back.
+            current = await self.kv.range(key)
+            if current.kvs:
+                kv = current.kvs[0]
+                lease = records.decode(records.record_key(kind, name), kv.value, kv.mod_revision, 0).leader
+                side_key = records.leader_term_key(name)
+                side = await self.kv.range(side_key)
+                side_term = records.parse_term_value(side.kvs[0].value)[0] if side.kvs else 0
+                compare.append(mod_equals(key, kv.mod_revision))
+                compare.append(mod_equals(side_key, side.kvs[0].mod_revision if side.kvs else 0))
+                success.append(put_op(side_key, records.released_term_value(max(side_term, lease.term))))
+        if fence is not None:
+            compare.append(
+                value_equals(records.leader_term_key(fence.role), records.held_term_value(fence.term))
+            )
+            failure.append(range_op(records.leader_term_key(fence.role)))
+        result = await self.kv.txn(compare, success, failure)
         if not result.succeeded:
+            if fence is not None:
+                self._check_fence(fence, result.response.responses[1].response_range.kvs)
             current = result.response.responses[0].response_range.kvs
+            if kind == pb.KIND_LEADER and current and expected_revision <= 0:
+                raise errors.Conflict(f"{pb.Kind.Name(kind)} {name!r} changed while being deleted; try again")
             if not current:
                 return False, result.revision
             raise errors.Conflict(
@@ -144,6 +209,68 @@ class Store:
         if deleted:
             self._note_written(result.revision)
         return deleted, result.revision
+
+    # -- leader records and fences ----------------------------------------------------------
+
+    async def _leader_change(
+        self, role: str, lease: types_pb2.LeaderLease, expected_revision: int
+    ) -> tuple[Any, list[Any]]:
+        """The compare and the side-key write that go into the transaction of a leader record put.
+
+        Rules (the term is the fencing token, so it never goes back): a term >= 1 not below the
+        side key's; a holder that takes the lease (a new holder, or any holder after a release)
+        raises the term; a renewal by the holder keeps it; a release (holder "") keeps the term
+        and ends it. The side key's mod_revision is compared so these checks hold at the write."""
+        records.validate_leader(lease)
+        key = records.etcd_key(pb.KIND_LEADER, role)
+        side_key = records.leader_term_key(role)
+        side = await self.kv.range(side_key)
+        side_term, held = records.parse_term_value(side.kvs[0].value) if side.kvs else (0, False)
+        side_mod = int(side.kvs[0].mod_revision) if side.kvs else 0
+        found = await self.kv.range(key)
+        found_mod = int(found.kvs[0].mod_revision) if found.kvs else 0
+        if found_mod != expected_revision:
+            return mod_equals(side_key, side_mod), []  # the record's compare-and-swap fails in the txn
+        current_holder = ""
+        if found.kvs:
+            kv = found.kvs[0]
+            current_holder = records.decode(
+                records.record_key(pb.KIND_LEADER, role), kv.value, 0, 0
+            ).leader.holder
+        what = f"leader lease of {role!r}"
+        if lease.term < side_term:
+            raise errors.FailedPrecondition(
+                f"{what}: term {lease.term} is older than the current term {side_term}"
+            )
+        renewal = held and lease.term == side_term and bool(lease.holder) and lease.holder == current_holder
+        if lease.holder and not renewal and lease.term <= side_term:
+            raise errors.FailedPrecondition(
+                f"{what}: {lease.holder!r} takes the lease in term {lease.term}; "
+                f"it must be above term {side_term}"
+            )
+        if not lease.holder and side_term and lease.term != side_term:
+            raise errors.FailedPrecondition(f"{what}: a release keeps the term {side_term}, not {lease.term}")
+        writes: list[Any] = []
+        if not lease.holder:
+            writes.append(put_op(side_key, records.released_term_value(lease.term)))
+        elif not renewal:
+            writes.append(put_op(side_key, records.held_term_value(lease.term)))
+        return mod_equals(side_key, side_mod), writes
+
+    @staticmethod
+    def _check_fence(fence: pb.LeaderFence, side: Sequence[Any]) -> None:
+        """NotLeader unless the side key (as read in the failed transaction) holds the fence's term."""
+        if side and side[0].value == records.held_term_value(fence.term):
+            return
+        over = f"term {fence.term} of {fence.role} is over"
+        if not side:
+            raise errors.NotLeader(f"{over} (no leader lease of {fence.role} exists)")
+        term, held = records.parse_term_value(side[0].value)
+        if held:
+            raise errors.NotLeader(f"{over} (the leader is now term {term})")
+        raise errors.NotLeader(
+            f"{over} (the lease was released in term {term}; the next leader takes a new term)"
+        )
 
     # -- leases -------------------------------------------------------------------------------
 
