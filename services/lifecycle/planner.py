@@ -148,11 +148,16 @@ def member_state_for(member: types_pb2.Member, task: types_pb2.Task) -> types_pb
 
 def sync_member(member: types_pb2.Member, task: types_pb2.Task | None) -> types_pb2.Member | None:
     """The member updated from its current task (state, agent, host, ports, message), or None if
-    nothing changes."""
+    nothing changes. A launch that ended before the member was ready is recorded in
+    ``launch_failures`` (:func:`launch_failure_of`), in the same write as the state it ends in."""
     if task is None or task.task_id != member.task_id:
         return None
     new = types_pb2.Member()
     new.CopyFrom(member)
+    failure = launch_failure_of(member, task)
+    if failure is not None:
+        new.launch_failures.append(failure)
+        del new.launch_failures[: max(0, len(new.launch_failures) - MAX_LAUNCH_FAILURES)]
     new.state = member_state_for(member, task)
     if task.agent_id:
         new.agent_id = task.agent_id
@@ -180,6 +185,184 @@ def sync_member(member: types_pb2.Member, task: types_pb2.Task | None) -> types_
             detail += f" ({task.reason})"
         new.message = detail[:500]
     return None if new == member else new
+
+
+# --- launch failures and placement ---------------------------------------------------------------
+
+# Launch failures kept on a member (newest last).
+MAX_LAUNCH_FAILURES = 5
+# Failures on one agent (within the memory) after which the whole agent is avoided, not only the
+# ports that failed there; a missing image or a lost agent is avoided at once.
+AGENT_AVOID_AFTER = 2
+# Task states that end a launch; before the member is ready, that is a failed launch. TASK_KILLED
+# is not one (killed on request), nor TASK_UNREACHABLE (it may come back: fenced and replaced).
+LAUNCH_FAILED_STATES = frozenset(
+    {
+        T.TASK_STATE_FAILED,
+        T.TASK_STATE_ERROR,
+        T.TASK_STATE_DROPPED,
+        T.TASK_STATE_LOST,
+        T.TASK_STATE_GONE,
+        T.TASK_STATE_GONE_BY_OPERATOR,
+        T.TASK_STATE_FINISHED,
+    }
+)
+# Member states of a launch not ready yet (MEMBER_STATE_RUNNING is "ready in its role").
+_STARTING_STATES = frozenset(
+    {T.MEMBER_STATE_UNSPECIFIED, T.MEMBER_STATE_PENDING, T.MEMBER_STATE_LAUNCHING, T.MEMBER_STATE_STARTING}
+)
+# What a process prints when it cannot bind its port (Linux EADDRINUSE; redis, mariadb, etcd).
+_PORT_IN_USE = ("address already in use", "eaddrinuse", "address in use")
+# What a runtime says when the image or command is not on the agent (Docker, the process runtime).
+_IMAGE_MISSING = ("no such image", "pull access denied", "manifest unknown", "image not found")
+_COMMAND_MISSING = ("not found", "no such file or directory")
+# Mesos reasons of a task whose agent went away (mesos.proto TaskStatus.Reason).
+_AGENT_REASONS = frozenset(
+    {
+        "REASON_AGENT_REMOVED",
+        "REASON_AGENT_DISCONNECTED",
+        "REASON_AGENT_UNKNOWN",
+        "REASON_AGENT_RESTARTED",
+        "REASON_AGENT_REMOVED_BY_OPERATOR",
+        "REASON_SLAVE_REMOVED",
+        "REASON_SLAVE_DISCONNECTED",
+        "REASON_SLAVE_UNKNOWN",
+        "REASON_SLAVE_RESTARTED",
+    }
+)
+_EXITED_REASONS = frozenset({"REASON_COMMAND_EXECUTOR_FAILED", "REASON_EXECUTOR_TERMINATED"})
+_LAUNCH_FAILED_REASON = "REASON_CONTAINER_LAUNCH_FAILED"
+
+
+def cause_name(cause: int) -> str:
+    """``LAUNCH_FAILURE_CAUSE_PORT_IN_USE`` -> ``PORT_IN_USE``."""
+    name = T.LaunchFailureCause.Name(cause) if cause in T.LaunchFailureCause.values() else "?"
+    return name.removeprefix("LAUNCH_FAILURE_CAUSE_")
+
+
+def classify_launch_failure(state: int, reason: str, message: str) -> tuple[int, str]:
+    """(cause, telling line) of a launch that ended with this final status before it was ready.
+    The text is looked at first (the executor puts the process's exit and its last output lines
+    in the message), then the state and reason: a task lost with its agent (TASK_LOST / GONE, or a
+    REASON_AGENT_* reason, Mesos' TaskStatus.Reason) is AGENT_LOST; a process that exited
+    (REASON_COMMAND_EXECUTOR_FAILED, TASK_FINISHED, "exited with code") EXITED_BEFORE_READY."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+
+    def line_with(patterns: tuple[str, ...]) -> str | None:
+        # The last line that says so (the process's own error, not an earlier warning).
+        return next((ln for ln in reversed(lines) if any(p in ln.lower() for p in patterns)), None)
+
+    def telling(line: str) -> str:
+        return line if line == first else f"{first}: {line}"
+
+    if (line := line_with(_PORT_IN_USE)) is not None:
+        return T.LAUNCH_FAILURE_CAUSE_PORT_IN_USE, telling(line)
+    if (line := line_with(_IMAGE_MISSING)) is not None:
+        return T.LAUNCH_FAILURE_CAUSE_IMAGE_MISSING, telling(line)
+    if reason == _LAUNCH_FAILED_REASON and (line := line_with(_COMMAND_MISSING)) is not None:
+        return T.LAUNCH_FAILURE_CAUSE_IMAGE_MISSING, telling(line)
+    last = telling(lines[-1]) if lines else ""
+    lost = (T.TASK_STATE_LOST, T.TASK_STATE_GONE, T.TASK_STATE_GONE_BY_OPERATOR, T.TASK_STATE_UNREACHABLE)
+    if state in lost or reason in _AGENT_REASONS:
+        return T.LAUNCH_FAILURE_CAUSE_AGENT_LOST, last
+    exited = reason in _EXITED_REASONS or any(
+        p in first.lower() for p in ("exited with code", "killed by signal")
+    )
+    if state == T.TASK_STATE_FINISHED or (state == T.TASK_STATE_FAILED and exited):
+        return T.LAUNCH_FAILURE_CAUSE_EXITED_BEFORE_READY, last
+    return T.LAUNCH_FAILURE_CAUSE_OTHER, last
+
+
+def launch_failure_of(member: types_pb2.Member, task: types_pb2.Task) -> types_pb2.LaunchFailure | None:
+    """The failed launch to record when ``task`` (the member's current one) ended before the member
+    was ready, or None: it did not end, ended on our kill, the member was ready (a crash after
+    that is a loss, handled by recovery), or it is recorded already."""
+    if task.task_id != member.task_id or task.state not in LAUNCH_FAILED_STATES or task.kill_requested:
+        return None
+    if member.state not in _STARTING_STATES:
+        return None
+    if any(f.task_id == task.task_id for f in member.launch_failures):
+        return None
+    cause, line = classify_launch_failure(task.state, task.reason, task.message)
+    failure = types_pb2.LaunchFailure(
+        task_id=task.task_id,
+        agent_id=task.agent_id,
+        host=task.host,
+        ports=dict(task.ports),
+        cause=cause,  # type: ignore[arg-type]
+        message=(line or task_state_name(task.state))[:300],
+    )
+    if task.HasField("updated_at"):
+        failure.at.CopyFrom(task.updated_at)
+    return failure
+
+
+def recent_failures(member: types_pb2.Member, now: float, memory: float) -> list[types_pb2.LaunchFailure]:
+    """The member's launch failures of the last ``memory`` seconds (oldest first)."""
+    return [f for f in member.launch_failures if plans.seconds(f.at) >= now - memory]
+
+
+def avoid_list(member: types_pb2.Member, now: float, memory: float) -> list[types_pb2.PlacementAvoid]:
+    """Where the member's next launch must not go (``LaunchSpec.avoid``), learnt from its launch
+    failures of the last ``memory`` seconds: the ports that failed, on their agent; the whole
+    agent after :data:`AGENT_AVOID_AFTER` failures there, or at once when its image is missing or
+    it was lost. Never the agent of the member's volume while that volume holds data (data-safety
+    rule 4: a member restarts in place on its data); there only ports that were in use."""
+    ports: dict[str, set[int]] = {}
+    failures: dict[str, int] = {}
+    whole: set[str] = set()
+    data_agent = member.volume.agent_id if member.volume.has_data else ""
+    for f in recent_failures(member, now, memory):
+        if not f.agent_id:
+            continue
+        failures[f.agent_id] = failures.get(f.agent_id, 0) + 1
+        if f.agent_id != data_agent or f.cause == T.LAUNCH_FAILURE_CAUSE_PORT_IN_USE:
+            ports.setdefault(f.agent_id, set()).update(f.ports.values())
+        if f.cause in (T.LAUNCH_FAILURE_CAUSE_IMAGE_MISSING, T.LAUNCH_FAILURE_CAUSE_AGENT_LOST):
+            whole.add(f.agent_id)
+    whole |= {agent for agent, count in failures.items() if count >= AGENT_AVOID_AFTER}
+    whole.discard(data_agent)
+    avoid: list[types_pb2.PlacementAvoid] = []
+    for agent in sorted(set(ports) | whole):
+        if agent in whole:
+            avoid.append(types_pb2.PlacementAvoid(agent_id=agent))
+        elif ports[agent]:
+            avoid.append(types_pb2.PlacementAvoid(agent_id=agent, ports=sorted(ports[agent])))
+    return avoid
+
+
+def leaves_volume(member: types_pb2.Member, avoid: Sequence[types_pb2.PlacementAvoid]) -> bool:
+    """Whether the member's next launch should get a fresh volume instead of its placed one: the
+    volume holds no data and the avoid list names its agent (a launch pinned to that agent takes
+    the ports reserved there, the very ones that failed). A volume with data is never left here
+    (data-safety rule 4)."""
+    volume = member.volume
+    if not volume.agent_id or volume.has_data:
+        return False
+    return any(a.agent_id == volume.agent_id for a in avoid)
+
+
+# Steps whose ERROR can be a launch failure (a member that did not start after its launches).
+LAUNCH_ACTIONS = frozenset({Action.LAUNCH, Action.AWAIT, Action.RELAUNCH})
+
+
+def launch_retry_at(s: Snapshot, step: types_pb2.Step, retry_seconds: float) -> float | None:
+    """When a plan stuck on ``step`` (ERROR) is tried again by itself, or None if never: only a
+    launch step of a member whose current launch failed (recorded in ``launch_failures``, typed),
+    ``retry_seconds`` after that failure, when its avoid list is forgotten too. Any other ERROR
+    (e.g. an election that found every copy of the data gone, data-safety rule 4) waits for a
+    person."""
+    if step.status != plans.ERROR or plans.action_of(step) not in LAUNCH_ACTIONS:
+        return None
+    member = s.member(step.member_id)
+    if member is None or not member.launch_failures:
+        return None
+    last = member.launch_failures[-1]
+    task = s.task_of(member)
+    if last.task_id != member.task_id or (task is not None and task.state not in ENDED):
+        return None
+    return plans.seconds(last.at) + retry_seconds
 
 
 # --- plans ----------------------------------------------------------------------------------------
@@ -613,8 +796,10 @@ def launch_spec(
     instance: types_pb2.Instance,
     member: types_pb2.Member,
     description: types_pb2.WorkloadDescription,
+    avoid: Sequence[types_pb2.PlacementAvoid] = (),
 ) -> types_pb2.LaunchSpec:
-    """The workload's Config answer with identity, resources, ports, placement and image filled in."""
+    """The workload's Config answer with identity, resources, ports, placement (with the agents
+    and ports to avoid, :func:`avoid_list`) and image filled in."""
     spec = instance.spec
     launch = types_pb2.LaunchSpec()
     launch.CopyFrom(config)
@@ -630,6 +815,8 @@ def launch_spec(
     if not launch.port_names:
         launch.port_names.extend(description.port_names)
     launch.placement.CopyFrom(spec.placement)
+    del launch.avoid[:]
+    launch.avoid.extend(avoid)
     launch.image = spec.image or launch.image or description.default_image
     if member.volume.persistence_id:
         launch.volume.CopyFrom(member.volume)

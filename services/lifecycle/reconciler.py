@@ -16,7 +16,7 @@ from mesos_stateful.common import errors
 from mesos_stateful.lifecycle import planner, plans, spans
 from mesos_stateful.lifecycle.plans import Action
 from mesos_stateful.lifecycle.settings import LifecycleSettings
-from mesos_stateful.lifecycle.steps import PROMOTING, WAITING, Outcome, StepRunner
+from mesos_stateful.lifecycle.steps import PROMOTING, RELAUNCHING, WAITING, Outcome, StepRunner
 from mesos_stateful.lifecycle.store import Loaded, Store
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,21 @@ class Reconciler:
                     continue
                 step = plan.steps[index]
                 if step.status == plans.ERROR:
+                    retry_at = planner.launch_retry_at(
+                        ld.snapshot, step, self.settings.launch_failure_retry_seconds
+                    )
+                    if retry_at is not None and time.time() >= retry_at:
+                        # FAILED on a launch failure: its cause (a port taken, a full agent) may be
+                        # gone; try again with a fresh budget (the failures stay on the member).
+                        _retry_launch(step, time.time())
+                        plan.status = plans.plan_status(plan)
+                        log.warning("%s: %s: retrying after a failed launch", name, step.name)
+                        await self._save(ld, plan)
+                        continue
+                    if retry_at is not None and RETRY_NOTE not in step.message:
+                        step.message = f"{step.message}; {RETRY_NOTE} at {_clock(retry_at)}"[:1000]
                     await self._save(ld, plan)
-                    return None
+                    return retry_at
                 now = time.time()
                 due = step.status != plans.DELAYED or plans.seconds(step.next_attempt_at) <= now
                 if not due and plans.action_of(step) not in WAITING:
@@ -169,6 +182,26 @@ class Reconciler:
         updated = await self.store.update_instance(ld.name, mutate)
         if updated is not None:
             ld.with_instance(updated)
+
+
+# Said in a step FAILED on a launch failure (for people; the decision to retry is typed, see
+# planner.launch_retry_at).
+RETRY_NOTE = "a failed launch: tried again by itself"
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def _retry_launch(step: types_pb2.Step, now: float) -> None:
+    """A launch step FAILED on a launch failure, made due again with a fresh attempt budget."""
+    step.status = plans.DELAYED
+    step.attempts = 0
+    step.message = (
+        f"{RELAUNCHING} retrying after a failed launch ({step.message.split('; ' + RETRY_NOTE)[0]})"
+    )
+    step.message = step.message[:1000]
+    step.next_attempt_at.CopyFrom(plans.timestamp(now))
 
 
 def _copy(plan: types_pb2.Plan) -> types_pb2.Plan:

@@ -55,6 +55,12 @@ class LifecycleSettings(ServiceSettings):
     max_launch_attempts: int = Field(
         5, description="launches of one member in one plan before its step fails (ERROR)"
     )
+    launch_failure_retry_seconds: float = Field(
+        45.0,
+        gt=0,
+        description="a launch that failed before its member was ready is avoided (its agent or ports) "
+        "for this long; a plan FAILED on such a launch is tried again by itself this long after it",
+    )
     kill_timeout_seconds: float = Field(
         60.0, description="a killed task not terminal after this long has its step marked DELAYED"
     )

@@ -269,11 +269,26 @@ class StepRunner:
                     log.info("%s: fencing %s before relaunching %s", ld.name, old.task_id, member.id)
                     await self.offers.kill(old.task_id)
             incarnation = planner.next_incarnation(ld.snapshot, member)
+            # What its failed launches taught: a volume without data on an agent to avoid is left
+            # there (a fresh one is placed elsewhere, the old one destroyed as unwanted).
+            avoid = planner.avoid_list(member, time.time(), self.settings.launch_failure_retry_seconds)
+            leave = planner.leaves_volume(member, avoid)
+            if leave:
+                log.warning(
+                    "%s: %s failed to start on %s (%s): a fresh volume elsewhere (its volume holds no data)",
+                    ld.name,
+                    member.id,
+                    member.volume.host or member.volume.agent_id,
+                    planner.cause_name(member.launch_failures[-1].cause) if member.launch_failures else "?",
+                )
 
             def relaunch(m: types_pb2.Member) -> types_pb2.Member:
                 if not m.volume.persistence_id:
                     # A member created before volumes existed gets one now.
                     m.volume.CopyFrom(planner.new_volume(ld.snapshot, m.id, 1))
+                elif leave and planner.leaves_volume(m, avoid):
+                    generation = plans.volume_generation(m.volume.persistence_id) + 1
+                    m.volume.CopyFrom(planner.new_volume(ld.snapshot, m.id, generation))
                 m.incarnation = incarnation
                 m.task_id = plans.task_id(m.id, incarnation)
                 m.state = T.MEMBER_STATE_LAUNCHING
@@ -298,7 +313,8 @@ class StepRunner:
         workload = ld.snapshot.instance.spec.workload
         try:
             config = await self.callbacks.call(workload, "Config", context)
-            launch = planner.launch_spec(config.launch, ld.snapshot.instance, member, description)
+            avoid = planner.avoid_list(member, time.time(), self.settings.launch_failure_retry_seconds)
+            launch = planner.launch_spec(config.launch, ld.snapshot.instance, member, description, avoid)
             await self.offers.launch(launch)
         except errors.TemporaryError as error:
             return "", self._delayed(error.message, attempts)
