@@ -2,11 +2,14 @@
 
 ``build_server`` returns ``(server, port)`` so tests bind port 0. ``serve_forever`` runs a server
 until SIGTERM or SIGINT, then flips health to NOT_SERVING and stops with a grace period.
+Every server takes its keepalive policy and port options from ``mesos_stateful.common.channels``
+(the same place the clients' keepalive comes from, so servers never answer it with GOAWAY).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
@@ -16,6 +19,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from mesos_stateful.common.channels import Keepalive, channel_options, server_options
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +38,7 @@ class Served:
 
     async def set_serving(self, serving: bool) -> None:
         status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         await self.health.set("", status)
         for name in self.service_names:
@@ -51,9 +54,15 @@ async def build_server(
     registrars: Iterable[Registrar],
     service_names: Iterable[str],
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    keepalive: Keepalive | None = None,
 ) -> Served:
-    """Create, bind and start a server with health and reflection. ``address`` may use port 0."""
-    server = grpc.aio.server(interceptors=list(interceptors))
+    """Create, bind and start a server with health and reflection. ``address`` may use port 0.
+
+    The port is never shared (``grpc.so_reuseport`` 0): if another process listens on it, or a
+    connection still holds it (e.g. TIME_WAIT of a client connection that used it as its local
+    port, up to 60 s on Linux), this raises OSError naming the address, and the service exits
+    (under ``make run`` it is restarted with backoff until the port is free)."""
+    server = grpc.aio.server(interceptors=list(interceptors), options=server_options(keepalive))
     for register in registrars:
         register(server)
     names = list(service_names)
@@ -63,9 +72,19 @@ async def build_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:  # grpcio raises RuntimeError("Failed to bind to address ...")
+        port = 0
+        cause: Exception | None = error
+    else:
+        cause = None
     if port == 0:
-        raise OSError(f"cannot bind gRPC server to {address}")
+        raise OSError(
+            errno.EADDRINUSE,
+            f"cannot bind gRPC server to {address}: the address is in use (another process listens "
+            "on it, or a recent connection still holds the port) or not local",
+        ) from cause
     await server.start()
     served = Served(server=server, port=port, health=health_servicer, service_names=names)
     await served.set_serving(True)
@@ -96,7 +115,7 @@ async def serve_until_signal(
 
 async def is_serving(address: str, timeout: float = 1.0, service: str = "") -> bool:
     """Whether the gRPC server at ``address`` answers grpc.health.v1 Check with SERVING."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
         # The typeshed stubs of HealthStub declare no methods.
         stub: Any = health_pb2_grpc.HealthStub(channel)
         try:
