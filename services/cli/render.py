@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -140,6 +141,45 @@ def decision_line(step: types_pb2.Step) -> str:
     return text
 
 
+# A launch failure this recent is shown for a member that is ready again (one not ready shows its
+# last failure whatever its age), in seconds.
+RECENT_LAUNCH_FAILURE_SECONDS = 3600.0
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"
+
+
+def launch_failure_lines(instance: types_pb2.Instance, now: float | None = None) -> str:
+    """One line per member with a recent launch failure (``Member.launch_failures``, newest last):
+    ``<member> <CAUSE> on <host>:<port> (<name>) <age>, <n> failed launches: <message>``. A member
+    not ready shows its last failure whatever its age; a ready one only a recent one."""
+    now = time.time() if now is None else now
+    lines = []
+    for m in instance.members:
+        if not m.launch_failures:
+            continue
+        last = m.launch_failures[-1]
+        at = last.at.ToNanoseconds() / 1e9
+        ready = m.state == types_pb2.MEMBER_STATE_RUNNING
+        if ready and now - at > RECENT_LAUNCH_FAILURE_SECONDS:
+            continue
+        cause = types_pb2.LaunchFailureCause.Name(last.cause).removeprefix("LAUNCH_FAILURE_CAUSE_")
+        where = last.host or last.agent_id or "no agent"
+        if last.ports:
+            where = ", ".join(f"{where}:{port} ({name})" for name, port in sorted(last.ports.items()))
+        count = len(m.launch_failures)
+        text = f"  {m.id} {cause} on {where} {_age(now - at)}"
+        text += f", {count} failed launches" if count > 1 else ""
+        lines.append(text + (f": {last.message}" if last.message else ""))
+    return "\n".join(lines)
+
+
 def _styled_phase(instance: types_pb2.Instance) -> Text:
     name = phase(instance)
     return Text(name, style=_PHASE_STYLE.get(name, ""))
@@ -217,6 +257,9 @@ def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | Non
         problems = health_details(instance)
         if problems:
             parts.append(Text("replication problems:\n" + problems))
+        failures = launch_failure_lines(instance)
+        if failures:
+            parts.append(Text("launch failures:\n" + failures))
     if secrets:
         parts.append(Text("secrets: " + ", ".join(f"{k}={v}" for k, v in sorted(secrets.items()))))
     return Group(*parts)
