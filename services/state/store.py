@@ -214,7 +214,7 @@ class Store:
 
     async def _leader_change(
         self, role: str, lease: types_pb2.LeaderLease, expected_revision: int
-    ) -> tuple[Any, list[Any]]:
+    ) -> tuple[Any, Sequence[Any]]:
         """The compare and the side-key write that go into the transaction of a leader record put.
 
         Rules (the term is the fencing token, so it never goes back): a term >= 1 not below the
