@@ -12,8 +12,9 @@ A launch with a persistent volume (docs/volumes.md) is placed in one of three wa
   (left by a crash between operations): on it (its volume, or a CREATE on its reserved disk);
 - first launch otherwise: unreserved cpus, mem, ports and disk (= the volume's size), to be
   reserved and turned into the volume (RESERVE + CREATE + LAUNCH).
-Unreserved resources are never used for a pinned launch, and one member's reservation is never
-used for another member.
+Unreserved resources are never used for a pinned launch (but for ports standing in for reserved
+ports avoided after failed launches, ``Assignment.unreserved_ports``), and one member's
+reservation is never used for another member.
 
 A launch may carry an avoid list (``Need.avoid``, from ``LaunchSpec.avoid``: lifecycle learnt it
 from the member's failed launches): a whole agent is skipped, and avoided ports on an agent are
@@ -212,6 +213,9 @@ class Assignment:
     hostname: str
     ports: Mapping[str, int]
     mode: str = PLAIN
+    # Ports of a launch on a reservation taken from the offer's unreserved ranges instead of the
+    # reservation's own ports (those are avoided after failed launches): they are not reserved.
+    unreserved_ports: tuple[int, ...] = ()
 
 
 @dataclass
@@ -271,8 +275,16 @@ def _take(need: Need, offer: Offer) -> dict[str, int]:
     return dict(zip(need.port_names, ports, strict=True))
 
 
-def _reserved_misfit(need: Need, reservation: Reservation) -> str | None:
-    """Why the member's reservation cannot hold ``need`` (None: it can)."""
+def _reserved_ports(need: Need, offer: Offer, reservation: Reservation) -> list[int]:
+    """The reservation's ports the launch may take: all of them, lowest first, but those avoided
+    on this agent after failed launches."""
+    avoided = need.avoided_ports(offer.agent_id)
+    return [p for p in sorted(reservation.ports) if p not in avoided]
+
+
+def _reserved_misfit(need: Need, reservation: Reservation, offer: Offer) -> str | None:
+    """Why the member's reservation (with the offer's unreserved ports standing in for reserved
+    ones that are avoided) cannot hold ``need`` (None: it can)."""
     assert need.volume is not None
     where = f"the reservation of {need.member_id} ({need.volume.persistence_id})"
     if reservation.cpus + _EPSILON < need.cpus:
@@ -281,6 +293,12 @@ def _reserved_misfit(need: Need, reservation: Reservation) -> str | None:
         return f"{where} holds {_fmt(reservation.mem)} MiB mem, the launch needs {_fmt(need.mem)}"
     if len(reservation.ports) < len(need.port_names):
         return f"{where} holds {len(reservation.ports)} ports, the launch needs {len(need.port_names)}"
+    missing = len(need.port_names) - len(_reserved_ports(need, offer, reservation))
+    if missing > 0 and offer.port_count(need.avoided_ports(offer.agent_id)) < missing:
+        return (
+            f"{where}: its ports are avoided after failed launches and {offer.hostname or offer.agent_id} "
+            f"offers no {missing} other free ports"
+        )
     volume = reservation.volume(need.volume.persistence_id)
     if volume is None and reservation.disk + _EPSILON < need.volume.size:
         return f"{where} has neither the volume nor {_fmt(need.volume.size)} MiB disk for it"
@@ -293,7 +311,14 @@ def _take_reserved(need: Need, offer: Offer, reservation: Reservation) -> Assign
     has_volume = reservation.volume(need.volume.persistence_id) is not None
     # The member keeps its ports: the lowest reserved ports, in port-name order, as at the
     # first launch (which took the lowest free ports in that order and reserved exactly them).
-    ports = dict(zip(need.port_names, sorted(reservation.ports), strict=False))
+    # A reserved port avoided after a failed launch (another program took it on the agent) is
+    # replaced by one of the offer's unreserved ports: the member restarts on its volume, on
+    # another port (data-safety rule 4: it never leaves its data for a port).
+    own = _reserved_ports(need, offer, reservation)
+    extra: list[int] = []
+    if len(own) < len(need.port_names):
+        extra = offer.take_ports(len(need.port_names) - len(own), need.avoided_ports(offer.agent_id))
+    ports = dict(zip(need.port_names, own + extra, strict=False))
     return Assignment(
         need.task_id,
         offer.offer_id,
@@ -301,6 +326,7 @@ def _take_reserved(need: Need, offer: Offer, reservation: Reservation) -> Assign
         offer.hostname,
         ports,
         RESERVED if has_volume else CREATE,
+        tuple(extra),
     )
 
 
@@ -317,7 +343,7 @@ def _place_pinned(need: Need, offers: Sequence[Offer]) -> Assignment | str:
         reservation = offer.reservation(need.member_id, volume.persistence_id)
         if reservation is None or reservation.volume(volume.persistence_id) is None:
             continue
-        why = _reserved_misfit(need, reservation)
+        why = _reserved_misfit(need, reservation, offer)
         if why is None:
             return _take_reserved(need, offer, reservation)
         reasons.append(why)
@@ -364,7 +390,7 @@ def match(
                 (o, r)
                 for o in offers
                 if (r := o.reservation(need.member_id, volume.persistence_id)) is not None
-                and _reserved_misfit(need, r) is None
+                and _reserved_misfit(need, r, o) is None
             ]
             if leftover:
                 offer, reservation = min(leftover, key=lambda p: p[1].volume(volume.persistence_id) is None)

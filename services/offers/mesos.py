@@ -398,8 +398,14 @@ def task_info(
     ]
     if assignment.mode == PLAIN and spec.resources.disk_mb:
         resources.append(_scalar(offer, "disk", float(spec.resources.disk_mb)))
-    if assignment.ports:
-        resources.append(build.ports(list(assignment.ports.values())))
+    unreserved = set(assignment.unreserved_ports)
+    own = [p for p in assignment.ports.values() if p not in unreserved]
+    if own:
+        resources.append(build.ports(own))
+    if unreserved:
+        # Ports standing in for reserved ones avoided after failed launches: unreserved.
+        ranges = {"range": _ranges(sorted(unreserved))}
+        resources.append({**_template(offer, "ports"), "name": "ports", "type": "RANGES", "ranges": ranges})
     if assignment.mode != PLAIN:
         resources.append(build.volume(spec))
     return {

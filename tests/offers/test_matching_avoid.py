@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.offers import mesos
 from mesos_stateful.offers.matching import (
+    RESERVED,
     AgentCapacity,
+    Assignment,
     Need,
     Offer,
+    OfferedVolume,
+    Reservation,
     VolumeNeed,
     avoid_map,
     match,
@@ -100,3 +106,79 @@ def test_a_pinned_launch_keeps_its_list_and_its_agent() -> None:
     volume = VolumeNeed("cache-0.abc.v1", 100, "data", agent_id="a1")
     n = need({"a1": frozenset({31000})}, volume=volume)
     assert relax_avoid(n, [capacity(1)]) is n
+
+
+def _pinned_offer(reserved_ports: list[int]) -> Offer:
+    o = offer(1, ports=[(31005, 31009)])
+    o.reservations.append(
+        Reservation(
+            "cache",
+            "cache-0",
+            "cache-0.v1",
+            cpus=1.0,
+            mem=256,
+            ports=reserved_ports,
+            volumes=[OfferedVolume("cache-0.v1", 100, "data")],
+        )
+    )
+    return o
+
+
+def test_a_pinned_launch_replaces_an_avoided_reserved_port_with_an_unreserved_one() -> None:
+    volume = VolumeNeed("cache-0.v1", 100, "data", agent_id="a1")
+    # Its reserved port 31000 was taken on its agent: it restarts on its volume, on port 31005.
+    n = need({"a1": frozenset({31000})}, volume=volume)
+    offers = [_pinned_offer([31000])]
+    [placed] = match(offers, [n]).placed()
+    assert (placed.agent_id, placed.mode, placed.ports, placed.unreserved_ports) == (
+        "a1",
+        RESERVED,
+        {"redis": 31005},
+        (31005,),
+    )
+    assert offers[0].ports == [(31006, 31009)]
+    # Nothing avoided: its own reserved port, nothing unreserved.
+    [placed] = match([_pinned_offer([31000])], [need({}, volume=volume)]).placed()
+    assert placed.ports == {"redis": 31000} and placed.unreserved_ports == ()
+    # No other free port on its agent: it waits (never another agent), and says why.
+    full = _pinned_offer([31000])
+    full.ports = [(31005, 31005)]
+    result = match([full], [need({"a1": frozenset({31000, 31005})}, volume=volume)])
+    assert "its ports are avoided after failed launches" in result.pending["cache-0.2"]
+
+
+def test_task_info_puts_stand_in_ports_in_an_unreserved_resource() -> None:
+    spec = T.LaunchSpec(
+        instance="cache",
+        member_id="cache-0",
+        task_id="cache-0.2",
+        port_names=["redis", "bus"],
+        resources=T.Resources(cpus=1, mem_mb=256),
+        volume=T.Volume(persistence_id="cache-0.v1", container_path="data", size_mb=100, agent_id="a1"),
+    )
+    task = T.Task(task_id="cache-0.2", instance="cache", member_id="cache-0", launch=spec)
+    offer_json = {
+        "id": {"value": "O1"},
+        "agent_id": {"value": "a1"},
+        "hostname": "127.0.0.1",
+        "resources": [
+            {
+                "name": "ports",
+                "type": "RANGES",
+                "ranges": {"range": [{"begin": 31005, "end": 31009}]},
+                "role": "*",
+            }
+        ],
+    }
+    assignment = Assignment(
+        "cache-0.2", "O1", "a1", "127.0.0.1", {"redis": 31001, "bus": 31005}, RESERVED, (31005,)
+    )
+    info = mesos.task_info(task, assignment, offer_json, "executor", "F1", "stateful", "p")
+    ports = [r for r in info["resources"] if r["name"] == "ports"]
+    reserved = [r for r in ports if r.get("reservations")]
+    unreserved = [r for r in ports if not r.get("reservations")]
+    assert [r["ranges"]["range"] for r in reserved] == [[{"begin": 31001, "end": 31001}]]
+    assert [r["ranges"]["range"] for r in unreserved] == [[{"begin": 31005, "end": 31005}]]
+    assert unreserved[0]["role"] == "*"
+    named = {p["name"]: p["number"] for p in info["discovery"]["ports"]["ports"]}
+    assert named == {"redis": 31001, "bus": 31005}
