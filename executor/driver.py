@@ -6,6 +6,7 @@ Import this module on the main thread: importing pymesos installs a SIGINT handl
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from typing import Any, Protocol
 
@@ -29,7 +30,11 @@ class ExecutorDriver(MesosExecutorDriver):  # type: ignore[misc]
     * reports acknowledgements to the executor (pymesos drops them);
     * passes a KILL's ``kill_policy`` (pymesos passes only the task id);
     * never kills its own process group on shutdown: the executor kills the member (which is in
-      its own process group, out of reach of pymesos' ``killpg(0)``) and exits within the grace.
+      its own process group, out of reach of pymesos' ``killpg(0)``) and exits within the grace;
+    * retries SUBSCRIBE after a random backoff between 0 and ``MESOS_SUBSCRIPTION_BACKOFF_MAX``
+      (as the Mesos executor library, ``src/executor/executor.cpp`` ``backoff()``; the agent sets it
+      to its ``--executor_reregistration_timeout``, so a restarted agent hears from its executors
+      within that window). pymesos doubles from 2 s up to 15 s, and would miss it.
     """
 
     def __init__(self, executor: AckListener) -> None:
@@ -42,6 +47,20 @@ class ExecutorDriver(MesosExecutorDriver):  # type: ignore[misc]
         # Agents set MESOS_CHECKPOINT to "1" or "0"; pymesos takes any non-empty value as true.
         self.checkpoint = env.get("MESOS_CHECKPOINT", "0") not in ("", "0", "false")
         self.local = True
+        backoff_max = env.get("MESOS_SUBSCRIPTION_BACKOFF_MAX")
+        self.backoff_max: float | None = parse_duration(backoff_max) if backoff_max else None
+
+    def _backoff(self, num_conn_retry: int) -> float:
+        """Seconds to wait before the next connection attempt (pymesos' I/O thread)."""
+        if self.backoff_max is None:
+            return float(super()._backoff(num_conn_retry))
+        return random.uniform(0.0, self.backoff_max)
+
+    def gen_request(self) -> bytes:
+        """SUBSCRIBE with the unacknowledged tasks and updates (read under the lock: the
+        executor's threads add updates while pymesos' I/O thread reconnects)."""
+        with self._lock:
+            return bytes(super().gen_request())
 
     def sendStatusUpdate(self, status: dict[str, Any]) -> None:
         """Blocking HTTP call: never call it on the event loop's thread."""

@@ -26,7 +26,21 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import web
 
-from mesos_stateful.localcluster.procs import kill_session, kill_session_now, session_members
+from mesos_stateful.localcluster.checkpoint import (
+    MetaPaths,
+    append_record,
+    read_state,
+    remove_tree,
+    write_atomically,
+)
+from mesos_stateful.localcluster.procs import (
+    is_alive,
+    kill_session,
+    kill_session_now,
+    session_members,
+    start_time,
+    wait_gone,
+)
 from mesos_stateful.localcluster.recordio import EventStream, Json
 from mesos_stateful.localcluster.resources import Key, ResourceError, Resources
 
@@ -68,14 +82,28 @@ class Executor:
     kills: set[str] = field(default_factory=set)  # KILLs waiting for a (re-)SUBSCRIBE
     tasks: dict[str, str] = field(default_factory=dict)  # task id -> latest state seen by the agent
     from_executor: set[str] = field(default_factory=set)  # uuids of updates that came from it
-    state: str = "LAUNCHING"  # LAUNCHING, RUNNING, TERMINATING, TERMINATED
+    # LAUNCHING (not subscribed yet), RECOVERING (recovered after an agent restart, not
+    # re-subscribed yet: Mesos' REGISTERING), RUNNING, TERMINATING, TERMINATED
+    state: str = "LAUNCHING"
     killed_by_agent: bool = False
-    failure: tuple[str, str] | None = None  # (reason, message) of a termination decided by the agent
+    # (state, reason, message) of a termination decided by the agent
+    failure: tuple[str, str, str] | None = None
     watcher: asyncio.Task[None] | None = None
+    pid: int | None = None  # the executor process; it leads its own session (sid == pid)
+    started: int | None = None  # its /proc start time (the pid alone can be reused)
+    checkpoint: bool = False  # FrameworkInfo.checkpoint: its tasks and updates are checkpointed
+    task_infos: dict[str, Json] = field(default_factory=dict)  # task id -> TaskInfo
+    statuses: dict[str, Json] = field(default_factory=dict)  # task id -> latest TaskStatus
+    uuids: dict[str, str] = field(default_factory=dict)  # uuid of every update -> its task id
+    unacked: dict[str, list[str]] = field(default_factory=dict)  # task id -> uuids not acknowledged
 
     @property
     def sid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.pid
+
+    def pending(self) -> bool:
+        """Some of its updates wait for the framework's acknowledgement."""
+        return any(self.unacked.values())
 
 
 class Agent:
@@ -109,6 +137,12 @@ class Agent:
         self.to_agent: list[Callable[[], None]] = []  # master -> agent messages held by the cut link
         self.to_master: list[tuple[bool, Callable[[], None]]] = []  # (reliable, message) held
         self.executors: dict[tuple[str, str], Executor] = {}
+        # Recovery after a restart (``recover`` then ``finish_recovery``): while ``recovering``, the
+        # agent has not re-registered and what it sends the master waits (as on a cut link).
+        self.recovering = False
+        self._dead: list[Executor] = []  # recovered executors whose process is gone
+        self._resend: list[tuple[Executor, Json]] = []  # checkpointed unacknowledged updates
+        self._recovery: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -159,8 +193,16 @@ class Agent:
             await runner.cleanup()
 
     async def destroy(self) -> None:
-        """The agent dies: every executor session is killed at once, its server goes away."""
+        """The agent's host goes away (``kill``, or the cluster stopped): every executor session
+        is killed at once, its server goes away, and the checkpointed executors are forgotten (as
+        after a reboot, Mesos does not recover executors: their tasks are unknown to the agent when
+        it comes back; its id, reservations and volumes stay)."""
+        if self._recovery is not None:
+            self._recovery.cancel()
         await self.unserve()
+        if self.id:
+            remove_tree(self.paths.root / "frameworks")
+        remove_tree(self.containers_dir)
         for ex in list(self.executors.values()):
             ex.killed_by_agent = True
             if ex.sid is not None:
@@ -178,7 +220,7 @@ class Agent:
         tears the link down meanwhile."""
         if not self.alive:
             return
-        if self.partitioned:
+        if self.partitioned or self.recovering:
             self.to_master.append((reliable, message))
         else:
             message()
@@ -219,8 +261,18 @@ class Agent:
         """Reservations and persistent volumes (Mesos' checkpointed resources)."""
         return self.total.reserved()
 
+    @property
+    def paths(self) -> MetaPaths:
+        return MetaPaths(self.meta_dir, self.id)
+
+    @property
+    def containers_dir(self) -> Path:
+        """Every executor process of this agent (the containerizer's runtime directory)."""
+        return self.work_dir / "containers"
+
     def recover(self) -> None:
-        """Read the checkpointed agent id, reservations and volumes of a previous run (if any)."""
+        """Read the checkpoint of a previous run (if any): the agent id, port, reservations and
+        volumes, then the executors of frameworks that checkpoint (``recover_executors``)."""
         try:
             info = json.loads((self.meta_dir / "agent.json").read_text())
             resources = json.loads((self.meta_dir / "resources.json").read_text())
@@ -256,13 +308,250 @@ class Agent:
         self.total = self.base - unreserved + reserved
         for key, _value in reserved.volumes().items():
             self.volume_path(key).mkdir(parents=True, exist_ok=True)
+        port = int(info.get("port") or 0)
+        if self.port == 0 and port:
+            self.port = port  # the same address: recovered executors connect to it again
+        elif port and port != self.port:
+            log.error(
+                "agent %s: configured on port %s, checkpointed on %s: its executors cannot reconnect",
+                self.ip,
+                self.port,
+                port,
+            )
         log.info("agent %s recovered as %s with %s", self.ip, self.id, reserved)
+        self.recover_executors()
+
+    def recover_executors(self) -> None:
+        """``Slave::recover`` + ``Framework::recoverExecutor``: the latest run of every checkpointed
+        executor comes back with its tasks, their latest states and their unacknowledged updates.
+        A live executor process (same pid and start time) waits to re-subscribe (``RECOVERING``);
+        a gone one is destroyed by ``finish_recovery``; a terminated one only re-sends its
+        unacknowledged updates."""
+        for fid, fw_state in read_state(self.paths).items():
+            if not fw_state.info.get("checkpoint"):
+                continue
+            for eid, ex_state in fw_state.executors.items():
+                run = ex_state.run
+                info = dict(ex_state.info)
+                try:
+                    resources = Resources.from_json(info.get("resources"))
+                except ResourceError as error:
+                    log.error("agent %s: executor %s not recovered: %s", self.id, eid, error)
+                    continue
+                ex = Executor(
+                    framework_id=fid,
+                    executor_id=eid,
+                    info=info,
+                    framework_info=fw_state.info,
+                    container_id=run.container_id,
+                    sandbox=self._sandbox(fid, eid, run.container_id),
+                    resources=resources,
+                    pid=run.pid,
+                    started=run.start_time,
+                    checkpoint=True,
+                )
+                for tid, task in run.tasks.items():
+                    ex.task_infos[tid] = task.info
+                    ex.tasks[tid] = "TASK_STAGING"
+                    for status in task.updates:
+                        uid = str(status.get("uuid", ""))
+                        ex.uuids[uid] = tid
+                        ex.tasks[tid] = str(status["state"])
+                        ex.statuses[tid] = status
+                        if uid not in task.acks:
+                            ex.unacked.setdefault(tid, []).append(uid)
+                            self._resend.append((ex, status))
+                            if status.get("source") == "SOURCE_EXECUTOR":
+                                ex.from_executor.add(uid)
+                if run.completed:
+                    ex.state = "TERMINATED"
+                    if not ex.pending():
+                        remove_tree(self.paths.executor(fid, eid))
+                        continue
+                elif run.pid is not None and is_alive(run.pid, run.start_time):
+                    ex.state = "RECOVERING"
+                    log.info(
+                        "agent %s: recovered executor %s (pid %s) of framework %s; waiting for it to "
+                        "subscribe",
+                        self.id,
+                        eid,
+                        run.pid,
+                        fid,
+                    )
+                else:
+                    ex.state = "RECOVERING"
+                    self._dead.append(ex)
+                    log.info("agent %s: recovered executor %s of framework %s has exited", self.id, eid, fid)
+                self.executors[(fid, eid)] = ex
+        self.recovering = any(ex.state == "RECOVERING" for ex in self.executors.values()) or bool(
+            self._resend
+        )
+
+    async def finish_recovery(self, reregistration_timeout: float, register: Callable[[], None]) -> None:
+        """``Slave::_recover`` and ``reregisterExecutorTimeout``: orphan executor processes (not
+        recovered: their framework does not checkpoint) are killed; executors that exited while the
+        agent was down are destroyed (TASK_FAILED, REASON_EXECUTOR_TERMINATED); the live ones have
+        ``reregistration_timeout`` seconds (Mesos' ``--executor_reregistration_timeout``) to
+        re-subscribe, the others are then destroyed (TASK_LOST, or TASK_GONE for PARTITION_AWARE
+        frameworks, REASON_EXECUTOR_REREGISTRATION_TIMEOUT). Then the agent re-registers
+        (``register``) and sends what it holds: first the checkpointed unacknowledged updates, then
+        those of the recovery (Mesos' status update manager)."""
+        await self.kill_orphans()
+        for ex in self._dead:
+            ex.watcher = asyncio.create_task(self._watch(ex))
+        for ex in self.executors.values():
+            if ex.state == "RECOVERING" and ex not in self._dead:
+                ex.watcher = asyncio.create_task(self._watch(ex))
+        self._dead = []
+        if self.recovering:
+            await asyncio.sleep(reregistration_timeout)
+        for ex in self.executors.values():
+            if ex.state != "RECOVERING":
+                continue
+            log.info("agent %s: killing un-reregistered executor %s", self.id, ex.executor_id)
+            gone = "TASK_GONE" if _partition_aware(ex.framework_info) else "TASK_LOST"
+            ex.failure = (
+                gone,
+                "REASON_EXECUTOR_REREGISTRATION_TIMEOUT",
+                f"Executor did not reregister within {_duration(reregistration_timeout)}",
+            )
+            ex.state = "TERMINATING"
+            ex.killed_by_agent = True
+            if ex.pid is not None:
+                await kill_session(ex.pid, 0.0)
+        self.recovering = False
+        held, self.to_master = self.to_master, []
+        resend, self._resend = self._resend, []
+        register()
+        for ex, status in resend:
+            if status["uuid"] in ex.unacked.get(status["task_id"]["value"], []):
+                self.master.status_update(self, ex.framework_id, status)
+        for _reliable, message in held:
+            message()
+
+    def start_recovery(self, reregistration_timeout: float, register: Callable[[], None]) -> None:
+        self._recovery = asyncio.get_running_loop().create_task(
+            self.finish_recovery(reregistration_timeout, register)
+        )
+
+    async def kill_orphans(self) -> None:
+        """Executor processes of a previous run that this agent did not recover (Mesos destroys
+        orphan containers): their whole session is killed."""
+        known = {ex.container_id for ex in self.executors.values()}
+        for path in sorted(self.containers_dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                pid, started = int(record["pid"]), record.get("start_time")
+            except (OSError, ValueError, KeyError, TypeError):
+                path.unlink(missing_ok=True)
+                continue
+            if path.stem in known:
+                continue
+            if is_alive(pid, started):
+                log.info(
+                    "agent %s: destroying orphan executor %s (pid %s)",
+                    self.id,
+                    record.get("executor_id"),
+                    pid,
+                )
+                await kill_session(pid, self.master.settings.kill_grace)
+            path.unlink(missing_ok=True)
+
+    def reported_tasks(self) -> list[tuple[Executor, str]]:
+        """What the agent reports when it registers (``ReregisterSlaveMessage.tasks``): the tasks
+        of its executors that are not terminal, or whose updates wait for an acknowledgement."""
+        out = []
+        for ex in self.executors.values():
+            for tid, state in ex.tasks.items():
+                if (state not in TERMINAL and ex.state != "TERMINATED") or ex.unacked.get(tid):
+                    out.append((ex, tid))
+        return out
+
+    # --- checkpoint of executors, tasks and updates ------------------------------------------------
+
+    def _ckpt_launch(self, ex: Executor, task: Json) -> None:
+        if not ex.checkpoint:
+            return
+        paths = self.paths
+        fid, eid, tid = ex.framework_id, ex.executor_id, task["task_id"]["value"]
+        try:
+            write_atomically(paths.framework_info(fid), ex.framework_info)
+            if not paths.executor_info(fid, eid).exists() or ex.state == "LAUNCHING":
+                write_atomically(paths.executor_info(fid, eid), ex.info)
+            write_atomically(paths.task(fid, eid, ex.container_id, tid) / "task.info", task)
+        except OSError as error:
+            log.error("agent %s: cannot checkpoint task %s: %s", self.id, tid, error)
+
+    def _ckpt_pid(self, ex: Executor) -> None:
+        assert ex.pid is not None
+        try:
+            write_atomically(
+                self.containers_dir / f"{ex.container_id}.json",
+                {
+                    "pid": ex.pid,
+                    "start_time": ex.started,
+                    "framework_id": ex.framework_id,
+                    "executor_id": ex.executor_id,
+                },
+            )
+            if ex.checkpoint:
+                pids = self.paths.run(ex.framework_id, ex.executor_id, ex.container_id) / "pids"
+                pids.mkdir(parents=True, exist_ok=True)
+                (pids / "forked.start").write_text(str(ex.started or ""))
+                (pids / "forked.pid").write_text(str(ex.pid))
+        except OSError as error:
+            log.error("agent %s: cannot checkpoint executor %s: %s", self.id, ex.executor_id, error)
+
+    def _ckpt_record(self, ex: Executor, tid: str, record: Json) -> None:
+        if not ex.checkpoint:
+            return
+        path = self.paths.task(ex.framework_id, ex.executor_id, ex.container_id, tid) / "task.updates"
+        try:
+            append_record(path, record)
+        except OSError as error:
+            log.error("agent %s: cannot checkpoint an update of %s: %s", self.id, tid, error)
+
+    def _record_update(self, ex: Executor, tid: str, status: Json) -> None:
+        """A new update of one of the executor's tasks: checkpointed before it is forwarded."""
+        uid = str(status["uuid"])
+        ex.uuids[uid] = tid
+        ex.tasks[tid] = status["state"]
+        ex.statuses[tid] = status
+        ex.unacked.setdefault(tid, []).append(uid)
+        self._ckpt_record(ex, tid, {"type": "UPDATE", "update": status})
+
+    def _executor_ended(self, ex: Executor) -> None:
+        (self.containers_dir / f"{ex.container_id}.json").unlink(missing_ok=True)
+        if ex.checkpoint and self.id:
+            run = self.paths.run(ex.framework_id, ex.executor_id, ex.container_id)
+            with contextlib.suppress(OSError):
+                run.mkdir(parents=True, exist_ok=True)
+                (run / "executor.sentinel").touch()
+        self._gc(ex)
+
+    def _gc(self, ex: Executor) -> None:
+        """A terminated executor whose updates were all acknowledged leaves the checkpoint."""
+        if ex.checkpoint and ex.state == "TERMINATED" and not ex.pending() and self.id:
+            remove_tree(self.paths.executor(ex.framework_id, ex.executor_id))
+
+    def _sandbox(self, fid: str, eid: str, container_id: str) -> Path:
+        return (
+            self.work_dir
+            / "slaves"
+            / self.id
+            / "frameworks"
+            / fid
+            / "executors"
+            / eid
+            / "runs"
+            / container_id
+        )
 
     def checkpoint(self) -> None:
         self.meta_dir.mkdir(parents=True, exist_ok=True)
         info = {"agent_id": self.id, "hostname": self.hostname, "port": self.port}
-        _write_atomically(self.meta_dir / "agent.json", info)
-        _write_atomically(self.meta_dir / "resources.json", self.checkpointed.to_json(refinement=True))
+        write_atomically(self.meta_dir / "agent.json", info)
+        write_atomically(self.meta_dir / "resources.json", self.checkpointed.to_json(refinement=True))
 
     def volume_path(self, key: Key) -> Path:
         """``<agent work dir>/volumes/roles/<role>/<persistence id>`` (as Mesos' paths)."""
@@ -321,6 +610,8 @@ class Agent:
         task_id = task["task_id"]["value"]
         if ex is not None and ex.state in ("LAUNCHING", "RUNNING"):
             ex.tasks[task_id] = "TASK_STAGING"
+            ex.task_infos[task_id] = task
+            self._ckpt_launch(ex, task)
             self._link_task_volumes(ex, task)
             if ex.state == "RUNNING" and ex.stream is not None:
                 ex.stream.send({"type": "LAUNCH", "launch": {"task": task}})
@@ -328,27 +619,19 @@ class Agent:
                 ex.queued.append(task)
             return
         container_id = str(uuid.uuid4())
-        sandbox = (
-            self.work_dir
-            / "slaves"
-            / self.id
-            / "frameworks"
-            / fid
-            / "executors"
-            / eid
-            / "runs"
-            / container_id
-        )
         ex = Executor(
             framework_id=fid,
             executor_id=eid,
             info=info,
             framework_info=framework_info,
             container_id=container_id,
-            sandbox=sandbox,
+            sandbox=self._sandbox(fid, eid, container_id),
             resources=Resources.from_json(info.get("resources")),
+            checkpoint=bool(framework_info.get("checkpoint")),
         )
         ex.tasks[task_id] = "TASK_STAGING"
+        ex.task_infos[task_id] = task
+        self._ckpt_launch(ex, task)
         self._link_task_volumes(ex, task)
         ex.queued.append(task)
         self.executors[key] = ex
@@ -373,7 +656,11 @@ class Agent:
             self._fail_tasks(
                 ex, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED", f"Failed to launch executor: {error}"
             )
+            self._executor_ended(ex)
             return
+        ex.pid = ex.proc.pid
+        ex.started = start_time(ex.pid)
+        self._ckpt_pid(ex)
         ex.watcher = asyncio.create_task(self._watch(ex))
         if not self.alive or ex.state == "TERMINATING":
             # Killed or shut down while it was being started.
@@ -382,7 +669,8 @@ class Agent:
 
     async def _spawn(self, ex: Executor) -> asyncio.subprocess.Process:
         command = ex.info.get("command") or {}
-        env = dict(os.environ)
+        settings = self.master.settings
+        env = {k: v for k, v in os.environ.items() if k not in _AGENT_ONLY_ENV}
         env.update(
             {
                 "MESOS_FRAMEWORK_ID": ex.framework_id,
@@ -390,13 +678,17 @@ class Agent:
                 "MESOS_AGENT_ENDPOINT": self.endpoint,
                 "MESOS_DIRECTORY": str(ex.sandbox),
                 "MESOS_SANDBOX": str(ex.sandbox),
-                "MESOS_CHECKPOINT": "1" if ex.framework_info.get("checkpoint") else "0",
-                "MESOS_RECOVERY_TIMEOUT": "15mins",
-                "MESOS_SUBSCRIPTION_BACKOFF_MAX": "2secs",
-                "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": f"{self.master.settings.executor_shutdown_grace}secs",
+                "MESOS_CHECKPOINT": "1" if ex.checkpoint else "0",
+                "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": _duration(settings.executor_shutdown_grace),
                 "MESOS_HTTP_COMMAND_EXECUTOR": "0",
             }
         )
+        if ex.checkpoint:
+            # As the Mesos agent (``executorEnvironment``): how long the executor waits for a
+            # restarted agent, and its longest backoff between two SUBSCRIBE attempts (the
+            # agent's --executor_reregistration_timeout, so it is back within that window).
+            env["MESOS_RECOVERY_TIMEOUT"] = _duration(settings.recovery_timeout)
+            env["MESOS_SUBSCRIPTION_BACKOFF_MAX"] = _duration(settings.executor_reregistration_timeout)
         for var in (command.get("environment") or {}).get("variables", []):
             env[str(var["name"])] = str(var.get("value", ""))
         stdout, stderr = _open_logs(ex.sandbox)
@@ -426,19 +718,33 @@ class Agent:
             stdout.close()
             stderr.close()
 
+    async def _wait_exit(self, ex: Executor) -> int | None:
+        """The executor's exit code; None for a recovered executor (not our child: only its
+        disappearance can be seen, as with Mesos' reaper for non-children)."""
+        if ex.proc is not None:
+            return await ex.proc.wait()
+        assert ex.pid is not None
+        await wait_gone(ex.pid, ex.started)
+        return None
+
     async def _watch(self, ex: Executor) -> None:
-        assert ex.proc is not None
-        timeout = self.master.settings.executor_registration_timeout
-        try:
-            await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
-        except TimeoutError:
-            if ex.state == "LAUNCHING":
-                log.warning("agent %s: executor %s did not subscribe in time", self.id, ex.executor_id)
-                ex.failure = ("REASON_EXECUTOR_REGISTRATION_TIMEOUT", "Executor did not register in time")
-                await kill_session(ex.proc.pid, self.master.settings.kill_grace)
-        code = await ex.proc.wait()
+        assert ex.pid is not None
+        if ex.proc is not None:
+            timeout = self.master.settings.executor_registration_timeout
+            try:
+                await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
+            except TimeoutError:
+                if ex.state == "LAUNCHING":
+                    log.warning("agent %s: executor %s did not subscribe in time", self.id, ex.executor_id)
+                    ex.failure = (
+                        "TASK_FAILED",
+                        "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
+                        "Executor did not register in time",
+                    )
+                    await kill_session(ex.pid, self.master.settings.kill_grace)
+        code = await self._wait_exit(ex)
         # The container is destroyed with its executor: nothing of the session may survive it.
-        await kill_session(ex.proc.pid, self.master.settings.kill_grace)
+        await kill_session(ex.pid, self.master.settings.kill_grace)
         ex.state = "TERMINATED"
         if ex.stream is not None:
             ex.stream.close()
@@ -447,11 +753,12 @@ class Agent:
         if not self.alive:
             return
         if ex.failure is not None:
-            self._fail_tasks(ex, "TASK_FAILED", *ex.failure)
+            self._fail_tasks(ex, *ex.failure)
         elif ex.killed_by_agent:
             self._fail_tasks(ex, "TASK_KILLED", "REASON_EXECUTOR_TERMINATED", "Executor terminated")
         else:
             self._fail_tasks(ex, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED", "Executor terminated")
+        self._executor_ended(ex)
         self.send_to_master(False, lambda: self.master.executor_terminated(self, ex, code))
 
     def _fail_tasks(self, ex: Executor, state: str, reason: str, message: str) -> None:
@@ -472,7 +779,7 @@ class Agent:
             "uuid": new_uuid(),
             "timestamp": time.time(),
         }
-        ex.tasks[task_id] = state
+        self._record_update(ex, task_id, status)
         self.send_to_master(True, lambda: self.master.status_update(self, ex.framework_id, status))
 
     def kill_task(self, framework_id: str, task_id: str, kill_policy: Json | None = None) -> None:
@@ -524,13 +831,22 @@ class Agent:
 
     def acknowledged(self, framework_id: str, executor_id: str, task_id: str, update_uuid: str) -> None:
         ex = self.executors.get((framework_id, executor_id))
-        if ex is None or update_uuid not in ex.from_executor:
+        if ex is None:
             return
-        ex.from_executor.discard(update_uuid)
-        if ex.stream is not None:
-            ex.stream.send(
-                {"type": "ACKNOWLEDGED", "acknowledged": {"task_id": {"value": task_id}, "uuid": update_uuid}}
-            )
+        unacked = ex.unacked.get(task_id, [])
+        if update_uuid in unacked:
+            unacked.remove(update_uuid)
+            self._ckpt_record(ex, task_id, {"type": "ACK", "uuid": update_uuid})
+        if update_uuid in ex.from_executor:
+            ex.from_executor.discard(update_uuid)
+            if ex.stream is not None:
+                ex.stream.send(
+                    {
+                        "type": "ACKNOWLEDGED",
+                        "acknowledged": {"task_id": {"value": task_id}, "uuid": update_uuid},
+                    }
+                )
+        self._gc(ex)
 
     def framework_message(self, framework_id: str, executor_id: str, data: str) -> bool:
         ex = self.executors.get((framework_id, executor_id))
@@ -571,7 +887,7 @@ class Agent:
             accept = request.headers.get("Accept", "application/json")
             if "application/json" not in accept and "*/*" not in accept:
                 return web.Response(status=406, text="Expecting 'Accept' to allow application/json")
-            return await self._subscribe(request, ex)
+            return await self._subscribe(request, ex, call.get("subscribe") or {})
         if kind == "UPDATE":
             return self._update(ex, call.get("update") or {})
         if kind == "MESSAGE":
@@ -582,13 +898,39 @@ class Agent:
             return web.Response(status=202)
         return web.Response(status=400, text=f"Unsupported executor call {kind}")
 
-    async def _subscribe(self, request: web.Request, ex: Executor) -> web.StreamResponse:
+    async def _subscribe(self, request: web.Request, ex: Executor, sub: Json) -> web.StreamResponse:
+        """``Slave::subscribe``: also a recovered executor's re-subscription after an agent
+        restart; its unacknowledged updates are taken (once: duplicates by uuid are ignored), and
+        a task still STAGING that it does not list among its unacknowledged tasks never reached it
+        (TASK_LOST, or TASK_DROPPED for PARTITION_AWARE, REASON_AGENT_RESTARTED)."""
         if ex.stream is not None:
             ex.stream.close()
         stream = EventStream()
         ex.stream = stream
-        if ex.state == "LAUNCHING":
+        if ex.state == "RECOVERING":
+            log.info("agent %s: executor %s re-subscribed", self.id, ex.executor_id)
+        if ex.state in ("LAUNCHING", "RECOVERING"):
             ex.state = "RUNNING"
+        for update in sub.get("unacknowledged_updates") or []:
+            status = update.get("status") if isinstance(update, dict) else None
+            if isinstance(status, dict):
+                error = self._take_update(ex, status)
+                if error is not None:
+                    log.warning(
+                        "agent %s: unacknowledged update of %s ignored: %s", self.id, ex.executor_id, error
+                    )
+        known = {
+            (t.get("task_id") or {}).get("value")
+            for t in sub.get("unacknowledged_tasks") or []
+            if isinstance(t, dict)
+        }
+        queued = {t["task_id"]["value"] for t in ex.queued}
+        for tid, state in list(ex.tasks.items()):
+            if state == "TASK_STAGING" and tid not in known and tid not in queued:
+                dropped = "TASK_DROPPED" if _partition_aware(ex.framework_info) else "TASK_LOST"
+                self._agent_update(
+                    ex, tid, dropped, "REASON_AGENT_RESTARTED", "Task launched during agent restart"
+                )
         subscribed = {
             "type": "SUBSCRIBED",
             "subscribed": {
@@ -615,43 +957,62 @@ class Agent:
         status = update.get("status")
         if not isinstance(status, dict):
             return web.Response(status=400, text="Expecting 'update.status'")
+        error = self._take_update(ex, status)
+        if error is not None:
+            return web.Response(status=400, text=error)
+        return web.Response(status=202)
+
+    def _take_update(self, ex: Executor, status: Json) -> str | None:
+        """An update from the executor: validated, checkpointed, forwarded; None or the error."""
         try:
             task_id = status["task_id"]["value"]
-            state = status["state"]
+            status["state"]
             raw = base64.b64decode(status["uuid"], validate=True)
         except (KeyError, TypeError, ValueError):
-            return web.Response(
-                status=400, text="Expecting 'status.task_id', 'status.state' and a base64 'status.uuid'"
-            )
+            return "Expecting 'status.task_id', 'status.state' and a base64 'status.uuid'"
         if len(raw) != 16:
-            return web.Response(status=400, text="'status.uuid' must be 16 bytes")
+            return "'status.uuid' must be 16 bytes"
         if status.get("source", "SOURCE_EXECUTOR") != "SOURCE_EXECUTOR":
-            return web.Response(
-                status=400, text="Received status update from executor with source not SOURCE_EXECUTOR"
-            )
+            return "Received status update from executor with source not SOURCE_EXECUTOR"
         if task_id not in ex.tasks:
-            return web.Response(status=400, text=f"Task {task_id} is unknown to executor {ex.executor_id}")
+            return f"Task {task_id} is unknown to executor {ex.executor_id}"
+        uid = str(status["uuid"])
+        if uid in ex.uuids:
+            # A duplicate (re-sent after a reconnection): the status update manager has it.
+            if uid not in ex.unacked.get(task_id, []) and ex.stream is not None:
+                ex.stream.send(
+                    {"type": "ACKNOWLEDGED", "acknowledged": {"task_id": {"value": task_id}, "uuid": uid}}
+                )
+            return None
         if ex.tasks[task_id] in TERMINAL:
             # Mesos drops updates after a terminal one for the same task.
-            return web.Response(status=202)
+            return None
         status = dict(status)
         status["source"] = "SOURCE_EXECUTOR"
         status["agent_id"] = {"value": self.id}
         status["executor_id"] = {"value": ex.executor_id}
         status.setdefault("timestamp", time.time())
-        ex.tasks[task_id] = state
-        ex.from_executor.add(status["uuid"])
+        self._record_update(ex, task_id, status)
+        ex.from_executor.add(uid)
         self.send_to_master(True, lambda: self.master.status_update(self, ex.framework_id, status))
-        return web.Response(status=202)
+        return None
 
 
-def _write_atomically(path: Path, data: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _partition_aware(framework_info: Json) -> bool:
+    return any(c.get("type") == "PARTITION_AWARE" for c in framework_info.get("capabilities", []) or [])
+
+
+def _duration(seconds: float) -> str:
+    """A Mesos duration string (``stringify(Duration)``: ``2secs``, ``15mins``, ``500ms``)."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}mins"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}secs"
+
+
+# Variables of the agent's own process that its executors must not inherit.
+_AGENT_ONLY_ENV = frozenset({"MESOS_RECOVERY_TIMEOUT", "MESOS_SUBSCRIPTION_BACKOFF_MAX", "MESOS_CHECKPOINT"})
 
 
 def _open_logs(sandbox: Path) -> tuple[BinaryIO, BinaryIO]:

@@ -66,9 +66,22 @@ class LocalCluster:
         for i in range(self.settings.agents):
             agent = self._agent(i)
             await agent.serve()
-            self.master.register_agent(agent)
             self.agents.append(agent)
+            self._register(agent)
         log.info("local cluster: master at %s, %d agents", self.master_url, len(self.agents))
+
+    def _register(self, agent: Agent) -> None:
+        """A fresh agent registers at once; one that recovered executors (or updates) from its
+        checkpoint re-registers when its recovery is over (``Agent.finish_recovery``: at most
+        ``executor_reregistration_timeout`` later). Either way it destroys orphan executors."""
+        if agent.recovering:
+            self.master.recovering_agent(agent)
+            agent.start_recovery(
+                self.settings.executor_reregistration_timeout, lambda: self.master.register_agent(agent)
+            )
+        else:
+            self.master.register_agent(agent)
+            agent.start_recovery(0.0, lambda: None)
 
     async def stop(self) -> None:
         """Stop everything; every executor session is killed (no process is left behind)."""
@@ -139,7 +152,7 @@ class LocalCluster:
             fresh.port = agent.port
             self.agents[self.agents.index(agent)] = fresh
             await fresh.serve()
-            self.master.register_agent(fresh)
+            self._register(fresh)
             return fresh
         if not agent.partitioned:
             raise ValueError(f"agent {key} is already running")

@@ -223,8 +223,59 @@ class Master:
         agent.checkpoint()
         if old is not None and old is not agent:
             self._reconcile_known_agent(agent)
+        self._add_agent_tasks(agent)
         self._observe(agent)
         self.wake()
+
+    def recovering_agent(self, agent: Agent) -> None:
+        """An agent of the previous run (its id checkpointed, as in the master's registry) that is
+        recovering its executors and has not re-registered yet (Mesos' ``slaves.recovered``): not
+        offered, not pinged; reconciliation does not answer for its tasks (they are not known yet).
+        ``register_agent`` follows when its recovery is over."""
+        log.info("agent %s at %s is recovering", agent.id, agent.endpoint)
+        agent.state = "RECOVERED"
+        self.agents[agent.id] = agent
+
+    def _add_agent_tasks(self, agent: Agent) -> None:
+        """``Master::__reregisterSlave`` after a master failover: the tasks the agent reports are
+        added with the state it knows (no update is sent: the agent re-sends its unacknowledged
+        ones); a framework the master does not know yet is recovered from the agent's FrameworkInfo
+        (``Master::recoverFramework``: inactive until it re-subscribes, no failover timer);
+        executors of frameworks removed meanwhile are shut down."""
+        for ex, tid in agent.reported_tasks():
+            fid = ex.framework_id
+            if fid in self.removed_frameworks:
+                continue
+            fw = self.frameworks.get(fid)
+            if fw is None:
+                info = dict(ex.framework_info)
+                info["id"] = {"value": fid}
+                fw = Framework(id=fid, info=info)
+                self.frameworks[fid] = fw
+                log.info("framework %s (%s) recovered from agent %s", fid, info.get("name"), agent.id)
+            if tid in fw.tasks:
+                continue
+            info = ex.task_infos.get(tid) or {"task_id": {"value": tid}}
+            try:
+                resources = Resources.from_json(info.get("resources"))
+            except ResourceError:
+                resources = Resources()
+            state = ex.tasks[tid]
+            fw.tasks[tid] = Task(
+                task_id=tid,
+                framework_id=fid,
+                agent_id=agent.id,
+                executor_id=ex.executor_id,
+                info=info,
+                resources=resources,
+                state=state,
+                status=ex.statuses.get(tid),
+                holds=state not in TERMINAL,
+            )
+        for fid in {ex.framework_id for ex in agent.executors.values() if ex.state != "TERMINATED"}:
+            if fid in self.removed_frameworks:
+                log.info("Shutting down framework %s at re-registered agent %s", fid, agent.id)
+                self._spawn(agent.shutdown_framework(fid))
 
     def _reconcile_known_agent(self, agent: Agent) -> None:
         """``Master::reconcileKnownSlave``: a registered agent comes back (restarted before the
@@ -955,6 +1006,8 @@ class Master:
         task = fw.tasks.get(tid)
         if task is None:
             return
+        if status.get("uuid") and any(p.get("uuid") == status["uuid"] for p in task.pending):
+            return  # re-sent by a recovered agent while the first one still waits: a duplicate
         if task.state not in TERMINAL:  # a late update (held on a cut link) never revives a task
             task.state = status["state"]
             task.status = status
@@ -966,19 +1019,15 @@ class Master:
             fw.send({"type": "UPDATE", "update": {"status": status}})
             task.last_sent = time.monotonic()
 
-    def executor_terminated(self, agent: Agent, ex: Executor, code: int) -> None:
+    def executor_terminated(self, agent: Agent, ex: Executor, code: int | None) -> None:
+        """FAILURE with the executor's exit status (left out when unknown: a recovered executor
+        is not the agent's child)."""
         fw = self.frameworks.get(ex.framework_id)
         if fw is not None:
-            fw.send(
-                {
-                    "type": "FAILURE",
-                    "failure": {
-                        "agent_id": {"value": agent.id},
-                        "executor_id": {"value": ex.executor_id},
-                        "status": code,
-                    },
-                }
-            )
+            failure: Json = {"agent_id": {"value": agent.id}, "executor_id": {"value": ex.executor_id}}
+            if code is not None:
+                failure["status"] = code
+            fw.send({"type": "FAILURE", "failure": failure})
         self.wake()
 
     def executor_message(self, agent: Agent, ex: Executor, data: str) -> None:
@@ -1077,6 +1126,10 @@ class Master:
             fw.send({"type": "UPDATE", "update": {"status": self._reconcile_status(task)}})
             return
         agent = self.agents.get(aid) if aid else None
+        if agent is not None and agent.state == "RECOVERED":
+            # ``Master::_reconcileTasks`` case "task unknown, agent recovered (transitioning)": no
+            # answer until the agent has re-registered and told the master its tasks.
+            return
         if agent is not None and agent.state in ("ACTIVE", "DISCONNECTED"):
             state = "TASK_GONE" if fw.partition_aware else "TASK_LOST"
             message = "Reconciliation: Task is unknown to the agent"
@@ -1253,6 +1306,12 @@ class Master:
             "activated_slaves": sum(1 for a in agents if a["active"]),
             "deactivated_slaves": sum(1 for a in agents if not a["active"]),
             "unreachable_slaves": sum(1 for a in self.agents.values() if a.state == "UNREACHABLE"),
+            # Agents of the previous run still recovering (not re-registered yet).
+            "recovered_slaves": [
+                {"id": a.id, "hostname": a.hostname, "port": a.port}
+                for a in self.agents.values()
+                if a.state == "RECOVERED"
+            ],
             "frameworks": frameworks,
             "slaves": agents,
             "agents": agents,

@@ -58,3 +58,60 @@ def kill_session_now(sid: int) -> None:
         if signal_session(sid, signal.SIGKILL) == 0:
             return
         time.sleep(0.05)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from field 3 on (``fields[0]`` is the state), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (``/proc/<pid>/stat`` field 22, clock ticks after boot): with the
+    pid, it names one process (a pid can be reused, the pair cannot)."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return int(fields[19])
+
+
+def is_alive(pid: int, started: int | None) -> bool:
+    """True if ``pid`` is a live (non-zombie) process started at ``started`` (when given)."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
+        return False
+    return started is None or int(fields[19]) == started
+
+
+async def wait_gone(pid: int, started: int | None, poll: float = 0.2) -> None:
+    """Wait until a process that is not our child (a recovered executor) is gone: through a pidfd
+    when the kernel has them (Linux >= 5.3), else by polling /proc every ``poll`` seconds."""
+    if not is_alive(pid, started):
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while is_alive(pid, started):  # noqa: ASYNC110 (not our child: no exit notification)
+            await asyncio.sleep(poll)
+        return
+    try:
+        if not is_alive(pid, started):  # the pid was reused between the check and the open
+            return
+        gone: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not gone.done():
+                gone.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)

@@ -9,6 +9,10 @@ from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.common.settings import ServiceSettings
 
+# Mesos' bound of --executor_reregistration_timeout (src/slave/constants.hpp): the agent must be able
+# to re-register with the master well before it is marked unreachable.
+MAX_EXECUTOR_REREGISTRATION_TIMEOUT = 15.0
+
 
 class LocalClusterSettings(ServiceSettings):
     model_config = SettingsConfigDict(
@@ -41,6 +45,19 @@ class LocalClusterSettings(ServiceSettings):
     executor_registration_timeout: float = Field(
         60.0, description="seconds an executor has to SUBSCRIBE before it is killed"
     )
+    executor_reregistration_timeout: float = Field(
+        2.0,
+        description="seconds a restarted agent waits for its recovered executors to re-subscribe before "
+        "it destroys the others and re-registers with the master (Mesos agent flag "
+        "--executor_reregistration_timeout, default 2secs, at most 15secs); also their longest "
+        "backoff between two SUBSCRIBE attempts (MESOS_SUBSCRIPTION_BACKOFF_MAX)",
+    )
+    recovery_timeout: float = Field(
+        900.0,
+        description="seconds an executor of a checkpointing framework waits for its agent to come back "
+        "before it kills its task and exits (Mesos agent flag --recovery_timeout, default 15mins; "
+        "handed to executors as MESOS_RECOVERY_TIMEOUT)",
+    )
     agent_ping_timeout: float = Field(
         15.0,
         description="seconds the master waits for an agent's pong to each ping (Mesos master flag "
@@ -65,6 +82,13 @@ class LocalClusterSettings(ServiceSettings):
             raise ValueError("intervals must be > 0")
         if self.agent_ping_timeout <= 0 or self.max_agent_ping_timeouts <= 0:
             raise ValueError("agent_ping_timeout and max_agent_ping_timeouts must be > 0")
+        if not 0 < self.executor_reregistration_timeout <= MAX_EXECUTOR_REREGISTRATION_TIMEOUT:
+            raise ValueError(
+                "executor_reregistration_timeout must be > 0 and <= 15 s (Mesos' "
+                "MAX_EXECUTOR_REREGISTRATION_TIMEOUT, src/slave/constants.hpp)"
+            )
+        if self.recovery_timeout <= self.executor_reregistration_timeout:
+            raise ValueError("recovery_timeout must be longer than executor_reregistration_timeout")
         if ":" not in self.listen:
             raise ValueError("listen must be host:port")
         return self
