@@ -1,10 +1,14 @@
 """Run the whole suite locally: etcd (owned by the state service), state, local cluster, offers,
-gateway, lifecycle and the workload services. Ctrl-C stops them in reverse order; the local
-cluster kills every member it started, so nothing is left behind."""
+gateway, lifecycle and the workload services. A service that exits is restarted with backoff
+(``processes.Supervisor``); only Ctrl-C / SIGTERM stops the suite: the services in reverse order,
+the local cluster last but one, killing every member it started, so nothing is left behind.
+Before anything starts, the data dir is locked (one suite per data dir) and every port checked
+(``preflight``)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -13,10 +17,14 @@ from pathlib import Path
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import wait_for_signal
 from mesos_stateful.common.tracing import ENV_DIR
-from mesos_stateful.suite.processes import COLORS, Child
+from mesos_stateful.state.settings import StateSettings
+from mesos_stateful.suite.preflight import Port, PreflightError, check_ports, lock_data_dir, port_error
+from mesos_stateful.suite.processes import COLORS, Child, Supervisor
 from mesos_stateful.suite.settings import SuiteSettings
 
 log = logging.getLogger("suite")
+
+STATUS_NAME = "suite-status.json"
 
 
 def plan_children(s: SuiteSettings) -> list[list[Child]]:
@@ -88,53 +96,144 @@ def plan_children(s: SuiteSettings) -> list[list[Child]]:
     return groups
 
 
-async def run(settings: SuiteSettings) -> int:
+async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
+    """Start the services group by group (each group once the previous one is healthy), keep
+    every one running (an exited service is restarted with backoff, never taking others down),
+    and stop them in reverse order on SIGINT / SIGTERM, the only way the suite stops."""
     groups = plan_children(settings)
-    started: list[Child] = []
+    for child in (c for group in groups for c in group):
+        if child.name == "cluster":
+            # Its members must outlive it if the runner dies (agent recovery re-adopts them).
+            child.parent_death_signal = "KILL"
+        if lock_fd is not None:
+            child.pass_fds = (lock_fd,)
+    stopping = asyncio.Event()
+    policy = settings.restart_policy()
+    status_path = _status_path(settings)
+    supervisors: list[Supervisor] = []
+
+    def write_status() -> None:
+        _write_status(status_path, supervisors)
+
     stop: asyncio.Future[object] = asyncio.ensure_future(wait_for_signal())
     try:
         for group in groups:
-            for child in group:
-                await child.start()
-                started.append(child)
+            members = [Supervisor(c, policy, stopping, write_status) for c in group]
+            supervisors.extend(members)
+            for supervisor in members:
+                supervisor.start()
             waits: asyncio.Future[object] = asyncio.ensure_future(
-                _all_healthy(group, settings.start_timeout_seconds)
+                _all_healthy(members, settings.start_timeout_seconds)
             )
             done, _ = await asyncio.wait([waits, stop], return_when=asyncio.FIRST_COMPLETED)
             if stop in done:
                 waits.cancel()
                 return 130
-            waits.result()
         log.info(
             "suite is up: statefulctl --endpoint %s (try: statefulctl workloads). Ctrl-C stops everything.",
             settings.gateway,
         )
-        while not stop.done():
-            dead = [c for c in started if not c.running]
-            if dead:
-                log.error("%s exited; stopping the suite", ", ".join(c.name for c in dead))
-                return 1
-            await asyncio.wait({stop}, timeout=1.0)
+        await stop
         return 0
-    except RuntimeError as error:
-        log.error("%s; stopping the suite", error)
-        return 1
     finally:
         stop.cancel()
-        log.info("stopping %d services", len(started))
+        stopping.set()
+        log.info("stopping %d services", len(supervisors))
         for group in reversed(groups):
-            await asyncio.gather(*(c.stop(settings.stop_grace_seconds) for c in group if c in started))
-        log.info("stopped")
+            await asyncio.gather(
+                *(s.stop(settings.stop_grace_seconds) for s in supervisors if s.child in group)
+            )
+        restarted = ", ".join(f"{s.child.name} {s.restarts}" for s in supervisors if s.restarts)
+        log.info("stopped%s", f" (restarts: {restarted})" if restarted else "")
+        write_status()
 
 
-async def _all_healthy(group: list[Child], timeout: float) -> object:
-    return await asyncio.gather(*(c.wait_healthy(timeout) for c in group))
+async def _all_healthy(supervisors: list[Supervisor], timeout: float) -> object:
+    """Wait until every one is healthy; say which are still not, every ``timeout`` seconds."""
+    while True:
+        pending = [s for s in supervisors if not s.healthy.is_set()]
+        if not pending:
+            return None
+        waits = [asyncio.ensure_future(s.healthy.wait()) for s in pending]
+        done, not_done = await asyncio.wait(waits, timeout=timeout)
+        for w in not_done:
+            w.cancel()
+        if not done:
+            log.warning(
+                "still waiting for %s to become healthy (%s); Ctrl-C stops the suite",
+                ", ".join(s.child.name for s in pending),
+                ", ".join(f"{s.child.name}: {s.restarts} restarts" for s in pending),
+            )
+
+
+def _status_path(settings: SuiteSettings) -> Path:
+    return Path(settings.data_dir).resolve() / STATUS_NAME
+
+
+def _write_status(path: Path, supervisors: list[Supervisor]) -> None:
+    """<data_dir>/suite-status.json: the runner's pid and, per service, pid, restarts, last exit
+    code and health (for people and tests; written on every change)."""
+    status = {"pid": os.getpid(), "services": {s.child.name: s.status() for s in supervisors}}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status, indent=1))
+    tmp.replace(path)
+
+
+def _ports(settings: SuiteSettings, groups: list[list[Child]]) -> list[Port]:
+    """Every address the suite will listen on, with the setting that moves it."""
+    ports: list[Port] = []
+    for child in (c for group in groups for c in group):
+        address = child.listen_address
+        if address is None:
+            continue
+        host, _, port = address.rpartition(":")
+        base = child.name.split("-")[0]
+        if base == "cluster":
+            setting = "STATEFUL_SUITE_MASTER"
+        elif base in settings.workloads:
+            setting = "STATEFUL_SUITE_WORKLOAD_BASE_PORT"
+        else:
+            setting = f"STATEFUL_SUITE_{base.upper()}"
+        ports.append(Port(host, int(port), child.name, setting))
+    state = StateSettings.load([])
+    if not state.etcd_endpoints:
+        for name, number in (("client", state.embedded_client_port), ("peer", state.embedded_peer_port)):
+            ports.append(
+                Port(
+                    "127.0.0.1",
+                    number,
+                    f"embedded etcd {name}",
+                    f"STATEFUL_STATE_EMBEDDED_{name.upper()}_PORT",
+                )
+            )
+    return ports
+
+
+def preflight(settings: SuiteSettings) -> int:
+    """The lock on the data dir, then every port: PreflightError before anything is started."""
+    fd = lock_data_dir(Path(settings.data_dir).resolve())
+    checked = check_ports(_ports(settings, plan_children(settings)))
+    if checked.in_use:
+        os.close(fd)
+        raise PreflightError(port_error(checked.in_use))
+    for p in checked.busy:
+        log.warning(
+            "port %d (%s) is still held by a closing connection; %s is retried until it is free",
+            p.port,
+            p.owner,
+            p.owner,
+        )
+    return fd
 
 
 def main() -> None:
     settings = SuiteSettings.load()
     setup_logging("suite", settings.log_level)
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        lock_fd = preflight(settings)
+    except PreflightError as error:
+        log.error("%s", error)
+        sys.exit(2)
     # The children inherit it: each writes its spans to <data_dir>/traces/<service>.jsonl.
     os.environ.setdefault(ENV_DIR, str(Path(settings.data_dir).resolve() / "traces"))
-    sys.exit(asyncio.run(run(settings)))
+    sys.exit(asyncio.run(run(settings, lock_fd)))

@@ -1,16 +1,35 @@
-"""Child processes with prefixed output, started and stopped in order."""
+"""Child processes of the suite with prefixed output, and their supervision.
+
+A :class:`Child` is one service: how to run it and how to tell it is up. A :class:`Supervisor`
+keeps one child running: when it exits for any reason other than the suite stopping (a crash, a
+``kill -9``), it is started again after a backoff from :class:`RestartPolicy`, and the restart is
+logged and counted. A restart never touches other services or any member: members belong to the
+local cluster's agents, whose executors run in sessions of their own.
+
+Every child runs in its own session (a Ctrl-C reaches only the runner, which stops the children in
+order) and dies with the runner: it is started through ``setpriv --pdeathsig`` (util-linux), so a
+``kill -9`` of the runner leaves no service holding a port. Services get SIGTERM and stop
+gracefully; the local cluster gets SIGKILL, so its members keep running as they would when a
+Mesos agent crashes (agent recovery re-adopts them when the suite comes back).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import shutil
 import signal
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mesos_stateful.common.server import is_serving
+
+log = logging.getLogger("suite")
 
 COLORS = ["36", "32", "33", "35", "34", "31", "96", "92", "93", "95"]
 
@@ -26,24 +45,34 @@ class Child:
     http_health_url: str | None = None
     process: asyncio.subprocess.Process | None = None
     color: str = "37"
+    # Sent to the child when the runner dies (prctl PR_SET_PDEATHSIG): TERM stops a service
+    # gracefully; the local cluster gets KILL so that its members are left running.
+    parent_death_signal: str = "TERM"
+    # File descriptors the child inherits (the data dir's lock: held until every child is gone).
+    pass_fds: tuple[int, ...] = ()
 
     async def start(self) -> None:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        argv = self.argv
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            argv = [setpriv, "--pdeathsig", self.parent_death_signal, "--", *argv]
         # Its own session: Ctrl-C reaches only the runner, which stops the children in order.
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv,
+            *argv,
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=self.pass_fds,
         )
-        asyncio.get_running_loop().create_task(self._pump())
+        asyncio.get_running_loop().create_task(self._pump(self.process))
 
-    async def _pump(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        label = f"{self.name:>10} |"
+    async def _pump(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        label = f"{self.name:>11} |"
         prefix = f"\x1b[{self.color}m{label}\x1b[0m " if sys.stdout.isatty() else f"{label} "
-        async for raw in self.process.stdout:
+        async for raw in process.stdout:
             sys.stdout.write(prefix + raw.decode(errors="replace"))
             sys.stdout.flush()
 
@@ -51,26 +80,40 @@ class Child:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def listen_address(self) -> str | None:
+        """host:port the child binds, from its health address."""
+        if self.grpc_address:
+            return self.grpc_address
+        if self.http_health_url:
+            return self.http_health_url.split("://", 1)[-1].split("/", 1)[0]
+        return None
+
     async def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
                 raise RuntimeError(f"{self.name} exited with code {self.process and self.process.returncode}")
-            if await self._healthy():
+            if await self.healthy():
                 return
             await asyncio.sleep(0.2)
         raise RuntimeError(f"{self.name} did not become healthy within {timeout:.0f}s")
 
-    async def _healthy(self) -> bool:
+    async def healthy(self) -> bool:
         if self.grpc_address:
             return await is_serving(self.grpc_address)
         if self.http_health_url:
             import aiohttp
 
             try:
-                async with aiohttp.ClientSession() as session, session.get(
-                    self.http_health_url, timeout=aiohttp.ClientTimeout(total=1.0)
-                ) as reply:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(self.http_health_url, timeout=aiohttp.ClientTimeout(total=1.0)) as reply,
+                ):
                     return reply.status == 200
             except (aiohttp.ClientError, TimeoutError):
                 return False
@@ -88,3 +131,132 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             await self.process.wait()
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of an exited child's process group (a helper it started without a
+        session of its own could hold its port). Executors and members are never in it: they run
+        in sessions of their own."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Backoff between restarts of an exited service, in seconds.
+
+    The n-th exit within ``window_seconds`` waits ``initial_seconds * 2**(n-1)``, at most
+    ``max_seconds``; from ``burst`` exits within the window on, the service is reported as
+    restarting too often and retried every ``max_seconds``, never abandoned (systemd's
+    ``StartLimitBurst``/``StartLimitIntervalSec`` count the same way, but give up; a suite whose
+    members' controllers are down must keep trying). Exits older than the window are forgotten, so
+    a service that stayed up that long starts again from ``initial_seconds``."""
+
+    initial_seconds: float = 0.25
+    max_seconds: float = 10.0
+    burst: int = 5
+    window_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial_seconds <= self.max_seconds:
+            raise ValueError("restart backoff: need 0 < initial_seconds <= max_seconds")
+        if self.burst < 1 or self.window_seconds <= 0:
+            raise ValueError("restart backoff: need burst >= 1 and window_seconds > 0")
+
+    def delay(self, recent_exits: int) -> float:
+        """Seconds to wait before the next start after ``recent_exits`` exits within the window."""
+        if recent_exits >= self.burst:
+            return self.max_seconds
+        return float(min(self.initial_seconds * 2 ** max(recent_exits - 1, 0), self.max_seconds))
+
+
+@dataclass
+class Supervisor:
+    """Keeps one child running until the suite stops."""
+
+    child: Child
+    policy: RestartPolicy
+    stopping: asyncio.Event
+    on_change: Callable[[], None] = lambda: None
+    restarts: int = 0
+    last_exit: int | None = None
+    healthy: asyncio.Event = field(default_factory=asyncio.Event)
+    _exits: deque[float] = field(default_factory=deque)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"supervise {self.child.name}")
+
+    async def _run(self) -> None:
+        while True:
+            async with self._lock:
+                if self.stopping.is_set():
+                    return
+                await self.child.start()
+            self.on_change()
+            process = self.child.process
+            assert process is not None
+            watch = asyncio.create_task(self._watch_health(first=self.restarts == 0))
+            code = await process.wait()
+            watch.cancel()
+            self.healthy.clear()
+            if self.stopping.is_set():
+                return
+            self.child.kill_leftovers()
+            await self._backoff(code)
+
+    async def _backoff(self, code: int) -> None:
+        now = time.monotonic()
+        self._exits.append(now)
+        while self._exits and self._exits[0] < now - self.policy.window_seconds:
+            self._exits.popleft()
+        self.restarts += 1
+        self.last_exit = code
+        delay = self.policy.delay(len(self._exits))
+        log.warning("%s exited with %s; restart %d in %.2g s", self.child.name, code, self.restarts, delay)
+        if len(self._exits) >= self.policy.burst:
+            log.error(
+                "%s is restarting too often (%d exits within %.0f s); "
+                "retrying every %.0f s until it stays up",
+                self.child.name,
+                len(self._exits),
+                self.policy.window_seconds,
+                self.policy.max_seconds,
+            )
+        self.on_change()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+
+    async def _watch_health(self, first: bool) -> None:
+        """Set ``healthy`` once the started child answers its health check."""
+        started = time.monotonic()
+        # A health check is a call to the child: there is no event to wait for.
+        while not await self.child.healthy():  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        self.healthy.set()
+        self.on_change()
+        if not first:
+            log.info(
+                "%s is serving again (restart %d, %.1f s after its start)",
+                self.child.name,
+                self.restarts,
+                time.monotonic() - started,
+            )
+
+    async def stop(self, grace: float) -> None:
+        """Stop the child for good (``stopping`` must be set first)."""
+        async with self._lock:
+            await self.child.stop(grace)
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def status(self) -> dict[str, object]:
+        return {
+            "pid": self.child.pid if self.child.running else None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "healthy": self.healthy.is_set(),
+        }

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.common.settings import ServiceSettings
+from mesos_stateful.suite.processes import RestartPolicy
 
 
 class SuiteSettings(ServiceSettings):
@@ -24,6 +25,14 @@ class SuiteSettings(ServiceSettings):
     workload_base_port: int = Field(7401, description="redis, mysql, etcd listen on consecutive ports")
     start_timeout_seconds: float = Field(60.0, description="how long a service may take to become healthy")
     stop_grace_seconds: float = Field(15.0, description="SIGTERM to SIGKILL, per service")
+    restart_backoff_seconds: float = Field(0.25, description="wait before the first restart of a service")
+    restart_backoff_max_seconds: float = Field(
+        10.0, description="longest wait between restarts (doubling from restart_backoff_seconds)"
+    )
+    restart_burst: int = Field(
+        5, description="exits within restart_window_seconds that make a service 'restarting too often'"
+    )
+    restart_window_seconds: float = Field(60.0, description="window in which exits count towards the burst")
 
     @model_validator(mode="after")
     def _check(self) -> SuiteSettings:
@@ -31,4 +40,13 @@ class SuiteSettings(ServiceSettings):
             raise ValueError("agents must be between 1 and 200")
         if self.start_timeout_seconds <= 0 or self.stop_grace_seconds <= 0:
             raise ValueError("timeouts must be positive")
+        self.restart_policy()  # checks its invariants
         return self
+
+    def restart_policy(self) -> RestartPolicy:
+        return RestartPolicy(
+            initial_seconds=self.restart_backoff_seconds,
+            max_seconds=self.restart_backoff_max_seconds,
+            burst=self.restart_burst,
+            window_seconds=self.restart_window_seconds,
+        )
