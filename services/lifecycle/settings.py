@@ -7,6 +7,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mesos_stateful.common.leadership import LeadershipSettings
 from mesos_stateful.common.settings import ServiceSettings
 from mesos_stateful.state.endpoints import check_endpoint as check_state_endpoint
 
@@ -15,6 +16,18 @@ def _check_endpoint(name: str, value: str) -> None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{name} must be host:port, got {value!r}")
+
+
+def advertised(listen: str, advertise: str, port: int) -> str:
+    """The address others reach a service at: ``advertise`` when set, else the listen host with
+    the port actually bound (a wildcard host becomes 127.0.0.1, which only local peers can use:
+    set ``advertise`` when peers run elsewhere)."""
+    if advertise:
+        return advertise
+    host = listen.rpartition(":")[0]
+    if host in ("0.0.0.0", "[::]", "::", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
 
 
 class LifecycleSettings(ServiceSettings):
@@ -28,6 +41,9 @@ class LifecycleSettings(ServiceSettings):
       a process crash and only after the Mesos master's agent ping timeouts for a cut-off agent.
     - A miss counts only when the workload service itself answers (a Describe right after the
       failed probe): a workload service that is down never gets a master failed over.
+    - Leader election (``leader_*``, role "lifecycle"): only the leader runs the controller; a
+      standby takes over within ``leader_lease_duration_seconds + leader_retry_period_seconds``
+      of the leader's last renewal; invariants retry period < renew deadline < lease duration.
     - Invariants (checked at start-up, patroni-style): ``probe_timeout_seconds <
       callback_timeout_seconds``; ``check_interval_seconds >= probe_interval_seconds``;
       ``probe_failures >= 2`` (one lost packet is not a failure).
@@ -37,7 +53,29 @@ class LifecycleSettings(ServiceSettings):
 
     listen: str = Field("127.0.0.1:7300", description="host:port of the health endpoint (port 0: any)")
     state_endpoint: str = Field("127.0.0.1:7100", description="host:port of the state service")
-    offers_endpoint: str = Field("127.0.0.1:7200", description="host:port of the offers service")
+    offers_endpoint: str = Field(
+        "127.0.0.1:7200",
+        description="host:port of an offers service, used only while no offers leader is recorded "
+        "in state; otherwise calls go to the leader's advertised address (found in its lease)",
+    )
+    advertise: str = Field(
+        "",
+        description="host:port others reach this replica at, stored in its leader lease; empty: the "
+        "listen host with the bound port",
+    )
+    leader_lease_duration_seconds: float = Field(
+        1.5,
+        description="leader election (client-go leaderelection's LeaseDuration): a standby takes "
+        "over when the leader has not renewed its lease for this long",
+    )
+    leader_renew_deadline_seconds: float = Field(
+        1.0,
+        description="client-go's RenewDeadline: a leader that could not renew for this long stops "
+        "acting (before its lease can have expired for a standby); below the lease duration",
+    )
+    leader_retry_period_seconds: float = Field(
+        0.2, description="client-go's RetryPeriod: renew and campaign interval; below the renew deadline"
+    )
     callback_timeout_seconds: float = Field(
         30.0, description="deadline of one workload callback; past it the call is retried with backoff"
     )
@@ -107,6 +145,15 @@ class LifecycleSettings(ServiceSettings):
     )
 
     @property
+    def leadership(self) -> LeadershipSettings:
+        """The leader election's timing (role "lifecycle"); its invariants are checked at start-up."""
+        return LeadershipSettings(
+            lease_duration_seconds=self.leader_lease_duration_seconds,
+            renew_deadline_seconds=self.leader_renew_deadline_seconds,
+            retry_period_seconds=self.leader_retry_period_seconds,
+        )
+
+    @property
     def detection_bound_seconds(self) -> float:
         """Longest time from a master going silent to it being declared failed (see the class)."""
         return (
@@ -119,6 +166,15 @@ class LifecycleSettings(ServiceSettings):
         _check_endpoint("listen", self.listen)
         check_state_endpoint("state_endpoint", self.state_endpoint)  # one or several replicas
         _check_endpoint("offers_endpoint", self.offers_endpoint)
+        if self.advertise:
+            _check_endpoint("advertise", self.advertise)
+        try:
+            _ = self.leadership
+        except ValueError as error:  # pydantic's ValidationError is one too
+            raise ValueError(
+                "leader_retry_period_seconds < leader_renew_deadline_seconds < "
+                f"leader_lease_duration_seconds must hold (client-go leaderelection's rule): {error}"
+            ) from None
         positive = {
             "callback_timeout_seconds": self.callback_timeout_seconds,
             "offers_timeout_seconds": self.offers_timeout_seconds,

@@ -20,15 +20,18 @@ log = logging.getLogger(__name__)
 async def run(settings: OffersSettings) -> None:
     offers = await build_offers_server(settings)
     log.info(
-        "offers serving stateful.v1.OfferService on port %d (master %s, state %s)",
+        "offers serving stateful.v1.OfferService on port %d as %s (master %s, state %s); only the "
+        "leader subscribes to Mesos",
         offers.port,
+        offers.address,
         settings.master,
         settings.state_endpoint,
     )
     try:
         await serve_until_signal(offers, grace_seconds=settings.grace_seconds)
     finally:
-        # Disconnect with failover: Mesos keeps our tasks running until we come back.
+        # Stop leading: disconnect with failover (Mesos keeps our tasks running for the next
+        # leader) and release the lease so a standby takes over at once.
         await offers.stop_scheduler()
 
 

@@ -10,6 +10,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mesos_stateful.common.leadership import LeadershipSettings
 from mesos_stateful.common.settings import ServiceSettings
 
 ONE_WEEK_SECONDS = 7 * 24 * 3600.0
@@ -25,10 +26,36 @@ def _default_executor_command() -> str:
 
 
 class OffersSettings(ServiceSettings):
+    """The offers service's settings. Offers runs as a leader and standbys (role "offers", a lease
+    in state, client-go leaderelection's timing in ``leader_*``): only the leader subscribes to
+    Mesos (with the stored framework id: a framework failover, so Mesos keeps the tasks for
+    ``failover_timeout_seconds``) and writes state; a standby answers UNAVAILABLE naming the
+    leader. Invariant: ``leader_retry_period_seconds < leader_renew_deadline_seconds <
+    leader_lease_duration_seconds``; a standby leads at most ``leader_lease_duration_seconds +
+    leader_retry_period_seconds`` after the leader's last renewal."""
+
     model_config = SettingsConfigDict(env_prefix="STATEFUL_OFFERS_")
 
     listen: str = Field("127.0.0.1:7200", description="host:port the OfferService binds (port 0: any)")
     state_endpoint: str = Field("127.0.0.1:7100", description="host:port of the state service")
+    advertise: str = Field(
+        "",
+        description="host:port clients reach this replica at, stored in its leader lease (lifecycle "
+        "finds the offers leader there); empty: the listen host with the bound port",
+    )
+    leader_lease_duration_seconds: float = Field(
+        1.5,
+        description="client-go leaderelection's LeaseDuration: a standby takes over when the leader "
+        "has not renewed its lease for this long",
+    )
+    leader_renew_deadline_seconds: float = Field(
+        1.0,
+        description="client-go's RenewDeadline: a leader that could not renew for this long drops "
+        "its Mesos connection (with failover) and stops writing state",
+    )
+    leader_retry_period_seconds: float = Field(
+        0.2, description="client-go's RetryPeriod: renew and campaign interval (seconds)"
+    )
     master: str = Field(
         default_factory=_default_master,
         description="Mesos master: host:port, http://host:port or zk://host:port/mesos "
@@ -76,8 +103,28 @@ class OffersSettings(ServiceSettings):
     )
     grace_seconds: float = Field(5.0, description="time in-flight calls get to finish on SIGTERM")
 
+    @property
+    def leadership(self) -> LeadershipSettings:
+        """The leader election's timing (role "offers")."""
+        return LeadershipSettings(
+            lease_duration_seconds=self.leader_lease_duration_seconds,
+            renew_deadline_seconds=self.leader_renew_deadline_seconds,
+            retry_period_seconds=self.leader_retry_period_seconds,
+        )
+
     @model_validator(mode="after")
     def _check(self) -> Self:
+        try:
+            _ = self.leadership
+        except ValueError as error:  # pydantic's ValidationError is one too
+            raise ValueError(
+                "leader_retry_period_seconds < leader_renew_deadline_seconds < "
+                f"leader_lease_duration_seconds must hold (client-go leaderelection's rule): {error}"
+            ) from None
+        if self.advertise:
+            host, sep, port = self.advertise.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ValueError(f"advertise must be host:port, got {self.advertise!r}")
         if self.failover_timeout_seconds <= 0:
             raise ValueError("failover_timeout_seconds must be positive (0 would kill tasks on restart)")
         if self.refuse_seconds_idle < 0 or self.refuse_seconds_unfit < 0:
@@ -104,6 +151,18 @@ class OffersSettings(ServiceSettings):
         if bool(self.principal) != bool(self.secret) and self.secret:
             raise ValueError("secret needs a principal")
         return self
+
+
+def advertised(listen: str, advertise: str, port: int) -> str:
+    """The address clients reach this replica at: ``advertise`` when set, else the listen host
+    with the port actually bound (a wildcard host becomes 127.0.0.1: set ``advertise`` when
+    clients run elsewhere)."""
+    if advertise:
+        return advertise
+    host = listen.rpartition(":")[0]
+    if host in ("0.0.0.0", "[::]", "::", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
 
 
 def master_address(master: str) -> str:

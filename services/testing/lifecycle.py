@@ -11,6 +11,12 @@
 - ``suite``: etcd, state, a local cluster with 3 agents, offers, lifecycle, gateway and the Redis
   workload service (registered under a lease), every one on free ports, with a public API stub
   and helpers to wait for an instance's state.
+- ``standby_suite``: the same, but lifecycle and offers each run as two real processes (a leader
+  and a standby, :class:`~mesos_stateful.testing.offers.Replicas`) that a test can SIGKILL or
+  SIGSTOP; ``suite.lifecycle`` and ``suite.offers`` are the replica groups.
+
+Lifecycle runs with leader election: ``LifecycleRunner.start()`` waits until it leads (pass
+``wait_leading=False`` for a standby).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -32,6 +39,7 @@ from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.lifecycle.server import LifecycleService
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.state.client import StateClient
+from mesos_stateful.testing.offers import Replicas, ServiceProcess, env_of, free_port, offers_processes
 from mesos_stateful.workloads.base import WorkloadBase, start_workload
 
 if TYPE_CHECKING:
@@ -52,9 +60,12 @@ TEST_SETTINGS: dict[str, Any] = {
 class LifecycleRunner:
     """An in-process lifecycle service; ``restart()`` keeps its health port."""
 
-    def __init__(self, state_endpoint: str, offers_endpoint: str, **overrides: Any) -> None:
+    def __init__(
+        self, state_endpoint: str, offers_endpoint: str, wait_leading: bool = True, **overrides: Any
+    ) -> None:
         self.state_endpoint = state_endpoint
         self.offers_endpoint = offers_endpoint
+        self.wait_leading = wait_leading
         self.overrides = overrides
         self.port = 0
         self.service: LifecycleService | None = None
@@ -74,7 +85,9 @@ class LifecycleRunner:
     def running(self) -> bool:
         return self.service is not None
 
-    async def start(self) -> None:
+    async def start(self, leading_timeout: float = 30.0) -> None:
+        """Start, and (unless built with ``wait_leading=False``) wait until it leads (at once when
+        no other replica holds the lease; after the lease expires when its holder died)."""
         if self.service is not None:
             return
         service = LifecycleService(self.settings())
@@ -82,10 +95,16 @@ class LifecycleRunner:
         self.service = service
         self.port = service.port
         self.starts += 1
+        if self.wait_leading:
+            await service.wait_leading(leading_timeout)
 
-    async def stop(self) -> None:
-        """Stop at once, wherever the controller is (as a crash would, minus the process exit)."""
+    async def stop(self, crash: bool = False) -> None:
+        """Stop at once, wherever the controller is (as a crash would, minus the process exit).
+        The lease is released (a standby leads at its next poll) unless ``crash``: then it is
+        left to expire, as after a SIGKILL."""
         if self.service is not None:
+            if crash and self.service.elector is not None:
+                self.service.elector.crash()
             await self.service.stop(grace_seconds=0.2)
             self.service = None
 
@@ -182,8 +201,8 @@ class Suite:
 
     state: Any  # testing.state.StateService
     cluster: Any  # testing.cluster.RunningCluster
-    offers: Any  # testing.offers.OffersService
-    lifecycle: LifecycleRunner
+    offers: Any  # testing.offers.OffersService, or Replicas in a standby_suite
+    lifecycle: LifecycleRunner | Replicas
     gateway: Any  # testing.gateway.RunningGateway
     redis: RedisService
     client: StateClient
@@ -338,3 +357,94 @@ async def workload_in_suite(running: Suite, servicer: WorkloadBase) -> AsyncIter
     finally:
         await delete_everything(running)
         await workload.stop(grace_seconds=0.2)
+
+
+# --- lifecycle and offers with standbys, as processes ------------------------------------------------
+
+
+def lifecycle_processes(
+    state_endpoint: str, offers_endpoint: str, folder: Path, replicas: int = 2, **overrides: Any
+) -> Replicas:
+    """``replicas`` lifecycle processes (lifecycle-1, lifecycle-2, ...) on free ports, not started.
+    ``offers_endpoint`` is only the fallback: each finds the offers leader from its lease."""
+    processes = []
+    for index in range(1, replicas + 1):
+        port = free_port()
+        settings = {
+            "listen": f"127.0.0.1:{port}",
+            "state_endpoint": state_endpoint,
+            "offers_endpoint": offers_endpoint,
+            **TEST_SETTINGS,
+            **overrides,
+        }
+        env = env_of("STATEFUL_LIFECYCLE_", settings)
+        processes.append(ServiceProcess(f"lifecycle-{index}", "mesos_stateful.lifecycle", env, folder, port))
+    return Replicas("lifecycle", processes)
+
+
+@pytest_asyncio.fixture
+async def standby_suite(
+    state_service: Any, local_cluster: Any, gateway: Any, tmp_path: Path
+) -> AsyncIterator[Suite]:
+    """The suite with two lifecycle and two offers processes (leader + standby each); the first
+    of each is started first, so it leads."""
+    client = StateClient(state_service.endpoint)
+    await client.wait_ready()
+    redis = RedisService(state_service.endpoint)
+    await redis.start()
+    await redis.running.registration.wait_registered()
+    folder = tmp_path / "replicas"
+    offers = offers_processes(state_service.endpoint, local_cluster.master_address, folder)
+    lifecycle = lifecycle_processes(state_service.endpoint, offers.processes[0].endpoint, folder)
+    channel = grpc.aio.insecure_channel(gateway.endpoint)
+    running = Suite(
+        state=state_service,
+        cluster=local_cluster,
+        offers=offers,
+        lifecycle=lifecycle,
+        gateway=gateway,
+        redis=redis,
+        client=client,
+        channel=channel,
+    )
+    try:
+        for group in (offers, lifecycle):
+            first = group.processes[0]
+            first.start()
+            await first.wait_serving()
+            await group.wait_leader(client, other_than=None)
+            await group.start()
+        await wait_offers_subscribed(client, offers)
+        yield running
+    finally:
+        try:
+            await delete_everything(running)
+        finally:
+            await channel.close()
+            await lifecycle.stop()
+            await offers.stop()
+            await redis.stop()
+            await client.close()
+
+
+async def wait_offers_subscribed(client: StateClient, offers: Replicas, timeout: float = 60.0) -> None:
+    """Until the offers leader says it is subscribed to Mesos (as its stored framework)."""
+    from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
+    from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as opb_grpc
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        leader = await offers.leader(client)
+        if leader is not None and leader.running:
+            async with grpc.aio.insecure_channel(leader.endpoint) as channel:
+                try:
+                    last = await opb_grpc.OfferServiceStub(channel).GetCluster(
+                        opb.GetClusterRequest(), timeout=2
+                    )
+                    if last.subscribed:
+                        return
+                except grpc.aio.AioRpcError as error:
+                    last = error
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"offers leader not subscribed in {timeout}s; last: {last}")
