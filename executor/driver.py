@@ -31,10 +31,12 @@ class ExecutorDriver(MesosExecutorDriver):  # type: ignore[misc]
     * passes a KILL's ``kill_policy`` (pymesos passes only the task id);
     * never kills its own process group on shutdown: the executor kills the member (which is in
       its own process group, out of reach of pymesos' ``killpg(0)``) and exits within the grace;
-    * retries SUBSCRIBE after a random backoff between 0 and ``MESOS_SUBSCRIPTION_BACKOFF_MAX``
-      (as the Mesos executor library, ``src/executor/executor.cpp`` ``backoff()``; the agent sets it
-      to its ``--executor_reregistration_timeout``, so a restarted agent hears from its executors
-      within that window). pymesos doubles from 2 s up to 15 s, and would miss it.
+    * retries SUBSCRIBE after a random backoff between 0 and half of
+      ``MESOS_SUBSCRIPTION_BACKOFF_MAX`` (the Mesos executor library, ``src/executor/executor.cpp``
+      ``backoff()``, takes up to the whole of it; the agent sets it to its
+      ``--executor_reregistration_timeout``: a restarted agent destroys the executors it has not
+      heard from within that window, so two attempts fall in it here, not one). pymesos doubles
+      from 2 s up to 15 s, and would miss the window (2 s by default).
     """
 
     def __init__(self, executor: AckListener) -> None:
@@ -54,7 +56,7 @@ class ExecutorDriver(MesosExecutorDriver):  # type: ignore[misc]
         """Seconds to wait before the next connection attempt (pymesos' I/O thread)."""
         if self.backoff_max is None:
             return float(super()._backoff(num_conn_retry))
-        return random.uniform(0.0, self.backoff_max)
+        return random.uniform(0.0, self.backoff_max / 2)
 
     def gen_request(self) -> bytes:
         """SUBSCRIBE with the unacknowledged tasks and updates (read under the lock: the

@@ -67,13 +67,14 @@ class Framework:
         implicit_acks: bool = True,
         framework_id: str | None = None,
         partition_aware: bool = False,
+        checkpoint: bool = True,
     ) -> None:
         self.recorder = Recorder()
         info: dict[str, Any] = {
             "user": "test",
             "name": name,
             "failover_timeout": failover_timeout,
-            "checkpoint": True,
+            "checkpoint": checkpoint,
             "hostname": "127.0.0.1",
         }
         if partition_aware:
