@@ -129,6 +129,7 @@ class LeaderElector:
         self._acquired_at = timestamp_pb2.Timestamp()
         self._observed_revision = -1  # the record's mod_revision last seen (0: absent)
         self._observed_at = 0.0  # loop time when that revision was first seen
+        self._expires_at: float | None = None  # loop time the observed holder's lease expires
         self._highest_term = 0  # the highest term seen (a deleted record keeps its term in the store)
         self._logged: tuple[str, int] | None = None
         self._run_task: asyncio.Task[None] | None = None
@@ -166,7 +167,9 @@ class LeaderElector:
                 ended_by_lead = await self._lead_term(acquired, started, lead)
                 if not ended_by_lead:
                     continue  # campaign again at once: the record tells who leads now
-            await asyncio.sleep(self.settings.retry_period_seconds)
+                await asyncio.sleep(self.settings.retry_period_seconds)
+                continue
+            await asyncio.sleep(self._next_attempt_in(loop.time()))
 
     # -- campaign -----------------------------------------------------------------------------
 
@@ -187,6 +190,14 @@ class LeaderElector:
             else:
                 log.info("%s: standby, the lease was released in term %d", self.role, lease.term)
 
+    def _next_attempt_in(self, now: float) -> float:
+        """Seconds to the next campaign attempt: a retry period, or less when the observed lease
+        expires sooner (so a takeover is not late by up to a retry period; never early)."""
+        retry = self.settings.retry_period_seconds
+        if self._expires_at is None:
+            return retry
+        return max(0.0, min(retry, self._expires_at - now))
+
     async def _try_acquire(self) -> pb.Record | None:
         """One client-go tryAcquireOrRenew for a candidate: the stored record if this attempt took
         the lease, None if another holder's lease is still valid or the compare-and-swap lost."""
@@ -194,9 +205,11 @@ class LeaderElector:
         now = asyncio.get_running_loop().time()
         self._observe(record, now)
         current = record.leader if record is not None else None
+        self._expires_at = None
         if current is not None and current.holder and current.holder != self.identity:
             duration = current.lease_duration_seconds or self.settings.lease_duration_seconds
             if now < self._observed_at + duration:
+                self._expires_at = self._observed_at + duration
                 return None
         # Absent, released, expired, or ours from a term that ended: a new term.
         term = max(self._highest_term, current.term if current is not None else 0) + 1
