@@ -40,6 +40,7 @@ class EmbeddedEtcd:
         binary: str = "etcd",
         host: str = "127.0.0.1",
         history_retention: str = "1h",
+        initial_cluster: str = "",
     ) -> None:
         self.data_dir = Path(data_dir)
         self.client_port = client_port
@@ -49,6 +50,9 @@ class EmbeddedEtcd:
         self.host = host
         # Keep this much watch history (resume window); older revisions are compacted away.
         self.history_retention = history_retention
+        # name=http://host:peer_port,... of every member when this one is part of a cluster
+        # (etcd --initial-cluster); empty: a cluster of this member alone.
+        self.initial_cluster = initial_cluster
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,7 +71,7 @@ class EmbeddedEtcd:
             f"--advertise-client-urls={client}",
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster={self.name}={peer}",
+            f"--initial-cluster={self.initial_cluster or f'{self.name}={peer}'}",
             "--initial-cluster-state=new",
             "--auto-compaction-mode=periodic",
             f"--auto-compaction-retention={self.history_retention}",

@@ -61,7 +61,9 @@ async def _monitor(served: StateServed, store: Store, interval: float) -> None:
         if healthy != serving:
             log.warning(
                 "etcd %s: health %s",
-                "reachable" if healthy else (served.etcd_down or "unreachable"),
+                "reachable"
+                if healthy
+                else (f"down ({served.etcd_down})" if served.etcd_down else "unreachable"),
                 "SERVING" if healthy else "NOT_SERVING",
             )
             await served.set_serving(healthy)

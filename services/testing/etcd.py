@@ -1,4 +1,5 @@
-"""A real etcd for tests: free loopback ports, its own data dir, stop / kill -9 / restart."""
+"""A real etcd for tests: free loopback ports, its own data dir, stop / kill -9 / restart; and a
+cluster of several such members (:class:`EtcdCluster`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import asyncio
 import shutil
 import socket
 from pathlib import Path
+
+import grpc
+from aetcd import rpc
 
 from mesos_stateful.state.embedded import EmbeddedEtcd
 
@@ -67,3 +71,71 @@ class EtcdProcess:
         if self.running:
             await self.stop()
         await self.start(timeout)
+
+
+class EtcdCluster:
+    """``size`` etcd members on 127.0.0.1 forming one cluster (each an :class:`EtcdProcess` with
+    ``--initial-cluster`` naming all of them), data in ``base_dir/<name>``. Members can be killed
+    and restarted one by one (they rejoin with their data); :meth:`leader` asks Status."""
+
+    def __init__(self, base_dir: str | Path, size: int = 3) -> None:
+        if size < 1:
+            raise ValueError("a cluster needs at least one member")
+        self.base_dir = Path(base_dir)
+        self.members = [EtcdProcess(self.base_dir / f"m{i}", name=f"m{i}") for i in range(size)]
+        self._link()
+
+    def _link(self) -> None:
+        initial = ",".join(f"{m.etcd.name}=http://{m.etcd.host}:{m.etcd.peer_port}" for m in self.members)
+        for member in self.members:
+            member.etcd.initial_cluster = initial
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start every member (they wait for each other to form the cluster); on the first start,
+        a port taken by another process meanwhile gives every member new ports, and it is tried
+        again (nothing is stored yet)."""
+        for attempt in range(5):
+            for member in self.members:
+                member.etcd.start_process()
+            try:
+                await asyncio.gather(*(m.etcd.wait_healthy(timeout) for m in self.members))
+            except RuntimeError:
+                if attempt == 4 or not any(m._lost_a_port() for m in self.members):
+                    raise
+                await self.kill()
+                for member in self.members:
+                    shutil.rmtree(member.etcd.data_dir, ignore_errors=True)
+                    log = member.etcd.data_dir.parent / f"{member.etcd.data_dir.name}.log"
+                    log.unlink(missing_ok=True)
+                    member.etcd.client_port, member.etcd.peer_port = free_port(), free_port()
+                self._link()
+                continue
+            for member in self.members:
+                member.started_once = True
+            return
+
+    async def leader(self, timeout: float = 30.0) -> EtcdProcess:
+        """The member that is leader now (Status: ``leader == header.member_id``), waiting up to
+        ``timeout`` seconds for one (e.g. during an election)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for member in self.members:
+                if not member.running:
+                    continue
+                async with grpc.aio.insecure_channel(member.endpoint) as channel:
+                    try:
+                        status = await rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=1.0)
+                    except grpc.RpcError:
+                        continue
+                if status.leader and status.leader == status.header.member_id:
+                    return member
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no etcd leader among {self.endpoints} after {timeout}s")
+            await asyncio.sleep(0.1)
+
+    async def kill(self) -> None:
+        await asyncio.gather(*(m.kill() for m in self.members))
