@@ -137,5 +137,23 @@ class EtcdCluster:
                 raise TimeoutError(f"no etcd leader among {self.endpoints} after {timeout}s")
             await asyncio.sleep(0.1)
 
+    async def member_id(self, member: EtcdProcess) -> int:
+        """The etcd member id of ``member`` (it must be running)."""
+        async with grpc.aio.insecure_channel(member.endpoint) as channel:
+            status = await rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=5.0)
+        return int(status.header.member_id)
+
+    async def move_leader(self, to: EtcdProcess, timeout: float = 30.0) -> None:
+        """Make ``to`` the leader (etcd MoveLeader, sent to the current leader)."""
+        target = await self.member_id(to)
+        leader = await self.leader(timeout)
+        if leader is not to:
+            async with grpc.aio.insecure_channel(leader.endpoint) as channel:
+                await rpc.MaintenanceStub(channel).MoveLeader(
+                    rpc.MoveLeaderRequest(targetID=target), timeout=timeout
+                )
+        if await self.leader(timeout) is not to:
+            raise AssertionError(f"{to.endpoint} did not become the etcd leader")
+
     async def kill(self) -> None:
         await asyncio.gather(*(m.kill() for m in self.members))
