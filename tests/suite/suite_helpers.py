@@ -7,12 +7,13 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mesos_stateful.testing.workloads import free_port_run, free_ports, poll_until
+from mesos_stateful.testing.workloads import poll_until
 
 STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 
@@ -20,9 +21,12 @@ STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 def suite_env(data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> tuple[str, dict[str, str]]:
     """Free ports for every service and agents on addresses of their own, so the test never meets
     a `make run` or another test on this machine."""
-    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer = free_ports(7)
-    # The workload services listen on consecutive ports from one base.
-    workload_port = free_port_run(len(workloads))
+    # Below the kernel's ephemeral range: a port in it can be taken, while its service is down,
+    # as the local port of any outgoing connection (and held up to 60 s in TIME_WAIT), so a
+    # restarted service could not bind it again. Offers and lifecycle get room for replicas.
+    gateway, state, master, etcd_client, etcd_peer, offers, lifecycle, workload_port = service_ports(
+        [1, 1, 1, 1, 1, 4, 4, len(workloads)]
+    )
     env = {
         **os.environ,
         "STATEFUL_SUITE_DATA_DIR": str(data_dir),
@@ -42,6 +46,34 @@ def suite_env(data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> tuple[
         "STATEFUL_CLUSTER_MAX_AGENT_PING_TIMEOUTS": "2",
     }
     return f"127.0.0.1:{gateway}", env
+
+
+def service_ports(runs: list[int], low: int = 10000, high: int = 20000) -> list[int]:
+    """The first port of each run of consecutive free ports, all in [low, high): outside the
+    kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default) and below the
+    local cluster agents' port ranges (31000 on)."""
+    chosen: list[int] = []
+    taken: set[int] = set()
+    for count in runs:
+        for _ in range(200):
+            base = random.randrange(low, high - count)
+            span = set(range(base, base + count))
+            if not span & taken and all(_bindable(p) for p in span):
+                chosen.append(base)
+                taken |= span
+                break
+        else:
+            raise RuntimeError(f"no {count} consecutive free ports in [{low}, {high})")
+    return chosen
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def processes_under(folder: Path) -> list[str]:

@@ -224,3 +224,37 @@ def test_restart_backoff_doubles_then_stays_at_the_maximum() -> None:
     assert [policy.delay(n) for n in range(1, 8)] == [0.25, 0.5, 1.0, 2.0, 10.0, 10.0, 10.0]
     with pytest.raises(ValueError, match="initial_seconds"):
         RestartPolicy(initial_seconds=5.0, max_seconds=1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_suite_killed_with_9_leaves_no_service_and_starts_again(tmp_path: Path) -> None:
+    """Its services die with the runner (they would hold their ports), the lock is released once
+    they are gone, and the suite starts again on the same data dir and ports."""
+    data_dir = tmp_path / "state"
+    _, env = suite_env(data_dir)
+    env["STATEFUL_SUITE_CONTROLLER_REPLICAS"] = "1"
+    log = tmp_path / "suite.log"
+    runner = start_suite(env, log)
+    try:
+
+        def up(process: subprocess.Popen[str], times: int) -> bool:
+            assert process.poll() is None, log.read_text()[-5000:]
+            return log.read_text().count("suite is up") == times
+
+        wait_until(lambda: up(runner, 1), 180, "the suite to be up")
+        services = json.loads((data_dir / "suite-status.json").read_text())["services"]
+        pids = [s["pid"] for s in services.values()]
+        runner.kill()
+        runner.wait(10)
+
+        def gone() -> bool:
+            return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+        wait_until(gone, 60, "every service to exit with the runner")
+        runner = start_suite(env, log)
+        wait_until(lambda: up(runner, 2), 180, "the suite to be up again on the same ports")
+        assert "is in use" not in log.read_text()
+    finally:
+        assert stop_suite(runner, 90) == 0, log.read_text()[-5000:]
+    wait_until(lambda: not processes_under(data_dir), 60, "every process of the suite to end")
