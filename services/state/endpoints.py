@@ -82,9 +82,9 @@ def grpc_target(value: str, name: str = "state_endpoint") -> str:
 
 def check_endpoint(name: str, value: str) -> None:
     """ValueError (naming the setting ``name``) unless ``value`` is a valid state endpoint."""
-    if "," not in value and not value.strip().startswith(_SCHEMES):
-        _split(name, value.strip(), value)
-    grpc_target(value, name)
+    target = grpc_target(value, name)
+    if not is_multi_address(target):
+        _split(name, target, value)
 
 
 def is_multi_address(target: str) -> bool:

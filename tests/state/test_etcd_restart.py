@@ -53,6 +53,7 @@ class StateProcess:
     data_dir: Path
     log: Path
     port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)  # e.g. --etcd-endpoints=... (no embedded etcd)
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -66,6 +67,7 @@ class StateProcess:
             f"--data-dir={self.data_dir}",
             f"--embedded-client-port={free_port()}",
             f"--embedded-peer-port={free_port()}",
+            *self.extra_args,
         ]  # fmt: skip
         with self.log.open("ab") as out:
             self.process = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=out)
@@ -81,6 +83,13 @@ class StateProcess:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.process.wait(), 30)
+
+    async def kill(self) -> None:
+        """kill -9 (a crash), and wait until it is gone."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.kill()
+        await asyncio.wait_for(self.process.wait(), 30)
 
 
 @pytest_asyncio.fixture
