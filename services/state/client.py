@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
-from mesos_stateful.common import errors
+from mesos_stateful.common import channels, errors
 from mesos_stateful.common.grpc_errors import code_and_details, from_rpc_error
 from mesos_stateful.state import endpoints, records
 from mesos_stateful.state.records import make_record, value_of
@@ -63,13 +63,7 @@ class StateClient:
             target = endpoints.grpc_target(self.endpoint)
             self._channel = grpc.aio.insecure_channel(
                 target,
-                options=[
-                    ("grpc.initial_reconnect_backoff_ms", 200),
-                    ("grpc.max_reconnect_backoff_ms", 2000),
-                    ("grpc.keepalive_time_ms", 10000),
-                    ("grpc.keepalive_permit_without_calls", 1),
-                    *endpoints.channel_options(target),
-                ],
+                options=[*channels.channel_options(), *endpoints.channel_options(target)],
             )
             self._stub = pb_grpc.StateServiceStub(self._channel)
         return self._stub

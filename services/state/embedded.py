@@ -15,6 +15,8 @@ from pathlib import Path
 import grpc
 from aetcd import rpc
 
+from mesos_stateful.common.channels import etcd_channel_options
+
 log = logging.getLogger(__name__)
 
 
@@ -103,7 +105,7 @@ class EmbeddedEtcd:
 
     async def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        async with grpc.aio.insecure_channel(self.endpoint) as channel:
+        async with grpc.aio.insecure_channel(self.endpoint, options=etcd_channel_options()) as channel:
             stub = rpc.MaintenanceStub(channel)
             while True:
                 if self.process is not None and self.process.poll() is not None:

@@ -17,6 +17,7 @@ import grpc
 from aetcd import rpc
 
 from mesos_stateful.common import errors
+from mesos_stateful.common.channels import etcd_channel_options
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,7 @@ class EtcdKV:
     def __init__(self, endpoints: Sequence[str], timeout: float = 5.0) -> None:
         targets = [e.removeprefix("http://").removeprefix("https://") for e in endpoints]
         target = targets[0] if len(targets) == 1 else "ipv4:" + ",".join(targets)
-        options = [
-            ("grpc.keepalive_time_ms", 5000),
-            ("grpc.keepalive_timeout_ms", 3000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-            ("grpc.lb_policy_name", "round_robin"),
-        ]
+        options = [*etcd_channel_options(), ("grpc.lb_policy_name", "round_robin")]
         self.timeout = timeout
         self.channel = grpc.aio.insecure_channel(target, options=options)
         self.kv = rpc.KVStub(self.channel)
