@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
+from mesos_stateful.common.channels import channel_options
 from mesos_stateful.common.grpc_errors import field_violations
 
 # Exit codes: 2 for bad input (as click uses for usage errors), 1 for everything else.
@@ -57,7 +58,7 @@ class Gateway:
 
     def stub(self) -> api_grpc.InstanceServiceStub:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.endpoint)
+            self._channel = grpc.insecure_channel(self.endpoint, options=channel_options())
         return api_grpc.InstanceServiceStub(self._channel)
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from opentelemetry.trace import Span
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.common import errors
+from mesos_stateful.common.channels import channel_options
 from mesos_stateful.common.grpc_errors import RETRYABLE_CODES, code_and_details, from_rpc_error
 from mesos_stateful.lifecycle.planner import Snapshot
 from mesos_stateful.lifecycle.spans import callback_span
@@ -27,12 +28,9 @@ log = logging.getLogger(__name__)
 
 wpb = workload_service_pb2
 
-# Reconnect quickly after a workload service restarts (gRPC's default backoff grows to 120 s).
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
+# Reconnect quickly after a workload service restarts (gRPC's default backoff grows to 120 s),
+# with the keepalive the servers accept.
+CHANNEL_OPTIONS = channel_options()
 
 # Callback name -> request message type.
 REQUESTS: dict[str, type[Any]] = {

@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.channels import channel_options
 from mesos_stateful.common.grpc_errors import field_violations  # noqa: F401  (re-exported for tests)
 from mesos_stateful.gateway.server import GatewayServed, build_gateway_server
 from mesos_stateful.gateway.settings import GatewaySettings
@@ -37,7 +38,7 @@ class RunningGateway:
         return f"127.0.0.1:{self.served.port}"
 
     def channel(self) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(self.endpoint)
+        return grpc.aio.insecure_channel(self.endpoint, options=channel_options())
 
     async def stop(self) -> None:
         await self.served.stop(grace_seconds=0.5)

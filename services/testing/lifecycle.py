@@ -36,6 +36,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.channels import channel_options
 from mesos_stateful.lifecycle.server import LifecycleService
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.state.client import StateClient
@@ -307,7 +308,7 @@ async def suite(
     lifecycle = LifecycleRunner(state_service.endpoint, offers_service.endpoint)
     await lifecycle.start()
     await offers_service.wait_subscribed()
-    channel = grpc.aio.insecure_channel(gateway.endpoint)
+    channel = grpc.aio.insecure_channel(gateway.endpoint, options=channel_options())
     running = Suite(
         state=state_service,
         cluster=local_cluster,
@@ -396,7 +397,7 @@ async def standby_suite(
     folder = tmp_path / "replicas"
     offers = offers_processes(state_service.endpoint, local_cluster.master_address, folder)
     lifecycle = lifecycle_processes(state_service.endpoint, offers.processes[0].endpoint, folder)
-    channel = grpc.aio.insecure_channel(gateway.endpoint)
+    channel = grpc.aio.insecure_channel(gateway.endpoint, options=channel_options())
     running = Suite(
         state=state_service,
         cluster=local_cluster,
@@ -437,7 +438,7 @@ async def wait_offers_subscribed(client: StateClient, offers: Replicas, timeout:
     while time.monotonic() < deadline:
         leader = await offers.leader(client)
         if leader is not None and leader.running:
-            async with grpc.aio.insecure_channel(leader.endpoint) as channel:
+            async with grpc.aio.insecure_channel(leader.endpoint, options=channel_options()) as channel:
                 try:
                     last = await opb_grpc.OfferServiceStub(channel).GetCluster(
                         opb.GetClusterRequest(), timeout=2

@@ -36,6 +36,7 @@ import mesos_stateful.offers.driver  # noqa: F401
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.channels import channel_options
 from mesos_stateful.common.leadership import find_leader
 from mesos_stateful.common.server import is_serving
 from mesos_stateful.offers.server import OffersServed, build_offers_server
@@ -85,7 +86,7 @@ class OffersService:
         (at once when no other holds the lease; after the lease expires when its holder died)."""
         self.served = await build_offers_server(self.settings())
         self.port = self.served.port
-        self._channel = grpc.aio.insecure_channel(self.endpoint)
+        self._channel = grpc.aio.insecure_channel(self.endpoint, options=channel_options())
         self.stub = api_grpc.OfferServiceStub(self._channel)
         if self.wait_leading:
             await self.served.wait_leading(leading_timeout)

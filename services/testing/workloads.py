@@ -32,6 +32,7 @@ import grpc
 import pytest_asyncio
 
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
+from mesos_stateful.common.channels import channel_options
 from mesos_stateful.workloads.base import RunningWorkload, WorkloadBase, start_workload
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -404,7 +405,7 @@ async def serve_workload(servicer: WorkloadBase) -> AsyncIterator[WorkloadServer
     stub; stops the server after."""
     settings = servicer.settings.model_copy(update={"listen": "127.0.0.1:0", "register_in_state": False})
     running = await start_workload(servicer, settings)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=channel_options())
     try:
         yield WorkloadServer(running, channel, workload_service_pb2_grpc.WorkloadServiceStub(channel))
     finally:
