@@ -328,3 +328,35 @@ async def test_a_refused_write_ends_the_term(election: Election, state_service: 
         assert election.leaders() == []
         lease = await find_leader(other, ROLE)
         assert lease is not None and lease.holder == "z"
+
+
+async def test_lead_failing_ends_the_term_and_a_new_term_begins(
+    state_service: StateService,  # noqa: F811
+) -> None:
+    """lead() raising ends its term (fence cleared, lease released); the elector campaigns again
+    and leads in a higher term."""
+    async with StateClient(state_service.endpoint) as client:
+        elector = LeaderElector(client, ROLE, "solo.test:1", SETTINGS, identity="solo")
+        seen: list[tuple[int, pb.LeaderFence | None]] = []
+        second_term = asyncio.Event()
+
+        async def lead(leadership: Leadership) -> None:
+            assert elector.leadership is leadership
+            seen.append((leadership.term, client.fence))
+            if len(seen) == 1:
+                raise RuntimeError("lead failed")
+            second_term.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(elector.run(lead))
+        try:
+            await asyncio.wait_for(second_term.wait(), 10)
+            assert [term for term, _ in seen] == [seen[0][0], seen[0][0] + 1]
+            assert all(fence == pb.LeaderFence(role=ROLE, term=term) for term, fence in seen)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert elector.leadership is None and client.fence is None and client.on_fence_lost is None
+        record = await client.get(pb.KIND_LEADER, ROLE)
+        assert (record.leader.holder, record.leader.term) == ("", seen[1][0])  # released on shutdown
