@@ -70,8 +70,8 @@ class Reconciler:
                         log.warning("%s: %s: retrying after a failed launch", name, step.name)
                         await self._save(ld, plan)
                         continue
-                    if retry_at is not None and RETRY_NOTE not in step.message:
-                        step.message = f"{step.message}; {RETRY_NOTE} at {_clock(retry_at)}"[:1000]
+                    if retry_at is not None and not step.message.startswith(RETRY_NOTE):
+                        step.message = f"{RETRY_NOTE} at {_clock(retry_at)} | {step.message}"[:1000]
                     await self._save(ld, plan)
                     return retry_at
                 now = time.time()
@@ -197,10 +197,8 @@ def _retry_launch(step: types_pb2.Step, now: float) -> None:
     """A launch step FAILED on a launch failure, made due again with a fresh attempt budget."""
     step.status = plans.DELAYED
     step.attempts = 0
-    step.message = (
-        f"{RELAUNCHING} retrying after a failed launch ({step.message.split('; ' + RETRY_NOTE)[0]})"
-    )
-    step.message = step.message[:1000]
+    failed = step.message.split(" | ", 1)[-1] if step.message.startswith(RETRY_NOTE) else step.message
+    step.message = f"{RELAUNCHING} retrying after a failed launch: {failed}"[:1000]
     step.next_attempt_at.CopyFrom(plans.timestamp(now))
 
 
