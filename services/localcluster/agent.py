@@ -366,7 +366,7 @@ class Agent:
                 if run.completed:
                     ex.state = "TERMINATED"
                     if not ex.pending():
-                        remove_tree(self.paths.executor(fid, eid))
+                        self._gc(ex)
                         continue
                 elif run.pid is not None and is_alive(run.pid, run.start_time):
                     ex.state = "RECOVERING"
@@ -532,7 +532,11 @@ class Agent:
     def _gc(self, ex: Executor) -> None:
         """A terminated executor whose updates were all acknowledged leaves the checkpoint."""
         if ex.checkpoint and ex.state == "TERMINATED" and not ex.pending() and self.id:
-            remove_tree(self.paths.executor(ex.framework_id, ex.executor_id))
+            run = self.paths.run(ex.framework_id, ex.executor_id, ex.container_id)
+            remove_tree(run)
+            with contextlib.suppress(OSError):
+                run.parent.rmdir()  # ``runs``: only when no later run of the executor id is there
+                remove_tree(run.parent.parent)
 
     def _sandbox(self, fid: str, eid: str, container_id: str) -> Path:
         return (
@@ -728,7 +732,9 @@ class Agent:
         return None
 
     async def _watch(self, ex: Executor) -> None:
-        assert ex.pid is not None
+        if ex.pid is None:  # recovered without a pid: the agent died as it started it
+            await self._terminated(ex, None)
+            return
         if ex.proc is not None:
             timeout = self.master.settings.executor_registration_timeout
             try:
@@ -743,8 +749,13 @@ class Agent:
                     )
                     await kill_session(ex.pid, self.master.settings.kill_grace)
         code = await self._wait_exit(ex)
-        # The container is destroyed with its executor: nothing of the session may survive it.
-        await kill_session(ex.pid, self.master.settings.kill_grace)
+        await self._terminated(ex, code)
+
+    async def _terminated(self, ex: Executor, code: int | None) -> None:
+        """The executor process is gone: its container is destroyed (nothing of its session may
+        survive it), its tasks that are not terminal get the agent's update, the master a FAILURE."""
+        if ex.pid is not None:
+            await kill_session(ex.pid, self.master.settings.kill_grace)
         ex.state = "TERMINATED"
         if ex.stream is not None:
             ex.stream.close()

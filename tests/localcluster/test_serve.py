@@ -52,12 +52,14 @@ def test_serve_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
+                # The master answers before its agents have all registered: wait for both.
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/master/state", timeout=5) as resp:
-                    assert len(json.loads(resp.read())["slaves"]) == 2
-                break
+                    if len(json.loads(resp.read())["slaves"]) == 2:
+                        break
             except OSError:
-                assert time.monotonic() < deadline, "the cluster did not come up"
-                time.sleep(0.1)
+                pass
+            assert time.monotonic() < deadline, "the cluster did not come up with 2 agents"
+            time.sleep(0.1)
         fw = Framework(f"127.0.0.1:{port}", failover_timeout=3600)
         fw.start()
         offer = fw.offer()
