@@ -111,6 +111,7 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
     policy = settings.restart_policy()
     status_path = _status_path(settings)
     supervisors: list[Supervisor] = []
+    started: list[list[Supervisor]] = []
 
     def write_status() -> None:
         _write_status(status_path, supervisors)
@@ -120,6 +121,7 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
         for group in groups:
             members = [Supervisor(c, policy, stopping, write_status) for c in group]
             supervisors.extend(members)
+            started.append(members)
             for supervisor in members:
                 supervisor.start()
             waits: asyncio.Future[object] = asyncio.ensure_future(
@@ -129,6 +131,12 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
             if stop in done:
                 waits.cancel()
                 return 130
+        # Every service at once (one of an earlier group may have been restarted meanwhile).
+        waits = asyncio.ensure_future(_all_healthy(supervisors, settings.start_timeout_seconds))
+        done, _ = await asyncio.wait([waits, stop], return_when=asyncio.FIRST_COMPLETED)
+        if stop in done:
+            waits.cancel()
+            return 130
         log.info(
             "suite is up: statefulctl --endpoint %s (try: statefulctl workloads). Ctrl-C stops everything.",
             settings.gateway,
@@ -139,10 +147,8 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
         stop.cancel()
         stopping.set()
         log.info("stopping %d services", len(supervisors))
-        for group in reversed(groups):
-            await asyncio.gather(
-                *(s.stop(settings.stop_grace_seconds) for s in supervisors if s.child in group)
-            )
+        for members in reversed(started):
+            await asyncio.gather(*(s.stop(settings.stop_grace_seconds) for s in members))
         restarted = ", ".join(f"{s.child.name} {s.restarts}" for s in supervisors if s.restarts)
         log.info("stopped%s", f" (restarts: {restarted})" if restarted else "")
         write_status()

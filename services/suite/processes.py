@@ -194,7 +194,12 @@ class Supervisor:
             async with self._lock:
                 if self.stopping.is_set():
                     return
-                await self.child.start()
+                try:
+                    await self.child.start()
+                except OSError as error:
+                    log.error("%s could not be started: %s", self.child.name, error)
+                    await self._backoff(-1)
+                    continue
             self.on_change()
             process = self.child.process
             assert process is not None
