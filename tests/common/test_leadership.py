@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -360,3 +362,66 @@ async def test_lead_failing_ends_the_term_and_a_new_term_begins(
         assert elector.leadership is None and client.fence is None and client.on_fence_lost is None
         record = await client.get(pb.KIND_LEADER, ROLE)
         assert (record.leader.holder, record.leader.term) == ("", seen[1][0])  # released on shutdown
+
+
+CHILD = """
+import asyncio, json, sys, time
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.leadership import LeaderElector, LeadershipSettings
+from mesos_stateful.state.client import StateClient
+
+async def main(name, endpoint):
+    client = StateClient(endpoint)
+    elector = LeaderElector(client, "lifecycle", name + ":1", LeadershipSettings(), identity=name)
+
+    async def lead(leadership):
+        await client.put(types_pb2.Workload(name="by-" + name, endpoint="x:1"))
+        print(json.dumps({"term": leadership.term, "t": time.monotonic()}), flush=True)
+        await asyncio.Event().wait()
+
+    await elector.run(lead)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_a_leader_process_killed_is_replaced_within_the_bound(
+    state_service: StateService,  # noqa: F811
+) -> None:
+    """Two elector processes; SIGKILL of the leader's (no release): the other leads (and its first
+    fenced write is applied) within lease_duration + retry_period + margin; the dead term's writes
+    are refused."""
+    procs = {
+        name: await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, name, state_service.endpoint, stdout=asyncio.subprocess.PIPE
+        )
+        for name in ("p", "q")
+    }
+    try:
+        async with StateClient(state_service.endpoint) as observer:
+            deadline = time.monotonic() + 30
+            lease = await find_leader(observer, ROLE)
+            while lease is None or await observer.find(pb.KIND_WORKLOAD, f"by-{lease.holder}") is None:
+                assert time.monotonic() < deadline, "no leader process within 30 s"
+                await asyncio.sleep(0.05)
+                lease = await find_leader(observer, ROLE)
+            leader, standby = lease.holder, "q" if lease.holder == "p" else "p"
+            await asyncio.sleep(2 * SETTINGS.lease_duration_seconds)  # the standby watches the renewals
+            killed = time.monotonic()
+            procs[leader].kill()
+            await procs[leader].wait()
+            stdout = procs[standby].stdout
+            assert stdout is not None
+            line = await asyncio.wait_for(stdout.readline(), SETTINGS.takeover_bound_seconds + 5)
+            acting = json.loads(line)
+            assert acting["term"] == lease.term + 1
+            assert acting["t"] - killed < SETTINGS.takeover_bound_seconds + MARGIN, acting["t"] - killed
+            assert await observer.find(pb.KIND_WORKLOAD, f"by-{standby}") is not None
+            observer.fence = pb.LeaderFence(role=ROLE, term=lease.term)
+            with pytest.raises(errors.NotLeader, match=f"the leader is now term {lease.term + 1}"):
+                await observer.put(types_pb2.Workload(name="late", endpoint="x:1"))
+    finally:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
