@@ -138,6 +138,7 @@ class WatchHub:
         self.connected = False
         self.subscribers: set[Subscriber] = set()
         self.reconnects = 0  # streams resumed after a break (for tests and logs)
+        self.failures = 0  # attempts that failed (load or watch), e.g. while etcd is down
         self.resyncs = 0  # subscribers told to resync
         self._advanced = asyncio.Event()
         self._retry_now = asyncio.Event()
@@ -283,5 +284,6 @@ class WatchHub:
                 # Never let the hub die silently: a dead hub means silent watches and a stale cache.
                 log.exception("state watch failed; resuming from %d", self.revision + 1)
             self.connected = False
+            self.failures += 1
             await self._backoff(delay)
             delay = min(delay * 2, self.limits.retry_max_seconds)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aetcd import rpc
 
 from mesos_stateful.state.embedded import EmbeddedEtcd
+from mesos_stateful.state.etcdkv import EtcdKV
 
 
 def free_port() -> int:
@@ -157,3 +160,24 @@ class EtcdCluster:
 
     async def kill(self) -> None:
         await asyncio.gather(*(m.kill() for m in self.members))
+
+
+class PassThrough(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    """A client interceptor that changes nothing. The services run with one (OpenTelemetry's), and
+    with one, a watch call to an etcd that is down is over before its first write (the
+    ``InvalidStateError`` of issue 10); tests without tracing need it to see that path."""
+
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(client_call_details, request_iterator)
+
+
+def intercept_watches(kv: EtcdKV, endpoint: str) -> grpc.aio.Channel:
+    """Route ``kv``'s watches to ``endpoint`` through an intercepted channel (as in a service with
+    tracing); close the returned channel after ``kv``."""
+    channel = grpc.aio.insecure_channel(
+        endpoint, options=[("grpc.max_reconnect_backoff_ms", 1000)], interceptors=[PassThrough()]
+    )
+    kv.watch_stub = rpc.WatchStub(channel)
+    return channel

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
-import grpc
 import pytest
-from aetcd import rpc
 from state_helpers import eventually, instance, task
 from test_watch import Collector, Writer, assert_in_order, current_revision
 
@@ -22,32 +19,12 @@ from mesos_stateful.state.records import make_record
 from mesos_stateful.state.server import build_state_server
 from mesos_stateful.state.store import Store
 from mesos_stateful.state.watchhub import WatchLimits, matches
-from mesos_stateful.testing.etcd import EtcdProcess
-
-
-class PassThrough(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    """A client interceptor that changes nothing: the services have one (OpenTelemetry's), and with
-    one, a call to an etcd that is down is over before the first write (the issue's
-    InvalidStateError)."""
-
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(client_call_details, request_iterator)
-
-
-def intercepted(kv: EtcdKV, endpoint: str) -> grpc.aio.Channel:
-    """Route ``kv``'s watches through an intercepted channel, as in a service with tracing."""
-    channel = grpc.aio.insecure_channel(
-        endpoint, options=[("grpc.max_reconnect_backoff_ms", 1000)], interceptors=[PassThrough()]
-    )
-    kv.watch_stub = rpc.WatchStub(channel)
-    return channel
+from mesos_stateful.testing.etcd import EtcdProcess, intercept_watches
 
 
 async def test_watch_on_a_dead_etcd_is_unavailable_not_invalid_state(etcd: EtcdProcess) -> None:
     kv = EtcdKV([etcd.endpoint], timeout=1.0)
-    channel = intercepted(kv, etcd.endpoint)
+    channel = intercept_watches(kv, etcd.endpoint)
     try:
         await kv.status()
         await etcd.kill()
@@ -65,7 +42,7 @@ async def test_hub_outlives_an_etcd_outage_and_resumes_exactly(etcd: EtcdProcess
     """etcd down for a few seconds while the hub (through an intercepted channel) keeps trying:
     its task is alive afterwards and a watch opened before goes on, every change once."""
     store = Store([etcd.endpoint], timeout=2.0, watch_limits=WatchLimits(retry_max_seconds=0.5))
-    channel = intercepted(store.kv, etcd.endpoint)
+    channel = intercept_watches(store.kv, etcd.endpoint)
     served = await build_state_server(store, health_interval=0.3)
     client = StateClient(f"127.0.0.1:{served.port}")
     collector: Collector | None = None
@@ -81,8 +58,13 @@ async def test_hub_outlives_an_etcd_outage_and_resumes_exactly(etcd: EtcdProcess
             return not store.hub.connected
 
         await eventually(hub_disconnected, 10, "the hub to see etcd down")
-        # Several reconnect attempts fail while etcd is down (the one that killed the hub before).
-        await asyncio.sleep(2.0)
+        failures = store.hub.failures
+
+        async def retried() -> bool:
+            return store.hub.failures >= failures + 3
+
+        # Several reconnect attempts fail while etcd is down (such a failure killed the hub before).
+        await eventually(retried, 10, "the hub to retry while etcd is down")
         assert store.hub._task is not None and not store.hub._task.done()
         await etcd.restart()
         await writer.tasks(5, 10)
