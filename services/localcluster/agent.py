@@ -936,12 +936,20 @@ class Agent:
             if isinstance(t, dict)
         }
         queued = {t["task_id"]["value"] for t in ex.queued}
+        never_sent = False
         for tid, state in list(ex.tasks.items()):
             if state == "TASK_STAGING" and tid not in known and tid not in queued:
                 dropped = "TASK_DROPPED" if _partition_aware(ex.framework_info) else "TASK_LOST"
                 self._agent_update(
                     ex, tid, dropped, "REASON_AGENT_RESTARTED", "Task launched during agent restart"
                 )
+                never_sent = True
+        if never_sent and not ex.queued and all(st in TERMINAL for st in ex.tasks.values()):
+            # MESOS-8411: an executor that never got any of its tasks is shut down.
+            log.warning("agent %s: shutting down executor %s: it has no task", self.id, ex.executor_id)
+            task = asyncio.get_running_loop().create_task(self.shutdown_executor(ex))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         subscribed = {
             "type": "SUBSCRIBED",
             "subscribed": {
