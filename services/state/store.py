@@ -295,7 +295,9 @@ class Store:
     async def watch(
         self, kinds: Sequence[int], name_prefix: str = "", start_revision: int = 0
     ) -> AsyncIterator[pb.WatchResponse]:
-        """Changes in revision order, each once, from ``start_revision`` (inclusive; 0 = now)."""
+        """Changes in revision order, each once, from ``start_revision`` (inclusive; 0 = now).
+        Ends with FailedPrecondition ("resync") when changes were missed (a compacted revision, or
+        a watcher ``WatchLimits.queue_size`` events behind): the caller lists again."""
         for kind in kinds:
             records.info_of(kind)
         if start_revision < 0:

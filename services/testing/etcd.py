@@ -162,7 +162,7 @@ class EtcdCluster:
         await asyncio.gather(*(m.kill() for m in self.members))
 
 
-class PassThrough(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+class PassThrough(grpc.aio.StreamStreamClientInterceptor):
     """A client interceptor that changes nothing. The services run with one (OpenTelemetry's), and
     with one, a watch call to an etcd that is down is over before its first write (the
     ``InvalidStateError`` of issue 10); tests without tracing need it to see that path."""
