@@ -947,9 +947,9 @@ class Agent:
         if never_sent and not ex.queued and all(st in TERMINAL for st in ex.tasks.values()):
             # MESOS-8411: an executor that never got any of its tasks is shut down.
             log.warning("agent %s: shutting down executor %s: it has no task", self.id, ex.executor_id)
-            task = asyncio.get_running_loop().create_task(self.shutdown_executor(ex))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            shutdown = asyncio.get_running_loop().create_task(self.shutdown_executor(ex))
+            self._tasks.add(shutdown)
+            shutdown.add_done_callback(self._tasks.discard)
         subscribed = {
             "type": "SUBSCRIBED",
             "subscribed": {
