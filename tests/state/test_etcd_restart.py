@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from state_helpers import eventually, instance, task
@@ -24,6 +25,7 @@ from test_watch import Collector, Writer, assert_in_order, current_revision
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.state.endpoints import STATE_SERVICE
+from mesos_stateful.state.settings import StateSettings
 from mesos_stateful.testing.etcd import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -219,3 +221,26 @@ async def test_watch_from_before_a_crash_loop_resumes(state_process: StateProces
         await client.close()
     log = state_process.log.read_text()
     assert "restart #2" in log, log
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"etcd_check_interval_seconds": 2.0}, "noticed within 1 s"),
+        ({"etcd_restart_backoff_seconds": 20.0}, "etcd_restart_backoff_max_seconds"),
+        ({"etcd_restart_reset_seconds": 0}, "etcd_restart_reset_seconds"),
+        ({"watch_queue_size": 0}, "watch queue size"),
+        ({"watch_retry_seconds": 2.0}, "retry_initial_seconds <= retry_max_seconds"),
+    ],
+)
+def test_supervisor_and_watch_settings_are_checked(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StateSettings(**overrides)
+
+
+def test_default_settings_give_the_stated_bounds() -> None:
+    settings = StateSettings()
+    policy = settings.restart_policy()
+    assert policy.check_interval_seconds <= 1.0 and policy.backoff_seconds <= policy.backoff_max_seconds
+    limits = settings.watch_limits()
+    assert limits.queue_size == settings.watch_queue_size and limits.retry_max_seconds <= 1.0
