@@ -214,11 +214,11 @@ async def supervise(
             restarts += 1
             started_at = time.monotonic()
             etcd.process = None
-            etcd.start_process()  # on the loop's thread: see start_process
             try:
+                etcd.start_process()  # on the loop's thread: see start_process
                 await etcd.wait_healthy(policy.start_timeout_seconds)
                 break
-            except (RuntimeError, TimeoutError) as error:
+            except (RuntimeError, TimeoutError, OSError) as error:  # OSError: could not exec
                 log.error("embedded etcd restart #%d failed: %s; retrying in %.1f s", restarts, error, delay)
                 await asyncio.to_thread(etcd.kill)
         log.warning(

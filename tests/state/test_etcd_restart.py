@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -24,9 +26,11 @@ from test_watch import Collector, Writer, assert_in_order, current_revision
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.state.client import StateClient
+from mesos_stateful.state.embedded import RestartPolicy, supervise
 from mesos_stateful.state.endpoints import STATE_SERVICE
+from mesos_stateful.state.etcdkv import EtcdKV, put_op
 from mesos_stateful.state.settings import StateSettings
-from mesos_stateful.testing.etcd import free_port
+from mesos_stateful.testing.etcd import EtcdProcess, free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -244,3 +248,72 @@ def test_default_settings_give_the_stated_bounds() -> None:
     assert policy.check_interval_seconds <= 1.0 and policy.backoff_seconds <= policy.backoff_max_seconds
     limits = settings.watch_limits()
     assert limits.queue_size == settings.watch_queue_size and limits.retry_max_seconds <= 1.0
+
+
+async def test_supervisor_backs_off_while_etcd_cannot_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """etcd killed, and its client port taken before it can come back: the supervisor keeps
+    trying with a growing backoff (never more often than the policy says) and brings it back on
+    the same data once the port is free."""
+    etcd = EtcdProcess(tmp_path / "etcd")
+    await etcd.start()
+    downs: list[str] = []
+    ups: list[int] = []
+    # A slow check (1 s) leaves the test time to take the port before the first restart.
+    policy = RestartPolicy(
+        check_interval_seconds=1.0, backoff_seconds=0.2, backoff_max_seconds=0.8, start_timeout_seconds=10
+    )
+    supervisor = asyncio.create_task(supervise(etcd.etcd, policy, downs.append, ups.append))
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        kv = EtcdKV([etcd.endpoint], timeout=2.0)
+        try:
+            await kv.txn([], [put_op(b"/stateful/v1/kept", b"1")], [])
+        finally:
+            await kv.close()
+        pid = etcd.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        async def taken() -> bool:
+            try:
+                blocker.bind(("127.0.0.1", etcd.etcd.client_port))
+            except OSError:
+                return False
+            blocker.listen()
+            return True
+
+        await eventually(taken, 0.8, "the killed etcd's client port to be free to take")
+        caplog.set_level(logging.ERROR, logger="mesos_stateful.state.embedded")
+
+        def failed() -> list[float]:
+            return [r.created for r in caplog.records if "failed" in r.getMessage()]
+
+        async def three_failures() -> bool:
+            return len(failed()) >= 3
+
+        await eventually(three_failures, 60, "three failed restarts")
+        assert len(downs) == 1 and "was killed by SIGKILL" in downs[0]
+        assert ups == []
+        gaps = [b - a for a, b in zip(failed(), failed()[1:], strict=False)]
+        assert all(gap >= 0.2 for gap in gaps), gaps  # backed off, not a busy loop
+        blocker.close()
+
+        async def back() -> bool:
+            return bool(ups)
+
+        await eventually(back, 30, "etcd back once its port is free")
+        assert etcd.running
+        kv = EtcdKV([etcd.endpoint], timeout=2.0)
+        try:
+            assert [kv_.value for kv_ in (await kv.range(b"/stateful/v1/kept")).kvs] == [b"1"]
+        finally:
+            await kv.close()
+    finally:
+        blocker.close()
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        await etcd.kill()
