@@ -3,11 +3,11 @@
 Offers runs as a leader and standbys (role "offers", a lease in state; only the leader holds the
 Mesos framework connection; a standby answers UNAVAILABLE). The client sends each call to the
 address the offers leader advertises in its lease (``find_leader``), re-read at most every
-``LEADER_CACHE_SECONDS`` and at once after an UNAVAILABLE; an UNAVAILABLE or DEADLINE_EXCEEDED
-call is retried within the call's deadline (every call here is idempotent: Launch is on the task
-id, Kill and GetCluster change nothing twice), so a lifecycle keeps working across an offers
-failover. While no leader is recorded (an offers service without election, or none up yet) it
-uses the configured endpoint.
+``LEADER_CACHE_SECONDS`` and at once after an UNAVAILABLE. An attempt answered UNAVAILABLE or
+DEADLINE_EXCEEDED (each attempt gets at most half the deadline) is retried within the call's
+deadline: every call here is idempotent (Launch is on the task id, Kill and GetCluster change
+nothing twice), so a lifecycle keeps working across an offers failover. While no leader is
+recorded (an offers service without election, or none up yet) it uses the configured endpoint.
 """
 
 from __future__ import annotations
@@ -99,9 +99,11 @@ class OffersClient:
         force = False
         while True:
             await self._resolve(force)
-            remaining = deadline - time.monotonic()
+            # One attempt may take half the deadline: a leader that stopped answering (frozen, cut
+            # off) leaves time to find the next one.
+            attempt = min(deadline - time.monotonic(), max(self._timeout / 2, 1.0))
             try:
-                return await call(self.stub, max(remaining, 0.01))
+                return await call(self.stub, max(attempt, 0.01))
             except grpc.RpcError as error:
                 code = error.code() if isinstance(error, grpc.aio.AioRpcError) else None
                 if code in _RETRIED and time.monotonic() + delay < deadline:

@@ -23,12 +23,14 @@ import signal
 import time
 
 import pytest
+from pydantic import ValidationError
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common.leadership import LeadershipSettings, find_leader
 from mesos_stateful.lifecycle import plans
+from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.testing.lifecycle import (
     LifecycleRunner,
     Suite,
@@ -310,7 +312,7 @@ async def test_a_failover_interrupted_by_a_leader_change_is_resumed_not_restarte
         await asyncio.wait_for(frozen.wait(), 60)
         stored = await suite.instance("cache")
         assert stored is not None and stored.plan.name == plans.RECOVERY
-        reason = stored.plan.reason
+        started_at = stored.plan.started_at
         await suite.lifecycle.stop(crash=True)  # type: ignore[union-attr]
         await standby.service.wait_leading(TAKEOVER_BOUND + SLACK_SECONDS)
 
@@ -326,7 +328,26 @@ async def test_a_failover_interrupted_by_a_leader_change_is_resumed_not_restarte
         await roles.stop()
         assert roles.promotions == [master_of(instance).id], "exactly one promotion"
         assert roles.max_masters == 1
-        assert instance.plan.reason == reason, "the same plan, resumed"
+        assert instance.plan.name == plans.RECOVERY
+        assert instance.plan.started_at == started_at, "the same plan, resumed (not planned again)"
         assert await missing_keys(master_of(instance), secret, written) == []
     finally:
         await standby.stop()
+
+
+def test_leader_settings_come_from_the_environment_and_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATEFUL_LIFECYCLE_LEADER_LEASE_DURATION_SECONDS", "3")
+    monkeypatch.setenv("STATEFUL_LIFECYCLE_LEADER_RENEW_DEADLINE_SECONDS", "2")
+    monkeypatch.setenv("STATEFUL_LIFECYCLE_ADVERTISE", "10.0.0.5:7300")
+    settings = LifecycleSettings.load([])
+    assert settings.leadership.lease_duration_seconds == 3.0
+    assert settings.leadership.renew_deadline_seconds == 2.0
+    assert settings.leadership.takeover_bound_seconds == 3.2
+    assert settings.advertise == "10.0.0.5:7300"
+    # A leader must stop before a standby may take over: renew deadline below the lease duration.
+    with pytest.raises(ValidationError, match="leader_renew_deadline_seconds"):
+        LifecycleSettings(leader_lease_duration_seconds=1.0, leader_renew_deadline_seconds=1.0)
+    with pytest.raises(ValidationError, match="leader_retry_period_seconds"):
+        LifecycleSettings(leader_retry_period_seconds=2.0)  # not below the renew deadline (2 s)
+    with pytest.raises(ValidationError, match="advertise"):
+        LifecycleSettings(advertise="nowhere")

@@ -19,6 +19,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from offers_helpers import RUNNING, framework_state, in_state, member_pids, port_open, wait_task, web_spec
+from pydantic import ValidationError
 
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
@@ -26,6 +27,7 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common.leadership import LeadershipSettings
 from mesos_stateful.lifecycle.offers import OffersClient
+from mesos_stateful.offers.settings import OffersSettings, advertised
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.offers import Replicas, ServiceProcess, offers_processes
@@ -169,3 +171,19 @@ async def test_the_leader_killed_the_standby_takes_over_the_framework_and_its_ta
         assert (await replicas.leader(state_client)) is new_leader
     finally:
         await offers.close()
+
+
+def test_leader_settings_and_the_advertised_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATEFUL_OFFERS_LEADER_LEASE_DURATION_SECONDS", "4")
+    monkeypatch.setenv("STATEFUL_OFFERS_LEADER_RENEW_DEADLINE_SECONDS", "3")
+    monkeypatch.setenv("STATEFUL_OFFERS_LEADER_RETRY_PERIOD_SECONDS", "0.5")
+    settings = OffersSettings()
+    assert settings.leadership.takeover_bound_seconds == 4.5
+    with pytest.raises(ValidationError, match="leader_renew_deadline_seconds"):
+        OffersSettings(leader_renew_deadline_seconds=5.0)
+    with pytest.raises(ValidationError, match="advertise"):
+        OffersSettings(advertise="host-without-port")
+    # Others reach a replica at its listen host and bound port unless told otherwise.
+    assert advertised("127.0.0.1:0", "", 40123) == "127.0.0.1:40123"
+    assert advertised("0.0.0.0:7200", "", 7200) == "127.0.0.1:7200"
+    assert advertised("0.0.0.0:7200", "offers-1.example:7200", 7200) == "offers-1.example:7200"
