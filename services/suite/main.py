@@ -58,16 +58,27 @@ def plan_children(s: SuiteSettings) -> list[list[Child]]:
         {"STATEFUL_GATEWAY_LISTEN": s.gateway, "STATEFUL_GATEWAY_STATE_ENDPOINT": s.state},
         grpc_address=s.gateway,
     )
-    offers = Child(
-        "offers",
-        module("offers"),
-        {
-            "STATEFUL_OFFERS_LISTEN": s.offers,
-            "STATEFUL_OFFERS_STATE_ENDPOINT": s.state,
-            "STATEFUL_OFFERS_MASTER": s.master,
-        },
-        grpc_address=s.offers,
-    )
+
+    def replica_addresses(first: str) -> list[str]:
+        # Replica i listens on the first address's port + i (7200, 7201, ...).
+        host, _, port = first.rpartition(":")
+        return [f"{host}:{int(port) + i}" for i in range(s.controller_replicas)]
+
+    # Offers and lifecycle run as a leader and standbys (a lease in state); only the offers
+    # leader holds the Mesos framework connection, and lifecycle finds it from its lease.
+    offers = [
+        Child(
+            f"offers-{i + 1}",
+            module("offers"),
+            {
+                "STATEFUL_OFFERS_LISTEN": address,
+                "STATEFUL_OFFERS_STATE_ENDPOINT": s.state,
+                "STATEFUL_OFFERS_MASTER": s.master,
+            },
+            grpc_address=address,
+        )
+        for i, address in enumerate(replica_addresses(s.offers))
+    ]
     workloads = []
     for index, name in enumerate(s.workloads):
         address = f"127.0.0.1:{s.workload_base_port + index}"
@@ -80,17 +91,20 @@ def plan_children(s: SuiteSettings) -> list[list[Child]]:
                 grpc_address=address,
             )
         )
-    lifecycle = Child(
-        "lifecycle",
-        module("lifecycle"),
-        {
-            "STATEFUL_LIFECYCLE_LISTEN": s.lifecycle,
-            "STATEFUL_LIFECYCLE_STATE_ENDPOINT": s.state,
-            "STATEFUL_LIFECYCLE_OFFERS_ENDPOINT": s.offers,
-        },
-        grpc_address=s.lifecycle,
-    )
-    groups = [[state, cluster], [gateway, offers, *workloads], [lifecycle]]
+    lifecycle = [
+        Child(
+            f"lifecycle-{i + 1}",
+            module("lifecycle"),
+            {
+                "STATEFUL_LIFECYCLE_LISTEN": address,
+                "STATEFUL_LIFECYCLE_STATE_ENDPOINT": s.state,
+                "STATEFUL_LIFECYCLE_OFFERS_ENDPOINT": s.offers,
+            },
+            grpc_address=address,
+        )
+        for i, address in enumerate(replica_addresses(s.lifecycle))
+    ]
+    groups = [[state, cluster], [gateway, *offers, *workloads], lifecycle]
     for index, child in enumerate(c for group in groups for c in group):
         child.color = COLORS[index % len(COLORS)]
     return groups

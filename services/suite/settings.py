@@ -19,6 +19,13 @@ class SuiteSettings(ServiceSettings):
     lifecycle: str = Field("127.0.0.1:7300", description="lifecycle service address")
     master: str = Field("127.0.0.1:5050", description="local cluster master address")
     agents: int = Field(3, description="simulated agents in the local cluster")
+    controller_replicas: int = Field(
+        2,
+        ge=1,
+        le=9,
+        description="replicas of lifecycle and of offers (one leads, the others stand by); replica i "
+        "listens on the offers / lifecycle address's port + i",
+    )
     workloads: list[str] = Field(
         default_factory=lambda: ["redis", "mysql", "etcd"], description="workload services to start"
     )
