@@ -1020,13 +1020,15 @@ class Master:
             task.last_sent = time.monotonic()
 
     def executor_terminated(self, agent: Agent, ex: Executor, code: int | None) -> None:
-        """FAILURE with the executor's exit status (left out when unknown: a recovered executor
-        is not the agent's child)."""
+        """FAILURE with the executor's exit status; -1 when it is unknown (a recovered executor is
+        not the agent's child), as ``Slave::sendExitedExecutorMessage`` (``status.getOrElse(-1)``)."""
         fw = self.frameworks.get(ex.framework_id)
         if fw is not None:
-            failure: Json = {"agent_id": {"value": agent.id}, "executor_id": {"value": ex.executor_id}}
-            if code is not None:
-                failure["status"] = code
+            failure: Json = {
+                "agent_id": {"value": agent.id},
+                "executor_id": {"value": ex.executor_id},
+                "status": -1 if code is None else code,
+            }
             fw.send({"type": "FAILURE", "failure": failure})
         self.wake()
 
