@@ -233,6 +233,8 @@ def test_only_executors_that_do_not_come_back_are_reported(cluster: ClusterProce
     try:
         failed = again.update("gone-0.1", "TASK_FAILED", timeout=60)
         assert failed["reason"] == "REASON_EXECUTOR_TERMINATED" and failed["source"] == "SOURCE_AGENT"
+        # FAILURE for the executor too (status -1: not the agent's child, its exit code is unknown).
+        again.wait("executor_lost", lambda eid: eid == "gone-0.1")
         lost = again.update("hung-0.1", "TASK_LOST", timeout=60)
         assert lost["reason"] == "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
         assert lost["source"] == "SOURCE_AGENT"
