@@ -211,6 +211,9 @@ def test_restart_recovers_running_executors_and_never_touches_members(cluster: C
         again.driver.killTask({"value": "rec-0.1"})
         killed = again.update("rec-0.1", "TASK_KILLED", timeout=60)
         assert killed["source"] == "SOURCE_EXECUTOR"
+        # Its exit is a FAILURE with status -1 (not the agent's child: the exit code is unknown, as
+        # Mesos' ``status.getOrElse(-1)``); pymesos' scheduler driver takes it (it needs the field).
+        again.wait("executor_lost", lambda eid: eid == "rec-0.1", timeout=30)
         deadline = time.monotonic() + 30
         while alive(members[0].pid) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -233,8 +236,6 @@ def test_only_executors_that_do_not_come_back_are_reported(cluster: ClusterProce
     try:
         failed = again.update("gone-0.1", "TASK_FAILED", timeout=60)
         assert failed["reason"] == "REASON_EXECUTOR_TERMINATED" and failed["source"] == "SOURCE_AGENT"
-        # FAILURE for the executor too (status -1: not the agent's child, its exit code is unknown).
-        again.wait("executor_lost", lambda eid: eid == "gone-0.1")
         lost = again.update("hung-0.1", "TASK_LOST", timeout=60)
         assert lost["reason"] == "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
         assert lost["source"] == "SOURCE_AGENT"
