@@ -95,6 +95,7 @@ async def _stays_untouched(suite: Suite, tasks: dict[str, str], pids: list[int],
 async def _take_over(group: Replicas, suite: Suite, old: ServiceProcess, since: float) -> ServiceProcess:
     new, seen_at = await group.wait_leader(suite.client, timeout=30, other_than=old)
     took = seen_at - since
+    print(f"{group.role}: {new.name} leads {took:.2f}s after {old.name} stopped")
     assert took <= TAKEOVER_BOUND + SLACK_SECONDS, f"standby led {took:.2f}s later (bound {TAKEOVER_BOUND}s)"
     return new
 
@@ -152,6 +153,7 @@ async def test_the_lifecycle_leader_killed_the_standby_leads_and_still_fails_ove
     assert leader is lifecycle.processes[0]
     before = await find_leader(suite.client, "lifecycle")
     assert before is not None
+    assert "leads (term" not in lifecycle.processes[1].log_text(), "the standby ran a controller"
 
     killed_at = time.monotonic()
     leader.kill()
