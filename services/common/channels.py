@@ -75,7 +75,8 @@ def keepalive() -> Keepalive:
     """The process's keepalive settings (from the environment, read once)."""
     global _default
     if _default is None:
-        _default = Keepalive()
+        from_environment: dict[str, int] = {}  # pydantic-settings reads the environment variables
+        _default = Keepalive(**from_environment)
     return _default
 
 
