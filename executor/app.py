@@ -53,6 +53,7 @@ class ExecutorApp(Executor):  # type: ignore[misc]
         self._shutting_down = False
         self._shutdown_deadline: float | None = None  # loop time
         self._exiting = False
+        self._driver: ExecutorDriver | None = None
 
     # -- pymesos callbacks: the driver's thread; hand over and return -----------------------------
 
@@ -99,6 +100,7 @@ class ExecutorApp(Executor):  # type: ignore[misc]
         self._done = self._loop.create_future()
         self._loop.add_signal_handler(signal.SIGTERM, self._on_shutdown)
         driver = ExecutorDriver(self)
+        self._driver = driver
         self._sender = StatusSender(driver.sendStatusUpdate, driver.executor_id["value"])
         driver.start()
         try:
@@ -165,9 +167,21 @@ class ExecutorApp(Executor):  # type: ignore[misc]
             # Exit before the agent's grace period runs out, acknowledged or not.
             remaining = self._shutdown_deadline - asyncio.get_running_loop().time()
             timeout = min(timeout, max(0.1, remaining - self._settings.shutdown_margin_seconds / 2))
-        if not await self._sender.wait_terminal_acknowledged(task_id, timeout):
+        acknowledged = await self._sender.wait_terminal_acknowledged(task_id, timeout)
+        while not acknowledged and self._agent_away() and self._shutdown_deadline is None:
+            # The agent is away (restarting: with checkpointing it recovers this executor). The
+            # terminal update goes with the next SUBSCRIBE: wait for it to be acknowledged, for up
+            # to MESOS_RECOVERY_TIMEOUT (then the driver gives up and the executor exits).
+            log.info("agent away: keeping the last update of %s until it is back", task_id)
+            acknowledged = await self._sender.wait_terminal_acknowledged(task_id, timeout)
+        if not acknowledged:
             log.warning("no acknowledgement of %s's last update in %.1fs; exiting anyway", task_id, timeout)
         self._exit(0)
+
+    def _agent_away(self) -> bool:
+        """Checkpointing, and not connected to the agent now."""
+        driver = self._driver
+        return driver is not None and bool(driver.checkpoint) and not driver.connected
 
     def _on_kill(self, task_id: str, kill_policy: Any) -> None:
         if self._monitor is None or task_id != self._task_id:

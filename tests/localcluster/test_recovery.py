@@ -225,12 +225,14 @@ def test_restart_recovers_running_executors_and_never_touches_members(cluster: C
 def test_only_executors_that_do_not_come_back_are_reported(cluster: ClusterProcess) -> None:
     fw = Framework(cluster.address, failover_timeout=3600)
     fw.start()
-    gone, hung, fine = launch_members(fw, ["gone-0.1", "hung-0.1", "fine-0.1"])
+    gone, hung, fine, dies = launch_members(fw, ["gone-0.1", "hung-0.1", "fine-0.1", "dies-0.1"])
     fw.stop(failover=True)
 
     cluster.kill9()
     os.kill(gone.executor, signal.SIGKILL)  # exits while its agent is down
     os.kill(hung.executor, signal.SIGSTOP)  # alive, but never re-subscribes
+    os.kill(dies.pid, signal.SIGKILL)  # the member dies while the agent is down: its executor
+    # keeps the TASK_FAILED it cannot send, and sends it with its SUBSCRIBE when the agent is back
     started = time.monotonic()
     again = restart(cluster, fw)
     try:
@@ -248,6 +250,8 @@ def test_only_executors_that_do_not_come_back_are_reported(cluster: ClusterProce
         ):
             time.sleep(0.1)
         assert not session_members(gone.executor_pid) and not session_members(hung.executor_pid)
+        died = again.update("dies-0.1", "TASK_FAILED", timeout=60)
+        assert died["source"] == "SOURCE_EXECUTOR" and "signal 9" in died["message"], died
         # The third one is untouched and RUNNING.
         answers = reconcile(again, [fine])
         assert answers["fine-0.1"]["state"] == "TASK_RUNNING"
