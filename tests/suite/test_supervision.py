@@ -12,7 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,16 @@ from mesos_stateful.suite.processes import RestartPolicy
 from .suite_helpers import ctl, processes_under, start_suite, stop_suite, suite_env, wait_until
 
 KEYS = 100
+REREGISTRATION_TIMEOUT = 2.0  # the local cluster's executor_reregistration_timeout (Mesos' default)
+
+
+def holds_for(check: Callable[[], bool], seconds: float) -> None:
+    """``check`` (which asserts) holds at every poll for ``seconds``: the test of something that
+    must not happen has to watch for a while."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check()
+        time.sleep(0.25)
 
 
 @dataclass
@@ -96,6 +107,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     data_dir = folder / "state"
     endpoint, env = suite_env(data_dir)
     env["STATEFUL_SUITE_CONTROLLER_REPLICAS"] = "1"  # standbys are tested with the leases
+    env["STATEFUL_CLUSTER_EXECUTOR_REREGISTRATION_TIMEOUT"] = str(REREGISTRATION_TIMEOUT)
     log = folder / "suite.log"
     runner = start_suite(env, log)
     suite = Suite(endpoint, env, runner, data_dir, log)
@@ -124,7 +136,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", ["gateway", "redis", "state", "lifecycle"])
+@pytest.mark.parametrize("name", ["gateway", "redis", "state", "lifecycle", "offers", "cluster"])
 def test_a_killed_service_is_restarted_and_members_are_untouched(suite: Suite, name: str) -> None:
     members = _members(suite.endpoint)
     pids = _member_pids(suite.data_dir)
@@ -150,8 +162,15 @@ def test_a_killed_service_is_restarted_and_members_are_untouched(suite: Suite, n
         return ctl(suite.endpoint, "get", "cache", "-o", "json").returncode == 0
 
     wait_until(answers, 60, "the gateway to answer through the restarted service")
-    assert _members(suite.endpoint) == members
-    assert _member_pids(suite.data_dir) == pids
+
+    # ... and stay so for a while: a restarted local cluster waits up to the executor
+    # re-registration timeout for the running executors before it reports any of them lost.
+    def untouched() -> bool:
+        assert _member_pids(suite.data_dir) == pids
+        assert _members(suite.endpoint) == members
+        return True
+
+    holds_for(untouched, REREGISTRATION_TIMEOUT + 3.0)
     client, _ = _master(suite.endpoint)
     assert client.dbsize() == KEYS
     assert client.get(f"key-{KEYS - 1}") == f"value-{KEYS - 1}"
