@@ -168,6 +168,13 @@ class _Callbacks(Scheduler):  # type: ignore[misc]
         log.info("executor %s on agent %s exited (%s)", executor_id, agent_id, status)
 
     def error(self, driver: Any, message: str) -> None:
+        if "failed over" in str(message).lower():
+            # Another scheduler subscribed as this framework (Mesos' Master::failoverFramework):
+            # stop pymesos here, on its I/O thread, before it reconnects by itself and takes the
+            # framework back (the master closes the stream right after this ERROR). With failover:
+            # no TEARDOWN, the framework and its tasks stay with the other scheduler.
+            with contextlib.suppress(Exception):
+                driver.stop(failover=True)
         self._post(DriverError(str(message)))
 
 
@@ -236,6 +243,8 @@ class MesosDriver:
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-call")
         self._subscribed = False
         self.aborts = 0  # times pymesos' I/O thread died (for tests and logs)
+        # Set when the master said another scheduler subscribed as this framework.
+        self.failed_over = asyncio.Event()
         with _adapters_lock:
             _adapters.add(self)
 
@@ -340,6 +349,8 @@ class MesosDriver:
                     self._subscribed = True
                 elif isinstance(event, Disconnected | DriverError):
                     self._subscribed = False
+                if isinstance(event, DriverError) and "failed over" in event.message.lower():
+                    self.failed_over.set()
                 self._events.put_nowait((generation, event))
 
         # RuntimeError: the loop closed meanwhile (we are shutting down).

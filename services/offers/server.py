@@ -112,7 +112,17 @@ class OffersServed(Served):
             self.scheduler, self.leadership = scheduler, leadership
             self.terms_led += 1
             self._leading.set()
-            await asyncio.Future()  # until the term ends
+            # Until the term ends (the elector cancels this task), or Mesos says another scheduler
+            # subscribed as our framework (a stale leader's driver reconnecting before it stopped):
+            # then this term ends too (returning releases the lease) and the next leader, elected
+            # afresh, subscribes again.
+            await driver.failed_over.wait()
+            log.error(
+                "offers %s (term %d): another scheduler subscribed as framework %s; ending this term",
+                self.address,
+                leadership.term,
+                scheduler.framework_id,
+            )
         finally:
             self._leading.clear()
             self.scheduler = self.leadership = None

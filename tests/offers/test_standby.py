@@ -11,6 +11,7 @@ leader found from its lease in state.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common.leadership import LeadershipSettings
 from mesos_stateful.lifecycle.offers import OffersClient
+from mesos_stateful.offers.driver import FrameworkConfig, MesosDriver
 from mesos_stateful.offers.settings import OffersSettings, advertised
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
@@ -187,3 +189,92 @@ def test_leader_settings_and_the_advertised_address(monkeypatch: pytest.MonkeyPa
     assert advertised("127.0.0.1:0", "", 40123) == "127.0.0.1:40123"
     assert advertised("0.0.0.0:7200", "", 7200) == "127.0.0.1:7200"
     assert advertised("0.0.0.0:7200", "offers-1.example:7200", 7200) == "offers-1.example:7200"
+
+
+async def test_a_stale_leader_resumed_does_not_take_the_framework_back(
+    replicas: Replicas, state_client: StateClient, local_cluster: RunningCluster
+) -> None:
+    """The leader frozen (SIGSTOP) while the standby takes over and subscribes as the same
+    framework, then resumed: it stands down without subscribing again, and the new leader keeps
+    the framework connection (a launch works after the resume)."""
+    leader = await replicas.leader(state_client)
+    assert leader is not None
+    first = await wait_subscribed(leader)
+    leader.send(signal.SIGSTOP)
+    resumed = False
+    try:
+        stopped_at = time.monotonic()
+        new_leader, seen_at = await replicas.wait_leader(state_client, other_than=leader)
+        assert seen_at - stopped_at <= TAKEOVER_BOUND + SLACK_SECONDS
+        second = await wait_subscribed(new_leader)
+        assert second.framework_id == first.framework_id
+        mark = len(leader.log_text())
+        leader.send(signal.SIGCONT)
+        resumed = True
+        deadline = time.monotonic() + 15
+        while "term 1 over; standby" not in leader.log_text()[mark:]:
+            assert time.monotonic() < deadline, leader.log_text()[mark:]
+            await asyncio.sleep(0.05)
+    finally:
+        if not resumed:
+            leader.send(signal.SIGCONT)
+    # For a while after the resume: the new leader stays subscribed, the old one never subscribes.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        view = await cluster_of(new_leader)
+        assert view.subscribed and view.framework_id == first.framework_id
+        assert framework_state(local_cluster, first.framework_id)["connected"]
+        await asyncio.sleep(0.2)
+    assert "subscribing to" not in leader.log_text()[mark:], leader.log_text()[mark:]
+    assert (await replicas.leader(state_client)) is new_leader
+    offers = OffersClient(leader.endpoint, 10.0, state_client)
+    try:
+        await offers.launch(web_spec("after", 0))
+        task = await wait_task(state_client, "after-0.1", in_state(RUNNING))
+        assert port_open(task.host, task.ports["web"])
+    finally:
+        await offers.close()
+    await assert_standby_refuses(leader, new_leader)
+
+
+async def test_a_leader_whose_framework_is_taken_ends_its_term_and_the_next_leader_subscribes(
+    replicas: Replicas, state_client: StateClient, local_cluster: RunningCluster
+) -> None:
+    """Another scheduler subscribes as our framework while the leader leads (as a stale leader's
+    driver reconnecting would): the leader ends its term instead of staying halted, a leader is
+    elected afresh and subscribes again (failing the intruder over, which stops by itself)."""
+    leader = await replicas.leader(state_client)
+    assert leader is not None
+    first = await wait_subscribed(leader)
+    lease = await replicas.lease(state_client)
+    assert lease is not None
+    intruder = MesosDriver(
+        local_cluster.master_address,
+        FrameworkConfig(
+            name="mesos-stateful",
+            role="stateful",
+            user="root",
+            hostname="intruder",
+            failover_timeout_seconds=3600,
+        ),
+    )
+    await intruder.start(first.framework_id)
+    try:
+        deadline = time.monotonic() + 30
+        while not intruder.failed_over.is_set():  # the next leader took the framework back
+            assert time.monotonic() < deadline, f"never failed over; leader log:\n{leader.log_text()[-3000:]}"
+            await asyncio.sleep(0.05)
+        assert "another scheduler subscribed as framework" in leader.log_text()
+        after = await replicas.lease(state_client)
+        assert after is not None and after.term > lease.term
+        current = await replicas.leader(state_client)
+        assert current is not None
+        second = await wait_subscribed(current)
+        assert second.framework_id == first.framework_id
+        # It stays connected: the intruder stopped on the ERROR instead of reconnecting.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert (await cluster_of(current)).subscribed
+            await asyncio.sleep(0.2)
+    finally:
+        await intruder.stop(failover=True)
