@@ -246,13 +246,16 @@ def test_restart_backoff_doubles_then_stays_at_the_maximum() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_a_suite_killed_with_9_leaves_no_service_and_starts_again(tmp_path: Path) -> None:
-    """Its services die with the runner (they would hold their ports), the lock is released once
-    they are gone, and the suite starts again on the same data dir and ports."""
+@pytest.mark.timeout(400)
+def test_a_suite_killed_with_9_leaves_no_service_and_its_members_run_on(tmp_path: Path) -> None:
+    """Its services die with the runner (they would hold their ports), the local cluster without
+    touching its members (killed, as a crashed Mesos agent), the lock is released once they are
+    gone, and the suite starts again on the same data dir and ports with the same members: the
+    restarted cluster recovers the running executors."""
     data_dir = tmp_path / "state"
-    _, env = suite_env(data_dir)
+    endpoint, env = suite_env(data_dir)
     env["STATEFUL_SUITE_CONTROLLER_REPLICAS"] = "1"
+    env["STATEFUL_CLUSTER_EXECUTOR_REREGISTRATION_TIMEOUT"] = str(REREGISTRATION_TIMEOUT)
     log = tmp_path / "suite.log"
     runner = start_suite(env, log)
     try:
@@ -262,8 +265,19 @@ def test_a_suite_killed_with_9_leaves_no_service_and_starts_again(tmp_path: Path
             return log.read_text().count("suite is up") == times
 
         wait_until(lambda: up(runner, 1), 180, "the suite to be up")
+        wait_until(lambda: "redis" in ctl(endpoint, "workloads").stdout, 60, "redis registered")
+        created = ctl(
+            endpoint, "create", "redis", "cache", "--replicas", "2", "--wait", "--timeout", "180", timeout=240
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
+        client, _ = _master(endpoint)
+        client.set("greeting", "hello")
+        assert client.wait(1, 10_000) == 1
+        members = _members(endpoint)
+        member_pids = _member_pids(data_dir)
         services = json.loads((data_dir / "suite-status.json").read_text())["services"]
         pids = [s["pid"] for s in services.values()]
+
         runner.kill()
         runner.wait(10)
 
@@ -271,9 +285,19 @@ def test_a_suite_killed_with_9_leaves_no_service_and_starts_again(tmp_path: Path
             return not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
         wait_until(gone, 60, "every service to exit with the runner")
+        assert _member_pids(data_dir) == member_pids, "a member was stopped with the suite"
         runner = start_suite(env, log)
         wait_until(lambda: up(runner, 2), 180, "the suite to be up again on the same ports")
         assert "is in use" not in log.read_text()
+
+        def same_members() -> bool:
+            assert _member_pids(data_dir) == member_pids
+            assert _members(endpoint) == members
+            return True
+
+        holds_for(same_members, REREGISTRATION_TIMEOUT + 3.0)
+        client, _ = _master(endpoint)
+        assert client.get("greeting") == "hello"
     finally:
         assert stop_suite(runner, 90) == 0, log.read_text()[-5000:]
     wait_until(lambda: not processes_under(data_dir), 60, "every process of the suite to end")
