@@ -69,7 +69,12 @@ class LifecycleService:
     async def start(self) -> None:
         settings = self.settings
         self._state = StateClient(settings.state_endpoint)
-        self.served = await build_server(settings.listen, [], [])
+        try:
+            self.served = await build_server(settings.listen, [], [])
+        except BaseException:
+            await self._state.close()
+            self._state = None
+            raise
         self.address = advertised(settings.listen, settings.advertise, self.served.port)
         self.elector = LeaderElector(self._state, ROLE, self.address, settings.leadership)
         self._election = asyncio.create_task(self.elector.run(self._lead), name="lifecycle-election")

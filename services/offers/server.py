@@ -203,7 +203,9 @@ async def build_offers_server(settings: OffersSettings, state_ready_timeout: flo
         await state.wait_ready(state_ready_timeout)
 
         def register(server: grpc.aio.Server) -> None:
-            api_grpc.add_OfferServiceServicer_to_server(OfferServicer(lambda: holder[0]), server)
+            api_grpc.add_OfferServiceServicer_to_server(
+                OfferServicer(lambda: holder[0] if holder else None), server
+            )
 
         served = await build_server(settings.listen, [register], [SERVICE_NAME])
     except BaseException:

@@ -10,6 +10,7 @@ import grpc
 
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
+from mesos_stateful.common import errors
 from mesos_stateful.common.grpc_errors import grpc_method
 from mesos_stateful.offers.validation import validate_launch, validate_task_id
 
@@ -21,8 +22,14 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class OfferServicer(api_grpc.OfferServiceServicer):
-    def __init__(self, node: Callable[[], OffersServed]) -> None:
-        self._node = node
+    def __init__(self, node: Callable[[], OffersServed | None]) -> None:
+        self._current = node
+
+    def _node(self) -> OffersServed:
+        node = self._current()
+        if node is None:
+            raise errors.Unavailable("the offers service is starting; retry")
+        return node
 
     @grpc_method
     async def Launch(self, request: api.LaunchRequest, context: Context) -> api.LaunchResponse:
