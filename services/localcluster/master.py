@@ -1128,9 +1128,12 @@ class Master:
             fw.send({"type": "UPDATE", "update": {"status": self._reconcile_status(task)}})
             return
         agent = self.agents.get(aid) if aid else None
-        if agent is not None and agent.state == "RECOVERED":
-            # ``Master::_reconcileTasks`` case "task unknown, agent recovered (transitioning)": no
-            # answer until the agent has re-registered and told the master its tasks.
+        recovering = any(a.state == "RECOVERED" for a in self.agents.values())
+        if (agent is not None and agent.state == "RECOVERED") or (not aid and recovering):
+            # ``Master::_reconcileTasks`` case (2), "task unknown, agent recovered": no answer until
+            # the agent has re-registered and told the master its tasks; without an agent id, no
+            # answer while any agent has not (the task could be on one of them).
+            log.info("Dropping reconciliation of task %s: agents have not re-registered yet", tid)
             return
         if agent is not None and agent.state in ("ACTIVE", "DISCONNECTED"):
             state = "TASK_GONE" if fw.partition_aware else "TASK_LOST"
