@@ -21,6 +21,7 @@ import asyncio
 import re
 import signal
 import time
+from collections.abc import Callable
 
 import pytest
 from pydantic import ValidationError
@@ -100,11 +101,16 @@ async def _take_over(group: Replicas, suite: Suite, old: ServiceProcess, since: 
     return new
 
 
-async def _fail_over_master(suite: Suite, secret: str, members: int) -> None:
-    """Under acknowledged writes, SIGKILL the master: a replica holding every acknowledged write
-    is promoted (exactly one promotion) and the old master comes back as a replica."""
+async def _fail_over_master(
+    suite: Suite, secret: str, members: int, with_master: Callable[[], None] | None = None
+) -> None:
+    """Under acknowledged writes, SIGKILL the master (and call ``with_master`` right before, e.g.
+    to kill a controller at the same moment): a replica holding every acknowledged write is
+    promoted (exactly one promotion), the old master comes back as a replica, and every other
+    member keeps its task."""
     instance = await suite.wait_running("cache", members, timeout=120)
     old = master_of(instance)
+    others = {m.id: m.task_id for m in instance.members if m.id != old.id}
     writer = AcknowledgedWriter(old, secret, "w")
     writer.start()
     roles = RoleWatch(suite.client, "cache")
@@ -116,6 +122,8 @@ async def _fail_over_master(suite: Suite, secret: str, members: int) -> None:
             await asyncio.sleep(0.05)
         pids = redis_pids(suite, [old])
         assert len(pids) == 1
+        if with_master is not None:
+            with_master()
         kill9(pids)
 
         def failed_over(i: T.Instance) -> bool:
@@ -138,6 +146,7 @@ async def _fail_over_master(suite: Suite, secret: str, members: int) -> None:
     assert roles.max_masters == 1, "never two MASTER members"
     assert len(writer.acknowledged) >= 200
     assert await missing_keys(new_master, secret, writer.acknowledged) == []
+    assert {m.id: m.task_id for m in instance.members if m.id != old.id} == others, "a replica relaunched"
 
 
 async def test_the_lifecycle_leader_killed_the_standby_leads_and_still_fails_over(
@@ -175,6 +184,11 @@ async def test_the_lifecycle_leader_killed_the_standby_leads_and_still_fails_ove
     assert (await lifecycle.leader(suite.client)) is new
     assert "leads (term" not in leader.log_text().split("--- start 2")[-1], "the restarted one led"
 
+    # Both at once: the leader and the master killed together; the restarted one leads and fails
+    # the master over.
+    await _fail_over_master(suite, secret, 3, with_master=new.kill)
+    assert (await lifecycle.leader(suite.client)) is leader
+
 
 @pytest.mark.agents(4)  # one member per agent: room for a fourth
 async def test_the_offers_leader_killed_the_standby_takes_the_framework_over(
@@ -204,8 +218,10 @@ async def test_the_offers_leader_killed_the_standby_takes_the_framework_over(
     await suite.api.ScaleInstance(ipb.ScaleInstanceRequest(name="cache", replicas=4))
     instance = await suite.wait_running("cache", 4, timeout=120)
     assert {m.id: m.task_id for m in instance.members if m.id in tasks} == tasks
-    # And a master killed afterwards is still failed over.
-    await _fail_over_master(suite, secret, 4)
+    # And a master killed together with the new offers leader is still failed over: the old
+    # master is relaunched through the next offers leader (lifecycle finds it by its lease).
+    await _fail_over_master(suite, secret, 4, with_master=new.kill)
+    assert (await offers.leader(suite.client)) is leader
 
 
 @pytest.mark.agents(4)  # one member per agent: room for a fourth
