@@ -57,7 +57,7 @@ REREGISTRATION_TIMEOUT: float = LocalClusterSettings.model_fields["executor_rere
 # Bounds that catch a hang (seconds), not goals: a killed service is restarted after 0.25-0.5 s
 # of backoff and serves within a few seconds; a standby leads within the lease's takeover bound.
 RESTART_BOUND = 45.0
-TAKEOVER_BOUND = LeadershipSettings().takeover_bound_seconds + 10.0
+TAKEOVER_BOUND = LeadershipSettings.model_validate({}).takeover_bound_seconds + 10.0
 FAILOVER_BOUND = 120.0
 # After a service is back, the members are watched this long for a relaunch: a restarted local
 # cluster waits up to the re-registration timeout for the executors before it reports any lost.
@@ -143,7 +143,7 @@ class Writer(threading.Thread):
             try:
                 pipe = client.pipeline(transaction=False)
                 pipe.set(key, value)
-                pipe.execute_command("WAIT", 1, self.wait_ms)
+                pipe.execute_command("WAIT", 1, self.wait_ms)  # type: ignore[no-untyped-call]
                 stored, acked = pipe.execute(raise_on_error=False)
             except redis.RedisError as error:  # the connection dropped: whether SET landed is unknown
                 self._count(error)
