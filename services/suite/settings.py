@@ -18,7 +18,9 @@ class SuiteSettings(ServiceSettings):
     offers: str = Field("127.0.0.1:7200", description="offers service address")
     lifecycle: str = Field("127.0.0.1:7300", description="lifecycle service address")
     master: str = Field("127.0.0.1:5050", description="local cluster master address")
-    agents: int = Field(3, description="simulated agents in the local cluster")
+    agents: int = Field(
+        5, description="simulated agents in the local cluster (one member of an instance per agent by default)"
+    )
     controller_replicas: int = Field(
         2,
         ge=1,
