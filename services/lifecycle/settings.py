@@ -80,6 +80,13 @@ class LifecycleSettings(ServiceSettings):
         30.0, description="deadline of one workload callback; past it the call is retried with backoff"
     )
     offers_timeout_seconds: float = Field(10.0, description="deadline of one call to the offers service")
+    fence_kill_timeout_seconds: float = Field(
+        1.5,
+        description="a fence sends the Mesos kill of the old master's task best-effort and waits at "
+        "most this long for the offers service to take it, then fences through the workload anyway "
+        "(a Mesos kill is not a fence: DESIGN rule 2; a frozen Mesos master must not hold up a "
+        "failover). Must be below offers_timeout_seconds",
+    )
     retry_initial_seconds: float = Field(0.5, description="first delay before retrying a failed step")
     retry_max_seconds: float = Field(30.0, description="largest delay between two attempts of a step")
     resync_interval_seconds: float = Field(
@@ -178,6 +185,7 @@ class LifecycleSettings(ServiceSettings):
         positive = {
             "callback_timeout_seconds": self.callback_timeout_seconds,
             "offers_timeout_seconds": self.offers_timeout_seconds,
+            "fence_kill_timeout_seconds": self.fence_kill_timeout_seconds,
             "retry_initial_seconds": self.retry_initial_seconds,
             "retry_max_seconds": self.retry_max_seconds,
             "resync_interval_seconds": self.resync_interval_seconds,
@@ -197,6 +205,8 @@ class LifecycleSettings(ServiceSettings):
             raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
         if self.max_launch_attempts < 1:
             raise ValueError("max_launch_attempts must be at least 1")
+        if self.fence_kill_timeout_seconds >= self.offers_timeout_seconds:
+            raise ValueError("fence_kill_timeout_seconds must be below offers_timeout_seconds")
         if self.probe_timeout_seconds >= self.callback_timeout_seconds:
             raise ValueError("probe_timeout_seconds must be below callback_timeout_seconds")
         if self.check_interval_seconds < self.probe_interval_seconds:

@@ -10,6 +10,7 @@ with exponential backoff; other failures ERROR.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets as random_secrets
 import time
@@ -868,7 +869,7 @@ class StepRunner:
         for t in live:
             if not t.kill_requested or due:
                 log.info("%s: fence %s: killing %s (%s)", ld.name, mid, t.task_id, task_state_name(t.state))
-                await self.offers.kill(t.task_id)
+                await self._fence_kill(ld.name, mid, t.task_id)
         if step.status == plans.DELAYED and not due:
             return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
         others = [m.id for m in s.members if m.id != mid and _alive(s.task_of(m))]
@@ -922,6 +923,35 @@ class StepRunner:
             f"Fence on {mid} answered no fence method ({method}); a workload must demote or self-fence",
             attempts=step.attempts,
         )
+
+    async def _fence_kill(self, instance: str, mid: str, task_id: str) -> None:
+        """Send the Mesos kill of a fenced member's task, best-effort: a Mesos kill is not a fence
+        (DESIGN rule 2: it cannot reach a cut-off agent, and a frozen or unreachable Mesos master
+        may never answer), so it never holds the fence up. It gets at most
+        ``fence_kill_timeout_seconds``; a failure is logged and the fence goes on to the workload's
+        ``Fence`` in the same attempt. The task is not marked kill-requested then, so the kill is
+        sent again on the next attempt."""
+        bound = self.settings.fence_kill_timeout_seconds
+        try:
+            await asyncio.wait_for(self.offers.kill(task_id), timeout=bound)
+        except TimeoutError:
+            log.warning(
+                "%s: fence %s: kill of %s not answered within %.1fs (offers or the Mesos master "
+                "unreachable); fencing through the workload, the kill is sent again later",
+                instance,
+                mid,
+                task_id,
+                bound,
+            )
+        except errors.StatefulError as error:
+            log.warning(
+                "%s: fence %s: kill of %s failed (%s); fencing through the workload, the kill is "
+                "sent again later",
+                instance,
+                mid,
+                task_id,
+                error.message,
+            )
 
     async def _fenced(
         self,
