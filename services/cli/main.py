@@ -29,6 +29,13 @@ from mesos_stateful.cli.wait import follow, until_running
 DEFAULT_ENDPOINT = "127.0.0.1:7000"
 DEFAULT_WAIT_SECONDS = 600.0
 
+# Integer flags are checked against the range of their protobuf field (types.proto: replicas is
+# uint32, mem_mb / disk_mb are uint64) before anything is sent, so an out-of-range value is a usage
+# error naming the flag (click IntRange), not a protobuf "Value out of range". The gateway applies
+# the real limits (its max_replicas, the workload's min/max).
+MAX_UINT32 = 2**32 - 1
+MAX_UINT64 = 2**64 - 1
+
 app = typer.Typer(
     name="statefulctl",
     help="Create, inspect, scale and delete stateful instances (Redis, MariaDB, etcd, ...) on Mesos.",
@@ -94,22 +101,24 @@ def create(
     ctx: typer.Context,
     workload: Annotated[str, typer.Argument(help="registered workload, e.g. redis (see `workloads`)")],
     name: Annotated[str, typer.Argument(help="instance name (DNS-1123 label, at most 40 characters)")],
-    replicas: Annotated[int, typer.Option(help="number of members")] = 1,
-    cpus: Annotated[float, typer.Option(help="cpus per member (0: workload default)")] = 0.0,
-    mem: Annotated[int, typer.Option(help="memory per member in MiB (0: workload default)")] = 0,
-    disk: Annotated[int, typer.Option(help="disk per member in MiB (0: workload default)")] = 0,
+    replicas: Annotated[int, typer.Option(help="number of members", min=0, max=MAX_UINT32)] = 1,
+    cpus: Annotated[float, typer.Option(help="cpus per member (0: workload default)", min=0.0)] = 0.0,
+    mem: Annotated[
+        int, typer.Option(help="memory per member in MiB (0: workload default)", min=0, max=MAX_UINT64)
+    ] = 0,
+    disk: Annotated[
+        int, typer.Option(help="disk per member in MiB (0: workload default)", min=0, max=MAX_UINT64)
+    ] = 0,
     image: Annotated[str, typer.Option(help="container image (Docker runtime)")] = "",
     config: Annotated[list[str] | None, typer.Option(help="workload setting key=value (repeatable)")] = None,
     label: Annotated[list[str] | None, typer.Option(help="label key=value (repeatable)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the deploy until RUNNING")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits", min=0.0)] = DEFAULT_WAIT_SECONDS,
     output: OutputOption = None,
 ) -> None:
     """Create an instance of a workload."""
     gw = _gateway(ctx, output)
     with reporting(gw):
-        if replicas < 0 or mem < 0 or disk < 0:
-            raise CliFailure("--replicas, --mem and --disk must not be negative", EXIT_BAD_INPUT)
         spec = types_pb2.InstanceSpec(
             name=name,
             workload=workload,
@@ -213,7 +222,7 @@ def delete(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="instance name")],
     wait: Annotated[bool, typer.Option(help="wait until the instance is gone")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits", min=0.0)] = DEFAULT_WAIT_SECONDS,
     output: OutputOption = None,
 ) -> None:
     """Delete an instance (its members are killed, then it is removed)."""
@@ -241,16 +250,14 @@ def _never_done(instance: types_pb2.Instance) -> bool | str | None:
 def scale(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="instance name")],
-    replicas: Annotated[int, typer.Option(help="new number of members")],
+    replicas: Annotated[int, typer.Option(help="new number of members", min=0, max=MAX_UINT32)],
     wait: Annotated[bool, typer.Option(help="follow the scale until RUNNING")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = DEFAULT_WAIT_SECONDS,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits", min=0.0)] = DEFAULT_WAIT_SECONDS,
     output: OutputOption = None,
 ) -> None:
     """Change the number of members of an instance."""
     gw = _gateway(ctx, output)
     with reporting(gw):
-        if replicas < 0:
-            raise CliFailure("--replicas must not be negative", EXIT_BAD_INPUT)
         response = gw.stub().ScaleInstance(
             api.ScaleInstanceRequest(name=name, replicas=replicas),
             metadata=gw.metadata,
