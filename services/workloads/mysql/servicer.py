@@ -350,11 +350,11 @@ class MysqlWorkload(WorkloadBase):
     async def CheckMember(  # type: ignore[override]
         self, request: pb.CheckMemberRequest, context: Context
     ) -> pb.CheckMemberResponse:
-        """One health check (the master's is its failure probe, called often): a fresh connection,
-        two queries, answered within ``timeout_seconds`` or UNAVAILABLE. A replica's check then
-        reads the master (with what is left of the timeout) for the lag in transactions and the
-        containment of its history; if the master does not answer in time, those two conditions
-        are left out."""
+        """One health check (the master's is its failure probe, called often): a connection kept
+        between checks (``sql.probe_state``), two queries, answered within ``timeout_seconds`` or
+        UNAVAILABLE. A replica's check then reads the master (with what is left of the timeout)
+        for the lag in transactions and the containment of its history; if the master does not
+        answer in time, those two conditions are left out."""
         ctx = request.context
         me = base.member(ctx)
         timeout = (
@@ -369,16 +369,16 @@ class MysqlWorkload(WorkloadBase):
         if base.has_master(ctx) and left > 0.05:
             master = base.master(ctx)
             try:
-                master_state = await self._read(self.server(ctx, master, left), left, master.id)
+                master_state = await self._read(self.server(ctx, master, left), left, master.id, kept=False)
             except errors.StatefulError:
                 master_state = None
         health = replica_health(ctx, state, master_state, self.mysql_settings.max_lag_transactions)
         return pb.CheckMemberResponse(health=health)
 
-    async def _read(self, server: sql.Server, timeout: float, member_id: str) -> sql.State:
+    async def _read(self, server: sql.Server, timeout: float, member_id: str, kept: bool = True) -> sql.State:
         try:
             async with asyncio.timeout(timeout):
-                return await _blocking(sql.state, server)
+                return await _blocking(sql.probe_state if kept else sql.state, server)
         except TimeoutError:
             raise errors.Unavailable(f"{member_id} ({server}) did not answer within {timeout:g}s") from None
 

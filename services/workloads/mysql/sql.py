@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -175,6 +176,60 @@ def ping(server: Server) -> None:
 def state(server: Server) -> State:
     with server.connect() as cursor:
         return _state(cursor)
+
+
+class _ProbeConnection:
+    """One kept connection to a member for its frequent health checks."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: Any = None
+
+
+_probes: dict[tuple[str, int, str, str, float], _ProbeConnection] = {}
+_probes_lock = threading.Lock()
+
+
+def probe_state(server: Server) -> State:
+    """``state(server)`` over a connection kept between calls: the master's failure probe runs
+    several times a second, and a fresh connection's handshake (with password hashing) is what
+    made probes of a healthy MariaDB miss their deadline on a loaded machine. A kept connection
+    that fails is dropped and the read is tried once on a fresh one, so a restarted member is
+    read at once and a dead one still fails fast. A check that finds the kept connection busy (a
+    previous probe still blocked on a frozen server) uses a fresh connection of its own."""
+    key = (server.host, server.port, server.user, server.password, server.timeout)
+    with _probes_lock:
+        probe = _probes.setdefault(key, _ProbeConnection())
+    if not probe.lock.acquire(blocking=False):
+        return state(server)
+    try:
+        for attempt in (1, 2):
+            fresh = probe.conn is None
+            try:
+                if fresh:
+                    probe.conn = pymysql.connect(
+                        host=server.host,
+                        port=server.port,
+                        user=server.user,
+                        password=server.password,
+                        connect_timeout=server.timeout,
+                        read_timeout=server.timeout,
+                        write_timeout=server.timeout,
+                        autocommit=True,
+                        cursorclass=pymysql.cursors.DictCursor,
+                    )
+                with probe.conn.cursor() as cursor:
+                    return _state(cursor)
+            except pymysql.err.MySQLError as error:
+                with contextlib.suppress(Exception):
+                    if probe.conn is not None:
+                        probe.conn.close()
+                probe.conn = None
+                if fresh or attempt == 2:
+                    raise _domain_error(server, error) from None
+        raise AssertionError("unreachable")
+    finally:
+        probe.lock.release()
 
 
 def binlog_pos(server: Server) -> str:

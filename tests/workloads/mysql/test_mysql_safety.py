@@ -137,6 +137,35 @@ async def test_check_member_sees_stopped_and_chained_replicas_and_start_slave_re
         assert set(kinds(replica)) == {"REACHABLE", "REPLICATING"}
 
 
+async def test_the_master_probe_keeps_its_connection_and_reconnects_when_it_is_killed(
+    workload: WorkloadServer, member_runner: MemberRunner
+) -> None:
+    # The master's failure probe runs several times a second: a fresh connection each time (with
+    # its handshake) made probes of a healthy MariaDB miss their deadline on a loaded machine.
+    cluster = await build(workload, member_runner, replicas=0)
+
+    async def connections() -> int:
+        row = (await cluster.query(0, "SHOW GLOBAL STATUS LIKE 'Connections'"))[0]
+        return int(row["Value"])
+
+    await check(workload, cluster, 0)
+    before = await connections()
+    for _ in range(20):
+        assert (await check(workload, cluster, 0)).observed_role == T.ROLE_MASTER
+    # The probes opened no connection; only the counter's own read did.
+    assert await connections() - before <= 1
+
+    # Its session killed (as Fence kills every client session): the next probe reconnects.
+    sessions = await cluster.query(
+        0, "SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND command <> 'Daemon'"
+    )
+    assert sessions, "the probe's kept session"
+    for row in sessions:
+        with contextlib.suppress(pymysql.err.MySQLError):
+            await cluster.query(0, f"KILL {int(row['id'])}")
+    assert (await check(workload, cluster, 0)).observed_role == T.ROLE_MASTER
+
+
 async def test_diverged_replica_is_found_rebuilt_and_never_promoted(
     workload: WorkloadServer, member_runner: MemberRunner
 ) -> None:
