@@ -5,6 +5,14 @@ hand each event to the asyncio loop (``call_soon_threadsafe``) as a small datacl
 Calls to the master (ACCEPT, DECLINE, KILL, ...) are blocking HTTP requests; they run one at a
 time on a worker thread so the loop never waits on the network.
 
+The loop must never wait on the master either indirectly: pymesos' ``_send`` holds the driver's
+lock for the whole HTTP request, and its ``connected`` / ``master`` / ``stream_id`` / ``aborted``
+properties take that same lock. With a frozen master (``kill -STOP``: the kernel still accepts the
+connection, nothing answers) a call blocks, and a loop reading ``driver.connected`` would block
+with it (measured: the offers leader's loop stopped ~25 s, its lease lapsed). So the loop reads
+only lock-free copies here, and every call's HTTP request is bounded by ``call_timeout_seconds``
+(pymesos' own default is a day).
+
 pymesos quirks handled here:
 - it installs a SIGINT handler at import time: import this module on the main thread;
 - when its I/O thread dies it calls ``interrupt_main()``, which would stop the whole service: that
@@ -187,6 +195,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _peek(driver: Any, name: str) -> Any:
+    """A pymesos attribute read without its lock (a single attribute read is atomic in CPython;
+    a stale value is fine for the checks it serves)."""
+    return getattr(driver, name, None)
+
+
 def _master_of(master_info: Any) -> str:
     try:
         return f"{master_info['hostname']}:{master_info['port']}"
@@ -225,15 +239,41 @@ class FrameworkConfig:
         return info
 
 
+class _BoundedDriver(MesosSchedulerDriver):  # type: ignore[misc]
+    """pymesos' driver whose calls to the master (one HTTP connection, see ``_get_conn``) time out
+    after ``call_timeout`` seconds instead of pymesos' ``timeout`` (a day, which is also how long
+    it keeps trying to reach a master, and stays so)."""
+
+    call_timeout: float = 10.0
+
+    def _get_conn(self) -> Any:
+        conn = super()._get_conn()
+        if conn is not None and conn.sock is None:
+            conn.timeout = self.call_timeout  # applied to the socket when it connects
+        return conn
+
+
 class MesosDriver:
-    """One Mesos scheduler connection at a time, restarted when pymesos gives up."""
+    """One Mesos scheduler connection at a time, restarted when pymesos gives up.
+
+    ``call_timeout_seconds``: the longest one call to the master (ACCEPT, KILL, ACKNOWLEDGE, ...)
+    may take on the worker thread before it fails UNAVAILABLE (a frozen or unreachable master).
+    Calls run one at a time, so it is also how long a stuck call holds up the next ones."""
 
     RESTART_DELAY_SECONDS = 2.0
     JOIN_TIMEOUT_SECONDS = 20.0
+    CALL_TIMEOUT_SECONDS = 10.0
 
-    def __init__(self, master: str, config: FrameworkConfig) -> None:
+    def __init__(
+        self, master: str, config: FrameworkConfig, call_timeout_seconds: float | None = None
+    ) -> None:
         self.master = master
         self.config = config
+        self.call_timeout_seconds = (
+            self.CALL_TIMEOUT_SECONDS if call_timeout_seconds is None else call_timeout_seconds
+        )
+        if self.call_timeout_seconds <= 0:
+            raise ValueError("call_timeout_seconds must be positive")
         self._events: asyncio.Queue[tuple[int, DriverEvent]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._driver: MesosSchedulerDriver | None = None
@@ -252,9 +292,10 @@ class MesosDriver:
 
     @property
     def subscribed(self) -> bool:
-        """True from the SUBSCRIBED event until the connection drops."""
+        """True from the SUBSCRIBED event until the connection drops. Lock-free: pymesos'
+        ``connected`` takes the lock a call to a frozen master holds (see the module)."""
         driver = self._driver
-        return self._subscribed and driver is not None and bool(driver.connected)
+        return self._subscribed and driver is not None and _peek(driver, "_stream_id") is not None
 
     @property
     def framework_id(self) -> str | None:
@@ -266,7 +307,8 @@ class MesosDriver:
     @property
     def current_master(self) -> str:
         driver = self._driver
-        return str(driver.master) if driver is not None and driver.master else self.master
+        master = _peek(driver, "_master") if driver is not None else None  # lock-free, as above
+        return str(master) if master else self.master
 
     async def start(self, framework_id: str | None) -> None:
         """Subscribe (as ``framework_id`` when given, so that its tasks are kept)."""
@@ -277,7 +319,7 @@ class MesosDriver:
 
     async def _start_driver(self) -> None:
         self._generation += 1
-        driver = MesosSchedulerDriver(
+        driver = _BoundedDriver(
             _Callbacks(self, self._generation),
             self.config.info(self._framework_id),
             self.master,
@@ -287,6 +329,7 @@ class MesosDriver:
             secret=self.config.secret or None,
             failover=True,
         )
+        driver.call_timeout = self.call_timeout_seconds
         self._driver = driver
         log.info("subscribing to %s as %s", self.master, self._framework_id or "a new framework")
         # start() asks the master for its version over blocking HTTP: not on the loop.
@@ -384,7 +427,7 @@ class MesosDriver:
 
     async def _call(self, name: str, call: Callable[[MesosSchedulerDriver], None]) -> None:
         driver = self._driver
-        if driver is None or not driver.connected or not driver.framework_id:
+        if driver is None or _peek(driver, "_stream_id") is None or not driver.framework_id:
             raise errors.Unavailable(f"cannot {name}: not subscribed to a Mesos master")
         try:
             await self._run(lambda: call(driver))
