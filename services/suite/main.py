@@ -1,7 +1,9 @@
 """Run the whole suite locally: etcd (owned by the state service), state, local cluster, offers,
 gateway, lifecycle and the workload services. A service that exits is restarted with backoff
-(``processes.Supervisor``); only Ctrl-C / SIGTERM stops the suite: the services in reverse order,
-the local cluster last but one, killing every member it started, so nothing is left behind.
+(``processes.Supervisor``), and so is one that stops answering its liveness probes (a hung
+process: killed with SIGKILL first); only Ctrl-C / SIGTERM stops the suite: the services in
+reverse order, the local cluster last but one, killing every member it started, so nothing is
+left behind.
 Before anything starts, the data dir is locked (one suite per data dir) and every port checked
 (``preflight``)."""
 
@@ -123,6 +125,7 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
             child.pass_fds = (lock_fd,)
     stopping = asyncio.Event()
     policy = settings.restart_policy()
+    liveness = settings.liveness_policy()
     status_path = _status_path(settings)
     supervisors: list[Supervisor] = []
     started: list[list[Supervisor]] = []
@@ -133,7 +136,7 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
     stop: asyncio.Future[object] = asyncio.ensure_future(wait_for_signal())
     try:
         for group in groups:
-            members = [Supervisor(c, policy, stopping, write_status) for c in group]
+            members = [Supervisor(c, policy, stopping, write_status, liveness) for c in group]
             supervisors.extend(members)
             started.append(members)
             for supervisor in members:
@@ -192,7 +195,8 @@ def _status_path(settings: SuiteSettings) -> Path:
 
 def _write_status(path: Path, supervisors: list[Supervisor]) -> None:
     """<data_dir>/suite-status.json: the runner's pid and, per service, pid, restarts, last exit
-    code and health (for people and tests; written on every change)."""
+    code, health (the latest probe answered SERVING), unanswered liveness probes in a row and
+    kills for not answering them (for people and tests; written on every change)."""
     status = {"pid": os.getpid(), "services": {s.child.name: s.status() for s in supervisors}}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(status, indent=1))

@@ -11,6 +11,17 @@ order) and dies with the runner: it is started through ``setpriv --pdeathsig`` (
 ``kill -9`` of the runner leaves no service holding a port. Services get SIGTERM and stop
 gracefully; the local cluster gets SIGKILL, so its members keep running as they would when a
 Mesos agent crashes (agent recovery re-adopts them when the suite comes back).
+
+A child that hangs (SIGSTOP, a blocked event loop) does not exit, so the supervisor also probes
+every running child for liveness, as a Kubernetes liveness probe does (``periodSeconds``,
+``timeoutSeconds``, ``failureThreshold``: :class:`LivenessPolicy`). Probing starts once the child
+was healthy after its (re)start (Kubernetes' start-up probe plays that part); a child that then
+leaves ``failures`` probes in a row unanswered has its process group killed with SIGKILL (which
+also ends a stopped process) and goes through the normal restart path. Any answer counts as alive:
+a gRPC health Check answered NOT_SERVING (the state service while its etcd restarts) or any HTTP
+status of the local cluster's ``/health``; only silence (a timeout) or a refused connection counts
+against it. Killing the local cluster is safe: its members run in sessions of their own and its
+agents recover their executors when it comes back (agent recovery).
 """
 
 from __future__ import annotations
@@ -26,12 +37,33 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
-from mesos_stateful.common.server import is_serving
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesos_stateful.common.channels import channel_options
 
 log = logging.getLogger("suite")
 
 COLORS = ["36", "32", "33", "35", "34", "31", "96", "92", "93", "95"]
+
+
+class Probe(Enum):
+    """What one health check of a child found."""
+
+    SERVING = "serving"  # gRPC SERVING / HTTP 200: alive and healthy
+    ANSWERED = "answered"  # any other answer (NOT_SERVING, an HTTP error status): alive, not healthy
+    SILENT = "silent"  # no answer within the timeout, or the connection refused: not alive
+
+    @property
+    def alive(self) -> bool:
+        return self is not Probe.SILENT
+
+
+# gRPC codes that mean the server did not answer (the call timed out, or no connection to it).
+_NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 
 
 @dataclass
@@ -104,20 +136,40 @@ class Child:
         raise RuntimeError(f"{self.name} did not become healthy within {timeout:.0f}s")
 
     async def healthy(self) -> bool:
+        return await self.probe(1.0) is Probe.SERVING
+
+    async def probe(self, timeout: float) -> Probe:
+        """One health check, answered within ``timeout`` seconds or :attr:`Probe.SILENT`: a
+        grpc.health.v1 Check of a gRPC service, a GET of the HTTP health URL otherwise."""
+        try:
+            # The outer bound also covers closing the channel / session.
+            return await asyncio.wait_for(self._probe(timeout), timeout + 1.0)
+        except TimeoutError:
+            return Probe.SILENT
+
+    async def _probe(self, timeout: float) -> Probe:
         if self.grpc_address:
-            return await is_serving(self.grpc_address)
+            async with grpc.aio.insecure_channel(self.grpc_address, options=channel_options()) as channel:
+                # The typeshed stubs of HealthStub declare no methods.
+                stub: Any = health_pb2_grpc.HealthStub(channel)
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+                except grpc.aio.AioRpcError as error:
+                    return Probe.SILENT if error.code() in _NO_ANSWER else Probe.ANSWERED
+                serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+                return Probe.SERVING if serving else Probe.ANSWERED
         if self.http_health_url:
             import aiohttp
 
             try:
                 async with (
                     aiohttp.ClientSession() as session,
-                    session.get(self.http_health_url, timeout=aiohttp.ClientTimeout(total=1.0)) as reply,
+                    session.get(self.http_health_url, timeout=aiohttp.ClientTimeout(total=timeout)) as reply,
                 ):
-                    return reply.status == 200
+                    return Probe.SERVING if reply.status == 200 else Probe.ANSWERED
             except (aiohttp.ClientError, TimeoutError):
-                return False
-        return True
+                return Probe.SILENT
+        return Probe.SERVING
 
     async def stop(self, grace: float) -> None:
         if not self.running:
@@ -131,6 +183,14 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             await self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the child's process group (it ends a stopped process too). Executors and
+        members are never in it: they run in sessions of their own."""
+        if self.running:
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def kill_leftovers(self) -> None:
         """SIGKILL what is left of an exited child's process group (a helper it started without a
@@ -171,6 +231,32 @@ class RestartPolicy:
         return float(min(self.initial_seconds * 2 ** max(recent_exits - 1, 0), self.max_seconds))
 
 
+@dataclass(frozen=True)
+class LivenessPolicy:
+    """Liveness probing of a running child, as a Kubernetes liveness probe: a probe every
+    ``interval_seconds`` (``periodSeconds``; counted from one probe's start to the next, and a
+    probe that takes longer is followed at once), each given ``timeout_seconds`` to be answered
+    (``timeoutSeconds``); ``failures`` unanswered probes in a row (``failureThreshold``) and the
+    child is killed and restarted. A hung child is so killed within about
+    ``failures * max(interval_seconds, timeout_seconds)`` seconds. Source: Kubernetes "Configure
+    Liveness, Readiness and Startup Probes" (defaults there: 10 s, 1 s, 3)."""
+
+    interval_seconds: float = 1.0
+    timeout_seconds: float = 2.0
+    failures: int = 5
+
+    def __post_init__(self) -> None:
+        if self.interval_seconds <= 0 or self.timeout_seconds <= 0:
+            raise ValueError("liveness: need interval_seconds > 0 and timeout_seconds > 0")
+        if self.failures < 1:
+            raise ValueError("liveness: need failures >= 1")
+
+    @property
+    def bound_seconds(self) -> float:
+        """Longest time, in seconds, from a child's hang to its kill (one period of slack)."""
+        return (self.failures + 1) * max(self.interval_seconds, self.timeout_seconds)
+
+
 @dataclass
 class Supervisor:
     """Keeps one child running until the suite stops."""
@@ -179,9 +265,14 @@ class Supervisor:
     policy: RestartPolicy
     stopping: asyncio.Event
     on_change: Callable[[], None] = lambda: None
+    liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
     restarts: int = 0
     last_exit: int | None = None
+    # Set while the latest health check answered SERVING (cleared by any other result).
     healthy: asyncio.Event = field(default_factory=asyncio.Event)
+    # Kills of a child that stopped answering its liveness probes; unanswered probes in a row.
+    liveness_kills: int = 0
+    failed_probes: int = 0
     _exits: deque[float] = field(default_factory=deque)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _task: asyncio.Task[None] | None = None
@@ -207,6 +298,7 @@ class Supervisor:
             code = await process.wait()
             watch.cancel()
             self.healthy.clear()
+            self.failed_probes = 0
             if self.stopping.is_set():
                 return
             self.child.kill_leftovers()
@@ -235,8 +327,10 @@ class Supervisor:
             await asyncio.wait_for(self.stopping.wait(), delay)
 
     async def _watch_health(self, first: bool) -> None:
-        """Set ``healthy`` once the started child answers its health check."""
+        """Set ``healthy`` once the started child answers its health check, then probe it for
+        liveness until it exits (:class:`LivenessPolicy`)."""
         started = time.monotonic()
+        self.failed_probes = 0
         # A health check is a call to the child: there is no event to wait for.
         while not await self.child.healthy():  # noqa: ASYNC110
             await asyncio.sleep(0.2)
@@ -249,6 +343,49 @@ class Supervisor:
                 self.restarts,
                 time.monotonic() - started,
             )
+        await self._probe_liveness()
+
+    async def _probe_liveness(self) -> None:
+        """Probe the child every ``interval_seconds``; ``healthy`` follows the latest probe, and
+        after ``failures`` unanswered probes in a row the child's process group is SIGKILLed (the
+        caller sees it exit and restarts it as any exited child)."""
+        policy = self.liveness
+        first_failure = 0.0
+        next_probe = time.monotonic() + policy.interval_seconds
+        while True:
+            await asyncio.sleep(max(0.0, next_probe - time.monotonic()))
+            begun = time.monotonic()
+            next_probe = begun + policy.interval_seconds
+            result = await self.child.probe(policy.timeout_seconds)
+            serving = result is Probe.SERVING
+            failed = 0 if result.alive else self.failed_probes + 1
+            changed = serving != self.healthy.is_set() or failed != self.failed_probes
+            if serving:
+                self.healthy.set()
+            else:
+                self.healthy.clear()
+            if failed == 1:
+                first_failure = begun
+            if failed == 0 and self.failed_probes:
+                log.info("%s answers its health check again", self.child.name)
+            self.failed_probes = failed
+            if changed:
+                self.on_change()
+            if failed < policy.failures:
+                continue
+            if self.stopping.is_set() or not self.child.running:
+                return
+            self.liveness_kills += 1
+            log.error(
+                "%s stopped answering its health check (%d probes in %.1f s); killing it (restart %d)",
+                self.child.name,
+                failed,
+                time.monotonic() - first_failure,
+                self.restarts + 1,
+            )
+            self.child.kill()
+            self.on_change()
+            return
 
     async def stop(self, grace: float) -> None:
         """Stop the child for good (``stopping`` must be set first)."""
@@ -264,4 +401,6 @@ class Supervisor:
             "restarts": self.restarts,
             "last_exit": self.last_exit,
             "healthy": self.healthy.is_set(),
+            "failed_probes": self.failed_probes,
+            "liveness_kills": self.liveness_kills,
         }

@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.common.settings import ServiceSettings
-from mesos_stateful.suite.processes import RestartPolicy
+from mesos_stateful.suite.processes import LivenessPolicy, RestartPolicy
 
 
 class SuiteSettings(ServiceSettings):
@@ -19,7 +19,8 @@ class SuiteSettings(ServiceSettings):
     lifecycle: str = Field("127.0.0.1:7300", description="lifecycle service address")
     master: str = Field("127.0.0.1:5050", description="local cluster master address")
     agents: int = Field(
-        5, description="simulated agents in the local cluster (one member of an instance per agent by default)"
+        5,
+        description="simulated agents in the local cluster (one member of an instance per agent by default)",
     )
     controller_replicas: int = Field(
         2,
@@ -42,6 +43,19 @@ class SuiteSettings(ServiceSettings):
         5, description="exits within restart_window_seconds that make a service 'restarting too often'"
     )
     restart_window_seconds: float = Field(60.0, description="window in which exits count towards the burst")
+    # Liveness probing of every running service (Kubernetes' periodSeconds / timeoutSeconds /
+    # failureThreshold): a hung service (SIGSTOP, a blocked event loop) is killed and restarted.
+    liveness_interval_seconds: float = Field(
+        1.0, description="seconds between the starts of two liveness probes of a service"
+    )
+    liveness_timeout_seconds: float = Field(
+        2.0, description="seconds a service has to answer a liveness probe (any answer counts)"
+    )
+    liveness_failures: int = Field(
+        5,
+        description="unanswered liveness probes in a row after which a service is killed (SIGKILL) and "
+        "restarted; probing starts once the service was healthy after its (re)start",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SuiteSettings:
@@ -50,6 +64,7 @@ class SuiteSettings(ServiceSettings):
         if self.start_timeout_seconds <= 0 or self.stop_grace_seconds <= 0:
             raise ValueError("timeouts must be positive")
         self.restart_policy()  # checks its invariants
+        self.liveness_policy()
         return self
 
     def restart_policy(self) -> RestartPolicy:
@@ -58,4 +73,11 @@ class SuiteSettings(ServiceSettings):
             max_seconds=self.restart_backoff_max_seconds,
             burst=self.restart_burst,
             window_seconds=self.restart_window_seconds,
+        )
+
+    def liveness_policy(self) -> LivenessPolicy:
+        return LivenessPolicy(
+            interval_seconds=self.liveness_interval_seconds,
+            timeout_seconds=self.liveness_timeout_seconds,
+            failures=self.liveness_failures,
         )
