@@ -47,6 +47,27 @@ def map_error(error: grpc.RpcError, what: str) -> errors.StatefulError:
     return errors.Unavailable(f"{what}: etcd {code.name}: {details}")
 
 
+async def ended_call_error(call: Any, what: str) -> errors.StatefulError:
+    """The error for a call that had already ended when we wrote to it.
+
+    With a client interceptor on the channel (tracing's, see common/tracing.py) a call to an
+    unreachable etcd can fail before our first ``write()``; grpc.aio then raises
+    ``asyncio.InvalidStateError`` ("RPC already finished", grpc/aio/_call.py ``_write``) instead of
+    the call's ``AioRpcError``. Report it by the call's own status: an etcd outage is UNAVAILABLE
+    (retried by the caller), never a servicer bug (UNKNOWN with a traceback)."""
+    try:
+        code, details = await call.code(), await call.details()
+    except (grpc.RpcError, asyncio.InvalidStateError):
+        code, details = grpc.StatusCode.UNAVAILABLE, ""
+    name = code.name if code != grpc.StatusCode.OK else "call ended"
+    return errors.Unavailable(f"{what}: etcd {name}: {details or 'stream ended'}")
+
+
+def _finished(what: str) -> errors.StatefulError:
+    """InvalidStateError from a unary call (an interceptor's call that ended before it was used)."""
+    return errors.Unavailable(f"{what}: etcd call ended before it was answered (etcd unreachable)")
+
+
 @dataclass(frozen=True)
 class TxnResult:
     succeeded: bool
@@ -88,6 +109,8 @@ class EtcdKV:
             response = await self.maintenance.Status(rpc.StatusRequest(), timeout=timeout or self.timeout)
         except grpc.RpcError as error:
             raise map_error(error, "status") from error
+        except asyncio.InvalidStateError:
+            raise _finished("status") from None
         return int(response.header.revision)
 
     async def range(self, key: bytes, range_end: bytes = b"", revision: int = 0) -> Any:
@@ -102,6 +125,8 @@ class EtcdKV:
             return await self.kv.Range(request, timeout=self.timeout)
         except grpc.RpcError as error:
             raise map_error(error, "range") from error
+        except asyncio.InvalidStateError:
+            raise _finished("range") from None
 
     async def txn(self, compare: list[Any], success: list[Any], failure: list[Any]) -> TxnResult:
         request = rpc.TxnRequest(compare=compare, success=success, failure=failure)
@@ -109,6 +134,8 @@ class EtcdKV:
             response = await self.kv.Txn(request, timeout=self.timeout)
         except grpc.RpcError as error:
             raise map_error(error, "txn") from error
+        except asyncio.InvalidStateError:
+            raise _finished("txn") from None
         return TxnResult(bool(response.succeeded), int(response.header.revision), response)
 
     async def grant(self, ttl: int) -> tuple[int, int]:
@@ -116,19 +143,25 @@ class EtcdKV:
             response = await self.lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), timeout=self.timeout)
         except grpc.RpcError as error:
             raise map_error(error, "lease grant") from error
+        except asyncio.InvalidStateError:
+            raise _finished("lease grant") from None
         if response.error:
             raise errors.Unavailable(f"lease grant: {response.error}")
         return int(response.ID), int(response.TTL)
 
     async def keep_alive(self, lease_id: int) -> int:
         """Refresh once; the remaining TTL. NotFound if the lease expired."""
+        call = self.lease.LeaseKeepAlive(timeout=self.timeout)
         try:
-            call = self.lease.LeaseKeepAlive(timeout=self.timeout)
             await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
             await call.done_writing()
             response = await call.read()
         except grpc.RpcError as error:
             raise map_error(error, "lease keepalive") from error
+        except asyncio.InvalidStateError:
+            raise await ended_call_error(call, "lease keepalive") from None
+        finally:
+            call.cancel()
         if response is grpc.aio.EOF or response.TTL <= 0:
             raise errors.NotFound(f"lease {lease_id:x} not found (expired or revoked)")
         return int(response.TTL)
@@ -139,6 +172,8 @@ class EtcdKV:
             response = await self.lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout)
         except grpc.RpcError as error:
             raise map_error(error, f"lease revoke {lease_id:x}") from error
+        except asyncio.InvalidStateError:
+            raise _finished(f"lease revoke {lease_id:x}") from None
         return int(response.header.revision)
 
     async def watch(self, prefix: bytes, start_revision: int) -> AsyncIterator[Any]:
@@ -171,8 +206,7 @@ class EtcdKV:
         except asyncio.InvalidStateError:
             # write() on a call that already ended (etcd unreachable: gRPC fails a new call at once)
             # raises InvalidStateError, not RpcError; report it as the call's own status.
-            code, details = await call.code(), await call.details()
-            raise errors.Unavailable(f"watch: etcd {code.name}: {details or 'stream ended'}") from None
+            raise await ended_call_error(call, "watch") from None
         except asyncio.CancelledError:
             raise
         finally:

@@ -25,6 +25,7 @@ from state_helpers import eventually, instance, task
 from test_watch import Collector, Writer, assert_in_order, current_revision
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
+from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.state.embedded import RestartPolicy, supervise
 from mesos_stateful.state.endpoints import STATE_SERVICE
@@ -60,6 +61,7 @@ class StateProcess:
     log: Path
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)  # e.g. --etcd-endpoints=... (no embedded etcd)
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -76,7 +78,9 @@ class StateProcess:
             *self.extra_args,
         ]  # fmt: skip
         with self.log.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=out)
+            self.process = await asyncio.create_subprocess_exec(
+                *args, stdout=out, stderr=out, env={**os.environ, **self.env}
+            )
 
     def etcd_pid(self) -> int | None:
         assert self.process is not None
@@ -317,3 +321,76 @@ async def test_supervisor_backs_off_while_etcd_cannot_start(
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
         await etcd.kill()
+
+
+async def test_lease_calls_answer_unavailable_while_etcd_restarts(tmp_path: Path) -> None:
+    """kill -9 of the embedded etcd while keep-alives (and grants, revokes) run: every call answers
+    OK, NOT_FOUND or UNAVAILABLE (an etcd outage the caller retries), never UNKNOWN / INTERNAL, and
+    the service logs no traceback (a call on an ended etcd stream raises InvalidStateError, not an
+    RpcError; it is mapped like watch's). Traced as ``make run`` traces: the tracing client
+    interceptor is what makes a failed etcd call end before the first write."""
+    state_process = StateProcess(
+        tmp_path / "state", tmp_path / "state.log", env={"STATEFUL_TRACES_DIR": str(tmp_path / "traces")}
+    )
+    await state_process.start()
+    channel = grpc.aio.insecure_channel(state_process.endpoint)
+    stub: Any = pb_grpc.StateServiceStub(channel)
+    client = StateClient(state_process.endpoint)
+    codes: dict[str, list[grpc.StatusCode]] = {"keepalive": [], "grant": [], "revoke": []}
+    stop = asyncio.Event()
+
+    async def call(kind: str, method: Any, request: Any) -> Any:
+        try:
+            response = await method(request, timeout=3.0)
+        except grpc.aio.AioRpcError as error:
+            codes[kind].append(error.code())
+            return None
+        codes[kind].append(grpc.StatusCode.OK)
+        return response
+
+    async def keep_alives(lease_id: int) -> None:
+        while not stop.is_set():
+            await call("keepalive", stub.KeepAliveLease, pb.KeepAliveLeaseRequest(lease_id=lease_id))
+            await asyncio.sleep(0.01)
+
+    async def grants_and_revokes() -> None:
+        while not stop.is_set():
+            granted = await call("grant", stub.GrantLease, pb.GrantLeaseRequest(ttl_seconds=30))
+            if granted is not None:
+                await call("revoke", stub.RevokeLease, pb.RevokeLeaseRequest(lease_id=granted.lease_id))
+            await asyncio.sleep(0.01)
+
+    try:
+        await client.wait_ready(60)
+        leases = [await client.grant_lease(60) for _ in range(4)]
+        workers = [asyncio.create_task(keep_alives(lease)) for lease in leases]
+        workers.append(asyncio.create_task(grants_and_revokes()))
+
+        async def some_ok() -> bool:
+            return codes["keepalive"].count(grpc.StatusCode.OK) >= 20
+
+        await eventually(some_ok, 10, "keep-alives answered")
+        old_pid = state_process.etcd_pid()
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+
+        async def unavailable_then_ok() -> bool:
+            seen = codes["keepalive"]
+            if grpc.StatusCode.UNAVAILABLE not in seen:
+                return False
+            after = seen[seen.index(grpc.StatusCode.UNAVAILABLE) :]
+            return after.count(grpc.StatusCode.OK) >= 20
+
+        await eventually(unavailable_then_ok, 60, "keep-alives UNAVAILABLE during the outage, then OK")
+        stop.set()
+        await asyncio.gather(*workers)
+    finally:
+        stop.set()
+        await client.close()
+        await channel.close()
+        assert await state_process.stop() == 0, state_process.log.read_text()
+    allowed = {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND}
+    for kind, seen in codes.items():
+        assert set(seen) <= allowed, (kind, sorted({c.name for c in seen}))
+    log = state_process.log.read_text()
+    assert "Traceback" not in log and "InvalidStateError" not in log, log
