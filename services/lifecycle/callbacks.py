@@ -75,6 +75,14 @@ class Callbacks:
         self._timeout = timeout_seconds
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # workload -> the instances whose last callback to it failed with a retryable error
+        # (unreachable, deadline, not registered): their step is DELAYED waiting on that workload.
+        self._waiting: dict[str, set[str]] = {}
+
+    def waiting_on(self, workload: str) -> set[str]:
+        """The instances whose last callback to ``workload`` failed retryably, forgotten here:
+        called when the workload (re-)registers, so their DELAYED steps retry at once."""
+        return self._waiting.pop(workload, set())
 
     async def endpoint(self, workload: str) -> str:
         record = await self._state.find(spb.KIND_WORKLOAD, workload)
@@ -113,10 +121,22 @@ class Callbacks:
         response message. Errors: ``Unavailable`` (retry), ``NotImplementedByWorkload``, other
         ``PermanentError``. ``traced=False``: no span (the health monitor's probes, several a
         second, would bury every other span)."""
-        if not traced:
-            return await self._call(workload, method, context, None, fields, timeout or self._timeout)
-        with callback_span(workload, method, context.member_id, context.attempt) as span:
-            return await self._call(workload, method, context, span, fields, timeout or self._timeout)
+        instance = context.instance.spec.name
+        try:
+            if not traced:
+                response = await self._call(workload, method, context, None, fields, timeout or self._timeout)
+            else:
+                with callback_span(workload, method, context.member_id, context.attempt) as span:
+                    response = await self._call(
+                        workload, method, context, span, fields, timeout or self._timeout
+                    )
+        except errors.TemporaryError:
+            self._waiting.setdefault(workload, set()).add(instance)
+            raise
+        waiting = self._waiting.get(workload)
+        if waiting is not None:
+            waiting.discard(instance)
+        return response
 
     async def _call(
         self,

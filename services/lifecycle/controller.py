@@ -132,6 +132,9 @@ class Controller:
         elif kind == spb.KIND_TASK:
             self.wake(record.task.instance)
         elif kind == spb.KIND_WORKLOAD:
+            if event.type == spb.EVENT_TYPE_PUT:
+                # Steps that waited on this workload retry now, not at their backoff's next attempt.
+                self.reconciler.workload_registered(record.key.name)
             for name in list(self.workers):
                 self.wake(name)
 

@@ -36,6 +36,20 @@ class Reconciler:
         self.settings = settings
         self.store = store
         self.runner = runner
+        # Instances whose DELAYED step waits on a workload that has just (re-)registered: the step
+        # is due now, not at its backoff's next_attempt_at (issue 10: a hung workload service
+        # that came back waited up to retry_max_seconds more with no master).
+        self._retry_now: set[str] = set()
+
+    def workload_registered(self, workload: str) -> set[str]:
+        """``workload``'s registration appeared or changed (a KIND_WORKLOAD put): the instances
+        whose last callback to it failed retryably retry their DELAYED step at the next
+        reconcile. Returns them (the controller wakes them)."""
+        names = self.runner.callbacks.waiting_on(workload)
+        if names:
+            log.info("workload %s registered: retrying the waiting steps of %s now", workload, sorted(names))
+        self._retry_now |= names
+        return names
 
     async def reconcile(self, name: str) -> float | None:
         for _ in range(MAX_STEPS_PER_PASS):
@@ -45,6 +59,7 @@ class Reconciler:
             await self._sync_members(ld)
             plan, new = planner.decide(ld.snapshot)
             if plan is None:
+                self._retry_now.discard(name)
                 await self._settle(ld)
                 return None
             plan = _copy(plan)
@@ -76,6 +91,9 @@ class Reconciler:
                     return retry_at
                 now = time.time()
                 due = step.status != plans.DELAYED or plans.seconds(step.next_attempt_at) <= now
+                if name in self._retry_now:
+                    self._retry_now.discard(name)
+                    due = True  # its workload came back: retry now (it waited on that workload)
                 if not due and plans.action_of(step) not in WAITING:
                     return plans.seconds(step.next_attempt_at)
                 outcome = await self._run(ld, plan, index, due)
