@@ -66,6 +66,29 @@ class Probe(Enum):
 _NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 
 
+def _probe_options(timeout: float) -> list[tuple[str, int | str]]:
+    """The suite's channel options, but a connection attempt may take the whole probe timeout:
+    gRPC core gives a connection attempt max(``grpc.min_reconnect_backoff_ms``, current backoff) to
+    receive the server's SETTINGS frame (``connection attempt timed out before receiving SETTINGS
+    frame``), 0.2 s with the suite's quick reconnect, which a busy but live service can miss. A
+    subchannel pool of its own: from the global pool, a probe would inherit the failed connection
+    of the previous probe and fail at once."""
+    ms = max(int(timeout * 1000), 1)
+    replaced = {
+        "grpc.min_reconnect_backoff_ms",
+        "grpc.initial_reconnect_backoff_ms",
+        "grpc.max_reconnect_backoff_ms",
+    }
+    options = [(k, v) for k, v in channel_options() if k not in replaced]
+    return [
+        *options,
+        ("grpc.min_reconnect_backoff_ms", ms),
+        ("grpc.initial_reconnect_backoff_ms", ms),
+        ("grpc.max_reconnect_backoff_ms", ms),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+
+
 @dataclass
 class Child:
     """One service of the suite: how to run it and how to tell it is up."""
@@ -149,7 +172,9 @@ class Child:
 
     async def _probe(self, timeout: float) -> Probe:
         if self.grpc_address:
-            async with grpc.aio.insecure_channel(self.grpc_address, options=channel_options()) as channel:
+            async with grpc.aio.insecure_channel(
+                self.grpc_address, options=_probe_options(timeout)
+            ) as channel:
                 # The typeshed stubs of HealthStub declare no methods.
                 stub: Any = health_pb2_grpc.HealthStub(channel)
                 try:
