@@ -281,7 +281,7 @@ def test_a_stopped_service_is_killed_and_restarted_and_members_are_untouched(sui
         def back() -> bool:
             suite.alive()
             now = suite.status()[name]
-            return (
+            return bool(
                 now["restarts"] == before["restarts"] + 1 and now["healthy"] and now["pid"] != before["pid"]
             )
 
@@ -312,4 +312,43 @@ def test_a_stopped_service_is_killed_and_restarted_and_members_are_untouched(sui
     client = _master(suite.endpoint)
     assert client.dbsize() == KEYS
     assert client.get(f"key-{KEYS - 1}") == f"value-{KEYS - 1}"
+    client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_master_killed_while_the_redis_service_hangs_is_failed_over(suite: Suite) -> None:
+    """The tester's case: the redis workload service stopped, then the Redis master killed. The
+    failover waited for as long as the service hung (2.5 min); now the hung service is killed and
+    restarted within the liveness bound and the failover goes on. Last in the module: it replaces
+    a member."""
+    before = suite.status()["redis"]
+    old = _master(suite.endpoint)
+    old_address = (
+        f"{old.connection_pool.connection_kwargs['host']}:{old.connection_pool.connection_kwargs['port']}"
+    )
+    old.close()
+    old_master = next(m for m, (_, role, _) in _members(suite.endpoint).items() if role == "ROLE_MASTER")
+    os.kill(before["pid"], signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        os.kill(_member_pids(suite.data_dir)[old_address], signal.SIGKILL)
+
+        def failed_over() -> bool:
+            suite.alive()
+            members = _members(suite.endpoint)
+            masters = [m for m, (_, role, _) in members.items() if role == "ROLE_MASTER"]
+            return masters not in ([], [old_master]) and all(
+                state == "MEMBER_STATE_RUNNING" for _, _, state in members.values()
+            )
+
+        wait_until(failed_over, 90, "a replica promoted and the old master back as a replica")
+        print(f"failed over {time.monotonic() - stopped:.1f} s after the redis service was stopped")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if pid_alive(before["pid"]):
+                os.kill(before["pid"], signal.SIGCONT)
+    assert suite.status()["redis"]["liveness_kills"] == before["liveness_kills"] + 1
+    client = _master(suite.endpoint)
+    assert client.dbsize() == KEYS
     client.close()
