@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import http.client
+import json
 import logging
 import threading
 import weakref
@@ -251,6 +253,27 @@ class _BoundedDriver(MesosSchedulerDriver):  # type: ignore[misc]
         if conn is not None and conn.sock is None:
             conn.timeout = self.call_timeout  # applied to the socket when it connects
         return conn
+
+    def _get_version(self, master: str | None) -> str | None:
+        """pymesos' GET /version before subscribing (in ``start`` / ``change_master``), bounded
+        like a call: with pymesos' day-long timeout a master frozen at that moment would hold the
+        call worker thread, and every call queued behind it, for a day. None if not answered
+        (pymesos then subscribes without knowing the version, as it does on its own errors)."""
+        if master is None:
+            return None
+        host, _, port = master.rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=self.call_timeout)
+        try:
+            conn.request("GET", "/version")
+            resp = conn.getresponse()
+            if not 200 <= resp.status < 300:
+                return None
+            return str(json.loads(resp.read().decode("utf-8"))["version"])
+        except (OSError, ValueError, KeyError, http.client.HTTPException) as error:
+            log.warning("GET http://%s/version: %s", master, error)
+            return None
+        finally:
+            conn.close()
 
 
 class MesosDriver:
