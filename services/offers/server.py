@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = api.DESCRIPTOR.services_by_name["OfferService"].full_name
 ROLE = "offers"
+# The loop watchdog ticks this often (seconds) and reports a tick that came later than
+# LOOP_STALL_SECONDS: the loop was blocked (e.g. by a blocking call to a frozen Mesos master),
+# long enough to endanger the lease renewal (renewed every 0.2 s, given up after 1 s by default).
+LOOP_TICK_SECONDS = 0.1
+LOOP_STALL_SECONDS = 0.5
 _T = TypeVar("_T")
 
 
@@ -83,6 +88,8 @@ class OffersServed(Served):
     _election: asyncio.Task[None] | None = None
     _leading: asyncio.Event = field(default_factory=asyncio.Event)
     _calls: set[asyncio.Task[Any]] = field(default_factory=set)
+    _watchdog: asyncio.Task[None] | None = None
+    loop_stalls: int = 0  # times the event loop was seen blocked longer than LOOP_STALL_SECONDS
 
     @property
     def leading(self) -> bool:
@@ -98,6 +105,30 @@ class OffersServed(Served):
         assert self.state is not None and self.settings is not None
         self.elector = LeaderElector(self.state, ROLE, self.address, self.settings.leadership)
         self._election = asyncio.create_task(self.elector.run(self._lead), name="offers-election")
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch_loop(), name="offers-loop-watchdog")
+
+    async def _watch_loop(self) -> None:
+        """Log every time this replica's event loop was blocked longer than
+        ``LOOP_STALL_SECONDS``: nothing here may block it (a blocked leader stops renewing its
+        lease and acts late on a term that ended; its writes are refused by term, but it is a
+        bug). Run with ``PYTHONASYNCIODEBUG=1`` to have asyncio name the slow callback."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(LOOP_TICK_SECONDS)
+            now = loop.time()
+            stalled = now - last - LOOP_TICK_SECONDS
+            last = now
+            if stalled > LOOP_STALL_SECONDS:
+                self.loop_stalls += 1
+                log.warning(
+                    "offers %s: the event loop was blocked for %.2fs (leading: %s); something "
+                    "blocking runs on the loop",
+                    self.address,
+                    stalled,
+                    self.leading,
+                )
 
     async def _lead(self, leadership: Leadership) -> None:
         """One term: load state, subscribe to Mesos as the stored framework, serve; until the
@@ -180,6 +211,11 @@ class OffersServed(Served):
 
     async def stop_scheduler(self) -> None:
         """Stop leading and campaigning (the lease is released), then close the state client."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         election, self._election = self._election, None
         if election is not None:
             election.cancel()

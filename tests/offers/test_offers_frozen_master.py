@@ -160,6 +160,7 @@ async def test_leader_loop_answers_and_keeps_its_lease_while_the_master_is_froze
             f"the leader's loop did not answer within {ANSWER_BOUND_SECONDS}s: {slow}\n"
             + (leader.log_text()[-4000:])
         )
+        assert "the event loop was blocked" not in leader.log_text(), leader.log_text()[-4000:]
         assert after is not None
         assert (after.address, after.term) == (before.address, before.term), (
             f"the leader lost its lease while the master was frozen: {before} -> {after}\n"
