@@ -92,7 +92,9 @@ def channel_options(settings: Keepalive | None = None) -> ChannelOptions:
         # must keep being checked (the server side allows it: see server_options).
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.initial_reconnect_backoff_ms", k.reconnect_initial_ms),
-        ("grpc.min_reconnect_backoff_ms", k.reconnect_initial_ms),
+        # Not grpc.min_reconnect_backoff_ms: gRPC core also uses it as the deadline of one
+        # connection attempt (min_connect_timeout, 20 s by default); at 0.2 s a loaded server that
+        # is slow to finish the handshake would never be reached.
         ("grpc.max_reconnect_backoff_ms", k.reconnect_max_ms),
     ]
 
@@ -123,6 +125,5 @@ def etcd_channel_options(settings: Keepalive | None = None) -> ChannelOptions:
         ("grpc.keepalive_timeout_ms", k.timeout_ms),
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.initial_reconnect_backoff_ms", k.reconnect_initial_ms),
-        ("grpc.min_reconnect_backoff_ms", k.reconnect_initial_ms),
         ("grpc.max_reconnect_backoff_ms", min(k.reconnect_max_ms, 1_000)),
     ]

@@ -382,7 +382,9 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
 def _kill_service(chaos: Chaos, name: str) -> float:
     """SIGKILL the suite's service ``name``; returns the monotonic time of the kill."""
     before = chaos.status()[name]
-    assert before["healthy"] and before["pid"], before
+    # "healthy" is the supervisor's latest probe (one slow probe on a loaded machine can clear it
+    # for a second); the pid is what the kill needs.
+    assert before["pid"], before
     killed_at = time.monotonic()
     os.kill(before["pid"], signal.SIGKILL)
     return killed_at
