@@ -10,6 +10,7 @@ Before anything starts, the data dir is locked (one suite per data dir) and ever
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import wait_for_signal
 from mesos_stateful.common.tracing import ENV_DIR
+from mesos_stateful.localcluster.settings import LocalClusterSettings
 from mesos_stateful.state.settings import StateSettings
 from mesos_stateful.suite.preflight import Port, PreflightError, check_ports, lock_data_dir, port_error
 from mesos_stateful.suite.processes import COLORS, Child, Supervisor
@@ -228,6 +230,18 @@ def _ports(settings: SuiteSettings, groups: list[list[Child]]) -> list[Port]:
                     number,
                     f"embedded etcd {name}",
                     f"STATEFUL_STATE_EMBEDDED_{name.upper()}_PORT",
+                )
+            )
+    cluster = LocalClusterSettings.load([])
+    if cluster.agent_port:
+        first = ipaddress.IPv4Address(cluster.agent_ip_base)
+        for index in range(settings.agents):
+            ports.append(
+                Port(
+                    str(first + index),
+                    cluster.agent_port,
+                    f"agent {index} executor API",
+                    "STATEFUL_CLUSTER_AGENT_IP_BASE",
                 )
             )
     return ports

@@ -238,6 +238,32 @@ def test_a_port_in_use_is_named_before_anything_starts(tmp_path: Path) -> None:
     assert not processes_under(data_dir)
 
 
+def test_an_agent_address_in_use_is_named_before_anything_starts(tmp_path: Path) -> None:
+    # A second suite in another folder meets the first one's agents (127.0.0.2-6:5051): it must
+    # say which setting moves them instead of crash-looping the local cluster.
+    data_dir = tmp_path / "state"
+    _, env = suite_env(data_dir)
+    first_agent = env["STATEFUL_CLUSTER_AGENT_IP_BASE"]
+    with socket.socket() as taken:
+        taken.bind((first_agent, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env["STATEFUL_CLUSTER_AGENT_PORT"] = str(port)
+        refused = subprocess.run(
+            [sys.executable, "-m", "mesos_stateful.suite"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0, output
+    assert f"port {port} (agent 0 executor API) is in use" in output, output
+    assert "STATEFUL_CLUSTER_AGENT_IP_BASE" in output, output
+    assert "Traceback" not in output, output
+    assert not processes_under(data_dir)
+
+
 def test_restart_backoff_doubles_then_stays_at_the_maximum() -> None:
     policy = RestartPolicy(initial_seconds=0.25, max_seconds=10.0, burst=5, window_seconds=60.0)
     assert [policy.delay(n) for n in range(1, 8)] == [0.25, 0.5, 1.0, 2.0, 10.0, 10.0, 10.0]
