@@ -51,6 +51,15 @@ class Gateway:
     token: str | None = None
     output: str = "table"
     _channel: grpc.Channel | None = field(default=None, repr=False)
+    # The channel's connectivity as gRPC reports it (set from gRPC's own thread): whether it has
+    # ever been READY (a stream that breaks afterwards is resumed, see wait.watch_stream) and
+    # whether it is READY now.
+    ever_ready: bool = field(default=False, repr=False)
+    ready: bool = field(default=False, repr=False)
+
+    def _connectivity(self, state: grpc.ChannelConnectivity) -> None:
+        self.ready = state == grpc.ChannelConnectivity.READY
+        self.ever_ready = self.ever_ready or self.ready
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -59,10 +68,12 @@ class Gateway:
     def stub(self) -> api_grpc.InstanceServiceStub:
         if self._channel is None:
             self._channel = grpc.insecure_channel(self.endpoint, options=channel_options())
+            self._channel.subscribe(self._connectivity, try_to_connect=False)
         return api_grpc.InstanceServiceStub(self._channel)
 
     def close(self) -> None:
         if self._channel is not None:
+            self._channel.unsubscribe(self._connectivity)
             self._channel.close()
             self._channel = None
 

@@ -24,7 +24,7 @@ from mesos_stateful.cli.client import (
     reporting,
 )
 from mesos_stateful.cli.scaffold import render as scaffold
-from mesos_stateful.cli.wait import follow, until_running
+from mesos_stateful.cli.wait import follow, until_running, watch_stream
 
 DEFAULT_ENDPOINT = "127.0.0.1:7000"
 DEFAULT_WAIT_SECONDS = 600.0
@@ -290,9 +290,7 @@ def watch(
             _stream_json(gw, name, workload)
             return
         out.print(f"{'REVISION':>8}  {'EVENT':<8}  {'NAME':<20} {'PHASE':<10} {'READY':>5}  PLAN")
-        stream = gw.stub().WatchInstances(
-            api.WatchInstancesRequest(name=name, workload=workload), metadata=gw.metadata
-        )
+        stream = watch_stream(gw, api.WatchInstancesRequest(name=name, workload=workload))
         # Members' health is refreshed every few seconds: print a line only when what it shows
         # (event, phase, ready, plan) changed for that instance.
         shown: dict[str, str] = {}
@@ -305,20 +303,20 @@ def watch(
                 shown[event.instance.spec.name] = seen
                 out.print(line, markup=False)
         finally:
-            stream.cancel()
+            stream.close()
 
 
 def _stream_json(gw: Gateway, name: str, workload: str = "", until_deleted: bool = False) -> None:
     """One JSON object per line per change; with ``until_deleted``, stop once the instance is gone."""
     request = api.WatchInstancesRequest(name=name, workload=workload)
-    stream = gw.stub().WatchInstances(request, metadata=gw.metadata)
+    stream = watch_stream(gw, request)
     try:
         for event in stream:
             print(render.to_json(event, compact=True), flush=True)
             if until_deleted and event.type == api.INSTANCE_EVENT_TYPE_DELETED:
                 return
     finally:
-        stream.cancel()
+        stream.close()
 
 
 @app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 from rich.console import Console, Group
@@ -13,10 +13,69 @@ from rich.spinner import Spinner
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.cli import render
-from mesos_stateful.cli.client import CliFailure, Gateway
+from mesos_stateful.cli.client import CliFailure, Gateway, stderr
 
 # What a waiter decides on each change: keep waiting (None), done (True) or failed (a message).
 Verdict = bool | str | None
+
+# A stream to the gateway that breaks (the gateway restarted, UNAVAILABLE) after it had connected
+# is opened again from the revision after the last change seen, with backoff (seconds), for at
+# most RECONNECT_BOUND_SECONDS without reaching the gateway; then the error is reported.
+RECONNECT_BOUND_SECONDS = 30.0
+RECONNECT_INITIAL_SECONDS = 0.2
+RECONNECT_MAX_SECONDS = 2.0
+RECONNECTING = "gateway unreachable; reconnecting..."
+
+
+class StreamDeadline(Exception):
+    """The caller's deadline passed while reconnecting."""
+
+
+def watch_stream(
+    gateway: Gateway, request: api.WatchInstancesRequest, timeout: float | None = None
+) -> Iterator[api.WatchInstancesResponse]:
+    """WatchInstances events, resumed across gateway restarts.
+
+    The stream is opened again with ``start_revision`` = the highest revision seen + 1 (the
+    gateway replays from there, instance_service.proto WatchInstancesResponse.revision), so no
+    change is missed; before any change was seen the original request is sent again (with
+    ``start_revision`` 0 the current state comes again as ADDED events). Only UNAVAILABLE after
+    the channel had once been READY is retried: a gateway that was never reached is reported at
+    once. ``timeout`` (seconds) bounds the whole watch: DEADLINE_EXCEEDED from the stream, or
+    :class:`StreamDeadline` while reconnecting."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    current = api.WatchInstancesRequest()
+    current.CopyFrom(request)
+    down_since: float | None = None
+    delay = RECONNECT_INITIAL_SECONDS
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        stream = gateway.stub().WatchInstances(current, metadata=gateway.metadata, timeout=remaining)
+        try:
+            for event in stream:
+                down_since, delay = None, RECONNECT_INITIAL_SECONDS
+                if event.revision:
+                    current.start_revision = max(current.start_revision, event.revision + 1)
+                yield event
+            return
+        except grpc.RpcError as error:
+            unavailable = isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.UNAVAILABLE
+            if not unavailable or not gateway.ever_ready:
+                raise
+            now = time.monotonic()
+            if down_since is None or gateway.ready:
+                # First failure of this outage (or the gateway was reached since the last one).
+                if down_since is None:
+                    stderr.print(RECONNECTING, markup=False)
+                down_since, delay = now, RECONNECT_INITIAL_SECONDS
+            if now - down_since >= RECONNECT_BOUND_SECONDS:
+                raise
+            if deadline is not None and now + delay >= deadline:
+                raise StreamDeadline() from None
+            time.sleep(delay)
+            delay = min(RECONNECT_MAX_SECONDS, delay * 2)
+        finally:
+            stream.cancel()
 
 
 def until_running(instance: types_pb2.Instance) -> Verdict:
@@ -48,10 +107,8 @@ def follow(
     delete answer): the watch replays from there, so a change that lands before the watch is set
     up (e.g. a fast delete) is still seen."""
     started = time.monotonic()
-    stream = gateway.stub().WatchInstances(
-        api.WatchInstancesRequest(name=name, start_revision=start_revision),
-        metadata=gateway.metadata,
-        timeout=timeout,
+    stream = watch_stream(
+        gateway, api.WatchInstancesRequest(name=name, start_revision=start_revision), timeout
     )
     last: types_pb2.Instance | None = None
 
@@ -61,8 +118,7 @@ def follow(
             status = f"waiting for {name} ({elapsed:.0f}s)"
             return Group(Spinner("dots", text=status))
         status = (
-            f"{name}: {render.phase(last)}, {render.ready(last)} ready, "
-            f"waiting until {goal} ({elapsed:.0f}s)"
+            f"{name}: {render.phase(last)}, {render.ready(last)} ready, waiting until {goal} ({elapsed:.0f}s)"
         )
         parts = [Spinner("dots", text=status)] if verdict is not None else []
         return Group(*parts, render.instance_details(last))
@@ -84,10 +140,13 @@ def follow(
                     return
                 if isinstance(outcome, str):
                     raise CliFailure(outcome)
-    except grpc.RpcError as error:
-        if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+    except (grpc.RpcError, StreamDeadline) as error:
+        timed_out = isinstance(error, StreamDeadline) or (
+            isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        )
+        if timed_out:
             where = f" (phase {render.phase(last)}, {render.ready(last)} ready)" if last is not None else ""
             raise CliFailure(f"timed out after {timeout:g}s waiting for {name} to be {goal}{where}") from None
         raise
     finally:
-        stream.cancel()
+        stream.close()

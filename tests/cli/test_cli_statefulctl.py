@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2
@@ -322,3 +324,114 @@ async def test_get_watch_follows_until_deleted(gateway: RunningGateway, state_cl
     types = [json.loads(line)["type"] for line in result.out.splitlines()]
     assert types[-1] == "INSTANCE_EVENT_TYPE_DELETED"
     assert "INSTANCE_EVENT_TYPE_MODIFIED" in types
+
+
+class RestartableGateway:
+    """An in-process gateway that can be stopped and started again on the same port (as a gateway
+    process killed and restarted by the suite's supervisor)."""
+
+    def __init__(self, state_endpoint: str) -> None:
+        self.state_endpoint = state_endpoint
+        self.port = 0
+        self.stack: contextlib.AsyncExitStack | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.stack = contextlib.AsyncExitStack()
+        running = await self.stack.enter_async_context(
+            running_gateway(self.state_endpoint, listen=f"127.0.0.1:{self.port}")
+        )
+        self.port = running.served.port
+
+    async def stop(self) -> None:
+        if self.stack is not None:
+            await self.stack.aclose()
+            self.stack = None
+
+
+async def test_streams_resume_across_a_gateway_restart(
+    state_service: StateService, state_client: StateClient
+) -> None:
+    """`watch`, `get --watch` and `scale --wait` keep going when the gateway goes away and comes
+    back on the same port: one "reconnecting" line on stderr, no change missed, the right exit."""
+    await register_workload(state_client)
+    gw = RestartableGateway(state_service.endpoint)
+    await gw.start()
+    try:
+        ep = gw.endpoint
+        assert (await ctl(ep, "create", "redis", "cache")).code == 0
+        watcher = await start(ep, "-o", "json", "watch")
+        follower = await start(ep, "-o", "json", "get", "cache", "--watch")
+        for process in (watcher, follower):
+            assert process.stdout is not None
+            first = json.loads(await asyncio.wait_for(process.stdout.readline(), TIMEOUT))
+            assert first["type"] == "INSTANCE_EVENT_TYPE_ADDED"
+        await make_running(state_client, "cache", 1)
+        scaling = await start(ep, "scale", "cache", "--replicas", "2", "--wait", "--timeout", "60")
+
+        async def scaled() -> bool:
+            record = await state_client.get(st.KIND_INSTANCE, "cache")
+            return record.instance.spec.replicas == 2
+
+        await eventually(scaled)
+        await asyncio.sleep(0.5)  # the three streams are open (a gateway restart mid-stream)
+
+        await gw.stop()
+        # While the gateway is down: the scale completes (as lifecycle would do it).
+        await make_running(state_client, "cache", 2)
+        await asyncio.sleep(1.0)
+        await gw.start()
+        assert gw.endpoint == ep
+
+        result = await finish(scaling)
+        assert result.code == 0, result
+        assert "instance cache is RUNNING (2/2 ready)" in result.out, result
+        assert result.err.count("gateway unreachable; reconnecting...") == 1, result.err
+
+        await state_client.delete(st.KIND_INSTANCE, "cache")
+        followed = await finish(follower)
+        assert followed.code == 0, followed
+        types = [json.loads(line)["type"] for line in followed.out.splitlines() if line.strip()]
+        assert types[-1] == "INSTANCE_EVENT_TYPE_DELETED", types
+        assert followed.err.count("gateway unreachable; reconnecting...") == 1, followed.err
+
+        assert watcher.stdout is not None
+        seen: list[dict[str, Any]] = []
+        while not seen or seen[-1]["type"] != "INSTANCE_EVENT_TYPE_DELETED":
+            seen.append(json.loads(await asyncio.wait_for(watcher.stdout.readline(), TIMEOUT)))
+        # The 2-member state written while the gateway was down was delivered after the restart.
+        assert any(len(e["instance"].get("members", [])) == 2 for e in seen), seen
+        watcher.send_signal(signal.SIGINT)
+        stopped = await finish(watcher)
+        assert stopped.code == 130, stopped
+        assert stopped.err.count("gateway unreachable; reconnecting...") == 1, stopped.err
+    finally:
+        await gw.stop()
+
+
+async def test_stream_gives_up_after_the_reconnect_bound(
+    state_service: StateService, state_client: StateClient
+) -> None:
+    """A gateway that does not come back: `watch` reports it unreachable after the bound (30 s,
+    wait.RECONNECT_BOUND_SECONDS) with exit 1 and one reconnect line."""
+    await register_workload(state_client)
+    gw = RestartableGateway(state_service.endpoint)
+    await gw.start()
+    try:
+        assert (await ctl(gw.endpoint, "create", "redis", "cache")).code == 0
+        watcher = await start(gw.endpoint, "-o", "json", "watch")
+        assert watcher.stdout is not None
+        await asyncio.wait_for(watcher.stdout.readline(), TIMEOUT)
+        await gw.stop()
+        stopped_at = time.monotonic()
+        result = await finish(watcher)
+        elapsed = time.monotonic() - stopped_at
+        assert result.code == 1, result
+        assert 29.0 <= elapsed <= 40.0, elapsed
+        assert result.err.count("gateway unreachable; reconnecting...") == 1, result.err
+        assert f"cannot reach the gateway at {gw.endpoint}" in result.err, result.err
+    finally:
+        await gw.stop()
