@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 
 import grpc
 from rich.console import Console, Group
@@ -33,7 +33,7 @@ class StreamDeadline(Exception):
 
 def watch_stream(
     gateway: Gateway, request: api.WatchInstancesRequest, timeout: float | None = None
-) -> Iterator[api.WatchInstancesResponse]:
+) -> Generator[api.WatchInstancesResponse, None, None]:
     """WatchInstances events, resumed across gateway restarts.
 
     The stream is opened again with ``start_revision`` = the highest revision seen + 1 (the
