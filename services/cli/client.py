@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,29 @@ EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
 UNARY_TIMEOUT_SECONDS = 30.0
+
+# gRPC retries (gRFC A6) of the calls that are safe to repeat: reads, and ScaleInstance (it sets
+# an absolute member count). A gateway restarting under a call answers UNAVAILABLE; these calls
+# are tried again for about 4 s (0.2 s doubling to 2 s, 5 attempts: gRPC's largest). CreateInstance and
+# DeleteInstance are not retried: a repeat after a reset could answer ALREADY_EXISTS / NOT_FOUND
+# for a call that did what was asked.
+_RETRIED_METHODS = ("GetInstance", "ListInstances", "ScaleInstance", "ListWorkloads")
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "stateful.v1.InstanceService", "method": m} for m in _RETRIED_METHODS],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 
 _UNREACHABLE_HINTS = (
     "failed to connect",
@@ -67,7 +91,9 @@ class Gateway:
 
     def stub(self) -> api_grpc.InstanceServiceStub:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.endpoint, options=channel_options())
+            retries = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+            options = [*channel_options(), *retries]
+            self._channel = grpc.insecure_channel(self.endpoint, options=options)
             self._channel.subscribe(self._connectivity, try_to_connect=False)
         return api_grpc.InstanceServiceStub(self._channel)
 

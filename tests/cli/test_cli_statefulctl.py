@@ -412,6 +412,30 @@ async def test_streams_resume_across_a_gateway_restart(
         await gw.stop()
 
 
+async def test_a_scale_sent_while_the_gateway_restarts_is_retried(
+    state_service: StateService, state_client: StateClient
+) -> None:
+    """ScaleInstance (an absolute member count, safe to repeat) is retried on UNAVAILABLE for
+    about 4 s (gRPC retry policy), so a gateway restarted by the supervisor under it is not an
+    error."""
+    await register_workload(state_client)
+    gw = RestartableGateway(state_service.endpoint)
+    await gw.start()
+    try:
+        assert (await ctl(gw.endpoint, "create", "redis", "cache")).code == 0
+        await gw.stop()
+        scaler = await start(gw.endpoint, "scale", "cache", "--replicas", "2")
+        await asyncio.sleep(1.0)  # the outage: the supervisor restarts a gateway in about a second
+        await gw.start()
+        result = await finish(scaler)
+        assert result.code == 0, result
+        assert "scaled to 2 members" in result.out, result
+        stored = await state_client.get(st.KIND_INSTANCE, "cache")
+        assert stored.instance.spec.replicas == 2
+    finally:
+        await gw.stop()
+
+
 async def test_stream_gives_up_after_the_reconnect_bound(
     state_service: StateService, state_client: StateClient
 ) -> None:
