@@ -4,6 +4,10 @@ same cluster again with its data; a removed member relaunched on its old volume 
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import grpc
 from etcd_helpers import NAME, Cluster, build
 from test_etcd_cluster import cmdline, read_write_everywhere
 
@@ -68,7 +72,20 @@ async def test_removed_member_on_its_old_volume_joins_anew(
     old_id = (await ids_by_member(cluster, 0))[f"{NAME}-2"]
     await cluster.members[2].kill()
     cluster.states[2] = types_pb2.MEMBER_STATE_LOST
-    await workload.stub.RemoveMember(pb.RemoveMemberRequest(context=cluster.ctx(2)))
+    # etcd refuses a reconfiguration while it counts a member as not recently active ("unhealthy
+    # cluster", --strict-reconfig-check): the workload answers UNAVAILABLE and lifecycle retries
+    # it, as here (attempt numbers as lifecycle sends them).
+    deadline = time.monotonic() + 30.0
+    attempt = 1
+    while True:
+        try:
+            await workload.stub.RemoveMember(pb.RemoveMemberRequest(context=cluster.ctx(2, attempt)))
+            break
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            attempt += 1
+            await asyncio.sleep(0.5)  # lifecycle's first retry delay
     member = await cluster.launch(2)  # same volume: its data says it is a member that was removed
     assert "--initial-cluster-state=existing" in cmdline(cluster, 2)
     assert list(cluster.volume(2).glob("member.removed-*"))
