@@ -51,12 +51,13 @@ def generate(out: Path) -> None:
         text = re.sub(r"\bstateful\.v1\.(\w+_pb2)\b", rf"{IMPORT_ROOT}.stateful.v1.\1", text)
         text = re.sub(r"^(from|import) mesos\.", rf"\1 {IMPORT_ROOT}.mesos.", text, flags=re.M)
         text = re.sub(
-            r"(?<![\w.])mesos\.v1\.((?:scheduler\.)?\w+_pb2)\b", rf"{IMPORT_ROOT}.mesos.v1.\1", text
+            r"(?<![\w.])mesos\.v1\.((?:\w+\.)?\w+_pb2)\b", rf"{IMPORT_ROOT}.mesos.v1.\1", text
         )
         path.write_text(HEADER + text)
     for folder in [out / "stateful", out / "stateful" / "v1", out / "mesos", out / "mesos" / "v1"]:
         (folder / "__init__.py").write_text(HEADER)
-    (out / "mesos" / "v1" / "scheduler" / "__init__.py").write_text(HEADER)
+    for sub in ["scheduler", "executor", "master", "maintenance", "allocator"]:
+        (out / "mesos" / "v1" / sub / "__init__.py").write_text(HEADER)
     (out / "__init__.py").write_text(f'"""{PACKAGE_DOC}"""\n')
     (out / "py.typed").write_text("")
 

@@ -127,8 +127,42 @@ class URL(_message.Message):
     fragment: str
     def __init__(self, scheme: _Optional[str] = ..., address: _Optional[_Union[Address, _Mapping]] = ..., path: _Optional[str] = ..., query: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., fragment: _Optional[str] = ...) -> None: ...
 
+class Unavailability(_message.Message):
+    __slots__ = ("start", "duration")
+    START_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    start: TimeInfo
+    duration: DurationInfo
+    def __init__(self, start: _Optional[_Union[TimeInfo, _Mapping]] = ..., duration: _Optional[_Union[DurationInfo, _Mapping]] = ...) -> None: ...
+
+class MachineID(_message.Message):
+    __slots__ = ("hostname", "ip")
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    ip: str
+    def __init__(self, hostname: _Optional[str] = ..., ip: _Optional[str] = ...) -> None: ...
+
+class MachineInfo(_message.Message):
+    __slots__ = ("id", "mode", "unavailability")
+    class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UP: _ClassVar[MachineInfo.Mode]
+        DRAINING: _ClassVar[MachineInfo.Mode]
+        DOWN: _ClassVar[MachineInfo.Mode]
+    UP: MachineInfo.Mode
+    DRAINING: MachineInfo.Mode
+    DOWN: MachineInfo.Mode
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    id: MachineID
+    mode: MachineInfo.Mode
+    unavailability: Unavailability
+    def __init__(self, id: _Optional[_Union[MachineID, _Mapping]] = ..., mode: _Optional[_Union[MachineInfo.Mode, str]] = ..., unavailability: _Optional[_Union[Unavailability, _Mapping]] = ...) -> None: ...
+
 class FrameworkInfo(_message.Message):
-    __slots__ = ("user", "name", "id", "failover_timeout", "checkpoint", "role", "roles", "hostname", "principal", "webui_url", "capabilities", "labels")
+    __slots__ = ("user", "name", "id", "failover_timeout", "checkpoint", "role", "roles", "hostname", "principal", "webui_url", "capabilities", "labels", "offer_filters")
     class Capability(_message.Message):
         __slots__ = ("type",)
         class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -154,6 +188,13 @@ class FrameworkInfo(_message.Message):
         TYPE_FIELD_NUMBER: _ClassVar[int]
         type: FrameworkInfo.Capability.Type
         def __init__(self, type: _Optional[_Union[FrameworkInfo.Capability.Type, str]] = ...) -> None: ...
+    class OfferFiltersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: OfferFilters
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[OfferFilters, _Mapping]] = ...) -> None: ...
     USER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +207,7 @@ class FrameworkInfo(_message.Message):
     WEBUI_URL_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    OFFER_FILTERS_FIELD_NUMBER: _ClassVar[int]
     user: str
     name: str
     id: FrameworkID
@@ -178,10 +220,34 @@ class FrameworkInfo(_message.Message):
     webui_url: str
     capabilities: _containers.RepeatedCompositeFieldContainer[FrameworkInfo.Capability]
     labels: Labels
-    def __init__(self, user: _Optional[str] = ..., name: _Optional[str] = ..., id: _Optional[_Union[FrameworkID, _Mapping]] = ..., failover_timeout: _Optional[float] = ..., checkpoint: _Optional[bool] = ..., role: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., principal: _Optional[str] = ..., webui_url: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[FrameworkInfo.Capability, _Mapping]]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ...) -> None: ...
+    offer_filters: _containers.MessageMap[str, OfferFilters]
+    def __init__(self, user: _Optional[str] = ..., name: _Optional[str] = ..., id: _Optional[_Union[FrameworkID, _Mapping]] = ..., failover_timeout: _Optional[float] = ..., checkpoint: _Optional[bool] = ..., role: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., hostname: _Optional[str] = ..., principal: _Optional[str] = ..., webui_url: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[FrameworkInfo.Capability, _Mapping]]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., offer_filters: _Optional[_Mapping[str, OfferFilters]] = ...) -> None: ...
+
+class DomainInfo(_message.Message):
+    __slots__ = ("fault_domain",)
+    class FaultDomain(_message.Message):
+        __slots__ = ("region", "zone")
+        class RegionInfo(_message.Message):
+            __slots__ = ("name",)
+            NAME_FIELD_NUMBER: _ClassVar[int]
+            name: str
+            def __init__(self, name: _Optional[str] = ...) -> None: ...
+        class ZoneInfo(_message.Message):
+            __slots__ = ("name",)
+            NAME_FIELD_NUMBER: _ClassVar[int]
+            name: str
+            def __init__(self, name: _Optional[str] = ...) -> None: ...
+        REGION_FIELD_NUMBER: _ClassVar[int]
+        ZONE_FIELD_NUMBER: _ClassVar[int]
+        region: DomainInfo.FaultDomain.RegionInfo
+        zone: DomainInfo.FaultDomain.ZoneInfo
+        def __init__(self, region: _Optional[_Union[DomainInfo.FaultDomain.RegionInfo, _Mapping]] = ..., zone: _Optional[_Union[DomainInfo.FaultDomain.ZoneInfo, _Mapping]] = ...) -> None: ...
+    FAULT_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    fault_domain: DomainInfo.FaultDomain
+    def __init__(self, fault_domain: _Optional[_Union[DomainInfo.FaultDomain, _Mapping]] = ...) -> None: ...
 
 class MasterInfo(_message.Message):
-    __slots__ = ("id", "ip", "port", "pid", "hostname", "version", "address", "capabilities")
+    __slots__ = ("id", "ip", "port", "pid", "hostname", "version", "address", "domain", "capabilities")
     class Capability(_message.Message):
         __slots__ = ("type",)
         class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -204,6 +270,7 @@ class MasterInfo(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     id: str
     ip: int
@@ -212,8 +279,50 @@ class MasterInfo(_message.Message):
     hostname: str
     version: str
     address: Address
+    domain: DomainInfo
     capabilities: _containers.RepeatedCompositeFieldContainer[MasterInfo.Capability]
-    def __init__(self, id: _Optional[str] = ..., ip: _Optional[int] = ..., port: _Optional[int] = ..., pid: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[_Union[Address, _Mapping]] = ..., capabilities: _Optional[_Iterable[_Union[MasterInfo.Capability, _Mapping]]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., ip: _Optional[int] = ..., port: _Optional[int] = ..., pid: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[_Union[Address, _Mapping]] = ..., domain: _Optional[_Union[DomainInfo, _Mapping]] = ..., capabilities: _Optional[_Iterable[_Union[MasterInfo.Capability, _Mapping]]] = ...) -> None: ...
+
+class AgentInfo(_message.Message):
+    __slots__ = ("hostname", "port", "resources", "attributes", "id", "domain")
+    class Capability(_message.Message):
+        __slots__ = ("type",)
+        class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+            __slots__ = ()
+            UNKNOWN: _ClassVar[AgentInfo.Capability.Type]
+            MULTI_ROLE: _ClassVar[AgentInfo.Capability.Type]
+            HIERARCHICAL_ROLE: _ClassVar[AgentInfo.Capability.Type]
+            RESERVATION_REFINEMENT: _ClassVar[AgentInfo.Capability.Type]
+            RESOURCE_PROVIDER: _ClassVar[AgentInfo.Capability.Type]
+            RESIZE_VOLUME: _ClassVar[AgentInfo.Capability.Type]
+            AGENT_OPERATION_FEEDBACK: _ClassVar[AgentInfo.Capability.Type]
+            AGENT_DRAINING: _ClassVar[AgentInfo.Capability.Type]
+            TASK_RESOURCE_LIMITS: _ClassVar[AgentInfo.Capability.Type]
+        UNKNOWN: AgentInfo.Capability.Type
+        MULTI_ROLE: AgentInfo.Capability.Type
+        HIERARCHICAL_ROLE: AgentInfo.Capability.Type
+        RESERVATION_REFINEMENT: AgentInfo.Capability.Type
+        RESOURCE_PROVIDER: AgentInfo.Capability.Type
+        RESIZE_VOLUME: AgentInfo.Capability.Type
+        AGENT_OPERATION_FEEDBACK: AgentInfo.Capability.Type
+        AGENT_DRAINING: AgentInfo.Capability.Type
+        TASK_RESOURCE_LIMITS: AgentInfo.Capability.Type
+        TYPE_FIELD_NUMBER: _ClassVar[int]
+        type: AgentInfo.Capability.Type
+        def __init__(self, type: _Optional[_Union[AgentInfo.Capability.Type, str]] = ...) -> None: ...
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    port: int
+    resources: _containers.RepeatedCompositeFieldContainer[Resource]
+    attributes: _containers.RepeatedCompositeFieldContainer[Attribute]
+    id: AgentID
+    domain: DomainInfo
+    def __init__(self, hostname: _Optional[str] = ..., port: _Optional[int] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., id: _Optional[_Union[AgentID, _Mapping]] = ..., domain: _Optional[_Union[DomainInfo, _Mapping]] = ...) -> None: ...
 
 class Value(_message.Message):
     __slots__ = ("type", "scalar", "ranges", "set", "text")
@@ -354,8 +463,31 @@ class Resource(_message.Message):
     shared: Resource.SharedInfo
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[Value.Type, str]] = ..., scalar: _Optional[_Union[Value.Scalar, _Mapping]] = ..., ranges: _Optional[_Union[Value.Ranges, _Mapping]] = ..., set: _Optional[_Union[Value.Set, _Mapping]] = ..., role: _Optional[str] = ..., allocation_info: _Optional[_Union[Resource.AllocationInfo, _Mapping]] = ..., reservation: _Optional[_Union[Resource.ReservationInfo, _Mapping]] = ..., reservations: _Optional[_Iterable[_Union[Resource.ReservationInfo, _Mapping]]] = ..., disk: _Optional[_Union[Resource.DiskInfo, _Mapping]] = ..., revocable: _Optional[_Union[Resource.RevocableInfo, _Mapping]] = ..., shared: _Optional[_Union[Resource.SharedInfo, _Mapping]] = ...) -> None: ...
 
+class OfferFilters(_message.Message):
+    __slots__ = ("min_allocatable_resources",)
+    class ResourceQuantities(_message.Message):
+        __slots__ = ("quantities",)
+        class QuantitiesEntry(_message.Message):
+            __slots__ = ("key", "value")
+            KEY_FIELD_NUMBER: _ClassVar[int]
+            VALUE_FIELD_NUMBER: _ClassVar[int]
+            key: str
+            value: Value.Scalar
+            def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value.Scalar, _Mapping]] = ...) -> None: ...
+        QUANTITIES_FIELD_NUMBER: _ClassVar[int]
+        quantities: _containers.MessageMap[str, Value.Scalar]
+        def __init__(self, quantities: _Optional[_Mapping[str, Value.Scalar]] = ...) -> None: ...
+    class MinAllocatableResources(_message.Message):
+        __slots__ = ("quantities",)
+        QUANTITIES_FIELD_NUMBER: _ClassVar[int]
+        quantities: _containers.RepeatedCompositeFieldContainer[OfferFilters.ResourceQuantities]
+        def __init__(self, quantities: _Optional[_Iterable[_Union[OfferFilters.ResourceQuantities, _Mapping]]] = ...) -> None: ...
+    MIN_ALLOCATABLE_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    min_allocatable_resources: OfferFilters.MinAllocatableResources
+    def __init__(self, min_allocatable_resources: _Optional[_Union[OfferFilters.MinAllocatableResources, _Mapping]] = ...) -> None: ...
+
 class Offer(_message.Message):
-    __slots__ = ("id", "framework_id", "agent_id", "hostname", "url", "resources", "attributes", "executor_ids", "allocation_info")
+    __slots__ = ("id", "framework_id", "agent_id", "hostname", "url", "resources", "attributes", "domain", "executor_ids", "unavailability", "allocation_info")
     class Operation(_message.Message):
         __slots__ = ("type", "id", "launch", "reserve", "unreserve", "create", "destroy")
         class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -431,7 +563,9 @@ class Offer(_message.Message):
     URL_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABILITY_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_INFO_FIELD_NUMBER: _ClassVar[int]
     id: OfferID
     framework_id: FrameworkID
@@ -440,9 +574,27 @@ class Offer(_message.Message):
     url: URL
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     attributes: _containers.RepeatedCompositeFieldContainer[Attribute]
+    domain: DomainInfo
     executor_ids: _containers.RepeatedCompositeFieldContainer[ExecutorID]
+    unavailability: Unavailability
     allocation_info: Resource.AllocationInfo
-    def __init__(self, id: _Optional[_Union[OfferID, _Mapping]] = ..., framework_id: _Optional[_Union[FrameworkID, _Mapping]] = ..., agent_id: _Optional[_Union[AgentID, _Mapping]] = ..., hostname: _Optional[str] = ..., url: _Optional[_Union[URL, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., executor_ids: _Optional[_Iterable[_Union[ExecutorID, _Mapping]]] = ..., allocation_info: _Optional[_Union[Resource.AllocationInfo, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[_Union[OfferID, _Mapping]] = ..., framework_id: _Optional[_Union[FrameworkID, _Mapping]] = ..., agent_id: _Optional[_Union[AgentID, _Mapping]] = ..., hostname: _Optional[str] = ..., url: _Optional[_Union[URL, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., domain: _Optional[_Union[DomainInfo, _Mapping]] = ..., executor_ids: _Optional[_Iterable[_Union[ExecutorID, _Mapping]]] = ..., unavailability: _Optional[_Union[Unavailability, _Mapping]] = ..., allocation_info: _Optional[_Union[Resource.AllocationInfo, _Mapping]] = ...) -> None: ...
+
+class InverseOffer(_message.Message):
+    __slots__ = ("id", "url", "framework_id", "agent_id", "unavailability", "resources")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    id: OfferID
+    url: URL
+    framework_id: FrameworkID
+    agent_id: AgentID
+    unavailability: Unavailability
+    resources: _containers.RepeatedCompositeFieldContainer[Resource]
+    def __init__(self, id: _Optional[_Union[OfferID, _Mapping]] = ..., url: _Optional[_Union[URL, _Mapping]] = ..., framework_id: _Optional[_Union[FrameworkID, _Mapping]] = ..., agent_id: _Optional[_Union[AgentID, _Mapping]] = ..., unavailability: _Optional[_Union[Unavailability, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ...) -> None: ...
 
 class Filters(_message.Message):
     __slots__ = ("refuse_seconds",)
@@ -567,6 +719,44 @@ class TaskInfo(_message.Message):
     discovery: DiscoveryInfo
     max_completion_time: DurationInfo
     def __init__(self, name: _Optional[str] = ..., task_id: _Optional[_Union[TaskID, _Mapping]] = ..., agent_id: _Optional[_Union[AgentID, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., executor: _Optional[_Union[ExecutorInfo, _Mapping]] = ..., command: _Optional[_Union[CommandInfo, _Mapping]] = ..., kill_policy: _Optional[_Union[KillPolicy, _Mapping]] = ..., data: _Optional[bytes] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., discovery: _Optional[_Union[DiscoveryInfo, _Mapping]] = ..., max_completion_time: _Optional[_Union[DurationInfo, _Mapping]] = ...) -> None: ...
+
+class TaskGroupInfo(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskInfo]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("name", "task_id", "framework_id", "executor_id", "agent_id", "state", "resources", "statuses", "status_update_state", "status_update_uuid", "labels", "discovery", "kill_policy", "user")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_UPDATE_STATE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_UPDATE_UUID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DISCOVERY_FIELD_NUMBER: _ClassVar[int]
+    KILL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    task_id: TaskID
+    framework_id: FrameworkID
+    executor_id: ExecutorID
+    agent_id: AgentID
+    state: TaskState
+    resources: _containers.RepeatedCompositeFieldContainer[Resource]
+    statuses: _containers.RepeatedCompositeFieldContainer[TaskStatus]
+    status_update_state: TaskState
+    status_update_uuid: bytes
+    labels: Labels
+    discovery: DiscoveryInfo
+    kill_policy: KillPolicy
+    user: str
+    def __init__(self, name: _Optional[str] = ..., task_id: _Optional[_Union[TaskID, _Mapping]] = ..., framework_id: _Optional[_Union[FrameworkID, _Mapping]] = ..., executor_id: _Optional[_Union[ExecutorID, _Mapping]] = ..., agent_id: _Optional[_Union[AgentID, _Mapping]] = ..., state: _Optional[_Union[TaskState, str]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., statuses: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., status_update_state: _Optional[_Union[TaskState, str]] = ..., status_update_uuid: _Optional[bytes] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., discovery: _Optional[_Union[DiscoveryInfo, _Mapping]] = ..., kill_policy: _Optional[_Union[KillPolicy, _Mapping]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
     __slots__ = ("task_id", "state", "message", "source", "reason", "data", "agent_id", "executor_id", "timestamp", "uuid", "healthy", "labels", "unreachable_time")
@@ -753,3 +943,21 @@ class Volume(_message.Message):
     container_path: str
     host_path: str
     def __init__(self, mode: _Optional[_Union[Volume.Mode, str]] = ..., container_path: _Optional[str] = ..., host_path: _Optional[str] = ...) -> None: ...
+
+class VersionInfo(_message.Message):
+    __slots__ = ("version", "build_date", "build_time", "build_user", "git_sha", "git_branch", "git_tag")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUILD_DATE_FIELD_NUMBER: _ClassVar[int]
+    BUILD_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUILD_USER_FIELD_NUMBER: _ClassVar[int]
+    GIT_SHA_FIELD_NUMBER: _ClassVar[int]
+    GIT_BRANCH_FIELD_NUMBER: _ClassVar[int]
+    GIT_TAG_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    build_date: str
+    build_time: float
+    build_user: str
+    git_sha: str
+    git_branch: str
+    git_tag: str
+    def __init__(self, version: _Optional[str] = ..., build_date: _Optional[str] = ..., build_time: _Optional[float] = ..., build_user: _Optional[str] = ..., git_sha: _Optional[str] = ..., git_branch: _Optional[str] = ..., git_tag: _Optional[str] = ...) -> None: ...

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("type", "subscribed", "offers", "rescind", "update", "message", "failure", "error")
+    __slots__ = ("type", "subscribed", "offers", "inverse_offers", "rescind", "rescind_inverse_offer", "update", "message", "failure", "error")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNKNOWN: _ClassVar[Event.Type]
@@ -51,11 +51,21 @@ class Event(_message.Message):
         OFFERS_FIELD_NUMBER: _ClassVar[int]
         offers: _containers.RepeatedCompositeFieldContainer[_mesos_pb2.Offer]
         def __init__(self, offers: _Optional[_Iterable[_Union[_mesos_pb2.Offer, _Mapping]]] = ...) -> None: ...
+    class InverseOffers(_message.Message):
+        __slots__ = ("inverse_offers",)
+        INVERSE_OFFERS_FIELD_NUMBER: _ClassVar[int]
+        inverse_offers: _containers.RepeatedCompositeFieldContainer[_mesos_pb2.InverseOffer]
+        def __init__(self, inverse_offers: _Optional[_Iterable[_Union[_mesos_pb2.InverseOffer, _Mapping]]] = ...) -> None: ...
     class Rescind(_message.Message):
         __slots__ = ("offer_id",)
         OFFER_ID_FIELD_NUMBER: _ClassVar[int]
         offer_id: _mesos_pb2.OfferID
         def __init__(self, offer_id: _Optional[_Union[_mesos_pb2.OfferID, _Mapping]] = ...) -> None: ...
+    class RescindInverseOffer(_message.Message):
+        __slots__ = ("inverse_offer_id",)
+        INVERSE_OFFER_ID_FIELD_NUMBER: _ClassVar[int]
+        inverse_offer_id: _mesos_pb2.OfferID
+        def __init__(self, inverse_offer_id: _Optional[_Union[_mesos_pb2.OfferID, _Mapping]] = ...) -> None: ...
     class Update(_message.Message):
         __slots__ = ("status",)
         STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -87,7 +97,9 @@ class Event(_message.Message):
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     OFFERS_FIELD_NUMBER: _ClassVar[int]
+    INVERSE_OFFERS_FIELD_NUMBER: _ClassVar[int]
     RESCIND_FIELD_NUMBER: _ClassVar[int]
+    RESCIND_INVERSE_OFFER_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
@@ -95,15 +107,17 @@ class Event(_message.Message):
     type: Event.Type
     subscribed: Event.Subscribed
     offers: Event.Offers
+    inverse_offers: Event.InverseOffers
     rescind: Event.Rescind
+    rescind_inverse_offer: Event.RescindInverseOffer
     update: Event.Update
     message: Event.Message
     failure: Event.Failure
     error: Event.Error
-    def __init__(self, type: _Optional[_Union[Event.Type, str]] = ..., subscribed: _Optional[_Union[Event.Subscribed, _Mapping]] = ..., offers: _Optional[_Union[Event.Offers, _Mapping]] = ..., rescind: _Optional[_Union[Event.Rescind, _Mapping]] = ..., update: _Optional[_Union[Event.Update, _Mapping]] = ..., message: _Optional[_Union[Event.Message, _Mapping]] = ..., failure: _Optional[_Union[Event.Failure, _Mapping]] = ..., error: _Optional[_Union[Event.Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[Event.Type, str]] = ..., subscribed: _Optional[_Union[Event.Subscribed, _Mapping]] = ..., offers: _Optional[_Union[Event.Offers, _Mapping]] = ..., inverse_offers: _Optional[_Union[Event.InverseOffers, _Mapping]] = ..., rescind: _Optional[_Union[Event.Rescind, _Mapping]] = ..., rescind_inverse_offer: _Optional[_Union[Event.RescindInverseOffer, _Mapping]] = ..., update: _Optional[_Union[Event.Update, _Mapping]] = ..., message: _Optional[_Union[Event.Message, _Mapping]] = ..., failure: _Optional[_Union[Event.Failure, _Mapping]] = ..., error: _Optional[_Union[Event.Error, _Mapping]] = ...) -> None: ...
 
 class Call(_message.Message):
-    __slots__ = ("framework_id", "type", "subscribe", "accept", "decline", "revive", "kill", "shutdown", "acknowledge", "reconcile", "message", "suppress")
+    __slots__ = ("framework_id", "type", "subscribe", "accept", "decline", "accept_inverse_offers", "decline_inverse_offers", "revive", "kill", "shutdown", "acknowledge", "reconcile", "message", "suppress", "update_framework")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNKNOWN: _ClassVar[Call.Type]
@@ -165,6 +179,20 @@ class Call(_message.Message):
         offer_ids: _containers.RepeatedCompositeFieldContainer[_mesos_pb2.OfferID]
         filters: _mesos_pb2.Filters
         def __init__(self, offer_ids: _Optional[_Iterable[_Union[_mesos_pb2.OfferID, _Mapping]]] = ..., filters: _Optional[_Union[_mesos_pb2.Filters, _Mapping]] = ...) -> None: ...
+    class AcceptInverseOffers(_message.Message):
+        __slots__ = ("inverse_offer_ids", "filters")
+        INVERSE_OFFER_IDS_FIELD_NUMBER: _ClassVar[int]
+        FILTERS_FIELD_NUMBER: _ClassVar[int]
+        inverse_offer_ids: _containers.RepeatedCompositeFieldContainer[_mesos_pb2.OfferID]
+        filters: _mesos_pb2.Filters
+        def __init__(self, inverse_offer_ids: _Optional[_Iterable[_Union[_mesos_pb2.OfferID, _Mapping]]] = ..., filters: _Optional[_Union[_mesos_pb2.Filters, _Mapping]] = ...) -> None: ...
+    class DeclineInverseOffers(_message.Message):
+        __slots__ = ("inverse_offer_ids", "filters")
+        INVERSE_OFFER_IDS_FIELD_NUMBER: _ClassVar[int]
+        FILTERS_FIELD_NUMBER: _ClassVar[int]
+        inverse_offer_ids: _containers.RepeatedCompositeFieldContainer[_mesos_pb2.OfferID]
+        filters: _mesos_pb2.Filters
+        def __init__(self, inverse_offer_ids: _Optional[_Iterable[_Union[_mesos_pb2.OfferID, _Mapping]]] = ..., filters: _Optional[_Union[_mesos_pb2.Filters, _Mapping]] = ...) -> None: ...
     class Revive(_message.Message):
         __slots__ = ("roles",)
         ROLES_FIELD_NUMBER: _ClassVar[int]
@@ -221,11 +249,20 @@ class Call(_message.Message):
         ROLES_FIELD_NUMBER: _ClassVar[int]
         roles: _containers.RepeatedScalarFieldContainer[str]
         def __init__(self, roles: _Optional[_Iterable[str]] = ...) -> None: ...
+    class UpdateFramework(_message.Message):
+        __slots__ = ("framework_info", "suppressed_roles")
+        FRAMEWORK_INFO_FIELD_NUMBER: _ClassVar[int]
+        SUPPRESSED_ROLES_FIELD_NUMBER: _ClassVar[int]
+        framework_info: _mesos_pb2.FrameworkInfo
+        suppressed_roles: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, framework_info: _Optional[_Union[_mesos_pb2.FrameworkInfo, _Mapping]] = ..., suppressed_roles: _Optional[_Iterable[str]] = ...) -> None: ...
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
     DECLINE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_INVERSE_OFFERS_FIELD_NUMBER: _ClassVar[int]
+    DECLINE_INVERSE_OFFERS_FIELD_NUMBER: _ClassVar[int]
     REVIVE_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
@@ -233,11 +270,14 @@ class Call(_message.Message):
     RECONCILE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SUPPRESS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
     framework_id: _mesos_pb2.FrameworkID
     type: Call.Type
     subscribe: Call.Subscribe
     accept: Call.Accept
     decline: Call.Decline
+    accept_inverse_offers: Call.AcceptInverseOffers
+    decline_inverse_offers: Call.DeclineInverseOffers
     revive: Call.Revive
     kill: Call.Kill
     shutdown: Call.Shutdown
@@ -245,4 +285,5 @@ class Call(_message.Message):
     reconcile: Call.Reconcile
     message: Call.Message
     suppress: Call.Suppress
-    def __init__(self, framework_id: _Optional[_Union[_mesos_pb2.FrameworkID, _Mapping]] = ..., type: _Optional[_Union[Call.Type, str]] = ..., subscribe: _Optional[_Union[Call.Subscribe, _Mapping]] = ..., accept: _Optional[_Union[Call.Accept, _Mapping]] = ..., decline: _Optional[_Union[Call.Decline, _Mapping]] = ..., revive: _Optional[_Union[Call.Revive, _Mapping]] = ..., kill: _Optional[_Union[Call.Kill, _Mapping]] = ..., shutdown: _Optional[_Union[Call.Shutdown, _Mapping]] = ..., acknowledge: _Optional[_Union[Call.Acknowledge, _Mapping]] = ..., reconcile: _Optional[_Union[Call.Reconcile, _Mapping]] = ..., message: _Optional[_Union[Call.Message, _Mapping]] = ..., suppress: _Optional[_Union[Call.Suppress, _Mapping]] = ...) -> None: ...
+    update_framework: Call.UpdateFramework
+    def __init__(self, framework_id: _Optional[_Union[_mesos_pb2.FrameworkID, _Mapping]] = ..., type: _Optional[_Union[Call.Type, str]] = ..., subscribe: _Optional[_Union[Call.Subscribe, _Mapping]] = ..., accept: _Optional[_Union[Call.Accept, _Mapping]] = ..., decline: _Optional[_Union[Call.Decline, _Mapping]] = ..., accept_inverse_offers: _Optional[_Union[Call.AcceptInverseOffers, _Mapping]] = ..., decline_inverse_offers: _Optional[_Union[Call.DeclineInverseOffers, _Mapping]] = ..., revive: _Optional[_Union[Call.Revive, _Mapping]] = ..., kill: _Optional[_Union[Call.Kill, _Mapping]] = ..., shutdown: _Optional[_Union[Call.Shutdown, _Mapping]] = ..., acknowledge: _Optional[_Union[Call.Acknowledge, _Mapping]] = ..., reconcile: _Optional[_Union[Call.Reconcile, _Mapping]] = ..., message: _Optional[_Union[Call.Message, _Mapping]] = ..., suppress: _Optional[_Union[Call.Suppress, _Mapping]] = ..., update_framework: _Optional[_Union[Call.UpdateFramework, _Mapping]] = ...) -> None: ...
