@@ -261,7 +261,7 @@ class Volume(_message.Message):
     def __init__(self, persistence_id: _Optional[str] = ..., container_path: _Optional[str] = ..., size_mb: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., has_data: _Optional[bool] = ..., rejoin_pending: _Optional[bool] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health", "launch_failures")
+    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health", "launch_failures", "maintenance")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +292,7 @@ class Member(_message.Message):
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     instance: str
     ordinal: int
@@ -308,7 +309,8 @@ class Member(_message.Message):
     volume: Volume
     health: MemberHealth
     launch_failures: _containers.RepeatedCompositeFieldContainer[LaunchFailure]
-    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ..., launch_failures: _Optional[_Iterable[_Union[LaunchFailure, _Mapping]]] = ...) -> None: ...
+    maintenance: AgentMaintenance
+    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ..., launch_failures: _Optional[_Iterable[_Union[LaunchFailure, _Mapping]]] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ...) -> None: ...
 
 class LaunchFailure(_message.Message):
     __slots__ = ("task_id", "agent_id", "host", "ports", "cause", "message", "at")
