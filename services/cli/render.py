@@ -180,6 +180,38 @@ def launch_failure_lines(instance: types_pb2.Instance, now: float | None = None)
     return "\n".join(lines)
 
 
+def _in(seconds: float) -> str:
+    """A time to come in a few characters: ``in 45s``, ``in 12m``, ``in 3h``; ``now`` when past."""
+    if seconds <= 0:
+        return "now"
+    if seconds < 120:
+        return f"in {seconds:.0f}s"
+    if seconds < 7200:
+        return f"in {seconds / 60:.0f}m"
+    return f"in {seconds / 3600:.0f}h"
+
+
+def maintenance_lines(instance: types_pb2.Instance, now: float | None = None) -> str:
+    """One line per member whose agent is scheduled for Mesos maintenance (``Member.maintenance``,
+    from an inverse offer; Mesos docs/maintenance.md): ``<member> on <host>: agent down <in 5m |
+    now> for <duration | until further notice>; draining``. Empty when no agent is."""
+    now = time.time() if now is None else now
+    lines = []
+    for m in instance.members:
+        if not m.HasField("maintenance"):
+            continue
+        window = m.maintenance
+        start = window.start.ToNanoseconds() / 1e9
+        if window.HasField("duration"):
+            length = window.duration.ToNanoseconds() / 1e9
+            span = f"for {_in(length).removeprefix('in ')}"
+        else:
+            span = "until further notice"
+        where = window.hostname or m.host or m.agent_id or "its agent"
+        lines.append(f"  {m.id} on {where}: agent down {_in(start - now)} {span}; draining")
+    return "\n".join(lines)
+
+
 def _styled_phase(instance: types_pb2.Instance) -> Text:
     name = phase(instance)
     return Text(name, style=_PHASE_STYLE.get(name, ""))
@@ -260,6 +292,9 @@ def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | Non
         failures = launch_failure_lines(instance)
         if failures:
             parts.append(Text("launch failures:\n" + failures))
+        maintenance = maintenance_lines(instance)
+        if maintenance:
+            parts.append(Text("agent maintenance:\n" + maintenance))
     if secrets:
         parts.append(Text("secrets: " + ", ".join(f"{k}={v}" for k, v in sorted(secrets.items()))))
     return Group(*parts)
