@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from google.protobuf import timestamp_pb2
+
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.lifecycle.plans import Action
@@ -402,9 +404,11 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
 
     if active is not None:
         stale = active.generation != instance.generation and active.name != plans.RECOVERY
+        if stale and active.name == plans.DRAIN:
+            stale = not _mid_switchover(active)
         # Peers: a recovery planned for one lost peer must take in every peer lost since (all
         # killed at once are noticed one by one; restarted alone, none would have a quorum).
-        replan_losses = active.name in (plans.DEPLOY, plans.SCALE) or (
+        replan_losses = active.name in (plans.DEPLOY, plans.SCALE, plans.DRAIN) or (
             active.name == plans.RECOVERY and s.peers()
         )
         if not stale:
@@ -412,7 +416,14 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
         if replan_losses and not stale:
             # A member the plan is removing may end on its own (an etcd peer exits once removed):
             # that is progress, not a loss to plan for again.
-            handling = (Action.LAUNCH, Action.AWAIT, Action.KILL, Action.REMOVE, Action.DELETE_MEMBER)
+            handling = (
+                Action.LAUNCH,
+                Action.AWAIT,
+                Action.KILL,
+                Action.REMOVE,
+                Action.DELETE_MEMBER,
+                Action.DRAIN,
+            )
             stale = any(
                 s.condition(m) == Condition.LOST and not plans.has_open_step(active, m.id, handling)
                 for m in s.members
@@ -553,7 +564,8 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
         reasons += repair_reasons
         repairing = bool(steps)
     if not steps:
-        return None
+        # Nothing else to do: move the next member off an agent going down for maintenance.
+        return drain_plan(s)
     if not members:
         plan_name = plans.DEPLOY
     elif lost or repairing:
@@ -742,9 +754,14 @@ def after_election(s: Snapshot, new_master: str) -> list[types_pb2.Step]:
     return steps
 
 
-def after_failover(s: Snapshot, old_master: str, new_master: str) -> list[types_pb2.Step]:
+def after_failover(
+    s: Snapshot, old_master: str, new_master: str, drain: bool = False
+) -> list[types_pb2.Step]:
     """Steps appended once the failover step persisted the new roles: start the new master,
-    re-point the other ready replicas, then relaunch the old master as a replica."""
+    re-point the other ready replicas, then relaunch the old master as a replica. ``drain`` (a
+    switchover off an agent going down for maintenance): the old master is not relaunched on its
+    volume there but drained first (``drain``: a fresh volume elsewhere, resynced from the new
+    master)."""
     steps = [plans.step(Action.START_MASTER, new_master), plans.step(Action.MASTER_RUNNING, new_master)]
     for m in ready_slaves(s, exclude=(old_master, new_master)):
         task = s.task_of(m)
@@ -753,8 +770,159 @@ def after_failover(s: Snapshot, old_master: str, new_master: str) -> list[types_
             # launch it again, so a start-slave would wait for it forever. The next plan does.
             continue
         steps.append(plans.step(Action.START_SLAVE, m.id))
+    if drain:
+        steps.append(plans.step(Action.DRAIN, old_master))
     steps += _bring_up(old_master, Action.START_SLAVE, Action.SLAVE_RUNNING)
     return steps
+
+
+# --- maintenance: drains -------------------------------------------------------------------------
+#
+# Mesos announces an agent's maintenance window with inverse offers (docs/maintenance.md: "frameworks
+# ... are expected to vacate the agent before the window starts"); the offers service records it in
+# ``Task.maintenance`` of every task there. A member whose task carries it is drained: replicas first,
+# one at a time (a fresh volume elsewhere, resynced from the master), the master last by switchover
+# (fence + failover while it still runs, then it is drained as a replica); peers one at a time
+# (RemoveMember, a fresh volume elsewhere, Start: the quorum never loses more than one member). One
+# member per drain plan: the next one is planned from state once the plan is complete, so a
+# restarted lifecycle resumes where the drains are.
+
+
+def draining_agents(s: Snapshot) -> dict[str, types_pb2.AgentMaintenance]:
+    """The agents of this instance's task records that carry a maintenance window, by agent id
+    (a killed task's record keeps telling where its member must not come back)."""
+    out: dict[str, types_pb2.AgentMaintenance] = {}
+    for tid in sorted(s.tasks):
+        t = s.tasks[tid]
+        if t.agent_id and t.HasField("maintenance"):
+            out.setdefault(t.agent_id, t.maintenance)
+    return out
+
+
+def maintenance_of(s: Snapshot, member: types_pb2.Member) -> types_pb2.AgentMaintenance | None:
+    """The maintenance window of the agent the member runs on (its current task carries it), or
+    None: no task, ended, being killed by us, or no maintenance scheduled there."""
+    task = s.task_of(member)
+    if task is None or task.state in ENDED or task.kill_requested or not task.HasField("maintenance"):
+        return None
+    return task.maintenance
+
+
+def agent_of(s: Snapshot, member: types_pb2.Member) -> str:
+    task = s.task_of(member)
+    return (task.agent_id if task is not None and task.agent_id else "") or member.agent_id
+
+
+def maintenance_avoid(s: Snapshot, member: types_pb2.Member) -> list[types_pb2.PlacementAvoid]:
+    """Agents a launch of ``member`` must not go to: every agent scheduled for maintenance,
+    except the one its placed volume is on (a restart in place stays allowed; a drain moves it)."""
+    pinned = member.volume.agent_id
+    return [types_pb2.PlacementAvoid(agent_id=a) for a in sorted(draining_agents(s)) if a != pinned]
+
+
+def when(stamp: timestamp_pb2.Timestamp) -> str:
+    """A timestamp as RFC 3339 UTC (``2026-11-30T17:00:00Z``), or "?" when unset."""
+    return stamp.ToJsonString() if stamp.seconds or stamp.nanos else "?"
+
+
+def drain_reason(s: Snapshot, member: types_pb2.Member, maintenance: types_pb2.AgentMaintenance) -> str:
+    task = s.task_of(member)
+    host = maintenance.hostname or (task.host if task is not None else "") or member.host
+    return f"drain {member.id} off agent {host} (maintenance at {when(maintenance.start)})"
+
+
+def switchover_candidates(s: Snapshot, master_id: str) -> list[types_pb2.Member]:
+    """The failover candidates a switchover may promote: ready, and on an agent that is neither
+    the old master's nor scheduled for maintenance."""
+    master = s.member(master_id)
+    away = set(draining_agents(s))
+    if master is not None:
+        away.add(agent_of(s, master))
+    return [
+        m
+        for m in failover_candidates(s, master_id)
+        if s.condition(m) == Condition.READY and agent_of(s, m) not in away
+    ]
+
+
+def switchover_blocker(s: Snapshot, master: types_pb2.Member) -> str:
+    """Why the master cannot be switched over now ("" if it can): a replica holding data does not
+    run (a failover never skips one), or no ready replica runs on another agent. Then the master
+    stays (it is not killed without somewhere to go); scaling up gives it one."""
+    candidates, waited = failover_view(s, master.id)
+    if waited:
+        return ", ".join(m.id for m in waited) + " (holding data) not running"
+    if switchover_candidates(s, master.id):
+        return ""
+    replicas = s.instance.spec.replicas
+    if not candidates:
+        return (
+            f"no ready replica to switch over to (replicas={replicas}); scale to {replicas + 1} "
+            "replicas to move it"
+        )
+    return "every ready replica runs on an agent scheduled for maintenance too"
+
+
+def drain_target(s: Snapshot) -> tuple[types_pb2.Member, types_pb2.AgentMaintenance] | None:
+    """The member to drain next, or None: replicas (then peers) by ordinal, the master last; only
+    while every member is ready (one at a time; a recovery or repair comes first)."""
+    if not s.members or any(s.condition(m) != Condition.READY for m in s.members):
+        return None
+    draining = [(m, mt) for m in s.members if (mt := maintenance_of(s, m)) is not None]
+    for m, mt in draining:
+        if m.role != T.ROLE_MASTER:
+            return m, mt
+    return draining[0] if draining else None
+
+
+def drain_plan(s: Snapshot) -> types_pb2.Plan | None:
+    """The plan that moves the next member off an agent scheduled for maintenance, or None.
+
+    - replica: ``drain`` (a fresh volume, then its task killed) → launch elsewhere → await →
+      start-slave → slave-running (it resyncs from the master);
+    - master: ``fence`` → ``failover`` while it runs (a switchover: MasterLost picks among the
+      ready replicas on other agents by position; nothing acknowledged is lost and the old master
+      takes no write once fenced); the failover appends ``drain`` of the old master and its
+      bring-up as a replica (:func:`after_failover`). Without a ready replica on another agent it
+      is not moved: the plan is one ``drain`` step that waits, saying why (scale up to move it);
+    - peer: ``remove-member`` → ``drain`` → launch → await → start → peer-running, only while
+      every other peer is ready (the quorum loses one member at a time); a single peer waits.
+    """
+    target = drain_target(s)
+    if target is None:
+        return None
+    member, maintenance = target
+    reason = drain_reason(s, member, maintenance)
+    steps: list[types_pb2.Step]
+    if s.peers():
+        if len(s.members) < 2:
+            steps = [plans.step(Action.DRAIN, member.id)]
+            reason += "; cannot move it: no other peer to resync from"
+        else:
+            steps = [plans.step(Action.REMOVE, member.id), plans.step(Action.DRAIN, member.id)]
+            steps += _bring_up(member.id, Action.START, Action.PEER_RUNNING)
+    elif member.role == T.ROLE_MASTER:
+        blocker = switchover_blocker(s, member)
+        if blocker:
+            steps = [plans.step(Action.DRAIN, member.id)]
+            reason += f"; cannot move it yet: {blocker}"
+        else:
+            steps = [plans.step(Action.FENCE, member.id), plans.step(Action.FAILOVER, member.id)]
+            reason += " by switchover"
+    else:
+        steps = [plans.step(Action.DRAIN, member.id)]
+        steps += _bring_up(member.id, Action.START_SLAVE, Action.SLAVE_RUNNING)
+    return plans.new_plan(plans.DRAIN, reason, s.instance.generation, steps)
+
+
+def _mid_switchover(plan: types_pb2.Plan) -> bool:
+    """A drain plan that started fencing the master and has not recorded the promotion yet: never
+    replaced by a spec change (the next plan would find a fenced master and no new one)."""
+    fenced = any(plans.action_of(st) == Action.FENCE and st.status != plans.PENDING for st in plan.steps)
+    promoted = any(
+        plans.action_of(st) == Action.FAILOVER and st.status == plans.COMPLETE for st in plan.steps
+    )
+    return fenced and not promoted
 
 
 def delete_plan(s: Snapshot) -> types_pb2.Plan:
@@ -774,6 +942,7 @@ def phase_for(s: Snapshot, plan: types_pb2.Plan | None) -> types_pb2.InstancePha
             plans.DEPLOY: T.INSTANCE_PHASE_DEPLOYING,
             plans.SCALE: T.INSTANCE_PHASE_SCALING,
             plans.RECOVERY: T.INSTANCE_PHASE_RECOVERING,
+            plans.DRAIN: T.INSTANCE_PHASE_RECOVERING,
             plans.DELETE: T.INSTANCE_PHASE_DELETING,
         }.get(plan.name, s.instance.phase)
     if not s.members:

@@ -30,6 +30,8 @@ DEPLOY = "deploy"
 SCALE = "scale"
 RECOVERY = "recovery"
 DELETE = "delete"
+# Moves one member off an agent scheduled for maintenance (Mesos inverse offers, docs/maintenance.md).
+DRAIN = "drain"
 
 
 class Action(StrEnum):
@@ -55,6 +57,7 @@ class Action(StrEnum):
     REMOVE = "remove-member"  # RemoveMember callback
     KILL = "kill"  # kill the member's task and wait until it ends
     REBUILD = "rebuild"  # a diverged replica: kill it, then a fresh volume (it resyncs from the master)
+    DRAIN = "drain"  # off an agent going down for maintenance: kill it, then a fresh volume elsewhere
     DELETE_MEMBER = "delete-member"
     CLEANUP = "cleanup"  # delete: kill stray tasks, delete members, tasks and secrets
     RELEASE = "release"  # delete: wait until the offers service destroyed volumes and reservations

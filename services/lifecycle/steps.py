@@ -34,7 +34,16 @@ T = types_pb2
 
 # Actions that only watch state: run whenever the instance changes, even while DELAYED.
 WAITING = frozenset(
-    {Action.AWAIT, Action.KILL, Action.FENCE, Action.CLEANUP, Action.ELECT, Action.RELAUNCH, Action.REBUILD}
+    {
+        Action.AWAIT,
+        Action.KILL,
+        Action.FENCE,
+        Action.CLEANUP,
+        Action.ELECT,
+        Action.RELAUNCH,
+        Action.REBUILD,
+        Action.DRAIN,
+    }
 )
 RELAUNCHING = "relaunching:"
 RELEASE_POLL_SECONDS = 0.5
@@ -315,6 +324,8 @@ class StepRunner:
         try:
             config = await self.callbacks.call(workload, "Config", context)
             avoid = planner.avoid_list(member, time.time(), self.settings.launch_failure_retry_seconds)
+            learnt = {a.agent_id for a in avoid if not a.ports}
+            avoid += [a for a in planner.maintenance_avoid(ld.snapshot, member) if a.agent_id not in learnt]
             launch = planner.launch_spec(config.launch, ld.snapshot.instance, member, description, avoid)
             await self.offers.launch(launch)
         except errors.TemporaryError as error:
@@ -536,6 +547,7 @@ class StepRunner:
         decision already recorded is carried out, never asked for again: one loss, one promotion."""
         step = plan.steps[index]
         old = self._member(ld, step.member_id)
+        drain = plan.name == plans.DRAIN  # a switchover off an agent going down: drain the old master
         masters = [m for m in ld.snapshot.members if m.role == T.ROLE_MASTER and m.id != old.id]
         if masters:
             if old.role == T.ROLE_MASTER:
@@ -544,12 +556,15 @@ class StepRunner:
                 plans.COMPLETE,
                 step.message or f"promote {masters[0].id}",
                 attempts=step.attempts,
-                append=planner.after_failover(ld.snapshot, old.id, masters[0].id),
+                append=planner.after_failover(ld.snapshot, old.id, masters[0].id, drain=drain),
             )
         chosen_id = step.decision.promote_member_id
         reason = step.message
         if not chosen_id:
             candidates, waited = planner.failover_view(ld.snapshot, old.id)
+            if drain and not waited:
+                # A switchover promotes a replica on another agent, not one going down too.
+                candidates = planner.switchover_candidates(ld.snapshot, old.id) or candidates
             if not candidates or waited:
                 # A replica holding data does not run (it died too, or restarts): never skipped,
                 # so every member restarts in place and the election waits for it.
@@ -590,12 +605,15 @@ class StepRunner:
 
         if not await self._promote(ld, chosen_id):
             return Outcome(plans.ERROR, f"{chosen_id}, chosen for promotion, no longer exists")
-        log.warning("%s: master %s lost; promoted %s", ld.name, old.id, chosen_id)
+        if drain:
+            log.warning("%s: switchover: master %s fenced; promoted %s", ld.name, old.id, chosen_id)
+        else:
+            log.warning("%s: master %s lost; promoted %s", ld.name, old.id, chosen_id)
         return Outcome(
             plans.COMPLETE,
             reason,
             attempts=step.attempts,
-            append=planner.after_failover(ld.snapshot, old.id, chosen_id),
+            append=planner.after_failover(ld.snapshot, old.id, chosen_id, drain=drain),
         )
 
     async def _demote(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
@@ -1007,6 +1025,67 @@ class StepRunner:
             ld.with_member(updated)
         log.warning("%s: rebuilding %s on a fresh volume (%s)", ld.name, mid, why)
         return Outcome(plans.COMPLETE, f"{mid} gets a fresh volume (generation {generation}): {why}")
+
+    async def _drain(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """Move a member off an agent scheduled for maintenance (Mesos docs/maintenance.md: a
+        framework vacates the agent before its window starts): it gets a fresh volume — written
+        first, so a resumed step never relaunches it on the old one — then its tasks are killed
+        and waited for; the steps after launch it elsewhere (every draining agent is avoided) and
+        resync it from the master (or the other peers). Idempotent: a member whose volume is not
+        placed, or not on a draining agent (the maintenance was cancelled), only has its old tasks
+        waited for.
+
+        Never the master: a master still MASTER here has no ready replica on another agent to
+        switch over to (:func:`planner.switchover_blocker`); the step waits, saying why, and
+        completes once it could move (the next drain plan switches over) or the maintenance is
+        gone."""
+        step = plan.steps[index]
+        mid = step.member_id
+        s = ld.snapshot
+        member = ld.snapshot.member(mid)
+        if member is None:
+            return Outcome(plans.COMPLETE, f"{mid} is gone")
+        draining = planner.draining_agents(s)
+        if member.role == T.ROLE_MASTER or (s.peers() and len(s.members) < 2):
+            maintenance = planner.maintenance_of(s, member)
+            if maintenance is None:
+                return Outcome(plans.COMPLETE, f"{mid}: no maintenance scheduled for its agent any more")
+            if member.role == T.ROLE_MASTER:
+                blocker = planner.switchover_blocker(s, member)
+            else:
+                blocker = "no other peer to resync from"
+            if not blocker:
+                return Outcome(plans.COMPLETE, f"{mid} can be switched over now (next plan)")
+            host = maintenance.hostname or member.host
+            return self._delayed(
+                f"cannot move {mid} off agent {host} before its maintenance at "
+                f"{planner.when(maintenance.start)}: {blocker}",
+                step.attempts + 1,
+            )
+        volume = member.volume
+        peer_removed = s.peers()  # the plan's remove-member ran: it comes back as a new peer
+        if volume.agent_id and volume.agent_id not in draining and not peer_removed:
+            return Outcome(plans.COMPLETE, f"{mid}: no maintenance scheduled for its agent any more")
+        if volume.agent_id:
+            maintenance = draining.get(volume.agent_id, T.AgentMaintenance())
+            host = maintenance.hostname or volume.host or volume.agent_id
+            generation = plans.volume_generation(volume.persistence_id) + 1
+            note = f"drained off agent {host} (maintenance at {planner.when(maintenance.start)})"
+
+            def fresh(m: types_pb2.Member) -> types_pb2.Member:
+                m.volume.CopyFrom(planner.new_volume(s, m.id, generation))
+                m.ClearField("health")
+                m.message = note
+                return m
+
+            updated = await self.store.update_member(ld.name, mid, fresh)
+            if updated is not None:
+                ld.with_member(updated)
+            log.warning("%s: %s: %s; a fresh volume (gen %d) elsewhere", ld.name, mid, note, generation)
+        outcome = await self._kill_tasks(ld, plan, index, due, self._tasks_of(ld, mid), f"drain {mid}")
+        if outcome.status != plans.COMPLETE:
+            return outcome
+        return Outcome(plans.COMPLETE, f"{mid} stopped; relaunching on a fresh volume elsewhere")
 
     async def _delete_member(
         self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
