@@ -21,10 +21,18 @@ from the member's failed launches): a whole agent is skipped, and avoided ports 
 never taken from its offer. :func:`relax_avoid` drops what would make a launch impossible on
 every known agent (an avoid list is a preference learnt from failures, never a reason to wait
 forever). A pinned launch (its volume's agent) is never kept off its agent.
+
+Maintenance (Mesos docs/maintenance.md, "Draining mode"): the offers of an agent whose machine is
+scheduled for maintenance carry an ``unavailability`` (:attr:`Offer.unavailable_at`). Such an
+agent takes no new placement, first launches on a reservation left there included: a stateful
+member lives as long as its data, so any announced unavailability falls within its life (Mesos
+suggests placing long-running tasks "on machines with no unavailability"). A pinned launch (a
+restart in place on its volume) may still use it; lifecycle moves the member off afterwards.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -134,6 +142,13 @@ class Offer:
     attributes: Mapping[str, str] = field(default_factory=dict)
     # Our labelled reservations in the offer (cpus/mem/disk/ports above are the unreserved ones).
     reservations: list[Reservation] = field(default_factory=list)
+    # The offer's ``unavailability.start`` (seconds since the epoch): its agent's machine is
+    # scheduled for maintenance (DRAINING). None: no maintenance announced.
+    unavailable_at: float | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self.unavailable_at is not None
 
     def reservation(self, member_id: str, persistence_id: str) -> Reservation | None:
         return next(
@@ -237,9 +252,21 @@ def attributes_match(required: Mapping[str, str], attributes: Mapping[str, str])
     return all(attributes.get(name) == value for name, value in required.items())
 
 
+def draining_reason(offer: Offer) -> str:
+    """Why a new placement skips the offer of an agent scheduled for maintenance."""
+    assert offer.unavailable_at is not None
+    when = datetime.datetime.fromtimestamp(offer.unavailable_at, datetime.UTC)
+    return (
+        f"agent {offer.hostname or offer.agent_id} is scheduled for maintenance "
+        f"(unavailable from {when.isoformat(timespec='seconds')})"
+    )
+
+
 def _misfit(need: Need, offer: Offer, running: Mapping[tuple[str, str], int]) -> str | None:
     """Why ``need`` does not fit what is left of ``offer`` (None: it fits). The text is phrased
     for the summary over all offers."""
+    if offer.draining:
+        return draining_reason(offer)
     if not attributes_match(need.required_attributes, offer.attributes):
         wanted = ", ".join(f"{k}={v}" for k, v in sorted(need.required_attributes.items()))
         return f"no agent offering resources has attributes {wanted}"
@@ -385,11 +412,13 @@ def match(
                 place(pinned, need.instance)
             continue
         if volume is not None:
-            # A reservation of this member with this persistence id, left by an earlier attempt.
+            # A reservation of this member with this persistence id, left by an earlier attempt
+            # (not on an agent scheduled for maintenance: a new placement).
             leftover = [
                 (o, r)
                 for o in offers
-                if (r := o.reservation(need.member_id, volume.persistence_id)) is not None
+                if not o.draining
+                and (r := o.reservation(need.member_id, volume.persistence_id)) is not None
                 and _reserved_misfit(need, r, o) is None
             ]
             if leftover:

@@ -10,7 +10,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any, cast
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.offers.matching import (
@@ -184,6 +184,9 @@ def parse_offer(offer: Mapping[str, Any], role: str = "stateful", principal: str
             group.ports = sorted(set(group.ports) | set(_range_ports(resource)))
     result.ports.sort()
     result.reservations = list(groups.values())
+    window = unavailability(offer)
+    if window is not None:
+        result.unavailable_at = window[0] / 1e9
     return result
 
 
@@ -463,3 +466,58 @@ def apply_status(task: types_pb2.Task, status: Mapping[str, Any], now: float) ->
     if agent:
         task.agent_id = agent
     task.updated_at.CopyFrom(timestamp_of(status, now))
+
+
+# -- maintenance (docs/maintenance.md) ---------------------------------------------------------------
+
+
+def _nanoseconds(field: Any) -> int | None:
+    """A Mesos ``TimeInfo`` / ``DurationInfo`` (``{"nanoseconds": int64}``; JSON int64 may come as
+    a string, as protobuf's JSON mapping writes it) in nanoseconds; None when absent."""
+    if not isinstance(field, Mapping) or field.get("nanoseconds") is None:
+        return None
+    return int(field["nanoseconds"])
+
+
+def unavailability(message: Mapping[str, Any]) -> tuple[int, int | None] | None:
+    """``(start, duration)`` in nanoseconds of the ``unavailability`` of an Offer or InverseOffer
+    (Mesos ``Unavailability``: ``start`` required, ``duration`` optional = "until further notice");
+    None when the message carries none (the agent's machine is not scheduled for maintenance)."""
+    window = message.get("unavailability")
+    if not isinstance(window, Mapping):
+        return None
+    start = _nanoseconds(window.get("start"))
+    if start is None:
+        return None
+    return start, _nanoseconds(window.get("duration"))
+
+
+def inverse_offer_agent(inverse_offer: Mapping[str, Any]) -> str:
+    return _value(inverse_offer.get("agent_id"))
+
+
+def agent_maintenance(
+    inverse_offer: Mapping[str, Any], hostname: str, announced_at: float
+) -> types_pb2.AgentMaintenance | None:
+    """What a Mesos InverseOffer announces for its agent (its ``unavailability`` and id), as
+    ``stateful.v1.AgentMaintenance``; ``announced_at`` in seconds since the epoch. None for an
+    inverse offer without an unavailability (not maintenance: Mesos sends none such today)."""
+    window = unavailability(inverse_offer)
+    if window is None:
+        return None
+    start_ns, duration_ns = window
+    start = timestamp_pb2.Timestamp()
+    start.FromNanoseconds(start_ns)
+    announced = timestamp_pb2.Timestamp()
+    announced.FromNanoseconds(int(announced_at * 1e9))
+    maintenance = types_pb2.AgentMaintenance(
+        start=start,
+        inverse_offer_id=offer_id(inverse_offer),
+        announced_at=announced,
+        hostname=hostname,
+    )
+    if duration_ns is not None:
+        duration = duration_pb2.Duration()
+        duration.FromNanoseconds(duration_ns)
+        maintenance.duration.CopyFrom(duration)
+    return maintenance

@@ -23,6 +23,7 @@ from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
 from mesos_stateful.offers import driver as drv
 from mesos_stateful.offers import mesos
+from mesos_stateful.offers.maintenance import MaintenanceBook
 from mesos_stateful.offers.matching import (
     CREATE,
     RESERVE,
@@ -103,6 +104,10 @@ class OfferScheduler:
         self.framework_id = ""
         self._watch_revision = 0
         self._restart_delay = drv.MesosDriver.RESTART_DELAY_SECONDS
+        # Agents scheduled for maintenance (inverse offers); synced to the task records and
+        # answered by _maintenance_loop, woken by _maintenance_wake.
+        self.maintenance = MaintenanceBook()
+        self._maintenance_wake = asyncio.Event()
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -111,6 +116,13 @@ class OfferScheduler:
         framework = await self.store.load_framework()
         self.framework_id = framework.framework_id if framework is not None else ""
         self._watch_revision = await self.store.load()
+        self.maintenance.restore(self.store.tasks.values())
+        for agent_id, drain in self.maintenance.drains.items():
+            log.info(
+                "agent %s (%s) is scheduled for maintenance (from the task records)",
+                drain.maintenance.hostname,
+                agent_id,
+            )
         queued = [t for t in self.store.tasks.values() if t.state == types_pb2.TASK_STATE_QUEUED]
         queued.sort(key=lambda t: (t.updated_at.seconds, t.updated_at.nanos, t.task_id))
         for task in queued:
@@ -126,6 +138,7 @@ class OfferScheduler:
         self._spawn(self._status_loop(), "statuses")
         self._spawn(self._watch_deletions(), "watch")
         self._spawn(self._watch_members(), "members")
+        self._spawn(self._maintenance_loop(), "maintenance")
         if self.settings.reconcile_interval_seconds > 0:
             self._spawn(self._reconcile_loop(), "reconcile")
         if self.settings.orphan_check_interval_seconds > 0:
@@ -195,6 +208,7 @@ class OfferScheduler:
                 _now_stamp(update)
                 stored = await self.store.save(update)
                 self._unqueue(task_id)
+                self._maintenance_wake.set()  # it may have held an agent in maintenance
                 return stored
             stored = await self.store.save(update) if not task.kill_requested else task
             try:
@@ -272,8 +286,13 @@ class OfferScheduler:
             for agent in self.agents.values():
                 if agent.offered is not None and agent.offered.offer_id == event.offer_id:
                     agent.offered = None
+        elif isinstance(event, drv.InverseOffersReceived):
+            await self._on_inverse_offers(event.inverse_offers)
+        elif isinstance(event, drv.InverseOfferRescinded):
+            await self._on_inverse_offer_rescinded(event.inverse_offer_id)
         elif isinstance(event, drv.AgentLost):
             log.warning("agent %s lost", event.agent_id)
+            self.maintenance.agent_lost(event.agent_id)
             self.agents.pop(event.agent_id, None)
             self.reservations.pop(event.agent_id, None)
             self._agents_with_orphans.discard(event.agent_id)
@@ -291,6 +310,9 @@ class OfferScheduler:
         self._suppressed = False
         self._idle_declined = False
         self._restart_delay = drv.MesosDriver.RESTART_DELAY_SECONDS
+        async with self._lock:
+            # Inverse offers of an earlier subscription are void; Mesos sends new ones.
+            self.maintenance.resubscribed()
         if event.framework_id and event.framework_id != self.framework_id:
             await self._store_framework(event.framework_id)
         await self._reconcile()
@@ -347,6 +369,123 @@ class OfferScheduler:
             log.info("subscribing again in %.0fs", delay)
             await asyncio.sleep(delay)
             await self.driver.restart(self.driver.framework_id or self.framework_id or None)
+
+    # -- maintenance (inverse offers; see maintenance.py) ---------------------------------------------
+
+    async def _on_inverse_offers(self, inverse_offers: list[Json]) -> None:
+        async with self._lock:
+            now = time.time()
+            for inverse_offer in inverse_offers:
+                agent_id = mesos.inverse_offer_agent(inverse_offer)
+                agent = self.agents.get(agent_id)
+                hostname = agent.hostname if agent is not None else ""
+                if not hostname:
+                    hostname = next(
+                        (t.host for t in self.store.tasks.values() if t.agent_id == agent_id and t.host), ""
+                    )
+                maintenance = mesos.agent_maintenance(inverse_offer, hostname, now)
+                if maintenance is None:
+                    log.warning(
+                        "inverse offer %s without unavailability ignored", mesos.offer_id(inverse_offer)
+                    )
+                    continue
+                self.maintenance.announce(agent_id, maintenance)
+                on_agent = self.maintenance.blocking(agent_id, self.store.tasks.values())
+                log.info(
+                    "agent %s (%s) is scheduled for maintenance from %s (inverse offer %s); our tasks "
+                    "there: %s",
+                    hostname or agent_id,
+                    agent_id,
+                    maintenance.start.ToJsonString(),
+                    maintenance.inverse_offer_id,
+                    ", ".join(on_agent) or "none",
+                )
+        self._maintenance_wake.set()
+
+    async def _on_inverse_offer_rescinded(self, inverse_offer_id: str) -> None:
+        async with self._lock:
+            drain = self.maintenance.rescind(inverse_offer_id, time.monotonic())
+        if drain is not None:
+            log.info(
+                "inverse offer %s for agent %s rescinded; its maintenance is cleared unless a new "
+                "inverse offer comes within %gs",
+                inverse_offer_id,
+                drain.maintenance.hostname or drain.agent_id,
+                self.settings.maintenance_rescind_grace_seconds,
+            )
+        self._maintenance_wake.set()
+
+    async def _maintenance_loop(self) -> None:
+        """Keep the task records' ``maintenance`` as the book says and accept the inverse offers
+        of agents we have left; woken by every change, retried while the state service or the
+        master cannot be reached."""
+        grace = self.settings.maintenance_rescind_grace_seconds
+        while True:
+            timeout = self.maintenance.next_expiry(time.monotonic(), grace)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._maintenance_wake.wait(), timeout)
+            self._maintenance_wake.clear()
+            try:
+                done = await self._sync_maintenance()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("maintenance sync failed")
+                done = False
+            if not done:
+                await asyncio.sleep(self.settings.state_retry_seconds)
+                self._maintenance_wake.set()
+
+    async def _sync_maintenance(self) -> bool:
+        """One pass; False if something must be tried again."""
+        done = True
+        async with self._lock:
+            for drain in self.maintenance.expire(
+                time.monotonic(), self.settings.maintenance_rescind_grace_seconds
+            ):
+                log.info(
+                    "maintenance of agent %s cancelled (its inverse offer was rescinded and not sent again)",
+                    drain.maintenance.hostname or drain.agent_id,
+                )
+            for update in self.maintenance.updates(self.store.tasks.values()):
+                try:
+                    await self.store.save(update)
+                except errors.NotFound:
+                    continue  # deleted meanwhile (lifecycle removes terminal tasks)
+                except errors.StatefulError as error:
+                    log.warning("maintenance of task %s not stored yet (%s)", update.task_id, error.message)
+                    done = False
+                    continue
+                if update.HasField("maintenance"):
+                    log.info(
+                        "task %s: its agent %s is scheduled for maintenance from %s",
+                        update.task_id,
+                        update.maintenance.hostname or update.agent_id,
+                        update.maintenance.start.ToJsonString(),
+                    )
+                else:
+                    log.info("task %s: maintenance cleared", update.task_id)
+            # Under the lock: no launch can be staged on the agent between the check and the
+            # accept (a member must never be running there once we have accepted).
+            # Not subscribed: nothing to answer (the next subscription brings new inverse offers).
+            drained = self.maintenance.to_accept(self.store.tasks.values()) if self.driver.subscribed else []
+            for drain in drained:
+                inverse_offer_id = drain.inverse_offer_id
+                try:
+                    await self.driver.accept_inverse_offers(
+                        [inverse_offer_id], self.settings.inverse_offer_refuse_seconds
+                    )
+                except errors.StatefulError as error:
+                    log.warning("inverse offer %s not accepted yet (%s)", inverse_offer_id, error.message)
+                    done = False
+                    continue
+                drain.accepted_id = inverse_offer_id
+                log.info(
+                    "accepted inverse offer %s: none of our tasks is left on agent %s",
+                    inverse_offer_id,
+                    drain.maintenance.hostname or drain.agent_id,
+                )
+        return done
 
     # -- reconciliation -----------------------------------------------------------------------------
 
@@ -434,6 +573,13 @@ class OfferScheduler:
             parsed = [mesos.parse_offer(o, role, principal) for o in raw_offers]
             for offer in parsed:
                 self._learn_agent(offer)
+                if not offer.draining and self.maintenance.cancel(offer.agent_id) is not None:
+                    # Offers of a DRAINING agent carry its unavailability (docs/maintenance.md).
+                    log.info(
+                        "agent %s is no longer scheduled for maintenance (offered without unavailability)",
+                        offer.hostname,
+                    )
+                    self._maintenance_wake.set()
             counts = self._running_counts()
             needs = [self._need(self.store.tasks[t], counts) for t in self.queue if t in self.store.tasks]
             result = match(parsed, needs, counts)
@@ -456,6 +602,12 @@ class OfferScheduler:
                     update.host = assignment.hostname
                     update.ports.clear()
                     update.ports.update(assignment.ports)
+                    # A restart in place on an agent scheduled for maintenance: lifecycle moves it.
+                    maintenance = self.maintenance.get(assignment.agent_id)
+                    if maintenance is not None:
+                        update.maintenance.CopyFrom(maintenance)
+                    else:
+                        update.ClearField("maintenance")
                     _now_stamp(update)
                     try:
                         # State first: after a crash right after ACCEPT the task is still known.
@@ -761,6 +913,8 @@ class OfferScheduler:
                         return True
                     await self.store.save(update)
                     self._unqueue(task_id)
+                    if mesos.is_terminal(update.state) or update.agent_id in self.maintenance.drains:
+                        self._maintenance_wake.set()  # its agent may be free now
                     back = task.state in (types_pb2.TASK_STATE_LOST, types_pb2.TASK_STATE_UNREACHABLE)
                     if update.kill_requested and back and not mesos.is_terminal(update.state):
                         # A cut-off agent came back with a task we asked to kill (Mesos >= 1.5

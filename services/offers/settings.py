@@ -102,6 +102,17 @@ class OffersSettings(ServiceSettings):
         1.0, description="pause between attempts to store a status update while the state service is down"
     )
     grace_seconds: float = Field(5.0, description="time in-flight calls get to finish on SIGTERM")
+    maintenance_rescind_grace_seconds: float = Field(
+        5.0,
+        description="after a RESCIND_INVERSE_OFFER, how long an agent's maintenance is kept on its "
+        "tasks waiting for a new inverse offer (Mesos rescinds and re-sends them on every schedule "
+        "update, docs/maintenance.md) before it is cleared as cancelled",
+    )
+    inverse_offer_refuse_seconds: float = Field(
+        3600.0,
+        description="filter sent with ACCEPT_INVERSE_OFFERS: no new inverse offer for that agent "
+        "meanwhile (a schedule change drops the filter)",
+    )
 
     @property
     def leadership(self) -> LeadershipSettings:
@@ -133,6 +144,10 @@ class OffersSettings(ServiceSettings):
             raise ValueError("orphan_check_interval_seconds must not be negative")
         if self.reconcile_interval_seconds < 0:
             raise ValueError("reconcile_interval_seconds must not be negative")
+        if self.maintenance_rescind_grace_seconds < 0 or self.inverse_offer_refuse_seconds < 0:
+            raise ValueError(
+                "maintenance_rescind_grace_seconds and inverse_offer_refuse_seconds must not be negative"
+            )
         if self.state_retry_seconds <= 0:
             raise ValueError("state_retry_seconds must be positive")
         if not self.master.strip():
