@@ -168,6 +168,12 @@ def sync_member(member: types_pb2.Member, task: types_pb2.Task | None) -> types_
     if task.ports:
         new.ports.clear()
         new.ports.update(task.ports)
+    # The maintenance of its agent (an inverse offer) follows its current task: shown while the
+    # member is drained off that agent, gone once it runs elsewhere or the window was cancelled.
+    if task.HasField("maintenance"):
+        new.maintenance.CopyFrom(task.maintenance)
+    else:
+        new.ClearField("maintenance")
     volume = task.launch.volume
     if (
         task.state in (T.TASK_STATE_STARTING, T.TASK_STATE_RUNNING)

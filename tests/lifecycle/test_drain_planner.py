@@ -302,3 +302,15 @@ def test_launches_avoid_every_draining_agent_but_a_pinned_volume_s() -> None:
     members[1].volume.agent_id = ""  # drained: a fresh volume, placed anywhere but a1 / a2
     assert [a.agent_id for a in planner.maintenance_avoid(s, members[1])] == ["a1", "a2"]
     assert all(not a.ports for a in planner.maintenance_avoid(s, members[1]))
+
+
+def test_the_member_shows_its_task_s_maintenance_while_it_is_on_that_agent() -> None:
+    _, members, tasks = redis()
+    schedule(tasks, "a1")
+    updated = planner.sync_member(members[1], tasks[members[1].task_id])
+    assert updated is not None and updated.maintenance == maintenance("host-a1")
+    moved = tasks[members[1].task_id]
+    moved.ClearField("maintenance")
+    cleared = planner.sync_member(updated, moved)
+    assert cleared is not None and not cleared.HasField("maintenance")
+    assert not planner.sync_member(members[0], tasks[members[0].task_id]).HasField("maintenance")  # type: ignore[union-attr]
