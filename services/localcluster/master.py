@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from mesos_stateful.localcluster import maintenance as mnt
 from mesos_stateful.localcluster.agent import TERMINAL, Agent, Executor, new_uuid
 from mesos_stateful.localcluster.recordio import EventStream, Json
 from mesos_stateful.localcluster.resources import (
@@ -35,6 +36,12 @@ VERSION = "1.11.0"
 
 class FrameworkRemoved(Exception):
     """SUBSCRIBE of a removed framework: Mesos answers with an ERROR event on the stream."""
+
+
+class SubscriptionRefused(FrameworkRemoved):
+    """SUBSCRIBE refused after the call was validated (``Master::subscribe``'s
+    ``refuseSubscription``: an invalid FrameworkInfo, ``validateUpdate``): an ERROR event carrying
+    the message, then the stream closes."""
 
 
 class CallError(Exception):
@@ -59,6 +66,26 @@ class Task:
     holds: bool = True  # its resources are allocated until it reaches a terminal state
     pending: deque[Json] = field(default_factory=deque)  # reliable updates; the head is in flight
     last_sent: float = 0.0
+    # One TaskStatus per state change, oldest first (/master/state and GET_TASKS); kept by
+    # assigning ``status`` (see ``record_status``).
+    statuses: list[Json] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.status is not None:
+            record_status(self.statuses, self.status)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "status" and value is not None and "statuses" in self.__dict__:
+            record_status(self.statuses, value)
+
+
+def record_status(statuses: list[Json], status: Json) -> None:
+    """``Master::updateTask``: a status in the same state as the last one replaces it, and its
+    ``data`` is dropped (MESOS-1746), so a task keeps one status per state it went through."""
+    if statuses and statuses[-1].get("state") == status.get("state"):
+        statuses.pop()
+    statuses.append({k: v for k, v in status.items() if k != "data"})
 
 
 @dataclass
@@ -76,16 +103,32 @@ class Filter:
 
 
 @dataclass
+class InverseOffer:
+    """``mesos.v1.InverseOffer`` for maintenance: a whole agent (no resources), its unavailability."""
+
+    id: str
+    framework_id: str
+    agent_id: str
+    unavailability: Json
+
+
+@dataclass
 class Framework:
     id: str
     info: Json
     stream: EventStream | None = None
     suppressed: bool = False
     filters: dict[str, list[Filter]] = field(default_factory=dict)
+    # agent id -> monotonic time until which no inverse offer for that agent is sent (the allocator's
+    # ``inverseOfferFilters``, set by ACCEPT/DECLINE_INVERSE_OFFERS ``filters.refuse_seconds``)
+    inverse_filters: dict[str, float] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     completed: deque[Task] = field(default_factory=lambda: deque(maxlen=1000))
     failover_timer: asyncio.TimerHandle | None = None
     registered_time: float = field(default_factory=time.time)
+    reregistered_time: float | None = None  # its last re-subscription (/master/state)
+    unregistered_time: float = 0.0  # when it was removed (``Master::removeFramework``)
+    recovered: bool = False  # known from an agent only, not subscribed since (``recoverFramework``)
 
     @property
     def connected(self) -> bool:
@@ -139,6 +182,142 @@ def _validate_volume(key: Key, on_agent: str) -> None:
         raise OperationError(f"Not a persistent volume: Read-only persistent volume not supported{on_agent}")
 
 
+# Calls whose body Mesos requires (``validation::scheduler::call::validate``, src/master/validation.cpp).
+CALL_BODIES = (
+    "ACCEPT",
+    "DECLINE",
+    "ACCEPT_INVERSE_OFFERS",
+    "DECLINE_INVERSE_OFFERS",
+    "KILL",
+    "SHUTDOWN",
+    "ACKNOWLEDGE",
+    "ACKNOWLEDGE_OPERATION_STATUS",
+    "RECONCILE",
+    "RECONCILE_OPERATIONS",
+    "MESSAGE",
+    "REQUEST",
+    "UPDATE_FRAMEWORK",
+)
+
+
+def validate_call(call: Json) -> None:
+    """``validation::scheduler::call::validate`` for calls other than SUBSCRIBE: ``framework_id`` and
+    the body of the call's type present. Raises ``CallError(400, "Failed to validate
+    scheduler::Call: ...")`` as ``Master::Http::scheduler`` answers."""
+
+    def bad(message: str) -> CallError:
+        return CallError(400, f"Failed to validate scheduler::Call: {message}")
+
+    kind = call.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise bad("Expecting 'type' to be present")
+    if not isinstance(call.get("framework_id"), dict):
+        raise bad("Expecting 'framework_id' to be present")
+    field_name = kind.lower()
+    if kind in CALL_BODIES and field_name not in call:
+        raise bad(f"Expecting '{field_name}' to be present")
+    body = call.get(field_name)
+    if kind == "ACKNOWLEDGE_OPERATION_STATUS" and isinstance(body, dict) and "agent_id" not in body:
+        raise bad("Expecting 'agent_id' to be present")
+    framework_info = body.get("framework_info") if isinstance(body, dict) else None
+    if kind == "UPDATE_FRAMEWORK" and (framework_info or {}).get("id") != call.get("framework_id"):
+        raise bad("'framework_id' differs from 'update_framework.framework_info.id'")
+
+
+def validate_role(role: str) -> str | None:
+    """``roles::validate`` (src/common/roles.cpp)."""
+    if role == "*":
+        return None
+    if role.startswith("/"):
+        return f"Role '{role}' cannot start with a slash"
+    if role.endswith("/"):
+        return f"Role '{role}' cannot end with a slash"
+    if "//" in role:
+        return f"Role '{role}' cannot contain two adjacent slashes"
+    components = [c for c in role.split("/") if c]
+    if not components:
+        return "Role names cannot be the empty string"
+    for component in components:
+        if component in (".", ".."):
+            return f"Role '{role}' cannot include '{component}' as a component"
+        if component == "*":
+            return f"Role '{role}' cannot include '*' as a component"
+        if component.startswith("-"):
+            return f"Role component '{component}' is invalid because it starts with a dash"
+        if any(c in component for c in "\x09\x0a\x0b\x0c\x0d\x20\x7f"):
+            return f"Role component '{component}' is invalid because it contains backspace or whitespace"
+    return None
+
+
+def validate_id(value: str) -> str | None:
+    """``common::validation::validateID`` (src/common/validation.cpp); NAME_MAX is 255."""
+    if not value:
+        return "ID must not be empty"
+    if len(value) > 255:
+        return "ID must not be greater than 255 characters"
+    if value in (".", ".."):
+        return f"'{value}' is disallowed"
+    if any(ord(c) < 32 or ord(c) == 127 or c in "/\\" for c in value):
+        return f"'{value}' contains invalid characters"
+    return None
+
+
+def _cpp_double(value: float) -> str:
+    """``stringify(double)``: an ostream's default (6 significant digits, %g)."""
+    return f"{value:g}"
+
+
+def validate_framework_info(info: Json) -> str | None:
+    """``validation::framework::validate`` (src/master/validation.cpp) and the rest of
+    ``Master::validateFramework`` that applies here: role(s) against MULTI_ROLE, duplicate and
+    invalid roles, the framework id, ``failover_timeout``; ``Master::subscribe`` answers an error
+    with an ERROR event and closes the stream."""
+    multi_role = any(c.get("type") == "MULTI_ROLE" for c in info.get("capabilities") or [])
+    roles = [str(r) for r in info.get("roles") or []]
+    if multi_role:
+        if "role" in info:
+            return "'FrameworkInfo.role' must not be set when the framework is MULTI_ROLE capable"
+        duplicates = sorted({r for r in roles if roles.count(r) > 1})
+        if duplicates:
+            return f"'FrameworkInfo.roles' contains duplicate items: {{ {', '.join(duplicates)} }}"
+        for role in roles:
+            error = validate_role(role)
+            if error is not None:
+                return f"'FrameworkInfo.roles' contains invalid role: {error}"
+    else:
+        if roles:
+            return "'FrameworkInfo.roles' must not be set when the framework is not MULTI_ROLE capable"
+        error = validate_role(str(info.get("role", "*")))
+        if error is not None:
+            return f"'FrameworkInfo.role' is not a valid role: {error}"
+    fid = (info.get("id") or {}).get("value")
+    if fid:
+        error = validate_id(str(fid))
+        if error is not None:
+            return error
+    timeout = info.get("failover_timeout")
+    if timeout is not None:
+        seconds = float(timeout)
+        # ``Duration::create(double)``: the nanoseconds must fit an int64.
+        if seconds != seconds or abs(seconds * 1e9) >= 2.0**63:
+            return f"The framework failover_timeout ({_cpp_double(seconds)}) is invalid"
+    return None
+
+
+def validate_framework_update(old: Json, new: Json) -> str | None:
+    """``Master::_subscribe`` of a known framework: ``preserveImmutableFields`` (``user`` and
+    ``checkpoint`` keep their old values, ``new`` is updated in place) then
+    ``validation::framework::validateUpdate`` (the principal cannot change)."""
+    for key in ("user", "checkpoint"):
+        if key in old:
+            new[key] = old[key]
+        else:
+            new.pop(key, None)
+    if old.get("principal") != new.get("principal"):
+        return "Changing framework's principal is not allowed."
+    return None
+
+
 class Master:
     def __init__(self, settings: LocalClusterSettings) -> None:
         self.settings = settings
@@ -149,7 +328,13 @@ class Master:
         self.frameworks: dict[str, Framework] = {}
         self.removed_frameworks: set[str] = set()
         self.offers: dict[str, Offer] = {}
+        self.inverse_offers: dict[str, InverseOffer] = {}
+        self.maintenance = mnt.Maintenance()
         self.dropped: deque[Json] = deque(maxlen=DROPPED_KEPT)
+        # Removed frameworks, shown in full (Mesos' --max_completed_frameworks, default 50).
+        self.completed_frameworks: deque[Framework] = deque(maxlen=50)
+        # agent id -> (registered time, last re-registration time or None), seconds since the epoch
+        self.agent_times: dict[str, tuple[float, float | None]] = {}
         # agent id -> tasks the master transitioned when it marked the agent unreachable
         self.unreachable_tasks: dict[str, dict[tuple[str, str], Task]] = {}
         self._agent_seq = 0
@@ -206,6 +391,8 @@ class Master:
     def register_agent(self, agent: Agent) -> None:
         """A new agent gets a new id; one that recovered its id from its work dir re-registers with
         it, whether this master knows it (it was killed and restarted) or not (a master restart)."""
+        if self._refuse_down(agent):
+            return
         old = self.agents.get(agent.id) if agent.id else None
         if agent.id:
             if old is not None and old is not agent and old.alive:
@@ -220,6 +407,8 @@ class Master:
             log.info("agent %s registered at %s", agent.id, agent.endpoint)
         agent.state = "ACTIVE"
         self.agents[agent.id] = agent
+        first = self.agent_times.get(agent.id)
+        self.agent_times[agent.id] = (first[0], time.time()) if first else (time.time(), None)
         agent.checkpoint()
         if old is not None and old is not agent:
             self._reconcile_known_agent(agent)
@@ -232,6 +421,8 @@ class Master:
         recovering its executors and has not re-registered yet (Mesos' ``slaves.recovered``): not
         offered, not pinged; reconciliation does not answer for its tasks (they are not known yet).
         ``register_agent`` follows when its recovery is over."""
+        if self.machine_mode(agent) == mnt.DOWN:
+            return  # refused when it registers (``register_agent``)
         log.info("agent %s at %s is recovering", agent.id, agent.endpoint)
         agent.state = "RECOVERED"
         self.agents[agent.id] = agent
@@ -250,7 +441,7 @@ class Master:
             if fw is None:
                 info = dict(ex.framework_info)
                 info["id"] = {"value": fid}
-                fw = Framework(id=fid, info=info)
+                fw = Framework(id=fid, info=info, recovered=True)
                 self.frameworks[fid] = fw
                 log.info("framework %s (%s) recovered from agent %s", fid, info.get("name"), agent.id)
             if tid in fw.tasks:
@@ -348,6 +539,7 @@ class Master:
         log.info("agent %s (%s) disconnected", agent.id, agent.hostname)
         agent.state = "DISCONNECTED"
         self._rescind_agent_offers(agent.id)
+        self._remove_inverse_offers(lambda io: io.agent_id == agent.id, rescind=True)
         for fw in self.frameworks.values():
             if fw.info.get("checkpoint"):
                 continue
@@ -372,6 +564,8 @@ class Master:
         agent.to_agent.clear()
         unreachable_time = {"nanoseconds": int(agent.unreachable_time * 1e9)}
         self._rescind_agent_offers(agent.id)
+        self._remove_inverse_offers(lambda io: io.agent_id == agent.id, rescind=True)
+        self.maintenance.forget_agent(agent.hostname, agent.ip, agent.id)
         held = self.unreachable_tasks.setdefault(agent.id, {})
         for fw in self.frameworks.values():
             for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
@@ -392,6 +586,14 @@ class Master:
         """A cut link works again. If the master had not marked the agent unreachable yet nothing
         happened: what waited on the link is delivered (kills, launches to the agent; updates to
         the master). Otherwise the agent re-registers, then re-sends its unacknowledged updates."""
+        if agent.state == "REMOVED":
+            # Removed while cut off (START_MAINTENANCE): it re-registers, and is refused and shut
+            # down while its machine is DOWN (``Master::reregisterSlave``).
+            agent.heal(False)
+            agent.state = "ACTIVE"
+            if not self._refuse_down(agent):
+                self.register_agent(agent)
+            return
         link_kept = agent.state == "ACTIVE"
         to_master, to_agent = agent.heal(link_kept)
         if link_kept:
@@ -415,6 +617,8 @@ class Master:
         agent.state = "ACTIVE"
         agent.unreachable_time = None
         self.agents[agent.id] = agent
+        first = self.agent_times.get(agent.id)
+        self.agent_times[agent.id] = (first[0] if first else time.time(), time.time())
         agent.checkpoint()
         held = self.unreachable_tasks.pop(agent.id, {})
         reported = {
@@ -478,19 +682,33 @@ class Master:
         """Register or re-register a framework; returns its new stream and the SUBSCRIBED event."""
         sub = call.get("subscribe")
         if not isinstance(sub, dict) or not isinstance(sub.get("framework_info"), dict):
-            raise CallError(400, "Expecting 'subscribe' to be present with 'framework_info'")
+            raise CallError(400, "Failed to validate scheduler::Call: Expecting 'subscribe' to be present")
         info = dict(sub["framework_info"])
         if not info.get("user") or not info.get("name"):
             raise CallError(400, "'framework_info' needs 'user' and 'name'")
         call_id = (call.get("framework_id") or {}).get("value")
         info_id = (info.get("id") or {}).get("value")
         if call_id != info_id:
-            raise CallError(400, "'framework_id' differs from 'subscribe.framework_info.id'")
+            raise CallError(
+                400,
+                "Failed to validate scheduler::Call: "
+                "'framework_id' differs from 'subscribe.framework_info.id'",
+            )
+        error = validate_framework_info(info)
+        if error is not None:
+            log.info("Refusing subscription of framework '%s': %s", info.get("name"), error)
+            raise SubscriptionRefused(error)
         if info_id in self.removed_frameworks:
             raise FrameworkRemoved("Framework has been removed")
         if info_id and info_id in self.frameworks:
             fw = self.frameworks[info_id]
+            error = validate_framework_update(fw.info, info)
+            if error is not None:
+                log.info("Refusing subscription of framework '%s': %s", info.get("name"), error)
+                raise SubscriptionRefused(error)
             fw.info = info
+            fw.reregistered_time = time.time()
+            fw.recovered = False
             if fw.stream is not None:
                 fw.stream.send({"type": "ERROR", "error": {"message": "Framework failed over"}})
                 fw.stream.close()
@@ -500,6 +718,7 @@ class Master:
             # Mesos removes a failed-over framework's offers (Master::failoverFramework): the old
             # stream's offers are void, their resources are offered again to the new one.
             self._rescind_framework_offers(fw, send=False)
+            self._remove_inverse_offers(lambda io: io.framework_id == fw.id, rescind=False)
             log.info("framework %s re-subscribed", fw.id)
         else:
             fid = info_id or f"{self.id}-{self._framework_seq:04d}"
@@ -533,6 +752,7 @@ class Master:
             return
         fw.stream = None
         self._rescind_framework_offers(fw, send=False)
+        self._remove_inverse_offers(lambda io: io.framework_id == fw.id, rescind=False)
         timeout = float(fw.info.get("failover_timeout", 0.0))
         log.info("framework %s disconnected; failover timeout %.1fs", fw.id, timeout)
         fw.failover_timer = asyncio.get_running_loop().call_later(timeout, self._failover_expired, fw.id)
@@ -547,6 +767,7 @@ class Master:
         if fw.failover_timer is not None:
             fw.failover_timer.cancel()
         self._rescind_framework_offers(fw, send=False)
+        self._remove_inverse_offers(lambda io: io.framework_id == fw.id, rescind=False)
         for agent in self.agents.values():
             self.to_agent(agent, lambda agent=agent: self._spawn(agent.shutdown_framework(fw.id)))
         if fw.stream is not None:
@@ -556,9 +777,13 @@ class Master:
             task.holds = False
         del self.frameworks[fw.id]
         self.removed_frameworks.add(fw.id)
+        fw.unregistered_time = time.time()
+        self.completed_frameworks.append(fw)
         self.wake()
 
     def check_framework(self, call: Json, stream_id: str | None) -> Framework:
+        """A non-SUBSCRIBE call: validated first (``validate_call``), then its framework and stream."""
+        validate_call(call)
         fid = (call.get("framework_id") or {}).get("value")
         if not fid:
             raise CallError(400, "Expecting 'framework_id' to be present")
@@ -578,14 +803,12 @@ class Master:
         return fw
 
     def master_info(self) -> Json:
-        return {
-            "id": self.id,
-            "ip": 0,
-            "port": self.port,
-            "hostname": self.hostname,
-            "version": VERSION,
-            "address": {"hostname": self.hostname, "ip": self.hostname, "port": self.port},
-        }
+        """``mesos.v1.MasterInfo`` (SUBSCRIBED, GET_MASTER): ``ip`` is the IPv4 address packed as
+        Mesos does (``s_addr``, network byte order read as a host uint32), ``pid`` its libprocess
+        pid (``master@<ip>:<port>``); see :func:`~mesos_stateful.localcluster.views.master_info`."""
+        from mesos_stateful.localcluster.views import master_info
+
+        return master_info(self)
 
     # --- calls -----------------------------------------------------------------------------------
 
@@ -990,8 +1213,6 @@ class Master:
     def _call_request(self, fw: Framework, body: Json) -> None:
         pass
 
-    _call_accept_inverse_offers = _call_request
-    _call_decline_inverse_offers = _call_request
     _call_reconcile_operations = _call_request
     _call_acknowledge_operation_status = _call_request
 
@@ -1120,7 +1341,20 @@ class Master:
                 "timestamp": time.time(),
             }
         )
+        if task.state == "TASK_UNREACHABLE":
+            unreachable = self._unreachable_time(self.agents.get(task.agent_id))
+            if unreachable is not None:
+                base["unreachable_time"] = unreachable
+        else:
+            base.pop("unreachable_time", None)
         return base
+
+    @staticmethod
+    def _unreachable_time(agent: Agent | None) -> Json | None:
+        """``TimeInfo`` of when the master marked the agent unreachable (``slaves.unreachable``)."""
+        if agent is None or agent.unreachable_time is None:
+            return None
+        return {"nanoseconds": int(agent.unreachable_time * 1e9)}
 
     def _reconcile_one(self, fw: Framework, tid: str, aid: str | None) -> None:
         task = fw.tasks.get(tid)
@@ -1144,12 +1378,13 @@ class Master:
         else:
             state = "TASK_UNKNOWN" if fw.partition_aware else "TASK_LOST"
             message = "Reconciliation: Task is unknown"
-        fw.send(
-            {
-                "type": "UPDATE",
-                "update": {"status": self._status(tid, aid, state, "REASON_RECONCILIATION", message)},
-            }
-        )
+        status = self._status(tid, aid, state, "REASON_RECONCILIATION", message)
+        if agent is not None and agent.state == "UNREACHABLE":
+            # ``Master::_reconcileTasks`` case (4): the time the agent was marked unreachable.
+            unreachable = self._unreachable_time(agent)
+            if unreachable is not None:
+                status["unreachable_time"] = unreachable
+        fw.send({"type": "UPDATE", "update": {"status": status}})
 
     # --- offers ----------------------------------------------------------------------------------
 
@@ -1188,17 +1423,17 @@ class Master:
                 fw.send({"type": "RESCIND", "rescind": {"offer_id": {"value": offer.id}}})
 
     def _allocate(self) -> None:
+        active = [fw for fw in self.frameworks.values() if fw.connected]
         frameworks = sorted(
-            (fw for fw in self.frameworks.values() if fw.connected and not fw.suppressed),
+            (fw for fw in active if not fw.suppressed),
             key=lambda f: sum(1 for t in f.tasks.values() if t.holds),
         )
-        if not frameworks:
-            return
         batches: dict[str, list[Json]] = {}
         for agent in self.agents.values():
-            if agent.state != "ACTIVE":
+            if agent.state != "ACTIVE" or not frameworks:
                 continue
             available = self.available(agent)
+            unavailability = self.unavailability(agent)
             for fw in frameworks:
                 # Unreserved resources go to any framework, reserved ones (and volumes) only to
                 # frameworks of their role; a volume in use is not available.
@@ -1206,27 +1441,311 @@ class Master:
                 if offered.empty() or self._filtered(fw, agent.id, offered):
                     continue
                 available = available - offered
-                oid = f"{self.id}-O{self._offer_seq}"
-                self._offer_seq += 1
+                oid = self._new_offer_id()
                 self.offers[oid] = Offer(oid, fw.id, agent.id, offered)
+                offer: Json = {
+                    "id": {"value": oid},
+                    "framework_id": {"value": fw.id},
+                    "agent_id": {"value": agent.id},
+                    "hostname": agent.hostname,
+                    "url": self._agent_url(agent),
+                    "resources": offered.to_json(role=fw.role, refinement=fw.refinement),
+                    "attributes": agent.attributes_json(),
+                    "allocation_info": {"role": fw.role},
+                }
+                # ``Master::offer``: the framework's executors running on that agent, and the
+                # agent's unavailability when its machine is scheduled for maintenance.
+                executor_ids = self._executor_ids(fw, agent)
+                if executor_ids:
+                    offer["executor_ids"] = [{"value": eid} for eid in executor_ids]
+                if unavailability is not None:
+                    offer["unavailability"] = unavailability
+                batches.setdefault(fw.id, []).append(offer)
+                if self.settings.offer_timeout is not None:
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(self.settings.offer_timeout, self._offer_timeout, oid)
+        for fid, offers in batches.items():
+            self.frameworks[fid].send({"type": "OFFERS", "offers": {"offers": offers}})
+        self._generate_inverse_offers(active)
+
+    def _new_offer_id(self) -> str:
+        """Offers and inverse offers share one id sequence (``Master::newOfferId``)."""
+        oid = f"{self.id}-O{self._offer_seq}"
+        self._offer_seq += 1
+        return oid
+
+    @staticmethod
+    def _agent_url(agent: Agent) -> Json:
+        return {
+            "scheme": "http",
+            "address": {"hostname": agent.hostname, "ip": agent.ip, "port": agent.port},
+            "path": "/slave(1)",
+        }
+
+    @staticmethod
+    def _executor_ids(fw: Framework, agent: Agent) -> list[str]:
+        """The framework's executors the agent runs (not terminated), sorted."""
+        return sorted(
+            ex.executor_id
+            for ex in agent.executors.values()
+            if ex.framework_id == fw.id and ex.state != "TERMINATED"
+        )
+
+    def _offer_timeout(self, oid: str) -> None:
+        """``Master::offerTimeout`` (``--offer_timeout``, unset by default): the offer is rescinded."""
+        offer = self.offers.get(oid)
+        if offer is not None:
+            log.info("Offer %s timed out: rescinding it", oid)
+            self._rescind(offer)
+
+    # --- maintenance: the schedule, machine modes, inverse offers ------------------------------------
+
+    def maintenance_schedule(self) -> Json:
+        """``mesos.v1.maintenance.Schedule`` JSON (``{}`` when nothing is scheduled, as Mesos)."""
+        return self.maintenance.schedule()
+
+    def maintenance_status(self) -> Json:
+        """``mesos.v1.maintenance.ClusterStatus`` JSON: DRAINING machines with the frameworks' answers
+        to the inverse offers of their agents, DOWN machines."""
+        return self.maintenance.status()
+
+    def machine_mode(self, agent: Agent) -> str:
+        """``MachineInfo.Mode`` of the agent's machine: ``UP``, ``DRAINING`` or ``DOWN``."""
+        return self.maintenance.mode(agent.hostname, agent.ip)
+
+    def unavailability(self, agent: Agent) -> Json | None:
+        """``mesos.v1.Unavailability`` JSON of the agent's machine, None when not scheduled."""
+        return self.maintenance.unavailability(agent.hostname, agent.ip)
+
+    def _machine_agents(self, keys: set[mnt.MachineKey]) -> list[Agent]:
+        """Registered agents on these machines (Mesos' ``machines[id].slaves``)."""
+        return [
+            a
+            for a in self.agents.values()
+            if a.state in ("ACTIVE", "DISCONNECTED") and (a.hostname.lower(), a.ip) in keys
+        ]
+
+    def update_maintenance_schedule(self, schedule: Json) -> None:
+        """``UPDATE_MAINTENANCE_SCHEDULE`` (``Master::Http::_updateMaintenanceSchedule``): machines new
+        to the schedule go DRAINING; every agent of a machine in or taken out of the schedule has its
+        offers and inverse offers rescinded (``Master::updateUnavailability``), so that new ones carry
+        the new unavailability; machines taken out go back UP. Raises ``CallError(400, ...)`` with
+        the message of ``maintenance::validation::schedule``."""
+        try:
+            changed, removed = self.maintenance.update_schedule(schedule)
+        except mnt.MaintenanceError as error:
+            raise CallError(400, str(error)) from None
+        for agent in self._machine_agents(set(changed) | set(removed)):
+            self._update_unavailability(agent)
+        self.wake()
+
+    def _update_unavailability(self, agent: Agent) -> None:
+        """``Master::updateUnavailability`` + ``HierarchicalAllocatorProcess::updateUnavailability``."""
+        log.info("Updating unavailability of agent %s: %s", agent.id, self.unavailability(agent))
+        self._rescind_agent_offers(agent.id)
+        self._remove_inverse_offers(lambda io: io.agent_id == agent.id, rescind=True)
+        for fw in self.frameworks.values():
+            fw.inverse_filters.pop(agent.id, None)
+
+    def start_maintenance(self, machines: list[Json]) -> None:
+        """``START_MAINTENANCE`` (``Master::Http::_startMaintenance``): DRAINING machines go DOWN;
+        each agent on them is told to shut down and removed at once (``removeSlave``, "Operator
+        initiated 'Machine DOWN'"): its tasks TASK_LOST / REASON_AGENT_REMOVED, FAILURE (agent lost)
+        to every framework. Raises ``CallError(400, ...)`` as Mesos words it."""
+        try:
+            keys = self.maintenance.start(machines)
+        except mnt.MaintenanceError as error:
+            raise CallError(400, str(error)) from None
+        for agent in self._machine_agents(set(keys)):
+            self.to_agent(agent, lambda agent=agent: self._spawn(self._shutdown_agent(agent)))
+            self._remove_agent(agent, "Operator initiated 'Machine DOWN'")
+        self.wake()
+
+    def stop_maintenance(self, machines: list[Json]) -> None:
+        """``STOP_MAINTENANCE`` (``Master::Http::_stopMaintenance``): DOWN machines go UP and leave the
+        schedule; their agents may register again. Raises ``CallError(400, ...)``."""
+        try:
+            self.maintenance.stop(machines)
+        except mnt.MaintenanceError as error:
+            raise CallError(400, str(error)) from None
+        self.wake()
+
+    async def _shutdown_agent(self, agent: Agent) -> None:
+        """The agent's ``ShutdownMessage``: it shuts its executors down (each gets its grace) and
+        exits; it comes back only by a restart (the ``start`` fault)."""
+        fids = {ex.framework_id for ex in agent.executors.values() if ex.state != "TERMINATED"}
+        await asyncio.gather(*(agent.shutdown_framework(fid) for fid in fids), return_exceptions=True)
+        agent.alive = False
+        if agent.silent_since is None:
+            agent.silent_since = asyncio.get_running_loop().time()
+        await agent.destroy()
+
+    def _remove_agent(self, agent: Agent, cause: str) -> None:
+        """``Master::_removeSlave``: every task there TASK_LOST, SOURCE_MASTER, REASON_AGENT_REMOVED
+        ("Agent <hostname> removed: <cause>"), offers and inverse offers rescinded, the agent gone
+        from the registered agents, FAILURE (agent lost) to every framework (``sendSlaveLost``)."""
+        log.info("Removing agent %s (%s): %s", agent.id, agent.hostname, cause)
+        agent.state = "REMOVED"
+        agent.to_agent.clear()
+        self._rescind_agent_offers(agent.id)
+        self._remove_inverse_offers(lambda io: io.agent_id == agent.id, rescind=True)
+        self.maintenance.forget_agent(agent.hostname, agent.ip, agent.id)
+        self.unreachable_tasks.pop(agent.id, None)
+        for fw in self.frameworks.values():
+            for task in [t for t in fw.tasks.values() if t.agent_id == agent.id]:
+                if task.state not in TERMINAL:
+                    self._master_update(
+                        fw,
+                        task,
+                        "TASK_LOST",
+                        "REASON_AGENT_REMOVED",
+                        f"Agent {agent.hostname} removed: {cause}",
+                    )
+                task.holds = False
+                task.pending.clear()
+                self._complete(fw, task)
+        if self.agents.get(agent.id) is agent:
+            del self.agents[agent.id]
+        for fw in self.frameworks.values():
+            fw.send({"type": "FAILURE", "failure": {"agent_id": {"value": agent.id}}})
+        self.wake()
+
+    def _refuse_down(self, agent: Agent) -> bool:
+        """``Master::registerSlave`` / ``reregisterSlave``: an agent on a DOWN machine is refused and
+        told to shut down ("Machine is `DOWN`")."""
+        if self.machine_mode(agent) != mnt.DOWN:
+            return False
+        log.warning(
+            "Refusing registration of agent at %s because the machine %s that it is running on is `DOWN`",
+            agent.endpoint,
+            mnt.render({"hostname": agent.hostname, "ip": agent.ip}),
+        )
+        agent.state = "REMOVED"
+        self._spawn(self._shutdown_agent(agent))
+        return True
+
+    def _has_resources_on(self, fw: Framework, agent: Agent) -> bool:
+        """Offered or allocated resources on the agent (``Slave::getOfferedOrAllocated``): an offer,
+        a task holding resources, or a live executor."""
+        return (
+            any(o.framework_id == fw.id and o.agent_id == agent.id for o in self.offers.values())
+            or any(t.agent_id == agent.id and t.holds for t in fw.tasks.values())
+            or bool(self._executor_ids(fw, agent))
+        )
+
+    def _generate_inverse_offers(self, active: list[Framework]) -> None:
+        """``HierarchicalAllocatorProcess::generateInverseOffers`` + ``Master::inverseOffer``: each
+        allocation, a framework with resources on an active agent of a machine with an
+        unavailability gets one inverse offer for that agent, unless one is outstanding or its
+        answer's filter (``refuse_seconds``) has not expired; after an answer, a new one follows
+        once the filter expires, for as long as it has resources there."""
+        now = time.monotonic()
+        batches: dict[str, list[Json]] = {}
+        for agent in self.agents.values():
+            if agent.state != "ACTIVE":
+                continue
+            unavailability = self.unavailability(agent)
+            if unavailability is None:
+                continue
+            for fw in active:
+                if not self._has_resources_on(fw, agent):
+                    continue
+                if any(
+                    io.framework_id == fw.id and io.agent_id == agent.id
+                    for io in self.inverse_offers.values()
+                ):
+                    continue
+                if fw.inverse_filters.get(agent.id, 0.0) > now:
+                    continue
+                fw.inverse_filters.pop(agent.id, None)
+                oid = self._new_offer_id()
+                self.inverse_offers[oid] = InverseOffer(oid, fw.id, agent.id, unavailability)
                 batches.setdefault(fw.id, []).append(
                     {
                         "id": {"value": oid},
+                        "url": self._agent_url(agent),
                         "framework_id": {"value": fw.id},
                         "agent_id": {"value": agent.id},
-                        "hostname": agent.hostname,
-                        "url": {
-                            "scheme": "http",
-                            "address": {"hostname": agent.hostname, "ip": agent.ip, "port": agent.port},
-                            "path": "/slave(1)",
-                        },
-                        "resources": offered.to_json(role=fw.role, refinement=fw.refinement),
-                        "attributes": agent.attributes_json(),
-                        "allocation_info": {"role": fw.role},
+                        "unavailability": unavailability,
                     }
                 )
-        for fid, offers in batches.items():
-            self.frameworks[fid].send({"type": "OFFERS", "offers": {"offers": offers}})
+        for fid, inverse_offers in batches.items():
+            log.info(
+                "Sending inverse offers %s to framework %s", [o["id"]["value"] for o in inverse_offers], fid
+            )
+            self.frameworks[fid].send(
+                {"type": "INVERSE_OFFERS", "inverse_offers": {"inverse_offers": inverse_offers}}
+            )
+
+    def _remove_inverse_offers(self, which: Any, rescind: bool) -> None:
+        """``Master::removeInverseOffer``; with ``rescind`` the framework gets RESCIND_INVERSE_OFFER."""
+        for io in [io for io in self.inverse_offers.values() if which(io)]:
+            del self.inverse_offers[io.id]
+            fw = self.frameworks.get(io.framework_id)
+            if rescind and fw is not None:
+                fw.send(
+                    {
+                        "type": "RESCIND_INVERSE_OFFER",
+                        "rescind_inverse_offer": {"inverse_offer_id": {"value": io.id}},
+                    }
+                )
+
+    def _answer_inverse_offers(self, fw: Framework, body: Json, status: str) -> None:
+        """``Master::acceptInverseOffers`` / ``declineInverseOffers``: each valid inverse offer's answer
+        is recorded (``maintenance_status``), a filter of ``filters.refuse_seconds`` (default 5 s,
+        at most 365 days) installed, and the inverse offer removed. Invalid ids are only logged."""
+        ids = body.get("inverse_offer_ids") or []
+        if not isinstance(ids, list):
+            raise CallError(400, "Expecting 'inverse_offer_ids' to be a list")
+        oids = [str(i.get("value")) for i in ids if isinstance(i, dict)]
+        kind = "ACCEPT_INVERSE_OFFERS" if status == "ACCEPT" else "DECLINE_INVERSE_OFFERS"
+        if status == "ACCEPT" and not oids:
+            log.warning("%s call used invalid offers '[]': No inverse offers specified", kind)
+        error = self._validate_inverse_offers(fw, oids)
+        if error is not None:
+            log.warning("%s call used invalid offers '%s': %s", kind, oids, error)
+        refuse = min(self._refuse_seconds(body), 365 * 86400.0)
+        if refuse < 0:
+            refuse = 5.0
+        for oid in oids:
+            io = self.inverse_offers.get(oid)
+            if io is None or io.framework_id != fw.id:
+                log.warning(
+                    "Ignoring %s of inverse offer %s since it is no longer valid", status.lower(), oid
+                )
+                continue
+            del self.inverse_offers[oid]
+            agent = self.agents.get(io.agent_id)
+            if agent is not None:
+                self.maintenance.record(agent.hostname, agent.ip, agent.id, fw.id, status)
+            if refuse > 0:
+                fw.inverse_filters[io.agent_id] = time.monotonic() + refuse
+        self.wake()
+
+    def _validate_inverse_offers(self, fw: Framework, oids: list[str]) -> str | None:
+        """``validation::offer::validateInverseOffers``: unique, known, of this framework, one agent."""
+        if len(set(oids)) != len(oids):
+            dup = next(o for o in oids if oids.count(o) > 1)
+            return f"Duplicate offer {dup} in offer list"
+        agents = set()
+        for oid in oids:
+            io = self.inverse_offers.get(oid)
+            if io is None:
+                return f"Inverse offer {oid} is no longer valid"
+            if io.framework_id != fw.id:
+                return (
+                    f"Offer {oid} has invalid framework {io.framework_id} while framework {fw.id} is expected"
+                )
+            agents.add(io.agent_id)
+        if len(agents) > 1:
+            return "Aggregated offers must belong to one single agent"
+        return None
+
+    def _call_accept_inverse_offers(self, fw: Framework, body: Json) -> None:
+        self._answer_inverse_offers(fw, body, "ACCEPT")
+
+    def _call_decline_inverse_offers(self, fw: Framework, body: Json) -> None:
+        self._answer_inverse_offers(fw, body, "DECLINE")
 
     def state(self) -> Json:
         """``/master/state`` (rendered by :mod:`mesos_stateful.localcluster.views`)."""

@@ -63,6 +63,11 @@ class LocalClusterSettings(ServiceSettings):
         description="seconds the master waits for an agent's pong to each ping (Mesos master flag "
         "--agent_ping_timeout, default 15secs); pings are sent every this many seconds",
     )
+    offer_timeout: float | None = Field(
+        None,
+        description="seconds after which an outstanding offer is rescinded (Mesos master flag "
+        "--offer_timeout, unset by default: offers stay until used, declined or rescinded)",
+    )
     max_agent_ping_timeouts: int = Field(
         5,
         description="missed pongs in a row after which the master marks an agent unreachable (Mesos "
