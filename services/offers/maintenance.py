@@ -74,10 +74,12 @@ class MaintenanceBook:
         return drain.maintenance if drain is not None else None
 
     def restore(self, tasks: Iterable[types_pb2.Task]) -> None:
-        """Rebuild from the task records after a restart: the maintenance of non-terminal tasks
-        (the latest announced per agent). No inverse offer is outstanding yet."""
+        """Rebuild from the task records after a restart: the latest maintenance announced per
+        agent, terminal records included (an agent we left, or that went DOWN, keeps its
+        maintenance on them; an offer from the agent without unavailability cancels it, and that
+        offer comes before any launch there). No inverse offer is outstanding yet."""
         for task in tasks:
-            if is_terminal(task.state) or not task.agent_id or not task.HasField("maintenance"):
+            if not task.agent_id or not task.HasField("maintenance"):
                 continue
             known = self.drains.get(task.agent_id)
             if known is None or _stamp(task.maintenance) > _stamp(known.maintenance):
@@ -138,10 +140,14 @@ class MaintenanceBook:
             drain.accepted_id = ""
 
     def agent_lost(self, agent_id: str) -> None:
-        """The agent was removed: its inverse offers are gone with it."""
+        """The agent was removed (its machine went DOWN: ``Master::_removeSlave`` rescinds its
+        inverse offers just before it says the agent is lost): its inverse offers are gone with
+        it, but the maintenance is not cancelled; it stays until an offer from the agent comes
+        without unavailability (after STOP_MAINTENANCE it registers again)."""
         drain = self.drains.get(agent_id)
         if drain is not None:
             drain.inverse_offer_id = ""
+            drain.rescinded_at = None
 
     def wanted(self, task: types_pb2.Task) -> types_pb2.AgentMaintenance | None:
         """The maintenance ``task``'s record should carry: its agent's for a task on an agent

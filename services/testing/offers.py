@@ -51,6 +51,7 @@ TEST_SETTINGS: dict[str, Any] = {
     "orphan_check_interval_seconds": 2.0,
     "state_retry_seconds": 0.3,
     "grace_seconds": 0.5,
+    "maintenance_rescind_grace_seconds": 1.0,
 }
 
 

@@ -264,15 +264,29 @@ def test_restore_from_the_task_records_keeps_the_latest_and_has_nothing_outstand
     book = MaintenanceBook()
     announced(book, "io-new", at=200.0)
     newer = book.updates([task("cache-1.1", "a1")])[0]
-    ended = task("cache-2.1", "a2", types_pb2.TASK_STATE_FAILED)
-    ended.maintenance.CopyFrom(newer.maintenance)
+    # An agent that went DOWN: only terminal records are left there; they keep their maintenance.
+    lost = task("cache-2.1", "a2", types_pb2.TASK_STATE_LOST)
+    lost.maintenance.CopyFrom(newer.maintenance)
     restored = MaintenanceBook()
-    restored.restore([older, newer, ended])
-    assert set(restored.drains) == {"a1"}  # a terminal task's record is history
+    restored.restore([older, newer, lost])
+    assert set(restored.drains) == {"a1", "a2"}
     maintenance = restored.get("a1")
     assert maintenance is not None and maintenance.inverse_offer_id == "io-new"
     assert restored.to_accept([]) == []
-    assert restored.updates([older]) and not restored.updates([newer])
+    assert restored.updates([older]) and not restored.updates([newer, lost])
+
+
+def test_an_agent_removed_while_its_inverse_offer_was_rescinded_keeps_its_maintenance() -> None:
+    """START_MAINTENANCE (machine DOWN) removes the agent: Mesos rescinds its inverse offers, then
+    says the agent is lost. Not a cancellation: the LOST records keep their maintenance."""
+    book = MaintenanceBook()
+    announced(book)
+    book.rescind("io-1", 10.0)
+    book.agent_lost("a1")
+    assert book.expire(100.0, 5.0) == [] and book.get("a1") is not None
+    lost = task("cache-0.1", "a1", types_pb2.TASK_STATE_LOST)
+    lost.maintenance.CopyFrom(book.get("a1"))
+    assert book.updates([lost]) == []
 
 
 def test_an_offer_without_unavailability_cancels_the_agents_maintenance() -> None:
