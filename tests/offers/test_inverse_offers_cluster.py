@@ -210,3 +210,27 @@ async def test_maintenance_survives_schedule_updates_and_a_restart_and_a_cancel_
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+async def test_a_machine_going_down_leaves_the_maintenance_on_its_lost_tasks(
+    offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster
+) -> None:
+    """START_MAINTENANCE removes the agent (``Master::_removeSlave``): its inverse offer is
+    rescinded, its tasks are LOST. Not a cancellation: their records keep the maintenance."""
+    await offers_service.wait_subscribed()
+    await launch(offers_service, web_spec("web", 0))
+    running = await wait_task(state_client, "web-0.1", in_state(RUNNING))
+    agent = agent_of(local_cluster, running.agent_id)
+    schedule(local_cluster, [agent], int(time.time()) * 10**9)
+    maintenance = (await wait_task(state_client, "web-0.1", has_maintenance, timeout=15)).maintenance
+
+    async def down() -> None:
+        local_cluster.cluster.master.start_maintenance([{"hostname": agent.hostname, "ip": agent.ip}])
+
+    local_cluster.run(down())
+    lost = await wait_task(state_client, "web-0.1", in_state(types_pb2.TASK_STATE_LOST), timeout=20)
+    assert lost.maintenance == maintenance
+    assert {"hostname": agent.hostname, "ip": agent.ip} in maintenance_status(local_cluster)["down_machines"]
+    await asyncio.sleep(2.0)  # longer than the rescind grace (1 s in tests)
+    record = await state_client.get(spb.KIND_TASK, "web-0.1")
+    assert record.task.maintenance == maintenance
