@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import web
 
+from mesos_stateful.api.mesos.v1.executor import executor_pb2
+from mesos_stateful.localcluster import encoding
 from mesos_stateful.localcluster.checkpoint import (
     MetaPaths,
     append_record,
@@ -41,7 +43,7 @@ from mesos_stateful.localcluster.procs import (
     start_time,
     wait_gone,
 )
-from mesos_stateful.localcluster.recordio import EventStream, Json
+from mesos_stateful.localcluster.recordio import EventStream, Json, method_not_allowed
 from mesos_stateful.localcluster.resources import Key, ResourceError, Resources
 
 if TYPE_CHECKING:
@@ -872,51 +874,62 @@ class Agent:
     # --- executor HTTP API -----------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """``POST /api/v1/executor`` as the agent's ``Http::executor`` (``src/slave/http.cpp``): the
+        call decoded (JSON or protobuf, ``encoding.decode``), validated (``validate_executor_call``),
+        HEARTBEAT accepted before any lookup, then the framework and executor looked up; calls of an
+        executor that has not subscribed yet are refused (403); SUBSCRIBE answers in the media type
+        its ``Accept`` allows (JSON first)."""
         if request.method != "POST":
-            return web.Response(status=405, headers={"Allow": "POST"}, text="Expecting a 'POST' request")
-        ctype = request.headers.get("Content-Type")
-        if not ctype:
-            return web.Response(status=400, text="Expecting 'Content-Type' to be present")
-        if ctype.split(";")[0].strip() != "application/json":
-            return web.Response(status=415, text=f"Expecting 'Content-Type' of application/json; got {ctype}")
+            return method_not_allowed(request.method)
         try:
-            call = json.loads(await request.text())
-            if not isinstance(call, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as error:
-            return web.Response(status=400, text=f"Failed to parse body into JSON: {error}")
-        try:
-            fid = call["framework_id"]["value"]
-            eid = call["executor_id"]["value"]
-            kind = call["type"]
-        except (KeyError, TypeError):
-            return web.Response(status=400, text="Expecting 'type', 'framework_id' and 'executor_id'")
+            call = encoding.decode(
+                await request.read(), request.headers.get("Content-Type"), executor_pb2.Call
+            )
+        except encoding.DecodeError as error:
+            return web.Response(status=error.status, text=error.message)
+        error = validate_executor_call(call)
+        if error is not None:
+            return web.Response(status=400, text=f"Failed to validate Executor::Call: {error}")
+        kind = call.get("type")
+        media_type = encoding.JSON
+        if kind == "SUBSCRIBE":
+            accepted = encoding.accepted_media_type(request.headers.get("Accept"))
+            if accepted is None:
+                return web.Response(status=406, text=encoding.NOT_ACCEPTABLE)
+            media_type = accepted
+        elif kind == "HEARTBEAT":
+            # Accepted before any lookup: its framework and executor ids may be dummies.
+            return web.Response(status=202)
+        fid = call["framework_id"]["value"]
+        eid = call["executor_id"]["value"]
+        if not any(ex.framework_id == fid and ex.state != "TERMINATED" for ex in self.executors.values()):
+            return web.Response(status=400, text="Framework cannot be found")
         ex = self.executors.get((fid, eid))
         if ex is None or ex.state == "TERMINATED":
-            return web.Response(status=400, text=f"Executor {eid} of framework {fid} is unknown")
+            return web.Response(status=400, text="Executor cannot be found")
+        if ex.state == "LAUNCHING" and kind != "SUBSCRIBE":
+            return web.Response(status=403, text="Executor is not subscribed")
         if kind == "SUBSCRIBE":
-            accept = request.headers.get("Accept", "application/json")
-            if "application/json" not in accept and "*/*" not in accept:
-                return web.Response(status=406, text="Expecting 'Accept' to allow application/json")
-            return await self._subscribe(request, ex, call.get("subscribe") or {})
+            return await self._subscribe(request, ex, call.get("subscribe") or {}, media_type)
         if kind == "UPDATE":
-            return self._update(ex, call.get("update") or {})
+            return self._update(ex, call["update"])
         if kind == "MESSAGE":
-            data = (call.get("message") or {}).get("data")
-            if data is None:
-                return web.Response(status=400, text="Expecting 'message.data'")
+            data = call["message"].get("data", "")
             self.send_to_master(False, lambda: self.master.executor_message(self, ex, data))
             return web.Response(status=202)
-        return web.Response(status=400, text=f"Unsupported executor call {kind}")
+        log.warning("Received 'UNKNOWN' call")
+        return web.Response(status=501, text="501 Not Implemented.")
 
-    async def _subscribe(self, request: web.Request, ex: Executor, sub: Json) -> web.StreamResponse:
+    async def _subscribe(
+        self, request: web.Request, ex: Executor, sub: Json, media_type: str = encoding.JSON
+    ) -> web.StreamResponse:
         """``Slave::subscribe``: also a recovered executor's re-subscription after an agent
         restart; its unacknowledged updates are taken (once: duplicates by uuid are ignored), and
         a task still STAGING that it does not list among its unacknowledged tasks never reached it
         (TASK_LOST, or TASK_DROPPED for PARTITION_AWARE, REASON_AGENT_RESTARTED)."""
         if ex.stream is not None:
             ex.stream.close()
-        stream = EventStream()
+        stream = EventStream(media_type=media_type, message=executor_pb2.Event)
         ex.stream = stream
         if ex.state == "RECOVERING":
             log.info("agent %s: executor %s re-subscribed", self.id, ex.executor_id)
@@ -1015,6 +1028,51 @@ class Agent:
         ex.from_executor.add(uid)
         self.send_to_master(True, lambda: self.master.status_update(self, ex.framework_id, status))
         return None
+
+
+def validate_executor_call(call: Json) -> str | None:
+    """``common::validation::validateExecutorCall`` (``src/common/validation.cpp``) on a decoded
+    ``mesos.v1.executor.Call`` (required fields were checked by the decode): Mesos's error text, or
+    None. UPDATE: a 16-byte UUID (``id::UUID::fromBytes``), the executor id of the call if the status
+    names one, source SOURCE_EXECUTOR (unset reads as SOURCE_MASTER, the enum's default), never
+    TASK_STAGING."""
+    if not call.get("type"):
+        return "Expecting 'type' to be present"
+    if "executor_id" not in call:
+        return "Expecting 'executor_id' to be present"
+    if "framework_id" not in call:
+        return "Expecting 'framework_id' to be present"
+    kind = call["type"]
+    eid = call["executor_id"].get("value", "")
+    fid = call["framework_id"].get("value", "")
+    if kind == "SUBSCRIBE" and "subscribe" not in call:
+        return "Expecting 'subscribe' to be present"
+    if kind == "MESSAGE" and "message" not in call:
+        return "Expecting 'message' to be present"
+    if kind != "UPDATE":
+        return None
+    if "update" not in call:
+        return "Expecting 'update' to be present"
+    status = call["update"].get("status") or {}
+    if "uuid" not in status:
+        return "Expecting 'uuid' to be present"
+    try:
+        raw = base64.b64decode(status["uuid"], validate=True)
+    except (TypeError, ValueError):
+        raw = b""
+    if len(raw) != 16 or not 1 <= raw[6] >> 4 <= 5:
+        return "Not a valid UUID"
+    named = (status.get("executor_id") or {}).get("value")
+    if "executor_id" in status and named != eid:
+        return f"ExecutorID in Call: {eid} does not match ExecutorID in TaskStatus: {named}"
+    if status.get("source", "SOURCE_MASTER") != "SOURCE_EXECUTOR":
+        return (
+            f"Received Call from executor {eid} of framework {fid} with invalid source, "
+            "expecting 'SOURCE_EXECUTOR'"
+        )
+    if status.get("state") == "TASK_STAGING":
+        return f"Received TASK_STAGING from executor {eid} of framework {fid} which is not allowed"
+    return None
 
 
 def _partition_aware(framework_info: Json) -> bool:

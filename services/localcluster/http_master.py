@@ -1,16 +1,22 @@
-"""The master's HTTP surface: ``POST /api/v1/scheduler`` (v1 scheduler API), ``GET /version``,
-``GET /master/state``, ``GET /health`` and fault injection ``POST /faults/agents/<agent>/<action>``."""
+"""The master's HTTP surface: ``POST /api/v1/scheduler`` (v1 scheduler API), ``POST /api/v1``
+(the operator API subset of :mod:`~mesos_stateful.localcluster.operator`), ``GET /version``,
+``GET /master/state``, ``GET /health`` and fault injection ``POST /faults/agents/<agent>/<action>``.
+
+Both APIs take JSON and protobuf bodies and answer in the media type the request accepts
+(:mod:`~mesos_stateful.localcluster.encoding`), as ``Master::Http::scheduler`` / ``::api``
+(``src/master/http.cpp``)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mesos_stateful.localcluster.master import VERSION, CallError, FrameworkRemoved, Master
-from mesos_stateful.localcluster.recordio import EventStream
+from mesos_stateful.api.mesos.v1.scheduler import scheduler_pb2
+from mesos_stateful.localcluster import encoding, operator, views
+from mesos_stateful.localcluster.master import CallError, FrameworkRemoved, Master
+from mesos_stateful.localcluster.recordio import EventStream, Json, method_not_allowed
 
 if TYPE_CHECKING:
     from mesos_stateful.localcluster.cluster import LocalCluster
@@ -24,23 +30,14 @@ def build_app(cluster: LocalCluster) -> web.Application:
 
     async def scheduler(request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
-            return web.Response(
-                status=405,
-                headers={"Allow": "POST"},
-                text=f"Expecting one of {{ 'POST' }}, but received '{request.method}'",
-            )
-        ctype = request.headers.get("Content-Type")
-        if not ctype:
-            return web.Response(status=400, text="Expecting 'Content-Type' to be present")
-        if ctype.split(";")[0].strip() != "application/json":
-            return web.Response(
-                status=415, text=f"Expecting 'Content-Type' of application/json; got '{ctype}'"
-            )
+            return method_not_allowed(request.method)
         try:
-            call = json.loads(await request.text())
-        except ValueError as error:
-            return web.Response(status=400, text=f"Failed to parse body into JSON: {error}")
-        if not isinstance(call, dict) or not isinstance(call.get("type"), str):
+            call = encoding.decode(
+                await request.read(), request.headers.get("Content-Type"), scheduler_pb2.Call
+            )
+        except encoding.DecodeError as error:
+            return web.Response(status=error.status, text=error.message)
+        if not isinstance(call.get("type"), str):
             return web.Response(
                 status=400, text="Failed to validate scheduler::Call: Expecting 'type' to be present"
             )
@@ -53,8 +50,11 @@ def build_app(cluster: LocalCluster) -> web.Application:
             return web.Response(status=error.status, text=error.message)
         return web.Response(status=202)
 
+    async def api(request: web.Request) -> web.Response:
+        return await operator.handle(cluster, request)
+
     async def version(_request: web.Request) -> web.Response:
-        return web.json_response({"version": VERSION, "build_user": "localcluster", "git_sha": ""})
+        return web.json_response({**views.version_info(), "git_sha": ""})
 
     async def state(_request: web.Request) -> web.Response:
         return web.json_response(master.state())
@@ -77,6 +77,7 @@ def build_app(cluster: LocalCluster) -> web.Application:
         )
 
     app.router.add_route("*", "/api/v1/scheduler", scheduler)
+    app.router.add_route("*", "/api/v1", api)
     app.router.add_get("/version", version)
     app.router.add_get("/master/state", state)
     app.router.add_get("/state", state)
@@ -85,11 +86,13 @@ def build_app(cluster: LocalCluster) -> web.Application:
     return app
 
 
-async def _subscribe(master: Master, request: web.Request, call: dict[str, object]) -> web.StreamResponse:
-    accept = request.headers.get("Accept", "application/json")
-    if not any(a in accept for a in ("application/json", "*/*", "application/recordio")):
-        return web.Response(status=406, text=f"Expecting 'Accept' to allow application/json; got '{accept}'")
-    if request.headers.get("Mesos-Stream-Id"):
+async def _subscribe(master: Master, request: web.Request, call: Json) -> web.StreamResponse:
+    """SUBSCRIBE: a stream in the media type the ``Accept`` header allows (JSON first), records of
+    ``mesos.v1.scheduler.Event``."""
+    media_type = encoding.accepted_media_type(request.headers.get("Accept"))
+    if media_type is None:
+        return web.Response(status=406, text=encoding.NOT_ACCEPTABLE)
+    if "Mesos-Stream-Id" in request.headers:
         return web.Response(
             status=400, text="Subscribe calls should not include the 'Mesos-Stream-Id' header"
         )
@@ -98,9 +101,11 @@ async def _subscribe(master: Master, request: web.Request, call: dict[str, objec
     except CallError as error:
         return web.Response(status=error.status, text=error.message)
     except FrameworkRemoved as error:
-        closed = EventStream()
+        closed = EventStream(media_type=media_type, message=scheduler_pb2.Event)
         closed.close()
         return await closed.serve(request, {"type": "ERROR", "error": {"message": str(error)}})
+    stream.media_type = media_type
+    stream.message = scheduler_pb2.Event
     try:
         return await stream.serve(
             request, subscribed, master.settings.heartbeat_interval, {"Mesos-Stream-Id": stream.stream_id}

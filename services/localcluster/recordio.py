@@ -1,4 +1,6 @@
-"""RecordIO event streams over chunked HTTP (``<length>\\n<json>``), as Mesos streams events."""
+"""RecordIO event streams over chunked HTTP (``<length>\\n<record>``), as Mesos streams events: a
+record is the event's JSON, or its serialized protobuf ``Event`` when the subscriber accepted
+``application/x-protobuf`` (``StreamingHttpConnection`` in ``src/common/http.hpp``)."""
 
 from __future__ import annotations
 
@@ -9,23 +11,47 @@ import time
 from typing import Any
 
 from aiohttp import web
+from google.protobuf.message import Message
+
+from mesos_stateful.localcluster import encoding
 
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 
 
-def encode(event: Json) -> bytes:
-    data = json.dumps(event).encode()
+def frame(data: bytes) -> bytes:
+    """One RecordIO record: the length in bytes, a newline, the data."""
     return str(len(data)).encode() + b"\n" + data
+
+
+def encode(event: Json) -> bytes:
+    return frame(json.dumps(event).encode())
+
+
+def method_not_allowed(method: str) -> web.Response:
+    """libprocess' ``MethodNotAllowed({"POST"}, method)`` (``process/http.hpp``)."""
+    return web.Response(
+        status=405,
+        headers={"Allow": "POST"},
+        text=f"405 Method Not Allowed. Expecting one of {{ 'POST' }}, but received '{method}'.",
+    )
 
 
 class EventStream:
     """One subscriber's stream; ``send`` never blocks (callers run inside HTTP handlers whose
     clients may be blocked on us: pymesos calls back from its reader thread)."""
 
-    def __init__(self, stream_id: str = "") -> None:
+    def __init__(
+        self, stream_id: str = "", media_type: str = encoding.JSON, message: type[Message] | None = None
+    ) -> None:
+        """``media_type``: of the records (``encoding.JSON`` or ``encoding.PROTOBUF``); ``message``:
+        the ``Event`` class a protobuf record is serialized as."""
+        if media_type == encoding.PROTOBUF and message is None:
+            raise ValueError("a protobuf stream needs its Event message class")
         self.stream_id = stream_id
+        self.media_type = media_type
+        self.message = message
         self._queue: asyncio.Queue[Json | None] = asyncio.Queue()
         self.closed = False  # closed by us (not by the client)
         self.gone = False  # the client went away
@@ -33,6 +59,17 @@ class EventStream:
     def send(self, event: Json) -> None:
         if not self.closed and not self.gone:
             self._queue.put_nowait(event)
+
+    def record(self, event: Json) -> bytes | None:
+        """The RecordIO record of ``event`` in the stream's media type; None (logged) for an event
+        its protobuf ``Event`` cannot hold: a bug of the sender, not a reason to end the stream."""
+        if self.media_type == encoding.PROTOBUF and self.message is not None:
+            try:
+                return frame(encoding.encode(event, self.message, encoding.PROTOBUF))
+            except ValueError:
+                log.exception("stream %s: event not sent, it is not a %s", self.stream_id, self.message)
+                return None
+        return encode(event)
 
     def close(self) -> None:
         if not self.closed:
@@ -47,12 +84,13 @@ class EventStream:
         headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         """Stream events until closed by us or by the client. Returns the finished response."""
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json", **(headers or {})})
+        resp = web.StreamResponse(status=200, headers={"Content-Type": self.media_type, **(headers or {})})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         next_beat = time.monotonic() + (heartbeat or 1e9)
         try:
-            await resp.write(encode(first))
+            if (data := self.record(first)) is not None:
+                await resp.write(data)
             while True:
                 transport = request.transport
                 if transport is None or transport.is_closing():
@@ -66,11 +104,12 @@ class EventStream:
                     event = {}
                 if event is None:
                     break
-                if event:
-                    await resp.write(encode(event))
+                if event and (data := self.record(event)) is not None:
+                    await resp.write(data)
                 if heartbeat and time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + heartbeat
-                    await resp.write(encode({"type": "HEARTBEAT"}))
+                    if (data := self.record({"type": "HEARTBEAT"})) is not None:
+                        await resp.write(data)
         except asyncio.CancelledError:
             self.gone = not self.closed
             raise

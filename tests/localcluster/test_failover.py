@@ -50,4 +50,4 @@ def test_failover_timeout_kills_tasks(local_cluster: RunningCluster) -> None:
     while (_sessions(local_cluster) or local_cluster.state()["frameworks"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _sessions(local_cluster)
-    assert {"id": fid} in local_cluster.state()["completed_frameworks"]
+    assert fid in [f["id"] for f in local_cluster.state()["completed_frameworks"]]

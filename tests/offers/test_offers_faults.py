@@ -132,7 +132,7 @@ async def test_a_framework_away_past_its_failover_timeout_loses_its_tasks(
         await offers.stop()
         # Away longer than the failover timeout: the master removes the framework, kills its tasks.
         await wait_until(
-            lambda: {"id": first.framework_id} in local_cluster.state()["completed_frameworks"],
+            lambda: first.framework_id in [f["id"] for f in local_cluster.state()["completed_frameworks"]],
             what="framework removed",
         )
         await wait_until(lambda: not port_open(task.host, task.ports["web"]), what="member killed")

@@ -1,0 +1,146 @@
+"""The v1 operator API of the master, ``POST /api/v1`` (``Master::Http::api``, ``src/master/http.cpp``;
+``docs/operator-http-api.md``): a subset of ``mesos.v1.master.Call``.
+
+Answered: GET_HEALTH, GET_VERSION, GET_MASTER, GET_STATE, GET_AGENTS, GET_FRAMEWORKS, GET_EXECUTORS,
+GET_TASKS, and the maintenance calls GET_MAINTENANCE_SCHEDULE, UPDATE_MAINTENANCE_SCHEDULE,
+GET_MAINTENANCE_STATUS, START_MAINTENANCE, STOP_MAINTENANCE (the master's schedule, see
+:mod:`~mesos_stateful.localcluster.maintenance`). Every other call type is understood (validated as
+Mesos validates it) and answered 501 ``Unsupported call type ...``.
+
+As Mesos: non-POST 405; no ``Content-Type`` 400; a media type other than JSON / protobuf 415; a body
+that does not parse or convert into ``mesos.v1.master.Call`` 400; a call that fails
+``validation::master::call::validate`` 400 ``Failed to validate master::Call: ...``; an ``Accept``
+allowing neither JSON nor protobuf 406; UNKNOWN 501. Answers are ``mesos.v1.master.Response`` in the
+accepted media type (JSON first), 200; the maintenance updates answer 200 with no body, or 400 with
+the master's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from mesos_stateful.api.mesos.v1.master import master_pb2
+from mesos_stateful.localcluster import encoding, views
+from mesos_stateful.localcluster.master import CallError, Master
+from mesos_stateful.localcluster.recordio import Json, method_not_allowed
+
+if TYPE_CHECKING:
+    from mesos_stateful.localcluster.cluster import LocalCluster
+
+log = logging.getLogger(__name__)
+
+# ``validation::master::call::validate``: the calls whose body must be present.
+_BODY_REQUIRED = (
+    "GET_METRICS",
+    "SET_LOGGING_LEVEL",
+    "LIST_FILES",
+    "READ_FILE",
+    "UPDATE_WEIGHTS",
+    "RESERVE_RESOURCES",
+    "UNRESERVE_RESOURCES",
+    "CREATE_VOLUMES",
+    "DESTROY_VOLUMES",
+    "GROW_VOLUME",
+    "SHRINK_VOLUME",
+    "UPDATE_MAINTENANCE_SCHEDULE",
+    "START_MAINTENANCE",
+    "STOP_MAINTENANCE",
+    "DRAIN_AGENT",
+    "DEACTIVATE_AGENT",
+    "REACTIVATE_AGENT",
+    "UPDATE_QUOTA",
+    "SET_QUOTA",
+    "REMOVE_QUOTA",
+    "TEARDOWN",
+    "MARK_AGENT_GONE",
+)
+
+
+def validate_call(call: Json) -> str | None:
+    """``validation::master::call::validate`` (``src/master/validation.cpp``) on a decoded call:
+    Mesos's error text or None (the bodies' contents are the handlers' to check)."""
+    kind = call.get("type")
+    if not kind:
+        return "Expecting 'type' to be present"
+    if kind in _BODY_REQUIRED and kind.lower() not in call:
+        return f"Expecting '{kind.lower()}' to be present"
+    return None
+
+
+def _response(kind: str, body: Json | None = None) -> Json:
+    response: Json = {"type": kind}
+    if body is not None:
+        response[kind.lower()] = body
+    return response
+
+
+def _queries(master: Master) -> dict[str, Callable[[], Json]]:
+    """The read-only calls: their ``Response`` (``Master::Http::getHealth`` and the others)."""
+    return {
+        "GET_HEALTH": lambda: _response("GET_HEALTH", {"healthy": True}),
+        "GET_VERSION": lambda: _response("GET_VERSION", {"version_info": views.version_info()}),
+        "GET_MASTER": lambda: _response("GET_MASTER", views.get_master(master)),
+        "GET_STATE": lambda: _response("GET_STATE", views.get_state(master)),
+        "GET_AGENTS": lambda: _response("GET_AGENTS", views.get_agents(master)),
+        "GET_FRAMEWORKS": lambda: _response("GET_FRAMEWORKS", views.get_frameworks(master)),
+        "GET_EXECUTORS": lambda: _response("GET_EXECUTORS", views.get_executors(master)),
+        "GET_TASKS": lambda: _response("GET_TASKS", views.get_tasks(master)),
+        "GET_MAINTENANCE_SCHEDULE": lambda: _response(
+            "GET_MAINTENANCE_SCHEDULE", {"schedule": master.maintenance_schedule()}
+        ),
+        "GET_MAINTENANCE_STATUS": lambda: _response(
+            "GET_MAINTENANCE_STATUS", {"status": master.maintenance_status()}
+        ),
+    }
+
+
+def _update(master: Master, call: Json) -> bool:
+    """The maintenance updates (``CallError`` as the master raises it); False: not one of them."""
+    kind = call["type"]
+    body = call.get(kind.lower()) or {}
+    if kind == "UPDATE_MAINTENANCE_SCHEDULE":
+        master.update_maintenance_schedule(body.get("schedule") or {})
+    elif kind == "START_MAINTENANCE":
+        master.start_maintenance(list(body.get("machines") or []))
+    elif kind == "STOP_MAINTENANCE":
+        master.stop_maintenance(list(body.get("machines") or []))
+    else:
+        return False
+    return True
+
+
+async def handle(cluster: LocalCluster, request: web.Request) -> web.Response:
+    """``POST /api/v1``."""
+    master = cluster.master
+    if request.method != "POST":
+        return method_not_allowed(request.method)
+    try:
+        call = encoding.decode(await request.read(), request.headers.get("Content-Type"), master_pb2.Call)
+    except encoding.DecodeError as error:
+        return web.Response(status=error.status, text=error.message)
+    error = validate_call(call)
+    if error is not None:
+        return web.Response(status=400, text=f"Failed to validate master::Call: {error}")
+    media_type = encoding.accepted_media_type(request.headers.get("Accept"))
+    if media_type is None:
+        return web.Response(status=406, text=encoding.NOT_ACCEPTABLE)
+    kind = call["type"]
+    log.info("Processing call %s", kind)
+    if kind == "UNKNOWN":
+        return web.Response(status=501, text="501 Not Implemented.")
+    query = _queries(master).get(kind)
+    if query is not None:
+        body = encoding.encode(query(), master_pb2.Response, media_type)
+        return web.Response(status=200, body=body, content_type=media_type)
+    try:
+        if _update(master, call):
+            return web.Response(status=200)
+    except CallError as failure:
+        return web.Response(status=failure.status, text=failure.message)
+    return web.Response(
+        status=501, text=f"Unsupported call type {kind}: not implemented by the local cluster"
+    )
