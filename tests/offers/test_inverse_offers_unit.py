@@ -7,9 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 from pydantic import ValidationError
 
+from mesos_stateful.api.mesos.v1 import mesos_pb2
+from mesos_stateful.api.mesos.v1.scheduler import scheduler_pb2
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.offers import driver as drv
 from mesos_stateful.offers import mesos
 from mesos_stateful.offers.maintenance import MaintenanceBook
 from mesos_stateful.offers.matching import (
@@ -149,6 +153,38 @@ def inverse_offer(offer_id: str = "io-1", agent: str = "a1", duration: bool = Tr
         "unavailability": unavailability,
         "resources": [],
     }
+
+
+def test_the_json_fixtures_are_what_mesos_sends() -> None:
+    """Both shapes parse strictly against the mesos.v1 protos (int64 as a number or a string)."""
+    json_format.ParseDict(inverse_offer(), mesos_pb2.InverseOffer(), ignore_unknown_fields=False)
+    json_format.ParseDict(
+        raw_offer({"start": {"nanoseconds": START_NS}}), mesos_pb2.Offer(), ignore_unknown_fields=False
+    )
+
+
+async def test_accept_inverse_offers_is_a_valid_call_with_the_filter() -> None:
+    """What the driver adapter sends through pymesos (its ``_send`` captured) parses strictly as a
+    ``mesos.v1.scheduler.Call``."""
+    config = drv.FrameworkConfig("mesos-stateful", "stateful", "u", "h", 60.0)
+    adapter = drv.MesosDriver("127.0.0.1:1", config)
+    pymesos_driver = drv._BoundedDriver(
+        drv._Callbacks(adapter, 0), config.info("fw-1"), "127.0.0.1:1", use_addict=True, failover=True
+    )
+    sent: list[Json] = []
+    pymesos_driver._send = sent.append
+    pymesos_driver._stream_id = "stream-1"
+    adapter._driver = pymesos_driver
+    try:
+        await adapter.accept_inverse_offers(["io-1"], 3600.0)
+    finally:
+        await adapter.stop()
+    (body,) = sent
+    call = json_format.ParseDict(body, scheduler_pb2.Call(), ignore_unknown_fields=False)
+    assert call.type == scheduler_pb2.Call.ACCEPT_INVERSE_OFFERS
+    assert [i.value for i in call.accept_inverse_offers.inverse_offer_ids] == ["io-1"]
+    assert call.accept_inverse_offers.filters.refuse_seconds == 3600.0
+    assert call.framework_id.value == "fw-1"
 
 
 def test_an_inverse_offer_becomes_agent_maintenance() -> None:
