@@ -110,7 +110,7 @@ def to_message(payload: Any, message: type[Message]) -> Message:
         json_format.ParseDict(payload, parsed, ignore_unknown_fields=False)
     except json_format.ParseError as error:  # its first line; the rest lists the message's fields
         raise ValueError(str(error).splitlines()[0]) from None
-    missing = parsed.FindInitializationErrors()
+    missing: list[str] = parsed.FindInitializationErrors()  # type: ignore[attr-defined]
     if missing:
         raise ValueError("Missing required fields: " + ", ".join(missing))
     return parsed
