@@ -887,9 +887,9 @@ class Agent:
             )
         except encoding.DecodeError as error:
             return web.Response(status=error.status, text=error.message)
-        error = validate_executor_call(call)
-        if error is not None:
-            return web.Response(status=400, text=f"Failed to validate Executor::Call: {error}")
+        invalid = validate_executor_call(call)
+        if invalid is not None:
+            return web.Response(status=400, text=f"Failed to validate Executor::Call: {invalid}")
         kind = call.get("type")
         media_type = encoding.JSON
         if kind == "SUBSCRIBE":

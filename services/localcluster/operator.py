@@ -122,9 +122,9 @@ async def handle(cluster: LocalCluster, request: web.Request) -> web.Response:
         call = encoding.decode(await request.read(), request.headers.get("Content-Type"), master_pb2.Call)
     except encoding.DecodeError as error:
         return web.Response(status=error.status, text=error.message)
-    error = validate_call(call)
-    if error is not None:
-        return web.Response(status=400, text=f"Failed to validate master::Call: {error}")
+    invalid = validate_call(call)
+    if invalid is not None:
+        return web.Response(status=400, text=f"Failed to validate master::Call: {invalid}")
     media_type = encoding.accepted_media_type(request.headers.get("Accept"))
     if media_type is None:
         return web.Response(status=406, text=encoding.NOT_ACCEPTABLE)

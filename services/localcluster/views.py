@@ -13,8 +13,6 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-
 from mesos_stateful.api.mesos.v1 import mesos_pb2
 from mesos_stateful.localcluster.recordio import Json
 from mesos_stateful.localcluster.resources import Resources
@@ -82,12 +80,10 @@ def flat(resources: Resources) -> Json:
     return out
 
 
-def prune(value: Any, descriptor: Descriptor) -> Any:
-    """A copy of proto JSON keeping only the fields ``descriptor`` has (recursively): what a
-    framework or executor sent may carry fields the project's ``mesos.v1`` protos leave out; the
-    operator API answers with what its protos define."""
-    if not isinstance(value, dict):
-        return value
+def prune(value: Json, descriptor: Any) -> Json:
+    """A copy of proto JSON keeping only the fields ``descriptor`` (a message's ``DESCRIPTOR``) has,
+    recursively: what a framework or executor sent may carry fields the project's ``mesos.v1`` protos
+    leave out; the operator API answers with what its protos define."""
     out: Json = {}
     for key, item in value.items():
         field = descriptor.fields_by_name.get(key)
@@ -96,10 +92,12 @@ def prune(value: Any, descriptor: Descriptor) -> Any:
         sub = field.message_type
         if sub is None or sub.GetOptions().map_entry:
             out[key] = item
-        elif field.label == FieldDescriptor.LABEL_REPEATED and isinstance(item, list):
-            out[key] = [prune(i, sub) for i in item]
-        else:
+        elif isinstance(item, list):
+            out[key] = [prune(i, sub) if isinstance(i, dict) else i for i in item]
+        elif isinstance(item, dict):
             out[key] = prune(item, sub)
+        else:
+            out[key] = item
     return out
 
 
