@@ -1,20 +1,23 @@
 """Maintenance against the real local cluster and the real offers service (pymesos): a machine
 scheduled for maintenance (Mesos docs/maintenance.md) reaches the task records on it as
 ``Task.maintenance``; new launches stay off it; the inverse offer is accepted once none of our
-tasks is left there; a cancelled schedule clears it; a restart of the offers service keeps it."""
+tasks is left there; a cancelled schedule clears it; a restart of the offers service keeps it.
+The operator schedules maintenance through the master's operator API (``POST /api/v1``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+import urllib.request
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
 from offers_helpers import RUNNING, in_state, launch, wait_task, web_spec
 
-from mesos_stateful.api.mesos.v1.maintenance import maintenance_pb2
+from mesos_stateful.api.mesos.v1.master import master_pb2
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
@@ -34,41 +37,61 @@ def has_maintenance(task: types_pb2.Task) -> bool:
     return task.HasField("maintenance")
 
 
-def schedule(cluster: RunningCluster, agents: list[Agent], start_ns: int) -> None:
+def operator_call(cluster: RunningCluster, call: Json) -> Json:
+    """``POST /api/v1`` (JSON); the response parsed strictly as ``mesos.v1.master.Response``
+    when there is one ({} for the 200 OK without a body of the updates)."""
+    request = urllib.request.Request(
+        f"{cluster.master_url}/api/v1",
+        data=json.dumps(call).encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    if not body:
+        return {}
+    answer: Json = json.loads(body)
+    json_format.ParseDict(answer, master_pb2.Response(), ignore_unknown_fields=False)
+    return answer
+
+
+def machine(agent: Agent) -> Json:
+    return {"hostname": agent.hostname, "ip": agent.ip}
+
+
+async def schedule(cluster: RunningCluster, agents: list[Agent], start_ns: int) -> None:
     """UPDATE_MAINTENANCE_SCHEDULE: one window of an hour from ``start_ns`` for the agents'
     machines (none: an empty schedule, which cancels every maintenance)."""
-    body: Json = {"windows": []}
+    windows: list[Json] = []
     if agents:
-        body["windows"].append(
+        windows.append(
             {
-                "machine_ids": [{"hostname": a.hostname, "ip": a.ip} for a in agents],
+                "machine_ids": [machine(a) for a in agents],
                 "unavailability": {"start": {"nanoseconds": start_ns}, "duration": {"nanoseconds": HOUR_NS}},
             }
         )
+    call = {
+        "type": "UPDATE_MAINTENANCE_SCHEDULE",
+        "update_maintenance_schedule": {"schedule": {"windows": windows}},
+    }
+    await asyncio.to_thread(operator_call, cluster, call)
 
-    async def update() -> None:
-        cluster.cluster.master.update_maintenance_schedule(body)
 
-    cluster.run(update())
-
-
-def maintenance_status(cluster: RunningCluster) -> Json:
-    """The master's ``mesos.v1.maintenance.ClusterStatus`` (parsed strictly against the proto)."""
-
-    async def get() -> Json:
-        return cluster.cluster.master.maintenance_status()
-
-    status = cluster.run(get())
-    json_format.ParseDict(status, maintenance_pb2.ClusterStatus(), ignore_unknown_fields=False)
+async def maintenance_status(cluster: RunningCluster) -> Json:
+    """GET_MAINTENANCE_STATUS: ``mesos.v1.maintenance.ClusterStatus``."""
+    answer = await asyncio.to_thread(operator_call, cluster, {"type": "GET_MAINTENANCE_STATUS"})
+    status: Json = answer["get_maintenance_status"]["status"]
     return status
 
 
-def answers(cluster: RunningCluster, agent: Agent, framework_id: str) -> list[str]:
+async def answers(cluster: RunningCluster, agent: Agent, framework_id: str) -> list[str]:
     """Our framework's answers (ACCEPT / DECLINE) to the inverse offers of the agent's machine."""
-    for machine in maintenance_status(cluster).get("draining_machines", []):
-        if machine["id"].get("hostname") == agent.hostname and machine["id"].get("ip") == agent.ip:
+    for draining in (await maintenance_status(cluster)).get("draining_machines", []):
+        if draining["id"] == machine(agent):
             return [
-                s["status"] for s in machine.get("statuses", []) if s["framework_id"]["value"] == framework_id
+                s["status"]
+                for s in draining.get("statuses", [])
+                if s["framework_id"]["value"] == framework_id
             ]
     return []
 
@@ -77,9 +100,11 @@ async def wait_answer(
     cluster: RunningCluster, agent: Agent, framework_id: str, timeout: float = 20.0
 ) -> None:
     deadline = time.monotonic() + timeout
-    while "ACCEPT" not in answers(cluster, agent, framework_id):
+    while "ACCEPT" not in await answers(cluster, agent, framework_id):
         if time.monotonic() > deadline:
-            raise AssertionError(f"inverse offer not accepted in {timeout}s: {maintenance_status(cluster)}")
+            raise AssertionError(
+                f"inverse offer not accepted in {timeout}s: {await maintenance_status(cluster)}"
+            )
         await asyncio.sleep(0.1)
 
 
@@ -95,7 +120,7 @@ async def test_maintenance_reaches_the_tasks_keeps_launches_off_and_is_accepted_
     running = await wait_task(state_client, "web-0.1", in_state(RUNNING))
     agent = agent_of(local_cluster, running.agent_id)
     start_ns = (int(time.time()) + 3600) * 10**9
-    schedule(local_cluster, [agent], start_ns)
+    await schedule(local_cluster, [agent], start_ns)
 
     task = await wait_task(state_client, "web-0.1", has_maintenance, timeout=15)
     maintenance = task.maintenance
@@ -123,14 +148,14 @@ async def test_maintenance_reaches_the_tasks_keeps_launches_off_and_is_accepted_
     assert not any(t.HasField("maintenance") for t in others)
 
     # The member still runs there: the inverse offer stays unanswered (never accepted).
-    assert answers(local_cluster, agent, framework_id) == []
+    assert await answers(local_cluster, agent, framework_id) == []
 
     assert offers_service.stub is not None
     await offers_service.stub.Kill(api.KillRequest(task_id="web-0.1"))
     killed = await wait_task(state_client, "web-0.1", in_state(KILLED))
     assert killed.maintenance == maintenance  # kept: lifecycle places the member elsewhere
     await wait_answer(local_cluster, agent, framework_id)
-    assert answers(local_cluster, agent, framework_id) == ["ACCEPT"]
+    assert await answers(local_cluster, agent, framework_id) == ["ACCEPT"]
     # Still no placement there.
     cluster = await offers_service.wait_cluster(lambda c: len(c.pending) == 1)
     assert "scheduled for maintenance" in cluster.pending[0].reason
@@ -160,13 +185,13 @@ async def test_maintenance_survives_schedule_updates_and_a_restart_and_a_cancel_
     watcher = asyncio.create_task(collect())
     try:
         start_ns = (int(time.time()) + 7200) * 10**9
-        schedule(local_cluster, [agent], start_ns)
+        await schedule(local_cluster, [agent], start_ns)
         first = (await wait_task(state_client, "web-0.1", has_maintenance, timeout=15)).maintenance
         since = len(versions) - 1
 
         # Another machine added: Mesos rescinds and re-sends the inverse offers of every machine
         # in the schedule (Master::updateUnavailability). The maintenance stays, with the new id.
-        schedule(local_cluster, [agent, other], start_ns)
+        await schedule(local_cluster, [agent, other], start_ns)
         task = await wait_task(
             state_client, "web-0.1", with_id_other_than(first.inverse_offer_id), timeout=15
         )
@@ -175,13 +200,13 @@ async def test_maintenance_survives_schedule_updates_and_a_restart_and_a_cancel_
         assert all(v.HasField("maintenance") for v in versions[since:]), versions[since:]
 
         # Cancelled while the member runs there: the rescind is not followed by a new inverse offer.
-        schedule(local_cluster, [], 0)
+        await schedule(local_cluster, [], 0)
         cleared = await wait_task(state_client, "web-0.1", lambda t: not has_maintenance(t), timeout=15)
         assert cleared.state == RUNNING
 
         # Scheduled again, then the offers service restarts (framework failover): Mesos sends new
         # inverse offers; the maintenance stays on the record throughout.
-        schedule(local_cluster, [agent], start_ns)
+        await schedule(local_cluster, [agent], start_ns)
         again = (await wait_task(state_client, "web-0.1", has_maintenance, timeout=15)).maintenance
         since = len(versions) - 1
         await offers_service.restart()
@@ -192,7 +217,7 @@ async def test_maintenance_survives_schedule_updates_and_a_restart_and_a_cancel_
         assert task.maintenance.announced_at == again.announced_at
         assert task.maintenance.hostname == agent.hostname and task.state == RUNNING
         assert all(v.HasField("maintenance") for v in versions[since:]), versions[since:]
-        assert answers(local_cluster, agent, framework_id) == []
+        assert await answers(local_cluster, agent, framework_id) == []
 
         # The member leaves: the inverse offer of the new subscription is accepted.
         assert offers_service.stub is not None
@@ -203,7 +228,7 @@ async def test_maintenance_survives_schedule_updates_and_a_restart_and_a_cancel_
 
         # Cancelled after we left: no inverse offer is outstanding, so nothing is rescinded; the
         # agent's next offer (revived by the periodic check) comes without unavailability.
-        schedule(local_cluster, [], 0)
+        await schedule(local_cluster, [], 0)
         ended = await wait_task(state_client, "web-0.1", lambda t: not has_maintenance(t), timeout=20)
         assert ended.state == KILLED
     finally:
@@ -221,16 +246,14 @@ async def test_a_machine_going_down_leaves_the_maintenance_on_its_lost_tasks(
     await launch(offers_service, web_spec("web", 0))
     running = await wait_task(state_client, "web-0.1", in_state(RUNNING))
     agent = agent_of(local_cluster, running.agent_id)
-    schedule(local_cluster, [agent], int(time.time()) * 10**9)
+    await schedule(local_cluster, [agent], int(time.time()) * 10**9)
     maintenance = (await wait_task(state_client, "web-0.1", has_maintenance, timeout=15)).maintenance
 
-    async def down() -> None:
-        local_cluster.cluster.master.start_maintenance([{"hostname": agent.hostname, "ip": agent.ip}])
-
-    local_cluster.run(down())
+    call = {"type": "START_MAINTENANCE", "start_maintenance": {"machines": [machine(agent)]}}
+    await asyncio.to_thread(operator_call, local_cluster, call)
     lost = await wait_task(state_client, "web-0.1", in_state(types_pb2.TASK_STATE_LOST), timeout=20)
     assert lost.maintenance == maintenance
-    assert {"hostname": agent.hostname, "ip": agent.ip} in maintenance_status(local_cluster)["down_machines"]
+    assert machine(agent) in (await maintenance_status(local_cluster))["down_machines"]
     await asyncio.sleep(2.0)  # longer than the rescind grace (1 s in tests)
     record = await state_client.get(spb.KIND_TASK, "web-0.1")
     assert record.task.maintenance == maintenance
