@@ -845,6 +845,7 @@ class OfferScheduler:
             update.agent_id = ""
             update.host = ""
             update.ports.clear()
+            update.ClearField("maintenance")  # it was its agent's
             try:
                 await self.store.save(update)
             except errors.StatefulError as error:
