@@ -25,10 +25,12 @@ text); a LAUNCH error is the message of the TASK_ERROR (REASON_TASK_INVALID).
 Not checked here, because it needs the master's state: task id uniqueness within the framework, an
 ExecutorInfo equal to the one already running with that id, the offered resources containing what a
 task and its executor use, persistence id uniqueness against the agent's volumes, DESTROY of a volume
-that is missing or in use, authorization (ACLs), operation feedback. Not ported because the wire
-contract (``protos/mesos``) has no such fields: ContainerInfo, HealthCheck, CheckInfo, resource
-limits, secrets, LAUNCH_GROUP, GROW/SHRINK_VOLUME, CREATE/DESTROY_DISK. Agents are assumed to have the
-HIERARCHICAL_ROLE and RESERVATION_REFINEMENT capabilities (every Mesos agent since 1.5 does).
+that is missing or in use, authorization (ACLs), operation feedback. Not ported: the rules of
+fields the wire contract (``protos/mesos``) leaves out (ContainerInfo, HealthCheck, CheckInfo,
+resource limits, secrets, CREATE/DESTROY_DISK) and of operations the local cluster does not support
+(LAUNCH_GROUP, GROW/SHRINK_VOLUME: ``validate_operation`` returns ``None`` for them). Agents are
+assumed to have the HIERARCHICAL_ROLE and RESERVATION_REFINEMENT capabilities (every Mesos agent
+since 1.5 does).
 
 Resources are rendered in messages as Mesos's ``operator<<`` writes them (``cpus(allocated: r)
 (reservations: [(DYNAMIC,r,p,{k: v})])[id:path]:0.5``); a list of resources is joined by ``; ``
@@ -959,7 +961,7 @@ def validate_operation(operation: Json, framework: Json, *, allocation_role: str
             if error is not None:
                 return error
         return None
-    return None  # LAUNCH_GROUP, GROW/SHRINK_VOLUME, CREATE/DESTROY_DISK: not in the wire contract.
+    return None  # LAUNCH_GROUP, GROW/SHRINK_VOLUME (unsupported by the local cluster), CREATE/DESTROY_DISK.
 
 
 def _validate_reserve(resources: list[Json], framework: Json, principal: str | None) -> str | None:

@@ -489,7 +489,7 @@ class OfferFilters(_message.Message):
 class Offer(_message.Message):
     __slots__ = ("id", "framework_id", "agent_id", "hostname", "url", "resources", "attributes", "domain", "executor_ids", "unavailability", "allocation_info")
     class Operation(_message.Message):
-        __slots__ = ("type", "id", "launch", "reserve", "unreserve", "create", "destroy")
+        __slots__ = ("type", "id", "launch", "launch_group", "reserve", "unreserve", "create", "destroy", "grow_volume", "shrink_volume")
         class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
             __slots__ = ()
             UNKNOWN: _ClassVar[Offer.Operation.Type]
@@ -519,6 +519,13 @@ class Offer(_message.Message):
             TASK_INFOS_FIELD_NUMBER: _ClassVar[int]
             task_infos: _containers.RepeatedCompositeFieldContainer[TaskInfo]
             def __init__(self, task_infos: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ...) -> None: ...
+        class LaunchGroup(_message.Message):
+            __slots__ = ("executor", "task_group")
+            EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+            TASK_GROUP_FIELD_NUMBER: _ClassVar[int]
+            executor: ExecutorInfo
+            task_group: TaskGroupInfo
+            def __init__(self, executor: _Optional[_Union[ExecutorInfo, _Mapping]] = ..., task_group: _Optional[_Union[TaskGroupInfo, _Mapping]] = ...) -> None: ...
         class Reserve(_message.Message):
             __slots__ = ("source", "resources")
             SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -541,21 +548,41 @@ class Offer(_message.Message):
             VOLUMES_FIELD_NUMBER: _ClassVar[int]
             volumes: _containers.RepeatedCompositeFieldContainer[Resource]
             def __init__(self, volumes: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ...) -> None: ...
+        class GrowVolume(_message.Message):
+            __slots__ = ("volume", "addition")
+            VOLUME_FIELD_NUMBER: _ClassVar[int]
+            ADDITION_FIELD_NUMBER: _ClassVar[int]
+            volume: Resource
+            addition: Resource
+            def __init__(self, volume: _Optional[_Union[Resource, _Mapping]] = ..., addition: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+        class ShrinkVolume(_message.Message):
+            __slots__ = ("volume", "subtract")
+            VOLUME_FIELD_NUMBER: _ClassVar[int]
+            SUBTRACT_FIELD_NUMBER: _ClassVar[int]
+            volume: Resource
+            subtract: Value.Scalar
+            def __init__(self, volume: _Optional[_Union[Resource, _Mapping]] = ..., subtract: _Optional[_Union[Value.Scalar, _Mapping]] = ...) -> None: ...
         TYPE_FIELD_NUMBER: _ClassVar[int]
         ID_FIELD_NUMBER: _ClassVar[int]
         LAUNCH_FIELD_NUMBER: _ClassVar[int]
+        LAUNCH_GROUP_FIELD_NUMBER: _ClassVar[int]
         RESERVE_FIELD_NUMBER: _ClassVar[int]
         UNRESERVE_FIELD_NUMBER: _ClassVar[int]
         CREATE_FIELD_NUMBER: _ClassVar[int]
         DESTROY_FIELD_NUMBER: _ClassVar[int]
+        GROW_VOLUME_FIELD_NUMBER: _ClassVar[int]
+        SHRINK_VOLUME_FIELD_NUMBER: _ClassVar[int]
         type: Offer.Operation.Type
         id: OperationID
         launch: Offer.Operation.Launch
+        launch_group: Offer.Operation.LaunchGroup
         reserve: Offer.Operation.Reserve
         unreserve: Offer.Operation.Unreserve
         create: Offer.Operation.Create
         destroy: Offer.Operation.Destroy
-        def __init__(self, type: _Optional[_Union[Offer.Operation.Type, str]] = ..., id: _Optional[_Union[OperationID, _Mapping]] = ..., launch: _Optional[_Union[Offer.Operation.Launch, _Mapping]] = ..., reserve: _Optional[_Union[Offer.Operation.Reserve, _Mapping]] = ..., unreserve: _Optional[_Union[Offer.Operation.Unreserve, _Mapping]] = ..., create: _Optional[_Union[Offer.Operation.Create, _Mapping]] = ..., destroy: _Optional[_Union[Offer.Operation.Destroy, _Mapping]] = ...) -> None: ...
+        grow_volume: Offer.Operation.GrowVolume
+        shrink_volume: Offer.Operation.ShrinkVolume
+        def __init__(self, type: _Optional[_Union[Offer.Operation.Type, str]] = ..., id: _Optional[_Union[OperationID, _Mapping]] = ..., launch: _Optional[_Union[Offer.Operation.Launch, _Mapping]] = ..., launch_group: _Optional[_Union[Offer.Operation.LaunchGroup, _Mapping]] = ..., reserve: _Optional[_Union[Offer.Operation.Reserve, _Mapping]] = ..., unreserve: _Optional[_Union[Offer.Operation.Unreserve, _Mapping]] = ..., create: _Optional[_Union[Offer.Operation.Create, _Mapping]] = ..., destroy: _Optional[_Union[Offer.Operation.Destroy, _Mapping]] = ..., grow_volume: _Optional[_Union[Offer.Operation.GrowVolume, _Mapping]] = ..., shrink_volume: _Optional[_Union[Offer.Operation.ShrinkVolume, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
