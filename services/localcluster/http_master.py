@@ -45,10 +45,10 @@ def build_app(cluster: LocalCluster) -> web.Application:
             if call["type"] == "SUBSCRIBE":
                 return await _subscribe(master, request, call)
             fw = master.check_framework(call, request.headers.get("Mesos-Stream-Id"))
-            master.handle(fw, call)
+            status = master.handle(fw, call)  # 202, or 200 for UPDATE_FRAMEWORK
         except CallError as error:
             return web.Response(status=error.status, text=error.message)
-        return web.Response(status=202)
+        return web.Response(status=status)
 
     async def api(request: web.Request) -> web.Response:
         return await operator.handle(cluster, request)

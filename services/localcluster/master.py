@@ -94,6 +94,7 @@ class Offer:
     framework_id: str
     agent_id: str
     resources: Resources
+    role: str = "*"  # allocation_info.role
 
 
 @dataclass
@@ -304,17 +305,44 @@ def validate_framework_info(info: Json) -> str | None:
     return None
 
 
-def validate_framework_update(old: Json, new: Json) -> str | None:
-    """``Master::_subscribe`` of a known framework: ``preserveImmutableFields`` (``user`` and
-    ``checkpoint`` keep their old values, ``new`` is updated in place) then
-    ``validation::framework::validateUpdate`` (the principal cannot change)."""
-    for key in ("user", "checkpoint"):
-        if key in old:
-            new[key] = old[key]
-        else:
-            new.pop(key, None)
+def validate_framework_update(old: Json, new: Json, preserve: bool = True) -> str | None:
+    """``validation::framework::validateUpdate``: the principal, user and checkpoint cannot change.
+    SUBSCRIBE of a known framework first applies ``preserveImmutableFields`` (``preserve``: ``user``
+    and ``checkpoint`` keep their old values, ``new`` is updated in place), so there only a new
+    principal is an error; UPDATE_FRAMEWORK does not."""
+    if preserve:
+        for key in ("user", "checkpoint"):
+            if key in old:
+                new[key] = old[key]
+            else:
+                new.pop(key, None)
     if old.get("principal") != new.get("principal"):
         return "Changing framework's principal is not allowed."
+    if new.get("user") != old.get("user"):
+        return (
+            "Updating 'FrameworkInfo.user' is unsupported; attempted to update from "
+            f"'{old.get('user')}' to '{new.get('user')}'"
+        )
+    if bool(new.get("checkpoint")) != bool(old.get("checkpoint")):
+        return (
+            "Updating 'FrameworkInfo.checkpoint' is unsupported; attempted to update from "
+            f"'{str(bool(old.get('checkpoint'))).lower()}' to '{str(bool(new.get('checkpoint'))).lower()}'"
+        )
+    return None
+
+
+def framework_roles(info: Json) -> list[str]:
+    """``protobuf::framework::getRoles``: ``roles`` of a MULTI_ROLE framework, else ``role``."""
+    if any(c.get("type") == "MULTI_ROLE" for c in info.get("capabilities") or []):
+        return [str(r) for r in info.get("roles") or []]
+    return [str(info.get("role") or "*")]
+
+
+def validate_suppressed_roles(info: Json, suppressed: Any) -> str | None:
+    """``validation::framework::validateSuppressedRoles``."""
+    invalid = sorted(set(str(r) for r in suppressed or []) - set(framework_roles(info)))
+    if invalid:
+        return f"Suppressed roles {{ {', '.join(invalid)} }} are not contained in the set of roles"
     return None
 
 
@@ -694,7 +722,7 @@ class Master:
                 "Failed to validate scheduler::Call: "
                 "'framework_id' differs from 'subscribe.framework_info.id'",
             )
-        error = validate_framework_info(info)
+        error = validate_framework_info(info) or validate_suppressed_roles(info, sub.get("suppressed_roles"))
         if error is not None:
             log.info("Refusing subscription of framework '%s': %s", info.get("name"), error)
             raise SubscriptionRefused(error)
@@ -729,7 +757,8 @@ class Master:
             log.info("framework %s (%s) subscribed", fid, info.get("name"))
         stream = EventStream(str(uuid.uuid4()))
         fw.stream = stream
-        fw.suppressed = False
+        # ``subscribe.suppressed_roles``: the allocator offers nothing to those roles.
+        fw.suppressed = fw.role in (sub.get("suppressed_roles") or [])
         subscribed = {
             "type": "SUBSCRIBED",
             "subscribed": {
@@ -812,15 +841,44 @@ class Master:
 
     # --- calls -----------------------------------------------------------------------------------
 
-    def handle(self, fw: Framework, call: Json) -> None:
+    def handle(self, fw: Framework, call: Json) -> int:
+        """Process a validated call; returns the HTTP status to answer: 202 Accepted, 200 OK for
+        UPDATE_FRAMEWORK (``Master::Http::scheduler``). Raises ``CallError``."""
         kind = call["type"]
+        if kind == "UNKNOWN":
+            log.warning("Received 'UNKNOWN' call")
+            raise CallError(501, "")  # NotImplemented
         body = call.get(kind.lower()) or {}
         if not isinstance(body, dict):
             raise CallError(400, f"Expecting '{kind.lower()}' to be an object")
         handler = getattr(self, f"_call_{kind.lower()}", None)
         if handler is None:
             raise CallError(400, f"Unsupported call type {kind}")
-        handler(fw, body)
+        status = handler(fw, body)
+        return status if isinstance(status, int) else 202
+
+    def _call_update_framework(self, fw: Framework, body: Json) -> int:
+        """``Master::updateFramework``: the FrameworkInfo is validated as at SUBSCRIBE, may not change
+        principal, user or checkpoint, and replaces the framework's; offers to roles it no longer
+        has are rescinded; ``suppressed_roles`` replace the suppressed ones. 200 OK."""
+        info = dict(body.get("framework_info") or {})
+        error = validate_framework_info(info)
+        if error is not None:
+            raise CallError(400, f"Supplied FrameworkInfo is not valid: {error}")
+        error = validate_framework_update(fw.info, info, preserve=False)
+        if error is not None:
+            raise CallError(400, f"FrameworkInfo update is not valid: {error}")
+        error = validate_suppressed_roles(info, body.get("suppressed_roles"))
+        if error is not None:
+            raise CallError(400, f"'UpdateFramework' call is not valid: {error}")
+        log.info("Updating framework %s with roles %s suppressed", fw.id, body.get("suppressed_roles") or [])
+        fw.info = info
+        for offer in [o for o in self.offers.values() if o.framework_id == fw.id]:
+            if offer.role not in fw.roles:
+                self._rescind(offer)
+        fw.suppressed = fw.role in (body.get("suppressed_roles") or [])
+        self.wake()
+        return 200
 
     def _call_teardown(self, fw: Framework, body: Json) -> None:
         log.info("framework %s tears down", fw.id)
@@ -1442,7 +1500,7 @@ class Master:
                     continue
                 available = available - offered
                 oid = self._new_offer_id()
-                self.offers[oid] = Offer(oid, fw.id, agent.id, offered)
+                self.offers[oid] = Offer(oid, fw.id, agent.id, offered, fw.role)
                 offer: Json = {
                     "id": {"value": oid},
                     "framework_id": {"value": fw.id},
