@@ -618,9 +618,12 @@ class Master:
             # Removed while cut off (START_MAINTENANCE): it re-registers, and is refused and shut
             # down while its machine is DOWN (``Master::reregisterSlave``).
             agent.heal(False)
-            agent.state = "ACTIVE"
             if not self._refuse_down(agent):
+                agent.state = "ACTIVE"
                 self.register_agent(agent)
+            return
+        if agent.state == "UNREACHABLE" and self._refuse_down(agent):
+            agent.heal(False)  # it stays unreachable for the master, its tasks too
             return
         link_kept = agent.state == "ACTIVE"
         to_master, to_agent = agent.heal(link_kept)
@@ -1678,7 +1681,8 @@ class Master:
             agent.endpoint,
             mnt.render({"hostname": agent.hostname, "ip": agent.ip}),
         )
-        agent.state = "REMOVED"
+        if self.agents.get(agent.id) is not agent:
+            agent.state = "REMOVED"
         self._spawn(self._shutdown_agent(agent))
         return True
 

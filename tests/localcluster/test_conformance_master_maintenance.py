@@ -274,3 +274,24 @@ def test_start_and_stop_maintenance(local_cluster: RunningCluster, sched: RawSch
     wait_for(lambda: aid in [a["id"] for a in local_cluster.state()["slaves"]])
     assert "unavailability" not in agent_offer(sched, aid, unavailable=False)
     sched.check()
+
+
+def test_machine_down_while_the_agent_is_cut_off(local_cluster: RunningCluster, sched: RawScheduler) -> None:
+    """The shutdown cannot reach an agent behind a partition; it is removed all the same, and when
+    the link heals it re-registers, is refused ("Machine is `DOWN`") and shuts its executors down."""
+    master = local_cluster.cluster.master
+    offer, task = launch(sched)
+    aid = offer["agent_id"]["value"]
+    agent = agent_of(local_cluster, aid)
+    m = machine(agent)
+    local_cluster.stop_agent(aid)
+    on_master(local_cluster, master.update_maintenance_schedule, {"windows": [window([m], time.time_ns())]})
+    on_master(local_cluster, master.start_maintenance, [m])
+    lost = sched.update(task["task_id"]["value"], "TASK_LOST")
+    assert lost["reason"] == "REASON_AGENT_REMOVED"
+    assert agent.alive and agent.live_sessions()  # still running behind the partition
+
+    local_cluster.start_agent(aid)  # the link heals
+    wait_for(lambda: not agent.alive and not agent.live_sessions())
+    assert aid not in [a["id"] for a in local_cluster.state()["slaves"]]
+    sched.check()
