@@ -28,7 +28,8 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common.leadership import LeadershipSettings
 from mesos_stateful.lifecycle.offers import OffersClient
-from mesos_stateful.offers.driver import FrameworkConfig, MesosDriver
+from mesos_stateful.offers.driver import MesosDriver
+from mesos_stateful.offers.server import framework_config
 from mesos_stateful.offers.settings import OffersSettings, advertised
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
@@ -248,15 +249,11 @@ async def test_a_leader_whose_framework_is_taken_ends_its_term_and_the_next_lead
     first = await wait_subscribed(leader)
     lease = await replicas.lease(state_client)
     assert lease is not None
+    # The service's own FrameworkInfo (Mesos refuses a failover that changes the principal, user
+    # or checkpoint: validation::framework::validateUpdate), from another host.
     intruder = MesosDriver(
         local_cluster.master_address,
-        FrameworkConfig(
-            name="mesos-stateful",
-            role="stateful",
-            user="root",
-            hostname="intruder",
-            failover_timeout_seconds=3600,
-        ),
+        framework_config(OffersSettings(master=local_cluster.master_address, hostname="intruder")),
     )
     await intruder.start(first.framework_id)
     try:
