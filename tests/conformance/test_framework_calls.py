@@ -169,6 +169,10 @@ async def run_cycle(
         ),
         "DESTROY + UNRESERVE",
     )
+    # A restart (failover): SUBSCRIBE again with the framework id.
+    await offers.restart()
+    await offers.wait_subscribed()
+    await wait_until(lambda: sent(recorder, "SUBSCRIBE", lambda c: "framework_id" in c), "a re-SUBSCRIBE")
 
 
 def check_call(call: RecordedCall, framework: Json, offers: dict[str, Json]) -> list[str]:
@@ -225,6 +229,7 @@ async def test_every_call_the_offers_service_sends_is_valid_for_a_real_master(
     assert ops >= OPERATION_TYPES, f"operations not sent: {OPERATION_TYPES - ops}"
     # Inverse offers are accepted once the agent is free, never declined (docs/maintenance.md).
     assert "DECLINE_INVERSE_OFFERS" not in kinds
+    assert sum(1 for c in calls if c.type == "SUBSCRIBE") >= 2
     assert all(c.content_type == encoding.JSON for c in calls)
 
     # The events relayed to it parse strictly too (what pymesos worked on).
