@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 from offers_helpers import RUNNING, in_state, launch, wait_task, web_spec
+from test_offers_volumes import put_member, volume, volume_spec
 
 from mesos_stateful.api.mesos.v1.master import master_pb2
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
@@ -257,3 +258,33 @@ async def test_a_machine_going_down_leaves_the_maintenance_on_its_lost_tasks(
     await asyncio.sleep(2.0)  # longer than the rescind grace (1 s in tests)
     record = await state_client.get(spb.KIND_TASK, "web-0.1")
     assert record.task.maintenance == maintenance
+
+
+async def test_a_restart_in_place_on_a_draining_agent_gets_the_maintenance_and_holds_the_accept(
+    offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster
+) -> None:
+    """A launch pinned to its volume may still go to a draining agent (lifecycle moves it): it is
+    marked at launch, and while it runs there nothing is accepted. (That a launch queued for the
+    agent holds the accept too is a unit test: here the volume is offered again at once.)"""
+    framework_id = (await offers_service.wait_subscribed()).framework_id
+    await put_member(state_client, "vol-0", volume("vol-0.v1"))
+    await launch(offers_service, volume_spec("vol-0", 1, volume("vol-0.v1")))
+    first = await wait_task(state_client, "vol-0.1", in_state(RUNNING))
+    agent = agent_of(local_cluster, first.agent_id)
+    pinned = volume("vol-0.v1", agent.id, agent.hostname)
+    await put_member(state_client, "vol-0", pinned)
+    await schedule(local_cluster, [agent], (int(time.time()) + 3600) * 10**9)
+    maintenance = (await wait_task(state_client, "vol-0.1", has_maintenance, timeout=15)).maintenance
+
+    # The restart in place is queued while its volume is still in use, then the task ends.
+    await launch(offers_service, volume_spec("vol-0", 2, pinned))
+    assert offers_service.stub is not None
+    await offers_service.stub.Kill(api.KillRequest(task_id="vol-0.1"))
+    await wait_task(state_client, "vol-0.1", in_state(KILLED))
+    second = await wait_task(state_client, "vol-0.2", in_state(RUNNING))
+    assert second.agent_id == agent.id and second.maintenance == maintenance
+    assert await answers(local_cluster, agent, framework_id) == []
+
+    await offers_service.stub.Kill(api.KillRequest(task_id="vol-0.2"))
+    await wait_task(state_client, "vol-0.2", in_state(KILLED))
+    await wait_answer(local_cluster, agent, framework_id)
