@@ -505,7 +505,17 @@ def _offer_v1(master: Master, o: Offer, fw: Framework) -> Json:
         "allocation_info": {"role": fw.role},
     }
     if agent is not None:
+        out["url"] = {
+            "scheme": "http",
+            "address": {"hostname": agent.hostname, "ip": agent.ip, "port": agent.port},
+            "path": "/slave(1)",
+        }
         out["attributes"] = agent.attributes_json()
+        executors = [
+            {"value": ex.executor_id} for a, ex in _live_executors(master, fw.id) if a.id == agent.id
+        ]
+        if executors:
+            out["executor_ids"] = executors
         unavailability = getattr(master, "unavailability", None)
         window = unavailability(agent) if callable(unavailability) else None
         if window:
