@@ -78,6 +78,7 @@ def build_app(cluster: LocalCluster) -> web.Application:
 
     app.router.add_route("*", "/api/v1/scheduler", scheduler)
     app.router.add_route("*", "/api/v1", api)
+    operator.add_maintenance_routes(app, master)
     app.router.add_get("/version", version)
     app.router.add_get("/master/state", state)
     app.router.add_get("/state", state)

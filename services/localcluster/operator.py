@@ -1,6 +1,11 @@
 """The v1 operator API of the master, ``POST /api/v1`` (``Master::Http::api``, ``src/master/http.cpp``;
 ``docs/operator-http-api.md``): a subset of ``mesos.v1.master.Call``.
 
+Also the master's older maintenance endpoints, which tools still use: ``/maintenance/schedule`` (GET
+the ``Schedule`` JSON, POST one), ``/maintenance/status`` (GET the ``ClusterStatus``),
+``/machine/down`` and ``/machine/up`` (POST a JSON array of ``MachineID``), as
+``Master::Http::maintenanceSchedule`` / ``maintenanceStatus`` / ``machineDown`` / ``machineUp``.
+
 Answered: GET_HEALTH, GET_VERSION, GET_MASTER, GET_STATE, GET_AGENTS, GET_FRAMEWORKS, GET_EXECUTORS,
 GET_TASKS, and the maintenance calls GET_MAINTENANCE_SCHEDULE, UPDATE_MAINTENANCE_SCHEDULE,
 GET_MAINTENANCE_STATUS, START_MAINTENANCE, STOP_MAINTENANCE (the master's schedule, see
@@ -17,12 +22,15 @@ the master's reason.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from mesos_stateful.api.mesos.v1 import mesos_pb2
+from mesos_stateful.api.mesos.v1.maintenance import maintenance_pb2
 from mesos_stateful.api.mesos.v1.master import master_pb2
 from mesos_stateful.localcluster import encoding, views
 from mesos_stateful.localcluster.master import CallError, Master
@@ -148,3 +156,73 @@ async def handle(cluster: LocalCluster, request: web.Request) -> web.Response:
     return web.Response(
         status=501, text=f"Unsupported call type {kind}: not implemented by the local cluster"
     )
+
+
+# --- the older maintenance endpoints ------------------------------------------------------------------
+
+
+def _parse_json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise CallError(400, str(error)) from None
+
+
+def _machine_ids(text: str) -> list[Json]:
+    """A JSON array of ``MachineID`` (``protobuf::parse<RepeatedPtrField<MachineID>>``)."""
+    value = _parse_json(text)
+    if not isinstance(value, list):
+        raise CallError(400, "Expecting a JSON array")
+    for item in value:
+        try:
+            encoding.to_message(item, mesos_pb2.MachineID)
+        except ValueError as error:
+            raise CallError(400, str(error)) from None
+    return [dict(item) for item in value]
+
+
+def add_maintenance_routes(app: web.Application, master: Master) -> None:
+    """``/maintenance/schedule``, ``/maintenance/status``, ``/machine/down``, ``/machine/up``."""
+
+    async def schedule(request: web.Request) -> web.Response:
+        if request.method not in ("GET", "POST"):
+            return method_not_allowed(request.method, ("GET", "POST"))
+        if request.method == "GET":
+            return web.json_response(master.maintenance_schedule())
+        try:
+            value = _parse_json(await request.text())
+            try:
+                encoding.to_message(value, maintenance_pb2.Schedule)
+            except ValueError as error:
+                raise CallError(400, str(error)) from None
+            assert isinstance(value, dict)
+            master.update_maintenance_schedule(value)
+        except CallError as failure:
+            return web.Response(status=failure.status, text=failure.message)
+        return web.Response(status=200)
+
+    async def status(request: web.Request) -> web.Response:
+        if request.method != "GET":
+            return method_not_allowed(request.method, ("GET",))
+        return web.json_response(master.maintenance_status())
+
+    def machines(action: Callable[[list[Json]], None]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            if request.method != "POST":
+                return method_not_allowed(request.method)
+            try:
+                action(_machine_ids(await request.text()))
+            except CallError as failure:
+                return web.Response(status=failure.status, text=failure.message)
+            return web.Response(status=200)
+
+        return handler
+
+    app.router.add_route("*", "/maintenance/schedule", schedule)
+    app.router.add_route("*", "/master/maintenance/schedule", schedule)
+    app.router.add_route("*", "/maintenance/status", status)
+    app.router.add_route("*", "/master/maintenance/status", status)
+    app.router.add_route("*", "/machine/down", machines(master.start_maintenance))
+    app.router.add_route("*", "/master/machine/down", machines(master.start_maintenance))
+    app.router.add_route("*", "/machine/up", machines(master.stop_maintenance))
+    app.router.add_route("*", "/master/machine/up", machines(master.stop_maintenance))

@@ -29,12 +29,13 @@ def encode(event: Json) -> bytes:
     return frame(json.dumps(event).encode())
 
 
-def method_not_allowed(method: str) -> web.Response:
-    """libprocess' ``MethodNotAllowed({"POST"}, method)`` (``process/http.hpp``)."""
+def method_not_allowed(method: str, allowed: tuple[str, ...] = ("POST",)) -> web.Response:
+    """libprocess' ``MethodNotAllowed(allowed, method)`` (``process/http.hpp``)."""
+    listed = "', '".join(allowed)
     return web.Response(
         status=405,
-        headers={"Allow": "POST"},
-        text=f"405 Method Not Allowed. Expecting one of {{ 'POST' }}, but received '{method}'.",
+        headers={"Allow": ", ".join(allowed)},
+        text=f"405 Method Not Allowed. Expecting one of {{ '{listed}' }}, but received '{method}'.",
     )
 
 

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from localcluster.harness import Framework, task_info
 from localcluster.mesos_json import parse_strict
 from mesos_stateful.api.mesos.v1 import mesos_pb2
+from mesos_stateful.api.mesos.v1.maintenance import maintenance_pb2
 from mesos_stateful.api.mesos.v1.master import master_pb2
 from mesos_stateful.testing.cluster import RunningCluster
 
@@ -222,3 +223,51 @@ def test_operator_maintenance(
     assert not status.down_machines and not status.draining_machines
     schedule = query(local_cluster, "GET_MAINTENANCE_SCHEDULE", media_type).get_maintenance_schedule.schedule
     assert not schedule.windows
+
+
+def test_legacy_maintenance_endpoints(local_cluster: RunningCluster) -> None:
+    """``/maintenance/schedule``, ``/maintenance/status``, ``/machine/down``, ``/machine/up`` (JSON
+    bodies: a ``Schedule``, an array of ``MachineID``), as the real master's older endpoints."""
+    host, port = local_cluster.master_address.rsplit(":", 1)
+
+    def request(method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+            conn.request(method, path, body=data)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    agent = local_cluster.agents[2]
+    machine = {"hostname": agent.hostname, "ip": agent.ip}
+    window = {
+        "machine_ids": [machine],
+        "unavailability": {"start": {"nanoseconds": int(time.time() * 1e9)}},
+    }
+    assert request("POST", "/maintenance/schedule", {"windows": [window]}) == (200, b"")
+    status, body = request("GET", "/master/maintenance/schedule")
+    assert status == 200
+    schedule = parse_strict(body.decode(), maintenance_pb2.Schedule())
+    assert [(m.hostname, m.ip) for m in schedule.windows[0].machine_ids] == [(agent.hostname, agent.ip)]
+    status, body = request("GET", "/maintenance/status")
+    cluster_status = parse_strict(body.decode(), maintenance_pb2.ClusterStatus())
+    assert [m.id.ip for m in cluster_status.draining_machines] == [agent.ip]
+
+    assert request("PUT", "/maintenance/schedule", {})[0] == 405
+    assert request("POST", "/maintenance/schedule", b"{")[0] == 400
+    assert request("POST", "/maintenance/schedule", {"windows": [{"bogus": 1}]})[0] == 400
+    assert request("POST", "/machine/down", {"hostname": agent.hostname})[0] == 400  # not an array
+
+    assert request("POST", "/machine/down", [machine]) == (200, b"")
+    assert agent.id not in [a["id"] for a in local_cluster.state()["slaves"]]
+    cluster_status = parse_strict(
+        request("GET", "/maintenance/status")[1].decode(), maintenance_pb2.ClusterStatus()
+    )
+    assert [m.ip for m in cluster_status.down_machines] == [agent.ip]
+    assert request("POST", "/machine/up", [machine]) == (200, b"")
+    cluster_status = parse_strict(
+        request("GET", "/maintenance/status")[1].decode(), maintenance_pb2.ClusterStatus()
+    )
+    assert not cluster_status.down_machines and not cluster_status.draining_machines
