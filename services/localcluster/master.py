@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mesos_stateful.localcluster import maintenance as mnt
+from mesos_stateful.localcluster import validation
 from mesos_stateful.localcluster.agent import TERMINAL, Agent, Executor, new_uuid
 from mesos_stateful.localcluster.recordio import EventStream, Json
 from mesos_stateful.localcluster.resources import (
@@ -183,126 +184,21 @@ def _validate_volume(key: Key, on_agent: str) -> None:
         raise OperationError(f"Not a persistent volume: Read-only persistent volume not supported{on_agent}")
 
 
-# Calls whose body Mesos requires (``validation::scheduler::call::validate``, src/master/validation.cpp).
-CALL_BODIES = (
-    "ACCEPT",
-    "DECLINE",
-    "ACCEPT_INVERSE_OFFERS",
-    "DECLINE_INVERSE_OFFERS",
-    "KILL",
-    "SHUTDOWN",
-    "ACKNOWLEDGE",
-    "ACKNOWLEDGE_OPERATION_STATUS",
-    "RECONCILE",
-    "RECONCILE_OPERATIONS",
-    "MESSAGE",
-    "REQUEST",
-    "UPDATE_FRAMEWORK",
-)
-
-
 def validate_call(call: Json) -> None:
-    """``validation::scheduler::call::validate`` for calls other than SUBSCRIBE: ``framework_id`` and
-    the body of the call's type present. Raises ``CallError(400, "Failed to validate
+    """``validation::scheduler::call::validate`` (src/master/validation.cpp, ported in
+    :mod:`~mesos_stateful.localcluster.validation`) for a call other than SUBSCRIBE: ``framework_id``,
+    the body its type requires, the acknowledged uuid. Raises ``CallError(400, "Failed to validate
     scheduler::Call: ...")`` as ``Master::Http::scheduler`` answers."""
-
-    def bad(message: str) -> CallError:
-        return CallError(400, f"Failed to validate scheduler::Call: {message}")
-
-    kind = call.get("type")
-    if not isinstance(kind, str) or not kind:
-        raise bad("Expecting 'type' to be present")
-    if not isinstance(call.get("framework_id"), dict):
-        raise bad("Expecting 'framework_id' to be present")
-    field_name = kind.lower()
-    if kind in CALL_BODIES and field_name not in call:
-        raise bad(f"Expecting '{field_name}' to be present")
-    body = call.get(field_name)
-    if kind == "ACKNOWLEDGE_OPERATION_STATUS" and isinstance(body, dict) and "agent_id" not in body:
-        raise bad("Expecting 'agent_id' to be present")
-    framework_info = body.get("framework_info") if isinstance(body, dict) else None
-    if kind == "UPDATE_FRAMEWORK" and (framework_info or {}).get("id") != call.get("framework_id"):
-        raise bad("'framework_id' differs from 'update_framework.framework_info.id'")
-
-
-def validate_role(role: str) -> str | None:
-    """``roles::validate`` (src/common/roles.cpp)."""
-    if role == "*":
-        return None
-    if role.startswith("/"):
-        return f"Role '{role}' cannot start with a slash"
-    if role.endswith("/"):
-        return f"Role '{role}' cannot end with a slash"
-    if "//" in role:
-        return f"Role '{role}' cannot contain two adjacent slashes"
-    components = [c for c in role.split("/") if c]
-    if not components:
-        return "Role names cannot be the empty string"
-    for component in components:
-        if component in (".", ".."):
-            return f"Role '{role}' cannot include '{component}' as a component"
-        if component == "*":
-            return f"Role '{role}' cannot include '*' as a component"
-        if component.startswith("-"):
-            return f"Role component '{component}' is invalid because it starts with a dash"
-        if any(c in component for c in "\x09\x0a\x0b\x0c\x0d\x20\x7f"):
-            return f"Role component '{component}' is invalid because it contains backspace or whitespace"
-    return None
-
-
-def validate_id(value: str) -> str | None:
-    """``common::validation::validateID`` (src/common/validation.cpp); NAME_MAX is 255."""
-    if not value:
-        return "ID must not be empty"
-    if len(value) > 255:
-        return "ID must not be greater than 255 characters"
-    if value in (".", ".."):
-        return f"'{value}' is disallowed"
-    if any(ord(c) < 32 or ord(c) == 127 or c in "/\\" for c in value):
-        return f"'{value}' contains invalid characters"
-    return None
-
-
-def _cpp_double(value: float) -> str:
-    """``stringify(double)``: an ostream's default (6 significant digits, %g)."""
-    return f"{value:g}"
+    error = validation.validate_call(call)
+    if error is not None:
+        raise CallError(400, f"Failed to validate scheduler::Call: {error}")
 
 
 def validate_framework_info(info: Json) -> str | None:
-    """``validation::framework::validate`` (src/master/validation.cpp) and the rest of
-    ``Master::validateFramework`` that applies here: role(s) against MULTI_ROLE, duplicate and
-    invalid roles, the framework id, ``failover_timeout``; ``Master::subscribe`` answers an error
-    with an ERROR event and closes the stream."""
-    multi_role = any(c.get("type") == "MULTI_ROLE" for c in info.get("capabilities") or [])
-    roles = [str(r) for r in info.get("roles") or []]
-    if multi_role:
-        if "role" in info:
-            return "'FrameworkInfo.role' must not be set when the framework is MULTI_ROLE capable"
-        duplicates = sorted({r for r in roles if roles.count(r) > 1})
-        if duplicates:
-            return f"'FrameworkInfo.roles' contains duplicate items: {{ {', '.join(duplicates)} }}"
-        for role in roles:
-            error = validate_role(role)
-            if error is not None:
-                return f"'FrameworkInfo.roles' contains invalid role: {error}"
-    else:
-        if roles:
-            return "'FrameworkInfo.roles' must not be set when the framework is not MULTI_ROLE capable"
-        error = validate_role(str(info.get("role", "*")))
-        if error is not None:
-            return f"'FrameworkInfo.role' is not a valid role: {error}"
-    fid = (info.get("id") or {}).get("value")
-    if fid:
-        error = validate_id(str(fid))
-        if error is not None:
-            return error
-    timeout = info.get("failover_timeout")
-    if timeout is not None:
-        seconds = float(timeout)
-        # ``Duration::create(double)``: the nanoseconds must fit an int64.
-        if seconds != seconds or abs(seconds * 1e9) >= 2.0**63:
-            return f"The framework failover_timeout ({_cpp_double(seconds)}) is invalid"
-    return None
+    """``validation::framework::validate`` (role(s) against MULTI_ROLE, duplicate and invalid roles,
+    the framework id, ``failover_timeout``), the part of ``Master::validateFramework`` that applies
+    here; ``Master::subscribe`` answers an error with an ERROR event and closes the stream."""
+    return validation.validate_framework(info)
 
 
 def validate_framework_update(old: Json, new: Json, preserve: bool = True) -> str | None:
@@ -331,16 +227,9 @@ def validate_framework_update(old: Json, new: Json, preserve: bool = True) -> st
     return None
 
 
-def framework_roles(info: Json) -> list[str]:
-    """``protobuf::framework::getRoles``: ``roles`` of a MULTI_ROLE framework, else ``role``."""
-    if any(c.get("type") == "MULTI_ROLE" for c in info.get("capabilities") or []):
-        return [str(r) for r in info.get("roles") or []]
-    return [str(info.get("role") or "*")]
-
-
 def validate_suppressed_roles(info: Json, suppressed: Any) -> str | None:
     """``validation::framework::validateSuppressedRoles``."""
-    invalid = sorted(set(str(r) for r in suppressed or []) - set(framework_roles(info)))
+    invalid = sorted(set(str(r) for r in suppressed or []) - set(validation.framework_roles(info)))
     if invalid:
         return f"Suppressed roles {{ {', '.join(invalid)} }} are not contained in the set of roles"
     return None
