@@ -1023,6 +1023,10 @@ class Master:
             self._master_status(fw, task, "TASK_ERROR", "REASON_TASK_INVALID", message)
             return remaining
 
+        # ``task::validate`` (src/master/validation.cpp): what does not need the master's state.
+        error = validation.validate_task(task, fw.info, agent.id, allocation_role=role)
+        if error is not None:
+            return invalid(error)
         tid = (task.get("task_id") or {}).get("value")
         if not tid:
             return invalid("Task has no task_id")
