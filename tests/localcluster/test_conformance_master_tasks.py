@@ -87,3 +87,18 @@ def test_task_unreachable_carries_unreachable_time(
     assert sched.call("RECONCILE", {"tasks": [{"task_id": {"value": tid}}]}) == 202
     assert "unreachable_time" not in sched.update(tid, "TASK_RUNNING")
     sched.check()
+
+
+def test_launch_is_validated_as_task_validate(sched: RawScheduler) -> None:
+    """``task::validate`` (src/master/validation.cpp): TASK_ERROR, REASON_TASK_INVALID, Mesos's text."""
+    offer = sched.offer()
+    bad_id = task_info(offer, task_id="a/b")
+    negative = task_info(offer, task_id="neg")
+    negative["resources"][0]["scalar"]["value"] = -1
+    sched.accept(offer, [{"type": "LAUNCH", "launch": {"task_infos": [bad_id, negative]}}])
+    first = sched.update("a/b", "TASK_ERROR")
+    assert (first["reason"], first["message"]) == ("REASON_TASK_INVALID", "'a/b' contains invalid characters")
+    second = sched.update("neg", "TASK_ERROR")
+    assert second["reason"] == "REASON_TASK_INVALID"
+    assert second["message"] == "Resource 'cpus:-1' is invalid: Invalid scalar resource: value <= 0"
+    sched.check()
