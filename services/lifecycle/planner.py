@@ -886,11 +886,13 @@ def drain_plan(s: Snapshot) -> types_pb2.Plan | None:
 
     - replica: ``drain`` (a fresh volume, then its task killed) → launch elsewhere → await →
       start-slave → slave-running (it resyncs from the master);
-    - master: ``fence`` → ``failover`` while it runs (a switchover: MasterLost picks among the
-      ready replicas on other agents by position; nothing acknowledged is lost and the old master
-      takes no write once fenced); the failover appends ``drain`` of the old master and its
-      bring-up as a replica (:func:`after_failover`). Without a ready replica on another agent it
-      is not moved: the plan is one ``drain`` step that waits, saying why (scale up to move it);
+    - master: ``drain``, which appends ``fence`` → ``failover`` (:func:`switchover`) once no
+      replica is to be drained first and ``drain_settle_seconds`` passed since the maintenance was
+      announced: a switchover while it runs (MasterLost picks among the ready replicas on other
+      agents by position; nothing acknowledged is lost and the old master takes no write once
+      fenced); the failover appends ``drain`` of the old master and its bring-up as a replica
+      (:func:`after_failover`). Without a ready replica on another agent it is not moved: the
+      ``drain`` step waits (DELAYED), saying why (scale up to move it);
     - peer: ``remove-member`` → ``drain`` → launch → await → start → peer-running, only while
       every other peer is ready (the quorum loses one member at a time); a single peer waits.
     """
@@ -908,17 +910,25 @@ def drain_plan(s: Snapshot) -> types_pb2.Plan | None:
             steps = [plans.step(Action.REMOVE, member.id), plans.step(Action.DRAIN, member.id)]
             steps += _bring_up(member.id, Action.START, Action.PEER_RUNNING)
     elif member.role == T.ROLE_MASTER:
+        # ``drain`` of a master appends the switchover (:func:`switchover`) once it can, or waits.
+        steps = [plans.step(Action.DRAIN, member.id)]
         blocker = switchover_blocker(s, member)
-        if blocker:
-            steps = [plans.step(Action.DRAIN, member.id)]
-            reason += f"; cannot move it yet: {blocker}"
-        else:
-            steps = [plans.step(Action.FENCE, member.id), plans.step(Action.FAILOVER, member.id)]
-            reason += " by switchover"
+        reason += f"; cannot move it yet: {blocker}" if blocker else " by switchover"
     else:
         steps = [plans.step(Action.DRAIN, member.id)]
         steps += _bring_up(member.id, Action.START_SLAVE, Action.SLAVE_RUNNING)
     return plans.new_plan(plans.DRAIN, reason, s.instance.generation, steps)
+
+
+def switchover(master_id: str) -> list[types_pb2.Step]:
+    """The switchover of a master off a draining agent: fenced while it runs, then a failover
+    (MasterLost among the ready replicas on other agents); the failover appends the rest."""
+    return [plans.step(Action.FENCE, master_id), plans.step(Action.FAILOVER, master_id)]
+
+
+def replicas_draining(s: Snapshot) -> list[types_pb2.Member]:
+    """Members other than the master on an agent scheduled for maintenance (drained first)."""
+    return [m for m in s.members if m.role != T.ROLE_MASTER and maintenance_of(s, m) is not None]
 
 
 def _mid_switchover(plan: types_pb2.Plan) -> bool:

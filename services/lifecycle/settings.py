@@ -100,6 +100,14 @@ class LifecycleSettings(ServiceSettings):
     max_launch_attempts: int = Field(
         5, description="launches of one member in one plan before its step fails (ERROR)"
     )
+    drain_settle_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="a master on an agent scheduled for maintenance is switched over only this long "
+        "after the offers service learnt of the maintenance (AgentMaintenance.announced_at): the "
+        "inverse offers of the other agents of the same schedule arrive meanwhile, so their "
+        "replicas are drained first and the master is switched over once, to a replica that stays",
+    )
     launch_failure_retry_seconds: float = Field(
         45.0,
         gt=0,

@@ -1035,10 +1035,11 @@ class StepRunner:
         placed, or not on a draining agent (the maintenance was cancelled), only has its old tasks
         waited for.
 
-        Never the master: a master still MASTER here has no ready replica on another agent to
-        switch over to (:func:`planner.switchover_blocker`); the step waits, saying why, and
-        completes once it could move (the next drain plan switches over) or the maintenance is
-        gone."""
+        A master is not killed here: once no replica is left to drain first and
+        ``drain_settle_seconds`` passed since its maintenance was announced, the step appends the
+        switchover (:func:`planner.switchover`: fence + failover; the failover appends this step
+        again for the old master, a replica by then). Without a ready replica on another agent
+        (:func:`planner.switchover_blocker`) it waits (DELAYED), saying why."""
         step = plan.steps[index]
         mid = step.member_id
         s = ld.snapshot
@@ -1050,13 +1051,33 @@ class StepRunner:
             maintenance = planner.maintenance_of(s, member)
             if maintenance is None:
                 return Outcome(plans.COMPLETE, f"{mid}: no maintenance scheduled for its agent any more")
+            first = planner.replicas_draining(s)
+            if member.role == T.ROLE_MASTER and first:
+                # Maintenance of another agent arrived since: its replicas move first (next plan).
+                names = ", ".join(m.id for m in first)
+                return Outcome(plans.COMPLETE, f"{names} to be drained before master {mid}")
+            if step.status == plans.DELAYED and not due:
+                return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
             if member.role == T.ROLE_MASTER:
                 blocker = planner.switchover_blocker(s, member)
             else:
                 blocker = "no other peer to resync from"
-            if not blocker:
-                return Outcome(plans.COMPLETE, f"{mid} can be switched over now (next plan)")
             host = maintenance.hostname or member.host
+            if not blocker:
+                now = time.time()
+                settle_at = plans.seconds(maintenance.announced_at) + self.settings.drain_settle_seconds
+                if now < settle_at:
+                    return Outcome(
+                        plans.STARTING,
+                        f"switching {mid} over in {settle_at - now:.1f}s (the other agents of the "
+                        "schedule get their inverse offers meanwhile: their replicas move first)",
+                        wake_at=settle_at,
+                    )
+                return Outcome(
+                    plans.COMPLETE,
+                    f"switching {mid} over off agent {host}",
+                    append=planner.switchover(mid),
+                )
             return self._delayed(
                 f"cannot move {mid} off agent {host} before its maintenance at "
                 f"{planner.when(maintenance.start)}: {blocker}",

@@ -449,3 +449,64 @@ async def wait_offers_subscribed(client: StateClient, offers: Replicas, timeout:
                     last = error
         await asyncio.sleep(0.1)
     raise AssertionError(f"offers leader not subscribed in {timeout}s; last: {last}")
+
+
+# --- maintenance (Mesos docs/maintenance.md) --------------------------------------------------------
+
+
+def machine_of(running: Suite, agent_id: str) -> dict[str, str]:
+    """The ``mesos.v1.MachineID`` JSON of the local-cluster agent with that id (its hostname and
+    ip, as the master matches a schedule's machines to agents)."""
+    agent = next((a for a in running.cluster.agents if a.id == agent_id), None)
+    if agent is None:
+        raise AssertionError(f"no agent {agent_id} in the local cluster")
+    return {"hostname": agent.hostname, "ip": agent.ip}
+
+
+def schedule_maintenance(
+    running: Suite, agent_ids: list[str], start: float, duration_seconds: float = 3600.0
+) -> dict[str, Any]:
+    """``UPDATE_MAINTENANCE_SCHEDULE`` on the local cluster's master: one window taking the
+    machines of these agents down at ``start`` (epoch seconds) for ``duration_seconds``; they go
+    DRAINING and the frameworks with tasks there get inverse offers. Returns the schedule
+    (``mesos.v1.maintenance.Schedule`` JSON)."""
+    schedule: dict[str, Any] = {
+        "windows": [
+            {
+                "machine_ids": [machine_of(running, a) for a in agent_ids],
+                "unavailability": {
+                    "start": {"nanoseconds": int(start * 1e9)},
+                    "duration": {"nanoseconds": int(duration_seconds * 1e9)},
+                },
+            }
+        ]
+    }
+
+    async def update() -> None:
+        running.cluster.cluster.master.update_maintenance_schedule(schedule)
+
+    running.cluster.run(update())
+    return schedule
+
+
+def maintenance_status(running: Suite) -> dict[str, Any]:
+    """The master's ``mesos.v1.maintenance.ClusterStatus`` JSON (GET_MAINTENANCE_STATUS)."""
+
+    async def get() -> dict[str, Any]:
+        status: dict[str, Any] = running.cluster.cluster.master.maintenance_status()
+        return status
+
+    result: dict[str, Any] = running.cluster.run(get())
+    return result
+
+
+def inverse_offer_answers(running: Suite, agent_id: str) -> list[dict[str, Any]]:
+    """The frameworks' answers (``InverseOfferStatus`` JSON: status ACCEPT / DECLINE / UNKNOWN) to
+    the inverse offers of that agent's machine, while it is DRAINING."""
+    machine = machine_of(running, agent_id)
+    for draining in maintenance_status(running).get("draining_machines", []):
+        mid = draining.get("id", {})
+        if mid.get("hostname") == machine["hostname"] and mid.get("ip") == machine["ip"]:
+            answers: list[dict[str, Any]] = draining.get("statuses", [])
+            return answers
+    return []

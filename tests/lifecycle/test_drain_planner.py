@@ -98,9 +98,11 @@ def test_replicas_first_one_at_a_time_then_the_master_by_switchover() -> None:
     t2.agent_id = "a2"
     plan, _ = decide(snap(inst, members, tasks))
     assert plan is not None and plan.name == plans.DRAIN
-    assert names(plan) == ["fence cache-0", "failover cache-0"]
+    # The drain step of a master appends the switchover once it may (see the step tests).
+    assert names(plan) == ["drain cache-0"]
     assert plan.reason.startswith("drain cache-0 off agent host-a0 (maintenance at 2027-01-15T08:00:00Z)")
     assert plan.reason.endswith("by switchover")
+    assert [s.name for s in planner.switchover("cache-0")] == ["fence cache-0", "failover cache-0"]
 
 
 def test_a_drain_waits_while_a_member_is_not_ready() -> None:
@@ -181,8 +183,10 @@ def test_a_switchover_in_progress_is_not_replaced_by_a_spec_change() -> None:
     inst, members, tasks = redis()
     schedule(tasks, "a0")
     plan, _ = decide(snap(inst, members, tasks))
-    assert plan is not None and names(plan) == ["fence cache-0", "failover cache-0"]
-    plan.steps[0].status = plans.STARTING  # the fence is under way
+    assert plan is not None and names(plan) == ["drain cache-0"]
+    complete_all(plan)
+    plan.steps.extend(planner.switchover("cache-0"))  # what the drain step appends
+    plan.steps[1].status = plans.STARTING  # the fence is under way
     inst.plan.CopyFrom(plan)
     inst.spec.replicas = 5
     inst.generation = 2
@@ -214,7 +218,8 @@ def test_a_master_loss_during_a_replica_drain_yields_to_the_recovery_and_the_dra
     assert decide(snap(inst, members, tasks)) == (None, False)
     schedule(tasks, "a2")  # the new master's agent goes down too: switchover from it
     plan, _ = decide(snap(inst, members, tasks))
-    assert plan is not None and names(plan) == ["fence cache-2", "failover cache-2"]
+    assert plan is not None and names(plan) == ["drain cache-2"]
+    assert plan.reason.endswith("by switchover")
 
 
 def test_a_lost_master_in_a_switchover_is_handled_by_the_drain_plan() -> None:
@@ -222,10 +227,24 @@ def test_a_lost_master_in_a_switchover_is_handled_by_the_drain_plan() -> None:
     schedule(tasks, "a0")
     plan, _ = decide(snap(inst, members, tasks))
     assert plan is not None
+    complete_all(plan)
+    plan.steps.extend(planner.switchover("cache-0"))
     inst.plan.CopyFrom(plan)
     tasks[members[0].task_id].state = T.TASK_STATE_FAILED  # not killed by us: lost
     kept, new = decide(snap(inst, members, tasks))
     assert not new and kept is inst.plan  # its fence + failover handle the loss
+
+
+def test_a_master_lost_before_its_switchover_started_gets_the_recovery_plan() -> None:
+    inst, members, tasks = redis()
+    schedule(tasks, "a0")
+    plan, _ = decide(snap(inst, members, tasks))
+    assert plan is not None and names(plan) == ["drain cache-0"]
+    inst.plan.CopyFrom(plan)
+    tasks[members[0].task_id].state = T.TASK_STATE_FAILED
+    recovery, new = decide(snap(inst, members, tasks))
+    assert new and recovery is not None and recovery.name == plans.RECOVERY
+    assert names(recovery) == ["fence cache-0", "failover cache-0"]
 
 
 def test_a_replica_lost_during_a_drain_replans() -> None:
@@ -313,4 +332,5 @@ def test_the_member_shows_its_task_s_maintenance_while_it_is_on_that_agent() -> 
     moved.ClearField("maintenance")
     cleared = planner.sync_member(updated, moved)
     assert cleared is not None and not cleared.HasField("maintenance")
-    assert not planner.sync_member(members[0], tasks[members[0].task_id]).HasField("maintenance")  # type: ignore[union-attr]
+    unchanged = planner.sync_member(members[0], tasks[members[0].task_id])
+    assert unchanged is None or not unchanged.HasField("maintenance")
