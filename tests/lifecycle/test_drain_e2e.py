@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,6 +24,7 @@ from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.lifecycle.planner import TERMINAL
 from mesos_stateful.testing.lifecycle import (
+    LifecycleRunner,
     Suite,
     inverse_offer_answers,
     is_running,
@@ -339,6 +341,79 @@ async def test_maintenance_of_a_replica_s_agent_moves_only_that_replica(suite: S
             return await missing_keys(now, secret, writer.acknowledged) == []
 
         await wait_for(resynced, 30, what=f"{replica.id} to hold every acknowledged write")
+    finally:
+        await writer.stop()
+        await roles.stop()
+
+
+def _step_named(plan: T.Plan, name: str) -> T.Step | None:
+    """The last step of that name (a master's ``drain`` step comes again after its failover)."""
+    return next((s for s in reversed(plan.steps) if s.name == name), None)
+
+
+# Where the lifecycle crashes during the switchover of master cache-<o> (a plan just persisted).
+SWITCHOVER_CRASH_POINTS: dict[str, Callable[[T.Plan, str], bool]] = {
+    # Fenced (the old master takes no more writes), nobody promoted yet.
+    "fenced": lambda p, old: (
+        p.name == plans.DRAIN
+        and (s := _step_named(p, f"fence {old}")) is not None
+        and s.status == plans.COMPLETE
+        and (f := _step_named(p, f"failover {old}")) is not None
+        and f.status != plans.COMPLETE
+    ),
+    # Promoted; the old master is being drained off its agent (a fresh volume, its task killed).
+    "draining-old-master": lambda p, old: (
+        p.name == plans.DRAIN
+        and (s := _step_named(p, f"drain {old}")) is not None
+        and s.status == plans.STARTING
+        and (f := _step_named(p, f"failover {old}")) is not None
+        and f.status == plans.COMPLETE
+    ),
+}
+
+
+@pytest.mark.agents(4)
+@pytest.mark.parametrize("point", sorted(SWITCHOVER_CRASH_POINTS))
+async def test_a_lifecycle_crash_during_the_switchover_resumes_the_same_drain(
+    suite: Suite, point: str
+) -> None:
+    """The lifecycle crashes right after persisting the switchover plan at ``point``; restarted,
+    it resumes the same drain plan from state: one promotion, no acknowledged write lost, every
+    member off the agent."""
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    old = master_of(instance)
+    roles = RoleWatch(suite.client, "cache")
+    await roles.start()
+    writer = AcknowledgedWriter(old, secret, "w")
+    writer.start()
+    try:
+
+        async def writing() -> bool:
+            return len(writer.acknowledged) >= 30
+
+        await wait_for(writing, 30, what="30 writes acknowledged by the master")
+        assert isinstance(suite.lifecycle, LifecycleRunner)
+        frozen = suite.lifecycle.freeze_after_save(lambda p: SWITCHOVER_CRASH_POINTS[point](p, old.id))
+        schedule_maintenance(suite, [old.agent_id], time.time() + 3600)
+        await asyncio.wait_for(frozen.wait(), 60)
+        await suite.lifecycle.stop()  # the crash
+        crashed = await suite.instance("cache")
+        assert crashed is not None and SWITCHOVER_CRASH_POINTS[point](crashed.plan, old.id)
+
+        await suite.lifecycle.start()
+        drained = await suite.wait_instance(
+            "cache",
+            lambda i: _off(i, {old.agent_id}) and master_of(i).id != old.id,
+            DRAIN_DEADLINE,
+            f"every member off {old.agent_id}",
+        )
+        await writer.stop()
+        new = master_of(drained)
+        assert drained.plan.started_at == crashed.plan.started_at, "the same drain plan, resumed"
+        assert roles.promotions == [new.id] and roles.max_masters == 1
+        assert await missing_keys(new, secret, writer.acknowledged) == []
     finally:
         await writer.stop()
         await roles.stop()
