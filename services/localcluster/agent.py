@@ -876,9 +876,10 @@ class Agent:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         """``POST /api/v1/executor`` as the agent's ``Http::executor`` (``src/slave/http.cpp``): the
         call decoded (JSON or protobuf, ``encoding.decode``), validated (``validate_executor_call``),
-        HEARTBEAT accepted before any lookup, then the framework and executor looked up; calls of an
-        executor that has not subscribed yet are refused (403); SUBSCRIBE answers in the media type
-        its ``Accept`` allows (JSON first)."""
+        HEARTBEAT accepted before any lookup; while the agent recovers (``recovering``: the
+        executor re-registration window after a restart) other calls than SUBSCRIBE get 503; then
+        the framework and executor are looked up; calls of an executor that has not subscribed yet
+        are refused (403); SUBSCRIBE answers in the media type its ``Accept`` allows (JSON first)."""
         if request.method != "POST":
             return method_not_allowed(request.method)
         try:
@@ -900,6 +901,8 @@ class Agent:
         elif kind == "HEARTBEAT":
             # Accepted before any lookup: its framework and executor ids may be dummies.
             return web.Response(status=202)
+        elif self.recovering:  # ``Slave::RECOVERING``: only (re-)subscriptions until it is over
+            return web.Response(status=503, text="Agent has not finished recovery")
         fid = call["framework_id"]["value"]
         eid = call["executor_id"]["value"]
         if not any(ex.framework_id == fid and ex.state != "TERMINATED" for ex in self.executors.values()):

@@ -2,24 +2,31 @@
 ``src/slave/http.cpp``, ``validateExecutorCall`` in ``src/common/validation.cpp``), in JSON and in
 protobuf: HEARTBEAT 202 before any lookup, UPDATE rules (uuid, source, TASK_STAGING, executor id),
 missing bodies and required fields 400 with Mesos's text, unknown framework / executor 400, calls
-before SUBSCRIBE 403, a protobuf SUBSCRIBE stream of ``mesos.v1.executor.Event`` records."""
+before SUBSCRIBE 403, 503 while the agent recovers, a protobuf SUBSCRIBE stream of
+``mesos.v1.executor.Event`` records."""
 
 from __future__ import annotations
 
 import base64
 import http.client
 import json
+import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
 
+from localcluster.cluster_process import ClusterProcess, session_of
 from localcluster.harness import Framework, task_info
 from localcluster.mesos_json import parse_strict
 from mesos_stateful.api.mesos.v1.executor import executor_pb2
 from mesos_stateful.localcluster.agent import Agent
+from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster
 
 JSON = "application/json"
@@ -245,3 +252,94 @@ def test_protobuf_executor_subscribe_launch_update(
         framework.update(task.task_id, "TASK_FINISHED")
     finally:
         conn.close()
+
+
+def _sessions_under(root: Path) -> set[int]:
+    """Sessions of processes whose cwd is under ``root`` (executors run in their sandboxes)."""
+    out: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if cwd.startswith(str(root)) and (sid := session_of(int(entry))):
+                out.add(sid)
+    return out
+
+
+def test_calls_during_agent_recovery_are_503(tmp_path: Path) -> None:
+    """After a restart, while the agent waits for its executors to re-subscribe (``Slave::RECOVERING``),
+    an UPDATE is answered 503 "Agent has not finished recovery"; HEARTBEAT still 202; afterwards the
+    executor that did not come back is gone and the agent answers as usual again."""
+    window = 6.0
+    cluster = ClusterProcess(tmp_path, agents=1, executor_reregistration_timeout=window)
+    cluster.start()
+    sessions: set[int] = set()
+    try:
+        agent_view = cluster.wait_agents()["slaves"][0]
+        fw = Framework(cluster.address, failover_timeout=3600)
+        fw.start()
+        try:
+            offer = fw.offer()
+            task = task_info(offer)
+            task["executor"]["command"] = {"value": "sleep 600", "shell": True}  # never subscribes
+            fw.driver.launchTasks(offer["id"], [task])
+            deadline = time.monotonic() + 30
+            # Started, and its pid checkpointed (so the restarted agent recovers it).
+            while not ((sessions := _sessions_under(tmp_path)) and list(tmp_path.rglob("forked.pid"))):
+                assert time.monotonic() < deadline, "the executor did not start"
+                time.sleep(0.05)
+        finally:
+            fw.stop(failover=True)
+        ip, port = agent_view["pid"].split("@", 1)[1].rsplit(":", 1)
+        call = {
+            "type": "UPDATE",
+            "framework_id": {"value": fw.framework_id},
+            "executor_id": task["executor"]["executor_id"],
+            "update": {
+                "status": {
+                    "task_id": task["task_id"],
+                    "state": "TASK_RUNNING",
+                    "source": "SOURCE_EXECUTOR",
+                    "uuid": new_uuid(),
+                }
+            },
+        }
+        heartbeat = {k: call[k] for k in ("framework_id", "executor_id")} | {"type": "HEARTBEAT"}
+
+        def send(body: Json) -> tuple[int, str]:
+            conn = http.client.HTTPConnection(ip, int(port), timeout=10)
+            try:
+                conn.request(
+                    "POST", "/api/v1/executor", body=json.dumps(body), headers={"Content-Type": JSON}
+                )
+                resp = conn.getresponse()
+                return resp.status, resp.read().decode()
+            except OSError:
+                return 0, "not listening"
+            finally:
+                conn.close()
+
+        cluster.kill9()
+        cluster.start()
+        started = time.monotonic()
+        while (answer := send(call))[0] == 0:
+            assert time.monotonic() - started < 30, "the agent did not come back"
+            time.sleep(0.02)
+        assert answer == (503, "Agent has not finished recovery")
+        assert time.monotonic() - started < window  # inside the re-registration window
+        assert send(heartbeat) == (202, "")
+        cluster.wait_agents()  # the window is over: the agent re-registered
+        # The executor did not re-subscribe: destroyed; its framework and executor are unknown now.
+        deadline = time.monotonic() + 30
+        while any(session_members(s) for s in sessions):
+            assert time.monotonic() < deadline, "the executor that did not come back is still alive"
+            time.sleep(0.1)
+        assert send(call)[0] == 400
+    finally:
+        sessions.update(_sessions_under(tmp_path))
+        cluster.stop()
+        for sid in sessions:
+            for pid in session_members(sid):
+                os.kill(pid, signal.SIGKILL)
