@@ -20,6 +20,7 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.lifecycle.planner import TERMINAL
@@ -417,3 +418,48 @@ async def test_a_lifecycle_crash_during_the_switchover_resumes_the_same_drain(
     finally:
         await writer.stop()
         await roles.stop()
+
+
+@pytest.mark.agents(3)
+async def test_a_lone_master_is_not_moved_the_plan_says_why_and_a_scale_up_lets_it_move(suite: Suite) -> None:
+    """replicas=1: no replica to switch over to. The master keeps running on its agent (never
+    killed without somewhere to go), the drain plan's step says why, the inverse offer stays
+    unaccepted; once scaled to 2 the new replica starts on another agent and the master is
+    switched over to it."""
+    await suite.create("cache", 1)
+    instance = await suite.wait_running("cache", 1)
+    old = master_of(instance)
+    schedule_maintenance(suite, [old.agent_id], time.time() + 3600)
+    blocked = await suite.wait_instance(
+        "cache",
+        lambda i: (
+            i.plan.name == plans.DRAIN
+            and i.plan.steps[0].status == plans.DELAYED
+            and "no ready replica to switch over to (replicas=1)" in i.plan.steps[0].message
+        ),
+        60,
+        "the drain plan waiting, saying why",
+    )
+    assert blocked.plan.steps[0].message.startswith(f"cannot move {old.id} off agent ")
+    assert "scale to 2 replicas to move it" in blocked.plan.reason
+    still = master_of(blocked)
+    assert still.task_id == old.task_id and still.state == T.MEMBER_STATE_RUNNING
+    assert all(a.get("status") != "ACCEPT" for a in inverse_offer_answers(suite, old.agent_id))
+
+    await suite.api.ScaleInstance(ipb.ScaleInstanceRequest(name="cache", replicas=2))
+    moved = await suite.wait_instance(
+        "cache",
+        lambda i: (
+            is_running(i, 2)
+            and master_of(i).id != old.id
+            and all(m.agent_id != old.agent_id for m in i.members)
+        ),
+        DRAIN_DEADLINE,
+        f"both members off {old.agent_id}",
+    )
+    assert master_of(moved).ordinal == 1
+
+    async def accepted() -> bool:
+        return any(a.get("status") == "ACCEPT" for a in inverse_offer_answers(suite, old.agent_id))
+
+    await wait_for(accepted, 60, what="the inverse offer accepted")
