@@ -920,6 +920,34 @@ def drain_plan(s: Snapshot) -> types_pb2.Plan | None:
     return plans.new_plan(plans.DRAIN, reason, s.instance.generation, steps)
 
 
+def down_for_maintenance(
+    s: Snapshot, member: types_pb2.Member, task: types_pb2.Task, now: float
+) -> types_pb2.AgentMaintenance | None:
+    """The maintenance window, already started at ``now`` (epoch seconds), of the agent a queued
+    launch of ``member`` is pinned to (its volume is there), or None. Such a launch is replaced at
+    once (a fresh volume elsewhere) instead of after ``replace_after_seconds``: the machine is
+    expected down for the window (Mesos docs/maintenance.md) — but only while another ready
+    member holds the data (its volume may hold the only copy otherwise: it waits for the agent)."""
+    agent = task.launch.volume.agent_id
+    if task.state != T.TASK_STATE_QUEUED or not agent:
+        return None
+    window = draining_agents(s).get(agent)
+    if window is None or not window.HasField("start") or now < plans.seconds(window.start):
+        return None
+    holders = [
+        m
+        for m in s.members
+        if m.id != member.id
+        and m.volume.has_data
+        and not m.volume.rejoin_pending
+        and m.volume.agent_id != agent
+        and s.condition(m) == Condition.READY
+    ]
+    if s.instance.has_data and not holders:
+        return None
+    return window
+
+
 def switchover(master_id: str) -> list[types_pb2.Step]:
     """The switchover of a master off a draining agent: fenced while it runs, then a failover
     (MasterLost among the ready replicas on other agents); the failover appends the rest."""

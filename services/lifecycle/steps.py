@@ -382,6 +382,10 @@ class StepRunner:
             return Outcome(plans.STARTING, f"waiting for task {task_id}", wake_at=now + timeout)
         if self._agent_gone_for_good(task, now):
             return await self._replace(ld, plan, index, save, member, task)
+        window = planner.down_for_maintenance(ld.snapshot, member, task, now)
+        if window is not None:
+            why = f"is down for maintenance (from {planner.when(window.start)})"
+            return await self._replace(ld, plan, index, save, member, task, why)
         # Alive but not ready yet.
         state = task_state_name(task.state)
         detail = f"task {task.task_id} {state}" + (f": {task.message}" if task.message else "")
@@ -419,10 +423,12 @@ class StepRunner:
         save: Save,
         member: types_pb2.Member,
         task: types_pb2.Task,
+        why: str = "",
     ) -> Outcome:
         """Give the member a fresh volume elsewhere (it resyncs from the others); its old volume
         is destroyed by the offers service if its agent ever comes back. A peer leaves the
-        workload's membership first, since it comes back as a new peer."""
+        workload's membership first, since it comes back as a new peer. ``why``: the agent is
+        down for maintenance (default: it did not come back for ``replace_after_seconds``)."""
         old_volume = member.volume
         if ld.snapshot.peers():
             others = [
@@ -445,16 +451,17 @@ class StepRunner:
             m.volume.CopyFrom(planner.new_volume(ld.snapshot, m.id, generation))
             m.ClearField("health")
             where = old_volume.host or old_volume.agent_id
-            m.message = f"replaced: agent {where} of {old_volume.persistence_id} gone"
+            m.message = f"replaced: agent {where} of {old_volume.persistence_id} " + (why or "gone")
             return m
 
         updated = await self.store.update_member(ld.name, member.id, replace)
         if updated is not None:
             ld.with_member(updated)
+        gone = why or f"did not come back for {self.settings.replace_after_seconds:.0f}s"
         message = (
             f"{RELAUNCHING} {member.id} replaced: agent {old_volume.host or old_volume.agent_id} holding "
-            f"{old_volume.persistence_id} did not come back for {self.settings.replace_after_seconds:.0f}s; "
-            f"a fresh volume (generation {generation}) resyncs from the others"
+            f"{old_volume.persistence_id} {gone}; a fresh volume (generation {generation}) resyncs from "
+            "the others"
         )
         log.warning("%s: %s", ld.name, message)
         return Outcome(plans.DELAYED, message, wake_at=time.time())

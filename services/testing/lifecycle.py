@@ -489,6 +489,17 @@ def schedule_maintenance(
     return schedule
 
 
+def start_maintenance(running: Suite, agent_ids: list[str]) -> None:
+    """``START_MAINTENANCE`` of the machines of these agents: they go DOWN, their agents are
+    removed (their tasks TASK_LOST) as Mesos does."""
+    machines = [machine_of(running, a) for a in agent_ids]
+
+    async def start() -> None:
+        running.cluster.cluster.master.start_maintenance(machines)
+
+    running.cluster.run(start())
+
+
 def maintenance_status(running: Suite) -> dict[str, Any]:
     """The master's ``mesos.v1.maintenance.ClusterStatus`` JSON (GET_MAINTENANCE_STATUS)."""
 

@@ -31,6 +31,7 @@ from mesos_stateful.testing.lifecycle import (
     is_running,
     master_of,
     schedule_maintenance,
+    start_maintenance,
 )
 from mesos_stateful.testing.workloads import wait_for
 
@@ -463,3 +464,54 @@ async def test_a_lone_master_is_not_moved_the_plan_says_why_and_a_scale_up_lets_
         return any(a.get("status") == "ACCEPT" for a in inverse_offer_answers(suite, old.agent_id))
 
     await wait_for(accepted, 60, what="the inverse offer accepted")
+
+
+@pytest.mark.agents(4)
+async def test_a_master_taken_down_before_its_switchover_fails_over_and_is_replaced_at_once(
+    suite: Suite,
+) -> None:
+    """The operator takes the master's machine DOWN (START_MAINTENANCE) while its drain waits to
+    switch over: the master is lost (TASK_LOST), a replica is promoted by the recovery, and the
+    old master's relaunch pinned to the removed agent is replaced by a fresh volume elsewhere as
+    soon as the window has started (not after replace_after_seconds); nothing acknowledged lost."""
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    old = master_of(instance)
+    roles = RoleWatch(suite.client, "cache")
+    await roles.start()
+    writer = AcknowledgedWriter(old, secret, "w")
+    writer.start()
+    try:
+
+        async def writing() -> bool:
+            return len(writer.acknowledged) >= 30
+
+        await wait_for(writing, 30, what="30 writes acknowledged by the master")
+        schedule_maintenance(suite, [old.agent_id], time.time() + 1.0)
+        await suite.wait_instance(
+            "cache",
+            lambda i: next(m for m in i.members if m.id == old.id).HasField("maintenance"),
+            30,
+            f"{old.id} marked for maintenance",
+        )
+        start_maintenance(suite, [old.agent_id])
+        replaced = await suite.wait_instance(
+            "cache",
+            lambda i: (
+                is_running(i, 3)
+                and master_of(i).id != old.id
+                and all(m.agent_id != old.agent_id for m in i.members)
+            ),
+            60,  # well below replace_after_seconds (300 s)
+            f"{old.id} failed over and replaced off {old.agent_id}",
+        )
+        await writer.stop()
+        new = master_of(replaced)
+        assert roles.promotions == [new.id] and roles.max_masters == 1
+        assert await missing_keys(new, secret, writer.acknowledged) == []
+        old_now = next(m for m in replaced.members if m.id == old.id)
+        assert old_now.volume.persistence_id != old.volume.persistence_id
+    finally:
+        await writer.stop()
+        await roles.stop()

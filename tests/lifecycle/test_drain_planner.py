@@ -334,3 +334,22 @@ def test_the_member_shows_its_task_s_maintenance_while_it_is_on_that_agent() -> 
     assert cleared is not None and not cleared.HasField("maintenance")
     unchanged = planner.sync_member(members[0], tasks[members[0].task_id])
     assert unchanged is None or not unchanged.HasField("maintenance")
+
+
+def test_a_launch_pinned_to_an_agent_down_for_maintenance_is_replaced_unless_it_holds_the_only_copy() -> None:
+    inst, members, tasks = redis()
+    schedule(tasks, "a1")
+    # cache-1 lost there, relaunched in place: its new task waits for an offer from a1.
+    queued = T.Task(task_id="cache-1.2", instance="cache", member_id="cache-1", state=T.TASK_STATE_QUEUED)
+    queued.launch.volume.agent_id = "a1"
+    members[1].task_id = queued.task_id
+    members[1].state = T.MEMBER_STATE_LAUNCHING
+    tasks[queued.task_id] = queued
+    s = snap(inst, members, tasks)
+    assert planner.down_for_maintenance(s, members[1], queued, START - 1) is None  # not started yet
+    window = planner.down_for_maintenance(s, members[1], queued, START + 1)
+    assert window is not None and window.hostname == "host-a1"
+    # The only member holding the data (the others' volumes hold none): it waits for the agent.
+    for m in (members[0], members[2]):
+        m.volume.has_data = False
+    assert planner.down_for_maintenance(snap(inst, members, tasks), members[1], queued, START + 1) is None
