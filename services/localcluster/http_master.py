@@ -50,7 +50,7 @@ def build_app(cluster: LocalCluster) -> web.Application:
             return web.Response(status=error.status, text=error.message)
         return web.Response(status=status)
 
-    async def api(request: web.Request) -> web.Response:
+    async def api(request: web.Request) -> web.StreamResponse:
         return await operator.handle(cluster, request)
 
     async def version(_request: web.Request) -> web.Response:

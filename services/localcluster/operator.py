@@ -7,10 +7,11 @@ the ``Schedule`` JSON, POST one), ``/maintenance/status`` (GET the ``ClusterStat
 ``Master::Http::maintenanceSchedule`` / ``maintenanceStatus`` / ``machineDown`` / ``machineUp``.
 
 Answered: GET_HEALTH, GET_VERSION, GET_MASTER, GET_STATE, GET_AGENTS, GET_FRAMEWORKS, GET_EXECUTORS,
-GET_TASKS, and the maintenance calls GET_MAINTENANCE_SCHEDULE, UPDATE_MAINTENANCE_SCHEDULE,
-GET_MAINTENANCE_STATUS, START_MAINTENANCE, STOP_MAINTENANCE (the master's schedule, see
-:mod:`~mesos_stateful.localcluster.maintenance`). Every other call type is understood (validated as
-Mesos validates it) and answered 501 ``Unsupported call type ...``.
+GET_TASKS, SUBSCRIBE (the event stream, see :class:`EventWatch`), and the maintenance calls
+GET_MAINTENANCE_SCHEDULE, UPDATE_MAINTENANCE_SCHEDULE, GET_MAINTENANCE_STATUS, START_MAINTENANCE,
+STOP_MAINTENANCE (the master's schedule, see :mod:`~mesos_stateful.localcluster.maintenance`).
+Every other call type is understood (validated as Mesos validates it) and answered 501
+``Unsupported call type ...``.
 
 As Mesos: non-POST 405; no ``Content-Type`` 400; a media type other than JSON / protobuf 415; a body
 that does not parse or convert into ``mesos.v1.master.Call`` 400; a call that fails
@@ -22,6 +23,7 @@ the master's reason.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -33,8 +35,8 @@ from mesos_stateful.api.mesos.v1 import mesos_pb2
 from mesos_stateful.api.mesos.v1.maintenance import maintenance_pb2
 from mesos_stateful.api.mesos.v1.master import master_pb2
 from mesos_stateful.localcluster import encoding, views
-from mesos_stateful.localcluster.master import CallError, Master
-from mesos_stateful.localcluster.recordio import Json, method_not_allowed
+from mesos_stateful.localcluster.master import CallError, Framework, Master, Task
+from mesos_stateful.localcluster.recordio import EventStream, Json, method_not_allowed
 
 if TYPE_CHECKING:
     from mesos_stateful.localcluster.cluster import LocalCluster
@@ -121,7 +123,7 @@ def _update(master: Master, call: Json) -> bool:
     return True
 
 
-async def handle(cluster: LocalCluster, request: web.Request) -> web.Response:
+async def handle(cluster: LocalCluster, request: web.Request) -> web.StreamResponse:
     """``POST /api/v1``."""
     master = cluster.master
     if request.method != "POST":
@@ -140,6 +142,8 @@ async def handle(cluster: LocalCluster, request: web.Request) -> web.Response:
     log.info("Processing call %s", kind)
     if kind == "UNKNOWN":
         return web.Response(status=501, text="501 Not Implemented.")
+    if kind == "SUBSCRIBE":
+        return await subscribe(master, request, media_type)
     query = _queries(master).get(kind)
     if query is not None:
         try:
@@ -156,6 +160,131 @@ async def handle(cluster: LocalCluster, request: web.Request) -> web.Response:
     return web.Response(
         status=501, text=f"Unsupported call type {kind}: not implemented by the local cluster"
     )
+
+
+# --- SUBSCRIBE: the operator event stream ---------------------------------------------------------------
+
+# ``DEFAULT_HEARTBEAT_INTERVAL`` (src/master/constants.hpp): HEARTBEAT events on operator streams.
+HEARTBEAT_INTERVAL = 15.0
+# How often a subscriber's view of the master is compared with the master (seconds).
+WATCH_INTERVAL = 0.05
+
+
+class EventWatch:
+    """What an operator subscriber has been told, and the events that bring it up to date
+    (``Master::Subscribers::send``): AGENT_ADDED for a newly registered agent, FRAMEWORK_ADDED /
+    FRAMEWORK_UPDATED (connected or active changed, re-subscription) / FRAMEWORK_REMOVED, TASK_ADDED
+    for a new task, TASK_UPDATED for every new state of a task (its statuses keep one per state,
+    ``Master::updateTask``), AGENT_REMOVED for an agent no longer registered. The master has no
+    subscriber hooks here: the watch compares every ``WATCH_INTERVAL`` (so an event comes up to that
+    late; none is lost, transitions in between are all in the task's statuses)."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.agents: set[str] = set()
+        self.frameworks: dict[str, tuple[bool, bool, float | None]] = {}
+        self.statuses: dict[tuple[str, str], int] = {}
+        self.sync()
+
+    def _tasks(self) -> list[Task]:
+        tasks: list[Task] = []
+        for fw in self.master.frameworks.values():
+            tasks += [*fw.tasks.values(), *fw.completed]
+        return tasks
+
+    def sync(self) -> None:
+        """Take the master as it is now as told (the SUBSCRIBED event's ``get_state``)."""
+        self.agents = {a.id for a in views.registered_agents(self.master)}
+        self.frameworks = {fid: self._framework_key(fw) for fid, fw in self.master.frameworks.items()}
+        self.statuses = {(t.framework_id, t.task_id): len(t.statuses) for t in self._tasks()}
+
+    @staticmethod
+    def _framework_key(fw: Framework) -> tuple[bool, bool, float | None]:
+        return fw.connected, fw.recovered, fw.reregistered_time
+
+    def events(self) -> list[Json]:
+        master = self.master
+        out: list[Json] = []
+        agents = {a.id: a for a in views.registered_agents(master)}
+        for aid in agents.keys() - self.agents:
+            out.append({"type": "AGENT_ADDED", "agent_added": {"agent": views.agent_v1(master, agents[aid])}})
+        for fid, fw in master.frameworks.items():
+            key = self._framework_key(fw)
+            if fid not in self.frameworks:
+                out.append(
+                    {
+                        "type": "FRAMEWORK_ADDED",
+                        "framework_added": {"framework": views.framework_v1(master, fw)},
+                    }
+                )
+            elif self.frameworks[fid] != key:
+                out.append(
+                    {
+                        "type": "FRAMEWORK_UPDATED",
+                        "framework_updated": {"framework": views.framework_v1(master, fw)},
+                    }
+                )
+            self.frameworks[fid] = key
+        for task in self._tasks():
+            task_key = (task.framework_id, task.task_id)
+            seen = self.statuses.get(task_key)
+            if seen is None:
+                out.append({"type": "TASK_ADDED", "task_added": {"task": views.task_v1(task)}})
+                seen = 0
+            for status in task.statuses[seen:]:
+                out.append(
+                    {
+                        "type": "TASK_UPDATED",
+                        "task_updated": {
+                            "framework_id": {"value": task.framework_id},
+                            "status": views.prune(status, mesos_pb2.TaskStatus.DESCRIPTOR),
+                            "state": task.state,
+                        },
+                    }
+                )
+            self.statuses[task_key] = len(task.statuses)
+        for fid in list(self.frameworks):
+            if fid not in master.frameworks:
+                del self.frameworks[fid]
+                removed = next((f for f in master.completed_frameworks if f.id == fid), None)
+                info = views.prune(removed.info, mesos_pb2.FrameworkInfo.DESCRIPTOR) if removed else None
+                if info is not None:
+                    out.append({"type": "FRAMEWORK_REMOVED", "framework_removed": {"framework_info": info}})
+        for aid in self.agents - agents.keys():
+            out.append({"type": "AGENT_REMOVED", "agent_removed": {"agent_id": {"value": aid}}})
+        self.agents = set(agents)
+        return out
+
+
+async def subscribe(master: Master, request: web.Request, media_type: str) -> web.StreamResponse:
+    """``SUBSCRIBE`` (``Master::ReadOnlyHandler::subscribe``): a stream of ``mesos.v1.master.Event``
+    records in ``media_type``: SUBSCRIBED with the whole state and the heartbeat interval, then the
+    events of :class:`EventWatch` and a HEARTBEAT every ``HEARTBEAT_INTERVAL``."""
+    watch = EventWatch(master)
+    subscribed = {
+        "type": "SUBSCRIBED",
+        "subscribed": {
+            "get_state": views.get_state(master),
+            "heartbeat_interval_seconds": HEARTBEAT_INTERVAL,
+        },
+    }
+    stream = EventStream(media_type=media_type, message=master_pb2.Event)
+
+    async def forward() -> None:
+        while not stream.closed and not stream.gone:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                for event in watch.events():
+                    stream.send(event)
+            except Exception:  # a bug of the watch must not end the stream silently
+                log.exception("operator event stream: cannot compute events")
+
+    forwarder = asyncio.create_task(forward())
+    try:
+        return await stream.serve(request, subscribed, HEARTBEAT_INTERVAL)
+    finally:
+        forwarder.cancel()
+        await asyncio.gather(forwarder, return_exceptions=True)
 
 
 # --- the older maintenance endpoints ------------------------------------------------------------------

@@ -130,7 +130,7 @@ def _live_executors(master: Master, fw_id: str) -> Iterator[tuple[Agent, Executo
                 yield agent, ex
 
 
-def _registered_agents(master: Master) -> list[Agent]:
+def registered_agents(master: Master) -> list[Agent]:
     """``slaves.registered``: an unreachable agent is removed, a recovering one not yet back."""
     return [a for a in master.agents.values() if a.state in ("ACTIVE", "DISCONNECTED")]
 
@@ -343,7 +343,7 @@ def master_state(master: Master) -> Json:
     """``/master/state`` as Mesos renders it (``Master::ReadOnlyHandler::state``)."""
     from mesos_stateful.localcluster.master import VERSION
 
-    agents = [_agent_state(master, a) for a in _registered_agents(master)]
+    agents = [_agent_state(master, a) for a in registered_agents(master)]
     leader = master_info(master)
     return {
         "version": VERSION,
@@ -390,7 +390,7 @@ def version_info() -> Json:
     return {"version": master_version(), "build_user": "localcluster"}
 
 
-def _task_v1(t: Task) -> Json:
+def task_v1(t: Task) -> Json:
     """``mesos.v1.Task`` (``protobuf::createTask`` + ``Master::updateTask``)."""
     out: Json = {
         "name": t.info.get("name", ""),
@@ -422,10 +422,10 @@ def get_tasks(master: Master) -> Json:
     completed: list[Json] = []
     for fw in master.frameworks.values():
         for t in fw.tasks.values():
-            (unreachable if t.state == "TASK_UNREACHABLE" else tasks).append(_task_v1(t))
-        completed += [_task_v1(t) for t in fw.completed]
+            (unreachable if t.state == "TASK_UNREACHABLE" else tasks).append(task_v1(t))
+        completed += [task_v1(t) for t in fw.completed]
     for fw in master.completed_frameworks:
-        completed += [_task_v1(t) for t in [*fw.completed, *fw.tasks.values()]]
+        completed += [task_v1(t) for t in [*fw.completed, *fw.tasks.values()]]
     return {"tasks": tasks, "unreachable_tasks": unreachable, "completed_tasks": completed}
 
 
@@ -447,28 +447,31 @@ def _agent_info_v1(agent: Agent) -> Json:
     return prune(agent.info(), mesos_pb2.AgentInfo.DESCRIPTOR)
 
 
-def get_agents(master: Master) -> Json:
-    """``GetAgents``: registered agents (``Master::Http::_getAgents``) and recovered ones."""
+def agent_v1(master: Master, agent: Agent) -> Json:
+    """``GetAgents.Agent`` (``Master::Http::_getAgents`` / ``model(Slave)``)."""
     from mesos_stateful.localcluster.master import VERSION
 
-    agents: list[Json] = []
-    for agent in _registered_agents(master):
-        registered, reregistered = master.agent_times.get(agent.id, (master.start_time, None))
-        entry: Json = {
-            "agent_info": _agent_info_v1(agent),
-            "active": agent.state == "ACTIVE",
-            "deactivated": False,
-            "version": VERSION,
-            "pid": f"slave(1)@{agent.endpoint}",
-            "registered_time": _time_info(registered),
-            "total_resources": agent.total.to_json(refinement=True),
-            "allocated_resources": _allocated_v1(master, agent),
-            "offered_resources": _offered_v1(master, agent),
-            "capabilities": [{"type": c} for c in AGENT_CAPABILITIES],
-        }
-        if reregistered is not None:
-            entry["reregistered_time"] = _time_info(reregistered)
-        agents.append(entry)
+    registered, reregistered = master.agent_times.get(agent.id, (master.start_time, None))
+    entry: Json = {
+        "agent_info": _agent_info_v1(agent),
+        "active": agent.state == "ACTIVE",
+        "deactivated": False,
+        "version": VERSION,
+        "pid": f"slave(1)@{agent.endpoint}",
+        "registered_time": _time_info(registered),
+        "total_resources": agent.total.to_json(refinement=True),
+        "allocated_resources": _allocated_v1(master, agent),
+        "offered_resources": _offered_v1(master, agent),
+        "capabilities": [{"type": c} for c in AGENT_CAPABILITIES],
+    }
+    if reregistered is not None:
+        entry["reregistered_time"] = _time_info(reregistered)
+    return entry
+
+
+def get_agents(master: Master) -> Json:
+    """``GetAgents``: registered agents (``Master::Http::_getAgents``) and recovered ones."""
+    agents = [agent_v1(master, agent) for agent in registered_agents(master)]
     recovered = [_agent_info_v1(a) for a in master.agents.values() if a.state == "RECOVERED"]
     return {"agents": agents, "recovered_agents": recovered}
 
@@ -539,7 +542,7 @@ def _inverse_offers_v1(master: Master, fw_id: str) -> list[Json]:
     return out
 
 
-def _framework_v1(master: Master, fw: Framework, active: bool) -> Json:
+def framework_v1(master: Master, fw: Framework, active: bool = True) -> Json:
     """``GetFrameworks.Framework`` (``Master::Http::_getFrameworks`` / ``model(Framework)``)."""
     out: Json = {
         "framework_info": prune(fw.info, mesos_pb2.FrameworkInfo.DESCRIPTOR),
@@ -564,8 +567,8 @@ def _framework_v1(master: Master, fw: Framework, active: bool) -> Json:
 def get_frameworks(master: Master) -> Json:
     """``GetFrameworks``: subscribed (and recovered) frameworks and completed ones."""
     return {
-        "frameworks": [_framework_v1(master, fw, True) for fw in master.frameworks.values()],
-        "completed_frameworks": [_framework_v1(master, fw, False) for fw in master.completed_frameworks],
+        "frameworks": [framework_v1(master, fw, True) for fw in master.frameworks.values()],
+        "completed_frameworks": [framework_v1(master, fw, False) for fw in master.completed_frameworks],
     }
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import queue
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -271,3 +274,117 @@ def test_legacy_maintenance_endpoints(local_cluster: RunningCluster) -> None:
         request("GET", "/maintenance/status")[1].decode(), maintenance_pb2.ClusterStatus()
     )
     assert not cluster_status.down_machines and not cluster_status.draining_machines
+
+
+class OperatorStream:
+    """``SUBSCRIBE`` to the operator API: every record parsed strictly as ``mesos.v1.master.Event``."""
+
+    def __init__(self, cluster: RunningCluster, media_type: str) -> None:
+        host, port = cluster.master_address.rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        call = {"type": "SUBSCRIBE"}
+        if media_type == PROTOBUF:
+            body = json_format.ParseDict(call, master_pb2.Call()).SerializeToString()
+        else:
+            body = json.dumps(call).encode()
+        self.conn.request(
+            "POST", "/api/v1", body=body, headers={"Content-Type": media_type, "Accept": media_type}
+        )
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200 and self.resp.headers["Content-Type"] == media_type
+        self.media_type = media_type
+        self.events: queue.Queue[master_pb2.Event | BaseException] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                size = b""
+                while not size.endswith(b"\n"):
+                    byte = self.resp.read(1)
+                    if not byte:
+                        return
+                    size += byte
+                record = self.resp.read(int(size))
+                if self.media_type == PROTOBUF:
+                    event = master_pb2.Event.FromString(record)
+                    assert not event.FindInitializationErrors(), event.FindInitializationErrors()
+                else:
+                    event = parse_strict(record.decode(), master_pb2.Event())
+                self.events.put(event)
+        except BaseException as error:  # handed to the test thread
+            self.events.put(error)
+
+    def wait(self, kind: int, pred: Any = lambda _e: True, timeout: float = 30.0) -> master_pb2.Event:
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            if isinstance(item, BaseException):
+                raise item
+            if item.type == kind and pred(item):
+                return item
+
+    def close(self) -> None:
+        if self.conn.sock is not None:  # unblocks the reader (a plain close waits for its read)
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
+
+
+@pytest.mark.parametrize("media_type", [JSON, PROTOBUF], ids=["json", "protobuf"])
+def test_operator_subscribe_events(local_cluster: RunningCluster, media_type: str) -> None:
+    """SUBSCRIBED with the whole state, then FRAMEWORK_ADDED, TASK_ADDED, TASK_UPDATED for each new
+    state, AGENT_REMOVED (machine DOWN), FRAMEWORK_REMOVED (teardown)."""
+    Event = master_pb2.Event
+    stream = OperatorStream(local_cluster, media_type)
+    framework = Framework(local_cluster)
+    stopped = False
+    try:
+        subscribed = stream.wait(Event.SUBSCRIBED).subscribed
+        assert subscribed.heartbeat_interval_seconds == 15
+        assert len(subscribed.get_state.get_agents.agents) == 3
+        assert not subscribed.get_state.get_frameworks.frameworks
+
+        framework.start()
+        added = stream.wait(Event.FRAMEWORK_ADDED).framework_added.framework
+        assert added.framework_info.id.value == framework.framework_id and added.connected
+
+        offer = framework.offer()
+        task = task_info(offer, spec={"child": True})
+        task_id = task["task_id"]["value"]
+        framework.driver.launchTasks(offer["id"], [task])
+        framework.update(task_id, "TASK_RUNNING")
+        assert stream.wait(Event.TASK_ADDED).task_added.task.task_id.value == task_id
+        running = stream.wait(
+            Event.TASK_UPDATED, lambda e: e.task_updated.status.state == mesos_pb2.TASK_RUNNING
+        )
+        assert running.task_updated.framework_id.value == framework.framework_id
+        assert running.task_updated.status.task_id.value == task_id
+        assert running.task_updated.state == mesos_pb2.TASK_RUNNING
+
+        agent = next(a for a in local_cluster.agents if a.id == offer["agent_id"]["value"])
+        machine = _machine(agent.hostname, agent.ip)
+        window = {
+            "machine_ids": [machine],
+            "unavailability": {"start": {"nanoseconds": int(time.time() * 1e9)}},
+        }
+        schedule = {
+            "type": "UPDATE_MAINTENANCE_SCHEDULE",
+            "update_maintenance_schedule": {"schedule": {"windows": [window]}},
+        }
+        assert operator(local_cluster, schedule, JSON)[0] == 200
+        start = {"type": "START_MAINTENANCE", "start_maintenance": {"machines": [machine]}}
+        assert operator(local_cluster, start, JSON)[0] == 200
+        # As Master::__removeSlave: the task's update first, then AGENT_REMOVED.
+        lost = stream.wait(Event.TASK_UPDATED, lambda e: e.task_updated.status.task_id.value == task_id)
+        assert lost.task_updated.state in (mesos_pb2.TASK_LOST, mesos_pb2.TASK_GONE_BY_OPERATOR)
+        removed = stream.wait(Event.AGENT_REMOVED).agent_removed
+        assert removed.agent_id.value == agent.id
+
+        framework.stop()
+        stopped = True
+        gone = stream.wait(Event.FRAMEWORK_REMOVED).framework_removed
+        assert gone.framework_info.id.value == framework.framework_id
+    finally:
+        if framework.framework_id and not stopped:
+            framework.stop()
+        stream.close()
