@@ -19,6 +19,7 @@ _PHASE_STYLE = {
     "FAILED": "red",
     "DEGRADED": "yellow",
     "RECOVERING": "yellow",
+    "DRAINING": "yellow",
     "DELETING": "magenta",
     "DELETED": "magenta",
 }

@@ -986,7 +986,7 @@ def phase_for(s: Snapshot, plan: types_pb2.Plan | None) -> types_pb2.InstancePha
             plans.DEPLOY: T.INSTANCE_PHASE_DEPLOYING,
             plans.SCALE: T.INSTANCE_PHASE_SCALING,
             plans.RECOVERY: T.INSTANCE_PHASE_RECOVERING,
-            plans.DRAIN: T.INSTANCE_PHASE_RECOVERING,
+            plans.DRAIN: T.INSTANCE_PHASE_DRAINING,
             plans.DELETE: T.INSTANCE_PHASE_DELETING,
         }.get(plan.name, s.instance.phase)
     if not s.members:

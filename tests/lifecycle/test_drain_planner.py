@@ -75,7 +75,7 @@ def test_a_replica_on_a_draining_agent_is_drained_alone_with_the_reason_naming_i
         "slave-running cache-1",
     ]
     s = snap(inst, members, tasks)
-    assert planner.phase_for(s, plan) == T.INSTANCE_PHASE_RECOVERING
+    assert planner.phase_for(s, plan) == T.INSTANCE_PHASE_DRAINING
 
 
 def test_replicas_first_one_at_a_time_then_the_master_by_switchover() -> None:

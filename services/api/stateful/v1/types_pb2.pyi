@@ -24,6 +24,7 @@ class InstancePhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INSTANCE_PHASE_DELETING: _ClassVar[InstancePhase]
     INSTANCE_PHASE_DELETED: _ClassVar[InstancePhase]
     INSTANCE_PHASE_FAILED: _ClassVar[InstancePhase]
+    INSTANCE_PHASE_DRAINING: _ClassVar[InstancePhase]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -123,6 +124,7 @@ INSTANCE_PHASE_SCALING: InstancePhase
 INSTANCE_PHASE_DELETING: InstancePhase
 INSTANCE_PHASE_DELETED: InstancePhase
 INSTANCE_PHASE_FAILED: InstancePhase
+INSTANCE_PHASE_DRAINING: InstancePhase
 ROLE_UNSPECIFIED: Role
 ROLE_MASTER: Role
 ROLE_SLAVE: Role
