@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -34,12 +35,14 @@ from mesos_stateful.localcluster.checkpoint import (
     read_state,
     remove_tree,
     write_atomically,
+    write_text_atomically,
 )
 from mesos_stateful.localcluster.procs import (
     is_alive,
     kill_session,
     kill_session_now,
     session_members,
+    spawn_blocked,
     start_time,
     wait_gone,
 )
@@ -437,22 +440,39 @@ class Agent:
         )
 
     async def kill_orphans(self) -> None:
-        """Executor processes of a previous run that this agent did not recover (Mesos destroys
-        orphan containers): their whole session is killed."""
-        known = {ex.container_id for ex in self.executors.values()}
+        """Destroy the orphan containers (``MesosContainerizerProcess::recover``/``__recover``):
+        every container of the runtime directory (``containers/*.json``) that is not a recovered
+        executor with a checkpointed pid. A recorded pid that is still the same process (pid and
+        start time) leads the session that is killed whole (SIGTERM, ``kill_grace``, SIGKILL). A
+        record without a pid is a container whose process was forked but never released (the agent
+        died before it checkpointed the pid): that process exits by itself when its pipe closes and
+        never ran executor code, so there is nothing to kill (Mesos: "assume the child process will
+        exit because of the pipe")."""
+        known = {ex.container_id for ex in self.executors.values() if ex.pid is not None}
         for path in sorted(self.containers_dir.glob("*.json")):
-            try:
-                record = json.loads(path.read_text())
-                pid, started = int(record["pid"]), record.get("start_time")
-            except (OSError, ValueError, KeyError, TypeError):
-                path.unlink(missing_ok=True)
-                continue
             if path.stem in known:
                 continue
-            if is_alive(pid, started):
+            try:
+                record = json.loads(path.read_text())
+                recorded = record.get("pid")
+                started = record.get("start_time")
+                pid = None if recorded is None else int(recorded)
+            except (OSError, ValueError, TypeError, AttributeError) as error:
+                log.error("agent %s: unreadable container record %s (%s): removed", self.id, path, error)
+                path.unlink(missing_ok=True)
+                continue
+            if pid is None:
                 log.info(
-                    "agent %s: destroying orphan executor %s (pid %s)",
+                    "agent %s: orphan container %s of executor %s was never started (no pid checkpointed)",
                     self.id,
+                    path.stem,
+                    record.get("executor_id"),
+                )
+            elif is_alive(pid, started):
+                log.info(
+                    "agent %s: destroying orphan container %s of executor %s (pid %s)",
+                    self.id,
+                    path.stem,
                     record.get("executor_id"),
                     pid,
                 )
@@ -484,25 +504,41 @@ class Agent:
         except OSError as error:
             log.error("agent %s: cannot checkpoint task %s: %s", self.id, tid, error)
 
+    def _ckpt_container(self, ex: Executor) -> None:
+        """The container's record in the runtime directory, written (fsync'ed) before its process is
+        forked (``pid`` null: Mesos creates the runtime dir in ``launch``) and again with the pid
+        once ``forked.pid`` is checkpointed (``_ckpt_pid``). Raises OSError."""
+        write_atomically(
+            self.containers_dir / f"{ex.container_id}.json",
+            {
+                "pid": ex.pid,
+                "start_time": ex.started,
+                "framework_id": ex.framework_id,
+                "executor_id": ex.executor_id,
+                "sandbox": str(ex.sandbox),
+            },
+        )
+
     def _ckpt_pid(self, ex: Executor) -> None:
+        """The forked executor's pid and start time, durably, before it may exec (Mesos
+        ``_launch``): first ``forked.start``/``forked.pid`` in the meta dir (checkpointing
+        frameworks), then the runtime record, so a pid in the runtime record is always in the meta
+        dir too (a runtime pid without a meta pid is an orphan). Raises OSError."""
         assert ex.pid is not None
-        try:
-            write_atomically(
-                self.containers_dir / f"{ex.container_id}.json",
-                {
-                    "pid": ex.pid,
-                    "start_time": ex.started,
-                    "framework_id": ex.framework_id,
-                    "executor_id": ex.executor_id,
-                },
-            )
-            if ex.checkpoint:
-                pids = self.paths.run(ex.framework_id, ex.executor_id, ex.container_id) / "pids"
-                pids.mkdir(parents=True, exist_ok=True)
-                (pids / "forked.start").write_text(str(ex.started or ""))
-                (pids / "forked.pid").write_text(str(ex.pid))
-        except OSError as error:
-            log.error("agent %s: cannot checkpoint executor %s: %s", self.id, ex.executor_id, error)
+        if ex.checkpoint:
+            pids = self.paths.run(ex.framework_id, ex.executor_id, ex.container_id) / "pids"
+            write_text_atomically(pids / "forked.start", str(ex.started or ""))
+            write_text_atomically(pids / "forked.pid", str(ex.pid))
+        self._ckpt_container(ex)
+
+    def _crash_point(self, point: str) -> None:
+        """Fault injection (setting ``crash_at``, for tests that run the cluster as a process of its
+        own): the cluster process dies here as with ``kill -9``."""
+        if self.master.settings.crash_at == point:
+            log.warning("agent %s: crash_at=%s: the cluster process kills itself (SIGKILL)", self.id, point)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _ckpt_record(self, ex: Executor, tid: str, record: Json) -> None:
         if not ex.checkpoint:
@@ -653,27 +689,68 @@ class Agent:
             log.warning("agent %s: cannot link the volumes of task %s: %s", self.id, task["task_id"], error)
 
     async def _start(self, ex: Executor) -> None:
+        """Launch the executor's container as Mesos' containerizer does (``containerizer.cpp``
+        ``launch``, ``_launch``, ``exec``): record the container, fork its process blocked on a
+        pipe, checkpoint its pid and start time (fsync'ed), and only then release it to exec the
+        executor's command. The executor never runs with its pid unrecorded: if the agent dies
+        before the release, the child exits without exec'ing, and the restarted agent finds either
+        no pid (nothing ran) or the pid (recovered, or destroyed as an orphan)."""
         eid, fid = ex.executor_id, ex.framework_id
         try:
-            ex.proc = await self._spawn(ex)
+            self._ckpt_container(ex)
+            file, argv, env = self._command(ex)
+            stdout, stderr = _open_logs(ex.sandbox)
+            try:
+                launch = await spawn_blocked(ex.sandbox, env, stdout, stderr)
+            finally:
+                stdout.close()
+                stderr.close()
         except OSError as error:
-            log.warning("agent %s: cannot start executor %s: %s", self.id, eid, error)
-            ex.state = "TERMINATED"
-            self._fail_tasks(
-                ex, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED", f"Failed to launch executor: {error}"
-            )
-            self._executor_ended(ex)
+            self._launch_failed(ex, error)
             return
-        ex.pid = ex.proc.pid
+        ex.proc = launch.proc
+        ex.pid = launch.pid
         ex.started = start_time(ex.pid)
-        self._ckpt_pid(ex)
+        log.info("agent %s: forked executor %s (pid %s) of framework %s", self.id, eid, ex.pid, fid)
+        self._crash_point("executor-forked")
+        if self.alive and ex.state != "TERMINATING":
+            try:
+                self._ckpt_pid(ex)
+            except OSError as error:
+                # Mesos fails the launch ("Could not checkpoint container's pid").
+                launch.abort()
+                await ex.proc.wait()
+                self._launch_failed(ex, OSError(f"Could not checkpoint container's pid: {error}"))
+                return
+            self._crash_point("executor-checkpointed")
+        if not self.alive or ex.state == "TERMINATING":
+            # Killed or shut down while it was being started: it never execs.
+            launch.abort()
+            ex.watcher = asyncio.create_task(self._watch(ex))
+            await kill_session(ex.pid, 0.0)
+            return
+        failed = await launch.release(file, argv, env)
+        if failed is not None:
+            await ex.proc.wait()
+            self._launch_failed(ex, failed)
+            return
         ex.watcher = asyncio.create_task(self._watch(ex))
         if not self.alive or ex.state == "TERMINATING":
-            # Killed or shut down while it was being started.
-            await kill_session(ex.proc.pid, 0.0)
-        log.info("agent %s: started executor %s (pid %s) of framework %s", self.id, eid, ex.proc.pid, fid)
+            await kill_session(ex.pid, 0.0)  # killed or shut down while it was being released
+        log.info("agent %s: started executor %s (pid %s) of framework %s", self.id, eid, ex.pid, fid)
 
-    async def _spawn(self, ex: Executor) -> asyncio.subprocess.Process:
+    def _launch_failed(self, ex: Executor, error: OSError) -> None:
+        log.warning("agent %s: cannot start executor %s: %s", self.id, ex.executor_id, error)
+        ex.state = "TERMINATED"
+        self._fail_tasks(
+            ex, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED", f"Failed to launch executor: {error}"
+        )
+        self._executor_ended(ex)
+
+    def _command(self, ex: Executor) -> tuple[str, list[str], dict[str, str]]:
+        """What the executor's process execs: file, argv and environment (README "Executor
+        environment"), as ``subprocess`` ran it before: a shell command as ``/bin/sh -c <value>``,
+        otherwise ``value`` (searched on the environment's PATH) with ``arguments[1:]``."""
         command = ex.info.get("command") or {}
         settings = self.master.settings
         env = {k: v for k, v in os.environ.items() if k not in _AGENT_ONLY_ENV}
@@ -697,32 +774,11 @@ class Agent:
             env["MESOS_SUBSCRIPTION_BACKOFF_MAX"] = _duration(settings.executor_reregistration_timeout)
         for var in (command.get("environment") or {}).get("variables", []):
             env[str(var["name"])] = str(var.get("value", ""))
-        stdout, stderr = _open_logs(ex.sandbox)
-        try:
-            if command.get("shell", True):
-                return await asyncio.create_subprocess_shell(
-                    command.get("value", ""),
-                    cwd=ex.sandbox,
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    start_new_session=True,
-                )
-            argv = [str(a) for a in command.get("arguments", [])] or [command.get("value", "")]
-            return await asyncio.create_subprocess_exec(
-                command.get("value", argv[0]),
-                *argv[1:],
-                cwd=ex.sandbox,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        finally:
-            stdout.close()
-            stderr.close()
+        if command.get("shell", True):
+            return "/bin/sh", ["/bin/sh", "-c", str(command.get("value", ""))], env
+        argv = [str(a) for a in command.get("arguments", [])] or [str(command.get("value", ""))]
+        file = str(command.get("value", argv[0]))
+        return file, [file, *argv[1:]], env
 
     async def _wait_exit(self, ex: Executor) -> int | None:
         """The executor's exit code; None for a recovered executor (not our child: only its

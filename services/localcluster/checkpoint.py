@@ -19,8 +19,14 @@ Every file is written atomically or appended and fsync'ed before the agent acts 
 line of ``task.updates`` (the agent died while appending) is ignored, as Mesos does.
 
 Independently of checkpointing, ``<agent work dir>/containers/<container id>.json`` records every
-executor process (the containerizer's runtime directory), so that a restarted agent destroys the
-executors it does not recover (Mesos' orphan containers).
+executor container (the containerizer's runtime directory), so that a restarted agent destroys the
+executors it does not recover (Mesos' orphan containers). As Mesos' containerizer
+(``src/slave/containerizer/mesos/containerizer.cpp`` ``launch``/``_launch``/``exec``), the record is
+written before the executor process is forked (``pid`` null), the process is forked blocked on a
+pipe, its pid and start time are checkpointed (``forked.pid``/``forked.start`` first, then the
+record's ``pid``/``start_time``), and only then is it released to exec the executor's command. A
+record without a pid is a container whose process never ran executor code: it exits by itself
+when the agent that forked it is gone (its end of the pipe closes).
 """
 
 from __future__ import annotations
@@ -38,14 +44,32 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomically(path: Path, data: object) -> None:
+    """``data`` as JSON in ``path``: written to a temporary file, fsync'ed, renamed over ``path``,
+    and the rename fsync'ed (Mesos' ``state::checkpoint``): after a crash ``path`` holds the old or
+    the new content, and once this returns, the new one."""
+    write_text_atomically(path, json.dumps(data, indent=1))
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """``text`` in ``path``, durably and atomically (see ``write_atomically``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def append_record(path: Path, record: Json) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -73,6 +73,14 @@ class LocalClusterSettings(ServiceSettings):
         description="missed pongs in a row after which the master marks an agent unreachable (Mesos "
         "master flag --max_agent_ping_timeouts, default 5): a silent agent is noticed "
         "agent_ping_timeout x max_agent_ping_timeouts after it went silent (75 s by default)",
+    )
+
+    crash_at: Literal["", "executor-forked", "executor-checkpointed"] = Field(
+        "",
+        description="fault injection for tests that run the cluster as a process of its own: the "
+        "process SIGKILLs itself when an agent has forked an executor (blocked) and not yet "
+        "checkpointed its pid ('executor-forked'), or has checkpointed it and not yet released it "
+        "('executor-checkpointed'); empty: never",
     )
 
     @model_validator(mode="after")
