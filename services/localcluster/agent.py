@@ -696,6 +696,8 @@ class Agent:
         before the release, the child exits without exec'ing, and the restarted agent finds either
         no pid (nothing ran) or the pid (recovered, or destroyed as an orphan)."""
         eid, fid = ex.executor_id, ex.framework_id
+        if not self.alive:
+            return  # the agent died before the launch began: nothing of it exists
         try:
             self._ckpt_container(ex)
             file, argv, env = self._command(ex)
