@@ -212,6 +212,15 @@ def maintenance_schedule(
     """Schedule the agents' machines for maintenance (one window): they go DRAINING, their
     frameworks get inverse offers, their offers carry the unavailability."""
     machines = [_machine(master, a) for a in agents]
+    if start_in < 0 or duration <= 0:
+        # Mesos accepts such windows (maintenance.cpp checks only a negative duration); they give
+        # frameworks no notice, so say it.
+        why = "starts in the past" if start_in < 0 else "has no duration"
+        typer.echo(
+            f"warning: this window {why}: frameworks get no time to move their tasks before "
+            "`maintenance start` may take the machines DOWN",
+            err=True,
+        )
     start_ns = int((time.time() + start_in) * 1e9)
     window = {
         "machine_ids": machines,
@@ -230,10 +239,57 @@ def maintenance_unschedule(agents: list[str] = AGENTS, master: str = MASTER) -> 
     _update_schedule(master, _without(_schedule(master), machines))
 
 
+# Mesos' terminal task states (mesos.proto TaskState): a task in another state still runs or may.
+TERMINAL_TASK_STATES = frozenset(
+    {
+        "TASK_FINISHED",
+        "TASK_FAILED",
+        "TASK_KILLED",
+        "TASK_ERROR",
+        "TASK_LOST",
+        "TASK_DROPPED",
+        "TASK_GONE",
+        "TASK_GONE_BY_OPERATOR",
+    }
+)
+
+
+def _tasks_on(master: str, machines: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The non-terminal tasks (GET_TASKS) on the agents of these machines."""
+    keys = {(m["hostname"], m["ip"]) for m in machines}
+    agent_ids = {
+        m["agent_id"] for m in _machines(master) if "agent_id" in m and (m["hostname"], m["ip"]) in keys
+    }
+    tasks = _operator(master, {"type": "GET_TASKS"})["get_tasks"]
+    running = tasks.get("tasks", []) + tasks.get("unreachable_tasks", [])
+    return [
+        t
+        for t in running
+        if t.get("agent_id", {}).get("value") in agent_ids and t.get("state") not in TERMINAL_TASK_STATES
+    ]
+
+
 @maintenance_app.command("start")
-def maintenance_start(agents: list[str] = AGENTS, master: str = MASTER) -> None:
-    """START_MAINTENANCE: the (scheduled) machines go DOWN; their agents are removed, their tasks lost."""
+def maintenance_start(
+    agents: list[str] = AGENTS,
+    master: str = MASTER,
+    force: bool = typer.Option(False, "--force", help="take the machines DOWN even with tasks still on them"),
+) -> None:
+    """START_MAINTENANCE: the (scheduled) machines go DOWN; their agents are removed, their tasks lost.
+    Refused (exit 1) while tasks still run on them — their frameworks have not moved them yet (see
+    ``maintenance status``: an inverse offer ACCEPTed means a framework is done) — unless ``--force``."""
     machines = [_machine(master, a) for a in agents]
+    left = _tasks_on(master, machines)
+    if left and not force:
+        names = ", ".join(str(t.get("task_id", {}).get("value")) for t in left[:5])
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        typer.echo(
+            f"refusing to take {', '.join(m['hostname'] for m in machines)} DOWN: {len(left)} task(s) still "
+            f"run there ({names}{more}); their frameworks are still moving them (`maintenance status`). "
+            "Wait, or pass --force to lose them.",
+            err=True,
+        )
+        raise typer.Exit(1)
     _operator(master, {"type": "START_MAINTENANCE", "start_maintenance": {"machines": machines}})
     typer.echo(json.dumps({"down": machines}))
 

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from localcluster.harness import Framework
+from localcluster.harness import Framework, task_info
 from mesos_stateful.testing.cluster import RunningCluster
 
 
@@ -79,3 +79,30 @@ def test_maintenance_cli(local_cluster: RunningCluster, framework: Framework) ->
 
     unknown = cli(local_cluster, "start", "no-such-agent", check=False)
     assert unknown.returncode == 1 and "no agent or machine 'no-such-agent'" in unknown.stderr
+
+
+def test_start_refuses_to_take_down_a_machine_that_still_runs_tasks(
+    local_cluster: RunningCluster, framework: Framework
+) -> None:
+    """A machine whose agent still runs a task is not taken DOWN (its task would be lost) unless
+    ``--force``; a window starting in the past is scheduled (as Mesos) with a warning."""
+    target = local_cluster.agents[0]
+    offer = framework.offer(lambda o: o["agent_id"]["value"] == target.id)
+    task = task_info(offer, spec={"child": True})
+    framework.driver.launchTasks(offer["id"], [task])
+    tid = task["task_id"]["value"]
+    framework.update(tid, "TASK_RUNNING")
+
+    scheduled = cli(local_cluster, "schedule", target.hostname, "--start-in", "-60")
+    assert "warning: this window starts in the past" in scheduled.stderr
+
+    refused = cli(local_cluster, "start", target.hostname, check=False)
+    assert refused.returncode == 1, refused
+    assert f"refusing to take {target.hostname} DOWN: 1 task(s) still run there ({tid})" in refused.stderr
+    assert target.id in [a["id"] for a in local_cluster.state()["slaves"]]  # still up, task running
+
+    forced = cli(local_cluster, "start", target.hostname, "--force")
+    assert lines(forced.stdout) == [{"down": [{"hostname": target.hostname, "ip": target.ip}]}]
+    lost = framework.update(tid, "TASK_LOST")
+    assert lost["reason"] == "REASON_AGENT_REMOVED"
+    cli(local_cluster, "stop", target.hostname)
