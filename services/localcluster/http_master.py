@@ -80,8 +80,9 @@ def build_app(cluster: LocalCluster) -> web.Application:
     app.router.add_route("*", "/api/v1", api)
     operator.add_maintenance_routes(app, master)
     app.router.add_get("/version", version)
-    app.router.add_get("/master/state", state)
-    app.router.add_get("/state", state)
+    # Any method, as Mesos (`Master::Http::state` checks none).
+    app.router.add_route("*", "/master/state", state)
+    app.router.add_route("*", "/state", state)
     app.router.add_get("/health", health)
     app.router.add_post("/faults/agents/{agent}/{action}", fault)
     return app

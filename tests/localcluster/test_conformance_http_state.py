@@ -198,3 +198,18 @@ def test_master_state_shape(local_cluster: RunningCluster, sched: RawScheduler) 
     assert done["unregistered_time"] >= fw["registered_time"] and done["hostname"] == "scheduler-host"
     assert task_id in [t["id"] for t in done["completed_tasks"]] and done["tasks"] == []
     assert not state["frameworks"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_master_state_answers_any_method(local_cluster: RunningCluster, method: str) -> None:
+    """`Master::Http::state` checks no method (unlike the v1 APIs' 405): a POST reads the state too."""
+    host, port = local_cluster.master_address.rsplit(":", 1)
+    for path in ("/master/state", "/state"):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            assert resp.status == 200, (method, path, resp.status)
+            assert "slaves" in json.loads(resp.read())
+        finally:
+            conn.close()
