@@ -409,9 +409,12 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
             return master_recovery(s, master), True
 
     if active is not None:
+        if handing_over(s, active):
+            # It began handling the master and its new master is not started yet: whatever it
+            # is named, a new plan would find a fenced (or promoted but read-only) master and
+            # nobody to start it (no writable master until something else happened).
+            return active, False
         stale = active.generation != instance.generation and active.name != plans.RECOVERY
-        if stale and active.name == plans.DRAIN:
-            stale = not _mid_switchover(active)
         # Peers: a recovery planned for one lost peer must take in every peer lost since (all
         # killed at once are noticed one by one; restarted alone, none would have a quorum).
         replan_losses = active.name in (plans.DEPLOY, plans.SCALE, plans.DRAIN) or (
@@ -446,8 +449,7 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
 def _waits_on_a_rebuild(s: Snapshot, active: types_pb2.Plan) -> bool:
     """A plan waiting to bring up a replica that its last check says must be rebuilt (e.g. an old
     master on a diverged branch: it never gets ready) is replaced, unless it handles the master."""
-    handling_master = (Action.FENCE, Action.FAILOVER, Action.DEMOTE, Action.ELECT, Action.REBUILD)
-    if any(plans.action_of(st) in handling_master and st.status != plans.COMPLETE for st in active.steps):
+    if handing_over(s, active):
         return False
     waiting = (Action.LAUNCH, Action.AWAIT, Action.RELAUNCH, Action.START_SLAVE, Action.SLAVE_RUNNING)
     return any(
@@ -959,14 +961,42 @@ def replicas_draining(s: Snapshot) -> list[types_pb2.Member]:
     return [m for m in s.members if m.role != T.ROLE_MASTER and maintenance_of(s, m) is not None]
 
 
-def _mid_switchover(plan: types_pb2.Plan) -> bool:
-    """A drain plan that started fencing the master and has not recorded the promotion yet: never
-    replaced by a spec change (the next plan would find a fenced master and no new one)."""
-    fenced = any(plans.action_of(st) == Action.FENCE and st.status != plans.PENDING for st in plan.steps)
-    promoted = any(
-        plans.action_of(st) == Action.FAILOVER and st.status == plans.COMPLETE for st in plan.steps
+# Steps that handle the master: once one of them started, the plan owns the master until its new
+# master is started (:func:`handing_over`).
+MASTER_HANDLING = frozenset({Action.FENCE, Action.FAILOVER, Action.DEMOTE, Action.ELECT})
+
+
+def handing_over(s: Snapshot, plan: types_pb2.Plan) -> bool:
+    """Whether ``plan`` began handling the master — a FENCE, FAILOVER, DEMOTE or ELECT step (or a
+    REBUILD of the master) started or done — and the START_MASTER and MASTER_RUNNING of its new
+    master (appended after that step by the failover or the election) are not both COMPLETE
+    yet. Such a plan is never replaced by :func:`decide` (spec change, new losses, a rebuild
+    waited for), whatever its name (drain, recovery): a plan that replaced it would find a fenced
+    old master and a promoted one that nobody starts (a read-only replica of nobody: no writable
+    master). A delete still wins, and a loss of the *new* master hands it to a recovery (its
+    ``start-master`` is skipped for a lost member, the plan could not start it anyway)."""
+    master = s.master()
+    begun = -1
+    for i, st in enumerate(plan.steps):
+        action = plans.action_of(st)
+        handles = action in MASTER_HANDLING or (
+            action == Action.REBUILD and master is not None and st.member_id == master.id
+        )
+        if handles and st.status != plans.PENDING:
+            begun = i
+    if begun < 0:
+        return False
+    after = plan.steps[begun + 1 :]
+    started = {
+        (plans.action_of(st), st.member_id)
+        for st in after
+        if plans.action_of(st) in (Action.START_MASTER, Action.MASTER_RUNNING) and st.status == plans.COMPLETE
+    }
+    return not any(
+        (Action.START_MASTER, st.member_id) in started and (Action.MASTER_RUNNING, st.member_id) in started
+        for st in after
+        if plans.action_of(st) == Action.START_MASTER
     )
-    return fenced and not promoted
 
 
 def delete_plan(s: Snapshot) -> types_pb2.Plan:

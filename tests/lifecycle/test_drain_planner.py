@@ -353,3 +353,109 @@ def test_a_launch_pinned_to_an_agent_down_for_maintenance_is_replaced_unless_it_
     for m in (members[0], members[2]):
         m.volume.has_data = False
     assert planner.down_for_maintenance(snap(inst, members, tasks), members[1], queued, START + 1) is None
+
+
+# --- a plan that began handling the master keeps it until its new master is started ---------------
+
+
+def _switched_over(name: str = plans.DRAIN) -> tuple[T.Instance, list[T.Member], dict[str, T.Task]]:
+    """cache-0's agent drained: fenced (demoted), cache-1 promoted (the failover step COMPLETE),
+    its start-master not run yet — the moment issue 11's scale replaced the plan."""
+    inst, members, tasks = redis(agents=["a0", "a1", "a2"])
+    schedule(tasks, "a0")
+    s = snap(inst, members, tasks)
+    plan = plans.new_plan(name, "drain cache-0 off agent host-a0 by switchover", 1, [])
+    if name == plans.DRAIN:
+        plan.steps.append(plans.step(plans.Action.DRAIN, "cache-0"))
+    plan.steps.extend(planner.switchover("cache-0"))
+    complete_all(plan)
+    plan.steps.extend(planner.after_failover(s, "cache-0", "cache-1", drain=name == plans.DRAIN))
+    plan.status = plans.plan_status(plan)
+    members[0].role, members[0].state = T.ROLE_SLAVE, T.MEMBER_STATE_LOST
+    members[1].role = T.ROLE_MASTER  # promoted: still RUNNING, but a read-only replica of nobody
+    inst.plan.CopyFrom(plan)
+    return inst, members, tasks
+
+
+def _started(plan: T.Plan, member: str) -> None:
+    for st in plan.steps:
+        if st.name in (f"start-master {member}", f"master-running {member}"):
+            st.status = plans.COMPLETE
+    plan.status = plans.plan_status(plan)
+
+
+def test_a_scale_right_after_the_switchover_s_failover_does_not_replace_the_drain() -> None:
+    inst, members, tasks = _switched_over()
+    assert planner.handing_over(snap(inst, members, tasks), inst.plan)
+    inst.spec.replicas, inst.generation = 4, 2
+    kept, new = decide(snap(inst, members, tasks))
+    assert not new and kept is inst.plan
+    # Once the new master runs in its role the scale may replace what is left of the drain.
+    _started(inst.plan, "cache-1")
+    assert not planner.handing_over(snap(inst, members, tasks), inst.plan)
+    replaced, new = decide(snap(inst, members, tasks))
+    assert new and replaced is not None and replaced.name == plans.SCALE
+
+
+def test_a_fence_started_is_not_replaced_by_a_spec_change_nor_a_new_loss() -> None:
+    inst, members, tasks = redis(agents=["a0", "a1", "a2"])
+    schedule(tasks, "a0")
+    plan = plans.new_plan(plans.DRAIN, "drain", 1, [plans.step(plans.Action.DRAIN, "cache-0")])
+    complete_all(plan)
+    plan.steps.extend(planner.switchover("cache-0"))
+    plan.steps[1].status = plans.DELAYED  # the fence is under way (a first attempt failed)
+    inst.plan.CopyFrom(plan)
+    inst.spec.replicas, inst.generation = 5, 2
+    tasks[members[2].task_id].state = T.TASK_STATE_LOST  # and a replica is lost meanwhile
+    kept, new = decide(snap(inst, members, tasks))
+    assert not new and kept is inst.plan
+
+
+def test_new_losses_do_not_replace_a_switchover_before_its_new_master_started() -> None:
+    inst, members, tasks = _switched_over()
+    tasks[members[2].task_id].state = T.TASK_STATE_LOST
+    kept, new = decide(snap(inst, members, tasks))
+    assert not new and kept is inst.plan
+    _started(inst.plan, "cache-1")
+    replaced, new = decide(snap(inst, members, tasks))
+    assert new and replaced is not None and replaced.name == plans.RECOVERY
+
+
+def test_a_rebuild_asked_for_does_not_replace_a_handover_before_its_new_master_started() -> None:
+    for name in (plans.DRAIN, plans.RECOVERY):
+        inst, members, tasks = _switched_over(name)
+        members[2].health.repair = T.REPAIR_REBUILD  # its check asks for a rebuild
+        kept, new = decide(snap(inst, members, tasks))
+        assert not new and kept is inst.plan, name
+        # Started: a plan waiting on start-slave of a replica that must be rebuilt is replaced.
+        _started(inst.plan, "cache-1")
+        replaced, new = decide(snap(inst, members, tasks))
+        assert new and replaced is not None, name
+
+
+def test_a_recovery_is_protected_the_same_way() -> None:
+    inst, members, tasks = _switched_over(plans.RECOVERY)
+    inst.spec.replicas, inst.generation = 4, 2
+    tasks[members[2].task_id].state = T.TASK_STATE_LOST
+    kept, new = decide(snap(inst, members, tasks))
+    assert not new and kept is inst.plan
+
+
+def test_a_cold_start_election_keeps_its_plan_until_the_elected_master_started() -> None:
+    inst, members, tasks = redis(agents=["a0", "a1", "a2"])
+    s = snap(inst, members, tasks)
+    plan = plans.new_plan(plans.RECOVERY, "cold start", 1, planner.cold_start(s, "cache-0", fence=False))
+    complete_all(plan)
+    plan.steps.extend(planner.after_election(s, "cache-2"))
+    inst.plan.CopyFrom(plan)
+    members[0].role, members[2].role = T.ROLE_SLAVE, T.ROLE_MASTER
+    members[1].health.repair = T.REPAIR_REBUILD
+    kept, new = decide(snap(inst, members, tasks))
+    assert not new and kept is inst.plan
+
+
+def test_a_delete_still_wins_over_a_handover() -> None:
+    inst, members, tasks = _switched_over()
+    inst.phase = T.INSTANCE_PHASE_DELETING
+    plan, new = decide(snap(inst, members, tasks))
+    assert new and plan is not None and plan.name == plans.DELETE
