@@ -2,8 +2,15 @@
 
 Several launches may be packed into one offer: each takes its cpus, mem, disk and ports out of
 what is left of it. Ports come from the offer's ranges (lowest free first, all distinct).
-Placement: at most ``max_per_agent`` tasks of one instance per agent, counting tasks already
-running or launched there, and every required attribute must match exactly.
+Placement: at most ``max_per_agent`` members of one instance per agent, and every required
+attribute must match exactly. A member is counted on every agent it is at (its "current agent",
+as dcos-commons' placement rules count every task of the service in the state store, running or
+not): where its task is live, where its pinned launch waits, and where its persistent volume is,
+even while its task is down (LOST, restarting in place there). Without that a member moved
+elsewhere could be placed next to a down member's volume, and that member would then restart in
+place next to it: two members of one instance on one agent. The launching member itself is not
+counted (its own old place does not keep it off), and a pinned launch is not subject to the rule
+(its volume is its place).
 
 A launch with a persistent volume (docs/volumes.md) is placed in one of three ways:
 - pinned (the volume's agent is known): only on an offer from that agent, only on the resources
@@ -33,11 +40,27 @@ restart in place on its volume) may still use it; lifecycle moves the member off
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 # Mesos scalars are fixed-point with three decimals; compare with some slack.
 _EPSILON = 1e-6
+
+# (agent id, instance) -> the members of the instance at that agent (member ids; task ids for
+# launches without a member id), or a plain count of anonymous tasks there.
+Occupancy = Mapping[tuple[str, str], Collection[str] | int]
+
+
+def members_at(occupancy: Occupancy, agent_id: str, need: Need) -> int:
+    """How many members of ``need``'s instance, other than ``need``'s own member, are at
+    ``agent_id``."""
+    there = occupancy.get((agent_id, need.instance))
+    if there is None:
+        return 0
+    if isinstance(there, int):
+        return there
+    own = need.member_id or need.task_id
+    return sum(1 for member in there if member != own)
 
 
 @dataclass(frozen=True)
@@ -239,6 +262,9 @@ class MatchResult:
     assignments: dict[str, list[Assignment]] = field(default_factory=dict)
     # task id -> why it was not placed
     pending: dict[str, str] = field(default_factory=dict)
+    # task id -> agent id -> short label of why that agent's offer did not take it (launches
+    # placed by the rules, not pinned ones); see summarize()
+    misfits: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def placed(self) -> list[Assignment]:
         return [a for batch in self.assignments.values() for a in batch]
@@ -262,36 +288,70 @@ def draining_reason(offer: Offer) -> str:
     )
 
 
-def _misfit(need: Need, offer: Offer, running: Mapping[tuple[str, str], int]) -> str | None:
-    """Why ``need`` does not fit what is left of ``offer`` (None: it fits). The text is phrased
-    for the summary over all offers."""
+def _misfit(need: Need, offer: Offer, running: Occupancy) -> tuple[str, str] | None:
+    """Why ``need`` does not fit what is left of ``offer`` (None: it fits), twice: phrased for the
+    list of reasons over all offers (``GetCluster.pending``), and as the short label of this agent
+    in the summary of :func:`summarize` ("scheduled for maintenance", "hold another member of
+    cache", ...; plural verbs, :func:`summarize` fits them to the count)."""
+    where = offer.hostname or offer.agent_id
     if offer.draining:
-        return draining_reason(offer)
+        return draining_reason(offer), "scheduled for maintenance"
     if not attributes_match(need.required_attributes, offer.attributes):
         wanted = ", ".join(f"{k}={v}" for k, v in sorted(need.required_attributes.items()))
-        return f"no agent offering resources has attributes {wanted}"
+        return f"no agent offering resources has attributes {wanted}", f"lack attributes {wanted}"
     if need.avoids_agent(offer.agent_id):
         who = need.member_id or need.task_id
-        return f"agent {offer.hostname or offer.agent_id} is avoided after failed launches of {who}"
+        return (
+            f"agent {where} is avoided after failed launches of {who}",
+            f"avoided after failed launches of {who}",
+        )
     limit = max(need.max_per_agent, 1)
-    if running.get((offer.agent_id, need.instance), 0) >= limit:
-        return f"agents with free resources already run {limit} task(s) of {need.instance}"
+    if members_at(running, offer.agent_id, need) >= limit:
+        held = f"another member of {need.instance}" if limit == 1 else f"{limit} members of {need.instance}"
+        return f"agents with free resources already run {limit} task(s) of {need.instance}", f"hold {held}"
     if offer.cpus + _EPSILON < need.cpus:
-        return f"no agent has {_fmt(need.cpus)} cpus free"
+        return f"no agent has {_fmt(need.cpus)} cpus free", f"lack {_fmt(need.cpus)} free cpus"
     if offer.mem + _EPSILON < need.mem:
-        return f"no agent has {_fmt(need.mem)} MiB mem free"
+        return f"no agent has {_fmt(need.mem)} MiB mem free", f"lack {_fmt(need.mem)} MiB free mem"
     if offer.disk + _EPSILON < need.disk:
-        return f"no agent has {_fmt(need.disk)} MiB disk free"
+        return f"no agent has {_fmt(need.disk)} MiB disk free", f"lack {_fmt(need.disk)} MiB free disk"
     avoided = need.avoided_ports(offer.agent_id)
-    if offer.port_count(avoided) < len(need.port_names):
-        if avoided and offer.port_count() >= len(need.port_names):
+    wanted_ports = len(need.port_names)
+    if offer.port_count(avoided) < wanted_ports:
+        if avoided and offer.port_count() >= wanted_ports:
             listed = ", ".join(str(p) for p in sorted(avoided))
             return (
-                f"no agent has {len(need.port_names)} free ports besides those avoided after failed "
-                f"launches ({listed} on {offer.hostname or offer.agent_id})"
+                f"no agent has {wanted_ports} free ports besides those avoided after failed "
+                f"launches ({listed} on {where})",
+                f"lack {wanted_ports} free ports besides those avoided after failed launches",
             )
-        return f"no agent has {len(need.port_names)} free ports"
+        return f"no agent has {wanted_ports} free ports", f"lack {wanted_ports} free ports"
     return None
+
+
+# Verbs of the labels of _misfit (plural) in the singular.
+_SINGULAR = {"hold": "holds", "lack": "lacks"}
+
+
+def summarize(misfits: Mapping[str, str]) -> str:
+    """A short summary of why no agent takes a launch, from the label of each agent (agent id ->
+    label of :func:`_misfit`): "no offer fits: 2 agents scheduled for maintenance, 3 hold another
+    member of extra". Most frequent reason first (then in order of appearance); each agent is
+    counted once. No agent: "waiting for offers"."""
+    counts: dict[str, int] = {}
+    for label in misfits.values():
+        counts[label] = counts.get(label, 0) + 1
+    if not counts:
+        return "waiting for offers"
+    order = {label: i for i, label in enumerate(counts)}
+    parts: list[str] = []
+    for label, count in sorted(counts.items(), key=lambda kv: (-kv[1], order[kv[0]])):
+        if count == 1:
+            verb, _, rest = label.partition(" ")
+            label = f"{_SINGULAR.get(verb, verb)} {rest}" if rest else _SINGULAR.get(verb, verb)
+        noun = ("agent" if count == 1 else "agents") if not parts else ""
+        parts.append(" ".join(x for x in (str(count), noun, label) if x))
+    return "no offer fits: " + ", ".join(parts)
 
 
 def _take(need: Need, offer: Offer) -> dict[str, int]:
@@ -385,21 +445,25 @@ def _place_pinned(need: Need, offers: Sequence[Offer]) -> Assignment | str:
 def match(
     offers: Sequence[Offer],
     needs: Iterable[Need],
-    running: Mapping[tuple[str, str], int] | None = None,
+    running: Occupancy | None = None,
 ) -> MatchResult:
-    """Place ``needs`` (in queue order) on ``offers``. ``running`` counts tasks per (agent id,
-    instance) already running or launched. ``offers`` are consumed (their resources reduced,
-    reservations marked used).
+    """Place ``needs`` (in queue order) on ``offers``. ``running`` holds the members of each
+    instance at each agent (:data:`Occupancy`: live tasks, pinned launches, volumes; or plain
+    counts). ``offers`` are consumed (their resources reduced, reservations marked used).
 
-    Among the offers a launch fits, it goes to the agent with the fewest tasks of its instance,
+    Among the offers a launch fits, it goes to the agent with the fewest members of its instance,
     then the most cpus left: members of an instance spread out and load evens out.
     """
-    counts: dict[tuple[str, str], int] = dict(running or {})
+    counts: dict[tuple[str, str], Collection[str] | int] = dict(running or {})
     result = MatchResult()
 
-    def place(assignment: Assignment, instance: str) -> None:
-        key = (assignment.agent_id, instance)
-        counts[key] = counts.get(key, 0) + 1
+    def place(assignment: Assignment, need: Need) -> None:
+        key = (assignment.agent_id, need.instance)
+        there = counts.get(key, ())
+        if isinstance(there, int):
+            counts[key] = there + 1
+        else:
+            counts[key] = {*there, need.member_id or need.task_id}
         result.assignments.setdefault(assignment.offer_id, []).append(assignment)
 
     for need in needs:
@@ -409,41 +473,46 @@ def match(
             if isinstance(pinned, str):
                 result.pending[need.task_id] = pinned
             else:
-                place(pinned, need.instance)
+                place(pinned, need)
             continue
         if volume is not None:
             # A reservation of this member with this persistence id, left by an earlier attempt
-            # (not on an agent scheduled for maintenance: a new placement).
+            # (not on an agent scheduled for maintenance: a new placement, so the placement
+            # rule holds too).
             leftover = [
                 (o, r)
                 for o in offers
                 if not o.draining
                 and (r := o.reservation(need.member_id, volume.persistence_id)) is not None
                 and _reserved_misfit(need, r, o) is None
+                and members_at(counts, o.agent_id, need) < max(need.max_per_agent, 1)
             ]
             if leftover:
                 offer, reservation = min(leftover, key=lambda p: p[1].volume(volume.persistence_id) is None)
-                place(_take_reserved(need, offer, reservation), need.instance)
+                place(_take_reserved(need, offer, reservation), need)
                 continue
         fitting: list[Offer] = []
         reasons: list[str] = []
+        labels: dict[str, str] = {}
         for offer in offers:
             why = _misfit(need, offer, counts)
             if why is None:
                 fitting.append(offer)
-            elif why not in reasons:
-                reasons.append(why)
+                continue
+            text, label = why
+            labels.setdefault(offer.agent_id, label)
+            if text not in reasons:
+                reasons.append(text)
         if not fitting:
             result.pending[need.task_id] = (
                 ("waiting: " + "; ".join(reasons)) if reasons else "waiting for offers"
             )
+            result.misfits[need.task_id] = labels
             continue
-        best = min(fitting, key=lambda o: (counts.get((o.agent_id, need.instance), 0), -o.cpus, -o.mem))
+        best = min(fitting, key=lambda o: (members_at(counts, o.agent_id, need), -o.cpus, -o.mem))
         ports = _take(need, best)
         mode = RESERVE if volume is not None else PLAIN
-        place(
-            Assignment(need.task_id, best.offer_id, best.agent_id, best.hostname, ports, mode), need.instance
-        )
+        place(Assignment(need.task_id, best.offer_id, best.agent_id, best.hostname, ports, mode), need)
     return result
 
 
@@ -486,7 +555,7 @@ def _usable(
     need: Need,
     agent: AgentCapacity,
     avoid: Mapping[str, frozenset[int]],
-    running: Mapping[tuple[str, str], int],
+    running: Occupancy,
 ) -> bool:
     """Whether ``agent`` could take ``need`` under ``avoid``, as far as its capacity and the tasks
     of the instance already there go."""
@@ -495,7 +564,7 @@ def _usable(
         return False
     if not attributes_match(need.required_attributes, agent.attributes):
         return False
-    if running.get((agent.agent_id, need.instance), 0) >= max(need.max_per_agent, 1):
+    if members_at(running, agent.agent_id, need) >= max(need.max_per_agent, 1):
         return False
     return (
         agent.cpus + _EPSILON >= need.cpus
@@ -505,9 +574,7 @@ def _usable(
     )
 
 
-def relax_avoid(
-    need: Need, agents: Iterable[AgentCapacity], running: Mapping[tuple[str, str], int] | None = None
-) -> Need:
+def relax_avoid(need: Need, agents: Iterable[AgentCapacity], running: Occupancy | None = None) -> Need:
     """``need`` with the part of its avoid list dropped that would keep it off every known agent:
     first the whole-agent entries (the ports avoided there stay), then everything. An avoid list
     is learnt from failed launches; it steers a launch elsewhere while there is an elsewhere, and

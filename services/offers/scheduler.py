@@ -37,6 +37,7 @@ from mesos_stateful.offers.matching import (
     never_fits,
     orphaned,
     relax_avoid,
+    summarize,
 )
 from mesos_stateful.offers.settings import OffersSettings
 from mesos_stateful.offers.taskstore import TaskStore, copy_task
@@ -108,6 +109,13 @@ class OfferScheduler:
         # answered by _maintenance_loop, woken by _maintenance_wake.
         self.maintenance = MaintenanceBook()
         self._maintenance_wake = asyncio.Event()
+        # Member record key -> (instance, agent id of its volume): where members are while their
+        # task is down (kept by _watch_members; counted by the placement rule).
+        self.member_places: dict[str, tuple[str, str]] = {}
+        # Queued task id -> agent id -> why that agent's last offer did not take it (a label of
+        # matching.summarize), and when the summary was last written into its record (monotonic).
+        self._misfits: dict[str, dict[str, str]] = {}
+        self._message_written: dict[str, float] = {}
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -513,15 +521,29 @@ class OfferScheduler:
 
     # -- offers -------------------------------------------------------------------------------------
 
-    def _running_counts(self) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = {}
-        for task in self.store.tasks.values():
-            if task.agent_id and not mesos.is_terminal(task.state):
-                key = (task.agent_id, task.instance)
-                counts[key] = counts.get(key, 0) + 1
-        return counts
+    def _occupancy(self) -> dict[tuple[str, str], set[str]]:
+        """(agent id, instance) -> the members of the instance at that agent, as dcos-commons'
+        placement rules count a service's tasks (every task in its state store, running or not:
+        a stateful task stays at its agent until replaced): where a member's task is live, where
+        its launch is pinned (restart in place on its volume), and where its volume is (the
+        member record's ``volume.agent_id``, also while its task is LOST or ended)."""
+        places: dict[tuple[str, str], set[str]] = {}
 
-    def _need(self, task: types_pb2.Task, counts: Mapping[tuple[str, str], int]) -> Need:
+        def add(agent_id: str, instance: str, member: str) -> None:
+            if agent_id and instance and member:
+                places.setdefault((agent_id, instance), set()).add(member)
+
+        for task in self.store.tasks.values():
+            member = task.member_id or task.task_id
+            if task.agent_id and not mesos.is_terminal(task.state):
+                add(task.agent_id, task.instance, member)
+            elif task.state == types_pb2.TASK_STATE_QUEUED:
+                add(task.launch.volume.agent_id, task.instance, member)
+        for member, (instance, agent_id) in self.member_places.items():
+            add(agent_id, instance, member)
+        return places
+
+    def _need(self, task: types_pb2.Task, counts: Mapping[tuple[str, str], set[str]]) -> Need:
         """What the queued ``task`` needs, with the avoid list lifecycle learnt from the member's
         failed launches (``LaunchSpec.avoid``), relaxed where it would keep it off every known
         agent (:func:`relax_avoid`)."""
@@ -580,10 +602,11 @@ class OfferScheduler:
                         offer.hostname,
                     )
                     self._maintenance_wake.set()
-            counts = self._running_counts()
+            counts = self._occupancy()
             needs = [self._need(self.store.tasks[t], counts) for t in self.queue if t in self.store.tasks]
             result = match(parsed, needs, counts)
             self.pending = dict(result.pending)
+            await self._record_why_queued(result.pending, result.misfits)
             orphans = await self._orphans(parsed)
             for offer in parsed:
                 self._learn_reservations(offer, orphans.get(offer.offer_id))
@@ -673,6 +696,45 @@ class OfferScheduler:
                     log.info("nothing queued: offers suppressed")
                 except errors.StatefulError as error:
                     log.warning("SUPPRESS failed: %s", error.message)
+
+    async def _record_why_queued(
+        self, pending: Mapping[str, str], misfits: Mapping[str, dict[str, str]]
+    ) -> None:
+        """Write into each queued task's record (``Task.message``, shown by ``statefulctl get``)
+        why it is not placed: for a launch placed by the rules the summary over every known
+        agent's last offer (:func:`matching.summarize`), for a pinned one why it waits. Bounded:
+        written only when the text changes, and at most once per
+        ``queued_message_interval_seconds`` per task; the record's ``updated_at`` (its queue
+        order after a restart) is kept."""
+        now = time.monotonic()
+        interval = self.settings.queued_message_interval_seconds
+        for task_id, reason in pending.items():
+            labels = misfits.get(task_id)
+            if labels is not None:
+                known = self._misfits.setdefault(task_id, {})
+                known.update(labels)
+                for agent_id in [a for a in known if a not in self.agents]:
+                    del known[agent_id]
+                text = summarize(known)
+            elif reason.startswith("waiting for offers"):
+                continue  # no offer this round: nothing new to say
+            else:
+                text = reason
+            task = self.store.tasks.get(task_id)
+            if task is None or task.state != types_pb2.TASK_STATE_QUEUED or task.message == text:
+                continue
+            last = self._message_written.get(task_id)
+            if last is not None and now - last < interval:
+                continue
+            update = copy_task(task)
+            update.message = text[:500]
+            if update.message == task.message:
+                continue
+            self._message_written[task_id] = now
+            try:
+                await self.store.save(update)
+            except errors.StatefulError as error:
+                log.info("why %s is queued not stored (%s)", task_id, error.message)
 
     # -- reservations and volumes -------------------------------------------------------------------
 
@@ -791,6 +853,9 @@ class OfferScheduler:
                         r.key.name: (r.member.volume.persistence_id, r.member.volume.agent_id)
                         for r in records
                     }
+                    self.member_places = {
+                        r.key.name: (r.member.instance, r.member.volume.agent_id) for r in records
+                    }
                     changed = bool(seen) and any(seen[k] != fresh.get(k) for k in seen)
                     seen = fresh
                     if changed:
@@ -801,11 +866,13 @@ class OfferScheduler:
                     revision = event.revision
                     name = event.record.key.name
                     if event.type == spb.EVENT_TYPE_DELETE:
+                        self.member_places.pop(name, None)
                         previous = seen.pop(name, None)
                         if previous is not None and previous[0]:
                             await self._revive_for_reservations()
                         continue
                     volume = event.record.member.volume
+                    self.member_places[name] = (event.record.member.instance, volume.agent_id)
                     now = (volume.persistence_id, volume.agent_id)
                     previous = seen.get(name)
                     seen[name] = now
@@ -870,6 +937,8 @@ class OfferScheduler:
     def _unqueue(self, task_id: str) -> None:
         self.queue.pop(task_id, None)
         self.pending.pop(task_id, None)
+        self._misfits.pop(task_id, None)
+        self._message_written.pop(task_id, None)
 
     # -- status updates -----------------------------------------------------------------------------
 

@@ -85,6 +85,11 @@ class OffersSettings(ServiceSettings):
     refuse_seconds_unfit: float = Field(
         5.0, description="decline filter for offers that fit none of the queued launches"
     )
+    queued_message_interval_seconds: float = Field(
+        5.0,
+        description="a queued task's record says why no offer fits (Task.message); it is rewritten "
+        "only when that changes, and at most this often per task (seconds)",
+    )
     reconcile_interval_seconds: float = Field(
         300.0, description="period of the implicit + explicit task reconciliation (0: only on subscribe)"
     )
@@ -140,6 +145,8 @@ class OffersSettings(ServiceSettings):
             raise ValueError("failover_timeout_seconds must be positive (0 would kill tasks on restart)")
         if self.refuse_seconds_idle < 0 or self.refuse_seconds_unfit < 0:
             raise ValueError("refuse_seconds_idle and refuse_seconds_unfit must not be negative")
+        if self.queued_message_interval_seconds < 0:
+            raise ValueError("queued_message_interval_seconds must not be negative")
         if self.orphan_check_interval_seconds < 0:
             raise ValueError("orphan_check_interval_seconds must not be negative")
         if self.reconcile_interval_seconds < 0:
