@@ -143,6 +143,12 @@ class OffersClient:
             return ""
         return next((p.reason for p in cluster.pending if p.task_id == task_id), "")
 
+    async def agents(self) -> list[offer_service_pb2.Agent]:
+        """The agents the offers service knows (seen in offers, not removed), with our
+        reservations there (``GetCluster``)."""
+        cluster = await self._cluster()
+        return list(cluster.agents)
+
     async def reservations(self, instance: str) -> list[offer_service_pb2.Reservation]:
         """The instance's reservations and volumes the offers service still knows of, by agent
         (hostname, reservation)."""

@@ -18,7 +18,7 @@ from enum import Enum
 
 from google.protobuf import timestamp_pb2
 
-from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.api.stateful.v1 import offer_service_pb2, types_pb2
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.lifecycle.plans import Action
 
@@ -869,6 +869,77 @@ def switchover_blocker(s: Snapshot, master: types_pb2.Member) -> str:
             "replicas to move it"
         )
     return "every ready replica runs on an agent scheduled for maintenance too"
+
+
+def launch_resources(s: Snapshot, member: types_pb2.Member) -> types_pb2.Resources:
+    """The resources a launch of ``member`` asks for (as :func:`launch_spec` fills them in: the
+    spec's, else the workload's defaults; the disk is its volume's size)."""
+    spec = s.instance.spec.resources
+    defaults = s.description.default_resources if s.description is not None else types_pb2.Resources()
+    return types_pb2.Resources(
+        cpus=spec.cpus or defaults.cpus,
+        mem_mb=spec.mem_mb or defaults.mem_mb,
+        disk_mb=member.volume.size_mb or spec.disk_mb or defaults.disk_mb,
+    )
+
+
+def _resources_text(r: types_pb2.Resources) -> str:
+    return f"cpus {r.cpus:g}, mem {r.mem_mb} MB, disk {r.disk_mb} MB"
+
+
+def drain_room(s: Snapshot, member: types_pb2.Member, agents: Sequence[offer_service_pb2.Agent]) -> str:
+    """Whether ``member`` can be moved before it is stopped for a drain: "" if some agent the
+    offers service knows (``OfferService.GetCluster``: active agents seen in offers) can take it,
+    else why not, worded for a person. Such an agent is not the member's own nor its volume's, not
+    scheduled for maintenance (as far as our task records say, :func:`draining_agents`), holds no
+    other member of this instance (its task or its volume, a live reservation of ours), and has
+    the member's launch resources (:func:`launch_resources`) left: its total minus our live
+    reservations there (what other frameworks use is not known here). Without such an agent a
+    stopped member would sit QUEUED with its volume abandoned (fewer copies, a quorum shrunk)."""
+    name = s.name
+    away = set(draining_agents(s))
+    own = {agent_of(s, member), member.volume.agent_id} - {""}
+    held: set[str] = set()
+    for m in s.members:
+        if m.id == member.id:
+            continue
+        task = s.task_of(m)
+        if task is not None and task.agent_id and task.state not in ENDED:
+            held.add(task.agent_id)
+        if m.volume.agent_id:
+            held.add(m.volume.agent_id)
+    for tid, t in s.tasks.items():
+        if t.agent_id and t.state not in ENDED and not tid.startswith(member.id + "."):
+            held.add(t.agent_id)
+    needed = launch_resources(s, member)
+    short: list[str] = []
+    for agent in agents:
+        a = agent.agent_id
+        if a in own or a in away:
+            continue
+        if a in held or any(
+            r.instance == name and r.member_id != member.id and not r.orphaned for r in agent.reservations
+        ):
+            continue
+        total = agent.total
+        if total.cpus or total.mem_mb or total.disk_mb:
+            live = [r.resources for r in agent.reservations if not r.orphaned and r.member_id != member.id]
+            free = types_pb2.Resources(
+                cpus=total.cpus - sum(r.cpus for r in live),
+                mem_mb=total.mem_mb - sum(r.mem_mb for r in live),
+                disk_mb=total.disk_mb - sum(r.disk_mb for r in live),
+            )
+            if free.cpus + 1e-9 < needed.cpus or free.mem_mb < needed.mem_mb or free.disk_mb < needed.disk_mb:
+                short.append(f"{agent.hostname or a} has {_resources_text(free)} free")
+                continue
+        return ""
+    why = (
+        f"no agent to move {member.id} to: every other agent is scheduled for maintenance or holds "
+        f"a member of {name}"
+    )
+    if short:
+        why += f", or lacks its resources ({_resources_text(needed)}): " + "; ".join(short)
+    return why
 
 
 def drain_target(s: Snapshot) -> tuple[types_pb2.Member, types_pb2.AgentMaintenance] | None:

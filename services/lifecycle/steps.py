@@ -800,8 +800,15 @@ class StepRunner:
 
     async def _remove(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
         step = plan.steps[index]
-        if ld.snapshot.member(step.member_id) is None:
+        member = ld.snapshot.member(step.member_id)
+        if member is None:
             return Outcome(plans.COMPLETE, f"{step.member_id} is gone")
+        if plan.name == plans.DRAIN and planner.maintenance_of(ld.snapshot, member) is not None:
+            # A peer drained: it leaves the membership only once it can be placed elsewhere (the
+            # quorum must not shrink for a member that then sits QUEUED).
+            no_room = await self._no_room(ld, member)
+            if no_room:
+                return self._delayed(no_room, step.attempts + 1)
         _, failure = await self._call(ld, plan, index, save, "RemoveMember")
         if failure is not None:
             return failure
@@ -891,6 +898,34 @@ class StepRunner:
                 wake_at=safe_after,
                 attempts=step.attempts,
             )
+        if self._planned_switchover(plan, member, live) and not (step.status == plans.DELAYED and not due):
+            # A switchover off an agent going down (drain): the old master runs and is reachable,
+            # so it is demoted first (read-only / paused / re-pointed, as the workload's Fence
+            # does) and not killed: a kill racing the demotion leaves it unreachable (its clients
+            # see "Lost connection", the Fence can only self-fence). Killed only if the demotion
+            # fails or times out (below). Promotion still follows only a proven fence (rule 2).
+            others = [m.id for m in s.members if m.id != mid and _alive(s.task_of(m))]
+            log.info(
+                "%s: fence %s: demoting %s (planned switchover; not killed)", ld.name, mid, member.task_id
+            )
+            try:
+                response, failure = await self._call(
+                    ld, plan, index, save, "Fence", as_master=mid, optional=True, replica_ids=others
+                )
+            except NotImplementedByWorkload:
+                response, failure = None, None
+            method = int(getattr(response, "method", 0)) if response is not None else 0
+            if method == T.FENCE_METHOD_DEMOTED:
+                detail = str(getattr(response, "detail", ""))
+                return await self._fenced(step, save, T.FENCE_METHOD_DEMOTED, detail, time.time())
+            if failure is not None:
+                why = failure.message
+            elif response is None:
+                why = f"{ld.snapshot.instance.spec.workload} has no Fence callback"
+            else:
+                why = "Fence answered " + T.FenceMethod.Name(method)
+            log.warning("%s: fence %s: demotion failed (%s); killing it", ld.name, mid, why)
+            now = time.time()
         for t in live:
             if not t.kill_requested or due:
                 log.info("%s: fence %s: killing %s (%s)", ld.name, mid, t.task_id, task_state_name(t.state))
@@ -947,6 +982,31 @@ class StepRunner:
             plans.ERROR,
             f"Fence on {mid} answered no fence method ({method}); a workload must demote or self-fence",
             attempts=step.attempts,
+        )
+
+    async def _no_room(self, ld: Loaded, member: types_pb2.Member) -> str:
+        """Why ``member`` cannot be moved off its agent now ("" if it can): asks the offers service
+        for its agents (``GetCluster``) and :func:`planner.drain_room`. The offers service not
+        answering is a reason to wait too."""
+        try:
+            agents = await self.offers.agents()
+        except errors.StatefulError as error:
+            return f"not moving {member.id} yet: cannot list the agents ({error.message})"
+        return planner.drain_room(ld.snapshot, member, agents)
+
+    @staticmethod
+    def _planned_switchover(
+        plan: types_pb2.Plan, member: types_pb2.Member, live: list[types_pb2.Task]
+    ) -> bool:
+        """A switchover planned by a drain of a master that runs and answers: its current task
+        (and every live one) RUNNING, none killed yet, not declared unresponsive by the probe. A
+        LOST master (a recovery, or a drain plan that found it lost) is fenced as before."""
+        return (
+            plan.name == plans.DRAIN
+            and member.role == T.ROLE_MASTER
+            and not member.health.unresponsive
+            and any(t.task_id == member.task_id for t in live)
+            and all(t.state == T.TASK_STATE_RUNNING and not t.kill_requested for t in live)
         )
 
     async def _fence_kill(self, instance: str, mid: str, task_id: str) -> None:
@@ -1080,6 +1140,12 @@ class StepRunner:
                         "schedule get their inverse offers meanwhile: their replicas move first)",
                         wake_at=settle_at,
                     )
+                if member.role == T.ROLE_MASTER:
+                    # The old master is drained as a replica after the switchover: not switched
+                    # over (nor fenced) while it could not be moved anywhere.
+                    no_room = await self._no_room(ld, member)
+                    if no_room:
+                        return self._delayed(no_room, step.attempts + 1)
                 return Outcome(
                     plans.COMPLETE,
                     f"switching {mid} over off agent {host}",
@@ -1094,6 +1160,14 @@ class StepRunner:
         peer_removed = s.peers()  # the plan's remove-member ran: it comes back as a new peer
         if volume.agent_id and volume.agent_id not in draining and not peer_removed:
             return Outcome(plans.COMPLETE, f"{mid}: no maintenance scheduled for its agent any more")
+        if volume.agent_id and not peer_removed:
+            # Not stopped before a replacement can be placed (a peer was checked before its
+            # remove-member, :meth:`_remove`).
+            if step.status == plans.DELAYED and not due:
+                return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
+            no_room = await self._no_room(ld, member)
+            if no_room:
+                return self._delayed(no_room, step.attempts + 1)
         if volume.agent_id:
             maintenance = draining.get(volume.agent_id, T.AgentMaintenance())
             host = maintenance.hostname or volume.host or volume.agent_id

@@ -459,3 +459,58 @@ def test_a_delete_still_wins_over_a_handover() -> None:
     inst.phase = T.INSTANCE_PHASE_DELETING
     plan, new = decide(snap(inst, members, tasks))
     assert new and plan is not None and plan.name == plans.DELETE
+
+
+# --- room elsewhere before a member is stopped for a drain -----------------------------------------
+
+
+def _agent(agent_id: str, cpus: float = 8, mem: int = 8192, disk: int = 100_000, **kw: object) -> object:
+    from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
+
+    return opb.Agent(
+        agent_id=agent_id,
+        hostname=f"host-{agent_id}",
+        total=T.Resources(cpus=cpus, mem_mb=mem, disk_mb=disk),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+NO_ROOM = (
+    "no agent to move cache-1 to: every other agent is scheduled for maintenance or holds a member of cache"
+)
+
+
+def test_a_drain_has_room_only_on_an_agent_not_scheduled_nor_holding_a_member() -> None:
+    inst, members, tasks = redis(agents=["a0", "a1", "a2"])
+    schedule(tasks, "a1")
+    s = snap(inst, members, tasks)
+    # Every other agent holds a member: no room (the member is not stopped).
+    assert planner.drain_room(s, members[1], [_agent("a0"), _agent("a1"), _agent("a2")]) == NO_ROOM
+    # A free agent: room.
+    assert planner.drain_room(s, members[1], [_agent("a0"), _agent("a1"), _agent("a3")]) == ""
+    # The free agent is scheduled too (a task of ours there says so): no room.
+    tasks["other.1"] = T.Task(task_id="other.1", agent_id="a3", state=T.TASK_STATE_KILLED)
+    tasks["other.1"].maintenance.CopyFrom(maintenance("host-a3"))
+    s = snap(inst, members, tasks)
+    assert planner.drain_room(s, members[1], [_agent("a1"), _agent("a3")]) == NO_ROOM
+    del tasks["other.1"]
+    # An agent holding another member's volume (its task elsewhere or ended) is not room either.
+    members[2].volume.agent_id = "a4"
+    s = snap(inst, members, tasks)
+    assert planner.drain_room(s, members[1], [_agent("a4")]) == NO_ROOM
+
+
+def test_a_drain_has_no_room_on_an_agent_without_the_member_s_resources() -> None:
+    from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
+
+    inst, members, tasks = redis(agents=["a0", "a1", "a2"])
+    inst.spec.resources.CopyFrom(T.Resources(cpus=1, mem_mb=512, disk_mb=100))
+    members[1].volume.size_mb = 100
+    schedule(tasks, "a1")
+    s = snap(inst, members, tasks)
+    used = opb.Reservation(instance="other", member_id="other-0", resources=T.Resources(cpus=7.5, mem_mb=100))
+    why = planner.drain_room(s, members[1], [_agent("a3", reservations=[used])])
+    assert why.startswith(NO_ROOM + ", or lacks its resources (cpus 1, mem 512 MB, disk 100 MB): host-a3 has")
+    # An orphaned reservation is being destroyed: it does not count.
+    used.orphaned = True
+    assert planner.drain_room(s, members[1], [_agent("a3", reservations=[used])]) == ""
