@@ -131,6 +131,25 @@ class LifecycleRunner:
         reconciler._save = save  # type: ignore[method-assign]
         return frozen
 
+    def pause_after_save(self, when: Callable[[types_pb2.Plan], bool]) -> tuple[asyncio.Event, asyncio.Event]:
+        """Make the running controller wait right after it persists a plan for which ``when`` is
+        true (once): returns (paused, release). ``paused`` is set when it waits there; it goes on
+        once the test sets ``release`` (e.g. after changing the spec at exactly that point)."""
+        assert self.service is not None and self.service.controller is not None
+        reconciler = self.service.controller.reconciler
+        original = reconciler._save
+        paused = asyncio.Event()
+        release = asyncio.Event()
+
+        async def save(ld: Any, plan: types_pb2.Plan) -> None:
+            await original(ld, plan)
+            if not paused.is_set() and when(plan):
+                paused.set()
+                await release.wait()
+
+        reconciler._save = save  # type: ignore[method-assign]
+        return paused, release
+
 
 @pytest_asyncio.fixture
 async def lifecycle_service(state_service: Any, offers_service: Any) -> AsyncIterator[LifecycleRunner]:
