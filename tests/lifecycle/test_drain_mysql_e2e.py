@@ -18,7 +18,9 @@ import pytest
 import pytest_asyncio
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import (
+    LifecycleRunner,
     Suite,
     is_running,
     master_of,
@@ -162,6 +164,13 @@ class WritableSampler:
                 await self._task
 
 
+def promoted(plan: T.Plan, old: str) -> bool:
+    """The drain plan's failover of ``old`` is COMPLETE (the new master promoted)."""
+    return plan.name == plans.DRAIN and any(
+        st.name == f"failover {old}" and st.status == plans.COMPLETE for st in plan.steps
+    )
+
+
 @pytest.mark.agents(4)  # one member per agent (the default placement): a free agent to move to
 async def test_a_mariadb_master_is_switched_over_off_its_agent_losing_no_committed_row(
     mysql_drain_suite: Suite,
@@ -185,7 +194,22 @@ async def test_a_mariadb_master_is_switched_over_off_its_agent_losing_no_committ
             return len(writer.committed) >= 30
 
         await wait_for(writing, 60, what="30 rows committed on the master")
+        assert isinstance(suite.lifecycle, LifecycleRunner)
+        paused, release = suite.lifecycle.pause_after_save(lambda p: promoted(p, old.id))
         schedule_maintenance(suite, [old.agent_id], time.time() + 3600)
+        # At the promotion: the old master was demoted (read_only ON), not killed.
+        await asyncio.wait_for(paused.wait(), DEADLINE)
+        try:
+            at = await suite.instance(NAME)
+            assert at is not None
+            fence = next(st for st in reversed(at.plan.steps) if st.name == f"fence {old.id}")
+            assert fence.fence.method == T.FENCE_METHOD_DEMOTED, fence.message
+            assert fence.message.startswith("fenced (demoted)")
+            task = (await suite.tasks(NAME))[old.task_id]
+            assert task.state == T.TASK_STATE_RUNNING and not task.kill_requested
+            assert (await sql(old, password, "SELECT @@read_only AS ro"))[0]["ro"] == 1
+        finally:
+            release.set()
         drained = await suite.wait_instance(
             NAME,
             lambda i: (
