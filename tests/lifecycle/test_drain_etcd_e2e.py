@@ -173,3 +173,34 @@ async def test_etcd_peers_are_drained_one_at_a_time_keeping_the_quorum(etcd_drai
     finally:
         await writer.stop()
         await watch.stop()
+
+
+@pytest.mark.agents(3)  # one peer per agent: no agent free to move a peer to
+async def test_a_peer_is_not_removed_for_a_drain_while_no_agent_can_take_it(etcd_drain_suite: Suite) -> None:
+    """3 peers on 3 agents, one agent scheduled: the peer is not removed (the quorum keeps 3
+    voters) nor stopped; the drain's remove-member step waits (DELAYED) saying why and retries."""
+    suite = etcd_drain_suite
+    await suite.create(NAME, 3, workload="etcd")
+    instance = await suite.wait_instance(NAME, lambda i: _running(i, 3), 180, "3 peers running")
+    peer = instance.members[0]
+    schedule_maintenance(suite, [peer.agent_id], time.time() + 3600)
+    expected = (
+        f"no agent to move {peer.id} to: every other agent is scheduled for maintenance or holds a "
+        f"member of {NAME}"
+    )
+
+    def waiting(i: T.Instance) -> bool:
+        step = next((s for s in i.plan.steps if s.name == f"remove-member {peer.id}"), None)
+        return (
+            i.plan.name == plans.DRAIN
+            and step is not None
+            and step.status == plans.DELAYED
+            and expected in step.message
+            and step.attempts >= 2
+        )
+
+    blocked = await suite.wait_instance(NAME, waiting, 60, "the drain waiting for room")
+    assert all(m.state == T.MEMBER_STATE_RUNNING for m in blocked.members)
+    assert next(m for m in blocked.members if m.id == peer.id).task_id == peer.task_id
+    async with members.Client(_url(blocked.members[1]), 5) as c:
+        assert len(await c.members()) == 3  # still 3 voters
