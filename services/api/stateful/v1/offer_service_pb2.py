@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from mesos_stateful.api.stateful.v1 import types_pb2 as stateful_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstateful/v1/offer_service.proto\x12\x0bstateful.v1\x1a\x17stateful/v1/types.proto\"8\n\rLaunchRequest\x12\'\n\x06launch\x18\x01 \x01(\x0b\x32\x17.stateful.v1.LaunchSpec\"1\n\x0eLaunchResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.stateful.v1.Task\"\x1e\n\x0bKillRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"/\n\x0cKillResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.stateful.v1.Task\"$\n\x10ListTasksRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\"5\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.stateful.v1.Task\"\x13\n\x11GetClusterRequest\"\xc2\x02\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12%\n\x05total\x18\x03 \x01(\x0b\x32\x16.stateful.v1.Resources\x12\'\n\x07offered\x18\x04 \x01(\x0b\x32\x16.stateful.v1.Resources\x12\x18\n\x10\x66ree_port_ranges\x18\x05 \x03(\t\x12\x36\n\nattributes\x18\x06 \x03(\x0b\x32\".stateful.v1.Agent.AttributesEntry\x12\x10\n\x08task_ids\x18\x07 \x03(\t\x12.\n\x0creservations\x18\x08 \x03(\x0b\x32\x18.stateful.v1.Reservation\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x0bReservation\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x16\n\x0epersistence_id\x18\x03 \x01(\t\x12)\n\tresources\x18\x04 \x01(\x0b\x32\x16.stateful.v1.Resources\x12\r\n\x05ports\x18\x05 \x03(\r\x12\x10\n\x08orphaned\x18\x06 \x01(\x08\"0\n\rPendingLaunch\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9f\x01\n\x12GetClusterResponse\x12\x12\n\nsubscribed\x18\x01 \x01(\x08\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12\"\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x12.stateful.v1.Agent\x12+\n\x07pending\x18\x04 \x03(\x0b\x32\x1a.stateful.v1.PendingLaunch\x12\x0e\n\x06master\x18\x05 \x01(\t2\xa9\x02\n\x0cOfferService\x12\x41\n\x06Launch\x12\x1a.stateful.v1.LaunchRequest\x1a\x1b.stateful.v1.LaunchResponse\x12;\n\x04Kill\x12\x18.stateful.v1.KillRequest\x1a\x19.stateful.v1.KillResponse\x12J\n\tListTasks\x12\x1d.stateful.v1.ListTasksRequest\x1a\x1e.stateful.v1.ListTasksResponse\x12M\n\nGetCluster\x12\x1e.stateful.v1.GetClusterRequest\x1a\x1f.stateful.v1.GetClusterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstateful/v1/offer_service.proto\x12\x0bstateful.v1\x1a\x17stateful/v1/types.proto\"8\n\rLaunchRequest\x12\'\n\x06launch\x18\x01 \x01(\x0b\x32\x17.stateful.v1.LaunchSpec\"1\n\x0eLaunchResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.stateful.v1.Task\"\x1e\n\x0bKillRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"/\n\x0cKillResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.stateful.v1.Task\"$\n\x10ListTasksRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\"5\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.stateful.v1.Task\"\x13\n\x11GetClusterRequest\"\xf6\x02\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12%\n\x05total\x18\x03 \x01(\x0b\x32\x16.stateful.v1.Resources\x12\'\n\x07offered\x18\x04 \x01(\x0b\x32\x16.stateful.v1.Resources\x12\x18\n\x10\x66ree_port_ranges\x18\x05 \x03(\t\x12\x36\n\nattributes\x18\x06 \x03(\x0b\x32\".stateful.v1.Agent.AttributesEntry\x12\x10\n\x08task_ids\x18\x07 \x03(\t\x12.\n\x0creservations\x18\x08 \x03(\x0b\x32\x18.stateful.v1.Reservation\x12\x32\n\x0bmaintenance\x18\t \x01(\x0b\x32\x1d.stateful.v1.AgentMaintenance\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x0bReservation\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x16\n\x0epersistence_id\x18\x03 \x01(\t\x12)\n\tresources\x18\x04 \x01(\x0b\x32\x16.stateful.v1.Resources\x12\r\n\x05ports\x18\x05 \x03(\r\x12\x10\n\x08orphaned\x18\x06 \x01(\x08\"0\n\rPendingLaunch\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9f\x01\n\x12GetClusterResponse\x12\x12\n\nsubscribed\x18\x01 \x01(\x08\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12\"\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x12.stateful.v1.Agent\x12+\n\x07pending\x18\x04 \x03(\x0b\x32\x1a.stateful.v1.PendingLaunch\x12\x0e\n\x06master\x18\x05 \x01(\t2\xa9\x02\n\x0cOfferService\x12\x41\n\x06Launch\x12\x1a.stateful.v1.LaunchRequest\x1a\x1b.stateful.v1.LaunchResponse\x12;\n\x04Kill\x12\x18.stateful.v1.KillRequest\x1a\x19.stateful.v1.KillResponse\x12J\n\tListTasks\x12\x1d.stateful.v1.ListTasksRequest\x1a\x1e.stateful.v1.ListTasksResponse\x12M\n\nGetCluster\x12\x1e.stateful.v1.GetClusterRequest\x1a\x1f.stateful.v1.GetClusterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,15 +50,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCLUSTERREQUEST']._serialized_start=356
   _globals['_GETCLUSTERREQUEST']._serialized_end=375
   _globals['_AGENT']._serialized_start=378
-  _globals['_AGENT']._serialized_end=700
-  _globals['_AGENT_ATTRIBUTESENTRY']._serialized_start=651
-  _globals['_AGENT_ATTRIBUTESENTRY']._serialized_end=700
-  _globals['_RESERVATION']._serialized_start=703
-  _globals['_RESERVATION']._serialized_end=853
-  _globals['_PENDINGLAUNCH']._serialized_start=855
-  _globals['_PENDINGLAUNCH']._serialized_end=903
-  _globals['_GETCLUSTERRESPONSE']._serialized_start=906
-  _globals['_GETCLUSTERRESPONSE']._serialized_end=1065
-  _globals['_OFFERSERVICE']._serialized_start=1068
-  _globals['_OFFERSERVICE']._serialized_end=1365
+  _globals['_AGENT']._serialized_end=752
+  _globals['_AGENT_ATTRIBUTESENTRY']._serialized_start=703
+  _globals['_AGENT_ATTRIBUTESENTRY']._serialized_end=752
+  _globals['_RESERVATION']._serialized_start=755
+  _globals['_RESERVATION']._serialized_end=905
+  _globals['_PENDINGLAUNCH']._serialized_start=907
+  _globals['_PENDINGLAUNCH']._serialized_end=955
+  _globals['_GETCLUSTERRESPONSE']._serialized_start=958
+  _globals['_GETCLUSTERRESPONSE']._serialized_end=1117
+  _globals['_OFFERSERVICE']._serialized_start=1120
+  _globals['_OFFERSERVICE']._serialized_end=1417
 # @@protoc_insertion_point(module_scope)

@@ -49,7 +49,7 @@ class GetClusterRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("agent_id", "hostname", "total", "offered", "free_port_ranges", "attributes", "task_ids", "reservations")
+    __slots__ = ("agent_id", "hostname", "total", "offered", "free_port_ranges", "attributes", "task_ids", "reservations", "maintenance")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class Agent(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     total: _types_pb2.Resources
@@ -73,7 +74,8 @@ class Agent(_message.Message):
     attributes: _containers.ScalarMap[str, str]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
     reservations: _containers.RepeatedCompositeFieldContainer[Reservation]
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., total: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., offered: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., free_port_ranges: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., task_ids: _Optional[_Iterable[str]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ...) -> None: ...
+    maintenance: _types_pb2.AgentMaintenance
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., total: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., offered: _Optional[_Union[_types_pb2.Resources, _Mapping]] = ..., free_port_ranges: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., task_ids: _Optional[_Iterable[str]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., maintenance: _Optional[_Union[_types_pb2.AgentMaintenance, _Mapping]] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("instance", "member_id", "persistence_id", "resources", "ports", "orphaned")
