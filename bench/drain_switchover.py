@@ -11,12 +11,14 @@ free ports in a temp dir, with the tests' fast retry settings (``testing.lifecyc
 ``testing.offers.TEST_SETTINGS``). Then:
 
 1. ``CreateInstance`` of a 3-member Redis instance (one member per agent), wait until RUNNING;
-2. a **writer** (its own thread, blocking redis-py client) sends ``SET k<n>`` + ``WAIT 1 1000`` in one
-   pipeline, in a tight loop, to whoever is master: after an error it asks ``ROLE`` of every address
-   the instance's members ever had (read from the state service every 0.1 s) and writes to the one
-   saying ``master``. A write is *acknowledged* when ``WAIT`` answers >= 1 (a replica has it);
-3. a **sampler** (its own thread and event loop) sends ``ROLE`` to every such address at once every
-   20 ms (``--sample-interval``) and counts the rounds where more than one answered ``master``;
+2. a **probe process** (this script with ``--probe``, so the in-process services and this process's
+   GIL do not hold up its loops) runs a **writer**: ``SET k<n>`` + ``WAIT 1 1000`` in one pipeline
+   (blocking redis-py) in a tight loop to whoever is master; after an error it asks ``ROLE`` of every
+   address the instance's members ever had (read from the state service every 0.1 s) and writes to
+   the one saying ``master``. A write is *acknowledged* when ``WAIT`` answers >= 1 (a replica has it);
+3. and a **sampler** (a thread of the probe, its own event loop): ``ROLE`` to every such address at
+   once every 20 ms (``--sample-interval``); it counts the rounds where more than one said ``master``
+   (the table shows the interval it kept);
 4. after 50 acknowledged writes, ``UPDATE_MAINTENANCE_SCHEDULE`` on the local cluster's master
    (``testing.lifecycle.schedule_maintenance``): the master's machine, a window an hour ahead. The
    inverse offer reaches the offers service, which marks the tasks there; the lifecycle drains the
@@ -26,6 +28,7 @@ Measured from just before the schedule (CLOCK_MONOTONIC):
 
 - ``write gap``: the longest time between two consecutive acknowledged writes (reply times), from
   the last one before the schedule to the drain's end;
+- ``schedule -> writer found new master``: the writer's ``ROLE`` round found another master;
 - ``schedule -> new master writable``: the first ``SET`` answered OK by another server than the old
   master (the writer moved there);
 - ``schedule -> drain done``: the drain plan COMPLETE (every member RUNNING, none on that agent, a
@@ -39,8 +42,8 @@ Exit code: 0 every run drained with nothing lost and never two masters; 1 otherw
 not finish within ``--deadline`` counts as failed); 130 interrupted. Everything started is stopped
 at the end of each run (the instance deleted, every service and the cluster stopped).
 
-Caveat: the writer and the sampler share this process (and its GIL) with the in-process services,
-so on a loaded machine their own latency is part of the numbers (as in the e2e tests).
+The services run with the tests' settings (fast retries, 0.2 s allocation interval, lifecycle
+``drain_settle_seconds`` default 2 s: most of ``schedule -> writable`` is that wait).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -115,6 +119,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-files", action="store_true", help="keep each run's temp dir (etcd, cluster work dir)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="the services' logs (INFO) on stderr")
+    # Child mode: the probe process (writer and sampler).
+    p.add_argument("--probe", metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument("--probe-first", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    p.add_argument("--probe-prefix", metavar="PREFIX", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")
@@ -123,25 +131,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# -- addresses, writer, sampler ----------------------------------------------------------------------
-
-
-class Addresses:
-    """Every "host:port" a member of the instance ever had (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: set[str] = set()
-
-    def update(self, instance: T.Instance) -> None:
-        with self._lock:
-            self._seen |= {
-                f"{m.host}:{m.ports[PORT]}" for m in instance.members if m.host and PORT in m.ports
-            }
-
-    def all(self) -> list[str]:
-        with self._lock:
-            return sorted(self._seen)
+# -- the probe process: writer and sampler -------------------------------------------------------------
+#
+# They run in a process of their own (this script with --probe DIR), so that the in-process services
+# (and this process's GIL) do not hold up their loops. The parent writes DIR/secret and DIR/addresses
+# (every "host:port" a member of the instance ever had, one a line, replaced atomically) and creates
+# DIR/stop to end it; the probe appends its events to DIR/events, one a line, with CLOCK_MONOTONIC
+# times (one clock for every process of the machine):
+#   A <t> <address> <key>   a write acknowledged (WAIT answered >= 1); t: the reply's arrival
+#   O <t> <address>         a SET answered OK (acknowledged or not)
+#   M <t> <address>         the writer found this master (ROLE) after an error
+#   E <t> <error>           a write failed (READONLY, NOREPLICAS, the connection, ...)
+#   R <t> <masters> [<address>,...]   a sampler round: how many answered ROLE master, and which
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -149,20 +150,43 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class ProbeFiles:
+    """The probe's side of DIR: the addresses, the stop file, the events (thread-safe)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.secret = (folder / "secret").read_text()
+        self._lock = threading.Lock()
+        self._events = open(folder / "events", "a", buffering=1)  # noqa: SIM115 (closed by close())
+
+    def addresses(self) -> list[str]:
+        try:
+            return [a for a in (self.folder / "addresses").read_text().split() if ":" in a]
+        except OSError:
+            return []
+
+    def stopping(self) -> bool:
+        return (self.folder / "stop").exists()
+
+    def emit(self, *fields: object) -> None:
+        line = " ".join(str(f) for f in fields) + "\n"
+        with self._lock:
+            self._events.write(line)
+
+    def close(self) -> None:
+        with self._lock:
+            self._events.close()
+
+
 class Writer(threading.Thread):
     """``SET`` + ``WAIT 1 1000`` (one pipeline, one connection per server) in a tight loop to the
     current master; follows the master by asking ``ROLE`` of every address after an error."""
 
-    def __init__(self, secret: str, addresses: Addresses, first: str, prefix: str) -> None:
+    def __init__(self, files: ProbeFiles, first: str, prefix: str) -> None:
         super().__init__(name="writer", daemon=True)
-        self.secret = secret
-        self.addresses = addresses
+        self.files = files
         self.target: str | None = first
         self.prefix = prefix
-        self.acked: list[tuple[float, str, str]] = []  # (reply time, address, key)
-        self.oks: list[tuple[float, str]] = []  # every SET answered OK: (reply time, address)
-        self.errors: dict[str, int] = {}
-        self.stopping = threading.Event()
         self._clients: dict[str, redis.Redis] = {}
 
     def client(self, address: str) -> redis.Redis:
@@ -171,7 +195,7 @@ class Writer(threading.Thread):
             self._clients[address] = redis.Redis(
                 host=host,
                 port=port,
-                password=self.secret or None,
+                password=self.files.secret or None,
                 socket_timeout=1.5,  # > WAIT's 1000 ms
                 socket_connect_timeout=0.5,
                 decode_responses=True,
@@ -179,63 +203,64 @@ class Writer(threading.Thread):
         return self._clients[address]
 
     def find_master(self) -> str | None:
-        for address in self.addresses.all():
+        for address in self.files.addresses():
             try:
-                role = self.client(address).execute_command("ROLE")
+                role = self.client(address).execute_command("ROLE")  # type: ignore[no-untyped-call]
             except Exception:
                 continue
             if role and role[0] == "master":
                 return address
         return None
 
-    def _count(self, error: BaseException) -> None:
-        name = str(error).split(" ", 1)[0] or type(error).__name__
-        self.errors[name] = self.errors.get(name, 0) + 1
-
     def run(self) -> None:
         n = 0
-        while not self.stopping.is_set():
-            target = self.target or self.find_master()
-            if target is None:
-                time.sleep(0.005)
-                continue
-            self.target = target
+        while not self.files.stopping():
+            if self.target is None:
+                self.target = self.find_master()
+                if self.target is None:
+                    time.sleep(0.005)
+                    continue
+                self.files.emit("M", time.monotonic(), self.target)
+            target = self.target
             key = f"{self.prefix}-{n}"
             n += 1
             try:
                 pipe = self.client(target).pipeline(transaction=False)
                 pipe.set(key, key)
-                pipe.execute_command("WAIT", 1, 1000)
+                pipe.execute_command("WAIT", 1, 1000)  # type: ignore[no-untyped-call]
                 stored, acked = pipe.execute(raise_on_error=False)
             except Exception as error:  # the connection dropped: whether SET landed is unknown
-                self._count(error)
+                self.files.emit("E", time.monotonic(), _error_name(error))
                 self.target = None
                 continue
             received = time.monotonic()
-            if isinstance(stored, Exception):  # READONLY once demoted, ...
-                self._count(stored)
+            if isinstance(stored, Exception):  # READONLY once demoted, NOREPLICAS, ...
+                self.files.emit("E", received, _error_name(stored))
                 self.target = None
+                time.sleep(0.002)
                 continue
-            self.oks.append((received, target))
+            self.files.emit("O", received, target)
             if isinstance(acked, int) and acked >= 1:
-                self.acked.append((received, target, key))
+                self.files.emit("A", received, target, key)
         for client in self._clients.values():
             with contextlib.suppress(Exception):
                 client.close()
 
 
-class Sampler(threading.Thread):
-    """``ROLE`` of every address at once every ``interval`` seconds (own event loop); counts the
-    rounds where more than one server answered master."""
+def _error_name(error: BaseException) -> str:
+    """Redis's error code (READONLY, NOREPLICAS, ...) when the text starts with one, else the
+    exception's class (redis-py words READONLY as ReadOnlyError "You can't write against ...")."""
+    word = str(error).split(" ", 1)[0]
+    return word if word.isupper() and word.isalpha() else type(error).__name__
 
-    def __init__(self, secret: str, addresses: Addresses, interval: float) -> None:
+
+class Sampler(threading.Thread):
+    """``ROLE`` of every address at once every ``interval`` seconds (own event loop)."""
+
+    def __init__(self, files: ProbeFiles, interval: float) -> None:
         super().__init__(name="sampler", daemon=True)
-        self.secret = secret
-        self.addresses = addresses
+        self.files = files
         self.interval = interval
-        self.rounds = 0
-        self.two_masters: list[tuple[float, list[str]]] = []
-        self.stopping = threading.Event()
 
     def run(self) -> None:
         asyncio.run(self._run())
@@ -249,30 +274,110 @@ class Sampler(threading.Thread):
                 clients[address] = aioredis.Redis(
                     host=host,
                     port=port,
-                    password=self.secret or None,
+                    password=self.files.secret or None,
                     socket_timeout=0.5,
                     socket_connect_timeout=0.5,
                     decode_responses=True,
                 )
             try:
-                answer = await clients[address].execute_command("ROLE")
+                answer = await clients[address].execute_command("ROLE")  # type: ignore[no-untyped-call]
             except Exception:  # stopped, killed, not listening yet: not a master taking writes
                 return ""
             return str(answer[0]) if answer else ""
 
         try:
-            while not self.stopping.is_set():
-                addresses = self.addresses.all()
+            while not self.files.stopping():
+                addresses = self.files.addresses()
                 roles = await asyncio.gather(*(role(a) for a in addresses))
                 masters = [a for a, r in zip(addresses, roles, strict=True) if r == "master"]
-                self.rounds += 1
-                if len(masters) > 1:
-                    self.two_masters.append((time.monotonic(), masters))
+                self.files.emit("R", time.monotonic(), len(masters), ",".join(masters) or "-")
                 await asyncio.sleep(self.interval)
         finally:
             for client in clients.values():
                 with contextlib.suppress(Exception):
                     await client.aclose()
+
+
+def probe_main(folder: Path, first: str, prefix: str, interval: float) -> int:
+    files = ProbeFiles(folder)
+    threads = [Writer(files, first, prefix), Sampler(files, interval)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    files.close()
+    return 0
+
+
+@dataclass
+class Events:
+    """What the probe recorded (parsed DIR/events)."""
+
+    acked: list[tuple[float, str, str]] = field(default_factory=list)  # (t, address, key)
+    oks: list[tuple[float, str]] = field(default_factory=list)
+    found: list[tuple[float, str]] = field(default_factory=list)  # M lines
+    errors: dict[str, int] = field(default_factory=dict)
+    rounds: list[float] = field(default_factory=list)  # round times
+    two_masters: list[tuple[float, str]] = field(default_factory=list)
+
+
+class Probe:
+    """The parent's side: starts the probe process, keeps DIR/addresses up to date, stops it."""
+
+    def __init__(self, folder: Path, secret: str, first: str, prefix: str, interval: float) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "secret").write_text(secret)
+        self.seen: set[str] = set()
+        argv = [sys.executable, str(Path(__file__).resolve()), "--probe", str(folder)]
+        argv += ["--probe-first", first, "--probe-prefix", prefix, "--sample-interval", str(interval)]
+        self.log = open(folder / "probe.log", "wb")  # noqa: SIM115 (closed by stop())
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+    def update(self, instance: T.Instance) -> None:
+        now = {f"{m.host}:{m.ports[PORT]}" for m in instance.members if m.host and PORT in m.ports}
+        if now - self.seen:
+            self.seen |= now
+            tmp = self.folder / "addresses.tmp"
+            tmp.write_text("\n".join(sorted(self.seen)) + "\n")
+            tmp.replace(self.folder / "addresses")
+
+    def events(self) -> Events:
+        out = Events()
+        try:
+            text = (self.folder / "events").read_text()
+        except OSError:
+            return out
+        for line in text.splitlines():
+            kind, *rest = line.split(" ")
+            try:
+                t = float(rest[0])
+            except (IndexError, ValueError):
+                continue  # a line being written
+            if kind == "A" and len(rest) == 3:
+                out.acked.append((t, rest[1], rest[2]))
+            elif kind == "O" and len(rest) == 2:
+                out.oks.append((t, rest[1]))
+            elif kind == "M" and len(rest) == 2:
+                out.found.append((t, rest[1]))
+            elif kind == "E" and len(rest) >= 2:
+                out.errors[rest[1]] = out.errors.get(rest[1], 0) + 1
+            elif kind == "R" and len(rest) == 3:
+                out.rounds.append(t)
+                if int(rest[1]) > 1:
+                    out.two_masters.append((t, rest[2]))
+        return out
+
+    def stop(self) -> None:
+        (self.folder / "stop").touch()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
 
 
 # -- one run -------------------------------------------------------------------------------------------
@@ -282,13 +387,15 @@ class Sampler(threading.Thread):
 class Run:
     run: int
     gap: float | None = None  # seconds
+    promoted: float | None = None  # seconds from the schedule: the writer found another master
     writable: float | None = None  # seconds from the schedule
     plan_done: float | None = None
     accepted: float | None = None
     done: float | None = None
     acked: int = 0
     lost: int = 0
-    rounds: int = 0
+    rounds: int = 0  # sampler rounds from the schedule to the drain's end
+    round_interval: float | None = None  # their mean interval, seconds
     two_masters: int = 0
     old: str = ""
     new: str = ""
@@ -350,7 +457,7 @@ async def measure(args: argparse.Namespace, number: int) -> Run:
     folder = Path(tempfile.mkdtemp(prefix="drain-switchover-"))
     try:
         async with running_suite(folder, args.agents) as suite:
-            await _measure(args, suite, outcome)
+            await _measure(args, suite, outcome, folder)
     except Exception as error:  # a run that could not finish: reported, the next one goes on
         if not outcome.error:
             outcome.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -363,25 +470,23 @@ async def measure(args: argparse.Namespace, number: int) -> Run:
     return outcome
 
 
-async def _measure(args: argparse.Namespace, suite: Suite, outcome: Run) -> None:
+async def _measure(args: argparse.Namespace, suite: Suite, outcome: Run, folder: Path) -> None:
     await suite.create(NAME, 3)
     instance = await suite.wait_running(NAME, 3, timeout=180)
     secret = (await suite.get(NAME, secrets=True)).secrets.get("password", "")
     old = master_of(instance)
     old_address = f"{old.host}:{old.ports[PORT]}"
     outcome.old = old.id
-    addresses = Addresses()
-    addresses.update(instance)
-    writer = Writer(secret, addresses, old_address, f"k{outcome.run}")
-    sampler = Sampler(secret, addresses, args.sample_interval)
-    writer.start()
-    sampler.start()
+    probe = Probe(folder / "probe", secret, old_address, f"k{outcome.run}", args.sample_interval)
+    probe.update(instance)
     try:
-        deadline = time.monotonic() + 30
-        while len(writer.acked) < WARMUP_ACKS:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{WARMUP_ACKS} writes not acknowledged within 30 s: {writer.errors}")
-            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 60
+        while len(probe.events().acked) < WARMUP_ACKS:
+            if probe.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{WARMUP_ACKS} writes not acknowledged within 60 s: {probe.events().errors}"
+                )
+            await asyncio.sleep(0.1)
 
         scheduled = time.monotonic()
         schedule_maintenance(suite, [old.agent_id], time.time() + 3600)
@@ -403,7 +508,7 @@ async def _measure(args: argparse.Namespace, suite: Suite, outcome: Run) -> None
                 )
             last = await suite.instance(NAME)
             if last is not None:
-                addresses.update(last)
+                probe.update(last)
                 if plan_done is None and _drained(last, old):
                     plan_done = time.monotonic()
             if accepted is None:
@@ -416,31 +521,33 @@ async def _measure(args: argparse.Namespace, suite: Suite, outcome: Run) -> None
         new = master_of(last)
         outcome.new = new.id
     finally:
-        writer.stopping.set()
-        sampler.stopping.set()
-        await asyncio.to_thread(writer.join, 10)
-        await asyncio.to_thread(sampler.join, 10)
+        await asyncio.to_thread(probe.stop)
 
+    events = probe.events()
     outcome.plan_done = plan_done - scheduled
     outcome.accepted = accepted - scheduled
     outcome.done = done - scheduled
-    outcome.errors = dict(writer.errors)
-    outcome.rounds = sampler.rounds
-    outcome.two_masters = len(sampler.two_masters)
-    for at, masters in sampler.two_masters[:3]:
+    outcome.errors = events.errors
+    rounds = [t for t in events.rounds if scheduled <= t <= done]
+    outcome.rounds = len(rounds)
+    outcome.round_interval = (rounds[-1] - rounds[0]) / (len(rounds) - 1) if len(rounds) > 1 else None
+    outcome.two_masters = len(events.two_masters)
+    for at, masters in events.two_masters[:3]:
         log.error("run %d: two masters %.3f s after the schedule: %s", outcome.run, at - scheduled, masters)
 
-    times = [t for t, _, _ in writer.acked]
+    times = [t for t, _, _ in events.acked]
     before = [t for t in times if t <= scheduled]
     during = [t for t in times if scheduled < t <= done]
     points = before[-1:] + during
     outcome.gap = max((b - a for a, b in itertools.pairwise(points)), default=None)
-    first_new = next((t for t, a in writer.oks if t > scheduled and a != old_address), None)
+    found = next((t for t, a in events.found if t > scheduled and a != old_address), None)
+    outcome.promoted = None if found is None else found - scheduled
+    first_new = next((t for t, a in events.oks if t > scheduled and a != old_address), None)
     outcome.writable = None if first_new is None else first_new - scheduled
 
     # Every acknowledged key is on the new master, with its value.
-    outcome.acked = len(writer.acked)
-    keys = [key for _, _, key in writer.acked]
+    outcome.acked = len(events.acked)
+    keys = [key for _, _, key in events.acked]
     host, port = _split(f"{new.host}:{new.ports[PORT]}")
     async with aioredis.Redis(host=host, port=port, password=secret or None, decode_responses=True) as client:
         for i in range(0, len(keys), 500):
@@ -468,6 +575,10 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
 def report(runs: list[Run], args: argparse.Namespace, load: tuple[float, float, float]) -> str:
     lines = [
         f"drain switchover of a Redis master (bench/drain_switchover.py --runs {args.runs}), "
@@ -477,20 +588,22 @@ def report(runs: list[Run], args: argparse.Namespace, load: tuple[float, float, 
         f"{args.agents} agents, 3 members; writer SET + WAIT 1 1000; "
         f"ROLE sampled every {args.sample_interval * 1000:.0f} ms",
         "",
-        f"{'run':>4} {'gap s':>7} {'writable s':>11} {'plan done s':>12} {'accepted s':>11} {'done s':>7} "
-        f"{'acked':>6} {'lost':>5} {'rounds':>7} {'2 masters':>9}  switchover",
+        f"{'run':>4} {'gap s':>7} {'promoted s':>11} {'writable s':>11} {'plan done s':>12} "
+        f"{'accepted s':>11} {'done s':>7} {'acked':>6} {'lost':>5} {'rounds':>7} {'every ms':>9} "
+        f"{'2 masters':>9}  switchover",
     ]
     for r in runs:
         lines.append(
-            f"{r.run:>4} {_fmt(r.gap):>7} {_fmt(r.writable):>11} {_fmt(r.plan_done):>12} "
-            f"{_fmt(r.accepted):>11} "
-            f"{_fmt(r.done):>7} {r.acked:>6} {r.lost:>5} {r.rounds:>7} {r.two_masters:>9}  "
-            f"{r.old}->{r.new or '?'}" + (f"  FAILED: {r.error}" if r.error else "")
+            f"{r.run:>4} {_fmt(r.gap):>7} {_fmt(r.promoted):>11} {_fmt(r.writable):>11} "
+            f"{_fmt(r.plan_done):>12} {_fmt(r.accepted):>11} {_fmt(r.done):>7} {r.acked:>6} {r.lost:>5} "
+            f"{r.rounds:>7} {_ms(r.round_interval):>9} {r.two_masters:>9}  {r.old}->{r.new or '?'}"
+            + (f"  FAILED: {r.error}" if r.error else "")
         )
     lines.append("")
     lines.append(f"{'measurement':<36} {'median s':>9} {'max s':>8} {'runs':>5}")
     for label, values in (
         ("write gap (acknowledged writes)", [r.gap for r in runs]),
+        ("schedule -> writer found new master", [r.promoted for r in runs]),
         ("schedule -> new master writable", [r.writable for r in runs]),
         ("schedule -> drain done", [r.done for r in runs]),
     ):
@@ -506,6 +619,11 @@ def report(runs: list[Run], args: argparse.Namespace, load: tuple[float, float, 
         f"(of {sum(r.acked for r in runs)} acknowledged in all)"
     )
     lines.append(f"rounds with two masters: median {statistics.median(two):g}, max {max(two)}")
+    for r in runs:
+        if r.errors:
+            lines.append(
+                f"run {r.run} writer errors: " + ", ".join(f"{k} x{v}" for k, v in sorted(r.errors.items()))
+            )
     lines.append("verdict: " + ("OK" if all(r.ok for r in runs) else "FAILED (see the runs)"))
     return "\n".join(lines)
 
@@ -545,6 +663,8 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.probe:
+        return probe_main(Path(args.probe), args.probe_first, args.probe_prefix, args.sample_interval)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,
