@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -109,9 +109,10 @@ class OfferScheduler:
         # answered by _maintenance_loop, woken by _maintenance_wake.
         self.maintenance = MaintenanceBook()
         self._maintenance_wake = asyncio.Event()
-        # Member record key -> (instance, agent id of its volume): where members are while their
-        # task is down (kept by _watch_members; counted by the placement rule).
-        self.member_places: dict[str, tuple[str, str]] = {}
+        # Member record key ("<instance>/<member id>") -> (instance, member id, agent id of its
+        # volume): where members are while their task is down (kept by _watch_members; counted by
+        # the placement rule under the member id, the same id as the member's task records).
+        self.member_places: dict[str, tuple[str, str, str]] = {}
         # Queued task id -> agent id -> why that agent's last offer did not take it (a label of
         # matching.summarize), and when the summary was last written into its record (monotonic).
         self._misfits: dict[str, dict[str, str]] = {}
@@ -522,26 +523,9 @@ class OfferScheduler:
     # -- offers -------------------------------------------------------------------------------------
 
     def _occupancy(self) -> dict[tuple[str, str], set[str]]:
-        """(agent id, instance) -> the members of the instance at that agent, as dcos-commons'
-        placement rules count a service's tasks (every task in its state store, running or not:
-        a stateful task stays at its agent until replaced): where a member's task is live, where
-        its launch is pinned (restart in place on its volume), and where its volume is (the
-        member record's ``volume.agent_id``, also while its task is LOST or ended)."""
-        places: dict[tuple[str, str], set[str]] = {}
-
-        def add(agent_id: str, instance: str, member: str) -> None:
-            if agent_id and instance and member:
-                places.setdefault((agent_id, instance), set()).add(member)
-
-        for task in self.store.tasks.values():
-            member = task.member_id or task.task_id
-            if task.agent_id and not mesos.is_terminal(task.state):
-                add(task.agent_id, task.instance, member)
-            elif task.state == types_pb2.TASK_STATE_QUEUED:
-                add(task.launch.volume.agent_id, task.instance, member)
-        for member, (instance, agent_id) in self.member_places.items():
-            add(agent_id, instance, member)
-        return places
+        """The members of each instance at each agent (:func:`occupancy` of our task records and
+        member records)."""
+        return occupancy(self.store.tasks.values(), self.member_places.values())
 
     def _need(self, task: types_pb2.Task, counts: Mapping[tuple[str, str], set[str]]) -> Need:
         """What the queued ``task`` needs, with the avoid list lifecycle learnt from the member's
@@ -853,9 +837,7 @@ class OfferScheduler:
                         r.key.name: (r.member.volume.persistence_id, r.member.volume.agent_id)
                         for r in records
                     }
-                    self.member_places = {
-                        r.key.name: (r.member.instance, r.member.volume.agent_id) for r in records
-                    }
+                    self.member_places = {r.key.name: member_place(r) for r in records}
                     changed = bool(seen) and any(seen[k] != fresh.get(k) for k in seen)
                     seen = fresh
                     if changed:
@@ -872,7 +854,7 @@ class OfferScheduler:
                             await self._revive_for_reservations()
                         continue
                     volume = event.record.member.volume
-                    self.member_places[name] = (event.record.member.instance, volume.agent_id)
+                    self.member_places[name] = member_place(event.record)
                     now = (volume.persistence_id, volume.agent_id)
                     previous = seen.get(name)
                     seen[name] = now
@@ -1045,3 +1027,43 @@ class OfferScheduler:
                             self.store.forget(task_id)
                             self._unqueue(task_id)
                     self._watch_revision = revision
+
+
+def member_place(record: spb.Record) -> tuple[str, str, str]:
+    """(instance, member id, agent id of its volume) of a member record; the member id as its
+    task records name it (``Member.id``; else the last part of the key "<instance>/<member id>")."""
+    member = record.member
+    return member.instance, member.id or record.key.name.rpartition("/")[2], member.volume.agent_id
+
+
+def occupancy(
+    tasks: Iterable[types_pb2.Task], members: Iterable[tuple[str, str, str]]
+) -> dict[tuple[str, str], set[str]]:
+    """(agent id, instance) -> the members of the instance at that agent (member ids, or task
+    ids for tasks without one), as dcos-commons' placement rules count a service's tasks
+    (every task in its state store, running or not: a stateful task stays at its agent until
+    replaced). A member is at the agent(s) of its live tasks; only while it has none, at the
+    agent its launch is pinned to (restart in place on its volume) and at its volume's agent
+    (the member record's ``volume.agent_id``, also while its task is LOST or ended). Each
+    member counts once per agent: task records and member records name it by the same id
+    (the member record's key is "<instance>/<member id>", not the member id).
+    ``members``: (instance, member id, agent id of its volume) of each member record
+    (:func:`member_place`)."""
+    live: dict[tuple[str, str], set[str]] = {}
+    held: dict[tuple[str, str], set[str]] = {}
+    for task in tasks:
+        member = (task.instance, task.member_id or task.task_id)
+        if task.agent_id and not mesos.is_terminal(task.state):
+            live.setdefault(member, set()).add(task.agent_id)
+        elif task.state == types_pb2.TASK_STATE_QUEUED and task.launch.volume.agent_id:
+            held.setdefault(member, set()).add(task.launch.volume.agent_id)
+    for instance, member_id, agent_id in members:
+        if agent_id:
+            held.setdefault((instance, member_id), set()).add(agent_id)
+    places: dict[tuple[str, str], set[str]] = {}
+    for (instance, member_id), agents in (held | live).items():
+        if not instance or not member_id:
+            continue
+        for agent_id in agents:
+            places.setdefault((agent_id, instance), set()).add(member_id)
+    return places

@@ -3,6 +3,8 @@ current agent: live task, pinned launch, volume) and of the summary of why a lau
 
 from __future__ import annotations
 
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
+from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.offers.matching import (
     AgentCapacity,
     Need,
@@ -15,6 +17,7 @@ from mesos_stateful.offers.matching import (
     relax_avoid,
     summarize,
 )
+from mesos_stateful.offers.scheduler import member_place, occupancy
 
 
 def offer(n: int, cpus: float = 4.0, unavailable_at: float | None = None) -> Offer:
@@ -154,3 +157,56 @@ def test_misfit_labels_of_a_round() -> None:
     # GetCluster.pending keeps its longer list of reasons.
     assert "is scheduled for maintenance (unavailable from" in result.pending["extra-3.1"]
     assert "already run 1 task(s) of extra" in result.pending["extra-3.1"]
+
+
+def _task(task_id: str, member: str, state: int, agent: str = "", pinned_to: str = "") -> types_pb2.Task:
+    task = types_pb2.Task(task_id=task_id, instance="cache", member_id=member, agent_id=agent, state=state)  # type: ignore[arg-type]
+    if pinned_to:
+        task.launch.volume.agent_id = pinned_to
+    return task
+
+
+def _member_record(member: str, volume_agent: str) -> spb.Record:
+    record = spb.Record(key=spb.RecordKey(kind=spb.KIND_MEMBER, name=f"cache/{member}"))
+    record.member.id = member
+    record.member.instance = "cache"
+    record.member.volume.agent_id = volume_agent
+    return record
+
+
+def test_occupancy_counts_each_member_once_at_its_true_place() -> None:
+    # Regression (4197ea9): member records are keyed "<instance>/<member id>" and were counted
+    # under that key next to the member's task ("cache-0" and "cache/cache-0"): with
+    # max_members_per_agent=2, three members on three agents filled all three, and a scale to 5
+    # left cache-3 queued ("3 agents hold 2 members of cache").
+    T = types_pb2
+    tasks = [
+        _task("cache-0.1", "cache-0", T.TASK_STATE_RUNNING, "a1"),
+        _task("cache-1.1", "cache-1", T.TASK_STATE_RUNNING, "a2"),
+        _task("cache-2.1", "cache-2", T.TASK_STATE_RUNNING, "a3"),
+        _task("cache-3.1", "cache-3", T.TASK_STATE_QUEUED),
+    ]
+    records = [_member_record(f"cache-{i}", f"a{i + 1}") for i in range(3)]
+    places = occupancy(tasks, [member_place(r) for r in records])
+    assert places == {
+        ("a1", "cache"): {"cache-0"},
+        ("a2", "cache"): {"cache-1"},
+        ("a3", "cache"): {"cache-2"},
+    }
+    result = match([offer(1), offer(2), offer(3)], [need("cache-3", max_per_agent=2)], places)
+    assert len(result.placed()) == 1, result.pending
+
+    # cache-0 runs on a4 now while its member record still names a1 (a volume left by an earlier
+    # attempt): it is at a4 only. cache-1's task is LOST: it is at its volume's agent (a2), and at
+    # the agent its relaunch is pinned to, once.
+    tasks = [
+        _task("cache-0.1", "cache-0", T.TASK_STATE_FAILED, "a1"),
+        _task("cache-0.2", "cache-0", T.TASK_STATE_RUNNING, "a4"),
+        _task("cache-1.1", "cache-1", T.TASK_STATE_LOST, "a2"),
+        _task("cache-1.2", "cache-1", T.TASK_STATE_QUEUED, pinned_to="a2"),
+    ]
+    places = occupancy(
+        tasks,
+        [member_place(_member_record("cache-0", "a1")), member_place(_member_record("cache-1", "a2"))],
+    )
+    assert places == {("a4", "cache"): {"cache-0"}, ("a2", "cache"): {"cache-1"}}
