@@ -891,7 +891,9 @@ def drain_room(s: Snapshot, member: types_pb2.Member, agents: Sequence[offer_ser
     """Whether ``member`` can be moved before it is stopped for a drain: "" if some agent the
     offers service knows (``OfferService.GetCluster``: active agents seen in offers) can take it,
     else why not, worded for a person. Such an agent is not the member's own nor its volume's, not
-    scheduled for maintenance (as far as our task records say, :func:`draining_agents`), holds no
+    scheduled for maintenance (``Agent.maintenance``: its offers carry an unavailability or an
+    inverse offer for it arrived; or one of our task records there says so,
+    :func:`draining_agents`), holds no
     other member of this instance (its task or its volume, a live reservation of ours), and has
     the member's launch resources (:func:`launch_resources`) left: its total minus our live
     reservations there (what other frameworks use is not known here). Without such an agent a
@@ -915,7 +917,7 @@ def drain_room(s: Snapshot, member: types_pb2.Member, agents: Sequence[offer_ser
     short: list[str] = []
     for agent in agents:
         a = agent.agent_id
-        if a in own or a in away:
+        if a in own or a in away or agent.HasField("maintenance"):
             continue
         if a in held or any(
             r.instance == name and r.member_id != member.id and not r.orphaned for r in agent.reservations

@@ -51,6 +51,10 @@ class Drain:
     accepted_id: str = ""
     # time.monotonic() of a RESCIND_INVERSE_OFFER not followed by a new inverse offer yet.
     rescinded_at: float | None = None
+    # Known only from the agent's offers (their ``unavailability``): no inverse offer for it, as
+    # Mesos sends those only to frameworks with resources on the agent
+    # (``HierarchicalAllocatorProcess::generateInverseOffers``); cancelled by an offer without.
+    from_offer: bool = False
 
 
 def _same_window(a: types_pb2.AgentMaintenance, b: types_pb2.AgentMaintenance) -> bool:
@@ -98,7 +102,28 @@ class MaintenanceBook:
         drain.maintenance = maintenance
         drain.inverse_offer_id = maintenance.inverse_offer_id
         drain.rescinded_at = None
+        drain.from_offer = False
         return drain
+
+    def offered(self, agent_id: str, maintenance: types_pb2.AgentMaintenance) -> Drain | None:
+        """An offer from the agent carrying an ``unavailability``: the offers of a DRAINING
+        machine's agents carry its window (docs/maintenance.md), also for a framework with nothing
+        there (which gets no inverse offer). The drain if it is new or its window changed (an
+        inverse offer's id and ``announced_at`` are kept), else None."""
+        drain = self.drains.get(agent_id)
+        if drain is not None and _same_window(drain.maintenance, maintenance):
+            return None
+        if drain is None:
+            drain = self.drains[agent_id] = Drain(agent_id, maintenance, from_offer=True)
+            return drain
+        maintenance.inverse_offer_id = drain.maintenance.inverse_offer_id
+        drain.maintenance = maintenance
+        return drain
+
+    def only_offered(self) -> set[str]:
+        """Agents scheduled for maintenance as far as their offers say, with no inverse offer:
+        only their next offer tells whether the maintenance was cancelled."""
+        return {d.agent_id for d in self.drains.values() if d.from_offer}
 
     def rescind(self, inverse_offer_id: str, now: float) -> Drain | None:
         """A RESCIND_INVERSE_OFFER: the agent's maintenance is cleared by :meth:`expire` unless a

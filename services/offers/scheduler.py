@@ -109,6 +109,11 @@ class OfferScheduler:
         # answered by _maintenance_loop, woken by _maintenance_wake.
         self.maintenance = MaintenanceBook()
         self._maintenance_wake = asyncio.Event()
+        # Set by every OFFERS event; cleared by a revive for a new maintenance (see
+        # _on_inverse_offers): the task records get it once the other agents' offers were seen.
+        self._offers_seen = asyncio.Event()
+        self._offers_seen.set()
+        self._offers_wait_until = 0.0  # time.monotonic()
         # Member record key ("<instance>/<member id>") -> (instance, member id, agent id of its
         # volume): where members are while their task is down (kept by _watch_members; counted by
         # the placement rule under the member id, the same id as the member's task records).
@@ -250,6 +255,9 @@ class OfferScheduler:
                 task_ids=sorted(on_agent.get(agent.agent_id, [])),
             )
             entry.attributes.update(agent.attributes)
+            maintenance = self.maintenance.get(agent.agent_id)
+            if maintenance is not None:
+                entry.maintenance.CopyFrom(maintenance)
             if agent.offered is not None:
                 offered = agent.offered
                 entry.offered.CopyFrom(
@@ -382,6 +390,12 @@ class OfferScheduler:
     # -- maintenance (inverse offers; see maintenance.py) ---------------------------------------------
 
     async def _on_inverse_offers(self, inverse_offers: list[Json]) -> None:
+        """Record each agent's maintenance. On news of one, offers are revived (if suppressed or
+        declined for long) so the other agents' offers show which of them are scheduled too (their
+        ``unavailability``; Mesos sends us no inverse offer for an agent where we have nothing),
+        and the task records (lifecycle's cue to drain) are written once they came, or after
+        ``maintenance_offers_wait_seconds``: lifecycle must not take such an agent for room."""
+        revive = False
         async with self._lock:
             now = time.time()
             for inverse_offer in inverse_offers:
@@ -398,6 +412,9 @@ class OfferScheduler:
                         "inverse offer %s without unavailability ignored", mesos.offer_id(inverse_offer)
                     )
                     continue
+                known = self.maintenance.drains.get(agent_id)
+                if known is None or known.from_offer or known.maintenance.start != maintenance.start:
+                    revive = True
                 self.maintenance.announce(agent_id, maintenance)
                 on_agent = self.maintenance.blocking(agent_id, self.store.tasks.values())
                 log.info(
@@ -409,6 +426,10 @@ class OfferScheduler:
                     maintenance.inverse_offer_id,
                     ", ".join(on_agent) or "none",
                 )
+            if revive and (self._suppressed or self._idle_declined):
+                self._offers_seen.clear()
+                self._offers_wait_until = time.monotonic() + self.settings.maintenance_offers_wait_seconds
+                await self._revive_if_needed()
         self._maintenance_wake.set()
 
     async def _on_inverse_offer_rescinded(self, inverse_offer_id: str) -> None:
@@ -434,6 +455,10 @@ class OfferScheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._maintenance_wake.wait(), timeout)
             self._maintenance_wake.clear()
+            left = self._offers_wait_until - time.monotonic()
+            if not self._offers_seen.is_set() and left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._offers_seen.wait(), left)
             try:
                 done = await self._sync_maintenance()
             except asyncio.CancelledError:
@@ -577,9 +602,25 @@ class OfferScheduler:
             role, principal = self.settings.role, self.settings.principal
             by_id = {mesos.offer_id(o): o for o in raw_offers}
             parsed = [mesos.parse_offer(o, role, principal) for o in raw_offers]
+            self._offers_seen.set()
             for offer in parsed:
                 self._learn_agent(offer)
-                if not offer.draining and self.maintenance.cancel(offer.agent_id) is not None:
+                raw = by_id.get(offer.offer_id)
+                window = (
+                    mesos.agent_maintenance(raw, offer.hostname, time.time())
+                    if offer.draining and raw is not None
+                    else None
+                )
+                if window is not None:
+                    window.inverse_offer_id = ""  # an offer's id, not an inverse offer's
+                    if self.maintenance.offered(offer.agent_id, window) is not None:
+                        log.info(
+                            "agent %s is scheduled for maintenance from %s (its offer says)",
+                            offer.hostname or offer.agent_id,
+                            window.start.ToJsonString(),
+                        )
+                        self._maintenance_wake.set()
+                elif not offer.draining and self.maintenance.cancel(offer.agent_id) is not None:
                     # Offers of a DRAINING agent carry its unavailability (docs/maintenance.md).
                     log.info(
                         "agent %s is no longer scheduled for maintenance (offered without unavailability)",
@@ -653,6 +694,9 @@ class OfferScheduler:
                 try:
                     await self.driver.accept([offer_id], operations, refuse)
                     used.add(offer_id)
+                    if not self.queue and not cleanup:
+                        # The rest of this offer is filtered for long: the next launch revives.
+                        self._idle_declined = True
                 except errors.StatefulError as error:
                     log.warning("ACCEPT of offer %s failed (%s); requeueing", offer_id, error.message)
                     await self._requeue(staged)
@@ -666,14 +710,21 @@ class OfferScheduler:
                 self._after_accept(offer.agent_id, staged, result.assignments.get(offer_id, []), cleanup)
             unused = [o for o in by_id if o not in used]
             refuse = self._refuse_seconds()
-            if unused:
+            # Agents scheduled for maintenance only as far as their offers say: their next offer
+            # soon, to see a cancellation (no inverse offer will be rescinded for them).
+            watched = self.maintenance.only_offered()
+            soon = [o.offer_id for o in parsed if o.offer_id in unused and o.agent_id in watched]
+            later = [o for o in unused if o not in soon]
+            for ids, seconds in ((soon, min(refuse, self.settings.refuse_seconds_unfit)), (later, refuse)):
+                if not ids:
+                    continue
                 try:
-                    await self.driver.decline(unused, refuse)
+                    await self.driver.decline(ids, seconds)
                     if not self.queue:
                         self._idle_declined = True
                 except errors.StatefulError as error:
                     log.warning("DECLINE failed: %s", error.message)
-            if not self.queue and not self._suppressed and not self._agents_with_orphans:
+            if not self.queue and not self._suppressed and not self._agents_with_orphans and not watched:
                 try:
                     await self.driver.suppress()
                     self._suppressed = True

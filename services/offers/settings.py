@@ -113,6 +113,12 @@ class OffersSettings(ServiceSettings):
         "tasks waiting for a new inverse offer (Mesos rescinds and re-sends them on every schedule "
         "update, docs/maintenance.md) before it is cleared as cancelled",
     )
+    maintenance_offers_wait_seconds: float = Field(
+        2.0,
+        description="on news of a maintenance (an inverse offer) while offers are suppressed, they "
+        "are revived and the tasks' records get the maintenance once offers came (they show which "
+        "other agents are scheduled too) or after this many seconds",
+    )
     inverse_offer_refuse_seconds: float = Field(
         3600.0,
         description="filter sent with ACCEPT_INVERSE_OFFERS: no new inverse offer for that agent "

@@ -500,6 +500,18 @@ def test_a_drain_has_room_only_on_an_agent_not_scheduled_nor_holding_a_member() 
     assert planner.drain_room(s, members[1], [_agent("a4")]) == NO_ROOM
 
 
+def test_a_drain_has_no_room_on_a_free_agent_the_offers_service_says_is_scheduled() -> None:
+    # No task of ours on a3: only GetCluster's Agent.maintenance (its offers' unavailability)
+    # says it is scheduled for maintenance.
+    inst, members, tasks = redis(agents=["a0", "a1", "a2"])
+    schedule(tasks, "a1")
+    s = snap(inst, members, tasks)
+    assert planner.drain_room(s, members[1], [_agent("a3")]) == ""
+    scheduled = _agent("a3", maintenance=maintenance("host-a3"))
+    assert planner.drain_room(s, members[1], [scheduled]) == NO_ROOM
+    assert planner.drain_room(s, members[1], [scheduled, _agent("a4")]) == ""
+
+
 def test_a_drain_has_no_room_on_an_agent_without_the_member_s_resources() -> None:
     from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
 
