@@ -125,13 +125,19 @@ def _reconcile(fw: Framework, task_id: str) -> Any:
     )
 
 
-def _completed(cluster: ClusterProcess, task_id: str) -> str | None:
-    """The state of ``task_id`` among the completed tasks of /master/state."""
-    for framework in cluster.state()["frameworks"]:
-        for task in framework.get("completed_tasks", []):
-            if task["id"] == task_id:
-                return str(task["state"])
-    return None
+def _completed(cluster: ClusterProcess, task_id: str, timeout: float = 30.0) -> str | None:
+    """The state of ``task_id`` once among the completed tasks of /master/state (None if it is not
+    within ``timeout``): the master completes a task when its terminal update is acknowledged,
+    which pymesos sends after the framework saw the update."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for framework in cluster.state()["frameworks"]:
+            for task in framework.get("completed_tasks", []):
+                if task["id"] == task_id:
+                    return str(task["state"])
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
 
 
 def _containers(cluster: ClusterProcess) -> list[Path]:
