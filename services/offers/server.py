@@ -157,18 +157,30 @@ class OffersServed(Served):
         finally:
             self._leading.clear()
             self.scheduler = self.leadership = None
-            # Calls in flight belong to this term: cancel them (their callers get UNAVAILABLE and
-            # retry at the next leader) before the fence is dropped by the elector.
-            calls = list(self._calls)
-            for call in calls:
-                call.cancel()
-            for call in calls:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await call
-            # Closes the Mesos connection with failover (no TEARDOWN): the framework and its
-            # tasks stay for the next leader.
-            await scheduler.stop()
-            log.warning("offers %s: term %d over; standby, campaigning", self.address, leadership.term)
+            # Standing down runs to its end even when the elector cancels this task meanwhile (a
+            # term ended by a failover is then also ended by the lease): an interrupted stop
+            # would leave the driver's connection and loops behind.
+            stand_down = asyncio.create_task(self._stand_down(scheduler, leadership))
+            try:
+                await asyncio.shield(stand_down)
+            except asyncio.CancelledError:
+                await stand_down
+                raise
+
+    async def _stand_down(self, scheduler: OfferScheduler, leadership: Leadership) -> None:
+        """End a term: cancel its calls in flight, close the Mesos connection with failover."""
+        # Calls in flight belong to this term: cancel them (their callers get UNAVAILABLE and
+        # retry at the next leader) before the fence is dropped by the elector.
+        calls = list(self._calls)
+        for call in calls:
+            call.cancel()
+        for call in calls:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await call
+        # Closes the Mesos connection with failover (no TEARDOWN): the framework and its
+        # tasks stay for the next leader.
+        await scheduler.stop()
+        log.warning("offers %s: term %d over; standby, campaigning", self.address, leadership.term)
 
     async def call(self, what: str, operation: Callable[[OfferScheduler], Coroutine[Any, Any, _T]]) -> _T:
         """Run one OfferService call on the leader's scheduler, as part of the current term;
