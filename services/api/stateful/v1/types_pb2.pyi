@@ -211,7 +211,7 @@ class Placement(_message.Message):
     def __init__(self, max_members_per_agent: _Optional[int] = ..., required_attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class InstanceSpec(_message.Message):
-    __slots__ = ("name", "workload", "replicas", "resources", "image", "config", "placement", "labels")
+    __slots__ = ("name", "workload", "replicas", "resources", "image", "config", "placement", "labels", "runtime")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +234,7 @@ class InstanceSpec(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     workload: str
     replicas: int
@@ -242,7 +243,8 @@ class InstanceSpec(_message.Message):
     config: _containers.ScalarMap[str, str]
     placement: Placement
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., workload: _Optional[str] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    runtime: Runtime
+    def __init__(self, name: _Optional[str] = ..., workload: _Optional[str] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[str] = ..., config: _Optional[_Mapping[str, str]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., runtime: _Optional[_Union[Runtime, str]] = ...) -> None: ...
 
 class Volume(_message.Message):
     __slots__ = ("persistence_id", "container_path", "size_mb", "agent_id", "host", "has_data", "rejoin_pending")
