@@ -6,7 +6,9 @@ STAMP := $(VENV)/.setup-done
 # Where typecheck builds its tree of links (set it to run several checks at once).
 TC ?= build/typecheck
 
-.PHONY: setup protos lint typecheck test run clean
+.PHONY: setup protos lint typecheck test run clean images docker-engine
+# `make run RUNTIME=docker`: members run as Docker containers (needs `make images`).
+RUNTIME ?=
 
 setup: $(STAMP)
 
@@ -34,7 +36,16 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: setup
-	$(PY) -m mesos_stateful.suite
+	$(PY) -m mesos_stateful.suite $(if $(RUNTIME),--runtime $(RUNTIME))
+
+# A Docker engine that answers: installs Debian's docker.io and starts dockerd when none answers
+# (never touches one that runs), and Compose v2.
+docker-engine: setup
+	VENV=$(VENV) bash scripts/docker_engine.sh
+
+# The suite image and one image per built-in workload, from a local base (nothing is pulled).
+images: docker-engine
+	VENV=$(VENV) bash scripts/build_images.sh
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache state *.egg-info
