@@ -7,7 +7,9 @@ subclass); TaskInfo goes out as plain dicts. Bytes fields are base64 strings in 
 from __future__ import annotations
 
 import base64
+import posixpath
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -382,6 +384,58 @@ def cleanup_operations(
     return operations
 
 
+@dataclass(frozen=True)
+class ExecutorContainer:
+    """The executor as a Docker container on a real Mesos agent (offers settings
+    ``executor_image`` ...): run by the agent's Docker containerizer, which launches a custom
+    executor whose ExecutorInfo has a ContainerInfo of type DOCKER in a container of that image
+    (Mesos ``docs/docker-containerizer.md``, "To run a Docker image as an executor")."""
+
+    image: str
+    command: str
+    agent_work_dir: str
+    docker_socket: str
+
+
+#: The executor's environment in its container: paths it sees (the sandbox at /mnt/mesos/sandbox,
+#: the mounts below) are translated to the agent's paths for the member containers it starts.
+EXECUTOR_CONTAINER_ENV = {"STATEFUL_EXECUTOR_DOCKER_HOST_PATHS": "auto"}
+
+
+def persistent_volume_path(work_dir: str, role: str, persistence_id: str) -> str:
+    """Where a Mesos agent keeps a persistent volume: ``<work_dir>/volumes/roles/<role>/<id>``, a
+    role's ``/`` written as a space (``getPersistentVolumePath``, Mesos ``src/slave/paths.cpp``)."""
+    return posixpath.join(work_dir, "volumes", "roles", role.replace("/", " "), persistence_id)
+
+
+def executor_container_info(container: ExecutorContainer, spec: types_pb2.LaunchSpec, role: str) -> Json:
+    """ExecutorInfo.container for ``container``: the image on the agent's Docker engine, host
+    network (the executor reaches the agent's executor API and its members' ports on the agent's
+    address, as with the default command executor), the agent's Docker socket (members are
+    sibling containers), and the member's persistent volume at its container path in the sandbox
+    (relative: Mesos joins it to the mapped sandbox, ``Docker::RunOptions::create`` in
+    ``src/docker/docker.cpp``). The Docker containerizer mounts no persistent volume for a custom
+    executor ("not supported with custom executors", ``mountPersistentVolumes`` in
+    ``src/slave/containerizer/docker.cpp``), hence the host path from the agents' work dir."""
+    volumes: list[Json] = [
+        {"container_path": container.docker_socket, "host_path": container.docker_socket, "mode": "RW"}
+    ]
+    volume = spec.volume
+    if volume.persistence_id:
+        volumes.append(
+            {
+                "container_path": volume.container_path,
+                "host_path": persistent_volume_path(container.agent_work_dir, role, volume.persistence_id),
+                "mode": "RW",
+            }
+        )
+    return {
+        "type": "DOCKER",
+        "docker": {"image": container.image, "network": "HOST"},
+        "volumes": volumes,
+    }
+
+
 def task_info(
     task: types_pb2.Task,
     assignment: Assignment,
@@ -390,9 +444,11 @@ def task_info(
     framework_id: str,
     role: str = "stateful",
     principal: str = "",
+    executor_container: ExecutorContainer | None = None,
 ) -> Json:
     """The Mesos TaskInfo launching ``task`` on the offer's agent (see docs/internals.md): on
-    unreserved resources, or with a volume on the member's reserved resources."""
+    unreserved resources, or with a volume on the member's reserved resources. With
+    ``executor_container`` the executor runs in that Docker image (:func:`executor_container_info`)."""
     spec = task.launch
     build = _Resources(offer, assignment.mode, role, principal, task_key(spec))
     resources = [
@@ -411,18 +467,27 @@ def task_info(
         resources.append({**_template(offer, "ports"), "name": "ports", "type": "RANGES", "ranges": ranges})
     if assignment.mode != PLAIN:
         resources.append(build.volume(spec))
+    executor: Json = {
+        "executor_id": {"value": task.task_id},
+        "framework_id": {"value": framework_id},
+        "name": f"mesos-stateful executor for {spec.member_id}",
+        "source": spec.instance,
+        "command": {"value": executor_command, "shell": True},
+    }
+    if executor_container is not None:
+        variables = [{"name": k, "value": v} for k, v in EXECUTOR_CONTAINER_ENV.items()]
+        executor["command"] = {
+            "value": executor_container.command,
+            "shell": True,
+            "environment": {"variables": variables},
+        }
+        executor["container"] = executor_container_info(executor_container, spec, role)
     return {
         "name": spec.member_id,
         "task_id": {"value": task.task_id},
         "agent_id": {"value": assignment.agent_id},
         "resources": resources,
-        "executor": {
-            "executor_id": {"value": task.task_id},
-            "framework_id": {"value": framework_id},
-            "name": f"mesos-stateful executor for {spec.member_id}",
-            "source": spec.instance,
-            "command": {"value": executor_command, "shell": True},
-        },
+        "executor": executor,
         # TaskInfo.data is bytes: base64 in Mesos JSON.
         "data": base64.b64encode(spec.SerializeToString()).decode("ascii"),
         "labels": {

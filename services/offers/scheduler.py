@@ -679,6 +679,7 @@ class OfferScheduler:
                             self.driver.framework_id or self.framework_id,
                             role,
                             principal,
+                            self.settings.executor_container,
                         )
                     )
                 if infos:

@@ -10,8 +10,10 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mesos_stateful.common.images import IMAGE_PYTHON
 from mesos_stateful.common.leadership import LeadershipSettings
 from mesos_stateful.common.settings import ServiceSettings
+from mesos_stateful.offers.mesos import ExecutorContainer
 
 ONE_WEEK_SECONDS = 7 * 24 * 3600.0
 
@@ -103,6 +105,29 @@ class OffersSettings(ServiceSettings):
         default_factory=_default_executor_command,
         description="shell command that starts the executor on an agent",
     )
+    executor_image: str = Field(
+        "",
+        description="on a real Mesos cluster: the Docker image the executor runs in (the suite image, "
+        "e.g. mesos-stateful/suite:<version>), through the agent's Docker containerizer "
+        "(mesos-agent --containerizers=docker,mesos): ExecutorInfo.container is type DOCKER, host "
+        "network, the agent's Docker socket and the member's persistent volume mounted; empty: "
+        "executor_command runs on the agent itself (the local cluster)",
+    )
+    executor_image_command: str = Field(
+        f"exec {IMAGE_PYTHON} -m mesos_stateful.executor",
+        description="shell command starting the executor inside executor_image",
+    )
+    executor_agent_work_dir: str = Field(
+        "/var/lib/mesos",
+        description="the Mesos agents' --work_dir: with executor_image, the member's persistent volume "
+        "(<work_dir>/volumes/roles/<role>/<persistence id> on the agent) is mounted into the "
+        "executor's container, which Mesos's Docker containerizer does not do for a custom executor",
+    )
+    executor_docker_socket: str = Field(
+        "/var/run/docker.sock",
+        description="with executor_image: the agents' Docker socket, mounted into the executor's "
+        "container (members run as sibling containers on the agent's engine)",
+    )
     state_retry_seconds: float = Field(
         1.0, description="pause between attempts to store a status update while the state service is down"
     )
@@ -124,6 +149,18 @@ class OffersSettings(ServiceSettings):
         description="filter sent with ACCEPT_INVERSE_OFFERS: no new inverse offer for that agent "
         "meanwhile (a schedule change drops the filter)",
     )
+
+    @property
+    def executor_container(self) -> ExecutorContainer | None:
+        """How the executor runs in a Docker container (None: as executor_command on the agent)."""
+        if not self.executor_image:
+            return None
+        return ExecutorContainer(
+            image=self.executor_image,
+            command=self.executor_image_command,
+            agent_work_dir=self.executor_agent_work_dir,
+            docker_socket=self.executor_docker_socket,
+        )
 
     @property
     def leadership(self) -> LeadershipSettings:
@@ -169,6 +206,14 @@ class OffersSettings(ServiceSettings):
             raise ValueError("framework_name must not be empty")
         if not self.executor_command.strip():
             raise ValueError("executor_command must not be empty")
+        if self.executor_image:
+            if not self.executor_image_command.strip():
+                raise ValueError("executor_image_command must not be empty")
+            for name in ("executor_agent_work_dir", "executor_docker_socket"):
+                if not str(getattr(self, name)).startswith("/"):
+                    raise ValueError(
+                        f"{name} must be an absolute path on the agents, got {getattr(self, name)!r}"
+                    )
         if not self.role.strip() or self.role.strip() == "*":
             raise ValueError(
                 f"role {self.role!r} cannot be used: Mesos makes no reservations for '*', and members' "
