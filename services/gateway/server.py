@@ -13,7 +13,7 @@ from mesos_stateful.gateway.auth import BearerTokenInterceptor
 from mesos_stateful.gateway.service import InstanceDomain
 from mesos_stateful.gateway.servicer import InstanceServicer
 from mesos_stateful.gateway.settings import GatewaySettings
-from mesos_stateful.gateway.validation import Limits
+from mesos_stateful.gateway.validation import RUNTIMES, Limits
 from mesos_stateful.state.client import StateClient
 
 SERVICE_NAME = api.DESCRIPTOR.services_by_name["InstanceService"].full_name
@@ -26,6 +26,7 @@ def limits_of(settings: GatewaySettings) -> Limits:
         max_mem_mb=settings.max_mem_mb,
         max_disk_mb=settings.max_disk_mb,
         max_config_entries=settings.max_config_entries,
+        default_runtime=RUNTIMES[settings.default_runtime],
     )
 
 

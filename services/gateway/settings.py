@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -23,6 +23,12 @@ class GatewaySettings(ServiceSettings):
     auth_token: str | None = Field(
         None,
         description="when set, every call needs the metadata 'authorization: Bearer <token>'",
+    )
+    default_runtime: Literal["process", "docker"] = Field(
+        "process",
+        description="how members of an instance created without a runtime run: 'process' (a process "
+        "on the agent) or 'docker' (a container from the workload's image; needs `make images`). "
+        "Stored in the instance's spec at create, fixed for its life",
     )
     state_timeout_seconds: float = Field(
         10.0, description="how long one call waits for the state service before answering UNAVAILABLE"

@@ -36,15 +36,35 @@ _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 _ATTRIBUTE_VALUE = re.compile(r"^[A-Za-z0-9_./:-]+$")
 
 
+#: ``default_runtime`` setting values -> the Runtime they stand for.
+RUNTIMES: dict[str, int] = {"process": types_pb2.RUNTIME_PROCESS, "docker": types_pb2.RUNTIME_DOCKER}
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Operator limits (from GatewaySettings)."""
+    """Operator limits and defaults (from GatewaySettings)."""
 
     max_replicas: int = 9
     max_cpus: float = 16.0
     max_mem_mb: int = 65536
     max_disk_mb: int = 1048576
     max_config_entries: int = 64
+    #: The runtime an instance created with RUNTIME_UNSPECIFIED gets (``default_runtime``).
+    default_runtime: int = types_pb2.RUNTIME_PROCESS
+
+
+def runtime_name(runtime: int) -> str:
+    """``RUNTIME_DOCKER`` for 2; ``runtime 7`` for a number this server does not know."""
+    try:
+        return types_pb2.Runtime.Name(runtime)
+    except ValueError:
+        return f"runtime {runtime}"
+
+
+def stored_runtime(spec: types_pb2.InstanceSpec) -> int:
+    """The runtime of a stored spec: RUNTIME_UNSPECIFIED in a record written before the field
+    existed means the process runtime (what those instances run with)."""
+    return spec.runtime or types_pb2.RUNTIME_PROCESS
 
 
 def raise_if_any(violations: Violations, what: str = "invalid request") -> None:
@@ -136,6 +156,70 @@ def check_image(image: str, field: str, violations: Violations) -> None:
         violations[field] = f"must be at most {MAX_IMAGE_LEN} characters"
     elif any(c.isspace() for c in image) or not image.isprintable():
         violations[field] = "must not contain whitespace or control characters"
+
+
+def fill_runtime(
+    spec: types_pb2.InstanceSpec,
+    description: types_pb2.WorkloadDescription | None,
+    default: int,
+    violations: Violations,
+    field: str = "spec.runtime",
+) -> int:
+    """The runtime the instance runs with: the spec's, or ``default`` when UNSPECIFIED. A number
+    this server does not know (a newer client) is refused, and so is the Docker runtime when
+    neither the spec nor the workload names an image."""
+    known = {v for v in types_pb2.Runtime.values() if v != types_pb2.RUNTIME_UNSPECIFIED}
+    runtime = spec.runtime or default
+    if runtime not in known:
+        names = ", ".join(runtime_name(v) for v in sorted(known))
+        violations[field] = (
+            f"unknown runtime {spec.runtime} (known: {names}; RUNTIME_UNSPECIFIED takes the "
+            f"suite's default, {runtime_name(default)})"
+        )
+        return runtime
+    docker = runtime == types_pb2.RUNTIME_DOCKER
+    if docker and not spec.image and description is not None and not description.default_image:
+        violations["spec.image"] = (
+            f"is required for the Docker runtime: workload {description.name!r} names no default "
+            "image (give one with --image, or use the process runtime)"
+        )
+    return runtime
+
+
+def check_runtime_unchanged(
+    current: types_pb2.InstanceSpec,
+    requested: types_pb2.InstanceSpec,
+    violations: Violations,
+    field: str = "spec.runtime",
+) -> None:
+    """An update may not change the runtime: members keep their data on volumes their runtime
+    mounted, and a switch would relaunch every member at once. RUNTIME_UNSPECIFIED in the update
+    keeps the current one."""
+    if requested.runtime == types_pb2.RUNTIME_UNSPECIFIED:
+        return
+    was = stored_runtime(current)
+    if requested.runtime != was:
+        violations[field] = (
+            f"cannot change the runtime of instance {current.name!r} from {runtime_name(was)} to "
+            f"{runtime_name(requested.runtime)}: it is fixed when the instance is created; leave "
+            "it unset to keep it, or create a new instance with the runtime wanted (e.g. from a "
+            "backup of this one)"
+        )
+
+
+def validate_update(current: types_pb2.InstanceSpec, requested: types_pb2.InstanceSpec) -> None:
+    """What an update of a stored spec may not change (InvalidArgument naming each field): the
+    name, the workload and the runtime."""
+    violations: Violations = {}
+    if requested.name and requested.name != current.name:
+        violations["spec.name"] = f"cannot rename instance {current.name!r} (got {requested.name!r})"
+    if requested.workload and requested.workload != current.workload:
+        violations["spec.workload"] = (
+            f"cannot change the workload of instance {current.name!r} from {current.workload!r} "
+            f"to {requested.workload!r}"
+        )
+    check_runtime_unchanged(current, requested, violations)
+    raise_if_any(violations, "invalid update")
 
 
 def check_config(
@@ -249,6 +333,7 @@ def validate_spec(
     )
     filled.resources.CopyFrom(resources)
     check_image(spec.image, "spec.image", violations)
+    filled.runtime = fill_runtime(spec, description, limits.default_runtime, violations)  # type: ignore[assignment]
     check_config(spec.config, description, limits, violations)
     check_labels(spec.labels, "spec.labels", violations)
     check_placement(spec.placement, "spec.placement", violations)
