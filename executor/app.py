@@ -137,7 +137,8 @@ class ExecutorApp(Executor):  # type: ignore[misc]
         try:
             launch = launch_from_task(task, host=self._host, sandbox=self._sandbox, environ=self._environ,
                                       default_kill_grace=self._settings.default_kill_grace_seconds)
-            runtime = runtime_for(launch)
+            agent_id = str((task.get("agent_id") or {}).get("value") or self._sender.agent_id or "")
+            runtime = runtime_for(launch, self._settings, agent_id=agent_id, environ=self._environ)
         except InvalidTask as error:
             log.error("task %s is invalid: %s", task_id, error)
             sink.send(StatusUpdate(TASK_ERROR, f"invalid task: {error}", reason=REASON_INVALID))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -24,6 +24,20 @@ class ExecutorSettings(ServiceSettings):
     )
     default_shutdown_grace_seconds: float = Field(
         5.0, gt=0, description="shutdown grace if the agent sets no MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD"
+    )
+
+    docker_network: str = Field(
+        "host",
+        description="Docker runtime: the members' network: host (the agent's), container:<name-or-id>, "
+        "or container:self (the container this executor runs in)",
+    )
+    docker_host_paths: Literal["identity", "auto"] = Field(
+        "identity",
+        description="Docker runtime: identity (the executor sees the engine host's paths) or auto "
+        "(the executor runs in a container: paths translated through its mounts)",
+    )
+    docker_timeout_seconds: float = Field(
+        30.0, gt=0, description="Docker runtime: timeout of one engine call"
     )
 
     @model_validator(mode="after")

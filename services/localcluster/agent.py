@@ -29,6 +29,7 @@ from aiohttp import web
 
 from mesos_stateful.api.mesos.v1.executor import executor_pb2
 from mesos_stateful.localcluster import encoding
+from mesos_stateful.localcluster import containers as member_containers
 from mesos_stateful.localcluster.checkpoint import (
     MetaPaths,
     append_record,
@@ -215,6 +216,7 @@ class Agent:
         for ex in list(self.executors.values()):
             if ex.watcher is not None:
                 await asyncio.wait([ex.watcher], timeout=10)
+        await member_containers.remove_agent_containers(self.id)
 
     # --- the link to the master ------------------------------------------------------------------
 
@@ -478,6 +480,7 @@ class Agent:
                 )
                 await kill_session(pid, self.master.settings.kill_grace)
             path.unlink(missing_ok=True)
+        await member_containers.remove_orphans(self)
 
     def reported_tasks(self) -> list[tuple[Executor, str]]:
         """What the agent reports when it registers (``ReregisterSlaveMessage.tasks``): the tasks
@@ -816,6 +819,7 @@ class Agent:
         survive it), its tasks that are not terminal get the agent's update, the master a FAILURE."""
         if ex.pid is not None:
             await kill_session(ex.pid, self.master.settings.kill_grace)
+        await member_containers.remove_executor_containers(self.id, ex.framework_id, ex.executor_id)
         ex.state = "TERMINATED"
         if ex.stream is not None:
             ex.stream.close()

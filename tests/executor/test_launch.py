@@ -102,10 +102,11 @@ def test_invalid_tasks(task: dict[str, Any], error: str, tmp_path: Path) -> None
         build(task, tmp_path)
 
 
-def test_docker_runtime_is_refused_for_now(tmp_path: Path) -> None:
+def test_docker_runtime_is_chosen_for_a_docker_launch(tmp_path: Path) -> None:
+    from mesos_stateful.executor.docker_runtime import DockerRuntime
+
     launch = build(task_info(make_spec(["x"], runtime=types_pb2.RUNTIME_DOCKER, image="redis")), tmp_path)
-    with pytest.raises(InvalidTask, match="docker runtime is not available"):
-        runtime_for(launch)
+    assert isinstance(runtime_for(launch), DockerRuntime)
 
 
 def test_expansion_rules() -> None:
