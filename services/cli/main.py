@@ -51,6 +51,14 @@ class Output(StrEnum):
     json = "json"
 
 
+class Runtime(StrEnum):
+    process = "process"
+    docker = "docker"
+
+
+RUNTIMES = {Runtime.process: types_pb2.RUNTIME_PROCESS, Runtime.docker: types_pb2.RUNTIME_DOCKER}
+
+
 @app.callback()
 def options(
     ctx: typer.Context,
@@ -109,7 +117,16 @@ def create(
     disk: Annotated[
         int, typer.Option(help="disk per member in MiB (0: workload default)", min=0, max=MAX_UINT64)
     ] = 0,
-    image: Annotated[str, typer.Option(help="container image (Docker runtime)")] = "",
+    image: Annotated[
+        str, typer.Option(help="container image (Docker runtime; default: the workload's image)")
+    ] = "",
+    runtime: Annotated[
+        Runtime | None,
+        typer.Option(
+            help="how members run: process (on the agent) or docker (containers; images from "
+            "`make images`); default: the gateway's default_runtime. Fixed for the instance's life",
+        ),
+    ] = None,
     config: Annotated[list[str] | None, typer.Option(help="workload setting key=value (repeatable)")] = None,
     label: Annotated[list[str] | None, typer.Option(help="label key=value (repeatable)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the deploy until RUNNING")] = False,
@@ -125,6 +142,7 @@ def create(
             replicas=replicas,
             resources=types_pb2.Resources(cpus=cpus, mem_mb=mem, disk_mb=disk),
             image=image,
+            runtime=RUNTIMES[runtime] if runtime is not None else types_pb2.RUNTIME_UNSPECIFIED,
             config=_pairs(config, "--config"),
             labels=_pairs(label, "--label"),
         )

@@ -213,6 +213,16 @@ def maintenance_lines(instance: types_pb2.Instance, now: float | None = None) ->
     return "\n".join(lines)
 
 
+def runtime(spec: types_pb2.InstanceSpec) -> str:
+    """``process``, or ``docker (image X)`` / ``docker (the workload's image)``; a record stored
+    before runtimes existed (UNSPECIFIED) runs processes."""
+    if spec.runtime in (types_pb2.RUNTIME_UNSPECIFIED, types_pb2.RUNTIME_PROCESS):
+        return "process"
+    if spec.runtime == types_pb2.RUNTIME_DOCKER:
+        return f"docker (image {spec.image})" if spec.image else "docker (the workload's image)"
+    return f"unknown ({spec.runtime})"
+
+
 def _styled_phase(instance: types_pb2.Instance) -> Text:
     name = phase(instance)
     return Text(name, style=_PHASE_STYLE.get(name, ""))
@@ -271,6 +281,7 @@ def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | Non
     parts: list[RenderableType] = [instances_table([instance])]
     facts = [
         f"resources: {resources.cpus:g} cpus, {resources.mem_mb} MiB mem, {resources.disk_mb} MiB disk",
+        f"runtime: {runtime(spec)}",
         f"generation: {instance.generation}  revision: {instance.revision}",
     ]
     if spec.config:
