@@ -1115,7 +1115,7 @@ def launch_spec(
     avoid: Sequence[types_pb2.PlacementAvoid] = (),
 ) -> types_pb2.LaunchSpec:
     """The workload's Config answer with identity, resources, ports, placement (with the agents
-    and ports to avoid, :func:`avoid_list`) and image filled in."""
+    and ports to avoid, :func:`avoid_list`), runtime and image filled in."""
     spec = instance.spec
     launch = types_pb2.LaunchSpec()
     launch.CopyFrom(config)
@@ -1134,6 +1134,9 @@ def launch_spec(
     del launch.avoid[:]
     launch.avoid.extend(avoid)
     launch.image = spec.image or launch.image or description.default_image
+    # The instance's runtime, not the workload's: RUNTIME_UNSPECIFIED in a record stored before
+    # runtimes existed means processes (what its members ran as).
+    launch.runtime = spec.runtime or types_pb2.RUNTIME_PROCESS
     if member.volume.persistence_id:
         launch.volume.CopyFrom(member.volume)
         launch.volume.has_data = False  # lifecycle's bookkeeping, not part of the launch
