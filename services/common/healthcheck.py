@@ -14,6 +14,7 @@ import argparse
 import sys
 import urllib.error
 import urllib.request
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,7 +24,8 @@ def check_grpc(address: str, service: str = "", timeout: float = 2.0) -> str | N
     """None when ``address`` answers SERVING for ``service``, else why not."""
     try:
         with grpc.insecure_channel(address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+            # The typeshed stubs of HealthStub declare no methods.
+            stub: Any = health_pb2_grpc.HealthStub(channel)
             answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
     except grpc.RpcError as error:
         code = error.code() if isinstance(error, grpc.Call) else None

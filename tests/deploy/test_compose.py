@@ -1,0 +1,350 @@
+"""Acceptance of ``deploy/compose.yaml`` on the real Docker engine (issue 12): the suite comes up
+healthy with ``up -d --wait``; from the host, ``statefulctl create redis cache --replicas 3
+--wait`` against the published gateway gives three member containers; keys written with ``WAIT
+1``; ``docker kill`` of the master's container → a replica is promoted, a replacement starts,
+every acknowledged key is there; ``docker restart`` of an agent container → its member comes back
+on the same agent and volume with its data; ``down -v`` leaves no container, network or volume of
+the project. The project has a name, a gateway port and a subnet of its own (tests on one engine
+do not collide); the times of ``up --wait`` and of the whole test are printed."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import redis
+
+from mesos_stateful.common.images import LABEL_INSTANCE, LABEL_TASK, TAG
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
+STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
+INSTANCE = "cache"
+UP_TIMEOUT = 420
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def free_subnet(client: docker.DockerClient) -> str:
+    """First three octets of a /24 that no Docker network and no host route uses."""
+    taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for network in client.networks.list():
+        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+            if config.get("Subnet"):
+                taken.append(ipaddress.ip_network(config["Subnet"], strict=False))
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
+    for line in routes.splitlines():
+        first = line.split(" ", 1)[0]
+        if "/" in first:
+            taken.append(ipaddress.ip_network(first, strict=False))
+    for _ in range(200):
+        candidate = ipaddress.ip_network(f"10.{secrets.randbelow(200) + 40}.{secrets.randbelow(250)}.0/24")
+        if not any(candidate.overlaps(t) for t in taken):
+            return str(candidate.network_address).rsplit(".", 1)[0]
+    raise AssertionError("no free /24 for the compose network")
+
+
+@dataclass
+class Project:
+    name: str
+    env: dict[str, str]
+    gateway: str
+    subnet: str
+    client: docker.DockerClient
+    timings: dict[str, float] = field(default_factory=dict)
+    agent_ids: set[str] = field(default_factory=set)
+
+    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", self.name, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*STATEFULCTL, "--endpoint", self.gateway, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def diagnostics(self) -> str:
+        ps = self.compose("ps", "-a", timeout=60)
+        logs = self.compose("logs", "--no-color", "--tail", "40", timeout=120)
+        return f"{ps.stdout}{ps.stderr}\n{logs.stdout[-12000:]}{logs.stderr[-2000:]}"
+
+    def container(self, service: str) -> Any:
+        [found] = self.client.containers.list(
+            all=True,
+            filters={
+                "label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]
+            },
+        )
+        return found
+
+    def agent_containers(self) -> dict[str, Any]:
+        return {name: self.container(name) for name in ("agent-0", "agent-1", "agent-2")}
+
+    def members(self, all_states: bool = False) -> list[Any]:
+        """The member containers of the instance in this project: in one of its agents' network
+        namespaces (other projects and tests may run an instance of the same name)."""
+        if not self.agent_ids:  # an agent keeps its container id across a restart
+            self.agent_ids = {c.id for c in self.agent_containers().values()}
+        agents = self.agent_ids
+        found = self.client.containers.list(all=all_states, filters={"label": f"{LABEL_INSTANCE}={INSTANCE}"})
+        return [c for c in found if c.attrs["HostConfig"]["NetworkMode"].removeprefix("container:") in agents]
+
+    def instance(self) -> dict[str, Any]:
+        shown = self.ctl("get", INSTANCE, "-o", "json", "--show-secrets")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        data: dict[str, Any] = json.loads(shown.stdout)
+        return data
+
+    def leftovers(self) -> list[str]:
+        label = f"com.docker.compose.project={self.name}"
+        left = [
+            f"container {c.name}" for c in self.client.containers.list(all=True, filters={"label": label})
+        ]
+        left += [f"network {n.name}" for n in self.client.networks.list(filters={"label": label})]
+        left += [f"volume {v.name}" for v in self.client.volumes.list(filters={"label": label})]
+        return left
+
+
+@pytest.fixture
+def project(docker_images: None, docker_client: docker.DockerClient) -> Iterator[Project]:
+    compose = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False)
+    assert shutil.which("docker") and compose.returncode == 0, (
+        f"Compose v2 is not installed (make docker-engine): {compose.stderr}"
+    )
+    name = f"msci{secrets.token_hex(4)}"
+    port = free_port()
+    subnet = free_subnet(docker_client)
+    env = {
+        **os.environ,
+        "STATEFUL_GATEWAY_PORT": str(port),
+        "STATEFUL_SUBNET": subnet,
+        "STATEFUL_TAG": TAG,
+    }
+    proj = Project(name, env, f"127.0.0.1:{port}", subnet, docker_client)
+    try:
+        yield proj
+    finally:
+        agents = set(proj.agent_ids)
+        with contextlib.suppress(ValueError):
+            agents |= {c.id for c in proj.agent_containers().values()}
+        proj.compose("down", "-v", "--timeout", "10", timeout=300)
+        # Members joined the agents' namespaces: none may outlive them.
+        for member in docker_client.containers.list(
+            all=True, filters={"label": f"{LABEL_INSTANCE}={INSTANCE}"}
+        ):
+            if member.attrs["HostConfig"]["NetworkMode"].removeprefix("container:") in agents:
+                member.remove(force=True)
+        print(f"compose timings: {proj.timings}")
+
+
+class Writer:
+    """Writes keys to the master with ``WAIT 1`` (acknowledged: a replica has it) until stopped;
+    on an error it re-finds the master from the gateway."""
+
+    def __init__(self, proj: Project, password: str) -> None:
+        self.proj = proj
+        self.password = password
+        self.acked: list[str] = []
+        self.errors = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def master(self) -> redis.Redis | None:
+        try:
+            members = self.proj.instance()["instance"]["members"]
+        except (AssertionError, ValueError, subprocess.TimeoutExpired):
+            return None
+        masters = [
+            m for m in members if m.get("role") == "ROLE_MASTER" and m.get("state") == "MEMBER_STATE_RUNNING"
+        ]
+        if len(masters) != 1:
+            return None
+        m = masters[0]
+        return redis.Redis(
+            host=m["host"],
+            port=m["ports"]["redis"],
+            password=self.password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+
+    def run(self) -> None:
+        client: redis.Redis | None = None
+        n = 0
+        while not self.stop.is_set():
+            if client is None:
+                client = self.master()
+                if client is None:
+                    time.sleep(0.3)
+                    continue
+            key = f"k{n}"
+            try:
+                client.set(key, key)
+                if int(client.execute_command("WAIT", 1, 1000)) >= 1:
+                    self.acked.append(key)
+                n += 1
+            except redis.RedisError:
+                self.errors += 1
+                client = None
+                n += 1
+            time.sleep(0.02)
+
+
+def member_client(member: dict[str, Any], password: str) -> redis.Redis:
+    return redis.Redis(
+        host=member["host"],
+        port=member["ports"]["redis"],
+        password=password,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        decode_responses=True,
+    )
+
+
+def missing_keys(client: redis.Redis, keys: list[str]) -> list[str]:
+    values = client.mget(keys) if keys else []
+    return [k for k, v in zip(keys, values, strict=True) if v != k]
+
+
+def running(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in data["instance"]["members"] if m.get("state") == "MEMBER_STATE_RUNNING"]
+
+
+def test_compose_suite(project: Project) -> None:
+    started = time.monotonic()
+    up = project.compose("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 60)
+    project.timings["up --wait"] = round(time.monotonic() - started, 1)
+    assert up.returncode == 0, f"up --wait failed: {up.stderr[-4000:]}\n{project.diagnostics()}"
+    for service in (
+        "etcd",
+        "state",
+        "gateway",
+        "offers",
+        "lifecycle",
+        "redis",
+        "mysql",
+        "etcd-workload",
+        "master",
+    ):
+        state = project.container(service).attrs["State"]
+        assert state["Health"]["Status"] == "healthy", (service, state)
+
+    # Create from the host, against the published gateway.
+    t0 = time.monotonic()
+    created = project.ctl(
+        "create", "redis", INSTANCE, "--replicas", "3", "--wait", "--timeout", "240", timeout=300
+    )
+    project.timings["create --wait"] = round(time.monotonic() - t0, 1)
+    assert created.returncode == 0, f"{created.stdout}{created.stderr}\n{project.diagnostics()}"
+    data = project.instance()
+    assert data["instance"]["spec"].get("runtime") == "RUNTIME_DOCKER", data["instance"]["spec"]
+    members = running(data)
+    assert sorted(m["role"] for m in members) == ["ROLE_MASTER", "ROLE_SLAVE", "ROLE_SLAVE"]
+    agent_ips = {f"{project.subnet}.{20 + i}" for i in range(3)}
+    assert {m["host"] for m in members} == agent_ips, "one member per agent, on the agents' addresses"
+    containers = wait_until(
+        lambda: len(project.members()) == 3 and project.members(), 30, "three member containers"
+    )
+    assert {c.labels[LABEL_INSTANCE] for c in containers} == {INSTANCE}
+    password = data["secrets"]["password"]
+
+    # Acknowledged writes (WAIT 1) before and during the master's failure.
+    writer = Writer(project, password)
+    writer.thread.start()
+    wait_until(lambda: len(writer.acked) >= 50, 60, "50 acknowledged writes")
+    [old_master] = [m for m in members if m["role"] == "ROLE_MASTER"]
+    [master_container] = [c for c in containers if c.labels.get(LABEL_TASK) == old_master["taskId"]]
+    t0 = time.monotonic()
+    master_container.kill()
+
+    def failed_over() -> dict[str, Any] | None:
+        now = project.instance()
+        masters = [m for m in running(now) if m["role"] == "ROLE_MASTER"]
+        if len(running(now)) == 3 and len(masters) == 1 and masters[0]["id"] != old_master["id"]:
+            return now
+        return None
+
+    after = wait_until(failed_over, 180, "a replica promoted and the killed member replaced")
+    project.timings["failover + replacement"] = round(time.monotonic() - t0, 1)
+    wait_until(lambda: len(writer.acked) >= 100, 60, "writes acknowledged by the new master")
+    writer.stop.set()
+    writer.thread.join(10)
+    [new_master] = [m for m in running(after) if m["role"] == "ROLE_MASTER"]
+    assert missing_keys(member_client(new_master, password), writer.acked) == [], "acknowledged keys lost"
+    replaced = next(m for m in running(after) if m["id"] == old_master["id"])
+    assert replaced["taskId"] != old_master["taskId"] and replaced["agentId"] == old_master["agentId"]
+    wait_until(lambda: len(project.members()) == 3, 60, "three member containers again")
+
+    # Restart one agent container (a replica's): its member comes back on the same agent and
+    # volume with its data.
+    replica = next(m for m in running(after) if m["role"] == "ROLE_SLAVE")
+    agent_name = {f"{project.subnet}.{20 + i}": f"agent-{i}" for i in range(3)}[replica["host"]]
+    t0 = time.monotonic()
+    project.container(agent_name).restart(timeout=10)
+
+    def back_in_place() -> dict[str, Any] | None:
+        now = project.instance()
+        member = next(m for m in now["instance"]["members"] if m["id"] == replica["id"])
+        if member.get("state") == "MEMBER_STATE_RUNNING" and member["taskId"] != replica["taskId"]:
+            return member
+        return None
+
+    member = wait_until(back_in_place, 240, f"{replica['id']} running again after {agent_name} restarted")
+    project.timings["agent restart → member back"] = round(time.monotonic() - t0, 1)
+    assert member["agentId"] == replica["agentId"], "the member moved to another agent"
+    assert member["volume"]["persistenceId"] == replica["volume"]["persistenceId"], "a fresh volume"
+    assert member["host"] == replica["host"]
+    client = member_client(member, password)
+    wait_until(lambda: missing_keys(client, writer.acked) == [], 60, "the restarted member to hold every key")
+    wait_until(lambda: len(project.members()) == 3, 60, "three member containers after the agent restart")
+
+    # down -v: nothing of the project is left, members included.
+    t0 = time.monotonic()
+    down = project.compose("down", "-v", "--timeout", "10")
+    project.timings["down -v"] = round(time.monotonic() - t0, 1)
+    assert down.returncode == 0, down.stderr
+    assert project.leftovers() == []
+    wait_until(lambda: not project.members(all_states=True), 30, "no member container left")
+    project.timings["whole test"] = round(time.monotonic() - started, 1)
+    print(f"compose timings: {project.timings}")
