@@ -176,6 +176,15 @@ def data_dir(m: types_pb2.Member) -> str:
     return "${MESOS_SANDBOX}/" + volume_path(m)
 
 
+def in_docker(context: pb.CallbackContext) -> bool:
+    """Whether the instance's members run as Docker containers (``InstanceSpec.runtime``): their
+    argv then names the image's binaries (Debian's paths) and the image's Python
+    (``common.images.IMAGE_PYTHON``). Checks still run in the executor, outside the container, so
+    they keep the executor's interpreter. RUNTIME_UNSPECIFIED (a record from before runtimes) is
+    the process runtime."""
+    return context.instance.spec.runtime == types_pb2.RUNTIME_DOCKER
+
+
 def has_master(context: pb.CallbackContext) -> bool:
     """Whether the instance has a ROLE_MASTER member. A restart of every member (a cold start)
     launches them all as SLAVE with no master: each then starts as a read-only replica that

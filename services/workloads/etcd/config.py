@@ -10,6 +10,12 @@ member in it is restarted as that member. Otherwise, with no running peer, the b
 a new one-member cluster; else it adds itself through the member API of a running peer and joins
 it (``--initial-cluster-state existing``).
 
+With the Docker runtime (``InstanceSpec.runtime``) the bootstrap runs with the image's Python
+(setting ``image_python``, ``common.images.IMAGE_PYTHON``) and the image's etcd (``docker_etcd``,
+Debian's ``/usr/bin/etcd``) in the instance's image or ``default_image``
+(``common.images.ETCD_IMAGE``); the checks run in the executor, outside the container, with
+``member_python`` as for processes.
+
 Readiness: the peer is healthy (etcd's /health: leader, quorum read) and listed as a started
 voting member. It needs a quorum of peers running: after a restart of every peer they must be
 launched together (not one after another, each waiting for the previous one to be ready).
@@ -98,9 +104,10 @@ def build_launch(
     me = base.member_in_role(context, types_pb2.ROLE_PEER)
     config = effective_config(context.instance.spec.config)
     name = member_name(me)
+    docker = base.in_docker(context)
     member_file = MemberFile(
         name=name,
-        etcd=settings.etcd,
+        etcd=settings.docker_etcd if docker else settings.etcd,
         # The member's persistent volume: a peer relaunched in place restarts on it as the same
         # etcd member (same id, same peer URL: its ports are kept).
         data_dir=base.data_dir(me),
@@ -132,12 +139,18 @@ def build_launch(
         workload=NAME,
         role=me.role,
         port_names=[CLIENT, PEER_PORT],
-        argv=[settings.member_python, "-m", BOOTSTRAP_MODULE, "${MESOS_SANDBOX}/" + FILE_NAME],
+        argv=[
+            settings.image_python if docker else settings.member_python,
+            "-m",
+            BOOTSTRAP_MODULE,
+            "${MESOS_SANDBOX}/" + FILE_NAME,
+        ],
         files=[
             types_pb2.FileSpec(
                 path=FILE_NAME, content=member_file.to_json().encode(), mode=0o644, expand=True
             )
         ],
+        runtime=types_pb2.RUNTIME_DOCKER if docker else types_pb2.RUNTIME_PROCESS,
         image=context.instance.spec.image or settings.default_image,
         readiness=readiness,
         health=health,

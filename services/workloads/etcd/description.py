@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.images import ETCD_IMAGE
 
 NAME = "etcd"
 # Named ports; the task sees them as ${PORT_CLIENT} and ${PORT_PEER}.
 CLIENT_PORT = "client"
 PEER_PORT = "peer"
-DEFAULT_IMAGE = "gcr.io/etcd-development/etcd:v3.4.23"
+# The suite's etcd image (``make images``): etcd at Debian's /usr/bin/etcd and the suite's venv (the
+# member's bootstrap module).
+DEFAULT_IMAGE = ETCD_IMAGE
 MAX_PEERS = 7
 
 CONFIG_KEYS = [

@@ -8,6 +8,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mesos_stateful.common.images import IMAGE_PYTHON
 from mesos_stateful.workloads.base import WorkloadSettings
 from mesos_stateful.workloads.etcd.description import DEFAULT_IMAGE
 
@@ -23,7 +24,15 @@ class EtcdSettings(WorkloadSettings):
         "mesos_stateful.workloads.etcd.bootstrap / .check) on the agent; default: this service's own "
         "interpreter, right for the process runtime on the same machine",
     )
-    default_image: str = Field(DEFAULT_IMAGE, description="image for the Docker runtime")
+    default_image: str = Field(
+        DEFAULT_IMAGE, description="image of members when the instance names none (Docker runtime)"
+    )
+    docker_etcd: str = Field("/usr/bin/etcd", description="the etcd binary in the image (Docker runtime)")
+    image_python: str = Field(
+        IMAGE_PYTHON,
+        description="Python in the image that runs the member's bootstrap (Docker runtime; the checks "
+        "run in the executor, outside the container, with member_python)",
+    )
     check_interval_ms: int = Field(1000, description="interval of the readiness check")
     health_interval_ms: int = Field(5000, description="interval of the health check (a TCP connect)")
     join_timeout_seconds: float = Field(

@@ -14,6 +14,13 @@ replication accounts (and, on a new replica, pointing it at the master), then ex
 - ``mysql-member.json`` (0600, not expanded): binaries, accounts and passwords, the master to
   follow. Passwords are never on argv or in the environment.
 
+With the Docker runtime (``InstanceSpec.runtime``) the member is the same bootstrap run by the image's
+Python (setting ``image_python``, ``common.images.IMAGE_PYTHON``) with the image's binaries
+(``docker_mariadbd``, ``docker_install_db``: Debian's paths) in the instance's image or
+``default_image`` (``common.images.MARIADB_IMAGE``). The container shares the agent's network and
+sees the sandbox and volume at their own paths; the checks run in the executor, outside the
+container, with ``member_python`` as for processes.
+
 Accounts (all created by the bootstrap on every member, never replicated): ``admin`` for people
 (every privilege but READ_ONLY ADMIN, so it cannot write to a replica by mistake), ``stateful``
 for the suite (promotion, re-pointing, checks) and ``replicator`` for replication. The first two
@@ -216,11 +223,12 @@ def build_launch(
             # The master is being (re)launched: a replica can be configured once it has an address.
             raise errors.Unavailable(f"master {master.id} has no address yet")
         master_host, master_port = master.host, master.ports[PORT]
+    docker = base.in_docker(context)
     member_file = MemberFile(
         member_id=me.id,
         replica=replica,
-        mariadbd=settings.mariadbd,
-        install_db=settings.install_db,
+        mariadbd=settings.docker_mariadbd if docker else settings.mariadbd,
+        install_db=settings.docker_install_db if docker else settings.install_db,
         admin_user=settings.admin_user,
         operator_user=settings.operator_user,
         admin_password=admin_password,
@@ -246,11 +254,17 @@ def build_launch(
         workload=NAME,
         role=me.role,
         port_names=[PORT],
-        argv=[settings.member_python, "-m", BOOTSTRAP_MODULE, "${MESOS_SANDBOX}"],
+        argv=[
+            settings.image_python if docker else settings.member_python,
+            "-m",
+            BOOTSTRAP_MODULE,
+            "${MESOS_SANDBOX}",
+        ],
         files=[
             types_pb2.FileSpec(path=DEFAULTS_FILE, content=cnf.encode(), mode=0o600, expand=True),
             types_pb2.FileSpec(path=FILE_NAME, content=member_file.to_json().encode(), mode=0o600),
         ],
+        runtime=types_pb2.RUNTIME_DOCKER if docker else types_pb2.RUNTIME_PROCESS,
         image=context.instance.spec.image or settings.default_image,
         readiness=readiness(settings, replica=replica, standby=standby),
         health=health(settings),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.images import MARIADB_IMAGE
 
 NAME = "mysql"
 # The one named port every member needs; the task sees it as ${PORT_MYSQL}.
 PORT = "mysql"
 ADMIN_PASSWORD = "admin_password"
 REPLICATION_PASSWORD = "replication_password"
-DEFAULT_IMAGE = "mariadb:10.11"
+# The suite's MariaDB image (``make images``): mariadbd, mariadb-install-db at Debian's paths and the
+# suite's venv (the member's bootstrap module).
+DEFAULT_IMAGE = MARIADB_IMAGE
 
 CONFIG_KEYS = [
     types_pb2.ConfigKey(

@@ -9,6 +9,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mesos_stateful.common.images import IMAGE_PYTHON
 from mesos_stateful.workloads.base import WorkloadSettings
 from mesos_stateful.workloads.mysql.description import DEFAULT_IMAGE
 
@@ -32,7 +33,21 @@ class MysqlSettings(WorkloadSettings):
         "mesos_stateful.workloads.mysql.bootstrap / .check) on the agent; default: this service's own "
         "interpreter, right for the process runtime on the same machine",
     )
-    default_image: str = Field(DEFAULT_IMAGE, description="image for the Docker runtime")
+    default_image: str = Field(
+        DEFAULT_IMAGE, description="image of members when the instance names none (Docker runtime)"
+    )
+    docker_mariadbd: str = Field(
+        "/usr/sbin/mariadbd", description="the MariaDB server binary in the image (Docker runtime)"
+    )
+    docker_install_db: str = Field(
+        "/usr/bin/mariadb-install-db",
+        description="the tool that initialises an empty data directory, in the image (Docker runtime)",
+    )
+    image_python: str = Field(
+        IMAGE_PYTHON,
+        description="Python in the image that runs the member's bootstrap (Docker runtime; the checks "
+        "run in the executor, outside the container, with member_python)",
+    )
     admin_user: str = Field(
         "admin",
         description="the account given to people (password: the admin_password secret): every "

@@ -33,7 +33,13 @@ The member runs ``redis-server <sandbox>/redis-auth.conf --port ${PORT_REDIS} --
   replica. With a single member it is 0 (off). The running master is kept in step by the
   servicer (StartMaster, SlaveRunning, RemoveMember: :func:`min_replicas_to_write`).
 
-Readiness and health are command checks (setting ``probe``):
+With the Docker runtime (``InstanceSpec.runtime``) the member is the same command with the image's
+binary (setting ``docker_redis_server``, Debian's ``/usr/bin/redis-server``) in the instance's image
+or ``default_image`` (``common.images.REDIS_IMAGE``); the container shares the agent's network and
+sees the sandbox and volume at their own paths, so every other argument is the same.
+
+Readiness and health are command checks (setting ``probe``), run by the executor outside any
+container:
 
 - ``python`` (default): ``<probe_python> -m mesos_stateful.workloads.redis.probe``. For the
   process runtime the executor runs on the same machine and venv as this service, so this
@@ -52,7 +58,7 @@ from collections.abc import Mapping
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2
 from mesos_stateful.common import errors
 from mesos_stateful.workloads import base
-from mesos_stateful.workloads.redis.description import CONFIG_KEYS, DEFAULT_IMAGE, NAME, PASSWORD, PORT
+from mesos_stateful.workloads.redis.description import CONFIG_KEYS, NAME, PASSWORD, PORT
 from mesos_stateful.workloads.redis.settings import RedisSettings
 
 AUTH_FILE = "redis-auth.conf"
@@ -163,8 +169,9 @@ def build_launch(
             f"secret {PASSWORD!r} is missing", {f"context.secrets.{PASSWORD}": "required"}
         )
     config = effective_config(context.instance.spec.config)
+    docker = base.in_docker(context)
     argv = [
-        settings.redis_server,
+        settings.docker_redis_server if docker else settings.redis_server,
         "${MESOS_SANDBOX}/" + AUTH_FILE,
         "--port",
         PORT_VAR,
@@ -220,7 +227,8 @@ def build_launch(
         argv=argv,
         files=[auth_file(password), marker]
         + ([probe_script(password)] if settings.probe == "redis-cli" else []),
-        image=context.instance.spec.image or DEFAULT_IMAGE,
+        runtime=types_pb2.RUNTIME_DOCKER if docker else types_pb2.RUNTIME_PROCESS,
+        image=context.instance.spec.image or settings.default_image,
         readiness=probe_check(settings, mode=mode),
         health=probe_check(settings, grace_ms=settings.health_grace_period_ms),
         kill_grace_seconds=10,

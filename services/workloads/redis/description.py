@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.common.images import REDIS_IMAGE
 
 NAME = "redis"
 # The one named port every member needs; the task sees it as ${PORT_REDIS}.
 PORT = "redis"
 PASSWORD = "password"
-DEFAULT_IMAGE = "redis:7"
+# The suite's Redis image (``make images``): redis-server at Debian's /usr/bin/redis-server.
+DEFAULT_IMAGE = REDIS_IMAGE
 
 EVICTION_POLICIES = [
     "noeviction",
@@ -55,11 +57,11 @@ CONFIG_KEYS = [
 ]
 
 
-def description() -> types_pb2.WorkloadDescription:
+def description(default_image: str = DEFAULT_IMAGE) -> types_pb2.WorkloadDescription:
     return types_pb2.WorkloadDescription(
         name=NAME,
         topology=types_pb2.TOPOLOGY_MASTER_REPLICA,
-        default_image=DEFAULT_IMAGE,
+        default_image=default_image,
         port_names=[PORT],
         default_resources=types_pb2.Resources(cpus=0.5, mem_mb=256, disk_mb=1024),
         secret_names=[PASSWORD],

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 class RedisWorkload(WorkloadBase):
     def __init__(self, settings: RedisSettings) -> None:
-        super().__init__(description(), settings)
+        super().__init__(description(settings.default_image), settings)
         self.redis_settings = settings
 
     def server(

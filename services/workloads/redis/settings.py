@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.workloads.base import WorkloadSettings
+from mesos_stateful.workloads.redis.description import DEFAULT_IMAGE
 
 
 class RedisSettings(WorkloadSettings):
@@ -18,6 +19,13 @@ class RedisSettings(WorkloadSettings):
     redis_server: str = Field(
         "redis-server",
         description="the redis-server binary members run (process runtime: looked up on the agent's PATH)",
+    )
+    docker_redis_server: str = Field(
+        "/usr/bin/redis-server",
+        description="the redis-server binary in the image members run (Docker runtime; Debian's path)",
+    )
+    default_image: str = Field(
+        DEFAULT_IMAGE, description="image of members when the instance names none (Docker runtime)"
     )
     probe: Literal["python", "redis-cli"] = Field(
         "python",

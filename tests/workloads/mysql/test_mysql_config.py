@@ -8,6 +8,7 @@ import pytest
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
+from mesos_stateful.common.images import MARIADB_IMAGE
 from mesos_stateful.testing.workloads import context, expand, instance, pending_member
 from mesos_stateful.workloads import base
 from mesos_stateful.workloads.mysql import gtid
@@ -89,7 +90,7 @@ def test_master_launch() -> None:
     )
     assert "a'b" not in visible and "r$p" not in visible
     assert launch.readiness.command.argv[-1] != "--replica"
-    assert launch.image == "mariadb:10.11"
+    assert launch.image == MARIADB_IMAGE
 
 
 def test_replica_launch_follows_the_master() -> None:

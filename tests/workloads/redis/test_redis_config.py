@@ -10,6 +10,7 @@ from redis_helpers import MASTER, NAME, PASSWORD, SLAVE
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
+from mesos_stateful.common.images import REDIS_IMAGE
 from mesos_stateful.testing.workloads import WorkloadServer, context, instance, pending_member, serve_workload
 from mesos_stateful.workloads.redis.config import AUTH_FILE, PROBE_SCRIPT
 from mesos_stateful.workloads.redis.probe import read_password
@@ -50,7 +51,7 @@ async def test_describe(workload: WorkloadServer) -> None:
     assert d.topology == types_pb2.TOPOLOGY_MASTER_REPLICA
     assert list(d.port_names) == ["redis"]
     assert list(d.secret_names) == ["password"]
-    assert d.default_image == "redis:7"
+    assert d.default_image == REDIS_IMAGE
     assert (d.default_resources.cpus, d.default_resources.mem_mb, d.default_resources.disk_mb) == (
         0.5,
         256,
