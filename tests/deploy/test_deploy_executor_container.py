@@ -38,10 +38,27 @@ def settings(**values: Any) -> OffersSettings:
     return OffersSettings(executor_image=SUITE_IMAGE, **values)
 
 
+def container_error(container: mesos_pb2.ContainerInfo) -> str | None:
+    """The rules of ``validateContainerInfo`` / ``validateVolume`` (Mesos
+    ``src/common/validation.cpp``) that apply to what offers sends."""
+    for volume in container.volumes:
+        if not volume.HasField("host_path"):
+            return "Invalid volume: Only one of them should be set: 'host_path', 'image' and 'source'"
+    if container.type == mesos_pb2.ContainerInfo.DOCKER and not container.HasField("docker"):
+        return "DockerInfo 'docker' is not set for DOCKER typed ContainerInfo"
+    return None
+
+
 def container_of(info: Json) -> mesos_pb2.ContainerInfo:
     executor = encoding.to_message(info["executor"], mesos_pb2.ExecutorInfo)
     assert isinstance(executor, mesos_pb2.ExecutorInfo)
     assert executor.HasField("container"), "the ExecutorInfo carries no ContainerInfo"
+    assert container_error(executor.container) is None
+    # Docker::RunOptions::create (src/docker/docker.cpp): a relative host_path needs an absolute
+    # container_path; host networking allows no hostname and no port mappings.
+    for volume in executor.container.volumes:
+        assert volume.host_path.startswith("/"), volume
+    assert not executor.container.hostname
     return executor.container
 
 
