@@ -16,12 +16,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 
 def check_grpc(address: str, service: str = "", timeout: float = 2.0) -> str | None:
     """None when ``address`` answers SERVING for ``service``, else why not."""
+    # Imported here: a probe runs every few seconds in every container, an HTTP one needs no gRPC.
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     try:
         with grpc.insecure_channel(address) as channel:
             # The typeshed stubs of HealthStub declare no methods.
