@@ -321,25 +321,24 @@ class DockerRuntime(Runtime):
             raise RuntimeFailure("start() before prepare()")
         if self._container is not None:
             raise RuntimeFailure("the member was already started")
-        self._container = await self._engine(self._create)
+        container: Container = await self._engine(self._create)
+        self._container = container
         try:
-            await self._engine(self._container.start)
+            await self._engine(container.start)
         except RuntimeFailure as error:
             await asyncio.to_thread(self._remove)
             raise RuntimeFailure(f"the container of {launch.task_id} cannot start: {error}") from None
         for stream, path in (("stdout", self._logs.stdout), ("stderr", self._logs.stderr)):
             follower = threading.Thread(
                 target=self._follow,
-                args=(self._container, stream, path),
+                args=(container, stream, path),
                 name=f"docker-logs-{stream}",
                 daemon=True,
             )
             follower.start()
             self._followers.append(follower)
-        self._handle = MemberHandle(id=self._container.short_id)
-        log.info(
-            "started container %s (%s) from %s", self._container.name, self._handle.id, launch.spec.image
-        )
+        self._handle = MemberHandle(id=container.short_id)
+        log.info("started container %s (%s) from %s", container.name, self._handle.id, launch.spec.image)
         return self._handle
 
     def _create(self) -> Container:
