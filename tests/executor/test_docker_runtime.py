@@ -11,7 +11,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,17 +38,13 @@ SERVER = (
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
+def engine(docker_client: docker.DockerClient) -> docker.DockerClient:
+    """The shared engine fixture (fails when no engine answers), with the base image."""
     try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(BASE)
+        docker_client.images.get(BASE)
     except docker.errors.ImageNotFound:
-        pytest.fail(f"image {BASE} is missing: build it with `make images`")
-    except docker.errors.DockerException as error:
-        pytest.fail(f"these tests need a Docker engine (`make docker-engine`): {error}")
-    yield client
-    client.close()
+        pytest.fail(f"image {BASE} is missing: build it with `make images`", pytrace=False)
+    return docker_client
 
 
 @dataclass

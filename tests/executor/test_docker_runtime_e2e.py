@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -30,16 +31,13 @@ SERVER = (
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
+def engine(docker_client: docker.DockerClient) -> docker.DockerClient:
+    """The shared engine fixture (fails when no engine answers), with the base image."""
     try:
-        client = docker.from_env()
-        client.images.get(BASE)
+        docker_client.images.get(BASE)
     except docker.errors.ImageNotFound:
-        pytest.fail(f"image {BASE} is missing: build it with `make images`")
-    except docker.errors.DockerException as error:
-        pytest.fail(f"these tests need a Docker engine (`make docker-engine`): {error}")
-    yield client
-    client.close()
+        pytest.fail(f"image {BASE} is missing: build it with `make images`", pytrace=False)
+    return docker_client
 
 
 @pytest.fixture
@@ -191,3 +189,23 @@ def test_killing_the_agent_removes_its_containers_and_recovery_removes_orphans(
         wait_until(lambda: containers(engine, agent_id) == [], "the recovered agent removes the orphan")
     finally:
         stray.remove(force=True) if containers(engine, agent_id) else None
+
+
+def test_an_engine_that_does_not_answer_fails_the_task(framework: E2EFramework, tmp_path: Path) -> None:
+    # The executor's DOCKER_HOST (from its ExecutorInfo) is a unix socket nobody listens on.
+    path = tmp_path / "silent.sock"
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(str(path))
+    try:
+        offer = framework.wait("offer")
+        task = task_for(offer, docker_spec("mute-0.1", ["true"]))
+        task["executor"]["command"]["environment"] = {
+            "variables": [{"name": "DOCKER_HOST", "value": f"unix://{path}"}]
+        }
+        framework.driver.launchTasks(offer["id"], [task])
+        failed = framework.update("mute-0.1", "TASK_FAILED")
+    finally:
+        silent.close()
+    assert failed["source"] == "SOURCE_EXECUTOR" and failed["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
+    assert f"the Docker engine does not answer at unix://{path}" in failed["message"]
+    assert "`make docker-engine`" in failed["message"]
