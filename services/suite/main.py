@@ -22,7 +22,14 @@ from mesos_stateful.common.server import wait_for_signal
 from mesos_stateful.common.tracing import ENV_DIR
 from mesos_stateful.localcluster.settings import LocalClusterSettings
 from mesos_stateful.state.settings import StateSettings
-from mesos_stateful.suite.preflight import Port, PreflightError, check_ports, lock_data_dir, port_error
+from mesos_stateful.suite.preflight import (
+    Port,
+    PreflightError,
+    check_docker,
+    check_ports,
+    lock_data_dir,
+    port_error,
+)
 from mesos_stateful.suite.processes import COLORS, Child, Supervisor
 from mesos_stateful.suite.settings import SuiteSettings
 
@@ -59,7 +66,12 @@ def plan_children(s: SuiteSettings) -> list[list[Child]]:
     gateway = Child(
         "gateway",
         module("gateway"),
-        {"STATEFUL_GATEWAY_LISTEN": s.gateway, "STATEFUL_GATEWAY_STATE_ENDPOINT": s.state},
+        {
+            "STATEFUL_GATEWAY_LISTEN": s.gateway,
+            "STATEFUL_GATEWAY_STATE_ENDPOINT": s.state,
+            # Instances created without a runtime get the suite's (`--runtime docker`).
+            "STATEFUL_GATEWAY_DEFAULT_RUNTIME": s.runtime,
+        },
         grpc_address=s.gateway,
     )
 
@@ -157,8 +169,10 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
             waits.cancel()
             return 130
         log.info(
-            "suite is up: statefulctl --endpoint %s (try: statefulctl workloads). Ctrl-C stops everything.",
+            "suite is up: statefulctl --endpoint %s (try: statefulctl workloads); members run as %s. "
+            "Ctrl-C stops everything.",
             settings.gateway,
+            "Docker containers" if settings.runtime == "docker" else "processes",
         )
         await stop
         return 0
@@ -247,13 +261,42 @@ def _ports(settings: SuiteSettings, groups: list[list[Child]]) -> list[Port]:
     return ports
 
 
+def member_images(settings: SuiteSettings) -> list[str]:
+    """The images members of the suite's workloads run from by default (each workload service's
+    ``default_image`` setting, as it will read it from this environment)."""
+    from mesos_stateful.workloads.etcd.settings import EtcdSettings
+    from mesos_stateful.workloads.mysql.settings import MysqlSettings
+    from mesos_stateful.workloads.redis.settings import RedisSettings
+
+    known: dict[str, type[RedisSettings | MysqlSettings | EtcdSettings]] = {
+        "redis": RedisSettings,
+        "mysql": MysqlSettings,
+        "etcd": EtcdSettings,
+    }
+    images: list[str] = []
+    for name in settings.workloads:
+        workload = known.get(name)
+        if workload is not None:
+            image = workload.load([]).default_image
+            if image not in images:
+                images.append(image)
+    return images
+
+
 def preflight(settings: SuiteSettings) -> int:
-    """The lock on the data dir, then every port: PreflightError before anything is started."""
+    """The lock on the data dir, every port, and with ``--runtime docker`` the Docker engine and
+    the members' images: PreflightError before anything is started."""
     fd = lock_data_dir(Path(settings.data_dir).resolve())
     checked = check_ports(_ports(settings, plan_children(settings)))
     if checked.in_use:
         os.close(fd)
         raise PreflightError(port_error(checked.in_use))
+    if settings.runtime == "docker":
+        try:
+            check_docker(member_images(settings), settings.docker_timeout_seconds)
+        except PreflightError:
+            os.close(fd)
+            raise
     for p in checked.busy:
         log.warning(
             "port %d (%s) is still held by a closing connection; %s is retried until it is free",

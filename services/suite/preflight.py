@@ -1,5 +1,6 @@
-"""Checks `make run` does before it starts anything: one suite per data dir (a lock), and every
-port it will listen on free.
+"""Checks `make run` does before it starts anything: one suite per data dir (a lock), every
+port it will listen on free, and with ``--runtime docker`` a Docker engine that answers and has the
+members' images (:func:`check_docker`).
 
 The lock is ``fcntl.flock`` on ``<data_dir>/suite.lock``: the kernel releases it when the last
 process holding the open file is gone. The runner passes the descriptor to its services, so a
@@ -12,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import socket
-from dataclasses import dataclass
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LOCK_NAME = "suite.lock"
@@ -112,3 +116,71 @@ def port_error(in_use: list[Port]) -> str:
         for p in in_use
     ]
     return "\n".join(lines)
+
+
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"
+
+
+def engine_url(environ: Mapping[str, str]) -> str:
+    """The engine the docker SDK (and the executors) talk to: ``DOCKER_HOST``, else its default."""
+    return environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+
+
+@dataclass
+class _EngineAnswer:
+    error: str = ""
+    missing: list[str] = field(default_factory=list)
+
+
+def _ask_engine(
+    images: Sequence[str], environ: Mapping[str, str], timeout: float, into: _EngineAnswer
+) -> None:
+    """Ping the engine and look up each image (nothing is pulled); the outcome into ``into``."""
+    # Imported here: a suite of processes never loads the SDK.
+    import docker
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client = docker.from_env(environment=dict(environ), timeout=max(1, math.ceil(timeout)))
+    except DockerException as error:
+        into.error = str(error)
+        return
+    try:
+        client.ping()
+        for image in images:
+            try:
+                client.images.get(image)
+            except ImageNotFound:
+                into.missing.append(image)
+    except DockerException as error:
+        into.error = str(error)
+    finally:
+        client.close()
+
+
+def check_docker(images: Sequence[str], timeout: float, environ: Mapping[str, str] | None = None) -> None:
+    """PreflightError unless the Docker engine answers within ``timeout`` and has every image.
+    The SDK runs in a daemon thread: an engine whose socket accepts and never answers cannot hold
+    the suite (or its exit) past ``timeout``."""
+    env = dict(os.environ if environ is None else environ)
+    url = engine_url(env)
+    answer = _EngineAnswer()
+    asking = threading.Thread(
+        target=_ask_engine, args=(images, env, timeout, answer), name="docker-preflight", daemon=True
+    )
+    asking.start()
+    asking.join(timeout)
+    if asking.is_alive():
+        answer.error = f"no answer within {timeout:g}s"
+    if answer.error:
+        raise PreflightError(
+            f"--runtime docker: the Docker engine does not answer at {url}: {answer.error}; start it "
+            "with `make docker-engine` (or point DOCKER_HOST at one), or run members as processes "
+            "(`make run` without RUNTIME=docker)"
+        )
+    if answer.missing:
+        raise PreflightError(
+            f"--runtime docker: the Docker engine at {url} does not have the image"
+            f"{'s' if len(answer.missing) > 1 else ''} {', '.join(answer.missing)} (nothing is pulled "
+            f"here): build {'them' if len(answer.missing) > 1 else 'it'} with `make images`"
+        )

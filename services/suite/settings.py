@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -28,6 +30,15 @@ class SuiteSettings(ServiceSettings):
         le=9,
         description="replicas of lifecycle and of offers (one leads, the others stand by); replica i "
         "listens on the offers / lifecycle address's port + i",
+    )
+    runtime: Literal["process", "docker"] = Field(
+        "process",
+        description="how members of new instances run (the gateway's default_runtime): 'process' on the "
+        "agents, or 'docker' (containers from the suite's images: `make images`; the engine must "
+        "answer: `make docker-engine`). `make run RUNTIME=docker` passes --runtime docker",
+    )
+    docker_timeout_seconds: float = Field(
+        10.0, gt=0, description="--runtime docker: how long the preflight waits for the Docker engine"
     )
     workloads: list[str] = Field(
         default_factory=lambda: ["redis", "mysql", "etcd"], description="workload services to start"

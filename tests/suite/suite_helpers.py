@@ -98,11 +98,11 @@ def ctl(endpoint: str, *args: str, timeout: float = 60) -> subprocess.CompletedP
     )
 
 
-def start_suite(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
-    """`make run`'s runner (output appended to ``log``)."""
+def start_suite(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[str]:
+    """`make run`'s runner (output appended to ``log``); ``args``: its flags (`--runtime docker`)."""
     with log.open("a") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "mesos_stateful.suite"],
+            [sys.executable, "-m", "mesos_stateful.suite", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
