@@ -682,7 +682,7 @@ class CommandInfo(_message.Message):
     def __init__(self, uris: _Optional[_Iterable[_Union[CommandInfo.URI, _Mapping]]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., shell: _Optional[bool] = ..., value: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ExecutorInfo(_message.Message):
-    __slots__ = ("type", "executor_id", "framework_id", "command", "resources", "name", "source", "data", "discovery", "shutdown_grace_period", "labels")
+    __slots__ = ("type", "executor_id", "framework_id", "command", "resources", "name", "source", "data", "discovery", "shutdown_grace_period", "labels", "container")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNKNOWN: _ClassVar[ExecutorInfo.Type]
@@ -702,6 +702,7 @@ class ExecutorInfo(_message.Message):
     DISCOVERY_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_GRACE_PERIOD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
     type: ExecutorInfo.Type
     executor_id: ExecutorID
     framework_id: FrameworkID
@@ -713,7 +714,8 @@ class ExecutorInfo(_message.Message):
     discovery: DiscoveryInfo
     shutdown_grace_period: DurationInfo
     labels: Labels
-    def __init__(self, type: _Optional[_Union[ExecutorInfo.Type, str]] = ..., executor_id: _Optional[_Union[ExecutorID, _Mapping]] = ..., framework_id: _Optional[_Union[FrameworkID, _Mapping]] = ..., command: _Optional[_Union[CommandInfo, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., name: _Optional[str] = ..., source: _Optional[str] = ..., data: _Optional[bytes] = ..., discovery: _Optional[_Union[DiscoveryInfo, _Mapping]] = ..., shutdown_grace_period: _Optional[_Union[DurationInfo, _Mapping]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ...) -> None: ...
+    container: ContainerInfo
+    def __init__(self, type: _Optional[_Union[ExecutorInfo.Type, str]] = ..., executor_id: _Optional[_Union[ExecutorID, _Mapping]] = ..., framework_id: _Optional[_Union[FrameworkID, _Mapping]] = ..., command: _Optional[_Union[CommandInfo, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., name: _Optional[str] = ..., source: _Optional[str] = ..., data: _Optional[bytes] = ..., discovery: _Optional[_Union[DiscoveryInfo, _Mapping]] = ..., shutdown_grace_period: _Optional[_Union[DurationInfo, _Mapping]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., container: _Optional[_Union[ContainerInfo, _Mapping]] = ...) -> None: ...
 
 class KillPolicy(_message.Message):
     __slots__ = ("grace_period",)
@@ -970,6 +972,47 @@ class Volume(_message.Message):
     container_path: str
     host_path: str
     def __init__(self, mode: _Optional[_Union[Volume.Mode, str]] = ..., container_path: _Optional[str] = ..., host_path: _Optional[str] = ...) -> None: ...
+
+class ContainerInfo(_message.Message):
+    __slots__ = ("type", "volumes", "hostname", "docker")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        DOCKER: _ClassVar[ContainerInfo.Type]
+        MESOS: _ClassVar[ContainerInfo.Type]
+    DOCKER: ContainerInfo.Type
+    MESOS: ContainerInfo.Type
+    class DockerInfo(_message.Message):
+        __slots__ = ("image", "network", "privileged", "parameters", "force_pull_image")
+        class Network(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+            __slots__ = ()
+            HOST: _ClassVar[ContainerInfo.DockerInfo.Network]
+            BRIDGE: _ClassVar[ContainerInfo.DockerInfo.Network]
+            NONE: _ClassVar[ContainerInfo.DockerInfo.Network]
+            USER: _ClassVar[ContainerInfo.DockerInfo.Network]
+        HOST: ContainerInfo.DockerInfo.Network
+        BRIDGE: ContainerInfo.DockerInfo.Network
+        NONE: ContainerInfo.DockerInfo.Network
+        USER: ContainerInfo.DockerInfo.Network
+        IMAGE_FIELD_NUMBER: _ClassVar[int]
+        NETWORK_FIELD_NUMBER: _ClassVar[int]
+        PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+        PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+        FORCE_PULL_IMAGE_FIELD_NUMBER: _ClassVar[int]
+        image: str
+        network: ContainerInfo.DockerInfo.Network
+        privileged: bool
+        parameters: _containers.RepeatedCompositeFieldContainer[Parameter]
+        force_pull_image: bool
+        def __init__(self, image: _Optional[str] = ..., network: _Optional[_Union[ContainerInfo.DockerInfo.Network, str]] = ..., privileged: _Optional[bool] = ..., parameters: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., force_pull_image: _Optional[bool] = ...) -> None: ...
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    DOCKER_FIELD_NUMBER: _ClassVar[int]
+    type: ContainerInfo.Type
+    volumes: _containers.RepeatedCompositeFieldContainer[Volume]
+    hostname: str
+    docker: ContainerInfo.DockerInfo
+    def __init__(self, type: _Optional[_Union[ContainerInfo.Type, str]] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., hostname: _Optional[str] = ..., docker: _Optional[_Union[ContainerInfo.DockerInfo, _Mapping]] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
     __slots__ = ("version", "build_date", "build_time", "build_user", "git_sha", "git_branch", "git_tag")
