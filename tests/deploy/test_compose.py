@@ -29,7 +29,7 @@ import docker
 import pytest
 import redis
 
-from mesos_stateful.common.images import LABEL_INSTANCE, LABEL_TASK, TAG
+from mesos_stateful.common.images import LABEL_AGENT, LABEL_INSTANCE, LABEL_TASK, TAG
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
@@ -338,6 +338,8 @@ def test_compose_suite(project: Project) -> None:
     client = member_client(member, password)
     wait_until(lambda: missing_keys(client, writer.acked) == [], 60, "the restarted member to hold every key")
     wait_until(lambda: len(project.members()) == 3, 60, "three member containers after the agent restart")
+    [restarted] = [c for c in project.members() if c.labels.get(LABEL_TASK) == member["taskId"]]
+    assert restarted.labels[LABEL_AGENT] == replica["agentId"]
 
     # down -v: nothing of the project is left, members included.
     t0 = time.monotonic()
@@ -347,4 +349,3 @@ def test_compose_suite(project: Project) -> None:
     assert project.leftovers() == []
     wait_until(lambda: not project.members(all_states=True), 30, "no member container left")
     project.timings["whole test"] = round(time.monotonic() - started, 1)
-    print(f"compose timings: {project.timings}")
