@@ -12,13 +12,23 @@
 # Idempotent and quick when nothing changed: build/images/stamp records a fingerprint of every input
 # (the base image id, Dockerfiles, this script, the project's files, the dependency list) and the
 # image ids built from it. One build at a time (a lock in build/images/).
-# Prints each step's seconds. Usage: VENV=.venv bash scripts/build_images.sh [--force]
+# Prints each step's seconds.
+# Usage: VENV=.venv bash scripts/build_images.sh [--force] [--base-only]
+#   --force      build even when the stamp says the images are up to date (cached layers still count)
+#   --base-only  only make sure the base image exists (IMAGES_BASE_TAG: build it under another tag)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv}
 py="$venv/bin/python"
 force=0
-[ "${1:-}" = "--force" ] && force=1
+base_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --force) force=1 ;;
+    --base-only) base_only=1 ;;
+    *) echo "usage: $0 [--force] [--base-only]" >&2; exit 2 ;;
+  esac
+done
 # Wheels whose bytes depend only on their inputs (a stable layer checksum for the build cache).
 export SOURCE_DATE_EPOCH=315532800
 state=build/images
@@ -50,6 +60,7 @@ print(i.BASE_IMAGE, i.SUITE_IMAGE, i.REDIS_IMAGE, i.MARIADB_IMAGE, i.ETCD_IMAGE,
 # image name -> its Dockerfile in deploy/images/
 declare -A dockerfile=([$suite]=suite [$redis]=redis [$mariadb]=mariadb [$etcd]=etcd)
 images=("$suite" "$redis" "$mariadb" "$etcd")
+base=${IMAGES_BASE_TAG:-$base}
 
 build_base() {
   local started how rootfs mirror
@@ -146,15 +157,20 @@ build_image() {
 
 total=$(now)
 docker image inspect "$base" >/dev/null 2>&1 || build_base
+[ "$base_only" -eq 1 ] && exit 0
 fingerprint=$(tool fingerprint "base=$(docker image inspect -f '{{.Id}}' "$base")" "images=${images[*]}")
+prune() {
+  # Superseded builds of these images (untagged now, labelled by this script, used by no container).
+  docker image prune -f --filter "label=${label_prefix}image" >/dev/null
+}
 if up_to_date "$fingerprint"; then
+  prune
   echo "images up to date (${images[*]}): $(since "$total") s"
   exit 0
 fi
 build_wheels
 for name in "${images[@]}"; do build_image "$name"; done
-# Superseded builds of these images (untagged now, labelled by this script, used by no container).
-docker image prune -f --filter "label=${label_prefix}image" >/dev/null
+prune
 {
   echo "$fingerprint"
   docker image inspect -f '{{.Id}}' "${images[@]}"
