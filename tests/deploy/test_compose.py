@@ -251,6 +251,9 @@ def running(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in data["instance"]["members"] if m.get("state") == "MEMBER_STATE_RUNNING"]
 
 
+# The session's image build (docker_images) may fall to this test: on a fresh machine it takes minutes.
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_compose_suite(project: Project) -> None:
     started = time.monotonic()
     up = project.compose("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 60)
