@@ -23,13 +23,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 from aiohttp import web
 
 from mesos_stateful.api.mesos.v1.executor import executor_pb2
-from mesos_stateful.localcluster import encoding
 from mesos_stateful.localcluster import containers as member_containers
+from mesos_stateful.localcluster import encoding
 from mesos_stateful.localcluster.checkpoint import (
     MetaPaths,
     append_record,
@@ -50,10 +50,37 @@ from mesos_stateful.localcluster.procs import (
 from mesos_stateful.localcluster.recordio import EventStream, Json, method_not_allowed
 from mesos_stateful.localcluster.resources import Key, ResourceError, Resources
 
-if TYPE_CHECKING:
-    from mesos_stateful.localcluster.master import Master
-
 log = logging.getLogger(__name__)
+
+
+class AgentTimings(Protocol):
+    """The settings an agent reads: the cluster's (``LocalClusterSettings``, in-process agents) or
+    its own process's (``AgentSettings``, ``python -m mesos_stateful.localcluster agent``)."""
+
+    @property
+    def executor_shutdown_grace(self) -> float: ...
+    @property
+    def kill_grace(self) -> float: ...
+    @property
+    def executor_registration_timeout(self) -> float: ...
+    @property
+    def executor_reregistration_timeout(self) -> float: ...
+    @property
+    def recovery_timeout(self) -> float: ...
+    @property
+    def crash_at(self) -> str: ...
+
+
+class MasterSide(Protocol):
+    """What an agent hands its messages to: the ``Master`` itself (in-process agents) or the agent
+    process's link to a remote master (``agent_process.MasterLink``)."""
+
+    @property
+    def settings(self) -> AgentTimings: ...
+    def status_update(self, agent: Agent, fid: str, status: Json) -> None: ...
+    def executor_terminated(self, agent: Agent, ex: Executor, code: int | None) -> None: ...
+    def executor_message(self, agent: Agent, ex: Executor, data: str) -> None: ...
+
 
 TERMINAL = frozenset(
     {
@@ -115,7 +142,7 @@ class Executor:
 class Agent:
     def __init__(
         self,
-        master: Master,
+        master: MasterSide,
         index: int,
         ip: str,
         port: int,
@@ -248,6 +275,11 @@ class Agent:
         if not link_kept:
             to_agent = []
         return [m for reliable, m in to_master if reliable or link_kept], to_agent
+
+    def link_given_up(self) -> None:
+        """The master gives up on its link to the agent (it marked it unreachable). Nothing to do
+        in-process (the cut link holds nothing any more); a remote agent's link is closed
+        (``remote.RemoteAgent``), so the agent re-registers when it is back."""
 
     def kill_all_now(self) -> None:
         for ex in self.executors.values():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import signal
 import time
 import urllib.error
@@ -18,7 +19,7 @@ import typer
 
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.localcluster.cluster import LocalCluster
-from mesos_stateful.localcluster.settings import LocalClusterSettings
+from mesos_stateful.localcluster.settings import AgentSettings, LocalClusterSettings
 
 app = typer.Typer(help="A local Mesos-compatible cluster (master + simulated agents).", no_args_is_help=False)
 fault_app = typer.Typer(help="Inject faults into a running local cluster.")
@@ -60,6 +61,32 @@ def main_callback(ctx: typer.Context) -> None:
 def serve(ctx: typer.Context) -> None:
     """Run the cluster (flags: see LocalClusterSettings, e.g. --agents 3 --listen 127.0.0.1:5050)."""
     serve_cluster(list(ctx.args))
+
+
+@app.command("master", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def master_command(ctx: typer.Context) -> None:
+    """Run the master for agents in processes of their own (the `agent` command): `serve` with no
+    in-process agents unless --agents is given (flags: LocalClusterSettings, e.g. --listen
+    0.0.0.0:5050 --agent-ping-timeout 5)."""
+    argv = list(ctx.args)
+    if not any(a == "--agents" or a.startswith("--agents=") for a in argv) and not os.environ.get(
+        "STATEFUL_CLUSTER_AGENTS"
+    ):
+        argv = ["--agents", "0", *argv]
+    serve_cluster(argv)
+
+
+@app.command("agent", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def agent_command(ctx: typer.Context) -> None:
+    """Run ONE agent in this process, registered with a master over HTTP (flags: AgentSettings:
+    --master HOST:PORT --ip ADDRESS|auto --port 5051 --work-dir DIR --cpus N --mem MB --disk MB
+    --ports BEGIN-END [--attributes 'k:v;k:v'] [--hostname NAME]). SIGTERM leaves its executors
+    running (a restart on the same work dir recovers them)."""
+    from mesos_stateful.localcluster.agent_process import run_agent
+
+    settings = AgentSettings.load(list(ctx.args))
+    setup_logging("localcluster-agent", settings.log_level)
+    raise typer.Exit(asyncio.run(run_agent(settings)))
 
 
 def _fault(master: str, agent: str, action: str) -> None:

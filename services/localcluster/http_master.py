@@ -1,6 +1,7 @@
 """The master's HTTP surface: ``POST /api/v1/scheduler`` (v1 scheduler API), ``POST /api/v1``
 (the operator API subset of :mod:`~mesos_stateful.localcluster.operator`), ``GET /version``,
-``GET /master/state``, ``GET /health`` and fault injection ``POST /faults/agents/<agent>/<action>``.
+``GET /master/state``, ``GET /health``, fault injection ``POST /faults/agents/<agent>/<action>`` and
+the internal agent protocol ``POST /master/mesos.internal.<message>`` (:mod:`.remote`).
 
 Both APIs take JSON and protobuf bodies and answer in the media type the request accepts
 (:mod:`~mesos_stateful.localcluster.encoding`), as ``Master::Http::scheduler`` / ``::api``
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from mesos_stateful.api.mesos.v1.scheduler import scheduler_pb2
-from mesos_stateful.localcluster import encoding, operator, views
+from mesos_stateful.localcluster import encoding, operator, remote, views
 from mesos_stateful.localcluster.master import CallError, FrameworkRemoved, Master
 from mesos_stateful.localcluster.recordio import EventStream, Json, method_not_allowed
 
@@ -85,6 +86,8 @@ def build_app(cluster: LocalCluster) -> web.Application:
     app.router.add_route("*", "/state", state)
     app.router.add_get("/health", health)
     app.router.add_post("/faults/agents/{agent}/{action}", fault)
+    # Agents in processes of their own (``python -m mesos_stateful.localcluster agent``).
+    remote.add_routes(app, master)
     return app
 
 

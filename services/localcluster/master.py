@@ -479,6 +479,7 @@ class Master:
         agent.state = "UNREACHABLE"
         agent.unreachable_time = time.time()
         agent.to_agent.clear()
+        agent.link_given_up()
         unreachable_time = {"nanoseconds": int(agent.unreachable_time * 1e9)}
         self._rescind_agent_offers(agent.id)
         self._remove_inverse_offers(lambda io: io.agent_id == agent.id, rescind=True)

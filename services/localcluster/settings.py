@@ -105,3 +105,78 @@ class LocalClusterSettings(ServiceSettings):
         if ":" not in self.listen:
             raise ValueError("listen must be host:port")
         return self
+
+
+class AgentSettings(ServiceSettings):
+    """One agent in its own process (``python -m mesos_stateful.localcluster agent``), env prefix
+    ``STATEFUL_AGENT_``. Its timings mean what the same names mean in ``LocalClusterSettings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STATEFUL_AGENT_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
+    )
+
+    master: str = Field("127.0.0.1:5050", description="host:port of the local cluster's master")
+    ip: str = Field(
+        "127.0.0.2",
+        description="address of the agent (its executor API, its members' address, its machine's IP); "
+        "'auto': the address its hostname resolves to (a container's own address)",
+    )
+    port: int = Field(5051, description="port of the agent's executor API on its address (0: any)")
+    hostname: str = Field("", description="the agent's hostname (default: its address)")
+    work_dir: str = Field("state/agent", description="the agent's work dir (checkpoint, sandboxes, volumes)")
+    cpus: float = Field(4.0, description="cpus of the agent")
+    mem: float = Field(8192.0, description="mem (MB) of the agent")
+    disk: float = Field(20000.0, description="disk (MB) of the agent")
+    ports: str = Field("31000-31999", description="the agent's `ports` range BEGIN-END (inclusive)")
+    attributes: str = Field("", description="text attributes 'name:value;name:value'")
+    executor_shutdown_grace: float = Field(5.0, description="seconds an executor gets to exit after SHUTDOWN")
+    kill_grace: float = Field(3.0, description="seconds between SIGTERM and SIGKILL of an executor session")
+    executor_registration_timeout: float = Field(
+        60.0, description="seconds an executor has to SUBSCRIBE before it is killed"
+    )
+    executor_reregistration_timeout: float = Field(
+        2.0, description="seconds recovered executors have to re-subscribe after a restart (at most 15)"
+    )
+    recovery_timeout: float = Field(
+        900.0, description="seconds an executor of a checkpointing framework waits for its agent to come back"
+    )
+    reconnect_interval: float = Field(
+        1.0, description="longest wait (seconds, randomized) between two attempts to (re-)register"
+    )
+    crash_at: Literal["", "executor-forked", "executor-checkpointed"] = Field(
+        "", description="fault injection for tests (see LocalClusterSettings.crash_at)"
+    )
+
+    def port_range(self) -> tuple[int, int]:
+        begin, _, end = self.ports.partition("-")
+        return int(begin), int(end or begin)
+
+    def attribute_map(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in self.attributes.split(";"))):
+            name, sep, value = item.partition(":")
+            if not sep or not name:
+                raise ValueError(f"attribute {item!r} is not name:value")
+            out[name] = value
+        return out
+
+    @model_validator(mode="after")
+    def _check_agent(self) -> Self:
+        if ":" not in self.master:
+            raise ValueError("master must be host:port")
+        if min(self.cpus, self.mem, self.disk) < 0:
+            raise ValueError("agent resources must be >= 0")
+        try:
+            begin, end = self.port_range()
+        except ValueError:
+            raise ValueError(f"ports must be BEGIN-END, not {self.ports!r}") from None
+        if not 0 < begin <= end < 65536:
+            raise ValueError(f"ports {self.ports!r}: need 0 < BEGIN <= END < 65536")
+        self.attribute_map()
+        if not 0 < self.executor_reregistration_timeout <= MAX_EXECUTOR_REREGISTRATION_TIMEOUT:
+            raise ValueError("executor_reregistration_timeout must be > 0 and <= 15 s")
+        if self.recovery_timeout <= self.executor_reregistration_timeout:
+            raise ValueError("recovery_timeout must be longer than executor_reregistration_timeout")
+        if self.reconnect_interval <= 0:
+            raise ValueError("reconnect_interval must be > 0")
+        return self

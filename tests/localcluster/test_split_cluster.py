@@ -1,0 +1,392 @@
+"""The local cluster split into processes: ``python -m mesos_stateful.localcluster master`` and two
+``... agent`` processes (own loopback addresses, own work dirs) registered over the internal agent
+protocol (``localcluster/remote.py``). A bare v1 scheduler (every event parsed strictly against
+mesos.v1) gets offers from both, runs a real executor on a remote agent, reserves and creates a
+volume there; the agent process is killed with SIGKILL (disconnected at once, unreachable after the
+ping timeouts) and started again on its work dir: same id, volume offered with its data."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcluster.cluster_process import alive, free_port, session_of
+from localcluster.harness import EXECUTOR
+from localcluster.mesos_json import RawScheduler
+from mesos_stateful.localcluster.procs import session_members
+
+Json = dict[str, Any]
+ROLE = "stateful"
+PRINCIPAL = "mesos-stateful"
+PING = 0.3  # agent_ping_timeout x max_agent_ping_timeouts = 0.6 s
+
+
+class Split:
+    """A master process and agent processes, each with its own folder under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        base = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}"
+        self.ips = [f"{base}.2", f"{base}.3"]
+        begin = random.randrange(10000, 29001, 1000)
+        self.ports = [f"{begin}-{begin + 99}", f"{begin + 100}-{begin + 199}"]
+        self.master: subprocess.Popen[bytes] | None = None
+        self.agents: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.root / f"{name}.log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "mesos_stateful.localcluster", *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text()[-4000:]
+
+    def start_master(self) -> None:
+        self.master = self._spawn(
+            "master",
+            [
+                "master",
+                "--listen",
+                self.address,
+                "--work-dir",
+                str(self.root / "master"),
+                "--allocation-interval",
+                "0.2",
+                "--agent-ping-timeout",
+                str(PING),
+                "--max-agent-ping-timeouts",
+                "2",
+            ],
+        )
+
+    def work_dir(self, i: int) -> Path:
+        return self.root / f"agent-{i}"
+
+    def start_agent(self, i: int) -> None:
+        argv = ["agent", "--master", self.address, "--ip", self.ips[i], "--port", "0"]
+        argv += ["--work-dir", str(self.work_dir(i)), "--cpus", "2", "--mem", "1024", "--disk", "2000"]
+        argv += ["--ports", self.ports[i], "--attributes", f"zone:z{i};rack:r1"]
+        argv += [
+            "--executor-reregistration-timeout",
+            "5",
+            "--kill-grace",
+            "2",
+            "--executor-shutdown-grace",
+            "2",
+        ]
+        if i == 1:
+            argv += ["--hostname", f"agent-{i}.test"]
+        self.agents[i] = self._spawn(f"agent-{i}", argv)
+
+    def kill9(self, i: int) -> None:
+        proc = self.agents.pop(i)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def state(self) -> Json:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{self.address}/master/state", timeout=5) as resp:
+            data: Json = json.loads(resp.read())
+            return data
+
+    def agent(self, pred: Callable[[Json], bool]) -> Json | None:
+        return next((a for a in self.state()["slaves"] if pred(a)), None)
+
+    def wait(self, cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, proc in [("master", self.master), *((f"agent-{i}", p) for i, p in self.agents.items())]:
+                assert proc is not None and proc.poll() is None, f"{name} exited: {self.log(name)}"
+            try:
+                value = cond()
+            except OSError:
+                value = None
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"{what} not within {timeout}s; master: {self.log('master')}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in [*self.agents.values(), self.master]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*self.agents.values(), self.master]:
+            if proc is not None:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def sessions_under(root: Path) -> set[int]:
+    """Sessions of processes whose cwd is under ``root`` (executors run in their sandboxes)."""
+    out: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(root)):
+            sid = session_of(int(entry))
+            if sid:
+                out.add(sid)
+    return out
+
+
+@pytest.fixture
+def split(tmp_path: Path) -> Iterator[Split]:
+    cluster = Split(tmp_path)
+    cluster.start_master()
+    try:
+        cluster.wait(lambda: cluster.state(), "the master answering")
+        cluster.start_agent(0)
+        cluster.start_agent(1)
+        cluster.wait(lambda: len([a for a in cluster.state()["slaves"] if a["active"]]) == 2, "two agents")
+        yield cluster
+    finally:
+        # An agent process leaves its executors running when it stops (as a Mesos agent): the
+        # test kills what runs in its sandboxes.
+        sessions = sessions_under(tmp_path)
+        cluster.stop()
+        sessions |= sessions_under(tmp_path)
+        for sid in sessions:
+            for pid in session_members(sid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def sched(split: Split) -> Iterator[RawScheduler]:
+    s = RawScheduler(split.address)
+    s.info["capabilities"].append({"type": "PARTITION_AWARE"})
+    s.start()
+    try:
+        yield s
+    finally:
+        s.check()
+        s.stop()
+
+
+def reservation() -> Json:
+    return {"type": "DYNAMIC", "role": ROLE, "principal": PRINCIPAL}
+
+
+def scalar(name: str, value: float) -> Json:
+    return {"name": name, "type": "SCALAR", "scalar": {"value": value}, "reservations": [reservation()]}
+
+
+def volume(pid: str) -> Json:
+    out = scalar("disk", 100)
+    out["disk"] = {
+        "persistence": {"id": pid, "principal": PRINCIPAL},
+        "volume": {"mode": "RW", "container_path": "data"},
+    }
+    return out
+
+
+def task(offer: Json, tid: str, resources: list[Json], spec: Json) -> Json:
+    return {
+        "name": tid,
+        "task_id": {"value": tid},
+        "agent_id": offer["agent_id"],
+        "resources": resources,
+        "executor": {
+            "executor_id": {"value": f"exec-{tid}"},
+            "command": {"value": f"{sys.executable} {EXECUTOR}", "shell": True},
+        },
+        "data": base64.b64encode(json.dumps(spec).encode()).decode(),
+    }
+
+
+def unreserved(name: str, value: float) -> Json:
+    return {"name": name, "type": "SCALAR", "scalar": {"value": value}}
+
+
+def volumes_of(offer: Json) -> list[Json]:
+    return [r for r in offer["resources"] if "persistence" in r.get("disk", {})]
+
+
+def test_split_remote_agents_are_offered_and_run_a_real_executor(split: Split, sched: RawScheduler) -> None:
+    state = split.state()
+    agents = {a["pid"].split("@")[1].rsplit(":", 1)[0]: a for a in state["slaves"]}
+    assert set(agents) == set(split.ips)
+    assert agents[split.ips[0]]["hostname"] == split.ips[0]
+    assert agents[split.ips[1]]["hostname"] == "agent-1.test"
+    assert agents[split.ips[1]]["attributes"] == {"zone": "z1", "rack": "r1"}
+    assert agents[split.ips[0]]["resources"]["cpus"] == 2.0
+    assert all(a["active"] and a["state"] == "ACTIVE" for a in agents.values())
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while len(seen) < 2 and time.monotonic() < deadline:
+        offer = sched.offer(lambda o: o["agent_id"]["value"] not in seen)
+        seen.add(offer["agent_id"]["value"])
+        if len(seen) < 2:
+            sched.decline(offer)
+    assert seen == {a["id"] for a in agents.values()}
+
+    # A real executor (pymesos' MesosExecutorDriver) on the remote agent (the last offer's).
+    aid = offer["agent_id"]["value"]
+    index = next(i for i, ip in enumerate(split.ips) if agents[ip]["id"] == aid)
+    spec = {"write": {"hello": "from the agent process"}, "read": "hello", "child": True}
+    sched.accept(
+        offer,
+        [
+            {
+                "type": "LAUNCH",
+                "launch": {
+                    "task_infos": [
+                        task(offer, "t-run", [unreserved("cpus", 0.5), unreserved("mem", 64)], spec)
+                    ]
+                },
+            }
+        ],
+    )
+    running = sched.update("t-run", "TASK_RUNNING", timeout=60)
+    assert running["message"] == "from the agent process"
+    assert running["agent_id"]["value"] == aid and running["source"] == "SOURCE_EXECUTOR"
+    sandboxes = list(
+        split.work_dir(index).glob(f"slaves/{aid}/frameworks/*/executors/exec-t-run/runs/*/hello")
+    )
+    assert len(sandboxes) == 1, sandboxes
+
+    fw = next(f for f in split.state()["frameworks"] if f["id"] == sched.framework_id)
+    assert [e["executor_id"] for e in fw["executors"]] == ["exec-t-run"]
+    assert [(t["id"], t["slave_id"], t["state"]) for t in fw["tasks"]] == [("t-run", aid, "TASK_RUNNING")]
+
+    assert sched.call("KILL", {"task_id": {"value": "t-run"}, "agent_id": {"value": aid}}) == 202
+    sched.update("t-run", "TASK_KILLED", timeout=60)
+    # The executor ends; its resources come back (the master's mirror of the agent's executors).
+    split.wait(
+        lambda: split.agent(lambda a: a["id"] == aid)["used_resources"]["cpus"] == 0.0,  # type: ignore[index]
+        "the executor's resources freed",
+    )
+
+
+def test_split_agent_killed_and_restarted_keeps_its_id_volume_and_executor(
+    split: Split, sched: RawScheduler
+) -> None:
+    offer = sched.offer(lambda o: o["hostname"] == split.ips[0])
+    aid = offer["agent_id"]["value"]
+    pid = f"m-{uuid.uuid4().hex[:6]}"
+    resources = [scalar("cpus", 0.5), scalar("mem", 64), scalar("disk", 100)]
+    sched.accept(
+        offer,
+        [
+            {"type": "RESERVE", "reserve": {"resources": resources}},
+            {"type": "CREATE", "create": {"volumes": [volume(pid)]}},
+            {
+                "type": "LAUNCH",
+                "launch": {
+                    "task_infos": [
+                        task(
+                            offer,
+                            "t-vol",
+                            [*resources[:2], volume(pid)],
+                            {"write": {"data/hello": "kept"}, "child": True},
+                        )
+                    ]
+                },
+            },
+        ],
+    )
+    sched.update("t-vol", "TASK_RUNNING", timeout=60)
+    target = split.work_dir(0) / "volumes" / "roles" / ROLE / pid
+    assert (target / "hello").read_text() == "kept"
+    executor_sessions = sessions_under(split.work_dir(0))
+    assert executor_sessions
+
+    split.kill9(0)
+    # The connection closed: disconnected at once (Master::exited), not yet unreachable.
+    gone = split.wait(lambda: split.agent(lambda a: a["id"] == aid and not a["active"]), "disconnected", 5)
+    assert gone["state"] == "DISCONNECTED"
+    # After the ping timeouts: unreachable, the task TASK_UNREACHABLE (a PARTITION_AWARE framework).
+    status = sched.update("t-vol", "TASK_UNREACHABLE", timeout=10)
+    assert status["reason"] == "REASON_AGENT_REMOVED" and status["source"] == "SOURCE_MASTER"
+    assert split.agent(lambda a: a["id"] == aid) is None and split.state()["unreachable_slaves"] == 1
+    # Its executor (a checkpointing framework's) outlives the agent process.
+    assert any(session_members(s) for s in executor_sessions)
+
+    split.start_agent(0)
+    back = split.wait(lambda: split.agent(lambda a: a["id"] == aid and a["active"]), "the agent back", 30)
+    assert back["pid"].startswith(f"slave(1)@{split.ips[0]}:")
+    # It recovered the executor: the task is RUNNING again (Master::__reregisterSlave).
+    again = sched.update("t-vol", "TASK_RUNNING", timeout=30)
+    assert again["reason"] == "REASON_AGENT_REREGISTERED"
+
+    assert sched.call("KILL", {"task_id": {"value": "t-vol"}, "agent_id": {"value": aid}}) == 202
+    sched.update("t-vol", "TASK_KILLED", timeout=60)
+    with_volume = sched.offer(lambda o: o["agent_id"]["value"] == aid and bool(volumes_of(o)), timeout=30)
+    (vol,) = volumes_of(with_volume)
+    assert vol["disk"]["persistence"]["id"] == pid
+    held = [r for r in with_volume["resources"] if r.get("reservations") and "disk" not in r]
+    reader = task(with_volume, "t-read", [*held, vol], {"read": "data/hello", "finish": True})
+    sched.accept(with_volume, [{"type": "LAUNCH", "launch": {"task_infos": [reader]}}])
+    assert sched.update("t-read", "TASK_FINISHED", timeout=60)["message"] == "kept"
+
+
+def test_split_non_checkpointing_tasks_lost_at_once_and_orphans_destroyed(split: Split) -> None:
+    sched = RawScheduler(split.address, name="nocheckpoint")
+    sched.info["checkpoint"] = False
+    sched.start()
+    try:
+        offer = sched.offer(lambda o: o["hostname"] == "agent-1.test")
+        aid = offer["agent_id"]["value"]
+        launch = task(offer, "t-orphan", [unreserved("cpus", 0.5), unreserved("mem", 64)], {"child": True})
+        sched.accept(offer, [{"type": "LAUNCH", "launch": {"task_infos": [launch]}}])
+        sched.update("t-orphan", "TASK_RUNNING", timeout=60)
+        sessions = {s for s in sessions_under(split.work_dir(1)) if session_members(s)}
+        assert sessions
+
+        split.kill9(1)
+        lost = sched.update("t-orphan", "TASK_LOST", timeout=5)  # at once: no ping timeout
+        assert lost["reason"] == "REASON_AGENT_DISCONNECTED"
+
+        # The restarted agent destroys what it does not recover (its executor, if still alive).
+        split.start_agent(1)
+        split.wait(lambda: split.agent(lambda a: a["id"] == aid and a["active"]), "the agent back", 30)
+        split.wait(lambda: not any(session_members(s) for s in sessions), "orphans destroyed", 30)
+        assert not any(alive(s) for s in sessions)
+    finally:
+        sched.check()
+        sched.stop()
+
+
+def test_split_silent_agent_is_unreachable_then_reregisters(split: Split, sched: RawScheduler) -> None:
+    offer = sched.offer(lambda o: o["hostname"] == split.ips[0])
+    aid = offer["agent_id"]["value"]
+    sched.decline(offer)
+    proc = split.agents[0]
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        # Connected but silent: still active until the ping timeouts, then unreachable.
+        split.wait(lambda: split.state()["unreachable_slaves"] == 1, "unreachable", 10)
+        assert split.agent(lambda a: a["id"] == aid) is None
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    back = split.wait(lambda: split.agent(lambda a: a["id"] == aid and a["active"]), "re-registered", 30)
+    assert back["reregistered_time"] >= back["registered_time"]
+    assert split.state()["unreachable_slaves"] == 0
