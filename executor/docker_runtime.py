@@ -29,6 +29,7 @@ import re
 import signal as signals
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ HOST_PATHS_AUTO = "auto"
 # Any failure to talk to the engine (the SDK raises some of requests' errors as they are).
 ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
 _LOG_JOIN_SECONDS = 10.0
+_REMOVAL_SECONDS = 10.0
 _CONTAINER_ID = re.compile(r"\b([0-9a-f]{64})\b")
 
 
@@ -441,6 +443,8 @@ class DockerRuntime(Runtime):
             follower.join(_LOG_JOIN_SECONDS)
 
     def _remove(self) -> None:
+        """Remove the container and wait (bounded) until the engine no longer lists it: with
+        ``auto_remove`` the engine may be removing it already (409: removal in progress)."""
         container = self._container
         if container is None or self._removed.is_set():
             return
@@ -448,11 +452,32 @@ class DockerRuntime(Runtime):
             container.remove(force=True, v=True)
         except NotFound:
             pass
+        except APIError as error:
+            if error.status_code != 409:
+                log.error(
+                    "cannot remove container %s: %s (the agent removes it by label)",
+                    container.short_id,
+                    error,
+                )
+                return
         except ENGINE_ERRORS as error:
             log.error(
                 "cannot remove container %s: %s (the agent removes it by label)", container.short_id, error
             )
             return
+        deadline = time.monotonic() + _REMOVAL_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                container.reload()
+            except NotFound:
+                break
+            except ENGINE_ERRORS:
+                break
+            time.sleep(0.05)
+        else:
+            log.warning(
+                "container %s is still there %gs after its removal", container.short_id, _REMOVAL_SECONDS
+            )
         self._removed.set()
 
     async def signal(self, sig: int) -> None:
