@@ -65,7 +65,7 @@ base=${IMAGES_BASE_TAG:-$base}
 build_base() {
   local started how rootfs mirror
   started=$(now)
-  if timeout 30 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
+  if timeout 60 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
     docker tag debian:bookworm-slim "$base"
     how="debian:bookworm-slim pulled"
   else
@@ -108,6 +108,12 @@ up_to_date() {
 build_wheels() {
   local started reqs deps="$wheels/deps" tmp built
   started=$(now)
+  # The images run Debian bookworm's Python 3.11: the host's wheels must be cp311.
+  if ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "the venv's Python is $("$py" -V 2>&1), the images' is Debian bookworm's 3.11:" \
+      "make the venv with Python 3.11 (its wheels go into the images)" >&2
+    exit 1
+  fi
   reqs=$(tool requirements)
   if [ ! -f "$deps/.complete" ] || [ "$(cat "$deps/requirements.txt" 2>/dev/null)" != "$reqs" ]; then
     rm -rf "$deps.new" && mkdir -p "$deps.new"

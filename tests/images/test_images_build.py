@@ -17,6 +17,7 @@ import pytest
 from docker.errors import ImageNotFound
 from images_helpers import run
 
+from mesos_stateful.testing import docker as testing_docker
 from mesos_stateful.testing.docker import REPO
 
 TOOL = REPO / "deploy" / "images" / "imagetool.py"
@@ -144,3 +145,17 @@ def test_base_from_debootstrap_when_nothing_can_be_pulled(docker_client: docker.
     finally:
         with contextlib.suppress(ImageNotFound):
             docker_client.images.remove(tag, noprune=False)
+
+
+def test_no_engine_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An engine address nothing answers at: the script never starts a local engine for it, and
+    # ensure_engine() fails (the fixtures' failure, never a skip) with the script's words.
+    silent = f"unix://{tmp_path}/nothing.sock"
+    code, out, _ = _script("docker_engine.sh", env={"DOCKER_HOST": silent})
+    assert code == 1 and f"DOCKER_HOST={silent} does not answer" in out, out
+    monkeypatch.setenv("DOCKER_HOST", silent)
+    monkeypatch.setattr(testing_docker, "_engine_output", None)
+    with pytest.raises(RuntimeError, match="no Docker engine answers") as failure:
+        testing_docker.ensure_engine()
+    assert "not starting a local one" in str(failure.value)
+    assert "exited with 1" in str(failure.value)
