@@ -99,13 +99,14 @@ def _remove(labels: dict[str, str], live: frozenset[tuple[str, str]]) -> list[st
 
 
 async def remove_orphans(agent: Any) -> list[str]:
-    """On agent recovery: remove the agent's containers of every executor that is not a live
-    recovered one (``agent``: a :class:`~mesos_stateful.localcluster.agent.Agent`)."""
+    """On agent recovery: remove the agent's containers of every executor that is not a live one
+    (``agent``: a :class:`~mesos_stateful.localcluster.agent.Agent`). Live: known to the agent, not
+    terminated, its process there (a recovered executor may already have re-subscribed: RUNNING)."""
     from mesos_stateful.localcluster.procs import is_alive
 
     live = {
         (ex.framework_id, ex.executor_id)
         for ex in agent.executors.values()
-        if ex.state == "RECOVERING" and ex.pid is not None and is_alive(ex.pid, ex.started)
+        if ex.state != "TERMINATED" and (ex.pid is None or is_alive(ex.pid, ex.started))
     }
     return await remove_agent_containers(agent.id, live)
