@@ -418,7 +418,7 @@ class DockerRuntime(Runtime):
         mem = int(self._launch.spec.resources.mem_mb) if self._launch else 0
         while True:
             try:
-                result = container.wait()
+                result: dict[str, Any] = dict(container.wait())
                 state: dict[str, Any] = {}
                 with contextlib.suppress(NotFound):  # removed by the engine (auto_remove)
                     container.reload()
@@ -509,11 +509,11 @@ class DockerRuntime(Runtime):
 
     def force_kill_sync(self) -> None:
         """Remove the container now (``docker rm -f``), from any thread, without the loop."""
-        container = self._container
-        if container is None or self._removed.is_set():
+        container, client = self._container, self._client
+        if container is None or client is None or container.id is None or self._removed.is_set():
             return
         try:
-            container.client.api.remove_container(container.id, force=True, v=True)
+            client.api.remove_container(container.id, force=True, v=True)
             self._removed.set()
         except NotFound:
             self._removed.set()
