@@ -1,8 +1,9 @@
-"""The Redis and MySQL failovers of test_e2e_failover.py / test_mysql_e2e.py with the Docker
-runtime: members are containers of the suite's images (``make images``) on the real engine,
-started by the executors of the local cluster. The master's container is killed with the engine
-(``docker kill``, SIGKILL, found by its labels): a replica holding every acknowledged write is
-promoted, exactly once, never two masters, and a replacement member starts as a new container.
+"""The Redis and MySQL failovers of test_e2e_failover.py / test_mysql_e2e.py (and the etcd peer
+replacement of test_etcd_e2e.py) with the Docker runtime: members are containers of the suite's
+images (``make images``) on the real engine, started by the executors of the local cluster. A
+member's container is killed with the engine (``docker kill``, SIGKILL, found by its labels): for a
+master, a replica holding every acknowledged write is promoted, exactly once, never two masters;
+the killed member comes back as a new container.
 
 The engine is shared: instances get names of their own, and containers are found by the
 instance / member / task labels the executor sets (common.images)."""
@@ -23,6 +24,7 @@ from docker.models.containers import Container
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common.images import (
+    ETCD_IMAGE,
     LABEL_INSTANCE,
     LABEL_MEMBER,
     LABEL_TASK,
@@ -32,6 +34,9 @@ from mesos_stateful.common.images import (
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite, master_of, workload_in_suite
 from mesos_stateful.testing.workloads import wait_for
+from mesos_stateful.workloads.etcd import members as etcd_members
+from mesos_stateful.workloads.etcd.servicer import EtcdWorkload
+from mesos_stateful.workloads.etcd.settings import EtcdSettings
 from mesos_stateful.workloads.mysql.servicer import MysqlWorkload
 from mesos_stateful.workloads.mysql.settings import MysqlSettings
 
@@ -244,3 +249,66 @@ async def test_mysql_master_container_killed_fails_over_keeping_committed_rows(
 
 async def _has(member: T.Member, secret: str, expected: list[int]) -> bool:
     return await rows(member, secret) == expected
+
+
+# --- etcd --------------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def etcd_suite(suite: Suite) -> AsyncIterator[Suite]:
+    """The suite plus the etcd workload service (as tests/workloads/etcd/conftest.py has it)."""
+    settings = EtcdSettings.model_validate(
+        {
+            "listen": "127.0.0.1:0",
+            "state_endpoint": suite.state.endpoint,
+            "lease_ttl_seconds": 6,
+            "callback_timeout_seconds": 15.0,
+            "request_timeout_seconds": 5.0,
+            "check_interval_ms": 300,
+        }
+    )
+    async with workload_in_suite(suite, EtcdWorkload(settings)) as running:
+        yield running
+
+
+def etcd_url(m: T.Member) -> str:
+    return f"http://{m.host}:{m.ports['client']}"
+
+
+async def test_etcd_peer_container_killed_is_replaced_keeping_the_data(
+    etcd_suite: Suite, docker_images: None, docker_client: docker.DockerClient
+) -> None:
+    suite = etcd_suite
+    name = unique("dkv")
+    await suite.create(name, 3, workload="etcd", runtime=DOCKER)
+
+    def peers_running(i: T.Instance) -> bool:
+        return (
+            i.phase == T.INSTANCE_PHASE_RUNNING
+            and len(i.members) == 3
+            and all(m.state == T.MEMBER_STATE_RUNNING for m in i.members)
+        )
+
+    instance = await suite.wait_instance(name, peers_running, 180, "3 peers running")
+    await running_containers(docker_client, instance, ETCD_IMAGE)
+    async with etcd_members.Client(etcd_url(instance.members[0]), 5) as c:
+        await c.put("k", "v1")  # returns once committed (a Raft quorum has it)
+
+    victim = instance.members[1]
+    await kill_container(docker_client, name, victim)
+
+    def replaced(i: T.Instance) -> bool:
+        return peers_running(i) and _member(i, victim.id).incarnation >= 2
+
+    instance = await suite.wait_instance(name, replaced, 180, "peer replaced")
+    async with etcd_members.Client(etcd_url(instance.members[0]), 5) as c:
+        names = sorted(x.name for x in await c.members())
+    assert names == sorted(f"{m.id}.{m.incarnation}" for m in instance.members)
+    for m in instance.members:
+        async with etcd_members.Client(etcd_url(m), 5) as c:
+            assert await c.get("k") == "v1", f"the committed key through {m.id}"
+    await running_containers(docker_client, instance, ETCD_IMAGE)
+
+    await suite.api.DeleteInstance(api.DeleteInstanceRequest(name=name))
+    await suite.wait_gone(name, 120)
+    await wait_for(lambda: none_left(docker_client, name), 30, what="no member container left")
