@@ -221,6 +221,10 @@ def task(offer: Json, tid: str, resources: list[Json], spec: Json) -> Json:
     }
 
 
+def encode(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def unreserved(name: str, value: float) -> Json:
     return {"name": name, "type": "SCALAR", "scalar": {"value": value}}
 
@@ -272,6 +276,12 @@ def test_split_remote_agents_are_offered_and_run_a_real_executor(split: Split, s
         split.work_dir(index).glob(f"slaves/{aid}/frameworks/*/executors/exec-t-run/runs/*/hello")
     )
     assert len(sandboxes) == 1, sandboxes
+
+    # Framework messages both ways (FrameworkToExecutorMessage, ExecutorToFrameworkMessage).
+    body = {"agent_id": {"value": aid}, "executor_id": {"value": "exec-t-run"}, "data": encode(b"ping")}
+    assert sched.call("MESSAGE", body) == 202
+    echo = sched.wait("MESSAGE")["message"]
+    assert base64.b64decode(echo["data"]) == b"echo:ping" and echo["agent_id"]["value"] == aid
 
     fw = next(f for f in split.state()["frameworks"] if f["id"] == sched.framework_id)
     assert [e["executor_id"] for e in fw["executors"]] == ["exec-t-run"]
@@ -390,3 +400,179 @@ def test_split_silent_agent_is_unreachable_then_reregisters(split: Split, sched:
     back = split.wait(lambda: split.agent(lambda a: a["id"] == aid and a["active"]), "re-registered", 30)
     assert back["reregistered_time"] >= back["registered_time"]
     assert split.state()["unreachable_slaves"] == 0
+
+
+def operator(split: Split, call: Json) -> Json:
+    """One operator API call (``POST /api/v1``, JSON); its Response parsed strictly."""
+    import urllib.request
+
+    from google.protobuf import json_format
+
+    from mesos_stateful.api.mesos.v1.master import master_pb2
+
+    request = urllib.request.Request(
+        f"http://{split.address}/api/v1",
+        data=json.dumps(call).encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        body = resp.read()
+    if not body:
+        return {}
+    answer: Json = json.loads(body)
+    json_format.ParseDict(answer, master_pb2.Response())
+    return answer
+
+
+def exits(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    return proc.wait(timeout)
+
+
+def test_split_suite_executor_and_operator_api_on_remote_agents(split: Split, sched: RawScheduler) -> None:
+    from mesos_stateful.api.stateful.v1 import types_pb2
+
+    agents = operator(split, {"type": "GET_AGENTS"})["get_agents"]["agents"]
+    assert sorted(a["pid"].split("@")[1].rsplit(":", 1)[0] for a in agents) == sorted(split.ips)
+    assert all(a["active"] for a in agents)
+
+    offer = sched.offer(lambda o: o["hostname"] == "agent-1.test")
+    aid = offer["agent_id"]["value"]
+    spec = types_pb2.LaunchSpec(
+        instance="split",
+        member_id="split-0",
+        task_id="split-0.1",
+        workload="test",
+        role=types_pb2.ROLE_MASTER,
+        argv=["sleep", "1000"],
+        kill_grace_seconds=2,
+    )
+    member = task(offer, "split-0.1", [unreserved("cpus", 0.5), unreserved("mem", 64)], {})
+    member["executor"]["command"]["value"] = f"{sys.executable} -m mesos_stateful.executor"
+    member["data"] = encode(spec.SerializeToString())
+    sched.accept(offer, [{"type": "LAUNCH", "launch": {"task_infos": [member]}}])
+    sched.update("split-0.1", "TASK_RUNNING", timeout=60)
+    sessions = {s for s in sessions_under(split.work_dir(1)) if session_members(s)}
+    assert sessions and all(len(session_members(s)) >= 2 for s in sessions)  # the executor and its member
+
+    executors = operator(split, {"type": "GET_EXECUTORS"})["get_executors"]["executors"]
+    assert [(e["agent_id"]["value"], e["executor_info"]["executor_id"]["value"]) for e in executors] == [
+        (aid, "exec-split-0.1")
+    ]
+    tasks = operator(split, {"type": "GET_TASKS"})["get_tasks"]["tasks"]
+    assert [(t["task_id"]["value"], t["agent_id"]["value"], t["state"]) for t in tasks] == [
+        ("split-0.1", aid, "TASK_RUNNING")
+    ]
+
+    assert sched.call("KILL", {"task_id": {"value": "split-0.1"}, "agent_id": {"value": aid}}) == 202
+    sched.update("split-0.1", "TASK_KILLED", timeout=60)
+    split.wait(lambda: not any(session_members(s) for s in sessions), "the executor and member gone")
+
+
+def test_split_machine_down_shuts_the_agent_process_down(split: Split, sched: RawScheduler) -> None:
+    offer = sched.offer(lambda o: o["hostname"] == split.ips[0])
+    aid = offer["agent_id"]["value"]
+    launch = task(offer, "t-down", [unreserved("cpus", 0.5), unreserved("mem", 64)], {"child": True})
+    sched.accept(offer, [{"type": "LAUNCH", "launch": {"task_infos": [launch]}}])
+    sched.update("t-down", "TASK_RUNNING", timeout=60)
+    sessions = {s for s in sessions_under(split.work_dir(0)) if session_members(s)}
+    assert sessions
+
+    machine = {"hostname": split.ips[0], "ip": split.ips[0]}
+    window = {
+        "machine_ids": [machine],
+        "unavailability": {
+            "start": {"nanoseconds": time.time_ns()},
+            "duration": {"nanoseconds": 3600 * 10**9},
+        },
+    }
+    schedule = {
+        "type": "UPDATE_MAINTENANCE_SCHEDULE",
+        "update_maintenance_schedule": {"schedule": {"windows": [window]}},
+    }
+    operator(split, schedule)
+    operator(split, {"type": "START_MAINTENANCE", "start_maintenance": {"machines": [machine]}})
+    lost = sched.update("t-down", "TASK_LOST", timeout=10)
+    assert lost["reason"] == "REASON_AGENT_REMOVED"
+    # ShutdownMessage: the agent shuts its executors down and exits 0.
+    proc = split.agents.pop(0)
+    assert exits(proc) == 0, split.log("agent-0")
+    assert not any(session_members(s) for s in sessions)
+    assert split.agent(lambda a: a["id"] == aid) is None
+
+    # Started again while its machine is DOWN: refused and shut down.
+    split.start_agent(0)
+    assert exits(split.agents.pop(0)) == 0
+    assert "Machine is `DOWN`" in split.log("agent-0")
+
+    operator(split, {"type": "STOP_MAINTENANCE", "stop_maintenance": {"machines": [machine]}})
+    split.start_agent(0)
+    back = split.wait(lambda: split.agent(lambda a: a["id"] == aid and a["active"]), "the agent back", 30)
+    assert back["hostname"] == split.ips[0]
+
+
+def test_split_master_restart_agents_reregister_with_their_tasks(split: Split) -> None:
+    sched = RawScheduler(split.address, name="failover")
+    sched.info["capabilities"].append({"type": "PARTITION_AWARE"})
+    sched.start()
+    try:
+        offer = sched.offer(lambda o: o["hostname"] == "agent-1.test")
+        aid = offer["agent_id"]["value"]
+        launch = task(offer, "t-failover", [unreserved("cpus", 0.5), unreserved("mem", 64)], {"child": True})
+        sched.accept(offer, [{"type": "LAUNCH", "launch": {"task_infos": [launch]}}])
+        sched.update("t-failover", "TASK_RUNNING", timeout=60)
+        sched.check()
+    finally:
+        # The scheduler goes away without TEARDOWN (its failover timeout keeps the task).
+        sched._closed = True
+        if sched._conn is not None:
+            sched._conn.close()
+    ids = sorted(a["id"] for a in split.state()["slaves"])
+
+    assert split.master is not None
+    split.master.send_signal(signal.SIGKILL)
+    split.master.wait(30)
+    split.start_master()
+    # A new master (new id): the agents re-register with their ids and tell it their tasks.
+    split.wait(
+        lambda: sorted(a["id"] for a in split.state()["slaves"] if a["active"]) == ids, "agents back", 30
+    )
+    fw = split.wait(
+        lambda: next((f for f in split.state()["frameworks"] if f["id"] == sched.framework_id), None),
+        "the framework recovered from its agent",
+    )
+    assert [(t["id"], t["slave_id"], t["state"]) for t in fw["tasks"]] == [
+        ("t-failover", aid, "TASK_RUNNING")
+    ]
+
+    again = RawScheduler(split.address, name="failover", framework_id=sched.framework_id)
+    again.info["capabilities"].append({"type": "PARTITION_AWARE"})
+    again.start()
+    try:
+        again.call("RECONCILE", {"tasks": [{"task_id": {"value": "t-failover"}, "agent_id": {"value": aid}}]})
+        # (An update the agent still holds unacknowledged may come first: it is sent again.)
+        reconciled = again.wait(
+            "UPDATE", lambda e: e["update"]["status"].get("reason") == "REASON_RECONCILIATION"
+        )["update"]["status"]
+        assert (reconciled["task_id"]["value"], reconciled["state"]) == ("t-failover", "TASK_RUNNING")
+        assert again.call("KILL", {"task_id": {"value": "t-failover"}, "agent_id": {"value": aid}}) == 202
+        again.update("t-failover", "TASK_KILLED", timeout=60)
+    finally:
+        again.check()
+        again.stop()
+
+
+def test_split_agent_settings_and_ip_auto() -> None:
+    import socket
+
+    from mesos_stateful.localcluster.agent_process import resolve_ip
+    from mesos_stateful.localcluster.settings import AgentSettings
+
+    settings = AgentSettings.load(["--ports", "31000-31099", "--attributes", "zone:a; rack:r1"])
+    assert settings.port_range() == (31000, 31099)
+    assert settings.attribute_map() == {"zone": "a", "rack": "r1"}
+    assert resolve_ip("auto") == socket.gethostbyname(socket.gethostname())
+    assert resolve_ip("127.0.0.9") == "127.0.0.9"
+    for bad in (["--ports", "9-1"], ["--attributes", "novalue"], ["--master", "nohostport"]):
+        with pytest.raises(SystemExit, match="AgentSettings: invalid settings"):
+            AgentSettings.load(bad)
