@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,14 @@ def test_a_docker_member_runs_answers_and_is_removed_after_its_kill(
     with socket.create_connection((offer["hostname"], port), timeout=10) as conn:
         assert conn.recv(100) == b"dock-0"
 
+    # As an operator finds it.
+    listed = subprocess.run(
+        ["docker", "ps", "--filter", f"label={images.LABEL_AGENT}={agent_id}", "--filter",
+         f"label={images.LABEL_MEMBER}=dock-0", "--format", "{{.Names}}"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    assert listed.stdout.split() == [container.name]
+
     framework.driver.killTask({"value": "dock-0.1"})
     killed = framework.update("dock-0.1", "TASK_KILLED")
     assert killed["source"] == "SOURCE_EXECUTOR"
@@ -209,3 +218,24 @@ def test_an_engine_that_does_not_answer_fails_the_task(framework: E2EFramework, 
     assert failed["source"] == "SOURCE_EXECUTOR" and failed["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
     assert f"the Docker engine does not answer at unix://{path}" in failed["message"]
     assert "`make docker-engine`" in failed["message"]
+
+
+def test_a_framework_teardown_stops_and_removes_the_container(
+    local_cluster: RunningCluster,  # noqa: F811
+    framework: E2EFramework,
+    engine: docker.DockerClient,
+) -> None:
+    # The member ignores TERM: the engine's stop KILLs it within the agent's shutdown grace.
+    ready = types_pb2.Check(command=types_pb2.CommandCheck(argv=["test", "-e", "ready"]), interval_ms=50)
+    script = "trap '' TERM; touch ready; while :; do sleep 0.2; done"
+    spec = docker_spec("teardown-0.1", ["sh", "-c", script], kill_grace_seconds=30, readiness=ready)
+    offer, _task = launch_running(framework, spec)
+    agent_id = offer["agent_id"]["value"]
+    assert len(containers(engine, agent_id)) == 1
+    executor = executor_of(local_cluster, "teardown-0.1")
+    assert executor.proc is not None
+
+    framework.stop()
+    wait_until(lambda: executor.proc.returncode is not None, "the executor exits after the shutdown")
+    assert executor.proc.returncode == 0  # it exited by itself, after removing its container
+    assert containers(engine, agent_id) == []
