@@ -45,8 +45,8 @@ container:
   process runtime the executor runs on the same machine and venv as this service, so this
   service's interpreter is used. It reads the password from ``redis-auth.conf`` in the sandbox.
 - ``redis-cli``: ``sh <sandbox>/redis-probe.sh``, a script (mode 0700) that passes the password
-  to redis-cli in ``REDISCLI_AUTH``; needs only sh, grep and redis-cli, as the redis image has
-  (for the Docker runtime).
+  to redis-cli in ``REDISCLI_AUTH``; needs only sh, grep and redis-cli where the executor runs
+  (an agent without the suite's venv).
 
 Either way no secret is on the check's argv.
 """

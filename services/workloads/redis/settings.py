@@ -30,8 +30,9 @@ class RedisSettings(WorkloadSettings):
     probe: Literal["python", "redis-cli"] = Field(
         "python",
         description="how readiness/health are checked: 'python' runs probe_python -m "
-        "mesos_stateful.workloads.redis.probe (process runtime: same machine and venv); 'redis-cli' "
-        "runs a sh script using redis-cli (needs only sh, grep and redis-cli, as in the redis image)",
+        "mesos_stateful.workloads.redis.probe (the executor on the same machine and venv, whatever the "
+        "runtime: checks run in the executor, outside the container); 'redis-cli' runs a sh script "
+        "using redis-cli (needs only sh, grep and redis-cli where the executor runs)",
     )
     probe_python: str = Field(
         sys.executable,
