@@ -281,8 +281,12 @@ class DockerRuntime(Runtime):
                 f"STATEFUL_EXECUTOR_DOCKER_HOST_PATHS={options.host_paths!r}: expected "
                 f"{HOST_PATHS_IDENTITY!r} or {HOST_PATHS_AUTO!r}"
             )
+        try:
+            points = mount_points(self._launch.sandbox)
+        except OSError as error:
+            raise RuntimeFailure(f"cannot read the sandbox's links to mount them: {error}") from error
         mounts: list[Mount] = []
-        for target, real in mount_points(self._launch.sandbox):
+        for target, real in points:
             source = real
             if options.host_paths == HOST_PATHS_AUTO:
                 source = translate_path(real, own.attrs.get("Mounts") or [])
