@@ -344,6 +344,38 @@ def test_compose_suite(project: Project) -> None:
     [restarted] = [c for c in project.members() if c.labels.get(LABEL_TASK) == member["taskId"]]
     assert restarted.labels[LABEL_AGENT] == replica["agentId"]
 
+    # down keeps the named volumes: the next up recovers the agents (same ids) and every member
+    # restarts in place on its data.
+    before = {m["id"]: m for m in running(project.instance())}
+    t0 = time.monotonic()
+    down = project.compose("down", "--timeout", "10")
+    assert down.returncode == 0, down.stderr
+    label = {"label": f"com.docker.compose.project={project.name}"}
+    assert not project.client.containers.list(all=True, filters=label)
+    wait_until(lambda: not project.members(all_states=True), 30, "the members to end with their agents")
+    volumes = project.client.volumes.list(filters=label)
+    assert len(volumes) == 5, [v.name for v in volumes]
+    up = project.compose("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 60)
+    assert up.returncode == 0, f"up --wait failed: {up.stderr[-4000:]}\n{project.diagnostics()}"
+    project.agent_ids = set()  # new agent containers
+
+    def all_back() -> dict[str, Any] | None:
+        now = project.instance()
+        members = running(now)
+        tasks = {m["id"]: m["taskId"] for m in members}
+        if len(members) == 3 and all(tasks.get(i) not in (None, m["taskId"]) for i, m in before.items()):
+            return now
+        return None
+
+    again = wait_until(all_back, 240, "every member running again after down and up")
+    project.timings["down + up → members back"] = round(time.monotonic() - t0, 1)
+    for m in running(again):
+        assert m["agentId"] == before[m["id"]]["agentId"], f"{m['id']} moved to another agent"
+        assert m["volume"]["persistenceId"] == before[m["id"]]["volume"]["persistenceId"]
+        client = member_client(m, password)
+        wait_until(lambda c=client: missing_keys(c, writer.acked) == [], 60, f"{m['id']} to hold every key")
+    wait_until(lambda: len(project.members()) == 3, 60, "three member containers after down and up")
+
     # down -v: nothing of the project is left, members included.
     t0 = time.monotonic()
     down = project.compose("down", "-v", "--timeout", "10")
