@@ -15,7 +15,8 @@
 # Prints each step's seconds.
 # Usage: VENV=.venv bash scripts/build_images.sh [--force] [--base-only]
 #   --force      build even when the stamp says the images are up to date (cached layers still count)
-#   --base-only  only make sure the base image exists (IMAGES_BASE_TAG: build it under another tag)
+#   --base-only  only make sure the base image exists (IMAGES_BASE_TAG: build it under another tag;
+#                IMAGES_BASE_FROM=debootstrap: do not try to pull debian:bookworm-slim)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv}
@@ -65,7 +66,7 @@ base=${IMAGES_BASE_TAG:-$base}
 build_base() {
   local started how rootfs mirror
   started=$(now)
-  if timeout 60 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
+  if [ "${IMAGES_BASE_FROM:-}" != debootstrap ] && timeout 60 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
     docker tag debian:bookworm-slim "$base"
     how="debian:bookworm-slim pulled"
   else
