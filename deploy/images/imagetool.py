@@ -202,12 +202,27 @@ def repack(name: str, dest: Path) -> Path:
 
 
 def _git_files(paths: Iterable[str]) -> list[str]:
-    done = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    )
+    """The files under ``paths`` git knows or would add (tracked, and new but not ignored); outside
+    a git checkout (an unpacked tarball), every file but caches."""
+    paths = list(paths)
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        found: set[str] = set()
+        for rel in paths:
+            top = ROOT / rel
+            candidates = [top] if top.is_file() else top.rglob("*")
+            found |= {
+                p.relative_to(ROOT).as_posix()
+                for p in candidates
+                if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
+            }
+        return sorted(found)
     return sorted({p for p in done.stdout.decode().split("\0") if p and (ROOT / p).is_file()})
 
 
