@@ -60,7 +60,8 @@ start_engine() {
   else
     as_root "run: sudo dockerd"
     echo "starting dockerd (log: $log)"
-    nohup dockerd >>"$log" 2>&1 </dev/null &
+    # Its own session: a Ctrl-C of `make test` (the terminal's process group) must not reach it.
+    setsid nohup dockerd >>"$log" 2>&1 </dev/null &
     pid=$!
   fi
   local deadline=$((SECONDS + wait_seconds))
