@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import shutil
 import signal
@@ -344,7 +345,7 @@ class MasterLink:
         self.stopped.set()
 
 
-async def run_agent(settings: AgentSettings) -> int:
+async def run_agent(settings: AgentSettings, exit_process: bool = True) -> int:
     """Run one agent until SIGTERM / SIGINT (executors left running: recovered by a restart) or the
     master's ``ShutdownMessage`` (executors shut down). Returns the exit code."""
     ip = resolve_ip(settings.ip)
@@ -372,4 +373,11 @@ async def run_agent(settings: AgentSettings) -> int:
     await link.close()
     await agent.unserve()
     log.info("agent %s stopped", agent.id)
+    if exit_process:
+        # Leave now: asyncio's teardown would kill the executor processes this process started
+        # (their subprocess transports kill a child still running when they are closed), and a
+        # stopped agent leaves its executors to its restart.
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(0)
     return 0

@@ -576,3 +576,30 @@ def test_split_agent_settings_and_ip_auto() -> None:
     for bad in (["--ports", "9-1"], ["--attributes", "novalue"], ["--master", "nohostport"]):
         with pytest.raises(SystemExit, match="AgentSettings: invalid settings"):
             AgentSettings.load(bad)
+
+
+def test_split_sigterm_of_an_agent_leaves_its_executor_to_its_restart(
+    split: Split, sched: RawScheduler
+) -> None:
+    offer = sched.offer(lambda o: o["hostname"] == split.ips[0])
+    aid = offer["agent_id"]["value"]
+    launch = task(offer, "t-term", [unreserved("cpus", 0.5), unreserved("mem", 64)], {"child": True})
+    sched.accept(offer, [{"type": "LAUNCH", "launch": {"task_infos": [launch]}}])
+    running = sched.update("t-term", "TASK_RUNNING", timeout=60)
+    executor = json.loads(base64.b64decode(running["data"]))["pid"]
+    proc = split.agents.pop(0)
+    proc.send_signal(signal.SIGTERM)
+    assert exits(proc) == 0
+    assert alive(executor)  # a stopped agent leaves its executors running, as a Mesos agent
+
+    split.start_agent(0)
+    split.wait(lambda: split.agent(lambda a: a["id"] == aid and a["active"]), "the agent back", 30)
+    # The executor re-subscribed: the task is still RUNNING and can be killed through the agent.
+    assert alive(executor)
+    assert sched.call("KILL", {"task_id": {"value": "t-term"}, "agent_id": {"value": aid}}) == 202
+    sched.update("t-term", "TASK_KILLED", timeout=60)
+    split.wait(lambda: not alive(executor), "the executor gone")
+    # (The restart takes longer than these tests' ping timeouts: TASK_UNREACHABLE meanwhile, then
+    # RUNNING again; never a terminal state.)
+    states = [e["update"]["status"]["state"] for e in sched.seen if e.get("type") == "UPDATE"]
+    assert not {"TASK_LOST", "TASK_FAILED", "TASK_GONE", "TASK_DROPPED"} & set(states), states
