@@ -10,140 +10,21 @@ do not collide); the times of ``up --wait`` and of the whole test are printed.""
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
 import redis
 
+from deploy.compose_helpers import INSTANCE, UP_TIMEOUT, Project, free_port, free_subnet, wait_until
 from mesos_stateful.common.images import LABEL_AGENT, LABEL_INSTANCE, LABEL_TASK, TAG
-
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
-STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
-INSTANCE = "cache"
-UP_TIMEOUT = 420
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_subnet(client: docker.DockerClient) -> str:
-    """First three octets of a /24 that no Docker network and no host route uses."""
-    taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for network in client.networks.list():
-        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
-            if config.get("Subnet"):
-                taken.append(ipaddress.ip_network(config["Subnet"], strict=False))
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
-    for line in routes.splitlines():
-        first = line.split(" ", 1)[0]
-        if "/" in first:
-            taken.append(ipaddress.ip_network(first, strict=False))
-    for _ in range(200):
-        candidate = ipaddress.ip_network(f"10.{secrets.randbelow(200) + 40}.{secrets.randbelow(250)}.0/24")
-        if not any(candidate.overlaps(t) for t in taken):
-            return str(candidate.network_address).rsplit(".", 1)[0]
-    raise AssertionError("no free /24 for the compose network")
-
-
-@dataclass
-class Project:
-    name: str
-    env: dict[str, str]
-    gateway: str
-    subnet: str
-    client: docker.DockerClient
-    timings: dict[str, float] = field(default_factory=dict)
-    agent_ids: set[str] = field(default_factory=set)
-
-    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", self.name, *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-
-    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*STATEFULCTL, "--endpoint", self.gateway, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def diagnostics(self) -> str:
-        ps = self.compose("ps", "-a", timeout=60)
-        logs = self.compose("logs", "--no-color", "--tail", "40", timeout=120)
-        return f"{ps.stdout}{ps.stderr}\n{logs.stdout[-12000:]}{logs.stderr[-2000:]}"
-
-    def container(self, service: str) -> Any:
-        [found] = self.client.containers.list(
-            all=True,
-            filters={
-                "label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]
-            },
-        )
-        return found
-
-    def agent_containers(self) -> dict[str, Any]:
-        return {name: self.container(name) for name in ("agent-0", "agent-1", "agent-2")}
-
-    def members(self, all_states: bool = False) -> list[Any]:
-        """The member containers of the instance in this project: in one of its agents' network
-        namespaces (other projects and tests may run an instance of the same name)."""
-        if not self.agent_ids:  # an agent keeps its container id across a restart
-            self.agent_ids = {c.id for c in self.agent_containers().values()}
-        agents = self.agent_ids
-        found = self.client.containers.list(all=all_states, filters={"label": f"{LABEL_INSTANCE}={INSTANCE}"})
-        return [c for c in found if c.attrs["HostConfig"]["NetworkMode"].removeprefix("container:") in agents]
-
-    def instance(self) -> dict[str, Any]:
-        shown = self.ctl("get", INSTANCE, "-o", "json", "--show-secrets")
-        assert shown.returncode == 0, shown.stdout + shown.stderr
-        data: dict[str, Any] = json.loads(shown.stdout)
-        return data
-
-    def leftovers(self) -> list[str]:
-        label = f"com.docker.compose.project={self.name}"
-        left = [
-            f"container {c.name}" for c in self.client.containers.list(all=True, filters={"label": label})
-        ]
-        left += [f"network {n.name}" for n in self.client.networks.list(filters={"label": label})]
-        left += [f"volume {v.name}" for v in self.client.volumes.list(filters={"label": label})]
-        return left
 
 
 @pytest.fixture
