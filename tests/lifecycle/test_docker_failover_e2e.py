@@ -73,7 +73,7 @@ async def running_containers(client: docker.DockerClient, instance: T.Instance, 
     for m in instance.members:
         found = await asyncio.to_thread(containers, client, name, m.id)
         assert [c.labels[LABEL_TASK] for c in found] == [m.task_id], (m.id, [c.name for c in found])
-        assert found[0].image.tags == [image]
+        assert found[0].image is not None and found[0].image.tags == [image]
 
 
 async def none_left(client: docker.DockerClient, name: str) -> bool:

@@ -128,7 +128,8 @@ def test_make_run_runtime_docker_runs_members_as_containers(
     assert "runtime: docker" in ctl(endpoint, "get", name).stdout
     containers = docker_client.containers.list(filters={"label": label})
     assert len(containers) == 3, [c.name for c in containers]
-    assert {c.image.tags[0] for c in containers} == {REDIS_IMAGE}
+    assert {c.image.tags[0] for c in containers if c.image is not None} == {REDIS_IMAGE}
+    assert all(c.image is not None for c in containers)
 
     runner.send_signal(2)  # Ctrl-C
     assert runner.wait(120) == 0, log.read_text()[-4000:]
