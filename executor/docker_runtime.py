@@ -63,6 +63,7 @@ HOST_PATHS_AUTO = "auto"
 ENGINE_ERRORS = (DockerException, requests.RequestException, OSError)
 _LOG_JOIN_SECONDS = 10.0
 _REMOVAL_SECONDS = 10.0
+_OOM_EVENT_SECONDS = 1.0
 _CONTAINER_ID = re.compile(r"\b([0-9a-f]{64})\b")
 
 
@@ -234,6 +235,7 @@ class DockerRuntime(Runtime):
         self._waiter: asyncio.Future[ContainerExit] | None = None
         self._followers: list[threading.Thread] = []
         self._removed = threading.Event()
+        self._stopping = False  # a kill (stop, SIGKILL) was asked for
 
     # -- prepare ----------------------------------------------------------------------------------
 
@@ -423,13 +425,11 @@ class DockerRuntime(Runtime):
         while True:
             try:
                 result: dict[str, Any] = dict(container.wait())
-                state: dict[str, Any] = {}
-                with contextlib.suppress(NotFound):  # removed by the engine (auto_remove)
-                    container.reload()
-                    state = container.attrs.get("State") or {}
+                code = int(result.get("StatusCode", -1))
+                state = self._final_state(container, oom_possible=bool(mem) and code == 137)
                 error = str((result.get("Error") or {}).get("Message") or state.get("Error") or "")
                 return ContainerExit(
-                    code=int(result.get("StatusCode", state.get("ExitCode", -1))),
+                    code=code,
                     oom_killed=bool(state.get("OOMKilled")),
                     mem_limit_mb=mem,
                     error=error,
@@ -441,6 +441,21 @@ class DockerRuntime(Runtime):
                     return ContainerExit(code=None, error="the container was removed")
                 log.warning("waiting for container %s failed (%s); asking again", container.short_id, error)
                 self._removed.wait(1.0)
+
+    def _final_state(self, container: Container, *, oom_possible: bool) -> dict[str, Any]:
+        """The ended container's ``State`` ({} once the engine removed it). The engine handles the
+        kernel's OOM event apart from the exit: a KILLed container with a memory limit that no
+        kill of ours ended is looked at again for up to a second until ``OOMKilled`` shows."""
+        deadline = time.monotonic() + (_OOM_EVENT_SECONDS if oom_possible and not self._stopping else 0)
+        while True:
+            try:
+                container.reload()
+            except NotFound:  # removed by the engine (auto_remove)
+                return {}
+            state: dict[str, Any] = container.attrs.get("State") or {}
+            if state.get("OOMKilled") or time.monotonic() >= deadline:
+                return state
+            time.sleep(0.05)
 
     def _join_followers(self) -> None:
         for follower in self._followers:
@@ -488,6 +503,8 @@ class DockerRuntime(Runtime):
         container = self._container
         if container is None or self._exit is not None or self._removed.is_set():
             return
+        if sig in (signals.SIGKILL, signals.SIGTERM):
+            self._stopping = True
         try:
             await asyncio.to_thread(container.kill, signal=int(sig))
         except (NotFound, APIError) as error:
@@ -502,6 +519,7 @@ class DockerRuntime(Runtime):
         if container is None:
             raise RuntimeFailure("kill() before start()")
         if self._exit is None:
+            self._stopping = True
             try:
                 await asyncio.to_thread(container.stop, timeout=max(0, math.ceil(grace)))
             except NotFound:
