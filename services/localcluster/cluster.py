@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from mesos_stateful.localcluster import remote
 from mesos_stateful.localcluster.agent import Agent
 from mesos_stateful.localcluster.http_master import build_app
 from mesos_stateful.localcluster.master import Master
@@ -61,6 +62,8 @@ class LocalCluster:
         assert isinstance(server, asyncio.base_events.Server)
         self.master.port = server.sockets[0].getsockname()[1]
         self.master.start()
+        # Agent processes this master had admitted before a restart (split mode) wait to re-register.
+        remote.recover_registry(self.master)
         atexit.register(self._kill_all_now)
         self._started = True
         for i in range(self.settings.agents):

@@ -38,6 +38,7 @@ executors: ``Slave::executors``, ``Slave::tasks``) up to date.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from pathlib import Path
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from mesos_stateful.localcluster.agent import TERMINAL, Agent, Executor
+from mesos_stateful.localcluster.checkpoint import write_atomically
 from mesos_stateful.localcluster.recordio import EventStream, Json
 from mesos_stateful.localcluster.resources import ResourceError, Resources
 
@@ -376,11 +378,79 @@ async def _register(master: Master, request: web.Request, name: str, body: Json)
             "connection": {"total_ping_timeout_seconds": timeouts},
         }
         agent.start_pings()
+        save_registry(master)
     log.info("agent %s (%s) connected at %s", agent.id, agent.hostname, agent.endpoint)
     try:
         return await agent.stream.serve(request, first, None, {"Mesos-Stream-Id": agent.stream.stream_id})
     finally:
         agent.closed()
+
+
+# --- the master's registry of agent processes ---------------------------------------------------------
+
+
+def registry_path(master: Master) -> Path:
+    """``<work_dir>/master/registry.json``: the agent processes the master admitted (Mesos keeps
+    them in its replicated registry, ``src/master/registry.proto``)."""
+    return Path(master.settings.work_dir).absolute() / "master" / "registry.json"
+
+
+def save_registry(master: Master) -> None:
+    """Record every agent process the master knows (not removed), after each registration."""
+    entries: list[Json] = [
+        {
+            "slave": agent.info(),
+            "ip": agent.ip,
+            "checkpointed_resources": agent.checkpointed.to_json(refinement=True),
+        }
+        for agent in master.agents.values()
+        if isinstance(agent, RemoteAgent) and agent.id and agent.state != "REMOVED"
+    ]
+    try:
+        write_atomically(registry_path(master), entries)
+    except OSError as error:
+        log.error("cannot write the registry of agents %s: %s", registry_path(master), error)
+
+
+def recover_registry(master: Master) -> None:
+    """``Master::_recover`` after a master (re)start: the agent processes of the registry are
+    *recovered* (``/master/state`` ``recovered_slaves``: not offered; reconciliation of their tasks
+    gets no answer) until they re-register; those that have not within ``agent_reregister_timeout``
+    are marked unreachable (``Master::recoveredSlavesTimeout``). Nothing happens without a registry
+    (a master that never had agent processes: in-process agents recover from their own work dirs)."""
+    path = registry_path(master)
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as error:
+        log.error("unreadable registry of agents %s (%s): ignored", path, error)
+        return
+    recovered = []
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            agent = RemoteAgent(master, entry)
+        except ProtocolError as error:
+            log.error("registry %s: agent not recovered: %s", path, error)
+            continue
+        if not agent.id or agent.id in master.agents:
+            continue
+        agent.alive = False  # no connection yet: the agent's own registration replaces it
+        master.recovering_agent(agent)
+        recovered.append(agent)
+    if not recovered:
+        return
+    timeout = master.settings.agent_reregister_timeout
+    log.info("%d agent processes recovered from %s; waiting %ss for them", len(recovered), path, timeout)
+
+    def expired() -> None:
+        for agent in recovered:
+            if master.agents.get(agent.id) is agent and agent.state == "RECOVERED":
+                master.mark_unreachable(
+                    agent, f"did not reregister within {timeout:g}secs after master failover"
+                )
+
+    asyncio.get_running_loop().call_later(timeout, expired)
 
 
 def registration(agent: Agent) -> Json:

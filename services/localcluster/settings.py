@@ -75,6 +75,13 @@ class LocalClusterSettings(ServiceSettings):
         "agent_ping_timeout x max_agent_ping_timeouts after it went silent (75 s by default)",
     )
 
+    agent_reregister_timeout: float = Field(
+        600.0,
+        description="seconds the agent processes of the master's registry (<work_dir>/master/"
+        "registry.json) have to re-register after a master restart before they are marked unreachable "
+        "(Mesos master flag --agent_reregister_timeout, default 10mins)",
+    )
+
     crash_at: Literal["", "executor-forked", "executor-checkpointed"] = Field(
         "",
         description="fault injection for tests that run the cluster as a process of its own: the "
@@ -95,6 +102,8 @@ class LocalClusterSettings(ServiceSettings):
             raise ValueError("intervals must be > 0")
         if self.agent_ping_timeout <= 0 or self.max_agent_ping_timeouts <= 0:
             raise ValueError("agent_ping_timeout and max_agent_ping_timeouts must be > 0")
+        if self.agent_reregister_timeout <= 0:
+            raise ValueError("agent_reregister_timeout must be > 0")
         if not 0 < self.executor_reregistration_timeout <= MAX_EXECUTOR_REREGISTRATION_TIMEOUT:
             raise ValueError(
                 "executor_reregistration_timeout must be > 0 and <= 15 s (Mesos' "

@@ -61,7 +61,7 @@ class Split:
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text()[-4000:]
 
-    def start_master(self) -> None:
+    def start_master(self, *flags: str) -> None:
         self.master = self._spawn(
             "master",
             [
@@ -76,6 +76,7 @@ class Split:
                 str(PING),
                 "--max-agent-ping-timeouts",
                 "2",
+                *flags,
             ],
         )
 
@@ -130,6 +131,7 @@ class Split:
     def stop(self) -> None:
         for proc in [*self.agents.values(), self.master]:
             if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a test may have stopped it
                 proc.send_signal(signal.SIGTERM)
         for proc in [*self.agents.values(), self.master]:
             if proc is not None:
@@ -532,32 +534,52 @@ def test_split_master_restart_agents_reregister_with_their_tasks(split: Split) -
     assert split.master is not None
     split.master.send_signal(signal.SIGKILL)
     split.master.wait(30)
-    split.start_master()
-    # A new master (new id): the agents re-register with their ids and tell it their tasks.
-    split.wait(
-        lambda: sorted(a["id"] for a in split.state()["slaves"] if a["active"]) == ids, "agents back", 30
-    )
-    fw = split.wait(
-        lambda: next((f for f in split.state()["frameworks"] if f["id"] == sched.framework_id), None),
-        "the framework recovered from its agent",
-    )
-    assert [(t["id"], t["slave_id"], t["state"]) for t in fw["tasks"]] == [
-        ("t-failover", aid, "TASK_RUNNING")
-    ]
-
-    again = RawScheduler(split.address, name="failover", framework_id=sched.framework_id)
-    again.info["capabilities"].append({"type": "PARTITION_AWARE"})
-    again.start()
+    for proc in split.agents.values():
+        proc.send_signal(signal.SIGSTOP)  # the agents are slow to come back
     try:
-        again.call("RECONCILE", {"tasks": [{"task_id": {"value": "t-failover"}, "agent_id": {"value": aid}}]})
+        split.start_master("--agent-reregister-timeout", "4")
+        # A new master (new id) knows the agent processes from its registry: recovered, not offered.
+        recovered = split.wait(lambda: split.state()["recovered_slaves"], "recovered agents", 30)
+        assert sorted(a["id"] for a in recovered) == ids
+        assert split.state()["slaves"] == []
+        again = RawScheduler(split.address, name="failover", framework_id=sched.framework_id)
+        again.info["capabilities"].append({"type": "PARTITION_AWARE"})
+        again.start()
+        # Its task is on an agent that has not re-registered: reconciliation gets no answer (not
+        # TASK_UNKNOWN / TASK_LOST), as a failed-over Mesos master's.
+        asked = {"tasks": [{"task_id": {"value": "t-failover"}, "agent_id": {"value": aid}}]}
+        assert again.call("RECONCILE", asked) == 202
+        with pytest.raises(AssertionError, match="no UPDATE event"):
+            again.wait("UPDATE", timeout=1.0)
+        split.agents[1].send_signal(signal.SIGCONT)
+    finally:
+        split.agents[1].send_signal(signal.SIGCONT)
+    try:
+        split.wait(lambda: split.agent(lambda a: a["id"] == aid and a["active"]), "agent-1 back", 30)
+        fw = split.wait(
+            lambda: next((f for f in split.state()["frameworks"] if f["id"] == sched.framework_id), None),
+            "the framework's task learnt from its agent",
+        )
+        assert [(t["id"], t["slave_id"], t["state"]) for t in fw["tasks"]] == [
+            ("t-failover", aid, "TASK_RUNNING")
+        ]
+        assert again.call("RECONCILE", asked) == 202
         # (An update the agent still holds unacknowledged may come first: it is sent again.)
         reconciled = again.wait(
             "UPDATE", lambda e: e["update"]["status"].get("reason") == "REASON_RECONCILIATION"
         )["update"]["status"]
         assert (reconciled["task_id"]["value"], reconciled["state"]) == ("t-failover", "TASK_RUNNING")
+
+        # The other agent does not re-register within agent_reregister_timeout: unreachable.
+        split.wait(lambda: split.state()["unreachable_slaves"] == 1, "agent-0 unreachable", 15)
+        other = next(i for i in ids if i != aid)
+        split.agents[0].send_signal(signal.SIGCONT)
+        split.wait(lambda: split.agent(lambda a: a["id"] == other and a["active"]), "agent-0 back", 30)
+
         assert again.call("KILL", {"task_id": {"value": "t-failover"}, "agent_id": {"value": aid}}) == 202
         again.update("t-failover", "TASK_KILLED", timeout=60)
     finally:
+        split.agents[0].send_signal(signal.SIGCONT)
         again.check()
         again.stop()
 
