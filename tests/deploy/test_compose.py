@@ -3,19 +3,23 @@ healthy with ``up -d --wait``; from the host, ``statefulctl create redis cache -
 --wait`` against the published gateway gives three member containers; keys written with ``WAIT
 1``; ``docker kill`` of the master's container → a replica is promoted, a replacement starts,
 every acknowledged key is there; ``docker restart`` of an agent container → its member comes back
-on the same agent and volume with its data; ``down -v`` leaves no container, network or volume of
-the project. The project has a name, a gateway port and a subnet of its own (tests on one engine
+on the same agent and volume with its data; a restart of the local cluster master's container
+relaunches nothing (its registry is on a volume, the agents re-register); ``down`` then ``up``
+brings every member back in place with its data; ``down -v`` leaves no container, network or
+volume of the project. The project has a name, a gateway port and a subnet of its own (tests on one engine
 do not collide); the times of ``up --wait`` and of the whole test are printed."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -224,6 +228,28 @@ def test_compose_suite(project: Project) -> None:
     wait_until(lambda: len(project.members()) == 3, 60, "three member containers after the agent restart")
     [restarted] = [c for c in project.members() if c.labels.get(LABEL_TASK) == member["taskId"]]
     assert restarted.labels[LABEL_AGENT] == replica["agentId"]
+
+    # The master's container restarted: members keep running (same tasks), the agents re-register.
+    tasks = {m["id"]: m["taskId"] for m in running(project.instance())}
+    t0 = time.monotonic()
+    project.container("master").restart(timeout=10)
+    wait_until(
+        lambda: project.container("master").attrs["State"].get("Health", {}).get("Status") == "healthy",
+        120,
+        "the master healthy again",
+    )
+
+    def agents_registered() -> bool:
+        url = f"http://{project.subnet}.10:5050/master/state"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            state: dict[str, Any] = json.load(answer)
+        return sum(1 for a in state.get("slaves", []) if a.get("active")) == 3
+
+    wait_until(agents_registered, 120, "the three agents re-registered with the restarted master")
+    project.timings["master restart → agents back"] = round(time.monotonic() - t0, 1)
+    wait_until(lambda: len(project.members()) == 3, 30, "three member containers after the master restart")
+    now = project.instance()
+    assert {m["id"]: m["taskId"] for m in running(now)} == tasks, "members relaunched by a master restart"
 
     # down keeps the named volumes: the next up recovers the agents (same ids) and every member
     # restarts in place on its data.
