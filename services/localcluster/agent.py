@@ -890,6 +890,7 @@ class Agent:
         self.send_to_master(True, lambda: self.master.status_update(self, ex.framework_id, status))
 
     def kill_task(self, framework_id: str, task_id: str, kill_policy: Json | None = None) -> None:
+        log.info("agent %s: asked to kill task %s of framework %s", self.id, task_id, framework_id)
         for ex in self.executors.values():
             if ex.framework_id != framework_id or task_id not in ex.tasks or ex.state == "TERMINATED":
                 continue

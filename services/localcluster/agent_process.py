@@ -197,7 +197,10 @@ class MasterLink:
             sender = asyncio.get_running_loop().create_task(self._sender())
             try:
                 while not self.stopped.is_set():
-                    await self._connect_once(session)
+                    try:
+                        await self._connect_once(session)
+                    except Exception:  # the link must outlive any bug: it registers again
+                        log.exception("agent: the connection to the master failed")
                     if self.stopped.is_set():
                         break
                     await asyncio.sleep(random.uniform(0.1, self._settings.reconnect_interval))
@@ -222,7 +225,10 @@ class MasterLink:
                     return
                 self._response = resp
                 async for record in self._records(resp.content):
-                    self._dispatch(json.loads(record))
+                    try:
+                        self._dispatch(json.loads(record))
+                    except (KeyError, TypeError, ValueError, ResourceError) as error:
+                        log.error("agent %s: invalid message from the master ignored: %r", agent.id, error)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
             log.warning(
                 "agent %s: connection to master %s: %r",
@@ -266,7 +272,7 @@ class MasterLink:
                         log.warning("master answered %s %s: %s", name, resp.status, await resp.text())
                         if resp.status == 409 and stream_id == self.stream_id:
                             self._abort()
-            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            except Exception as error:  # (aiohttp.ClientError, OSError, TimeoutError, or a bug)
                 log.warning("cannot send %s to master %s: %r", name, self._settings.master, error)
                 if stream_id == self.stream_id:
                     self._abort()

@@ -135,6 +135,8 @@ class RemoteAgent(Agent):
     # --- the link ----------------------------------------------------------------------------------
 
     def send(self, name: str, **fields: Any) -> None:
+        if name != "PingSlaveMessage":
+            log.debug("to agent %s: %s", self.id, name)
         self.stream.send({"type": name, **fields})
 
     def start_pings(self) -> None:

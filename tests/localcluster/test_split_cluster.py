@@ -613,6 +613,7 @@ def test_split_sigterm_of_an_agent_leaves_its_executor_to_its_restart(
     proc.send_signal(signal.SIGTERM)
     assert exits(proc) == 0
     assert alive(executor)  # a stopped agent leaves its executors running, as a Mesos agent
+    split.wait(lambda: not split.agent(lambda a: a["id"] == aid and a["active"]), "the agent disconnected")
 
     split.start_agent(0)
     split.wait(lambda: split.agent(lambda a: a["id"] == aid and a["active"]), "the agent back", 30)
@@ -625,3 +626,25 @@ def test_split_sigterm_of_an_agent_leaves_its_executor_to_its_restart(
     # RUNNING again; never a terminal state.)
     states = [e["update"]["status"]["state"] for e in sched.seen if e.get("type") == "UPDATE"]
     assert not {"TASK_LOST", "TASK_FAILED", "TASK_GONE", "TASK_DROPPED"} & set(states), states
+
+
+def test_split_pymesos_scheduler_gets_offers_from_both_agent_processes(split: Split) -> None:
+    from localcluster.harness import Framework, task_info
+
+    fw = Framework(split.address, partition_aware=True)
+    fw.start()
+    try:
+        ids = {a["id"] for a in split.state()["slaves"]}
+        seen: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while set(seen) != ids and time.monotonic() < deadline:
+            offer = fw.offer(lambda o: o["agent_id"]["value"] not in seen)
+            seen[offer["agent_id"]["value"]] = offer
+        assert set(seen) == ids
+        fw.driver.launchTasks(offer["id"], [task_info(offer, task_id="t-pymesos", spec={"child": True})])
+        running = fw.update("t-pymesos", "TASK_RUNNING", timeout=60)
+        assert running["agent_id"]["value"] == offer["agent_id"]["value"]
+        fw.driver.killTask({"value": "t-pymesos"})
+        fw.update("t-pymesos", "TASK_KILLED", timeout=60)
+    finally:
+        fw.stop()
