@@ -359,6 +359,24 @@ def test_split_agent_killed_and_restarted_keeps_its_id_volume_and_executor(
     sched.accept(with_volume, [{"type": "LAUNCH", "launch": {"task_infos": [reader]}}])
     assert sched.update("t-read", "TASK_FINISHED", timeout=60)["message"] == "kept"
 
+    # DESTROY + UNRESERVE: the agent process deletes the volume's directory (CheckpointResources).
+    last = sched.offer(lambda o: o["agent_id"]["value"] == aid and bool(volumes_of(o)), timeout=30)
+    (vol,) = volumes_of(last)
+    sched.accept(
+        last,
+        [
+            {"type": "DESTROY", "destroy": {"volumes": [vol]}},
+            {"type": "UNRESERVE", "unreserve": {"resources": resources}},
+        ],
+    )
+    split.wait(lambda: not target.exists(), "the volume's directory deleted")
+    split.wait(
+        lambda: not split.agent(lambda a: a["id"] == aid)["reserved_resources_full"],  # type: ignore[index]
+        "no reservation left",
+    )
+    meta = json.loads((split.work_dir(0) / "meta" / "resources.json").read_text())
+    assert meta == []
+
 
 def test_split_non_checkpointing_tasks_lost_at_once_and_orphans_destroyed(split: Split) -> None:
     sched = RawScheduler(split.address, name="nocheckpoint")
@@ -493,6 +511,9 @@ def test_split_machine_down_shuts_the_agent_process_down(split: Split, sched: Ra
         "update_maintenance_schedule": {"schedule": {"windows": [window]}},
     }
     operator(split, schedule)
+    # DRAINING: the framework with a task there gets an inverse offer for that agent.
+    inverse = sched.wait("INVERSE_OFFERS", timeout=10)["inverse_offers"]["inverse_offers"]
+    assert [i["agent_id"]["value"] for i in inverse] == [aid]
     operator(split, {"type": "START_MAINTENANCE", "start_maintenance": {"machines": [machine]}})
     lost = sched.update("t-down", "TASK_LOST", timeout=10)
     assert lost["reason"] == "REASON_AGENT_REMOVED"
