@@ -204,6 +204,22 @@ def translate_path(path: Path, mounts: Sequence[Mapping[str, Any]]) -> Path:
     return Path(str(best["Source"])) / relative
 
 
+def nested_mounts(sandbox: Path, mounts: Sequence[Mapping[str, Any]]) -> list[tuple[Path, Path]]:
+    """``(path in the container, host source)`` of the executor container's own mounts that lie
+    strictly under the sandbox, shallowest first. On a real agent the Docker containerizer mounts
+    the sandbox at ``/mnt/mesos/sandbox`` and a member's persistent volume as a second bind mount
+    below it (ContainerInfo.volumes, not a symlink), which a sibling given only the sandbox mount
+    would see as an empty directory: the member gets each of them too, at the same path."""
+    root = PurePosixPath(sandbox.resolve())
+    found: list[tuple[Path, Path]] = []
+    for mount in mounts:
+        destination = PurePosixPath(str(mount.get("Destination", "")))
+        source = str(mount.get("Source") or "")
+        if source and destination != root and _under(destination, root):
+            found.append((Path(str(destination)), Path(source)))
+    return sorted(found, key=lambda pair: len(pair[0].parts))
+
+
 def own_container_candidates() -> list[str]:
     """Ids (or names) the container this process runs in may have: a 64-hex id in
     ``/proc/self/cgroup`` (cgroup v1, or v2 without a private namespace) or
@@ -293,6 +309,11 @@ class DockerRuntime(Runtime):
             if options.host_paths == HOST_PATHS_AUTO:
                 source = translate_path(real, own.attrs.get("Mounts") or [])
             mounts.append(Mount(target=str(target), source=str(source), type="bind"))
+        if options.host_paths == HOST_PATHS_AUTO:
+            mounted = {m["Target"] for m in mounts}
+            for target, source in nested_mounts(self._launch.sandbox, own.attrs.get("Mounts") or []):
+                if str(target) not in mounted:
+                    mounts.append(Mount(target=str(target), source=str(source), type="bind"))
         return network, mounts
 
     def _own_container(self) -> Any:

@@ -47,9 +47,10 @@ SCRIPT = textwrap.dedent(
     def launch(member, port):
         work = Path("/var/lib/agent")
         sandbox, volume = work / "sandbox" / member, work / "volumes" / member
-        sandbox.mkdir(parents=True)
-        volume.mkdir(parents=True)
-        (sandbox / "data").symlink_to(volume)
+        sandbox.mkdir(parents=True, exist_ok=True)
+        if not (sandbox / "data").is_dir():  # cache-2: a bind mount of its own, as on a real agent
+            volume.mkdir(parents=True)
+            (sandbox / "data").symlink_to(volume)
         spec = types_pb2.LaunchSpec(
             instance="cache", member_id=member, task_id=member + ".1", workload="test",
             argv=["perl", "-e", SERVER], runtime=types_pb2.RUNTIME_DOCKER, image=sys.argv[2],
@@ -63,7 +64,7 @@ SCRIPT = textwrap.dedent(
         options = DockerOptions(agent_id=sys.argv[1], framework_id="fw", executor_id="ex",
                                 network="container:self", host_paths="auto")
         monitors = {}
-        for member, port in (("cache-0", 7001), ("cache-1", 7002)):
+        for member, port in (("cache-0", 7001), ("cache-1", 7002), ("cache-2", 7003)):
             sink = Sink(member)
             monitor = Monitor(launch(member, port), DockerRuntime(options), sink)
             monitors[member] = (monitor, asyncio.create_task(monitor.run()), sink)
@@ -107,6 +108,10 @@ def test_members_join_the_executor_container_and_see_the_host_paths(
 ) -> None:
     work = tmp_path / "agent-work"
     work.mkdir()
+    # cache-2's volume is a second bind mount below its sandbox (what Mesos's Docker containerizer
+    # does with ContainerInfo.volumes), not a link: the member must get it too.
+    nested = tmp_path / "nested-volume"
+    nested.mkdir()
     agent_id = labels[images.LABEL_AGENT]
     executor = docker_client.containers.run(
         images.SUITE_IMAGE,
@@ -116,17 +121,22 @@ def test_members_join_the_executor_container_and_see_the_host_paths(
         volumes={
             str(work): {"bind": "/var/lib/agent", "mode": "rw"},
             "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+            str(nested): {"bind": "/var/lib/agent/sandbox/cache-2/data", "mode": "rw"},
         },
     )
     output = logs_until(executor, "cache-1 left running")
     # Both members answered on the executor container's own loopback: they share its network.
-    assert "cache-0 reply cache-0" in output and "cache-1 reply cache-1" in output, output
+    assert all(f"cache-{i} reply cache-{i}" in output for i in range(3)), output
     assert "cache-0 TASK_KILLED killed on request (exited with code 143 (128 + SIGTERM))" in output, output
     # Their volumes were mounted from the host's paths (the executor's mount translated).
     assert (work / "volumes" / "cache-0" / "written").read_text() == "cache-0"
     assert (work / "volumes" / "cache-1" / "written").read_text() == "cache-1"
+    assert (nested / "written").read_text() == "cache-2"
     members = docker_client.containers.list(all=True, filters={"label": f"{images.LABEL_AGENT}={agent_id}"})
-    assert [c.labels[images.LABEL_MEMBER] for c in members if images.LABEL_MEMBER in c.labels] == ["cache-1"]
+    assert sorted(c.labels[images.LABEL_MEMBER] for c in members if images.LABEL_MEMBER in c.labels) == [
+        "cache-1",
+        "cache-2",
+    ]
     [member] = [c for c in members if c.labels.get(images.LABEL_MEMBER) == "cache-1"]
     assert member.attrs["HostConfig"]["NetworkMode"] == f"container:{executor.id}"
     assert member.attrs["HostConfig"]["PidMode"] == f"container:{executor.id}"
