@@ -112,6 +112,12 @@ class LocalCluster:
         for agent in self.agents:
             if key in (agent.id, agent.hostname, str(agent.index)):
                 return agent
+        remote_agent = self.master.find_agent(key)
+        if remote_agent is not None:
+            raise KeyError(
+                f"agent {key} runs in a process of its own: kill (-9), stop (-STOP / -CONT) or restart "
+                "that process (or its container) instead"
+            )
         raise KeyError(f"unknown agent {key}")
 
     async def kill_agent(self, key: str) -> Agent:

@@ -409,6 +409,15 @@ def test_split_silent_agent_is_unreachable_then_reregisters(split: Split, sched:
     offer = sched.offer(lambda o: o["hostname"] == split.ips[0])
     aid = offer["agent_id"]["value"]
     sched.decline(offer)
+    # The fault endpoint acts on in-process agents only, and says so.
+    import urllib.error
+    import urllib.request
+
+    fault = urllib.request.Request(f"http://{split.address}/faults/agents/{aid}/stop", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(fault, timeout=10)
+    assert refused.value.code == 404 and "runs in a process of its own" in refused.value.read().decode()
+
     proc = split.agents[0]
     proc.send_signal(signal.SIGSTOP)
     try:
