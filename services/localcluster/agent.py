@@ -6,6 +6,9 @@ direct calls (a real agent would send them over the network); the master talks t
 Both directions go through the agent's *link* to the master: while the link is cut (``stop``, a
 partition) messages wait on it, as in a TCP connection that has not given up yet (see ``cut`` and
 ``heal``); the executors' own connections to the agent are not affected.
+
+The same class runs alone in an agent process (``agent_process.AgentProcess``, split mode): its
+``master`` is then a ``MasterLink`` that carries the same calls as messages to a remote master.
 """
 
 from __future__ import annotations
