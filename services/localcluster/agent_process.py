@@ -360,7 +360,13 @@ async def run_agent(settings: AgentSettings, exit_process: bool = True) -> int:
     link.agent = agent
     agent.work_dir.mkdir(parents=True, exist_ok=True)
     agent.recover()
-    await agent.serve()
+    try:
+        await agent.serve()
+    except OSError as error:
+        raise SystemExit(
+            f"agent: cannot serve the executor API at {agent.endpoint}: {error} (is --ip an address of "
+            "this host, and --port free?)"
+        ) from None
     log.info(
         "agent %s serving the executor API at %s (work dir %s)",
         agent.id or "(new)",
