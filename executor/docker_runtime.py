@@ -45,7 +45,7 @@ from docker.types import Mount
 from mesos_stateful.common import images
 from mesos_stateful.executor.files import write_files
 from mesos_stateful.executor.launch import Launch, port_env_name
-from mesos_stateful.executor.runtime import ExitStatus, LogPaths, MemberHandle, Runtime, RuntimeFailure
+from mesos_stateful.executor.runtime import ExitStatus, MemberHandle, Runtime, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +239,12 @@ class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(self, options: DockerOptions | None = None) -> None:
+        super().__init__()
         self._options = options or DockerOptions()
-        self._launch: Launch | None = None
-        self._logs: LogPaths | None = None
         self._client: docker.DockerClient | None = None
         self._mounts: list[Mount] = []
         self._network = NETWORK_HOST
         self._container: Container | None = None
-        self._handle: MemberHandle | None = None
         self._exit: ContainerExit | None = None
         self._waiter: asyncio.Future[ContainerExit] | None = None
         self._followers: list[threading.Thread] = []
@@ -256,8 +254,7 @@ class DockerRuntime(Runtime):
     # -- prepare ----------------------------------------------------------------------------------
 
     async def prepare(self, launch: Launch) -> None:
-        self._launch = launch
-        self._logs = LogPaths(stdout=launch.sandbox / "stdout", stderr=launch.sandbox / "stderr")
+        self._take_launch(launch)
         if not launch.spec.image:
             raise RuntimeFailure("the launch asks for the Docker runtime but names no image")
         try:
@@ -564,20 +561,6 @@ class DockerRuntime(Runtime):
             log.error("cannot remove container %s: %s", container.short_id, error)
 
     # -- what the monitor reads -------------------------------------------------------------------
-
-    @property
-    def handle(self) -> MemberHandle | None:
-        return self._handle
-
-    @property
-    def log_paths(self) -> LogPaths:
-        if self._logs is None:
-            raise RuntimeFailure("log_paths before prepare()")
-        return self._logs
-
-    @property
-    def exit_status(self) -> ExitStatus | None:
-        return self._exit
 
     @property
     def container(self) -> Container | None:

@@ -11,11 +11,10 @@ import contextlib
 import logging
 import os
 import signal as signals
-from pathlib import Path
 
 from mesos_stateful.executor.files import write_files
 from mesos_stateful.executor.launch import Launch
-from mesos_stateful.executor.runtime import ExitStatus, LogPaths, MemberHandle, Runtime, RuntimeFailure
+from mesos_stateful.executor.runtime import ExitStatus, MemberHandle, Runtime, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +23,11 @@ class ProcessRuntime(Runtime):
     name = "process"
 
     def __init__(self) -> None:
-        self._launch: Launch | None = None
+        super().__init__()
         self._process: asyncio.subprocess.Process | None = None
-        self._handle: MemberHandle | None = None
-        self._exit: ExitStatus | None = None
-        self._logs: LogPaths | None = None
 
     async def prepare(self, launch: Launch) -> None:
-        self._launch = launch
-        self._logs = LogPaths(stdout=launch.sandbox / "stdout", stderr=launch.sandbox / "stderr")
+        self._take_launch(launch)
         try:
             launch.sandbox.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(write_files, launch.files)
@@ -91,21 +86,3 @@ class ProcessRuntime(Runtime):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._handle.pid, sig)
-
-    @property
-    def handle(self) -> MemberHandle | None:
-        return self._handle
-
-    @property
-    def log_paths(self) -> LogPaths:
-        if self._logs is None:
-            raise RuntimeFailure("log_paths before prepare()")
-        return self._logs
-
-    @property
-    def exit_status(self) -> ExitStatus | None:
-        return self._exit
-
-    @property
-    def sandbox(self) -> Path | None:
-        return self._launch.sandbox if self._launch else None

@@ -68,6 +68,17 @@ class Runtime(abc.ABC):
 
     name: str = "runtime"
 
+    def __init__(self) -> None:
+        self._launch: Launch | None = None
+        self._handle: MemberHandle | None = None
+        self._exit: ExitStatus | None = None
+        self._logs: LogPaths | None = None
+
+    def _take_launch(self, launch: Launch) -> None:
+        """Keep ``launch`` and name its log files (the sandbox's ``stdout`` / ``stderr``)."""
+        self._launch = launch
+        self._logs = LogPaths(stdout=launch.sandbox / "stdout", stderr=launch.sandbox / "stderr")
+
     @abc.abstractmethod
     async def prepare(self, launch: Launch) -> None:
         """Make everything ready to start (files in the sandbox, image present).
@@ -92,19 +103,26 @@ class Runtime(abc.ABC):
         everything of the member now, without waiting."""
 
     @property
-    @abc.abstractmethod
     def handle(self) -> MemberHandle | None:
         """The started member, or None before ``start``."""
+        return self._handle
 
     @property
-    @abc.abstractmethod
     def log_paths(self) -> LogPaths:
         """The member's stdout / stderr files."""
+        if self._logs is None:
+            raise RuntimeFailure("log_paths before prepare()")
+        return self._logs
 
     @property
-    @abc.abstractmethod
     def exit_status(self) -> ExitStatus | None:
         """How the member ended, or None while it runs (or before start)."""
+        return self._exit
+
+    @property
+    def sandbox(self) -> Path | None:
+        """The launch's sandbox, or None before ``prepare``."""
+        return self._launch.sandbox if self._launch else None
 
     async def kill(self, grace: float) -> ExitStatus:
         """SIGTERM, up to ``grace`` seconds for the member to end, then SIGKILL. Returns how it
