@@ -37,16 +37,6 @@ SERVER = (
 )
 
 
-@pytest.fixture(scope="module")
-def engine(docker_client: docker.DockerClient) -> docker.DockerClient:
-    """The shared engine fixture (fails when no engine answers), with the base image."""
-    try:
-        docker_client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"image {BASE} is missing: build it with `make images`", pytrace=False)
-    return docker_client
-
-
 @dataclass
 class Member:
     launch: Launch

@@ -31,16 +31,6 @@ SERVER = (
 )
 
 
-@pytest.fixture(scope="module")
-def engine(docker_client: docker.DockerClient) -> docker.DockerClient:
-    """The shared engine fixture (fails when no engine answers), with the base image."""
-    try:
-        docker_client.images.get(BASE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"image {BASE} is missing: build it with `make images`", pytrace=False)
-    return docker_client
-
-
 @pytest.fixture
 def framework(local_cluster: RunningCluster, engine: docker.DockerClient) -> Iterator[E2EFramework]:  # noqa: F811
     fw = E2EFramework(local_cluster.master_address)
@@ -110,6 +100,17 @@ def executor_of(cluster: RunningCluster, executor_id: str) -> Any:
     )
 
 
+def launch_one_container(
+    framework: E2EFramework, engine: docker.DockerClient, spec: types_pb2.LaunchSpec
+) -> str:
+    """Launch ``spec`` until RUNNING; checks its agent has exactly one member container. Returns the
+    agent's id."""
+    offer, _task = launch_running(framework, spec)
+    agent_id: str = offer["agent_id"]["value"]
+    assert len(containers(engine, agent_id)) == 1
+    return agent_id
+
+
 def test_a_docker_member_runs_answers_and_is_removed_after_its_kill(
     local_cluster: RunningCluster,  # noqa: F811
     framework: E2EFramework,
@@ -156,9 +157,7 @@ def test_the_agent_removes_the_container_of_a_killed_executor(
     framework: E2EFramework,
     engine: docker.DockerClient,
 ) -> None:
-    offer, _task = launch_running(framework, server_spec("orphan-0.1"))
-    agent_id = offer["agent_id"]["value"]
-    assert len(containers(engine, agent_id)) == 1
+    agent_id = launch_one_container(framework, engine, server_spec("orphan-0.1"))
     executor = executor_of(local_cluster, "orphan-0.1")
     # The executor's whole session (it leads it) dies at once: it cannot remove its container.
     os.killpg(executor.pid, signal.SIGKILL)
@@ -173,9 +172,7 @@ def test_killing_the_agent_removes_its_containers_and_recovery_removes_orphans(
     framework: E2EFramework,
     engine: docker.DockerClient,
 ) -> None:
-    offer, _task = launch_running(framework, server_spec("gone-0.1"))
-    agent_id = offer["agent_id"]["value"]
-    assert len(containers(engine, agent_id)) == 1
+    agent_id = launch_one_container(framework, engine, server_spec("gone-0.1"))
     local_cluster.kill_agent(agent_id)
     assert containers(engine, agent_id) == []  # gone with the agent (its destroy)
 
@@ -229,9 +226,7 @@ def test_a_framework_teardown_stops_and_removes_the_container(
     ready = types_pb2.Check(command=types_pb2.CommandCheck(argv=["test", "-e", "ready"]), interval_ms=50)
     script = "trap '' TERM; touch ready; while :; do sleep 0.2; done"
     spec = docker_spec("teardown-0.1", ["sh", "-c", script], kill_grace_seconds=30, readiness=ready)
-    offer, _task = launch_running(framework, spec)
-    agent_id = offer["agent_id"]["value"]
-    assert len(containers(engine, agent_id)) == 1
+    agent_id = launch_one_container(framework, engine, spec)
     executor = executor_of(local_cluster, "teardown-0.1")
     assert executor.proc is not None
 
