@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mesos_stateful.localcluster.procs import session_members
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -28,6 +30,36 @@ def session_of(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat[stat.rfind(")") + 2 :].split()[3])
+
+
+def sessions_under(root: Path) -> set[int]:
+    """Sessions of processes whose cwd is under ``root`` (executors and members run in sandboxes)."""
+    out: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(root)):
+            sid = session_of(int(entry))
+            if sid:
+                out.add(sid)
+    return out
+
+
+def kill_left_behind(sessions: set[int], timeout: float = 30.0) -> dict[int, list[int]]:
+    """Wait up to ``timeout`` for every process of ``sessions`` to end; SIGKILL those still there and
+    return them (session -> pids), empty when nothing was left behind."""
+    deadline = time.monotonic() + timeout
+    while any(session_members(s) for s in sessions) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {s: session_members(s) for s in sessions if session_members(s)}
+    for pids in left.values():
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def alive(pid: int) -> bool:

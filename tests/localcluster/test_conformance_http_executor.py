@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from localcluster.cluster_process import ClusterProcess, session_of
+from localcluster.cluster_process import ClusterProcess, sessions_under
 from localcluster.harness import Framework, task_info
 from localcluster.mesos_json import parse_strict
 from mesos_stateful.api.mesos.v1.executor import executor_pb2
@@ -254,20 +254,6 @@ def test_protobuf_executor_subscribe_launch_update(
         conn.close()
 
 
-def _sessions_under(root: Path) -> set[int]:
-    """Sessions of processes whose cwd is under ``root`` (executors run in their sandboxes)."""
-    out: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cwd = os.readlink(f"/proc/{entry}/cwd")
-            except OSError:
-                continue
-            if cwd.startswith(str(root)) and (sid := session_of(int(entry))):
-                out.add(sid)
-    return out
-
-
 def test_calls_during_agent_recovery_are_503(tmp_path: Path) -> None:
     """After a restart, while the agent waits for its executors to re-subscribe (``Slave::RECOVERING``),
     an UPDATE is answered 503 "Agent has not finished recovery"; HEARTBEAT still 202; afterwards the
@@ -287,7 +273,7 @@ def test_calls_during_agent_recovery_are_503(tmp_path: Path) -> None:
             fw.driver.launchTasks(offer["id"], [task])
             deadline = time.monotonic() + 30
             # Started, and its pid checkpointed (so the restarted agent recovers it).
-            while not ((sessions := _sessions_under(tmp_path)) and list(tmp_path.rglob("forked.pid"))):
+            while not ((sessions := sessions_under(tmp_path)) and list(tmp_path.rglob("forked.pid"))):
                 assert time.monotonic() < deadline, "the executor did not start"
                 time.sleep(0.05)
         finally:
@@ -338,7 +324,7 @@ def test_calls_during_agent_recovery_are_503(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert send(call)[0] == 400
     finally:
-        sessions.update(_sessions_under(tmp_path))
+        sessions.update(sessions_under(tmp_path))
         cluster.stop()
         for sid in sessions:
             for pid in session_members(sid):

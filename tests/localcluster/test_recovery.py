@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pymesos import encode_data
 
-from localcluster.cluster_process import ClusterProcess, alive, session_of
+from localcluster.cluster_process import ClusterProcess, alive, kill_left_behind, session_of, sessions_under
 from localcluster.harness import Framework
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.localcluster.procs import session_members
@@ -47,34 +47,11 @@ def cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
         proc.wait_agents()
         yield proc
     finally:
-        sessions.update(_sessions_under(tmp_path))
+        sessions.update(sessions_under(tmp_path))
         proc.stop()
         # Whatever the test did, nothing of the executors may be left (found by their sandboxes).
-        deadline = time.monotonic() + 30
-        while any(session_members(s) for s in sessions) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = {s: session_members(s) for s in sessions if session_members(s)}
-        for pids in left.values():
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+        left = kill_left_behind(sessions)
         assert not left, f"processes left behind: {left}"
-
-
-def _sessions_under(root: Path) -> set[int]:
-    """Sessions of processes whose cwd is under ``root`` (executors and members run in sandboxes)."""
-    out: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if cwd.startswith(str(root)):
-            sid = session_of(int(entry))
-            if sid:
-                out.add(sid)
-    return out
 
 
 def member_task(offer: Any, task_id: str) -> dict[str, Any]:

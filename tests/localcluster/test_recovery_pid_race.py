@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from localcluster.cluster_process import ClusterProcess, alive, session_of
+from localcluster.cluster_process import ClusterProcess, alive, kill_left_behind, sessions_under
 from localcluster.harness import EXECUTOR, Framework, task_info
 from mesos_stateful.localcluster.procs import session_members
 
@@ -38,33 +38,10 @@ def cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
     try:
         yield proc
     finally:
-        sessions = _sessions_under(tmp_path)
+        sessions = sessions_under(tmp_path)
         proc.stop()
-        deadline = time.monotonic() + 30
-        while any(session_members(s) for s in sessions) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = {s: session_members(s) for s in sessions if session_members(s)}
-        for pids in left.values():
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+        left = kill_left_behind(sessions)
         assert not left, f"processes left behind: {left}"
-
-
-def _sessions_under(root: Path) -> set[int]:
-    """Sessions of processes whose cwd is under ``root`` (executors run in their sandboxes)."""
-    out: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if cwd.startswith(str(root)):
-            sid = session_of(int(entry))
-            if sid:
-                out.add(sid)
-    return out
 
 
 def _launch_and_crash(cluster: ClusterProcess, crash_at: str, checkpoint: bool) -> tuple[Framework, str, int]:
@@ -102,7 +79,7 @@ def _assert_nothing_survives(cluster: ClusterProcess, pid: int, sessions: set[in
         time.sleep(0.1)
     assert not alive(pid)
     assert not [s for s in sessions | {pid} if session_members(s)]
-    assert not _sessions_under(cluster.work_dir / "cluster")
+    assert not sessions_under(cluster.work_dir / "cluster")
     assert not (_sandbox(cluster) / MARKER).exists(), "the executor ran before its pid was checkpointed"
 
 
@@ -146,7 +123,7 @@ def _containers(cluster: ClusterProcess) -> list[Path]:
 
 def test_crash_between_fork_and_pid_checkpoint_leaves_no_orphan(cluster: ClusterProcess) -> None:
     fw, task_id, pid = _launch_and_crash(cluster, "executor-forked", checkpoint=True)
-    sessions = _sessions_under(cluster.work_dir) | {pid}
+    sessions = sessions_under(cluster.work_dir) | {pid}
     # The container was recorded before the fork, without a pid; no pid was checkpointed.
     (record,) = _containers(cluster)
     assert json.loads(record.read_text())["pid"] is None
@@ -172,7 +149,7 @@ def test_crash_between_fork_and_pid_checkpoint_leaves_no_orphan(cluster: Cluster
 
 def test_crash_before_pid_checkpoint_without_checkpointing(cluster: ClusterProcess) -> None:
     fw, task_id, pid = _launch_and_crash(cluster, "executor-forked", checkpoint=False)
-    sessions = _sessions_under(cluster.work_dir) | {pid}
+    sessions = sessions_under(cluster.work_dir) | {pid}
     _assert_nothing_survives(cluster, pid, sessions)
     again = _restart(cluster, fw, checkpoint=False)
     try:
@@ -186,7 +163,7 @@ def test_crash_before_pid_checkpoint_without_checkpointing(cluster: ClusterProce
 
 def test_crash_after_pid_checkpoint_before_release(cluster: ClusterProcess) -> None:
     fw, task_id, pid = _launch_and_crash(cluster, "executor-checkpointed", checkpoint=True)
-    sessions = _sessions_under(cluster.work_dir) | {pid}
+    sessions = sessions_under(cluster.work_dir) | {pid}
     # Its pid and start time are checkpointed (meta dir first, then the runtime record) ...
     (forked,) = (cluster.work_dir / "cluster" / "agents").rglob("forked.pid")
     assert int(forked.read_text()) == pid and (forked.parent / "forked.start").read_text()

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from localcluster.cluster_process import alive, free_port, session_of
+from localcluster.cluster_process import alive, free_port, sessions_under
 from localcluster.harness import EXECUTOR
 from localcluster.mesos_json import RawScheduler
 from mesos_stateful.localcluster.procs import session_members
@@ -140,23 +140,6 @@ class Split:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-
-
-def sessions_under(root: Path) -> set[int]:
-    """Sessions of processes whose cwd is under ``root`` (executors run in their sandboxes)."""
-    out: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if cwd.startswith(str(root)):
-            sid = session_of(int(entry))
-            if sid:
-                out.add(sid)
-    return out
 
 
 @pytest.fixture
