@@ -278,7 +278,8 @@ class DockerRuntime(Runtime):
         except ImageNotFound:
             raise RuntimeFailure(
                 f"image {image} is not on this agent's Docker engine (nothing is pulled here): "
-                "build it with `make images`"
+                "build or `docker load` it on the agent's engine (`make images` builds the suite's "
+                "and the built-in workloads' images)."
             ) from None
 
     def _placement(self) -> tuple[str, list[Mount]]:

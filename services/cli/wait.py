@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 
 import grpc
 from rich.console import Console, Group
@@ -91,6 +92,18 @@ def until_running(instance: types_pb2.Instance) -> Verdict:
     return (render.ready_count(instance) == wanted and len(present) == wanted) or None
 
 
+@contextlib.contextmanager
+def _ended_line(console: Console) -> Iterator[None]:
+    """Rich's Live leaves its last line open when the output is not a terminal (a pipe, a file):
+    end it, so what is printed next (an error) starts on a line of its own."""
+    try:
+        yield
+    finally:
+        if not console.is_terminal:
+            console.file.write("\n")
+            console.file.flush()
+
+
 def follow(
     gateway: Gateway,
     name: str,
@@ -124,7 +137,8 @@ def follow(
         return Group(*parts, render.instance_details(last))
 
     try:
-        with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
+        live_view = Live(view(), console=console, refresh_per_second=4, transient=False)
+        with _ended_line(console), live_view as live:
             for event in stream:
                 last = event.instance
                 if event.type == api.INSTANCE_EVENT_TYPE_DELETED:

@@ -263,6 +263,11 @@ async def test_wait_until_running_and_timeout(gateway: RunningGateway, state_cli
     failure = await ctl(ep, "scale", "cache", "--replicas", "2", "--wait")
     assert failure.code == 1
     assert "FAILED: no offers" in failure.err
+    # The live view's last line is ended: with 2>&1 the error starts a line of its own.
+    assert failure.out.endswith("\n") and timed_out.out.endswith("\n"), (
+        failure.out[-200:],
+        timed_out.out[-200:],
+    )
 
 
 async def test_delete_wait_and_ctrl_c(gateway: RunningGateway, state_client: StateClient) -> None:

@@ -103,7 +103,7 @@ def test_mirror_from_deb822_and_one_line_sources(tmp_path: Path) -> None:
     assert done.returncode != 0 and "DEBIAN_MIRROR" in done.stderr, done
 
 
-def test_engine_script_leaves_a_running_engine_alone_and_links_compose(
+def test_engine_script_leaves_a_running_engine_alone_and_installs_compose(
     docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     before = docker_client.info()
@@ -113,8 +113,17 @@ def test_engine_script_leaves_a_running_engine_alone_and_links_compose(
     assert code == 0, out
     assert "left as it is" in out and "starting dockerd" not in out, out
     assert re.search(r"Docker Compose version v2\.", out), out
+    # A copy, not a link into this checkout's venv (which may go away).
     plugin = tmp_path / "cli-plugins" / "docker-compose"
-    assert plugin.is_symlink() and os.access(plugin.resolve(), os.X_OK), plugin
+    assert plugin.is_file() and not plugin.is_symlink() and os.access(plugin, os.X_OK), plugin
+    # Run again: the Compose that answers is left alone; a link (an older install) is replaced.
+    code, out, _ = _script("docker_engine.sh", env={"DOCKER_CONFIG": str(tmp_path)})
+    assert code == 0 and "docker compose answers: left as it is" in out, out
+    copy = tmp_path / "elsewhere"
+    plugin.rename(copy)
+    plugin.symlink_to(copy)
+    code, out, _ = _script("docker_engine.sh", env={"DOCKER_CONFIG": str(tmp_path)})
+    assert code == 0 and "installed" in out and not plugin.is_symlink(), out
     after = docker_client.info()
     assert after["ID"] == before["ID"]
     if pid is not None:
