@@ -216,7 +216,7 @@ async def test_missing_image_is_task_failed(harness: Harness) -> None:
     end = await member.terminal()
     assert end.state == "TASK_FAILED" and end.reason == "REASON_CONTAINER_LAUNCH_FAILED"
     assert f"image {image} is not on this agent's Docker engine (nothing is pulled here)" in end.message
-    assert "build it with `make images`" in end.message
+    assert "build or `docker load` it on the agent's engine" in end.message
     assert member.sink.states == ["TASK_FAILED"]
 
 
