@@ -139,6 +139,25 @@ def running(data: dict[str, Any]) -> list[dict[str, Any]]:
 # The session's image build (docker_images) may fall to this test: on a fresh machine it takes minutes.
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+def leading_name(project: Project, role: str, other_than: str = "") -> str | None:
+    """The container of ``role`` (``offers`` / ``lifecycle`` or its ``-standby``) that leads now,
+    from its own log: its last "leads (term N)" after its last "term N over; standby"."""
+    for service in (role, f"{role}-standby"):
+        container = project.container(service)
+        container.reload()
+        if container.name == other_than or container.status != "running":
+            continue
+        text = container.logs().decode(errors="replace")
+        if text.rfind(" leads (term ") > text.rfind("over; standby"):
+            return str(container.name)
+    return None
+
+
+def leading_container(project: Project, role: str) -> Any:
+    name = wait_until(lambda: leading_name(project, role), 60, f"the {role} leader")
+    return project.client.containers.get(name)
+
+
 def test_compose_suite(project: Project) -> None:
     started = time.monotonic()
     up = project.compose("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 60)
@@ -150,6 +169,8 @@ def test_compose_suite(project: Project) -> None:
         "gateway",
         "offers",
         "lifecycle",
+        "offers-standby",
+        "lifecycle-standby",
         "redis",
         "mysql",
         "etcd-workload",
@@ -183,6 +204,13 @@ def test_compose_suite(project: Project) -> None:
     wait_until(lambda: len(writer.acked) >= 50, 60, "50 acknowledged writes")
     [old_master] = [m for m in members if m["role"] == "ROLE_MASTER"]
     [master_container] = [c for c in containers if c.labels.get(LABEL_TASK) == old_master["taskId"]]
+    # The leading controllers killed first (`docker kill`: Docker never restarts it): the
+    # standbys take over, and the failover below is theirs.
+    for role in ("offers", "lifecycle"):
+        leader = leading_container(project, role)
+        leader.kill()
+        gone = leader.name
+        wait_until(lambda r=role, g=gone: leading_name(project, r, g), 60, f"a new {role} leader")
     t0 = time.monotonic()
     master_container.kill()
 

@@ -59,7 +59,17 @@ def test_cluster_compose_against_a_master_and_etcd(projects: tuple[Project, Proj
     assert up.returncode == 0, f"{up.stderr[-4000:]}\n{mesos.diagnostics()}"
     up = suite.compose("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 60)
     assert up.returncode == 0, f"{up.stderr[-4000:]}\n{suite.diagnostics()}"
-    services = {"state", "gateway", "offers", "lifecycle", "redis", "mysql", "etcd-workload"}
+    services = {
+        "state",
+        "gateway",
+        "offers",
+        "lifecycle",
+        "offers-standby",
+        "lifecycle-standby",
+        "redis",
+        "mysql",
+        "etcd-workload",
+    }
     for service in services:
         assert suite.container(service).attrs["State"]["Health"]["Status"] == "healthy", service
 

@@ -16,7 +16,18 @@ import pytest
 from mesos_stateful.common.images import ALL_IMAGES, ETCD_IMAGE, SUITE_IMAGE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-SERVICES = {"etcd", "state", "gateway", "offers", "lifecycle", "redis", "mysql", "etcd-workload"}
+SERVICES = {
+    "etcd",
+    "state",
+    "gateway",
+    "offers",
+    "lifecycle",
+    "offers-standby",  # a standby for each controller
+    "lifecycle-standby",
+    "redis",
+    "mysql",
+    "etcd-workload",
+}
 AGENTS = {"agent-0", "agent-1", "agent-2"}
 
 
