@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from failover_bench.suite_process import StartedSuite, start_suite, stop_suite, 
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common.images import ALL_IMAGES, LABEL_INSTANCE, LABEL_TASK, TAG
+from mesos_stateful.testing.docker import free_subnet
 
 log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,26 +101,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def free_subnet(client: docker.DockerClient) -> str:
-    """First three octets of a /24 no Docker network and no host route uses (as the Compose
-    tests pick it, tests/deploy/compose_helpers.py)."""
-    taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for network in client.networks.list():
-        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
-            if config.get("Subnet"):
-                taken.append(ipaddress.ip_network(config["Subnet"], strict=False))
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
-    for line in routes.splitlines():
-        first = line.split(" ", 1)[0]
-        if "/" in first:
-            taken.append(ipaddress.ip_network(first, strict=False))
-    for _ in range(200):
-        candidate = ipaddress.ip_network(f"10.{secrets.randbelow(200) + 40}.{secrets.randbelow(250)}.0/24")
-        if not any(candidate.overlaps(t) for t in taken):
-            return str(candidate.network_address).rsplit(".", 1)[0]
-    raise RuntimeError("no free /24 for the compose network")
 
 
 async def _until(

@@ -13,7 +13,9 @@ finds and removes exactly its own (:func:`remove_containers`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -132,3 +134,23 @@ def remove_containers(client: docker.DockerClient, labels: Iterable[str]) -> lis
             continue
         removed.append(container.name or container.id or "")
     return removed
+
+
+def free_subnet(client: docker.DockerClient) -> str:
+    """First three octets of a /24 that no Docker network and no host route uses (a Compose
+    project's network of its own: ``STATEFUL_SUBNET``). RuntimeError when none is found."""
+    taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for network in client.networks.list():
+        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+            if config.get("Subnet"):
+                taken.append(ipaddress.ip_network(config["Subnet"], strict=False))
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
+    for line in routes.splitlines():
+        first = line.split(" ", 1)[0]
+        if "/" in first:
+            taken.append(ipaddress.ip_network(first, strict=False))
+    for _ in range(200):
+        candidate = ipaddress.ip_network(f"10.{secrets.randbelow(200) + 40}.{secrets.randbelow(250)}.0/24")
+        if not any(candidate.overlaps(t) for t in taken):
+            return str(candidate.network_address).rsplit(".", 1)[0]
+    raise RuntimeError("no free /24 for the compose network")

@@ -3,9 +3,7 @@ with the docker CLI as a user would, and the engine's view of it through the doc
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import secrets
 import socket
 import subprocess
 import sys
@@ -42,25 +40,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def free_subnet(client: docker.DockerClient) -> str:
-    """First three octets of a /24 that no Docker network and no host route uses."""
-    taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for network in client.networks.list():
-        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
-            if config.get("Subnet"):
-                taken.append(ipaddress.ip_network(config["Subnet"], strict=False))
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
-    for line in routes.splitlines():
-        first = line.split(" ", 1)[0]
-        if "/" in first:
-            taken.append(ipaddress.ip_network(first, strict=False))
-    for _ in range(200):
-        candidate = ipaddress.ip_network(f"10.{secrets.randbelow(200) + 40}.{secrets.randbelow(250)}.0/24")
-        if not any(candidate.overlaps(t) for t in taken):
-            return str(candidate.network_address).rsplit(".", 1)[0]
-    raise AssertionError("no free /24 for the compose network")
 
 
 @dataclass

@@ -27,8 +27,9 @@ import docker
 import pytest
 import redis
 
-from deploy.compose_helpers import INSTANCE, UP_TIMEOUT, Project, free_port, free_subnet, wait_until
+from deploy.compose_helpers import INSTANCE, UP_TIMEOUT, Project, free_port, wait_until
 from mesos_stateful.common.images import LABEL_AGENT, LABEL_INSTANCE, LABEL_TASK, TAG
+from mesos_stateful.testing.docker import free_subnet
 
 
 @pytest.fixture

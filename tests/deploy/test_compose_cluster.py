@@ -21,8 +21,9 @@ from typing import Any
 import docker
 import pytest
 
-from deploy.compose_helpers import COMPOSE_FILE, UP_TIMEOUT, Project, free_port, free_subnet, wait_until
+from deploy.compose_helpers import COMPOSE_FILE, UP_TIMEOUT, Project, free_port, wait_until
 from mesos_stateful.common.images import TAG
+from mesos_stateful.testing.docker import free_subnet
 
 CLUSTER_FILE = COMPOSE_FILE.parent / "compose.cluster.yaml"
 
