@@ -34,6 +34,8 @@ import pytest_asyncio
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.common.channels import channel_options
 from mesos_stateful.workloads.base import RunningWorkload, WorkloadBase, start_workload
+from mesos_stateful.workloads.etcd.settings import EtcdSettings
+from mesos_stateful.workloads.mysql.settings import MysqlSettings
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -438,3 +440,35 @@ def member_pids(binary: str, work_dir: str | Path, instance: str, member_id: str
         if env.get("INSTANCE") == instance and member_id in (None, env.get("MEMBER_ID")):
             pids.append(int(entry.name))
     return pids
+
+
+def mysql_test_settings(state_endpoint: str) -> MysqlSettings:
+    """The MySQL workload's settings for tests (``MysqlSettings``): fast checks (300 ms) and fast
+    health checks (1 s, 3 s grace), so a stopped mariadbd is killed within seconds."""
+    return MysqlSettings.model_validate(
+        {
+            "listen": "127.0.0.1:0",
+            "state_endpoint": state_endpoint,
+            "lease_ttl_seconds": 6,
+            "callback_timeout_seconds": 15.0,
+            "connect_timeout_seconds": 3.0,
+            "promote_timeout_seconds": 10.0,
+            "check_interval_ms": 300,
+            "health_interval_ms": 1000,
+            "health_grace_period_ms": 3000,
+        }
+    )
+
+
+def etcd_test_settings(state_endpoint: str) -> EtcdSettings:
+    """The etcd workload's settings for tests (``EtcdSettings``): checks every 300 ms."""
+    return EtcdSettings.model_validate(
+        {
+            "listen": "127.0.0.1:0",
+            "state_endpoint": state_endpoint,
+            "lease_ttl_seconds": 6,
+            "callback_timeout_seconds": 15.0,
+            "request_timeout_seconds": 5.0,
+            "check_interval_ms": 300,
+        }
+    )

@@ -33,12 +33,10 @@ from mesos_stateful.common.images import (
 )
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite, master_of, workload_in_suite
-from mesos_stateful.testing.workloads import wait_for
+from mesos_stateful.testing.workloads import etcd_test_settings, mysql_test_settings, wait_for
 from mesos_stateful.workloads.etcd import members as etcd_members
 from mesos_stateful.workloads.etcd.servicer import EtcdWorkload
-from mesos_stateful.workloads.etcd.settings import EtcdSettings
 from mesos_stateful.workloads.mysql.servicer import MysqlWorkload
-from mesos_stateful.workloads.mysql.settings import MysqlSettings
 
 from .e2e_helpers import RoleWatch, missing_keys, password, replication_info, write_acknowledged
 
@@ -150,19 +148,7 @@ async def _task_gone(client: docker.DockerClient, name: str, task_id: str) -> bo
 @pytest_asyncio.fixture
 async def mysql_suite(suite: Suite) -> AsyncIterator[Suite]:
     """The suite plus the MySQL workload service (as tests/workloads/mysql/conftest.py has it)."""
-    settings = MysqlSettings.model_validate(
-        {
-            "listen": "127.0.0.1:0",
-            "state_endpoint": suite.state.endpoint,
-            "lease_ttl_seconds": 6,
-            "callback_timeout_seconds": 15.0,
-            "connect_timeout_seconds": 3.0,
-            "promote_timeout_seconds": 10.0,
-            "check_interval_ms": 300,
-            "health_interval_ms": 1000,
-            "health_grace_period_ms": 3000,
-        }
-    )
+    settings = mysql_test_settings(suite.state.endpoint)
     async with workload_in_suite(suite, MysqlWorkload(settings)) as running:
         yield running
 
@@ -257,16 +243,7 @@ async def _has(member: T.Member, secret: str, expected: list[int]) -> bool:
 @pytest_asyncio.fixture
 async def etcd_suite(suite: Suite) -> AsyncIterator[Suite]:
     """The suite plus the etcd workload service (as tests/workloads/etcd/conftest.py has it)."""
-    settings = EtcdSettings.model_validate(
-        {
-            "listen": "127.0.0.1:0",
-            "state_endpoint": suite.state.endpoint,
-            "lease_ttl_seconds": 6,
-            "callback_timeout_seconds": 15.0,
-            "request_timeout_seconds": 5.0,
-            "check_interval_ms": 300,
-        }
-    )
+    settings = etcd_test_settings(suite.state.endpoint)
     async with workload_in_suite(suite, EtcdWorkload(settings)) as running:
         yield running
 

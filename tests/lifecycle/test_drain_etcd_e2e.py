@@ -22,10 +22,9 @@ from mesos_stateful.testing.lifecycle import (
     schedule_maintenance,
     workload_in_suite,
 )
-from mesos_stateful.testing.workloads import wait_for
+from mesos_stateful.testing.workloads import etcd_test_settings, wait_for
 from mesos_stateful.workloads.etcd import members
 from mesos_stateful.workloads.etcd.servicer import EtcdWorkload
-from mesos_stateful.workloads.etcd.settings import EtcdSettings
 
 from .e2e_helpers import InstanceWatch
 
@@ -38,16 +37,7 @@ DEADLINE = 240.0
 @pytest_asyncio.fixture
 async def etcd_drain_suite(suite: Suite) -> AsyncIterator[Suite]:
     """The whole suite plus the etcd workload service, registered in its state service."""
-    settings = EtcdSettings.model_validate(
-        {
-            "listen": "127.0.0.1:0",
-            "state_endpoint": suite.state.endpoint,
-            "lease_ttl_seconds": 6,
-            "callback_timeout_seconds": 15.0,
-            "request_timeout_seconds": 5.0,
-            "check_interval_ms": 300,
-        }
-    )
+    settings = etcd_test_settings(suite.state.endpoint)
     async with workload_in_suite(suite, EtcdWorkload(settings)) as running:
         yield running
 

@@ -27,9 +27,8 @@ from mesos_stateful.testing.lifecycle import (
     schedule_maintenance,
     workload_in_suite,
 )
-from mesos_stateful.testing.workloads import wait_for
+from mesos_stateful.testing.workloads import mysql_test_settings, wait_for
 from mesos_stateful.workloads.mysql.servicer import MysqlWorkload
-from mesos_stateful.workloads.mysql.settings import MysqlSettings
 
 from .e2e_helpers import RoleWatch
 
@@ -42,19 +41,7 @@ DEADLINE = 240.0
 @pytest_asyncio.fixture
 async def mysql_drain_suite(suite: Suite) -> AsyncIterator[Suite]:
     """The whole suite plus the MySQL workload service, registered in its state service."""
-    settings = MysqlSettings.model_validate(
-        {
-            "listen": "127.0.0.1:0",
-            "state_endpoint": suite.state.endpoint,
-            "lease_ttl_seconds": 6,
-            "callback_timeout_seconds": 15.0,
-            "connect_timeout_seconds": 3.0,
-            "promote_timeout_seconds": 10.0,
-            "check_interval_ms": 300,
-            "health_interval_ms": 1000,
-            "health_grace_period_ms": 3000,
-        }
-    )
+    settings = mysql_test_settings(suite.state.endpoint)
     async with workload_in_suite(suite, MysqlWorkload(settings)) as running:
         yield running
 

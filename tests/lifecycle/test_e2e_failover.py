@@ -188,6 +188,7 @@ async def test_lifecycle_restarted_while_failover_waits_for_the_workload_promote
     # No workload service: the failover can decide nothing yet, so the stop lands before it.
     await suite.redis.stop(deregister=False)
     kill9(redis_pids(suite, [old]))
+
     def failover_step(i: T.Instance) -> T.Step | None:
         return next((s for s in i.plan.steps if s.name == f"failover {old.id}"), None)
 

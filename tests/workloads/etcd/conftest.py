@@ -16,6 +16,7 @@ from mesos_stateful.testing.state import etcd, state_client, state_service  # no
 from mesos_stateful.testing.workloads import (  # noqa: F401
     MemberRunner,
     WorkloadServer,
+    etcd_test_settings,
     member_runner,  # a fixture
     serve_workload,
 )
@@ -43,15 +44,6 @@ async def workload(settings: EtcdSettings) -> AsyncIterator[WorkloadServer]:
 @pytest_asyncio.fixture
 async def etcd_suite(suite: Suite) -> AsyncIterator[Suite]:  # noqa: F811
     """The whole suite plus the etcd workload service, registered in its state service."""
-    settings = EtcdSettings.model_validate(
-        {
-            "listen": "127.0.0.1:0",
-            "state_endpoint": suite.state.endpoint,
-            "lease_ttl_seconds": 6,
-            "callback_timeout_seconds": 15.0,
-            "request_timeout_seconds": 5.0,
-            "check_interval_ms": 300,
-        }
-    )
+    settings = etcd_test_settings(suite.state.endpoint)
     async with workload_in_suite(suite, EtcdWorkload(settings)) as running:
         yield running

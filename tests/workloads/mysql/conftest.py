@@ -17,6 +17,7 @@ from mesos_stateful.testing.workloads import (  # noqa: F401
     MemberRunner,
     WorkloadServer,
     member_runner,  # a fixture
+    mysql_test_settings,
     serve_workload,
 )
 from mesos_stateful.workloads.mysql.servicer import MysqlWorkload
@@ -43,19 +44,6 @@ async def workload(settings: MysqlSettings) -> AsyncIterator[WorkloadServer]:
 @pytest_asyncio.fixture
 async def mysql_suite(suite: Suite) -> AsyncIterator[Suite]:  # noqa: F811
     """The whole suite plus the MySQL workload service, registered in its state service."""
-    settings = MysqlSettings.model_validate(
-        {
-            "listen": "127.0.0.1:0",
-            "state_endpoint": suite.state.endpoint,
-            "lease_ttl_seconds": 6,
-            "callback_timeout_seconds": 15.0,
-            "connect_timeout_seconds": 3.0,
-            "promote_timeout_seconds": 10.0,
-            "check_interval_ms": 300,
-            # Fast health checks, so a stopped mariadbd is killed within seconds in the tests.
-            "health_interval_ms": 1000,
-            "health_grace_period_ms": 3000,
-        }
-    )
+    settings = mysql_test_settings(suite.state.endpoint)
     async with workload_in_suite(suite, MysqlWorkload(settings)) as running:
         yield running
