@@ -41,12 +41,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from failover_bench.procs import Children, free_ports, run_main
+from failover_bench.procs import Children, run_main
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
 from mesos_stateful.common.leadership import LeaderElector, Leadership, LeadershipSettings, find_leader
 from mesos_stateful.state.client import StateClient
+from mesos_stateful.testing.ports import free_ports
 
 log = logging.getLogger("bench")
 

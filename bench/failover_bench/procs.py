@@ -21,20 +21,6 @@ from typing import Protocol
 TCP_LISTEN = "0A"
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Distinct ports the OS reports free now (all sockets held until every port is chosen)."""
-    held: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            held.append(sock)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for sock in held:
-            sock.close()
-
-
 class Children:
     """Processes this benchmark started, each in its own session; ``stop_all`` ends them all."""
 

@@ -26,9 +26,10 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from failover_bench import redisio
-from failover_bench.procs import Children, free_ports
+from failover_bench.procs import Children
 from failover_bench.redisio import Address
 from failover_bench.results import Sample
+from mesos_stateful.testing.ports import free_ports
 
 log = logging.getLogger("bench.sentinel")
 

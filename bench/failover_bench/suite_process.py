@@ -23,10 +23,10 @@ from pathlib import Path
 
 import grpc
 
-from failover_bench.procs import Children, free_ports
+from failover_bench.procs import Children
 from failover_bench.suite import Api
 from mesos_stateful.common.server import is_serving
-from mesos_stateful.testing.workloads import free_port_run
+from mesos_stateful.testing.ports import free_port_run, free_ports
 
 log = logging.getLogger("bench.suite")
 

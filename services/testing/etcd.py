@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,15 @@ from aetcd import rpc
 
 from mesos_stateful.state.embedded import EmbeddedEtcd
 from mesos_stateful.state.etcdkv import EtcdKV
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from mesos_stateful.testing.ports import free_ports
 
 
 class EtcdProcess:
     """One etcd member on 127.0.0.1; ``restart()`` keeps its data (and its ports)."""
 
     def __init__(self, data_dir: str | Path, name: str = "test") -> None:
-        self.etcd = EmbeddedEtcd(data_dir, client_port=free_port(), peer_port=free_port(), name=name)
+        client_port, peer_port = free_ports(2)
+        self.etcd = EmbeddedEtcd(data_dir, client_port=client_port, peer_port=peer_port, name=name)
         self.started_once = False
 
     @property
@@ -54,7 +49,7 @@ class EtcdProcess:
                     raise
                 # Nothing was stored yet: start over with new ports and an empty data dir.
                 shutil.rmtree(self.etcd.data_dir, ignore_errors=True)
-                self.etcd.client_port, self.etcd.peer_port = free_port(), free_port()
+                self.etcd.client_port, self.etcd.peer_port = free_ports(2)
             finally:
                 if self.etcd.running:
                     self.started_once = True
@@ -114,7 +109,7 @@ class EtcdCluster:
                     shutil.rmtree(member.etcd.data_dir, ignore_errors=True)
                     log = member.etcd.data_dir.parent / f"{member.etcd.data_dir.name}.log"
                     log.unlink(missing_ok=True)
-                    member.etcd.client_port, member.etcd.peer_port = free_port(), free_port()
+                    member.etcd.client_port, member.etcd.peer_port = free_ports(2)
                 self._link()
                 continue
             for member in self.members:

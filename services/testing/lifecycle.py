@@ -40,7 +40,8 @@ from mesos_stateful.common.channels import channel_options
 from mesos_stateful.lifecycle.server import LifecycleService
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.state.client import StateClient
-from mesos_stateful.testing.offers import Replicas, ServiceProcess, env_of, free_port, offers_processes
+from mesos_stateful.testing.offers import Replicas, ServiceProcess, env_of, offers_processes
+from mesos_stateful.testing.ports import free_port
 from mesos_stateful.workloads.base import WorkloadBase, start_workload
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from mesos_stateful.offers.server import OffersServed, build_offers_server
 from mesos_stateful.offers.settings import OffersSettings
 from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
+from mesos_stateful.testing.ports import free_port
 from mesos_stateful.testing.state import StateService
 
 # Fast settings for tests (the defaults suit a real cluster).
@@ -136,13 +136,6 @@ async def offers_service(
 
 
 # --- replicas as real processes ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port free now on 127.0.0.1 (the child binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env_of(prefix: str, settings: Mapping[str, Any]) -> dict[str, str]:

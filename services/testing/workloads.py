@@ -33,6 +33,7 @@ import pytest_asyncio
 
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.common.channels import channel_options
+from mesos_stateful.testing.ports import free_ports
 from mesos_stateful.workloads.base import RunningWorkload, WorkloadBase, start_workload
 from mesos_stateful.workloads.etcd.settings import EtcdSettings
 from mesos_stateful.workloads.mysql.settings import MysqlSettings
@@ -56,45 +57,6 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 def port_var(name: str) -> str:
     return "PORT_" + name.upper().replace("-", "_")
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the OS reports free now (all distinct)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind((host, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def free_port_run(count: int, host: str = "127.0.0.1", tries: int = 100) -> int:
-    """The first of ``count`` consecutive ports the OS reports free now (the suite gives its
-    workload services consecutive ports from one base)."""
-    for _ in range(tries):
-        held: list[socket.socket] = []
-        try:
-            first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            first.bind((host, 0))
-            held.append(first)
-            base = int(first.getsockname()[1])
-            if base + count - 1 > 65535:
-                continue
-            for port in range(base + 1, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                held.append(sock)
-                sock.bind((host, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports found in {tries} tries")
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:

@@ -4,7 +4,6 @@ with the docker CLI as a user would, and the engine's view of it through the doc
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -33,13 +32,6 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -27,9 +27,10 @@ import docker
 import pytest
 import redis
 
-from deploy.compose_helpers import INSTANCE, UP_TIMEOUT, Project, free_port, wait_until
+from deploy.compose_helpers import INSTANCE, UP_TIMEOUT, Project, wait_until
 from mesos_stateful.common.images import LABEL_AGENT, LABEL_INSTANCE, LABEL_TASK, TAG
 from mesos_stateful.testing.docker import free_subnet
+from mesos_stateful.testing.ports import free_port
 
 
 @pytest.fixture

@@ -21,9 +21,10 @@ from typing import Any
 import docker
 import pytest
 
-from deploy.compose_helpers import COMPOSE_FILE, UP_TIMEOUT, Project, free_port, wait_until
+from deploy.compose_helpers import COMPOSE_FILE, UP_TIMEOUT, Project, wait_until
 from mesos_stateful.common.images import TAG
 from mesos_stateful.testing.docker import free_subnet
+from mesos_stateful.testing.ports import free_port
 
 CLUSTER_FILE = COMPOSE_FILE.parent / "compose.cluster.yaml"
 

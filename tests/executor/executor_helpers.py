@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -15,6 +14,7 @@ from mesos_stateful.executor.launch import Launch, build_launch
 from mesos_stateful.executor.monitor import Monitor
 from mesos_stateful.executor.process_runtime import ProcessRuntime
 from mesos_stateful.executor.status import StatusUpdate
+from mesos_stateful.testing.ports import free_port
 
 PY = sys.executable
 DEADLINE = 30.0
@@ -67,12 +67,6 @@ async def eventually(condition: Callable[[], bool], timeout: float = DEADLINE) -
             if condition():
                 return
             await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_spec(argv: Iterable[str], **fields: object) -> types_pb2.LaunchSpec:

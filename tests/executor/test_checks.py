@@ -6,9 +6,8 @@ import socket
 import time
 from pathlib import Path
 
-from executor_helpers import free_port
-
 from mesos_stateful.executor.checks import CheckSpec, CommandTarget, TcpTarget, run_check
+from mesos_stateful.testing.ports import free_port
 
 
 async def test_tcp_check_passes_on_a_listening_port_and_fails_on_a_closed_one() -> None:

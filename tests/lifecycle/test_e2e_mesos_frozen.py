@@ -40,7 +40,8 @@ from mesos_stateful.testing.lifecycle import (
     delete_everything,
     master_of,
 )
-from mesos_stateful.testing.offers import OffersService, free_port
+from mesos_stateful.testing.offers import OffersService
+from mesos_stateful.testing.ports import free_port
 from mesos_stateful.testing.workloads import wait_for
 from mesos_stateful.workloads.redis.replication import self_fence_seconds
 from mesos_stateful.workloads.redis.settings import RedisSettings

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mesos_stateful.localcluster.procs import session_members
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from mesos_stateful.testing.ports import free_port
 
 
 def session_of(pid: int) -> int | None:

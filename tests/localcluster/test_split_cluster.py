@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
-from localcluster.cluster_process import alive, free_port, sessions_under
+from localcluster.cluster_process import alive, sessions_under
 from localcluster.harness import EXECUTOR
 from localcluster.mesos_json import RawScheduler
 from mesos_stateful.localcluster.procs import session_members
+from mesos_stateful.testing.ports import free_port
 
 Json = dict[str, Any]
 ROLE = "stateful"

@@ -30,7 +30,8 @@ from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
 from mesos_stateful.common.server import is_serving
 from mesos_stateful.state.client import StateClient
-from mesos_stateful.testing.offers import Replicas, free_port, offers_processes
+from mesos_stateful.testing.offers import Replicas, offers_processes
+from mesos_stateful.testing.ports import free_port
 from mesos_stateful.testing.state import StateService
 
 pytestmark = pytest.mark.slow

@@ -31,7 +31,8 @@ from mesos_stateful.state.embedded import RestartPolicy, supervise
 from mesos_stateful.state.endpoints import STATE_SERVICE
 from mesos_stateful.state.etcdkv import EtcdKV, put_op
 from mesos_stateful.state.settings import StateSettings
-from mesos_stateful.testing.etcd import EtcdProcess, free_port
+from mesos_stateful.testing.etcd import EtcdProcess
+from mesos_stateful.testing.ports import free_ports
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -59,10 +60,16 @@ class StateProcess:
 
     data_dir: Path
     log: Path
-    port: int = field(default_factory=free_port)
+    port: int = 0  # 0: chosen with the embedded etcd's two ports, all distinct, kept across restarts
     extra_args: list[str] = field(default_factory=list)  # e.g. --etcd-endpoints=... (no embedded etcd)
     env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     process: asyncio.subprocess.Process | None = None
+    client_port: int = 0
+    peer_port: int = 0
+
+    def __post_init__(self) -> None:
+        port, self.client_port, self.peer_port = free_ports(3)
+        self.port = self.port or port
 
     @property
     def endpoint(self) -> str:
@@ -73,8 +80,8 @@ class StateProcess:
             sys.executable, "-m", "mesos_stateful.state",
             f"--listen={self.endpoint}",
             f"--data-dir={self.data_dir}",
-            f"--embedded-client-port={free_port()}",
-            f"--embedded-peer-port={free_port()}",
+            f"--embedded-client-port={self.client_port}",
+            f"--embedded-peer-port={self.peer_port}",
             *self.extra_args,
         ]  # fmt: skip
         with self.log.open("ab") as out:

@@ -12,7 +12,8 @@ from state_helpers import eventually, instance
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.state.client import StateClient
-from mesos_stateful.testing.etcd import EtcdProcess, free_port
+from mesos_stateful.testing.etcd import EtcdProcess
+from mesos_stateful.testing.ports import free_ports
 from mesos_stateful.testing.state import StateService
 
 
@@ -40,13 +41,13 @@ def _etcd_children(pid: int) -> list[int]:
 
 
 async def test_main_runs_an_embedded_etcd(tmp_path: Path) -> None:
-    port = free_port()
+    port, client_port, peer_port = free_ports(3)
     env = {**os.environ, "STATEFUL_STATE_DATA_DIR": str(tmp_path / "state")}
     args = [
         sys.executable, "-m", "mesos_stateful.state",
         f"--listen=127.0.0.1:{port}",
-        f"--embedded-client-port={free_port()}",
-        f"--embedded-peer-port={free_port()}",
+        f"--embedded-client-port={client_port}",
+        f"--embedded-peer-port={peer_port}",
     ]  # fmt: skip
     log = tmp_path / "state.log"
     with log.open("wb") as out:

@@ -21,7 +21,8 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.state import endpoints
 from mesos_stateful.state.client import StateClient
-from mesos_stateful.testing.etcd import EtcdProcess, free_port
+from mesos_stateful.testing.etcd import EtcdProcess
+from mesos_stateful.testing.ports import free_port
 from mesos_stateful.workloads.base import WorkloadSettings
 
 

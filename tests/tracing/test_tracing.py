@@ -25,7 +25,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2, instance_servic
 from mesos_stateful.common import tracing
 from mesos_stateful.common.server import is_serving
 from mesos_stateful.testing.etcd import EtcdProcess
-from mesos_stateful.testing.workloads import free_ports
+from mesos_stateful.testing.ports import free_ports
 
 
 class Services:
