@@ -40,8 +40,10 @@ TERMINAL = frozenset(
 # States of a task we cannot reach: it may still run, so it is fenced (killed) before replacing.
 UNREACHABLE = frozenset({T.TASK_STATE_UNREACHABLE, T.TASK_STATE_UNKNOWN})
 ENDED = TERMINAL | UNREACHABLE
-# Ended for sure: the process is gone. TASK_LOST is not among them: a partitioned agent's tasks
-# are reported LOST to frameworks that are not partition-aware, and may come back.
+# Ended for sure: the process is gone (TASK_GONE / TASK_DROPPED are what Mesos tells the offers
+# framework, which is PARTITION_AWARE, of a task whose agent is up but has it no more). TASK_LOST
+# is not among them: Mesos sends it to frameworks that are not partition-aware for a cut-off agent's
+# tasks too, which may come back.
 DEAD = TERMINAL - {T.TASK_STATE_LOST}
 DECLINED_PREFIX = "not replaced"
 

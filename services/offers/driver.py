@@ -241,7 +241,11 @@ class FrameworkConfig:
 
     # MULTI_ROLE: ``roles`` instead of ``role``; RESERVATION_REFINEMENT: resources in the
     # post-refinement format (a ``reservations`` list), which mesos.py reads and writes.
-    CAPABILITIES: ClassVar[tuple[str, ...]] = ("MULTI_ROLE", "RESERVATION_REFINEMENT")
+    # PARTITION_AWARE: Mesos tells a task surely gone (TASK_GONE, TASK_DROPPED: its process is
+    # dead, a fence may count on it) from one it cannot reach (TASK_UNREACHABLE, TASK_UNKNOWN: it
+    # may still run and take writes) instead of TASK_LOST for both (Mesos docs,
+    # high-availability-framework-guide.md, "Dealing with Partitioned or Failed Agents").
+    CAPABILITIES: ClassVar[tuple[str, ...]] = ("MULTI_ROLE", "RESERVATION_REFINEMENT", "PARTITION_AWARE")
 
     def info(self, framework_id: str | None) -> Json:
         info: Json = {

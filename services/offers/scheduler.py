@@ -1019,7 +1019,11 @@ class OfferScheduler:
                     self._unqueue(task_id)
                     if mesos.is_terminal(update.state) or update.agent_id in self.maintenance.drains:
                         self._maintenance_wake.set()  # its agent may be free now
-                    back = task.state in (types_pb2.TASK_STATE_LOST, types_pb2.TASK_STATE_UNREACHABLE)
+                    back = task.state in (
+                        types_pb2.TASK_STATE_LOST,
+                        types_pb2.TASK_STATE_UNREACHABLE,
+                        types_pb2.TASK_STATE_UNKNOWN,
+                    )
                     if update.kill_requested and back and not mesos.is_terminal(update.state):
                         # A cut-off agent came back with a task we asked to kill (Mesos >= 1.5
                         # recovers it as RUNNING): the kill never reached it; send it again.

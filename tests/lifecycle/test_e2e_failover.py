@@ -352,3 +352,74 @@ async def test_lifecycle_crash_at_each_failover_point_promotes_exactly_once(suit
     crashed_failover = _failover_step(crashed.plan)
     if crashed_failover is not None and crashed_failover.decision.promote_member_id:
         assert failover.attempts == crashed_failover.attempts, "MasterLost not asked again"
+
+
+async def test_a_fence_waiting_on_members_that_died_with_their_agents_ends_in_a_cold_start(
+    suite: Suite,
+) -> None:
+    """Every agent dies with its members while the offers service is down (the machines and the
+    framework restart together, as a restart of `make run` does): the lifecycle still sees the
+    tasks RUNNING, its probe finds the master silent and starts a fence. The agents come back
+    empty, then the offers service: reconciliation answers TASK_GONE (the framework is
+    PARTITION_AWARE), so the fence holds (the process is gone), nobody is left to promote, and every
+    member restarts in place on its volume: RUNNING again with every acknowledged write, one
+    master. (Not partition-aware, Mesos said TASK_LOST, "may still run": the fence waited forever
+    on replicas that nobody restarts.)"""
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    old = master_of(instance)
+    written = await write_acknowledged(old, secret, 200, replicas=2)
+    agents = sorted({m.agent_id for m in instance.members})
+    assert len(agents) == 3
+
+    await suite.offers.stop()
+    for agent in agents:
+        await asyncio.to_thread(suite.cluster.kill_agent, agent)
+    fencing = await suite.wait_instance(
+        "cache",
+        lambda i: i.plan.reason.startswith(f"master {old.id} lost: unresponsive")
+        and _step_named(i.plan, f"fence {old.id}") is not None,
+        60,
+        "a fence of the silent master",
+    )
+    assert all(t.state == T.TASK_STATE_RUNNING for t in (await suite.tasks("cache")).values()), (
+        "the lifecycle still sees every task running"
+    )
+    assert fencing.plan.status != plans.COMPLETE
+
+    for agent in agents:
+        await asyncio.to_thread(suite.cluster.start_agent, agent)
+
+    def registered() -> bool:
+        slaves = suite.cluster.state()["slaves"]
+        return sorted(s["id"] for s in slaves if s["active"]) == agents
+
+    await wait_for(lambda: asyncio.to_thread(registered), 60, what="the agents registered again")
+    await suite.offers.start()
+
+    def back(i: T.Instance) -> bool:
+        return (
+            i.phase == T.INSTANCE_PHASE_RUNNING
+            and len(i.members) == 3
+            and all(m.state == T.MEMBER_STATE_RUNNING and m.incarnation >= 2 for m in i.members)
+            and sum(m.role == T.ROLE_MASTER for m in i.members) == 1
+        )
+
+    instance = await suite.wait_instance("cache", back, 180, "every member restarted in place")
+    tasks = await suite.tasks("cache")
+    assert tasks[old.task_id].state == T.TASK_STATE_GONE, tasks[old.task_id]
+    recovery = instance.plan
+    fence = _step_named(recovery, f"fence {old.id}")
+    assert fence is not None and fence.fence.method == T.FENCE_METHOD_PROCESS_GONE, recovery
+    assert {m.volume.persistence_id for m in instance.members} == {
+        m.volume.persistence_id for m in fencing.members
+    }, "restarted on their volumes"
+    new_master = master_of(instance)
+    assert await missing_keys(new_master, secret, written) == []
+    masters = [m.id for m in instance.members if (await replication_info(m, secret))["role"] == "master"]
+    assert masters == [new_master.id]
+
+
+def _step_named(plan: T.Plan, name: str) -> T.Step | None:
+    return next((st for st in plan.steps if st.name == name), None)

@@ -46,13 +46,14 @@ async def launch_running(
     return list(await asyncio.gather(*(wait_task(state, s.task_id, in_state(RUNNING)) for s in specs)))
 
 
-async def test_killing_an_agent_marks_its_tasks_lost(
+async def test_killing_an_agent_marks_its_tasks_unreachable(
     offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster
 ) -> None:
     tasks = await launch_running(offers_service, state_client, "lost", 3)
     victim = tasks[0]
     local_cluster.kill_agent(victim.agent_id)
-    lost = await wait_task(state_client, victim.task_id, in_state(types_pb2.TASK_STATE_LOST))
+    # The offers framework is PARTITION_AWARE: the task may still run there, not "lost".
+    lost = await wait_task(state_client, victim.task_id, in_state(types_pb2.TASK_STATE_UNREACHABLE))
     assert lost.reason == "REASON_AGENT_REMOVED"
     for task in tasks[1:]:
         record = await state_client.get(spb.KIND_TASK, task.task_id)
@@ -63,15 +64,15 @@ async def test_killing_an_agent_marks_its_tasks_lost(
     assert all(victim.task_id not in a.task_ids for a in cluster.agents)
 
 
-async def test_a_lost_task_can_still_be_killed(
+async def test_an_unreachable_task_can_still_be_killed(
     offers_service: OffersService, state_client: StateClient, local_cluster: RunningCluster
 ) -> None:
-    # A cut-off agent's tasks are reported LOST but may still run: a kill must still be sent, so
-    # that lifecycle's fencing of an old master holds when the agent comes back.
+    # A cut-off agent's tasks are reported UNREACHABLE and may still run: a kill must still be
+    # sent, so that lifecycle's fencing of an old master holds when the agent comes back.
     (task,) = await launch_running(offers_service, state_client, "fence", 1)
     sid, _ = executor_sessions(local_cluster)[task.task_id]
     local_cluster.stop_agent(task.agent_id)
-    await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_LOST))
+    await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_UNREACHABLE))
     assert offers_service.stub is not None
     killed = await offers_service.stub.Kill(api.KillRequest(task_id=task.task_id))
     assert killed.task.kill_requested
@@ -139,14 +140,14 @@ async def test_a_framework_away_past_its_failover_timeout_loses_its_tasks(
         await wait_until(lambda: task.task_id not in executor_sessions(local_cluster), what="executor gone")
 
         # Back: the old id is refused, so it subscribes as a new framework and learns (by
-        # reconciliation) that the old task is gone.
+        # reconciliation) that the old task is gone: TASK_GONE, its agent is up and has it no more.
         await offers.start()
         second = await offers.wait_subscribed(timeout=60)
         assert second.framework_id and second.framework_id != first.framework_id
         record = await state_client.get(spb.KIND_FRAMEWORK, "")
         assert record.framework.framework_id == second.framework_id
-        lost = await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_LOST))
-        assert lost.message
+        gone = await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_GONE))
+        assert gone.message == "Reconciliation: Task is unknown to the agent"
     finally:
         await offers.stop()
 
