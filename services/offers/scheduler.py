@@ -155,6 +155,8 @@ class OfferScheduler:
         self._spawn(self._maintenance_loop(), "maintenance")
         if self.settings.reconcile_interval_seconds > 0:
             self._spawn(self._reconcile_loop(), "reconcile")
+        if self.settings.reconcile_unreachable_seconds > 0:
+            self._spawn(self._reconcile_unreachable_loop(), "reconcile-unreachable")
         if self.settings.orphan_check_interval_seconds > 0:
             self._spawn(self._orphan_check_loop(), "orphans")
         await self.driver.start(self.framework_id or None)
@@ -544,6 +546,26 @@ class OfferScheduler:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
             if self.driver.subscribed:
                 await self._reconcile()
+
+    async def _reconcile_unreachable_loop(self) -> None:
+        """Every ``reconcile_unreachable_seconds``, an explicit reconciliation of the tasks last
+        reported TASK_UNREACHABLE or TASK_UNKNOWN. When their agent re-registers without them (it
+        restarted and its executors were gone), the master forgets them and tells the framework
+        nothing; a RECONCILE answers TASK_GONE (Mesos docs, reconciliation.md: a framework
+        reconciles the tasks it is unsure of). Answers that change nothing are not stored."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_unreachable_seconds)
+            doubtful = [
+                (t.task_id, t.agent_id)
+                for t in self.store.tasks.values()
+                if t.state in (types_pb2.TASK_STATE_UNREACHABLE, types_pb2.TASK_STATE_UNKNOWN)
+            ]
+            if not doubtful or not self.driver.subscribed:
+                continue
+            try:
+                await self.driver.reconcile(doubtful)
+            except errors.Unavailable as error:
+                log.warning("reconciliation of unreachable tasks not sent: %s", error.message)
 
     # -- offers -------------------------------------------------------------------------------------
 

@@ -95,6 +95,12 @@ class OffersSettings(ServiceSettings):
     reconcile_interval_seconds: float = Field(
         300.0, description="period of the implicit + explicit task reconciliation (0: only on subscribe)"
     )
+    reconcile_unreachable_seconds: float = Field(
+        10.0,
+        description="period of the explicit reconciliation of tasks last reported TASK_UNREACHABLE or "
+        "TASK_UNKNOWN (0: never): an agent that re-registers without them makes the master forget "
+        "them without telling the framework, and only a RECONCILE then answers TASK_GONE",
+    )
     orphan_check_interval_seconds: float = Field(
         60.0,
         description="while offers are suppressed, revive them this often to find reservations and "
@@ -192,8 +198,10 @@ class OffersSettings(ServiceSettings):
             raise ValueError("queued_message_interval_seconds must not be negative")
         if self.orphan_check_interval_seconds < 0:
             raise ValueError("orphan_check_interval_seconds must not be negative")
-        if self.reconcile_interval_seconds < 0:
-            raise ValueError("reconcile_interval_seconds must not be negative")
+        if self.reconcile_interval_seconds < 0 or self.reconcile_unreachable_seconds < 0:
+            raise ValueError(
+                "reconcile_interval_seconds and reconcile_unreachable_seconds must not be negative"
+            )
         if self.maintenance_rescind_grace_seconds < 0 or self.inverse_offer_refuse_seconds < 0:
             raise ValueError(
                 "maintenance_rescind_grace_seconds and inverse_offer_refuse_seconds must not be negative"
