@@ -439,20 +439,24 @@ class PromotionDecision(_message.Message):
     def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., positions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation")
+    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     steps: _containers.RepeatedCompositeFieldContainer[Step]
     started_at: _timestamp_pb2.Timestamp
     reason: str
     generation: int
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+    trace_parent: str
+    detected_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data")
