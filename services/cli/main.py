@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import grpc
 import typer
 from rich.console import Console
 
@@ -24,10 +26,15 @@ from mesos_stateful.cli.client import (
     reporting,
 )
 from mesos_stateful.cli.scaffold import render as scaffold
+from mesos_stateful.cli.trace import TraceFolderMissing, check_folder, read_plans, traces_folder
+from mesos_stateful.cli.trace import render as trace_render
 from mesos_stateful.cli.wait import follow, until_running, watch_stream
 
 DEFAULT_ENDPOINT = "127.0.0.1:7000"
 DEFAULT_WAIT_SECONDS = 600.0
+# How long `trace` asks the gateway whether an instance without traces exists (seconds): a
+# gateway that is down must not hold up the answer "no trace of NAME".
+TRACE_LOOKUP_TIMEOUT_SECONDS = 2.0
 
 # Integer flags are checked against the range of their protobuf field (types.proto: replicas is
 # uint32, mem_mb / disk_mb are uint64) before anything is sent, so an out-of-range value is a usage
@@ -351,6 +358,55 @@ def workloads(ctx: typer.Context, output: OutputOption = None) -> None:
             out.print(render.workloads_table(list(response.workloads)))
         else:
             out.print("no workloads registered: start a workload service (make run starts them)")
+
+
+@app.command()
+def trace(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="instance name")],
+    last: Annotated[int, typer.Option(help="show the last N plans (failovers, deploys...)", min=1)] = 1,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show every state/offers call instead of a count")
+    ] = False,
+    dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="folder of the span files (default: $STATEFUL_TRACES_DIR, else `make run`'s "
+            "<data_dir>/traces)",
+        ),
+    ] = None,
+) -> None:
+    """Show the latest plan of an instance (a failover, a deploy...) as a timeline of its steps."""
+    gw: Gateway = ctx.obj
+    with reporting(gw):
+        folder, source = traces_folder(str(dir) if dir is not None else None)
+        try:
+            check_folder(folder, source)
+        except TraceFolderMissing as missing:
+            raise CliFailure(str(missing)) from None
+        plans = read_plans(folder, name, last)
+        if not plans:
+            raise CliFailure(_no_trace(gw, name, folder))
+        try:
+            for line in trace_render(plans, verbose):
+                print(line)
+            sys.stdout.flush()
+        except BrokenPipeError:  # piped into head: the rest is not wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _no_trace(gw: Gateway, name: str, folder: Path) -> str:
+    """Why ``name`` has no trace: the gateway, when it answers, tells whether the instance exists."""
+    try:
+        gw.stub().GetInstance(
+            api.GetInstanceRequest(name=name), metadata=gw.metadata, timeout=TRACE_LOOKUP_TIMEOUT_SECONDS
+        )
+    except grpc.RpcError as error:
+        if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.NOT_FOUND:
+            return f"no instance {name}"
+        return f"no trace of {name} in {folder}"
+    return f"no trace of {name} in {folder} yet"
 
 
 @app.command("new-workload")
