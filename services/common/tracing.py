@@ -1,8 +1,21 @@
-"""OpenTelemetry tracing for every service, written to JSON-lines files, and a reader for them.
+"""OpenTelemetry tracing for every service: JSON-lines files and/or OTLP, and a reader for the files.
 
-Set ``STATEFUL_TRACES_DIR`` to a folder to turn tracing on: each service then writes its spans,
-one JSON object per line, to ``<dir>/<service>.jsonl`` (``make run`` sets it to
-``<data_dir>/traces``). Unset, :func:`setup_tracing` does nothing and spans are no-ops.
+Two exporters, either or both:
+
+- ``STATEFUL_TRACES_DIR`` set to a folder (the zero-setup local default): each service writes its
+  spans, one JSON object per line, to ``<dir>/<service>.jsonl`` (``make run`` sets it to
+  ``<data_dir>/traces``).
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` set: spans also go to an
+  OTLP receiver (Jaeger, an OpenTelemetry collector...), over the protocol of
+  ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc``, the default,
+  or ``http/protobuf``). Headers, timeout, compression, certificates and ``insecure`` are read by
+  the exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*`` variables
+  (https://opentelemetry.io/docs/specs/otel/protocol/exporter/). The resource's ``service.name`` is
+  ``OTEL_SERVICE_NAME`` if set, else the service's own name; ``OTEL_RESOURCE_ATTRIBUTES`` adds
+  attributes; the sampler is ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (read by the
+  SDK's ``TracerProvider``; default ``parentbased_always_on``).
+
+Neither set: :func:`setup_tracing` does nothing and spans are no-ops.
 
 :func:`setup_tracing` must run at the very start of a service's ``main()``, before any gRPC server
 or channel exists: it installs the OpenTelemetry gRPC aio instrumentors, which wrap
@@ -10,7 +23,12 @@ or channel exists: it installs the OpenTelemetry gRPC aio instrumentors, which w
 (gateway -> state, lifecycle -> offers / workloads / state). Health checks, reflection and the
 state service's own etcd calls are not traced. :func:`shutdown_tracing` flushes the spans on exit.
 
-Read the spans with::
+Span ids: the provider's :class:`PresetIdGenerator` is random, except inside :func:`preset_ids`,
+where it hands out a chosen (trace id, span id) once: the lifecycle chooses a plan's root span
+context when it makes the plan (``Plan.trace_parent``), parents every step span on it, and emits
+the root span itself with those ids when the plan ends (``mesos_stateful.lifecycle.spans``).
+
+Read the files with::
 
     python -m mesos_stateful.common.tracing show [DIR] [--instance NAME] [--last N]
 """
@@ -23,7 +41,9 @@ import os
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,9 +53,16 @@ from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAi
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 ENV_DIR = "STATEFUL_TRACES_DIR"
 DEFAULT_DIR = "state/traces"  # <data_dir>/traces of ``make run``
+# The standard OTLP exporter variables (https://opentelemetry.io/docs/specs/otel/protocol/exporter/).
+ENV_OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+ENV_OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+ENV_SERVICE_NAME = "OTEL_SERVICE_NAME"
+GRPC = "grpc"
+HTTP_PROTOBUF = "http/protobuf"
 
 _provider: TracerProvider | None = None
 
@@ -87,18 +114,91 @@ def _untraced() -> Any:
     )
 
 
+# (trace id, span id) the next span started in this context takes (see preset_ids).
+_preset: ContextVar[list[tuple[int, int]] | None] = ContextVar("mesos_stateful_preset_ids", default=None)
+
+
+class PresetIdGenerator(RandomIdGenerator):
+    """Random ids (the SDK default), except for the one span started inside :func:`preset_ids`."""
+
+    def generate_trace_id(self) -> int:
+        preset = _preset.get()
+        return preset[0][0] if preset else super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        preset = _preset.get()
+        if preset:
+            # The SDK asks for the span id once per span, after the trace id: one use only.
+            return preset.pop()[1]
+        return super().generate_span_id()
+
+
+@contextmanager
+def preset_ids(trace_id: int, span_id: int) -> Iterator[None]:
+    """The first span started (as a root: no valid parent) inside takes these ids; later ones
+    are random. Only with a provider built by :func:`build_provider`."""
+    token = _preset.set([(trace_id, span_id)])
+    try:
+        yield
+    finally:
+        _preset.reset(token)
+
+
+def otlp_protocol() -> str:
+    """The OTLP protocol the environment asks for (``grpc`` unless set)."""
+    for name in ENV_OTLP_PROTOCOLS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return GRPC
+
+
+def otlp_exporter() -> SpanExporter | None:
+    """An OTLP span exporter configured by the ``OTEL_EXPORTER_OTLP_*`` variables, or None when no
+    endpoint is set. Raises ValueError for a protocol other than grpc / http/protobuf."""
+    if not any(os.environ.get(name, "").strip() for name in ENV_OTLP_ENDPOINTS):
+        return None
+    protocol = otlp_protocol()
+    if protocol == GRPC:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    if protocol == HTTP_PROTOBUF:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    raise ValueError(f"OTLP protocol {protocol!r} is not supported (use {GRPC} or {HTTP_PROTOBUF})")
+
+
+def build_provider(service_name: str, exporters: Sequence[SpanExporter] = ()) -> TracerProvider:
+    """A tracer provider with :class:`PresetIdGenerator`, the sampler of ``OTEL_TRACES_SAMPLER``
+    (the SDK reads it), ``service.name`` from ``OTEL_SERVICE_NAME`` else ``service_name``, and a
+    batch processor per exporter."""
+    attributes = {} if os.environ.get(ENV_SERVICE_NAME, "").strip() else {"service.name": service_name}
+    provider = TracerProvider(resource=Resource.create(attributes), id_generator=PresetIdGenerator())
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
 def setup_tracing(service_name: str) -> None:
-    """Trace to ``$STATEFUL_TRACES_DIR/<service_name>.jsonl`` if that variable is set (idempotent)."""
+    """Trace to ``$STATEFUL_TRACES_DIR/<service_name>.jsonl`` if that variable is set, and to OTLP
+    if an ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is set (idempotent)."""
     global _provider
-    directory = os.environ.get(ENV_DIR, "").strip()
-    if not directory or _provider is not None:
+    if _provider is not None:
         return
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(
-        BatchSpanProcessor(JsonLinesExporter(folder / f"{service_name}.jsonl", service_name))
-    )
+    exporters: list[SpanExporter] = []
+    directory = os.environ.get(ENV_DIR, "").strip()
+    if directory:
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        exporters.append(JsonLinesExporter(folder / f"{service_name}.jsonl", service_name))
+    otlp = otlp_exporter()
+    if otlp is not None:
+        exporters.append(otlp)
+    if not exporters:
+        return
+    provider = build_provider(service_name, exporters)
     trace.set_tracer_provider(provider)
     # The instrumentors are untyped: go through Any.
     instrumentors: list[Any] = [GrpcAioInstrumentorServer, GrpcAioInstrumentorClient]
