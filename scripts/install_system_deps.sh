@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the suite and its tests run for real (etcd, Redis, MariaDB), if
-# missing. Needs root (CI and the dev machines run as root); prints what it would need otherwise.
+# Installs the Debian packages the suite and its tests run for real (etcd, Redis, MariaDB,
+# Prometheus), if missing. Needs root (CI and the dev machines run as root); prints what it would
+# need otherwise.
 set -euo pipefail
-packages=(etcd-server etcd-client redis-server redis-sentinel redis-tools mariadb-server mariadb-client)
+packages=(etcd-server etcd-client redis-server redis-sentinel redis-tools mariadb-server mariadb-client prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,4 +23,4 @@ if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 [ "$created_policy" -eq 1 ] && rm -f "$policy"
 # Stop anything the packages started anyway, so its default ports stay free for tests.
-for svc in etcd redis-server mariadb; do service "$svc" stop >/dev/null 2>&1 || true; done
+for svc in etcd redis-server mariadb prometheus; do service "$svc" stop >/dev/null 2>&1 || true; done

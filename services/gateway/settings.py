@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mesos_stateful.common.metrics_server import METRICS_LISTEN_DESCRIPTION, check_listen
 from mesos_stateful.common.settings import ServiceSettings
 
 
@@ -14,6 +15,7 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="STATEFUL_GATEWAY_")
 
     listen: str = Field("127.0.0.1:7000", description="host:port the public gRPC API binds (port 0: any)")
+    metrics_listen: str = Field("", description=METRICS_LISTEN_DESCRIPTION)
     state_endpoint: str = Field("127.0.0.1:7100", description="host:port of the state service")
     max_replicas: int = Field(9, description="largest member count an instance may ask for")
     max_cpus: float = Field(16.0, description="largest cpus one member may ask for")
@@ -36,6 +38,7 @@ class GatewaySettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        check_listen(self.metrics_listen)
         if self.max_replicas < 1:
             raise ValueError("max_replicas must be at least 1")
         if self.max_cpus <= 0 or self.max_mem_mb <= 0 or self.max_disk_mb <= 0:

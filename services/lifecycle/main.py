@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from mesos_stateful.common.logs import setup_logging
+from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.common.server import serve_until_signal
 from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
 from mesos_stateful.lifecycle.server import LifecycleService
@@ -13,6 +14,7 @@ from mesos_stateful.lifecycle.settings import LifecycleSettings
 
 
 async def run(settings: LifecycleSettings) -> None:
+    serve_metrics(settings.metrics_listen)
     service = LifecycleService(settings)
     await service.start()
     assert service.served is not None

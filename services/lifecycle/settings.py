@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.common.leadership import LeadershipSettings
+from mesos_stateful.common.metrics_server import METRICS_LISTEN_DESCRIPTION, check_listen
 from mesos_stateful.common.settings import ServiceSettings
 from mesos_stateful.state.endpoints import check_endpoint as check_state_endpoint
 
@@ -52,6 +53,7 @@ class LifecycleSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="STATEFUL_LIFECYCLE_")
 
     listen: str = Field("127.0.0.1:7300", description="host:port of the health endpoint (port 0: any)")
+    metrics_listen: str = Field("", description=METRICS_LISTEN_DESCRIPTION)
     state_endpoint: str = Field("127.0.0.1:7100", description="host:port of the state service")
     offers_endpoint: str = Field(
         "127.0.0.1:7200",
@@ -178,6 +180,7 @@ class LifecycleSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        check_listen(self.metrics_listen)
         _check_endpoint("listen", self.listen)
         check_state_endpoint("state_endpoint", self.state_endpoint)  # one or several replicas
         _check_endpoint("offers_endpoint", self.offers_endpoint)

@@ -9,6 +9,7 @@ import logging
 import mesos_stateful.offers.driver  # noqa: F401
 from mesos_stateful.common import errors
 from mesos_stateful.common.logs import setup_logging
+from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.common.server import serve_until_signal
 from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
 from mesos_stateful.offers.server import build_offers_server
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 async def run(settings: OffersSettings) -> None:
+    serve_metrics(settings.metrics_listen)
     offers = await build_offers_server(settings)
     log.info(
         "offers serving stateful.v1.OfferService on port %d as %s (master %s, state %s); only the "

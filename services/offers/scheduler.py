@@ -21,6 +21,12 @@ from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
+from mesos_stateful.common.metrics import (
+    LAUNCHES_PENDING,
+    OFFERS_DECLINED_TOTAL,
+    OFFERS_RECEIVED_TOTAL,
+    TASK_UPDATES_TOTAL,
+)
 from mesos_stateful.offers import driver as drv
 from mesos_stateful.offers import mesos
 from mesos_stateful.offers.maintenance import MaintenanceBook
@@ -84,13 +90,71 @@ def _now_stamp(task: types_pb2.Task) -> None:
     task.updated_at.GetCurrentTime()
 
 
+# Why a queued launch waits, as the ``reason`` label of stateful_launches_pending (a fixed
+# vocabulary; the free text stays in GetCluster and the task's message).
+PENDING_REASONS = ("no_offers", "no_fit", "volume", "state_unavailable", "other")
+
+
+def pending_reason(text: str) -> str:
+    """The :data:`PENDING_REASONS` label of a wait text of the matcher or the scheduler:
+    ``no_offers`` (no offer this round), ``no_fit`` (offers came, none fits: resources, ports,
+    the placement rule, maintenance), ``volume`` (pinned to the agent of its volume, which has not
+    offered it), ``state_unavailable`` (the launch could not be stored)."""
+    if "state service is unavailable" in text:
+        return "state_unavailable"
+    if text.startswith("waiting for offers"):
+        return "no_offers"
+    if text.startswith("waiting for") and "volume" in text:
+        return "volume"
+    if text.startswith("waiting:"):
+        return "no_fit"
+    return "other"
+
+
+def task_state_label(state: str) -> str:
+    """A Mesos task state (``TASK_FAILED``) as the ``state`` label (``failed``)."""
+    return state.removeprefix("TASK_").lower() or "unknown"
+
+
+class PendingLaunches(dict[str, str]):
+    """Queued task id -> why it waits; every change sets stateful_launches_pending by reason."""
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        super().__init__(items or {})
+        self.publish()
+
+    def publish(self) -> None:
+        counts = dict.fromkeys(PENDING_REASONS, 0)
+        for text in self.values():
+            counts[pending_reason(text)] += 1
+        for reason, count in counts.items():
+            LAUNCHES_PENDING.labels(reason=reason).set(count)
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self.publish()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.publish()
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        value = super().pop(key, default)
+        self.publish()
+        return value
+
+    def clear(self) -> None:
+        super().clear()
+        self.publish()
+
+
 class OfferScheduler:
     def __init__(self, settings: OffersSettings, store: TaskStore, driver: drv.MesosDriver) -> None:
         self.settings = settings
         self.store = store
         self.driver = driver
         self.queue: dict[str, None] = {}  # queued task ids, in launch order
-        self.pending: dict[str, str] = {}  # task id -> why it has not been placed
+        self._pending = PendingLaunches()  # task id -> why it has not been placed
         self.agents: dict[str, AgentView] = {}
         # agent id -> our reservations there (reported in GetCluster)
         self.reservations: dict[str, dict[tuple[str, str, str], KnownReservation]] = {}
@@ -122,6 +186,15 @@ class OfferScheduler:
         # matching.summarize), and when the summary was last written into its record (monotonic).
         self._misfits: dict[str, dict[str, str]] = {}
         self._message_written: dict[str, float] = {}
+
+    @property
+    def pending(self) -> dict[str, str]:
+        """Queued task id -> why it has not been placed (kept in stateful_launches_pending)."""
+        return self._pending
+
+    @pending.setter
+    def pending(self, value: Mapping[str, str]) -> None:
+        self._pending = PendingLaunches(value)
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -167,6 +240,7 @@ class OfferScheduler:
     async def stop(self) -> None:
         """Disconnect with failover: Mesos keeps the tasks running until we come back."""
         self._stopped = True
+        self.pending = {}  # no longer leading: nothing waits here
         for task in self._loops:
             task.cancel()
         for task in self._loops:
@@ -622,6 +696,7 @@ class OfferScheduler:
     async def _on_offers(self, raw_offers: list[Json]) -> None:
         async with self._lock:
             role, principal = self.settings.role, self.settings.principal
+            OFFERS_RECEIVED_TOTAL.inc(len(raw_offers))
             by_id = {mesos.offer_id(o): o for o in raw_offers}
             parsed = [mesos.parse_offer(o, role, principal) for o in raw_offers]
             self._offers_seen.set()
@@ -743,6 +818,7 @@ class OfferScheduler:
                     continue
                 try:
                     await self.driver.decline(ids, seconds)
+                    OFFERS_DECLINED_TOTAL.inc(len(ids))
                     if not self.queue:
                         self._idle_declined = True
                 except errors.StatefulError as error:
@@ -1038,6 +1114,7 @@ class OfferScheduler:
                     if update == task:
                         return True
                     await self.store.save(update)
+                    TASK_UPDATES_TOTAL.labels(state=task_state_label(state)).inc()
                     self._unqueue(task_id)
                     if mesos.is_terminal(update.state) or update.agent_id in self.maintenance.drains:
                         self._maintenance_wake.set()  # its agent may be free now

@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.common.images import IMAGE_PYTHON
 from mesos_stateful.common.leadership import LeadershipSettings
+from mesos_stateful.common.metrics_server import METRICS_LISTEN_DESCRIPTION, check_listen
 from mesos_stateful.common.settings import ServiceSettings
 from mesos_stateful.offers.mesos import ExecutorContainer
 
@@ -39,6 +40,7 @@ class OffersSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="STATEFUL_OFFERS_")
 
     listen: str = Field("127.0.0.1:7200", description="host:port the OfferService binds (port 0: any)")
+    metrics_listen: str = Field("", description=METRICS_LISTEN_DESCRIPTION)
     state_endpoint: str = Field("127.0.0.1:7100", description="host:port of the state service")
     advertise: str = Field(
         "",
@@ -179,6 +181,7 @@ class OffersSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        check_listen(self.metrics_listen)
         try:
             _ = self.leadership
         except ValueError as error:  # pydantic's ValidationError is one too

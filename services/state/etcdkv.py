@@ -18,6 +18,7 @@ from aetcd import rpc
 
 from mesos_stateful.common import errors
 from mesos_stateful.common.channels import etcd_channel_options
+from mesos_stateful.state.request_metrics import count_etcd_error
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def prefix_end(prefix: bytes) -> bytes:
 
 def map_error(error: grpc.RpcError, what: str) -> errors.StatefulError:
     # AioRpcError is not a grpc.Call but has the same accessors.
+    count_etcd_error(what)
     if isinstance(error, (grpc.Call, grpc.aio.AioRpcError)):
         code, details = error.code(), error.details() or ""
     else:
@@ -55,6 +57,7 @@ async def ended_call_error(call: Any, what: str) -> errors.StatefulError:
     ``asyncio.InvalidStateError`` ("RPC already finished", grpc/aio/_call.py ``_write``) instead of
     the call's ``AioRpcError``. Report it by the call's own status: an etcd outage is UNAVAILABLE
     (retried by the caller), never a servicer bug (UNKNOWN with a traceback)."""
+    count_etcd_error(what)
     try:
         code, details = await call.code(), await call.details()
     except (grpc.RpcError, asyncio.InvalidStateError):
@@ -65,6 +68,7 @@ async def ended_call_error(call: Any, what: str) -> errors.StatefulError:
 
 def _finished(what: str) -> errors.StatefulError:
     """InvalidStateError from a unary call (an interceptor's call that ended before it was used)."""
+    count_etcd_error(what)
     return errors.Unavailable(f"{what}: etcd call ended before it was answered (etcd unreachable)")
 
 

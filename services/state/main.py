@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mesos_stateful.common.logs import setup_logging
+from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.common.server import serve_until_signal
 from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
 from mesos_stateful.state.embedded import EmbeddedEtcd, supervise
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 async def run(settings: StateSettings) -> None:
+    serve_metrics(settings.metrics_listen)
     embedded: EmbeddedEtcd | None = None
     if not settings.endpoints:
         embedded = EmbeddedEtcd(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
 from mesos_stateful.common.server import Served, build_server
+from mesos_stateful.state.request_metrics import RequestMetricsInterceptor
 from mesos_stateful.state.servicer import StateServicer
 from mesos_stateful.state.settings import StateSettings
 from mesos_stateful.state.store import Store
@@ -98,6 +99,7 @@ async def build_state_server(
         listen,
         [lambda server: pb_grpc.add_StateServiceServicer_to_server(StateServicer(store), server)],
         [SERVICE_NAME],
+        interceptors=[RequestMetricsInterceptor()],
     )
     state_served = StateServed(
         server=served.server,

@@ -10,6 +10,7 @@ import grpc
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
 from mesos_stateful.common.grpc_errors import grpc_method, grpc_stream
+from mesos_stateful.state.request_metrics import observe_watch_lag
 from mesos_stateful.state.store import Store
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -54,6 +55,7 @@ class StateServicer(pb_grpc.StateServiceServicer):
         async for response in self.store.watch(
             list(request.kinds), request.name_prefix, request.start_revision
         ):
+            observe_watch_lag(response)
             yield response
 
     @grpc_method

@@ -7,6 +7,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mesos_stateful.common.metrics_server import METRICS_LISTEN_DESCRIPTION, check_listen
 from mesos_stateful.common.settings import ServiceSettings
 from mesos_stateful.state.embedded import RestartPolicy
 from mesos_stateful.state.watchhub import WatchLimits
@@ -16,6 +17,7 @@ class StateSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="STATEFUL_STATE_")
 
     listen: str = Field("127.0.0.1:7100", description="host:port the gRPC server binds (port 0: any)")
+    metrics_listen: str = Field("", description=METRICS_LISTEN_DESCRIPTION)
     etcd_endpoints: str = Field(
         "", description="comma-separated etcd client endpoints host:port; empty: run an embedded etcd"
     )
@@ -58,6 +60,7 @@ class StateSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        check_listen(self.metrics_listen)
         if self.etcd_timeout_seconds <= 0 or self.health_interval_seconds <= 0:
             raise ValueError("timeouts and intervals must be positive")
         if self.embedded_client_port == self.embedded_peer_port:

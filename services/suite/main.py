@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from mesos_stateful.common.logs import setup_logging
@@ -123,7 +124,52 @@ def plan_children(s: SuiteSettings) -> list[list[Child]]:
     groups = [[state, cluster], [gateway, *offers, *workloads], lifecycle]
     for index, child in enumerate(c for group in groups for c in group):
         child.color = COLORS[index % len(COLORS)]
+    if s.metrics_base_port:
+        # Consecutive ports in start order (the local cluster serves none): state, gateway,
+        # offers-1.., the workload services, lifecycle-1..; each as its STATEFUL_<X>_METRICS_LISTEN.
+        served = [c for group in groups for c in group if c is not cluster]
+        for index, child in enumerate(served):
+            child.metrics_address = f"127.0.0.1:{s.metrics_base_port + index}"
+            prefix = child.name.split("-")[0].upper()
+            child.env[f"STATEFUL_{prefix}_METRICS_LISTEN"] = child.metrics_address
     return groups
+
+
+PROMETHEUS_NAME = "prometheus.yml"
+
+
+def prometheus_config(targets: Mapping[str, str], scrape_interval: str = "5s") -> str:
+    """A Prometheus configuration scraping every service: ``targets`` maps a service name (its
+    ``service`` label) to its metrics ``host:port``. ``honor_labels``: the suite's metrics have
+    an ``instance`` label of their own (the stateful instance's name), which must not be renamed
+    ``exported_instance``; a metric without one gets the target's address as usual.
+    https://prometheus.io/docs/prometheus/latest/configuration/configuration/#scrape_config"""
+    lines = [
+        "# Prometheus scrape config of the suite's services (written by `make run`).",
+        "# prometheus --config.file=<data_dir>/prometheus.yml",
+        "global:",
+        f"  scrape_interval: {scrape_interval}",
+        "scrape_configs:",
+        "  - job_name: stateful",
+        "    honor_labels: true",
+        "    static_configs:",
+    ]
+    for name, address in targets.items():
+        lines.append(f"      - targets: [{json.dumps(address)}]")
+        lines.append(f"        labels: {{service: {json.dumps(name)}}}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_prometheus_config(settings: SuiteSettings, groups: list[list[Child]]) -> Path | None:
+    """<data_dir>/prometheus.yml for the services' metrics addresses (None: metrics are off)."""
+    targets = {c.name: c.metrics_address for group in groups for c in group if c.metrics_address}
+    if not targets:
+        return None
+    path = Path(settings.data_dir).resolve() / PROMETHEUS_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(prometheus_config(targets))
+    tmp.replace(path)
+    return path
 
 
 async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
@@ -141,6 +187,7 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
     policy = settings.restart_policy()
     liveness = settings.liveness_policy()
     status_path = _status_path(settings)
+    prometheus = _write_prometheus_config(settings, groups)
     supervisors: list[Supervisor] = []
     started: list[list[Supervisor]] = []
 
@@ -174,6 +221,17 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
             settings.gateway,
             "Docker containers" if settings.runtime == "docker" else "processes",
         )
+        if prometheus is not None:
+            log.info(
+                "metrics: %s; Prometheus scrape config: %s",
+                ", ".join(
+                    f"{c.name} http://{c.metrics_address}/metrics"
+                    for group in groups
+                    for c in group
+                    if c.metrics_address
+                ),
+                prometheus,
+            )
         await stop
         return 0
     finally:
@@ -235,6 +293,9 @@ def _ports(settings: SuiteSettings, groups: list[list[Child]]) -> list[Port]:
         else:
             setting = f"STATEFUL_SUITE_{base.upper()}"
         ports.append(Port(host, int(port), child.name, setting))
+        if child.metrics_address is not None:
+            host, _, port = child.metrics_address.rpartition(":")
+            ports.append(Port(host, int(port), f"{child.name} metrics", "STATEFUL_SUITE_METRICS_BASE_PORT"))
     state = StateSettings.load([])
     if not state.etcd_endpoints:
         for name, number in (("client", state.embedded_client_port), ("peer", state.embedded_peer_port)):

@@ -98,6 +98,8 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     grpc_address: str | None = None
     http_health_url: str | None = None
+    # host:port of its Prometheus /metrics endpoint (None: it serves none).
+    metrics_address: str | None = None
     process: asyncio.subprocess.Process | None = None
     color: str = "37"
     # Sent to the child when the runner dies (prctl PR_SET_PDEATHSIG): TERM stops a service
@@ -428,4 +430,5 @@ class Supervisor:
             "healthy": self.healthy.is_set(),
             "failed_probes": self.failed_probes,
             "liveness_kills": self.liveness_kills,
+            "metrics": self.child.metrics_address,
         }

@@ -44,6 +44,15 @@ class SuiteSettings(ServiceSettings):
         default_factory=lambda: ["redis", "mysql", "etcd"], description="workload services to start"
     )
     workload_base_port: int = Field(7401, description="redis, mysql, etcd listen on consecutive ports")
+    metrics_base_port: int = Field(
+        7500,
+        ge=0,
+        le=65535,
+        description="every service's Prometheus /metrics endpoint (127.0.0.1): state, gateway, the offers "
+        "replicas, the workload services, the lifecycle replicas on consecutive ports from this one, "
+        "in that order; 0: no metrics endpoints. The addresses are in <data_dir>/suite-status.json and "
+        "a Prometheus scrape config of them in <data_dir>/prometheus.yml",
+    )
     start_timeout_seconds: float = Field(60.0, description="how long a service may take to become healthy")
     stop_grace_seconds: float = Field(15.0, description="SIGTERM to SIGKILL, per service")
     restart_backoff_seconds: float = Field(0.25, description="wait before the first restart of a service")

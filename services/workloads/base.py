@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.common import errors
 from mesos_stateful.common.grpc_errors import grpc_method
+from mesos_stateful.common.metrics_server import METRICS_LISTEN_DESCRIPTION, check_listen, serve_metrics
 from mesos_stateful.common.server import Served, build_server, wait_for_signal
 from mesos_stateful.common.settings import ServiceSettings
 from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
@@ -61,6 +62,7 @@ class WorkloadSettings(ServiceSettings):
     SettingsConfigDict(env_prefix="STATEFUL_<NAME>_")`` (pydantic merges it with the base config)."""
 
     state_endpoint: str = Field("127.0.0.1:7100", description="host:port of the state service")
+    metrics_listen: str = Field("", description=METRICS_LISTEN_DESCRIPTION)
     advertise: str = Field(
         "",
         description="host:port other services use to reach this one; empty: the bound address "
@@ -82,6 +84,7 @@ class WorkloadSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        check_listen(self.metrics_listen)
         split_host_port(self.listen)
         check_state_endpoint("state_endpoint", self.state_endpoint)  # one or several replicas
         if self.advertise:
@@ -561,6 +564,7 @@ async def run_workload(servicer: WorkloadBase, settings: WorkloadSettings) -> No
     """Serve and stay registered until SIGTERM/SIGINT, then deregister and stop gracefully."""
     setup_tracing(f"workload-{servicer.description.name}")  # before the server and channels exist
     try:
+        serve_metrics(settings.metrics_listen)
         running = await start_workload(servicer, settings)
         await wait_for_signal()
         log.info("stopping: deregistering and draining calls for up to %.0fs", settings.grace_seconds)
