@@ -63,44 +63,50 @@ class Reconciler:
                 await self._settle(ld)
                 return None
             plan = _copy(plan)
+            if new:
+                # Its trace (the root's context in trace_parent) and, for a lost master, its first sign.
+                spans.begin_plan(ld.snapshot, plan, time.time())
             try:
-                if new:
-                    log.info("%s: new %s plan (%s): %s", name, plan.name, plan.reason, _names(plan))
-                    await self._save(ld, plan)
-                index = plans.first_open(plan)
-                if index is None:
-                    plan.status = plans.COMPLETE
-                    await self._save(ld, plan)
-                    continue
-                step = plan.steps[index]
-                if step.status == plans.ERROR:
-                    retry_at = planner.launch_retry_at(
-                        ld.snapshot, step, self.settings.launch_failure_retry_seconds
-                    )
-                    if retry_at is not None and time.time() >= retry_at:
-                        # FAILED on a launch failure: its cause (a port taken, a full agent) may be
-                        # gone; try again with a fresh budget (the failures stay on the member).
-                        _retry_launch(step, time.time())
-                        plan.status = plans.plan_status(plan)
-                        log.warning("%s: %s: retrying after a failed launch", name, step.name)
+                with spans.in_plan(plan):  # state calls and steps: children of the plan's root
+                    if new:
+                        log.info("%s: new %s plan (%s): %s", name, plan.name, plan.reason, _names(plan))
+                        await self._save(ld, plan)
+                    index = plans.first_open(plan)
+                    if index is None:
+                        plan.status = plans.COMPLETE
                         await self._save(ld, plan)
                         continue
-                    if retry_at is not None and not step.message.startswith(RETRY_NOTE):
-                        step.message = f"{RETRY_NOTE} at {_clock(retry_at)} | {step.message}"[:1000]
+                    step = plan.steps[index]
+                    if step.status == plans.ERROR:
+                        retry_at = planner.launch_retry_at(
+                            ld.snapshot, step, self.settings.launch_failure_retry_seconds
+                        )
+                        if retry_at is not None and time.time() >= retry_at:
+                            # FAILED on a launch failure: its cause (a port taken, a full agent) may be
+                            # gone; try again with a fresh budget (the failures stay on the member).
+                            _retry_launch(step, time.time())
+                            plan.status = plans.plan_status(plan)
+                            log.warning("%s: %s: retrying after a failed launch", name, step.name)
+                            await self._save(ld, plan)
+                            continue
+                        if retry_at is not None and not step.message.startswith(RETRY_NOTE):
+                            step.message = f"{RETRY_NOTE} at {_clock(retry_at)} | {step.message}"[:1000]
+                        await self._save(ld, plan)
+                        return retry_at
+                    now = time.time()
+                    due = step.status != plans.DELAYED or plans.seconds(step.next_attempt_at) <= now
+                    if name in self._retry_now:
+                        self._retry_now.discard(name)
+                        due = True  # its workload came back: retry now (it waited on that workload)
+                    if not due and plans.action_of(step) not in WAITING:
+                        return plans.seconds(step.next_attempt_at)
+                    outcome = await self._run(ld, plan, index, due)
+                    if outcome.gone:
+                        # The delete's last step removed the record (the plan was stored COMPLETE).
+                        spans.plan_saved(name, _workload(ld), ld.snapshot.instance.plan, plan, time.time())
+                        return GONE
+                    _apply(plan, index, outcome)
                     await self._save(ld, plan)
-                    return retry_at
-                now = time.time()
-                due = step.status != plans.DELAYED or plans.seconds(step.next_attempt_at) <= now
-                if name in self._retry_now:
-                    self._retry_now.discard(name)
-                    due = True  # its workload came back: retry now (it waited on that workload)
-                if not due and plans.action_of(step) not in WAITING:
-                    return plans.seconds(step.next_attempt_at)
-                outcome = await self._run(ld, plan, index, due)
-                if outcome.gone:
-                    return GONE
-                _apply(plan, index, outcome)
-                await self._save(ld, plan)
             except Preempted:
                 continue
             if outcome.status != plans.COMPLETE:
@@ -109,10 +115,10 @@ class Reconciler:
 
     async def _run(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool) -> Outcome:
         step = plan.steps[index]
-        with spans.step_span(ld.name, plan, step) as span:
+        with spans.step_span(ld.name, _workload(ld), plan, step) as run:
             outcome = await self._run_step(ld, plan, index, due)
             attempts = step.attempts if outcome.attempts is None else outcome.attempts
-            spans.step_result(span, outcome.status, attempts, outcome.message)
+            spans.step_result(run, plan.steps[index], outcome.status, attempts, outcome.message)
             return outcome
 
     async def _run_step(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool) -> Outcome:
@@ -157,6 +163,7 @@ class Reconciler:
         was asked for meanwhile (the next pass plans the delete)."""
         snapshot = ld.snapshot
         preempted = False
+        before = types_pb2.Plan()
 
         def mutate(current: types_pb2.Instance) -> types_pb2.Instance | None:
             nonlocal preempted
@@ -164,6 +171,7 @@ class Reconciler:
             if deleting and plan.name != plans.DELETE:
                 preempted = True
                 return None
+            before.CopyFrom(current.plan)
             current.plan.CopyFrom(plan)
             view = planner.Snapshot(current, snapshot.members, snapshot.tasks, snapshot.description)
             current.phase = planner.phase_for(view, plan)
@@ -179,6 +187,8 @@ class Reconciler:
             raise Preempted()
         if updated is not None:
             ld.with_instance(updated)
+            # The plan's root span when it is over or replaced; failover metrics.
+            spans.plan_saved(ld.name, _workload(ld), before, updated.plan, time.time())
 
     async def _settle(self, ld: Loaded) -> None:
         """No plan to run: the phase follows the members; say why nothing happens if it is the
@@ -218,6 +228,10 @@ def _retry_launch(step: types_pb2.Step, now: float) -> None:
     failed = step.message.split(" | ", 1)[-1] if step.message.startswith(RETRY_NOTE) else step.message
     step.message = f"{RELAUNCHING} retrying after a failed launch: {failed}"[:1000]
     step.next_attempt_at.CopyFrom(plans.timestamp(now))
+
+
+def _workload(ld: Loaded) -> str:
+    return ld.snapshot.instance.spec.workload
 
 
 def _copy(plan: types_pb2.Plan) -> types_pb2.Plan:

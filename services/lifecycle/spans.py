@@ -1,50 +1,396 @@
-"""Trace spans of the lifecycle: one per plan step run, one per workload callback attempt, so a
-deploy or a failover reads as a timeline (``python -m mesos_stateful.common.tracing show``).
-No-ops unless tracing is on (see :mod:`mesos_stateful.common.tracing`)."""
+"""Traces and metrics of the lifecycle's plans: one trace per plan, one span per plan step run,
+one per workload callback attempt, so a deploy or a failover reads as a timeline
+(``python -m mesos_stateful.common.tracing show``, or any OTLP backend).
+
+**One trace per plan.** When the lifecycle makes a plan (:func:`begin_plan`) it chooses the
+plan's root span context and stores it in ``Plan.trace_parent`` (a W3C ``traceparent``). Every
+step span is a child of that stored context (:func:`step_span`), and the state calls made for the
+plan as well (:func:`in_plan`), so a lifecycle that takes over after a restart continues the same
+trace. The root span itself is emitted once, with the stored ids (``tracing.preset_ids``), when
+the plan is over (:func:`plan_saved`): completed, stopped in ERROR, or replaced by another plan;
+a recovery or drain that promoted a new master ends its root span earlier, when that master's
+``master-running`` step completes (the new master accepts writes), and its later steps (re-pointing,
+relaunching the old master) stay children of it. The root starts at ``Plan.detected_at`` (a lost
+master's first sign) or else at ``Plan.started_at``.
+
+**Metrics** (``mesos_stateful.common.metrics``): PLANS_TOTAL per plan made, PLAN_STEP_SECONDS per
+step run, CALLBACK_SECONDS per callback attempt, and for a recovery of a lost master
+DETECTION_SECONDS (first sign -> plan made) and FAILOVER_SECONDS (first sign -> new master's
+``master-running`` COMPLETE; a drain's switchover: plan start -> same).
+
+Spans are no-ops unless tracing is on (:mod:`mesos_stateful.common.tracing`); ``trace_parent`` then
+stays empty. Metrics are observed either way.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common import errors
+from mesos_stateful.common import errors, metrics, tracing
+from mesos_stateful.lifecycle import planner, plans
+from mesos_stateful.lifecycle.plans import Action
 
-tracer = trace.get_tracer("mesos_stateful.lifecycle")
+log = logging.getLogger(__name__)
+T = types_pb2
+
+SCOPE = "mesos_stateful.lifecycle"
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class Cause(StrEnum):
+    """Why a master was replaced (the ``cause`` label of the failover metrics)."""
+
+    LOST = "lost"  # Mesos reported its task ended or unreachable
+    UNRESPONSIVE = "unresponsive"  # the health probe found it silent (task still running)
+    DRAIN = "drain"  # a switchover off an agent going down for maintenance
+
+
+@dataclass(frozen=True)
+class LostMaster:
+    """The master a recovery plan replaces, why, and when its loss first showed."""
+
+    member_id: str
+    cause: Cause
+    detected_at: float  # seconds since the epoch
+    # False: nothing stored tells the first sign; ``detected_at`` is when the lifecycle saw it.
+    stored: bool
+
+
+# Causes of the plans this process made, by plan (instance, started_at in ns): typed, from the
+# snapshot the plan was made from. A plan resumed after a lifecycle restart is not in here: its
+# cause is then read from its reason (see _cause).
+_causes: dict[tuple[str, int], Cause] = {}
+# Root spans emitted by this process (trace_parent): a plan retried after an ERROR is not emitted twice.
+_emitted: set[str] = set()
+
+
+def _tracer() -> trace.Tracer:
+    # Looked up each time: a test may install (and remove) a provider after this module is imported.
+    return trace.get_tracer(SCOPE)
+
+
+def _provider() -> TracerProvider | None:
+    """The SDK provider, if tracing is on with ids this module can preset."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider) and isinstance(provider.id_generator, tracing.PresetIdGenerator):
+        return provider
+    return None
+
+
+def plan_context(plan: types_pb2.Plan) -> otel_context.Context | None:
+    """The context whose current span is the plan's (not yet emitted) root, or None."""
+    if not plan.trace_parent:
+        return None
+    ctx = _PROPAGATOR.extract({"traceparent": plan.trace_parent})
+    if not trace.get_current_span(ctx).get_span_context().is_valid:
+        return None
+    return ctx
+
+
+def _root_ids(plan: types_pb2.Plan) -> tuple[int, int] | None:
+    ctx = plan_context(plan)
+    if ctx is None:
+        return None
+    span_context = trace.get_current_span(ctx).get_span_context()
+    return span_context.trace_id, span_context.span_id
 
 
 @contextmanager
-def step_span(instance: str, plan: types_pb2.Plan, step: types_pb2.Step) -> Iterator[trace.Span]:
-    """Span of one run of ``step``; call :func:`step_result` with the outcome before leaving."""
-    attributes = {"instance": instance, "plan": plan.name, "step": step.name, "member": step.member_id}
-    with tracer.start_as_current_span(f"step {step.name}", attributes=attributes) as span:
-        yield span
+def in_plan(plan: types_pb2.Plan) -> Iterator[None]:
+    """Spans started inside (state calls, callbacks) are children of the plan's root."""
+    ctx = plan_context(plan)
+    if ctx is None:
+        yield
+        return
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
-def step_result(span: trace.Span, status: int, attempts: int, message: str) -> None:
+def _key(instance: str, plan: types_pb2.Plan) -> tuple[str, int]:
+    return instance, plan.started_at.ToNanoseconds()
+
+
+def _same_plan(a: types_pb2.Plan, b: types_pb2.Plan) -> bool:
+    return a.name == b.name and a.started_at == b.started_at
+
+
+# --- plans made --------------------------------------------------------------------------------------
+
+
+def lost_master(s: planner.Snapshot, plan: types_pb2.Plan) -> LostMaster | None:
+    """The lost master ``plan`` (a recovery) handles, with the first sign of its loss: for a master
+    the probe declared silent, the first probe it missed (its REACHABLE condition's ``since``);
+    else the time of its task's last status update (``Task.updated_at``, the Mesos status time)."""
+    if plan.name != plans.RECOVERY or s.peers():
+        return None
+    master = s.master()
+    if master is None or s.condition(master) != planner.Condition.LOST:
+        return None
+    if not any(step.member_id == master.id for step in plan.steps):
+        return None
+    task = s.task_of(master)
+    ended = task is None or task.state in planner.ENDED
+    if master.health.unresponsive and not ended:
+        cause = Cause.UNRESPONSIVE
+        condition = planner.failing(master, T.CONDITION_TYPE_REACHABLE)
+        sign = condition.since if condition is not None and condition.HasField("since") else None
+    else:
+        cause = Cause.LOST
+        sign = task.updated_at if task is not None and task.HasField("updated_at") else None
+    if sign is None:
+        return LostMaster(master.id, cause, time.time(), stored=False)
+    return LostMaster(master.id, cause, plans.seconds(sign), stored=True)
+
+
+def new_trace_parent(name: str) -> str:
+    """A fresh root span context for a plan named ``name`` as a W3C traceparent ("" when tracing
+    is off). Sampled as the provider's sampler would sample that root (``OTEL_TRACES_SAMPLER``)."""
+    provider = _provider()
+    if provider is None:
+        return ""
+    trace_id = provider.id_generator.generate_trace_id()
+    span_id = provider.id_generator.generate_span_id()
+    decision = provider.sampler.should_sample(None, trace_id, f"plan {name}").decision
+    sampled = decision == Decision.RECORD_AND_SAMPLE
+    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
+
+
+def begin_plan(s: planner.Snapshot, plan: types_pb2.Plan, now: float) -> LostMaster | None:
+    """A new plan is about to be stored: choose its trace, stamp ``detected_at`` for a lost master,
+    count it. Returns the lost master it handles, if any."""
+    workload = s.instance.spec.workload
+    metrics.PLANS_TOTAL.labels(workload, plan.name).inc()
+    plan.trace_parent = new_trace_parent(plan.name)
+    lost = lost_master(s, plan)
+    if lost is None:
+        return None
+    plan.detected_at.CopyFrom(plans.timestamp(lost.detected_at))
+    _causes[_key(s.name, plan)] = lost.cause
+    metrics.DETECTION_SECONDS.labels(workload, lost.cause.value).observe(max(0.0, now - lost.detected_at))
+    if not lost.stored:
+        log.info("%s: no stored first sign of %s's loss: detected_at is now", s.name, lost.member_id)
+    return lost
+
+
+# --- plans saved ---------------------------------------------------------------------------------------
+
+
+def _promotion(plan: types_pb2.Plan) -> tuple[types_pb2.Step, bool] | None:
+    """The step that decided a promotion (failover / elect) and whether the promoted member's
+    ``master-running`` after it is COMPLETE (it accepts writes)."""
+    for index, step in enumerate(plan.steps):
+        if plans.action_of(step) in (Action.FAILOVER, Action.ELECT) and step.decision.promote_member_id:
+            chosen = step.decision.promote_member_id
+            writable = any(
+                later.member_id == chosen
+                and plans.action_of(later) == Action.MASTER_RUNNING
+                and later.status == plans.COMPLETE
+                for later in plan.steps[index + 1 :]
+            )
+            return step, writable
+    return None
+
+
+def _writable(plan: types_pb2.Plan) -> bool:
+    promotion = _promotion(plan)
+    return promotion is not None and promotion[1]
+
+
+def _over(plan: types_pb2.Plan) -> bool:
+    """The root span's end is reached: the plan is done or stopped, or its new master is writable."""
+    return plan.status in (plans.COMPLETE, plans.ERROR) or _writable(plan)
+
+
+def _cause(instance: str, plan: types_pb2.Plan) -> Cause | None:
+    """Why the plan's promotion happened (None: no failover metric for this plan)."""
+    if plan.name == plans.DRAIN:
+        return Cause.DRAIN
+    if plan.name != plans.RECOVERY or not plan.HasField("detected_at"):
+        return None
+    known = _causes.get(_key(instance, plan))
+    if known is not None:
+        return known
+    # Made by an earlier lifecycle process: the planner's reason says so (planner._task_detail).
+    return Cause.UNRESPONSIVE if "unresponsive (task still" in plan.reason else Cause.LOST
+
+
+def _start(plan: types_pb2.Plan) -> float:
+    return plans.seconds(plan.detected_at if plan.HasField("detected_at") else plan.started_at)
+
+
+def plan_saved(
+    instance: str, workload: str, before: types_pb2.Plan, after: types_pb2.Plan, now: float
+) -> None:
+    """The stored plan went from ``before`` to ``after`` (at ``now``, seconds): emit the root span
+    of a plan that is over or replaced, observe a failover that just made its master writable."""
+    same = _same_plan(before, after)
+    if not same and before.name and plans.is_active(before) and not _over(before):
+        emit_root(instance, workload, before, now, "replaced")
+    if _writable(after) and not (same and _writable(before)):
+        cause = _cause(instance, after)
+        if cause is not None:
+            metrics.FAILOVER_SECONDS.labels(workload, cause.value).observe(max(0.0, now - _start(after)))
+    if _over(after) and not (same and _over(before)):
+        if after.status == plans.ERROR:
+            outcome = "error"
+        elif after.status == plans.COMPLETE:
+            outcome = "complete"
+        else:
+            outcome = "writable"
+        emit_root(instance, workload, after, now, outcome)
+    if after.status in (plans.COMPLETE, plans.ERROR):
+        _causes.pop(_key(instance, after), None)
+
+
+def root_attributes(instance: str, workload: str, plan: types_pb2.Plan, outcome: str) -> dict[str, str]:
+    """What the root span of ``plan`` says: instance, workload, plan, reason, outcome, and for a
+    promotion the old and new master, the fence method and the cause."""
+    attributes = {
+        "instance": instance,
+        "workload": workload,
+        "plan": plan.name,
+        "reason": plan.reason,
+        "outcome": outcome,
+    }
+    promotion = _promotion(plan)
+    if promotion is not None:
+        decided = promotion[0]
+        attributes["old_master"] = decided.member_id
+        attributes["new_master"] = decided.decision.promote_member_id
+        cause = _cause(instance, plan)
+        if cause is not None:
+            attributes["cause"] = cause.value
+    for step in plan.steps:
+        if plans.action_of(step) == Action.FENCE and step.fence.method:
+            attributes["fence_method"] = fence_method_name(step.fence.method)
+            attributes.setdefault("old_master", step.member_id)
+    return attributes
+
+
+def fence_method_name(method: int) -> str:
+    """``FENCE_METHOD_SELF_FENCED`` -> ``self_fenced``."""
+    return T.FenceMethod.Name(method).removeprefix("FENCE_METHOD_").lower()
+
+
+def emit_root(instance: str, workload: str, plan: types_pb2.Plan, end: float, outcome: str) -> None:
+    """Emit the plan's root span with the ids stored in ``trace_parent`` (once per process)."""
+    ids = _root_ids(plan)
+    if ids is None or _provider() is None or plan.trace_parent in _emitted:
+        return
+    _emitted.add(plan.trace_parent)
+    start_ns = int(_start(plan) * 1e9)
+    end_ns = max(start_ns, int(end * 1e9))
+    with tracing.preset_ids(*ids):
+        span = _tracer().start_span(
+            f"plan {plan.name}",
+            context=otel_context.Context(),  # a root: no parent
+            start_time=start_ns,
+            attributes=root_attributes(instance, workload, plan, outcome),
+        )
+    if plan.status == plans.ERROR:
+        index = plans.first_open(plan)
+        message = plan.steps[index].message if index is not None else ""
+        span.set_status(trace.StatusCode.ERROR, message)
+    span.end(end_time=end_ns)
+
+
+# --- steps and callbacks ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StepRun:
+    """One run of a step: its span, and its outcome once :func:`step_result` has seen it."""
+
+    span: trace.Span
+    status: int = plans.STARTING
+
+
+@contextmanager
+def step_span(instance: str, workload: str, plan: types_pb2.Plan, step: types_pb2.Step) -> Iterator[StepRun]:
+    """Span of one run of ``step``, a child of the plan's root; call :func:`step_result` with the
+    outcome before leaving. Observes PLAN_STEP_SECONDS (by action and resulting status)."""
+    action = plans.action_of(step).value
+    attributes = {
+        "instance": instance,
+        "plan": plan.name,
+        "step": step.name,
+        "action": action,
+        "member": step.member_id,
+    }
+    started = time.monotonic()
+    with _tracer().start_as_current_span(
+        f"step {step.name}", context=plan_context(plan), attributes=attributes
+    ) as span:
+        run = StepRun(span)
+        try:
+            yield run
+        finally:
+            outcome = types_pb2.StepStatus.Name(run.status).removeprefix("STEP_STATUS_").lower()
+            metrics.PLAN_STEP_SECONDS.labels(workload, action, outcome).observe(time.monotonic() - started)
+
+
+def step_result(run: StepRun, step: types_pb2.Step, status: int, attempts: int, message: str) -> None:
+    """Record the outcome of a step run, with what the step stored: a fence's method, a
+    promotion's candidates and their positions (``member=position``)."""
+    run.status = status
+    span = run.span
     span.set_attribute("status", types_pb2.StepStatus.Name(status).removeprefix("STEP_STATUS_"))
     span.set_attribute("attempts", attempts)
     if message:
         span.set_attribute("message", message)
+    if step.fence.method:
+        span.set_attribute("fence_method", fence_method_name(step.fence.method))
+    decision = step.decision
+    if decision.promote_member_id:
+        span.set_attribute("promoted", decision.promote_member_id)
+        span.set_attribute("candidates", list(decision.candidate_ids))
+        span.set_attribute("positions", [f"{m}={p}" for m, p in sorted(decision.positions.items())])
+        if decision.reason:
+            span.set_attribute("decision", decision.reason)
     if status == types_pb2.STEP_STATUS_ERROR:
         span.set_status(trace.StatusCode.ERROR, message)
 
 
 @contextmanager
 def callback_span(workload: str, method: str, member: str, attempt: int) -> Iterator[trace.Span]:
-    """Span of one callback attempt; ``outcome`` is OK, RETRY (retryable) or ERROR."""
+    """Span of one callback attempt; ``outcome`` is OK, RETRY (retryable) or ERROR. Observes
+    CALLBACK_SECONDS (outcome ok / retry / error)."""
     attributes: dict[str, str | int] = {
         "callback": method,
         "workload": workload,
         "member": member,
         "attempt": attempt,
     }
-    with tracer.start_as_current_span(f"callback {method}", attributes=attributes) as span:
+    started = time.monotonic()
+
+    def observe(outcome: str) -> None:
+        metrics.CALLBACK_SECONDS.labels(workload, method, outcome).observe(time.monotonic() - started)
+
+    with _tracer().start_as_current_span(f"callback {method}", attributes=attributes) as span:
         try:
             yield span
         except errors.StatefulError as error:
-            span.set_attribute("outcome", "RETRY" if error.retryable else "ERROR")
+            outcome = "retry" if error.retryable else "error"
+            span.set_attribute("outcome", outcome.upper())
+            observe(outcome)
+            raise
+        except Exception:
+            observe("error")
             raise
         span.set_attribute("outcome", "OK")
+        observe("ok")
