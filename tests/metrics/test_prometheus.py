@@ -51,6 +51,8 @@ OFFERS_LEADER = (
     "stateful_launches_pending",
     "stateful_task_status_updates_total",
 )
+# The lifecycle leader's, after the create plan ran.
+LIFECYCLE_LEADER = ("stateful_plans_total", "stateful_plan_step_duration_seconds")
 
 
 def page(address: str) -> str:
@@ -139,6 +141,9 @@ def test_prometheus_scrapes_a_failover_from_the_suite(tmp_path: Path) -> None:
         # Only the offers leader receives offers and status updates.
         assert any(set(OFFERS_LEADER) <= names(pages[n]) for n in ("offers-1", "offers-2")), [
             sorted(names(pages[n])) for n in ("offers-1", "offers-2")
+        ]
+        assert any(set(LIFECYCLE_LEADER) <= names(pages[n]) for n in ("lifecycle-1", "lifecycle-2")), [
+            sorted(names(pages[n])) for n in ("lifecycle-1", "lifecycle-2")
         ]
         assert all("process_cpu_seconds_total" in names(text) for text in pages.values())
 
