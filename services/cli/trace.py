@@ -296,30 +296,50 @@ class Timeline:
         if self.plan.root is not None and detected is not None and first_step is not None:
             first = int(first_step["start_ns"])
             if first > detected:
-                out.append(
-                    self._row(detected, first - detected, None, "", "detection (first sign → first step)")
+                label = (
+                    "detection (first sign → first step)"
+                    if self.plan.name == "recovery" or "detected_at" in _attrs(self.plan.root)
+                    else "start (plan made → first step)"
                 )
+                out.append(self._row(detected, first - detected, None, "", label))
         previous_end: int | None = None
-        for span in self._timeline_spans():
+        for runs in self._rows():
+            span, last = runs[0], runs[-1]
             start = int(span["start_ns"])
+            end = max(_end(run) for run in runs)
             gap = None if previous_end is None else start - previous_end
-            attrs = _attrs(span)
-            status = str(attrs.get("status") or ("ERROR" if span.get("status") == "ERROR" else ""))
+            attrs = _attrs(last)
+            status = str(attrs.get("status") or ("ERROR" if last.get("status") == "ERROR" else ""))
             what = str(span.get("name", ""))
+            if len(runs) > 1:
+                what += f" ({len(runs)} runs)"
             attempts = attrs.get("attempts")
             if isinstance(attempts, int) and attempts > 1:
                 what += f" (attempt {attempts})"
-            message = str(attrs.get("message") or span.get("status_message") or "")
+            message = str(attrs.get("message") or last.get("status_message") or "")
             fold = Fold()
             nested: list[str] = []
-            self._walk(span, 1, fold, nested)
+            for run in runs:
+                self._walk(run, 1, fold, nested)
             extras = [text for text in (_short(message) if message else "", fold.text()) if text]
             if extras:
                 what += "  " + "  ".join(extras)
-            out.append(self._row(start, _end(span) - start, gap, status, what))
+            out.append(self._row(start, end - start, gap, status, what))
             out.extend(nested)
-            previous_end = max(previous_end or 0, _end(span))
+            previous_end = max(previous_end or 0, end)
         return out
+
+    def _rows(self) -> list[list[Span]]:
+        """The timeline's spans, one list per line: consecutive runs of one step (a step that
+        waits, e.g. for its task to run, is run again until done) make one line unless verbose;
+        the line then shows the last run's status and message."""
+        rows: list[list[Span]] = []
+        for span in self._timeline_spans():
+            if rows and not self.verbose and is_step(span) and rows[-1][-1].get("name") == span.get("name"):
+                rows[-1].append(span)
+            else:
+                rows.append([span])
+        return rows
 
     def _timeline_spans(self) -> list[Span]:
         """Step spans, plus any other non-gRPC span directly under the root (e.g. a fencing span)."""

@@ -276,10 +276,12 @@ def test_end_to_end_deploy_plan(tmp_path: Path) -> None:
     """The suite as `make run` starts it (tracing on in <data_dir>/traces): a created instance's
     deploy plan reads as its steps."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from suite.suite_helpers import ctl, start_suite, stop_suite, suite_env, wait_until
+    from suite.suite_helpers import ctl, service_ports, start_suite, stop_suite, suite_env, wait_until
 
     data_dir = tmp_path / "state"
     endpoint, env = suite_env(data_dir)
+    (metrics_base,) = service_ports([20])  # /metrics ports of its own, should the suite serve them
+    env["STATEFUL_SUITE_METRICS_BASE_PORT"] = str(metrics_base)
     runner = start_suite(env, tmp_path / "suite.log")
     try:
 
@@ -309,12 +311,20 @@ def test_end_to_end_deploy_plan(tmp_path: Path) -> None:
             return (
                 done.returncode == 0
                 and "plan deploy of traced" in done.stdout
+                and "step master-running traced-0" in done.stdout
+                # Every line COMPLETE: the runs of a waiting step are one line, with the last status.
                 and all("COMPLETE" in line for line in step_lines(done.stdout))
-                and len(step_lines(done.stdout)) >= 2
             )
 
-        wait_until(deploy_traced, 60, "the deploy plan's steps in the traces")
-        assert "state:" in shown[-1].stdout and "calls" in shown[-1].stdout, shown[-1].stdout
+        try:
+            wait_until(deploy_traced, 60, "the deploy plan's steps in the traces")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; last answer:\n{shown[-1].stdout}{shown[-1].stderr}") from None
+        timeline = shown[-1].stdout
+        assert "state:" in timeline and "calls" in timeline, timeline
+        assert "StateService" not in timeline, timeline
+        names = [line.split("step ")[1].split("  ")[0] for line in step_lines(timeline)]
+        assert len(names) == len(set(n.split(" (")[0] for n in names)), timeline  # no step twice
 
         # An instance the gateway does not know: said so, exit 1.
         unknown = run_ctl(
@@ -328,3 +338,59 @@ def test_end_to_end_deploy_plan(tmp_path: Path) -> None:
         assert unknown.returncode == 1 and unknown.stderr.strip() == "error: no instance nosuch"
     finally:
         stop_suite(runner, 60)
+
+
+def test_runs_of_a_waiting_step_are_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "traces"
+    trace_id = "f" * 32
+    root = span(
+        "plan deploy",
+        0,
+        1000,
+        trace_id,
+        instance="db",
+        workload="redis",
+        plan="deploy",
+        reason="create 1 members",
+    )
+    runs = [
+        span(
+            "step await-running db-0",
+            at,
+            1,
+            trace_id,
+            root,
+            instance="db",
+            plan="deploy",
+            status=status,
+            attempts=1,
+            message=message,
+        )
+        for at, status, message in [
+            (10, "STARTING", "waiting: STAGING"),
+            (300, "STARTING", "waiting: STARTING"),
+            (900, "COMPLETE", "task db-0.1 RUNNING"),
+        ]
+    ]
+    master = span(
+        "step master-running db-0",
+        950,
+        40,
+        trace_id,
+        root,
+        instance="db",
+        plan="deploy",
+        status="COMPLETE",
+        attempts=1,
+    )
+    write(folder, [root, *runs, master])
+    done = run_ctl("trace", "db", "--dir", str(folder))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "start (plan made → first step)" in lines[2] and "10.0 ms" in lines[2]
+    waiting, running = step_lines(done.stdout)
+    assert "step await-running db-0 (3 runs)  task db-0.1 RUNNING" in waiting and "COMPLETE" in waiting
+    assert waiting.split()[:3] == ["+0.010s", "891.0", "ms"]  # first run's start to last run's end
+    assert running.split()[:5] == ["+0.950s", "40.0", "ms", "49.0", "ms"]
+    verbose = run_ctl("trace", "db", "--dir", str(folder), "--verbose")
+    assert len(step_lines(verbose.stdout)) == 4 and "waiting: STAGING" in verbose.stdout
