@@ -26,7 +26,8 @@ from prometheus_client import REGISTRY
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.lifecycle import spans as spans_module
+from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
 from tests.tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from .e2e_helpers import connect, kill9, password, redis_pids, write_acknowledged
@@ -179,3 +180,50 @@ async def test_a_master_failover_is_one_trace_from_detection_to_writable(
     assert elapsed > 0
     step_runs: dict[str, Any] = {"workload": "redis", "action": "fence", "outcome": "complete"}
     assert _metric("stateful_plan_step_duration_seconds_count", step_runs) >= 1
+
+
+async def test_a_lifecycle_restart_mid_failover_continues_the_same_trace(
+    traced: tuple[OtlpReceiver, TracerProvider], suite: Suite
+) -> None:
+    receiver, provider = traced
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    old = master_of(instance)
+    # No workload service: the failover waits (DELAYED) after the fence; the lifecycle restarts there.
+    await suite.redis.stop(deregister=False)
+    kill9(redis_pids(suite, [old]))
+
+    def waiting(i: T.Instance) -> bool:
+        return any(s.name == f"failover {old.id}" and s.status == plans.DELAYED for s in i.plan.steps)
+
+    stuck = await suite.wait_instance("cache", waiting, 60, "a delayed failover")
+    await suite.lifecycle.stop()
+    # A new process knows nothing of the plans the old one made (in-memory bookkeeping).
+    spans_module._emitted.clear()
+    spans_module._causes.clear()
+    await suite.redis.start()
+    await suite.lifecycle.start()
+
+    def recovered(i: T.Instance) -> bool:
+        return i.phase == T.INSTANCE_PHASE_RUNNING and i.plan.status == plans.COMPLETE and is_running(i, 3)
+
+    instance = await suite.wait_instance("cache", recovered, 120, "recovered after the restart")
+    assert instance.plan.trace_parent == stuck.plan.trace_parent, "the stored trace context is kept"
+    [root] = await receiver.wait_for(
+        lambda _: _roots(_lifecycle_spans(receiver), plans.RECOVERY, "cache"), 30, "recovery root span"
+    )
+    await asyncio.to_thread(provider.force_flush)
+    spans = _lifecycle_spans(receiver)
+    assert len(_roots(spans, plans.RECOVERY, "cache")) == 1
+    steps = [
+        s
+        for s in spans
+        if s.name.startswith("step ") and attributes_of(s.attributes).get("plan") == plans.RECOVERY
+    ]
+    # Before the restart (the fence, the failed failover attempts) and after it: one trace, one parent.
+    assert {s.trace_id for s in steps} == {root.trace_id}
+    assert {s.parent_span_id for s in steps} == {root.span_id}
+    names = [s.name for s in steps]
+    assert f"step fence {old.id}" in names and names.count(f"step failover {old.id}") >= 2
+    assert attributes_of(root.attributes)["cause"] == "lost", "derived again after the restart"
+    assert root.start_time_unix_nano == stuck.plan.detected_at.ToNanoseconds()
