@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,7 +27,10 @@ from mesos_stateful.gateway.settings import GatewaySettings
 from mesos_stateful.lifecycle.member_metrics import MemberMetrics
 from mesos_stateful.offers.scheduler import PENDING_REASONS, PendingLaunches, pending_reason
 from mesos_stateful.state.client import StateClient
+from mesos_stateful.suite.main import plan_children, prometheus_config
+from mesos_stateful.suite.settings import SuiteSettings
 from mesos_stateful.testing.etcd import EtcdProcess
+from tests.suite.suite_helpers import service_ports, suite_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -184,3 +192,54 @@ def test_pending_launches_by_reason(metrics_port: int) -> None:
     assert gauges()["no_fit"] == 1 and gauges()["no_offers"] == 0
     pending.clear()
     assert set(gauges().values()) == {0}
+
+
+def test_make_run_gives_every_service_a_metrics_port_checked_by_its_preflight(tmp_path: Path) -> None:
+    data_dir = tmp_path / "state"
+    _, env = suite_env(data_dir, ("redis", "mysql"))
+    (base,) = service_ports([9])
+    env["STATEFUL_SUITE_METRICS_BASE_PORT"] = str(base)
+    names = ["state", "gateway", "offers-1", "offers-2", "redis", "mysql", "lifecycle-1", "lifecycle-2"]
+    with patched_environ(env):
+        children = {c.name: c for group in plan_children(SuiteSettings.load([])) for c in group}
+    assert children["cluster"].metrics_address is None
+    for index, name in enumerate(names):
+        address = f"127.0.0.1:{base + index}"
+        assert children[name].metrics_address == address
+        prefix = name.split("-")[0].upper()
+        assert children[name].env[f"STATEFUL_{prefix}_METRICS_LISTEN"] == address
+    # A metrics port in use: the runner refuses to start, naming the setting that moves it.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", base + 4))
+        held.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "mesos_stateful.suite"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"port {base + 4} (redis metrics) is in use" in done.stdout + done.stderr
+    assert "STATEFUL_SUITE_METRICS_BASE_PORT" in done.stdout + done.stderr
+    assert not (data_dir / "suite-status.json").exists()
+
+
+def test_prometheus_config_is_valid_for_promtool(tmp_path: Path) -> None:
+    config = tmp_path / "prometheus.yml"
+    config.write_text(prometheus_config({"state": "127.0.0.1:7500", "gateway": "127.0.0.1:7501"}))
+    checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "honor_labels: true" in config.read_text()
+
+
+@contextlib.contextmanager
+def patched_environ(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
