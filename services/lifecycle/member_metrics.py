@@ -72,6 +72,9 @@ class MemberMetrics:
             except errors.StatefulError as error:
                 # FailedPrecondition: changes were missed (compaction, a slow watcher): list again.
                 log.info("member metrics: %s; listing again", error.message)
+            except Exception:
+                # Metrics must never take the gateway down: log, list again.
+                log.exception("member metrics: unexpected error; listing again")
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _load(self) -> int:
