@@ -301,12 +301,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("--instance", default="", help="only traces about this instance")
     show.add_argument("--last", type=int, default=0, help="only the last N traces")
     args = parser.parse_args(argv)
-    directory = Path(args.dir)
+    # Absolute, so a run from another folder names the folder it really looked in.
+    directory = Path(args.dir).expanduser().resolve()
     if not directory.is_dir():
-        print(f"no traces folder {directory} (set {ENV_DIR} before starting the services)", file=sys.stderr)
+        print(
+            f"no traces folder {directory} (pass DIR, or set {ENV_DIR} as the services had it); "
+            "`statefulctl trace NAME` shows an instance's plans as timelines",
+            file=sys.stderr,
+        )
+        return 1
+    groups = select_traces(load_spans(directory), args.instance, args.last)
+    if args.instance and not groups:
+        print(f"no trace of {args.instance} in {directory}", file=sys.stderr)
         return 1
     try:
-        for group in select_traces(load_spans(directory), args.instance, args.last):
+        for group in groups:
             print(f"trace {group[0]['trace_id']}")
             for line in format_trace(group):
                 print("  " + line)

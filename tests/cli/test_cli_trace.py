@@ -394,3 +394,24 @@ def test_runs_of_a_waiting_step_are_one_line(tmp_path: Path) -> None:
     assert running.split()[:5] == ["+0.950s", "40.0", "ms", "49.0", "ms"]
     verbose = run_ctl("trace", "db", "--dir", str(folder), "--verbose")
     assert len(step_lines(verbose.stdout)) == 4 and "waiting: STAGING" in verbose.stdout
+
+
+def test_tracing_show_names_the_absolute_folder_and_unknown_instances(traces: Path, tmp_path: Path) -> None:
+    """The raw reader (python -m mesos_stateful.common.tracing show): run elsewhere, it names the
+    absolute folder it looked in; an instance with no trace is an error, not empty output."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    show = [sys.executable, "-m", "mesos_stateful.common.tracing", "show"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATEFUL_")}
+    missing = subprocess.run(
+        [*show, "rel"], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60
+    )
+    assert missing.returncode == 1 and f"no traces folder {elsewhere / 'rel'} " in missing.stderr
+    unknown = subprocess.run(
+        [*show, str(traces), "--instance", "nosuch"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert unknown.returncode == 1 and unknown.stderr.strip() == f"no trace of nosuch in {traces}"
+    known = subprocess.run(
+        [*show, str(traces), "--instance", "cache"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert known.returncode == 0 and "step fence" in known.stdout
