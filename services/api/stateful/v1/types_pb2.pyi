@@ -388,7 +388,7 @@ class MemberHealth(_message.Message):
     def __init__(self, checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_role: _Optional[_Union[Role, str]] = ..., following: _Optional[str] = ..., lag_seconds: _Optional[float] = ..., lag: _Optional[int] = ..., position: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[MemberCondition, _Mapping]]] = ..., repair: _Optional[_Union[Repair, str]] = ..., failed_checks: _Optional[int] = ..., unresponsive: _Optional[bool] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision", "fence")
+    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision", "fence", "started_at", "finished_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +397,8 @@ class Step(_message.Message):
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     FENCE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     member_id: str
     status: StepStatus
@@ -405,7 +407,9 @@ class Step(_message.Message):
     next_attempt_at: _timestamp_pb2.Timestamp
     decision: PromotionDecision
     fence: FenceOutcome
-    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ..., fence: _Optional[_Union[FenceOutcome, _Mapping]] = ...) -> None: ...
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ..., fence: _Optional[_Union[FenceOutcome, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class FenceOutcome(_message.Message):
     __slots__ = ("method", "detail", "fenced_at", "safe_after")
