@@ -161,8 +161,8 @@ class Plan:
 
     @property
     def end_ns(self) -> int:
-        if self.root is not None and self.root.get("end_ns"):
-            return _end(self.root)
+        """The end of the last span: a recovery's root ends when the new master accepts writes,
+        its later steps (the replacement's launch) after it."""
         return max(_end(s) for s in self.spans)
 
 

@@ -70,14 +70,15 @@ def state_calls(parent: dict[str, Any], start_ms: float, count: int, trace_id: s
 
 def failover(instance: str, start_ms: float, trace_id: str, with_root: bool = True) -> list[dict[str, Any]]:
     """A recovery: loss seen at start_ms, first step 120 ms later; 3 steps, 5 + 4 + 3 state calls,
-    a callback under the promote step. Without a root (older files) each step is its own trace."""
+    a callback under the promote step; the root ends (writable) at 700 ms, the last step at 890 ms.
+    Without a root (older files) each step is its own trace."""
     spans: list[dict[str, Any]] = []
     root = None
     if with_root:
         root = span(
             "plan recovery",
             start_ms,
-            900,
+            700,  # writable again during the last step
             trace_id,
             instance=instance,
             workload="redis",
@@ -186,7 +187,7 @@ def test_failover_is_a_compact_timeline(traces: Path) -> None:
     header = lines[0]
     assert "plan recovery of cache (redis)" in header
     assert "reason: master cache-0 lost: TASK_FAILED" in header
-    assert "total 900.0 ms" in header and "detected → writable 900.0 ms" in header
+    assert "total 890.0 ms" in header and "detected → writable 700.0 ms" in header
     # Only the latest plan: it started 10 s after the first.
     assert "+10" not in done.stdout and done.stdout.count("plan recovery") == 1
     assert "detection (first sign → first step)" in lines[2] and "120.0 ms" in lines[2]
