@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from mesos_stateful.testing.ports import free_ports
+from tests.suite.suite_helpers import ctl, service_ports, start_suite, stop_suite, suite_env, wait_until
 
 STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 MS = 1_000_000  # nanoseconds
@@ -276,9 +277,6 @@ def test_run_from_another_folder(traces: Path, tmp_path: Path) -> None:
 def test_end_to_end_deploy_plan(tmp_path: Path) -> None:
     """The suite as `make run` starts it (tracing on in <data_dir>/traces): a created instance's
     deploy plan reads as its steps."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from suite.suite_helpers import ctl, service_ports, start_suite, stop_suite, suite_env, wait_until
-
     data_dir = tmp_path / "state"
     endpoint, env = suite_env(data_dir)
     (metrics_base,) = service_ports([20])  # /metrics ports of its own, should the suite serve them
@@ -337,6 +335,12 @@ def test_end_to_end_deploy_plan(tmp_path: Path) -> None:
             },
         )
         assert unknown.returncode == 1 and unknown.stderr.strip() == "error: no instance nosuch"
+        # An instance the gateway knows, in a folder without its traces: not yet traced.
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        untraced = run_ctl("trace", "traced", "--dir", str(empty), env={"STATEFUL_ENDPOINT": endpoint})
+        assert untraced.returncode == 1
+        assert untraced.stderr.strip() == f"error: no trace of traced in {empty} yet"
     finally:
         stop_suite(runner, 60)
 
