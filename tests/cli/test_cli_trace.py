@@ -420,3 +420,14 @@ def test_tracing_show_names_the_absolute_folder_and_unknown_instances(traces: Pa
         [*show, str(traces), "--instance", "cache"], capture_output=True, text=True, env=env, timeout=60
     )
     assert known.returncode == 0 and "step fence" in known.stdout
+
+
+def test_plan_still_running(tmp_path: Path) -> None:
+    """Steps of a plan whose root span is not written yet (it is written when the plan ends)."""
+    folder = tmp_path / "traces"
+    spans = failover("cache", 0, "9" * 32)
+    write(folder, [s for s in spans if not s["name"].startswith("plan ")])
+    done = run_ctl("trace", "cache", "--dir", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert "plan recovery of cache" in done.stdout and "running (plan span not written yet)" in done.stdout
+    assert len(step_lines(done.stdout)) == 3 and "detection" not in done.stdout
