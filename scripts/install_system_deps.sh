@@ -3,7 +3,7 @@
 # Prometheus), if missing. Needs root (CI and the dev machines run as root); prints what it would
 # need otherwise.
 set -euo pipefail
-packages=(etcd-server etcd-client redis-server redis-sentinel redis-tools mariadb-server mariadb-client prometheus)
+packages=(etcd-server etcd-client redis-server redis-sentinel redis-tools mariadb-server mariadb-client prometheus chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

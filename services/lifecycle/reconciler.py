@@ -115,6 +115,8 @@ class Reconciler:
 
     async def _run(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool) -> Outcome:
         step = plan.steps[index]
+        if not step.HasField("started_at"):  # it first leaves PENDING (a timeline from the public API)
+            step.started_at.CopyFrom(plans.timestamp(time.time()))
         with spans.step_span(ld.name, _workload(ld), plan, step) as run:
             outcome = await self._run_step(ld, plan, index, due)
             attempts = step.attempts if outcome.attempts is None else outcome.attempts
@@ -253,6 +255,8 @@ def _apply(plan: types_pb2.Plan, index: int, outcome: Outcome) -> None:
         message = f"{PROMOTING} {decided} | {message}"
     step.status = outcome.status  # type: ignore[assignment]
     step.message = message[:1000]
+    if outcome.status in (plans.COMPLETE, plans.ERROR):
+        step.finished_at.CopyFrom(plans.timestamp(time.time()))
     if outcome.attempts is not None:
         step.attempts = outcome.attempts
     if outcome.wake_at is not None and outcome.status in (plans.DELAYED, plans.STARTING):

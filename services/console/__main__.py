@@ -1,0 +1,3 @@
+from mesos_stateful.console.main import main
+
+main()

@@ -1,0 +1,332 @@
+"""Server-side HTML of the console (no browser needed to test it): every value from the API is
+escaped (``html.escape``); times are shown in UTC. Pure functions of the API's messages."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from mesos_stateful.api.stateful.v1 import types_pb2 as T
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change the console saw on its WatchInstances stream: ``at`` in Unix seconds (when the
+    console received it), ``text`` for people."""
+
+    at: float
+    text: str
+
+
+def e(value: object) -> str:
+    """``value`` as escaped HTML text."""
+    return html.escape(str(value), quote=True)
+
+
+def _enum(kind: Any, value: int, prefix: str) -> str:
+    try:
+        name: str = kind.Name(value)
+    except ValueError:
+        return str(value)
+    return name.removeprefix(prefix)
+
+
+def phase(value: int) -> str:
+    return _enum(T.InstancePhase, value, "INSTANCE_PHASE_")
+
+
+def role(value: int) -> str:
+    return _enum(T.Role, value, "ROLE_")
+
+
+def member_state(value: int) -> str:
+    return _enum(T.MemberState, value, "MEMBER_STATE_")
+
+
+def step_status(value: int) -> str:
+    return _enum(T.StepStatus, value, "STEP_STATUS_")
+
+
+def seconds(stamp: timestamp_pb2.Timestamp) -> float | None:
+    """A Timestamp in Unix seconds, None when unset."""
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return None
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def clock(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+def ready_count(instance: T.Instance) -> tuple[int, int]:
+    """(members RUNNING, members wanted): wanted is the spec's replicas (or the members there are)."""
+    ready = sum(m.state == T.MEMBER_STATE_RUNNING for m in instance.members)
+    return ready, instance.spec.replicas or len(instance.members)
+
+
+def plan_summary(plan: T.Plan) -> str:
+    return f"{plan.name} {step_status(plan.status)}" if plan.name else "-"
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa;font-size:14px}
+header{background:#234;color:#fff;padding:8px 16px}header a{color:#fff;text-decoration:none}
+main{padding:12px 16px;max-width:1400px}
+table{border-collapse:collapse;margin:6px 0 16px;background:#fff}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#eef}
+.RUNNING,.COMPLETE,.MASTER{color:#075}.DEGRADED,.RECOVERING,.STARTING,.DELAYED{color:#a60}
+.FAILED,.ERROR,.LOST{color:#b00}
+.banner{background:#fee;border:1px solid #b00;padding:6px 10px;margin:6px 0}
+.tl{position:relative;background:#fff;border:1px solid #ddd;margin:4px 0 16px}
+.tlrow{display:flex;align-items:center;border-bottom:1px solid #eee;height:22px}
+.tlname{width:300px;flex:none;padding:0 6px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
+.tltrack{position:relative;flex:1;height:16px;background:#f4f4f4}
+.bar{position:absolute;top:2px;height:12px;min-width:2px;background:#48c}
+.bar.ERROR{background:#c44}.bar.open{background:#ca4}
+.tldur{width:170px;flex:none;padding:0 6px;font-variant-numeric:tabular-nums;color:#555}
+small{color:#666}
+"""
+
+
+def page(title: str, body: str, script: str = "") -> str:
+    """A whole HTML page (inline CSS and script only: nothing from the internet)."""
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{e(title)}</title>"
+        f"<style>{CSS}</style></head><body>"
+        "<header><a href='/'><b>stateful console</b></a> <small style='color:#ccd'>read-only</small></header>"
+        f"<main>{body}</main>{script}</body></html>"
+    )
+
+
+def error_page(title: str, message: str) -> str:
+    return page(
+        title, f"<h2>{e(title)}</h2><p class=banner id=error>{e(message)}</p><p><a href='/'>instances</a></p>"
+    )
+
+
+def instances_page(instances: Sequence[T.Instance], watch_note: str = "") -> str:
+    rows = []
+    for i in instances:
+        ready, total = ready_count(i)
+        name = i.spec.name
+        rows.append(
+            f"<tr data-name='{e(name)}'><td><a href='/instances/{e(name)}'>{e(name)}</a></td>"
+            f"<td>{e(i.spec.workload)}</td><td class='phase {e(phase(i.phase))}'>{e(phase(i.phase))}</td>"
+            f"<td class=ready>{ready}/{total}</td><td class=plan>{e(plan_summary(i.plan))}</td></tr>"
+        )
+    table = (
+        "<table id=instances><tr><th>name</th><th>workload</th><th>phase</th><th>ready</th>"
+        "<th>current plan</th></tr>" + "".join(rows) + "</table>"
+        if rows
+        else "<p id=instances>No instances. Create one with <code>statefulctl create</code>.</p>"
+    )
+    note = f"<p class=banner>{e(watch_note)}</p>" if watch_note else ""
+    return page(
+        "instances",
+        f"<h2>Instances</h2>{note}{table}",
+        "<script>setTimeout(()=>location.reload(),2000)</script>",
+    )
+
+
+def _endpoints(member: T.Member) -> str:
+    if not member.host:
+        return "-"
+    return ", ".join(
+        f"{e(name)} {e(member.host)}:{port}" for name, port in sorted(member.ports.items())
+    ) or e(member.host)
+
+
+def _failing(member: T.Member) -> str:
+    failing = [c for c in member.health.conditions if not c.ok]
+    if not failing:
+        return "-"
+    return "<br>".join(
+        f"{e(_enum(T.ConditionType, c.type, 'CONDITION_TYPE_'))}: {e(c.reason)} {e(c.message)}"
+        for c in failing
+    )
+
+
+def _lag(member: T.Member) -> str:
+    h = member.health
+    if member.role == T.ROLE_MASTER or not h.HasField("checked_at"):
+        return "-"
+    return f"{h.lag_seconds:.1f}s ({h.lag})"
+
+
+def members_table(instance: T.Instance) -> str:
+    rows = "".join(
+        f"<tr data-member='{e(m.id)}'><td>{e(m.id)}</td>"
+        f"<td class='role {e(role(m.role))}'>{e(role(m.role))}</td>"
+        f"<td class='state {e(member_state(m.state))}'>{e(member_state(m.state))}</td><td>{_failing(m)}</td>"
+        f"<td>{_endpoints(m)}</td><td>{_lag(m)}</td><td>{e(m.message)}</td></tr>"
+        for m in instance.members
+    )
+    return (
+        "<table id=members><tr><th>member</th><th>role</th><th>state</th><th>failing conditions</th>"
+        f"<th>endpoints</th><th>lag</th><th>message</th></tr>{rows}</table>"
+    )
+
+
+def _step_details(step: T.Step) -> str:
+    parts = []
+    if step.fence.method:
+        method = _enum(T.FenceMethod, step.fence.method, "FENCE_METHOD_")
+        parts.append(f"fence: {e(method)} {e(step.fence.detail)}")
+    d = step.decision
+    if d.promote_member_id:
+        positions = ", ".join(f"{e(k)}={e(v)}" for k, v in sorted(d.positions.items()))
+        parts.append(
+            f"promote {e(d.promote_member_id)} ({e(d.reason)}); candidates {e(', '.join(d.candidate_ids))}"
+            + (f"; positions {positions}" if positions else "")
+        )
+    return "<br>".join(parts) or "-"
+
+
+def plan_section(plan: T.Plan) -> str:
+    if not plan.name:
+        return "<h3>Plan</h3><p id=plan>No plan yet.</p>"
+    rows = "".join(
+        f"<tr data-step='{e(s.name)}'><td>{e(s.name)}</td><td>{e(s.member_id)}</td>"
+        f"<td class='status {e(step_status(s.status))}'>{e(step_status(s.status))}</td><td>{s.attempts}</td>"
+        f"<td>{e(s.message)}</td><td>{_step_details(s)}</td></tr>"
+        for s in plan.steps
+    )
+    return (
+        f"<h3>Plan <span id=plan-name>{e(plan.name)}</span> "
+        f"<span class='{e(step_status(plan.status))}'>{e(step_status(plan.status))}</span></h3>"
+        f"<p><small>reason: {e(plan.reason)}; started {e(clock(seconds(plan.started_at)))} UTC</small></p>"
+        "<table id=plan><tr><th>step</th><th>member</th><th>status</th><th>attempts</th><th>message</th>"
+        f"<th>fence / promotion</th></tr>{rows}</table>"
+    )
+
+
+def _duration(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def timeline(plan: T.Plan, now: float) -> str:
+    """A waterfall of the plan: one row per step, its bar from Step.started_at to
+    Step.finished_at (or now while it runs), on a scale from Plan.detected_at (the first sign of
+    a failure; Plan.started_at otherwise) to the last step's end. A step never started has no bar."""
+    if not plan.name:
+        return ""
+    base = seconds(plan.detected_at) or seconds(plan.started_at)
+    if base is None:
+        return ""
+    spans: list[tuple[T.Step, float | None, float | None]] = []
+    end = base
+    for s in plan.steps:
+        start, finish = seconds(s.started_at), seconds(s.finished_at)
+        if (
+            start is not None
+            and finish is None
+            and s.status not in (T.STEP_STATUS_COMPLETE, T.STEP_STATUS_ERROR)
+        ):
+            finish_shown: float | None = now
+        else:
+            finish_shown = finish
+        spans.append((s, start, finish_shown))
+        end = max(end, *(x for x in (start, finish_shown) if x is not None))
+    total = max(end - base, 1e-3)
+    rows = []
+    previous_end = base
+    for s, start, finish in spans:
+        status = step_status(s.status)
+        if start is None:
+            bar, label = "", "not run"
+        else:
+            stop = finish if finish is not None else start
+            left, width = (start - base) / total * 100, max(stop - start, 0.0) / total * 100
+            still = " open" if finish == now and s.status != T.STEP_STATUS_COMPLETE else ""
+            bar = f"<div class='bar {e(status)}{still}' style='left:{left:.3f}%;width:{width:.3f}%'></div>"
+            gap = start - previous_end
+            label = _duration(stop - start) + (
+                f" <small>(+{_duration(gap)} gap)</small>" if gap > 0.001 else ""
+            )
+            previous_end = max(previous_end, stop)
+        rows.append(
+            f"<div class=tlrow data-step='{e(s.name)}'>"
+            f"<div class=tlname title='{e(s.name)}'>{e(s.name)}</div>"
+            f"<div class=tltrack>{bar}</div><div class=tldur>{label}</div></div>"
+        )
+    start_label = "detected" if seconds(plan.detected_at) else "started"
+    done = "done" if plan.status == T.STEP_STATUS_COMPLETE else "now"
+    return (
+        f"<h3>Timeline of {e(plan.name)}</h3><p id=timeline-total>{start_label} {e(clock(base))} UTC "
+        f"&rarr; {done}: <b>{_duration(total)}</b></p><div class=tl id=timeline>{''.join(rows)}</div>"
+    )
+
+
+def events_list(events: Iterable[Event]) -> str:
+    items = "".join(f"<li><code>{e(clock(ev.at))}</code> {e(ev.text)}</li>" for ev in reversed(list(events)))
+    return f"<h3>Recent events</h3><ul id=events>{items or '<li>none seen yet</li>'}</ul>"
+
+
+def instance_body(instance: T.Instance, events: Iterable[Event], now: float) -> str:
+    """The live part of an instance's page (re-rendered by the JSON endpoint)."""
+    ready, total = ready_count(instance)
+    error = f"<p class=banner>last error: {e(instance.last_error)}</p>" if instance.last_error else ""
+    return (
+        f"<h2>{e(instance.spec.name)} <small>{e(instance.spec.workload)}</small> "
+        f"<span id=phase class='{e(phase(instance.phase))}'>{e(phase(instance.phase))}</span> "
+        f"<span id=ready>{ready}/{total}</span></h2>{error}"
+        f"<h3>Members</h3>{members_table(instance)}{plan_section(instance.plan)}"
+        f"{timeline(instance.plan, now)}{events_list(events)}"
+        f"<p><small>updated {e(clock(now))} UTC</small></p>"
+    )
+
+
+def instance_page(instance: T.Instance, events: Iterable[Event], now: float) -> str:
+    api = json.dumps(f"/api/instances/{instance.spec.name}")
+    # Live updates: the JSON endpoint every second, its "html" replacing the live part.
+    script = (
+        "<script>(function(){const live=document.getElementById('live'),note=document.getElementById('note');"
+        f"async function tick(){{try{{const r=await fetch({api},{{cache:'no-store'}});const d=await r.json();"
+        "if(r.ok){live.innerHTML=d.html;note.hidden=true;}else{note.textContent=d.error;note.hidden=false;}}"
+        "catch(x){note.textContent='the console does not answer';note.hidden=false;}setTimeout(tick,1000);}"
+        "setTimeout(tick,1000);})();</script>"
+    )
+    body = f"<p class=banner id=note hidden></p><div id=live>{instance_body(instance, events, now)}</div>"
+    return page(instance.spec.name, body, script)
+
+
+def changes(old: T.Instance | None, new: T.Instance) -> list[str]:
+    """What changed from ``old`` to ``new``, for people: phase, plan (a new plan, its status),
+    steps finishing, members added / removed and their role / state."""
+    if old is None:
+        return [f"seen: {phase(new.phase)}, {len(new.members)} members"]
+    out: list[str] = []
+    if old.phase != new.phase:
+        out.append(f"phase {phase(old.phase)} -> {phase(new.phase)}")
+    if new.plan.name and (old.plan.name != new.plan.name or old.plan.started_at != new.plan.started_at):
+        out.append(f"new plan {new.plan.name} ({new.plan.reason})")
+    elif old.plan.status != new.plan.status and new.plan.name:
+        out.append(f"plan {new.plan.name} {step_status(old.plan.status)} -> {step_status(new.plan.status)}")
+    if old.plan.name == new.plan.name and old.plan.started_at == new.plan.started_at:
+        before = {s.name: s.status for s in old.plan.steps}
+        for s in new.plan.steps:
+            if before.get(s.name) != s.status and s.status in (T.STEP_STATUS_COMPLETE, T.STEP_STATUS_ERROR):
+                out.append(f"step {s.name} {step_status(s.status)}")
+    old_members = {m.id: m for m in old.members}
+    new_members = {m.id: m for m in new.members}
+    for mid, m in new_members.items():
+        was = old_members.get(mid)
+        if was is None:
+            out.append(f"member {mid} added ({role(m.role)}, {member_state(m.state)})")
+            continue
+        if was.role != m.role:
+            out.append(f"member {mid} role {role(was.role)} -> {role(m.role)}")
+        if was.state != m.state:
+            out.append(f"member {mid} {member_state(was.state)} -> {member_state(m.state)}")
+    out.extend(f"member {mid} removed" for mid in old_members if mid not in new_members)
+    return out
