@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from google.protobuf import timestamp_pb2
 
@@ -120,7 +121,7 @@ def instances_page(instances: Sequence[T.Instance], watch_note: str = "") -> str
         ready, total = ready_count(i)
         name = i.spec.name
         rows.append(
-            f"<tr data-name='{e(name)}'><td><a href='/instances/{e(name)}'>{e(name)}</a></td>"
+            f"<tr data-name='{e(name)}'><td><a href='/instances/{e(quote(name, safe=''))}'>{e(name)}</a></td>"
             f"<td>{e(i.spec.workload)}</td><td class='phase {e(phase(i.phase))}'>{e(phase(i.phase))}</td>"
             f"<td class=ready>{ready}/{total}</td><td class=plan>{e(plan_summary(i.plan))}</td></tr>"
         )
@@ -236,7 +237,7 @@ def timeline(plan: T.Plan, now: float) -> str:
         else:
             finish_shown = finish
         spans.append((s, start, finish_shown))
-        end = max(end, *(x for x in (start, finish_shown) if x is not None))
+        end = max([end, *(x for x in (start, finish_shown) if x is not None)])
     total = max(end - base, 1e-3)
     rows = []
     previous_end = base
@@ -287,7 +288,8 @@ def instance_body(instance: T.Instance, events: Iterable[Event], now: float) -> 
 
 
 def instance_page(instance: T.Instance, events: Iterable[Event], now: float) -> str:
-    api = json.dumps(f"/api/instances/{instance.spec.name}")
+    # Quoted for a URL, so no "<" or quote can leave the script's string.
+    api = json.dumps(f"/api/instances/{quote(instance.spec.name, safe='')}")
     # Live updates: the JSON endpoint every second, its "html" replacing the live part.
     script = (
         "<script>(function(){const live=document.getElementById('live'),note=document.getElementById('note');"

@@ -1,6 +1,6 @@
 """Run the whole suite locally: etcd (owned by the state service), state, local cluster, offers,
-gateway, lifecycle and the workload services. A service that exits is restarted with backoff
-(``processes.Supervisor``), and so is one that stops answering its liveness probes (a hung
+gateway, lifecycle, the workload services and the web console. A service that exits is restarted
+with backoff (``processes.Supervisor``), and so is one that stops answering its liveness probes (a hung
 process: killed with SIGKILL first); only Ctrl-C / SIGTERM stops the suite: the services in
 reverse order, the local cluster last but one, killing every member it started, so nothing is
 left behind.
@@ -121,13 +121,21 @@ def plan_children(s: SuiteSettings) -> list[list[Child]]:
         )
         for i, address in enumerate(replica_addresses(s.lifecycle))
     ]
-    groups = [[state, cluster], [gateway, *offers, *workloads], lifecycle]
+    console_env = {
+        "STATEFUL_CONSOLE_LISTEN": s.console,
+        "STATEFUL_CONSOLE_GATEWAY_ENDPOINT": s.gateway,
+    }
+    token = os.environ.get("STATEFUL_GATEWAY_AUTH_TOKEN")
+    if token and not os.environ.get("STATEFUL_CONSOLE_TOKEN"):
+        console_env["STATEFUL_CONSOLE_TOKEN"] = token  # the same bearer token the gateway checks
+    console = Child("console", module("console"), console_env, http_health_url=f"http://{s.console}/health")
+    groups = [[state, cluster], [gateway, *offers, *workloads], [*lifecycle, console]]
     for index, child in enumerate(c for group in groups for c in group):
         child.color = COLORS[index % len(COLORS)]
     if s.metrics_base_port:
         # Consecutive ports in start order (the local cluster serves none): state, gateway,
         # offers-1.., the workload services, lifecycle-1..; each as its STATEFUL_<X>_METRICS_LISTEN.
-        served = [c for group in groups for c in group if c is not cluster]
+        served = [c for group in groups for c in group if c is not cluster and c is not console]
         for index, child in enumerate(served):
             child.metrics_address = f"127.0.0.1:{s.metrics_base_port + index}"
             prefix = child.name.split("-")[0].upper()
@@ -221,6 +229,7 @@ async def run(settings: SuiteSettings, lock_fd: int | None = None) -> int:
             settings.gateway,
             "Docker containers" if settings.runtime == "docker" else "processes",
         )
+        log.info("console: http://%s/", settings.console)
         if prometheus is not None:
             log.info(
                 "metrics: %s; Prometheus scrape config: %s",

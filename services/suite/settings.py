@@ -20,6 +20,11 @@ class SuiteSettings(ServiceSettings):
     offers: str = Field("127.0.0.1:7200", description="offers service address")
     lifecycle: str = Field("127.0.0.1:7300", description="lifecycle service address")
     master: str = Field("127.0.0.1:5050", description="local cluster master address")
+    console: str = Field(
+        "127.0.0.1:8080",
+        description="the read-only web console's HTTP address (http://<this>/); it calls the gateway with "
+        "STATEFUL_GATEWAY_AUTH_TOKEN when that is set",
+    )
     agents: int = Field(
         5,
         description="simulated agents in the local cluster (one member of an instance per agent by default)",

@@ -1,0 +1,95 @@
+"""The console's HTML without a browser: names escaped, the timeline's rows and widths from
+Step.started_at / finished_at, what changed between two instances, error pages."""
+
+from __future__ import annotations
+
+import re
+
+from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.console import render
+from mesos_stateful.lifecycle.plans import timestamp
+
+EVIL = "<script>alert('x')</script>"
+
+
+def _instance(name: str = "db") -> T.Instance:
+    instance = T.Instance(
+        spec=T.InstanceSpec(name=name, workload="redis", replicas=3), phase=T.INSTANCE_PHASE_RECOVERING
+    )
+    instance.members.add(
+        id=f"{name}-0",
+        role=T.ROLE_MASTER,
+        state=T.MEMBER_STATE_RUNNING,
+        host="10.0.0.1",
+        ports={"client": 6379},
+    )
+    replica = instance.members.add(id=f"{name}-1", role=T.ROLE_SLAVE, state=T.MEMBER_STATE_LOST)
+    replica.health.conditions.add(type=T.CONDITION_TYPE_REACHABLE, ok=False, reason="Refused", message=EVIL)
+    plan = instance.plan
+    plan.name, plan.status, plan.reason = "recover", T.STEP_STATUS_STARTING, "master lost"
+    plan.detected_at.CopyFrom(timestamp(1000.0))
+    plan.started_at.CopyFrom(timestamp(1000.5))
+    fence = plan.steps.add(name="fence db-2", status=T.STEP_STATUS_COMPLETE)
+    fence.started_at.CopyFrom(timestamp(1001.0))
+    fence.finished_at.CopyFrom(timestamp(1002.0))
+    fence.fence.method = T.FENCE_METHOD_PROCESS_GONE
+    failover = plan.steps.add(name="failover", status=T.STEP_STATUS_STARTING, attempts=2)
+    failover.started_at.CopyFrom(timestamp(1003.0))
+    failover.decision.promote_member_id = "db-1"
+    failover.decision.candidate_ids.extend(["db-1", "db-0"])
+    plan.steps.add(name="relaunch db-2", status=T.STEP_STATUS_PENDING)
+    return instance
+
+
+def test_names_and_messages_are_escaped() -> None:
+    instance = _instance(EVIL)
+    for text in (
+        render.instances_page([instance]),
+        render.instance_page(instance, [render.Event(1.0, EVIL)], now=1004.0),
+        render.error_page("Not found", f"instance {EVIL!r} does not exist"),
+    ):
+        assert EVIL not in text
+        assert "&lt;script&gt;" in text
+
+
+def test_instance_list_shows_phase_ready_and_plan() -> None:
+    text = render.instances_page([_instance("db")])
+    row = re.search(r"<tr data-name='db'>.*?</tr>", text)
+    assert row is not None
+    assert "RECOVERING" in row.group(0) and ">1/3<" in row.group(0) and "recover STARTING" in row.group(0)
+    assert "No instances" in render.instances_page([])
+
+
+def test_instance_page_members_plan_and_decisions() -> None:
+    text = render.instance_page(_instance(), [], now=1004.0)
+    assert "client 10.0.0.1:6379" in text
+    assert "REACHABLE: Refused" in text
+    assert "fence: PROCESS_GONE" in text
+    assert "promote db-1" in text and "candidates db-1, db-0" in text
+    assert "/api/instances/db" in text  # live updates from the JSON endpoint
+
+
+def test_timeline_rows_positioned_from_detection() -> None:
+    text = render.timeline(_instance().plan, now=1004.0)
+    assert "detected" in text and "4.00 s" in text  # detected 1000 -> now 1004
+    bars = dict(re.findall(r"data-step='([^']+)'>.*?(?:style='left:[\d.]+%;width:([\d.]+)%'|not run)", text))
+    assert float(bars["fence db-2"]) == 25.0  # 1 s of 4
+    assert float(bars["failover"]) == 25.0  # running: up to now
+    assert "relaunch db-2" in text and "not run" in text
+    assert "gap" in text  # 1000 -> 1001 before the fence
+
+
+def test_changes_between_two_instances() -> None:
+    old = _instance()
+    new = T.Instance()
+    new.CopyFrom(old)
+    new.phase = T.INSTANCE_PHASE_RUNNING
+    new.members[1].role = T.ROLE_MASTER
+    new.members[1].state = T.MEMBER_STATE_RUNNING
+    new.plan.steps[1].status = T.STEP_STATUS_COMPLETE
+    texts = render.changes(old, new)
+    assert "phase RECOVERING -> RUNNING" in texts
+    assert "member db-1 role SLAVE -> MASTER" in texts
+    assert "member db-1 LOST -> RUNNING" in texts
+    assert "step failover COMPLETE" in texts
+    assert render.changes(None, new)[0].startswith("seen: RUNNING")
