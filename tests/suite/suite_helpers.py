@@ -24,8 +24,8 @@ def suite_env(data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> tuple[
     # Below the kernel's ephemeral range: a port in it can be taken, while its service is down,
     # as the local port of any outgoing connection (and held up to 60 s in TIME_WAIT), so a
     # restarted service could not bind it again. Offers and lifecycle get room for replicas.
-    gateway, state, master, etcd_client, etcd_peer, offers, lifecycle, workload_port, metrics = service_ports(
-        [1, 1, 1, 1, 1, 4, 4, len(workloads), 10 + len(workloads)]
+    gateway, state, master, etcd_client, etcd_peer, offers, lifecycle, workload_port, metrics, console = (
+        service_ports([1, 1, 1, 1, 1, 4, 4, len(workloads), 10 + len(workloads), 1])
     )
     env = {
         **os.environ,
@@ -38,6 +38,7 @@ def suite_env(data_dir: Path, workloads: tuple[str, ...] = ("redis",)) -> tuple[
         "STATEFUL_SUITE_WORKLOADS": json.dumps(list(workloads)),
         "STATEFUL_SUITE_WORKLOAD_BASE_PORT": str(workload_port),
         "STATEFUL_SUITE_METRICS_BASE_PORT": str(metrics),
+        "STATEFUL_SUITE_CONSOLE": f"127.0.0.1:{console}",
         "STATEFUL_STATE_EMBEDDED_CLIENT_PORT": str(etcd_client),
         "STATEFUL_STATE_EMBEDDED_PEER_PORT": str(etcd_peer),
         "STATEFUL_CLUSTER_AGENT_IP_BASE": f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.2",
