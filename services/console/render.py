@@ -83,7 +83,7 @@ header{background:#234;color:#fff;padding:8px 16px}header a{color:#fff;text-deco
 main{padding:12px 16px;max-width:1400px}
 table{border-collapse:collapse;margin:6px 0 16px;background:#fff}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#eef}
+th{background:#eef}#plan td:first-child{white-space:nowrap}
 .RUNNING,.COMPLETE,.MASTER{color:#075}.DEGRADED,.RECOVERING,.STARTING,.DELAYED{color:#a60}
 .FAILED,.ERROR,.LOST{color:#b00}
 .banner{background:#fee;border:1px solid #b00;padding:6px 10px;margin:6px 0}
@@ -281,8 +281,8 @@ def instance_body(instance: T.Instance, events: Iterable[Event], now: float) -> 
         f"<h2>{e(instance.spec.name)} <small>{e(instance.spec.workload)}</small> "
         f"<span id=phase class='{e(phase(instance.phase))}'>{e(phase(instance.phase))}</span> "
         f"<span id=ready>{ready}/{total}</span></h2>{error}"
-        f"<h3>Members</h3>{members_table(instance)}{plan_section(instance.plan)}"
-        f"{timeline(instance.plan, now)}{events_list(events)}"
+        f"<h3>Members</h3>{members_table(instance)}{timeline(instance.plan, now)}"
+        f"{plan_section(instance.plan)}{events_list(events)}"
         f"<p><small>updated {e(clock(now))} UTC</small></p>"
     )
 
@@ -302,6 +302,9 @@ def instance_page(instance: T.Instance, events: Iterable[Event], now: float) -> 
     return page(instance.spec.name, body, script)
 
 
+ENDED = (T.STEP_STATUS_COMPLETE, T.STEP_STATUS_ERROR)
+
+
 def changes(old: T.Instance | None, new: T.Instance) -> list[str]:
     """What changed from ``old`` to ``new``, for people: phase, plan (a new plan, its status),
     steps finishing, members added / removed and their role / state."""
@@ -312,7 +315,8 @@ def changes(old: T.Instance | None, new: T.Instance) -> list[str]:
         out.append(f"phase {phase(old.phase)} -> {phase(new.phase)}")
     if new.plan.name and (old.plan.name != new.plan.name or old.plan.started_at != new.plan.started_at):
         out.append(f"new plan {new.plan.name} ({new.plan.reason})")
-    elif old.plan.status != new.plan.status and new.plan.name:
+    elif old.plan.status != new.plan.status and new.plan.status in ENDED:
+        # Only its end: between steps a plan goes PENDING <-> STARTING many times.
         out.append(f"plan {new.plan.name} {step_status(old.plan.status)} -> {step_status(new.plan.status)}")
     if old.plan.name == new.plan.name and old.plan.started_at == new.plan.started_at:
         before = {s.name: s.status for s in old.plan.steps}

@@ -239,6 +239,7 @@ def test_failover_in_the_browser(
     assert "detected" in browser.find_element(By.ID, "timeline-total").text
 
     # Live updates: the page keeps its content after the JSON endpoint refreshed it.
+    browser.set_window_size(1400, 2400)  # the whole page in the screenshot
     stamp = browser.find_element(By.ID, "live").text
     wait_until(lambda: browser.find_element(By.ID, "live").text != stamp, 10, "a live refresh")
     browser.save_screenshot(str(tmp_path / "console-instance.png"))

@@ -92,4 +92,7 @@ def test_changes_between_two_instances() -> None:
     assert "member db-1 role SLAVE -> MASTER" in texts
     assert "member db-1 LOST -> RUNNING" in texts
     assert "step failover COMPLETE" in texts
+    assert not any(t.startswith("plan ") for t in texts)  # only a plan's end is an event
+    new.plan.status = T.STEP_STATUS_COMPLETE
+    assert "plan recover STARTING -> COMPLETE" in render.changes(old, new)
     assert render.changes(None, new)[0].startswith("seen: RUNNING")
