@@ -58,6 +58,10 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 log = logging.getLogger("bench")
 
 CONFIGS = ("off", "jsonl", "otlp")
+# Opt-in (--configs), to see where the cost is: OTLP with the SDK's sampler at 10 % of new traces
+# (children follow their parent), and with every span dropped (the gRPC instrumentation without
+# recording or export).
+EXTRA_CONFIGS = ("otlp-ratio10", "otlp-unsampled")
 THROUGHPUT = "throughput"
 LIMIT_PERCENT = 5.0
 WARMUP_SECONDS = 1.0
@@ -131,6 +135,19 @@ def tracing_env(config: str, data_dir: Path, otlp_endpoint: str) -> dict[str, st
         return {"STATEFUL_TRACES_DIR": str(data_dir / "traces")}
     if config == "otlp":
         return {"STATEFUL_TRACES_DIR": "", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint}
+    if config == "otlp-ratio10":
+        return {
+            "STATEFUL_TRACES_DIR": "",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        }
+    if config == "otlp-unsampled":
+        return {
+            "STATEFUL_TRACES_DIR": "",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+            "OTEL_TRACES_SAMPLER": "always_off",
+        }
     raise ValueError(f"unknown configuration {config!r}")
 
 
@@ -232,8 +249,28 @@ def summary(config: Config) -> dict[str, Any]:
     }
 
 
-def overheads(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each "on" configuration against ``off``: failover medians on/off - 1, throughput 1 - on/off (%)."""
+def paired(configs: dict[str, Config], name: str, measurement: str, lower_is_better: bool) -> float | None:
+    """The median over rounds of one round's overhead against ``off`` in the same round (%):
+    on/off - 1 for times, 1 - on/off for rates. Rounds are interleaved, so pairs share the load."""
+
+    def by_run(config: Config) -> dict[int, float]:
+        return {
+            s.run: s.seconds
+            for s in config.samples
+            if s.measurement == measurement and s.ok and s.seconds is not None
+        }
+
+    on, off = by_run(configs[name]), by_run(configs["off"])
+    ratios = [on[r] / off[r] for r in sorted(on.keys() & off.keys()) if off[r] > 0]
+    if not ratios:
+        return None
+    ratio = percentile(ratios, 50)
+    return (ratio - 1) * 100 if lower_is_better else (1 - ratio) * 100
+
+
+def overheads(summaries: dict[str, dict[str, Any]], configs: dict[str, Config]) -> list[dict[str, Any]]:
+    """Each "on" configuration against ``off``: failover medians on/off - 1, throughput 1 - on/off (%),
+    and the same per round (``paired``, the median of the rounds' own ratios)."""
     base = summaries.get("off")
     rows: list[dict[str, Any]] = []
     if base is None:
@@ -253,6 +290,8 @@ def overheads(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "failover_under_5pct": fo is not None and fo < LIMIT_PERCENT,
                 "throughput_overhead_pct": tp,
                 "throughput_under_5pct": tp is not None and tp < LIMIT_PERCENT,
+                "failover_paired_pct": paired(configs, name, FAILOVER, lower_is_better=True),
+                "throughput_paired_pct": paired(configs, name, THROUGHPUT, lower_is_better=False),
             }
         )
     return rows
@@ -264,13 +303,13 @@ def _f(value: float | None, fmt: str) -> str:
 
 def table(summaries: dict[str, dict[str, Any]], rows: list[dict[str, Any]], spans: dict[str, str]) -> str:
     lines = [
-        f"{'config':<8} {'failover median s':>18} {'p90 s':>8} {'ok':>5} "
+        f"{'config':<15} {'failover median s':>18} {'p90 s':>8} {'ok':>5} "
         f"{'GetInstance/s median':>21} {'min':>8} {'max':>8} {'ok':>5}  spans exported",
-        "-" * 108,
+        "-" * 115,
     ]
     for name, s in summaries.items():
         lines.append(
-            f"{name:<8} {_f(s['failover_median_s'], '.3f'):>18} {_f(s['failover_p90_s'], '.3f'):>8} "
+            f"{name:<15} {_f(s['failover_median_s'], '.3f'):>18} {_f(s['failover_p90_s'], '.3f'):>8} "
             f"{s['failover_runs']:>5} {_f(s['throughput_median_per_s'], '.1f'):>21} "
             f"{_f(s['throughput_min_per_s'], '.1f'):>8} {_f(s['throughput_max_per_s'], '.1f'):>8} "
             f"{s['throughput_runs']:>5}  {spans.get(name, '')}"
@@ -282,7 +321,9 @@ def table(summaries: dict[str, dict[str, Any]], rows: list[dict[str, Any]], span
             f"{r['config']} vs off: failover {_f(fo, '+.1f')} % "
             f"({'under' if r['failover_under_5pct'] else 'NOT under'} 5 %), "
             f"throughput {_f(tp, '+.1f')} % fewer calls/s "
-            f"({'under' if r['throughput_under_5pct'] else 'NOT under'} 5 %)"
+            f"({'under' if r['throughput_under_5pct'] else 'NOT under'} 5 %); "
+            f"paired per round: failover {_f(r['failover_paired_pct'], '+.1f')} %, "
+            f"throughput {_f(r['throughput_paired_pct'], '+.1f')} %"
         )
     for name, s in summaries.items():
         for failure in s["failures"]:
@@ -327,7 +368,7 @@ class Bench:
         code = 0
         t0 = time.monotonic()
         try:
-            otlp = await self.start_receiver() if "otlp" in names else ""
+            otlp = await self.start_receiver() if any(n.startswith("otlp") for n in names) else ""
             for name in names:  # one after the other: each takes its free ports while the others hold theirs
                 suite = launch(self.children, self.root / name, name, otlp)
                 self.configs.append(Config(name, suite))
@@ -367,11 +408,14 @@ class Bench:
 
     def report(self, elapsed: float) -> None:
         summaries = {c.name: summary(c) for c in self.configs}
-        rows = overheads(summaries)
+        rows = overheads(summaries, {c.name: c for c in self.configs})
         spans = {c.name: "none (off)" for c in self.configs if c.name == "off"}
         spans.update({c.name: self.jsonl_spans(c) for c in self.configs if c.name == "jsonl"})
-        if any(c.name == "otlp" for c in self.configs):
-            spans["otlp"] = f"{read_count(self.count_file)['spans']} to the receiver"
+        otlp_configs = [c.name for c in self.configs if c.name.startswith("otlp")]
+        if otlp_configs:  # one receiver for all of them
+            spans[otlp_configs[0]] = f"{read_count(self.count_file)['spans']} to the receiver"
+            if len(otlp_configs) > 1:
+                spans[otlp_configs[0]] += f" (from {', '.join(otlp_configs)} together)"
         a = self.args
         print(
             f"tracing overhead: {a.runs} rounds, {a.clients} clients x {a.seconds:g} s per throughput run, "
@@ -402,7 +446,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--clients", type=int, default=8, help="concurrent GetInstance loops (default 8)")
     p.add_argument(
-        "--configs", default=",".join(CONFIGS), help="comma-separated, of off,jsonl,otlp (default all)"
+        "--configs",
+        default=",".join(CONFIGS),
+        help=f"comma-separated, of {','.join(CONFIGS + EXTRA_CONFIGS)} (default {','.join(CONFIGS)})",
     )
     p.add_argument(
         "--failover-deadline", type=float, default=60.0, help="seconds for a new master (default 60)"
@@ -415,7 +461,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-files", action="store_true", help="keep the suites' data dirs (logs, traces)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
-    unknown = {c.strip() for c in args.configs.split(",") if c.strip()} - set(CONFIGS)
+    unknown = {c.strip() for c in args.configs.split(",") if c.strip()} - set(CONFIGS + EXTRA_CONFIGS)
     if unknown:
         p.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
     return args
