@@ -228,11 +228,8 @@ def timeline(plan: T.Plan, now: float) -> str:
     end = base
     for s in plan.steps:
         start, finish = seconds(s.started_at), seconds(s.finished_at)
-        if (
-            start is not None
-            and finish is None
-            and s.status not in (T.STEP_STATUS_COMPLETE, T.STEP_STATUS_ERROR)
-        ):
+        if start is not None and s.status not in ENDED:
+            # Still running, or retried after an ERROR: up to now.
             finish_shown: float | None = now
         else:
             finish_shown = finish
