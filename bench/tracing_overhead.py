@@ -54,6 +54,7 @@ from failover_bench.suite import FAILOVER, Api, SuiteOptions, SuiteRun
 from failover_bench.suite_process import StartedSuite, stop_suite, suite_env, tail, wait_serving
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.testing.ports import free_port
 
 log = logging.getLogger("bench")
 
@@ -153,12 +154,14 @@ def tracing_env(config: str, data_dir: Path, otlp_endpoint: str) -> dict[str, st
 
 def launch(children: Children, data_dir: Path, config: str, otlp_endpoint: str) -> StartedSuite:
     """Start an isolated suite (as failover_bench.suite_process.launch_suite) with the tracing
-    environment of ``config``; metrics endpoints off in every configuration."""
+    environment of ``config``; metrics endpoints off and the console on a free port in every
+    configuration."""
     marker = secrets.token_hex(16)
     endpoint, env = suite_env(data_dir, marker)
     env = {k: v for k, v in env.items() if not k.startswith("OTEL_") and k != "STATEFUL_TRACES_DIR"}
     env.update(tracing_env(config, data_dir, otlp_endpoint))
     env["STATEFUL_SUITE_METRICS_BASE_PORT"] = "0"
+    env["STATEFUL_SUITE_CONSOLE"] = f"127.0.0.1:{free_port()}"  # suite_env leaves it at 8080
     os.makedirs(data_dir, exist_ok=True)
     log_path = data_dir / "suite.log"
     started_at = time.monotonic()
