@@ -10,9 +10,9 @@ from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.common.server import serve_until_signal
 from mesos_stateful.common.tracing import setup_tracing, shutdown_tracing
+from mesos_stateful.gateway.member_metrics import MemberMetrics
 from mesos_stateful.gateway.server import build_gateway_server
 from mesos_stateful.gateway.settings import GatewaySettings
-from mesos_stateful.lifecycle.member_metrics import MemberMetrics
 from mesos_stateful.state.client import StateClient
 
 log = logging.getLogger(__name__)
