@@ -159,9 +159,13 @@ async def test_maintenance_reaches_the_tasks_keeps_launches_off_and_is_accepted_
     assert killed.maintenance == maintenance  # kept: lifecycle places the member elsewhere
     await wait_answer(local_cluster, agent, framework_id)
     assert await answers(local_cluster, agent, framework_id) == ["ACCEPT"]
-    # Still no placement there.
-    cluster = await offers_service.wait_cluster(lambda c: len(c.pending) == 1)
-    assert "scheduled for maintenance" in cluster.pending[0].reason
+    # Still no placement there: the queued member waits, and once the draining agent's free
+    # resources are offered (offers come agent by agent) it says that agent is in maintenance.
+    await offers_service.wait_cluster(
+        lambda c: [p.task_id for p in c.pending] == [pending.task_id]
+        and "scheduled for maintenance" in c.pending[0].reason,
+        timeout=30,
+    )
 
 
 async def test_maintenance_survives_schedule_updates_and_a_restart_and_a_cancel_clears_it(
