@@ -48,9 +48,9 @@ class StartedSuite:
 def suite_env(
     data_dir: Path, marker: str, workloads: tuple[str, ...] = ("redis",)
 ) -> tuple[str, dict[str, str]]:
-    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer = free_ports(7)
+    gateway, state, offers, lifecycle, master, etcd_client, etcd_peer, console = free_ports(8)
     # The workload services listen on consecutive ports from this base, one per workload.
-    taken = {gateway, state, offers, lifecycle, master, etcd_client, etcd_peer}
+    taken = {gateway, state, offers, lifecycle, master, etcd_client, etcd_peer, console}
     workload_port = free_port_run(len(workloads))
     while taken & set(range(workload_port, workload_port + len(workloads))):
         workload_port = free_port_run(len(workloads))
@@ -66,6 +66,8 @@ def suite_env(
         "STATEFUL_SUITE_MASTER": f"127.0.0.1:{master}",
         "STATEFUL_SUITE_WORKLOADS": json.dumps(list(workloads)),
         "STATEFUL_SUITE_WORKLOAD_BASE_PORT": str(workload_port),
+        "STATEFUL_SUITE_CONSOLE": f"127.0.0.1:{console}",
+        "STATEFUL_SUITE_METRICS_BASE_PORT": "0",  # no /metrics: a bench measures, nothing scrapes
         # Inherited by the services the suite starts:
         "STATEFUL_STATE_EMBEDDED_CLIENT_PORT": str(etcd_client),
         "STATEFUL_STATE_EMBEDDED_PEER_PORT": str(etcd_peer),
