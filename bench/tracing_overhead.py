@@ -323,10 +323,10 @@ def table(summaries: dict[str, dict[str, Any]], rows: list[dict[str, Any]], span
         lines.append(
             f"{r['config']} vs off: failover {_f(fo, '+.1f')} % "
             f"({'under' if r['failover_under_5pct'] else 'NOT under'} 5 %), "
-            f"throughput {_f(tp, '+.1f')} % fewer calls/s "
+            f"throughput {_f(tp, '.1f')} % fewer calls/s "
             f"({'under' if r['throughput_under_5pct'] else 'NOT under'} 5 %); "
             f"paired per round: failover {_f(r['failover_paired_pct'], '+.1f')} %, "
-            f"throughput {_f(r['throughput_paired_pct'], '+.1f')} %"
+            f"throughput {_f(r['throughput_paired_pct'], '.1f')} % fewer"
         )
     for name, s in summaries.items():
         for failure in s["failures"]:
