@@ -67,22 +67,43 @@ HTTP_PROTOBUF = "http/protobuf"
 _provider: TracerProvider | None = None
 
 
-class JsonLinesExporter(SpanExporter):
-    """Appends each finished span as one compact JSON object per line."""
+ENV_MAX_MB = "STATEFUL_TRACES_MAX_MB"
+DEFAULT_MAX_MB = 64.0
+SHUTDOWN_SECONDS = 3.0  # at most this long to flush spans on exit (a collector away must not hold a stop)
 
-    def __init__(self, path: Path, service: str) -> None:
+
+class JsonLinesExporter(SpanExporter):
+    """Appends each finished span as one compact JSON object per line. The file is bounded: past
+    ``max_bytes`` it becomes ``<service>.old.jsonl`` (replacing the previous one) and a new file
+    starts, so a long-running suite keeps at most about twice the bound per service
+    (``$STATEFUL_TRACES_MAX_MB``, default 64 MB; readers read both files)."""
+
+    def __init__(self, path: Path, service: str, max_bytes: int | None = None) -> None:
         self.path = path
         self.service = service
+        self.max_bytes = max_bytes if max_bytes is not None else _max_bytes()
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = "".join(json.dumps(span_dict(span, self.service), default=str) + "\n" for span in spans)
         try:
-            with self._lock, self.path.open("a", encoding="utf-8") as out:
-                out.write(lines)
+            with self._lock:
+                if self.path.exists() and self.path.stat().st_size >= self.max_bytes:
+                    self.path.replace(self.path.with_name(f"{self.service}.old.jsonl"))
+                with self.path.open("a", encoding="utf-8") as out:
+                    out.write(lines)
         except OSError:
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+
+def _max_bytes() -> int:
+    raw = os.environ.get(ENV_MAX_MB, "").strip()
+    try:
+        megabytes = float(raw) if raw else DEFAULT_MAX_MB
+    except ValueError:
+        megabytes = DEFAULT_MAX_MB
+    return max(1, int(megabytes * 1024 * 1024))
 
 
 def span_dict(span: ReadableSpan, service: str) -> dict[str, Any]:
@@ -153,6 +174,19 @@ def otlp_protocol() -> str:
     return GRPC
 
 
+def check_otlp_settings() -> str:
+    """Why the ``OTEL_EXPORTER_OTLP_*`` settings cannot work ("" when they can): a protocol other
+    than grpc / http/protobuf, checked by ``make run``'s preflight before any service starts."""
+    if any(os.environ.get(name, "").strip() for name in ENV_OTLP_ENDPOINTS):
+        protocol = otlp_protocol()
+        if protocol not in (GRPC, HTTP_PROTOBUF):
+            return (
+                f"OTLP protocol {protocol!r} is not supported: "
+                "set OTEL_EXPORTER_OTLP_PROTOCOL to grpc or http/protobuf"
+            )
+    return ""
+
+
 def otlp_exporter() -> SpanExporter | None:
     """An OTLP span exporter configured by the ``OTEL_EXPORTER_OTLP_*`` variables, or None when no
     endpoint is set. Raises ValueError for a protocol other than grpc / http/protobuf."""
@@ -207,12 +241,23 @@ def setup_tracing(service_name: str) -> None:
     _provider = provider
 
 
-def shutdown_tracing() -> None:
-    """Flush and stop the exporter (no-op when tracing is off)."""
+def shutdown_tracing(timeout: float = SHUTDOWN_SECONDS) -> None:
+    """Flush and stop the exporters, waiting at most ``timeout`` seconds (no-op when tracing is
+    off): an OTLP collector that is away or does not answer would otherwise hold the service's
+    stop for the exporter's retries, past its supervisor's grace (then it is SIGKILLed)."""
     global _provider
-    if _provider is not None:
-        _provider.shutdown()
-        _provider = None
+    provider, _provider = _provider, None
+    if provider is None:
+        return
+    done = threading.Thread(target=provider.shutdown, name="tracing-shutdown", daemon=True)
+    done.start()
+    done.join(timeout)
+    if done.is_alive():
+        print(
+            f"tracing: spans not flushed within {timeout:.0f}s (is the OTLP collector reachable?); "
+            "stopping without them",
+            file=sys.stderr,
+        )
 
 
 # --- reader --------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ def gateway_error(error: grpc.RpcError, endpoint: str, what: str) -> GatewayErro
         return GatewayError(
             404, "Not found", f"{what} does not exist (the gateway at {endpoint} says: {details})"
         )
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return GatewayError(400, "Bad request", f"{what}: {details}")
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return GatewayError(
             401,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.server import wait_for_signal
-from mesos_stateful.common.tracing import ENV_DIR
+from mesos_stateful.common.tracing import ENV_DIR, check_otlp_settings
 from mesos_stateful.localcluster.settings import LocalClusterSettings
 from mesos_stateful.state.settings import StateSettings
 from mesos_stateful.suite.preflight import (
@@ -356,6 +356,9 @@ def member_images(settings: SuiteSettings) -> list[str]:
 def preflight(settings: SuiteSettings) -> int:
     """The lock on the data dir, every port, and with ``--runtime docker`` the Docker engine and
     the members' images: PreflightError before anything is started."""
+    otlp = check_otlp_settings()
+    if otlp:
+        raise PreflightError(otlp)
     fd = lock_data_dir(Path(settings.data_dir).resolve())
     checked = check_ports(_ports(settings, plan_children(settings)))
     if checked.in_use:

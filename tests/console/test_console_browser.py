@@ -251,6 +251,8 @@ def test_failover_in_the_browser(
     # Without a browser: an unknown instance, a wrong token, a gateway that is down.
     status, text = http_get(f"{console}/instances/nosuch")
     assert status == 404 and "does not exist" in text and "Traceback" not in text
+    status, text = http_get(f"{console}/instances/%3Cscript%3E")  # not a valid instance name
+    assert status == 400 and "<script>" not in text and "Traceback" not in text, (status, text)
     wrong, wrong_url = start_console(tmp_path, "wrong-token", endpoint, "not-the-token")
     (dead_port,) = service_ports([1])
     down, down_url = start_console(tmp_path, "no-gateway", f"127.0.0.1:{dead_port}", TOKEN)

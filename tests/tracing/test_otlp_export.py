@@ -283,3 +283,68 @@ def test_an_unknown_protocol_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     with pytest.raises(ValueError, match="http/json"):
         tracing.otlp_exporter()
+
+
+async def test_a_collector_that_never_answers_does_not_hold_the_stop(
+    etcd: EtcdProcess, tmp_path: Path
+) -> None:
+    """A collector that accepts connections and never answers (a listening socket nobody reads):
+    SIGTERM stops the service within its own bound (tracing.SHUTDOWN_SECONDS for the flush), not
+    after the exporter's retries."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    state = StateProcess(etcd, env, tmp_path / "state.log")
+    try:
+        await state.wait_serving()
+        for _ in range(5):
+            await state.list_instances()  # spans waiting to be exported
+        started = time.monotonic()
+        state.process.terminate()
+        code = await asyncio.to_thread(state.process.wait, 60)
+        took = time.monotonic() - started
+    finally:
+        state.stop()
+        silent.close()
+    assert code == 0, state.log.read_text(errors="replace")
+    assert took < tracing.SHUTDOWN_SECONDS + 8, f"stop took {took:.1f}s"
+
+
+def test_span_files_are_bounded(tmp_path: Path) -> None:
+    """Past its bound a span file becomes <service>.old.jsonl (replacing the previous one): at
+    most about twice the bound on disk per service, and the reader reads both."""
+    path = tmp_path / "state.jsonl"
+    exporter = tracing.JsonLinesExporter(path, "state", max_bytes=2000)
+    provider = tracing.build_provider("state", [exporter])
+    tracer = provider.get_tracer("test")
+    for i in range(200):
+        with tracer.start_as_current_span(f"span {i}", attributes={"instance": "cache"}):
+            pass
+        provider.force_flush()
+    provider.shutdown()
+    old = tmp_path / "state.old.jsonl"
+    assert old.exists() and path.exists()
+    assert path.stat().st_size < 2000 + 2000 and old.stat().st_size < 2000 + 2000
+    names = [span["name"] for span in tracing.load_spans(tmp_path)]
+    assert "span 199" in names and "span 0" not in names
+
+
+def test_make_run_refuses_an_unknown_otlp_protocol_before_starting_anything(tmp_path: Path) -> None:
+    """A mistyped OTEL_EXPORTER_OTLP_PROTOCOL: `make run`'s preflight says so and exits, instead of
+    every service crash-looping on it."""
+    from tests.suite.suite_helpers import suite_env
+
+    _, env = suite_env(tmp_path / "state")
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4317"
+    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "bogus"
+    done = subprocess.run(
+        [sys.executable, "-m", "mesos_stateful.suite"], env=env, capture_output=True, text=True, timeout=60
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "OTLP protocol 'bogus' is not supported" in output and "Traceback" not in output, output
+    assert not (tmp_path / "state" / "suite-status.json").exists()
