@@ -55,6 +55,9 @@ class Cause(StrEnum):
     LOST = "lost"  # Mesos reported its task ended or unreachable
     UNRESPONSIVE = "unresponsive"  # the health probe found it silent (task still running)
     DRAIN = "drain"  # a switchover off an agent going down for maintenance
+    # Every member restarted in place and the most advanced elected (no replica ran: e.g. after a
+    # restart of the whole suite): a recovery, not a failover to a running replica.
+    COLD_START = "cold-start"
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,9 @@ def _cause(instance: str, plan: types_pb2.Plan) -> Cause | None:
         return Cause.DRAIN
     if plan.name != plans.RECOVERY or not plan.HasField("detected_at"):
         return None
+    promotion = _promotion(plan)
+    if promotion is not None and plans.action_of(promotion[0]) == Action.ELECT:
+        return Cause.COLD_START  # no replica ran: every member restarted, the most advanced elected
     known = _causes.get(_key(instance, plan))
     if known is not None:
         return known

@@ -189,3 +189,38 @@ def test_tracing_off_no_trace_context_but_metrics() -> None:
     with spans.step_span("cache", "redis", plan, plan.steps[0]) as run:
         spans.step_result(run, plan.steps[0], plans.COMPLETE, 1, "")
     spans.plan_saved("cache", "redis", T.Plan(), plan, 1002.0)
+
+
+def test_a_cold_start_is_not_counted_as_a_failover_to_a_running_replica(
+    exported: InMemorySpanExporter,
+) -> None:
+    """No replica ran (e.g. the whole suite restarted): the recovery elects the most advanced of
+    the restarted members. Its duration is observed with cause cold-start, apart from failovers."""
+    s = _lost_master_snapshot(False)
+    plan = _recovery(s)
+    spans.begin_plan(s, plan, 1001.0)
+    before = T.Plan()
+    before.CopyFrom(plan)
+    elect = plans.step(plans.Action.ELECT, "cache-0")
+    elect.status = plans.COMPLETE
+    elect.decision.promote_member_id = "cache-2"
+    plan.steps.extend(
+        [
+            elect,
+            plans.step(plans.Action.START_MASTER, "cache-2"),
+            plans.step(plans.Action.MASTER_RUNNING, "cache-2"),
+        ]
+    )
+    for step in plan.steps:
+        step.status = plans.COMPLETE
+    plan.status = plans.plan_status(plan)
+    lost = _count("stateful_failover_duration_seconds_count", {"workload": "redis", "cause": "lost"})
+    cold = _count("stateful_failover_duration_seconds_count", {"workload": "redis", "cause": "cold-start"})
+    spans.plan_saved("cache", "redis", before, plan, 1009.0)
+    assert _count("stateful_failover_duration_seconds_count", {"workload": "redis", "cause": "lost"}) == lost
+    assert (
+        _count("stateful_failover_duration_seconds_count", {"workload": "redis", "cause": "cold-start"})
+        == cold + 1
+    )
+    [root] = _roots(exported)
+    assert root.attributes is not None and root.attributes["cause"] == "cold-start"
