@@ -361,7 +361,8 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
         password = get_instance(endpoint, secrets=True).secrets["password"]
         writer = Writer(endpoint, password)
         chaos = Chaos(endpoint, env, runner, data_dir, log, password, writer)
-        assert len(chaos.status()) == 3 + 2 * REPLICAS + len(WORKLOADS), sorted(chaos.status())
+        # state, gateway, cluster, console; offers and lifecycle replicas; the workload services.
+        assert len(chaos.status()) == 4 + 2 * REPLICAS + len(WORKLOADS), sorted(chaos.status())
         chaos.baseline()
         writer.start()
         chaos.writes_go_on()
