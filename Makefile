@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
-# Where typecheck builds its tree of links (set it to run several checks at once).
+# Where typecheck keeps its cache (set it to run several checks at once).
 TC ?= build/typecheck
 
 .PHONY: setup protos lint typecheck test run clean images docker-engine
@@ -12,7 +12,7 @@ RUNTIME ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py scripts/setup.sh scripts/install_system_deps.sh scripts/install_http_parser.sh
+$(STAMP): pyproject.toml scripts/setup.sh scripts/install_system_deps.sh scripts/install_http_parser.sh
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $@
 
@@ -21,16 +21,13 @@ protos: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	cd protos && ../$(VENV)/bin/buf lint
 
-# mypy cannot follow the package-dir mapping of setup.py, so it checks a tree of links laid out
-# the way Python imports the code.
+# mypy reads the plain checkout: mypy_path (pyproject.toml) names the two folders of the
+# mesos_stateful namespace package.
 typecheck: setup
-	rm -rf $(TC) && mkdir -p $(TC)/mesos_stateful
-	for f in services/*; do ln -s $(CURDIR)/$$f $(TC)/mesos_stateful/; done
-	ln -s $(CURDIR)/executor $(TC)/mesos_stateful/executor
-	cd $(TC) && MYPYPATH=. $(CURDIR)/$(PY) -m mypy --config-file $(CURDIR)/pyproject.toml \
-		--cache-dir .mypy_cache -p mesos_stateful
+	$(PY) -m mypy --cache-dir $(TC)/.mypy_cache services/mesos_stateful executor/mesos_stateful
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

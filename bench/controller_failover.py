@@ -1,5 +1,5 @@
 """Controller failover: a leader killed with SIGKILL -> its standby acting, with the lease settings
-the services use (services/common/leadership.py LeadershipSettings defaults).
+the services use (services/mesos_stateful/clients/leadership.py LeadershipSettings defaults).
 
     .venv/bin/python bench/controller_failover.py --runs 10
     .venv/bin/python bench/controller_failover.py --runs 10 --output bench/results/controller_failover.txt
@@ -44,9 +44,9 @@ from typing import Any, TextIO
 from failover_bench.procs import Children, run_main
 
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.leadership import LeaderElector, Leadership, LeadershipSettings, find_leader
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
-from mesos_stateful.common.leadership import LeaderElector, Leadership, LeadershipSettings, find_leader
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.ports import free_ports
 
 log = logging.getLogger("bench")

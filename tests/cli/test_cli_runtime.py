@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.gateway import register_workload, running_gateway
 from mesos_stateful.testing.state import StateService
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.gateway import RunningGateway, register_workload, running_gateway
 from mesos_stateful.testing.state import StateService
 

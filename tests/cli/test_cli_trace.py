@@ -1,5 +1,5 @@
 """``statefulctl trace NAME``, run as a subprocess: span files written in tmp_path in the exporter's
-format (services/common/tracing.py span_dict), both shapes (a plan root span, and older files where
+format (mesos_stateful.common.tracing span_dict), both shapes (a plan root span, and older files where
 each step run is a trace of its own), errors without a traceback; and one end-to-end run against
 the suite started as `make run` starts it."""
 

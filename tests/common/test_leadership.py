@@ -1,4 +1,4 @@
-"""Leader election (services/common/leadership.py) with a real etcd and real state services.
+"""Leader election (services/mesos_stateful/clients/leadership.py) with a real etcd and real state services.
 
 Every test records the leading intervals of all its electors (from lead() being called to its
 task having finished) and checks that they never overlap and that terms strictly increase.
@@ -19,9 +19,9 @@ import pytest
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.leadership import LeaderElector, Leadership, LeadershipSettings, find_leader
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
-from mesos_stateful.common.leadership import LeaderElector, Leadership, LeadershipSettings, find_leader
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.state import StateService, etcd, state_service  # noqa: F401
 
@@ -367,8 +367,8 @@ async def test_lead_failing_ends_the_term_and_a_new_term_begins(
 CHILD = """
 import asyncio, json, sys, time
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common.leadership import LeaderElector, LeadershipSettings
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.leadership import LeaderElector, LeadershipSettings
+from mesos_stateful.clients.state import StateClient
 
 async def main(name, endpoint):
     client = StateClient(endpoint)

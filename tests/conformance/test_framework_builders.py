@@ -1,5 +1,5 @@
-"""Framework-side conformance of the builders of ``services/offers/mesos.py`` and of the FrameworkInfo
-of ``services/offers/driver.py``: for every workload shape (plain, with ports and disk, a first launch
+"""Framework-side conformance of the builders of ``mesos_stateful.offers.mesos`` and of the FrameworkInfo
+of ``mesos_stateful.offers.driver``: for every workload shape (plain, with ports and disk, a first launch
 with a volume: RESERVE + CREATE, a relaunch where the reservation is left without its volume:
 CREATE, a relaunch on the volume, with unreserved stand-in ports, and the release: DESTROY +
 UNRESERVE), with and without a framework principal, what they build parses strictly as the

@@ -22,9 +22,9 @@ import mesos_stateful.offers.driver  # noqa: F401
 from mesos_stateful.api.mesos.v1 import mesos_pb2
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common.images import SUITE_IMAGE
 from mesos_stateful.localcluster import encoding
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster, local_cluster  # noqa: F401
 from mesos_stateful.testing.offers import OffersService
 from mesos_stateful.testing.state import StateService, etcd, state_client, state_service  # noqa: F401

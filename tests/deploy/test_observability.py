@@ -421,7 +421,7 @@ def test_dashboard_uses_only_catalogue_metrics_and_labels() -> None:
         assert names, f"no metric in {query}"
         allowed_labels = set(TARGET_LABELS)
         for name in names:
-            assert name in known, f"{name} (in {query}) is not in services/common/metrics.py"
+            assert name in known, f"{name} (in {query}) is not in services/mesos_stateful/common/metrics.py"
             shown.add(known[name][0])
             allowed_labels |= known[name][1]
         assert used_labels <= allowed_labels, (

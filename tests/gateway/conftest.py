@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.gateway import gateway, gateway_stub, register_workload  # noqa: F401
 from mesos_stateful.testing.state import etcd, state_client, state_service  # noqa: F401
 

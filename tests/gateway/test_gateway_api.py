@@ -15,7 +15,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.gateway import (
     RunningGateway,

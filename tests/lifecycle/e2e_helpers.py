@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.lifecycle import Suite
 
 PORT = "redis"

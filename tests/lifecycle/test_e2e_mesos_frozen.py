@@ -30,9 +30,9 @@ import pytest_asyncio
 from redis import exceptions as redis_errors
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common.channels import channel_options
 from mesos_stateful.lifecycle.settings import LifecycleSettings
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.lifecycle import (
     LifecycleRunner,
     RedisService,

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
-from mesos_stateful.common.leadership import LeadershipSettings, find_leader
+from mesos_stateful.clients.leadership import LeadershipSettings, find_leader
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.testing.lifecycle import (

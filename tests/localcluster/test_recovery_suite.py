@@ -20,7 +20,7 @@ from lifecycle.e2e_helpers import connect, missing_keys, password, redis_pids, w
 
 from localcluster.cluster_process import ClusterProcess
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.gateway import gateway  # noqa: F401
 from mesos_stateful.testing.lifecycle import (
     LifecycleRunner,

@@ -21,12 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
 from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.gateway.member_metrics import MemberMetrics
 from mesos_stateful.gateway.settings import GatewaySettings
 from mesos_stateful.offers.scheduler import PENDING_REASONS, PendingLaunches, pending_reason
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.suite.main import plan_children, prometheus_config
 from mesos_stateful.suite.settings import SuiteSettings
 from mesos_stateful.testing.etcd import EtcdProcess

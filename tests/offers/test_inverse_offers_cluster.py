@@ -22,8 +22,8 @@ from mesos_stateful.api.mesos.v1.master import master_pb2
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.localcluster.agent import Agent
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.offers import OffersService
 

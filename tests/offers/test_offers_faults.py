@@ -28,8 +28,8 @@ from offers_helpers import (
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.localcluster.procs import session_members
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster, start_local_cluster
 from mesos_stateful.testing.offers import OffersService
 from mesos_stateful.testing.state import StateService

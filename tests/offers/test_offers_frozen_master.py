@@ -28,8 +28,8 @@ from offers_helpers import RUNNING, in_state, wait_task, web_spec
 
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common.server import is_serving
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.offers import Replicas, offers_processes
 from mesos_stateful.testing.ports import free_port
 from mesos_stateful.testing.state import StateService

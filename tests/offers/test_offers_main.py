@@ -27,8 +27,8 @@ from offers_helpers import (
 
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.offers.settings import OffersSettings
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.state import StateService
 

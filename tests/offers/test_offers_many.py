@@ -8,7 +8,7 @@ import re
 import pytest
 from offers_helpers import RUNNING, framework_state, in_state, launch, wait_task, web_spec
 
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.offers import OffersService
 

@@ -16,7 +16,7 @@ from offers_helpers import RUNNING, in_state, launch, wait_task, wait_until, web
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.offers import OffersService
 

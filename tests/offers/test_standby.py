@@ -26,12 +26,12 @@ from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common.leadership import LeadershipSettings
+from mesos_stateful.clients.leadership import LeadershipSettings
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.lifecycle.offers import OffersClient
 from mesos_stateful.offers.driver import MesosDriver
 from mesos_stateful.offers.server import framework_config
 from mesos_stateful.offers.settings import OffersSettings, advertised
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.offers import Replicas, ServiceProcess, offers_processes
 from mesos_stateful.testing.state import StateService

@@ -13,8 +13,8 @@ from state_helpers import eventually, instance, member
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.state import StateService
 

@@ -12,8 +12,8 @@ from state_helpers import instance, member, task
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.state import StateService
 
 

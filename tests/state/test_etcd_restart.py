@@ -26,9 +26,9 @@ from test_watch import Collector, Writer, assert_in_order, current_revision
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.endpoints import STATE_SERVICE
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.state.embedded import RestartPolicy, supervise
-from mesos_stateful.state.endpoints import STATE_SERVICE
 from mesos_stateful.state.etcdkv import EtcdKV, put_op
 from mesos_stateful.state.settings import StateSettings
 from mesos_stateful.testing.etcd import EtcdProcess

@@ -12,9 +12,9 @@ import pytest
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients import records
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
-from mesos_stateful.state import records
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.state import StateService
 
 ROLE = "lifecycle"

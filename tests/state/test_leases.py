@@ -10,8 +10,8 @@ from state_helpers import eventually
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
-from mesos_stateful.state.client import StateClient
 
 
 def workload(name: str) -> types_pb2.Workload:

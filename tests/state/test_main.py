@@ -11,7 +11,7 @@ from pathlib import Path
 from state_helpers import eventually, instance
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.ports import free_ports
 from mesos_stateful.testing.state import StateService

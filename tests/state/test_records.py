@@ -7,8 +7,8 @@ from state_helpers import instance, member
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients import records
 from mesos_stateful.common import errors
-from mesos_stateful.state import records
 
 
 def test_keys_follow_the_documented_layout() -> None:

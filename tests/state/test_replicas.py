@@ -18,9 +18,9 @@ from test_etcd_restart import StateProcess
 from test_watch import Collector, Writer, assert_in_order, current_revision
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
+from mesos_stateful.clients import endpoints
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.lifecycle.settings import LifecycleSettings
-from mesos_stateful.state import endpoints
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.ports import free_port
 from mesos_stateful.workloads.base import WorkloadSettings

@@ -13,7 +13,7 @@ from state_helpers import eventually, task
 from test_watch import Collector, Writer, assert_in_order, current_revision
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.state.server import build_state_server
 from mesos_stateful.state.store import Store
 from mesos_stateful.state.watchhub import WatchLimits

@@ -12,8 +12,8 @@ from google.protobuf.message import Message
 from state_helpers import eventually, instance, member, task
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.state.etcdkv import EtcdKV
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.state import StateService

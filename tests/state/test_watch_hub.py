@@ -12,10 +12,10 @@ from state_helpers import eventually, instance, task
 from test_watch import Collector, Writer, assert_in_order, current_revision
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
+from mesos_stateful.clients.records import make_record
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
-from mesos_stateful.state.client import StateClient
 from mesos_stateful.state.etcdkv import EtcdKV
-from mesos_stateful.state.records import make_record
 from mesos_stateful.state.server import build_state_server
 from mesos_stateful.state.store import Store
 from mesos_stateful.state.watchhub import WatchLimits, matches

@@ -43,8 +43,8 @@ from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as opb_grpc
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as spb_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.clients.leadership import LeadershipSettings
 from mesos_stateful.common.channels import channel_options
-from mesos_stateful.common.leadership import LeadershipSettings
 from mesos_stateful.common.server import is_serving
 from mesos_stateful.localcluster.settings import LocalClusterSettings
 

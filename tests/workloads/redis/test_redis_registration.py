@@ -10,7 +10,7 @@ import pytest_asyncio
 from mesos_stateful.api.stateful.v1 import state_service_pb2, types_pb2
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import workload_service_pb2_grpc as pb_grpc
-from mesos_stateful.state.client import StateClient
+from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.state import StateService
 from mesos_stateful.testing.workloads import wait_for
 from mesos_stateful.workloads.base import RunningWorkload, start_workload

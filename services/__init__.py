@@ -1,1 +1,0 @@
-"""mesos-stateful: stateful workloads on Apache Mesos as gRPC microservices."""

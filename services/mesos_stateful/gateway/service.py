@@ -1,0 +1,380 @@
+"""The gateway's domain: instances and workloads over the state service.
+
+The store keeps an instance's members as their own records; every read here assembles them into
+``Instance.members`` (ordered by ordinal) and sets ``Instance.revision`` to the record's
+mod_revision. The gateway writes only what the internals contract gives it: new instance records,
+the spec on scale, and the phase DELETING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
+from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.state import StateClient
+from mesos_stateful.common import errors
+from mesos_stateful.common.grpc_errors import from_rpc_error
+from mesos_stateful.gateway import validation
+from mesos_stateful.gateway.validation import Limits
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_TOKEN_PREFIX = "v1:"
+_GONE = (types_pb2.INSTANCE_PHASE_DELETING, types_pb2.INSTANCE_PHASE_DELETED)
+# Two consecutive Lists that read the same revision are a consistent snapshot; under constant
+# writes give up after this many tries and accept a snapshot that is slightly mixed.
+_SNAPSHOT_TRIES = 10
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def encode_page_token(last_name: str) -> str:
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + last_name).encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    """The last name of the previous page; InvalidArgument on a token we did not make."""
+    try:
+        text = base64.urlsafe_b64decode(token.encode("ascii")).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        text = ""
+    if not text.startswith(_TOKEN_PREFIX):
+        raise errors.InvalidArgument(
+            "invalid page_token: pass back the next_page_token of a previous response",
+            fields={"page_token": "not a token this server issued"},
+        )
+    return text[len(_TOKEN_PREFIX) :]
+
+
+def sort_members(members: list[types_pb2.Member]) -> list[types_pb2.Member]:
+    return sorted(members, key=lambda m: (m.ordinal, m.id))
+
+
+def matches(instance: types_pb2.Instance, workload: str, labels: Mapping[str, str]) -> bool:
+    if workload and instance.spec.workload != workload:
+        return False
+    return all(instance.spec.labels.get(k) == v for k, v in labels.items())
+
+
+def assemble(record: st.Record, members: list[types_pb2.Member]) -> types_pb2.Instance:
+    """The public Instance of a stored record, with its members and revision."""
+    instance = types_pb2.Instance()
+    instance.CopyFrom(record.instance)
+    instance.revision = record.mod_revision
+    del instance.members[:]
+    instance.members.extend(sort_members(members))
+    return instance
+
+
+def _instance_of_member_name(name: str) -> str:
+    return name.partition("/")[0]
+
+
+class InstanceDomain:
+    """create / get / list / delete / scale / watch instances and list workloads."""
+
+    def __init__(
+        self, state: StateClient, limits: Limits, state_endpoint: str, timeout_seconds: float = 10.0
+    ) -> None:
+        self._state = state
+        self._limits = limits
+        self._endpoint = state_endpoint
+        self._timeout = timeout_seconds
+
+    # -- store access: every failure to reach the store becomes one clear UNAVAILABLE --------------
+
+    @asynccontextmanager
+    async def _store(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError:
+            raise self._unavailable(f"no answer within {self._timeout:g}s") from None
+        except grpc.RpcError as error:
+            domain = from_rpc_error(error)
+            if isinstance(domain, errors.TemporaryError):
+                raise self._unavailable(domain.message) from None
+            raise domain from None
+        except errors.Conflict:
+            raise
+        except errors.TemporaryError as error:
+            raise self._unavailable(error.message) from None
+
+    def _unavailable(self, detail: str) -> errors.Unavailable:
+        return errors.Unavailable(f"the state service at {self._endpoint} is unavailable: {detail}")
+
+    async def _call(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        async with self._store():
+            return await call()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def _members(self, name: str) -> list[types_pb2.Member]:
+        records, _ = await self._call(lambda: self._state.list(st.KIND_MEMBER, f"{name}/"))
+        return [r.member for r in records]
+
+    async def _workloads(self) -> dict[str, types_pb2.Workload]:
+        records, _ = await self._call(lambda: self._state.list(st.KIND_WORKLOAD))
+        return {r.workload.name: r.workload for r in records}
+
+    async def _instance_record(self, name: str) -> st.Record:
+        try:
+            return await self._call(lambda: self._state.get(st.KIND_INSTANCE, name))
+        except errors.NotFound:
+            raise errors.NotFound(f"instance {name!r} not found") from None
+
+    async def get(self, name: str, include_secrets: bool) -> tuple[types_pb2.Instance, dict[str, str]]:
+        validation.validate_instance_name(name)
+        record = await self._instance_record(name)
+        instance = assemble(record, await self._members(name))
+        secrets: dict[str, str] = {}
+        if include_secrets:
+            found = await self._call(lambda: self._state.find(st.KIND_SECRETS, name))
+            if found is not None:
+                secrets = dict(found.secrets.values)
+        return instance, secrets
+
+    async def list_instances(
+        self, page_size: int, page_token: str, workload: str, labels: Mapping[str, str]
+    ) -> tuple[list[types_pb2.Instance], str]:
+        validation.validate_list_filter(workload, labels)
+        after = decode_page_token(page_token) if page_token else ""
+        size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+        records, _ = await self._call(lambda: self._state.list(st.KIND_INSTANCE))
+        chosen = [
+            r for r in sorted(records, key=lambda r: r.key.name)
+            if r.key.name > after and matches(r.instance, workload, labels)
+        ]
+        page, more = chosen[:size], len(chosen) > size
+        members: dict[str, list[types_pb2.Member]] = {}
+        if page:
+            member_records, _ = await self._call(lambda: self._state.list(st.KIND_MEMBER))
+            for m in member_records:
+                members.setdefault(_instance_of_member_name(m.key.name), []).append(m.member)
+        instances = [assemble(r, members.get(r.key.name, [])) for r in page]
+        return instances, encode_page_token(page[-1].key.name) if more else ""
+
+    async def list_workloads(self) -> list[types_pb2.Workload]:
+        workloads = await self._workloads()
+        return [workloads[name] for name in sorted(workloads)]
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def create(self, spec: types_pb2.InstanceSpec) -> types_pb2.Instance:
+        workloads = await self._workloads()
+        descriptions = {name: w.description for name, w in workloads.items()}
+        for name, description in descriptions.items():
+            if not description.name:
+                description.name = name
+        filled = validation.validate_spec(spec, descriptions, self._limits)
+        now = _now()
+        instance = types_pb2.Instance(
+            spec=filled,
+            phase=types_pb2.INSTANCE_PHASE_PENDING,
+            created_at=now,
+            updated_at=now,
+            generation=1,
+        )
+        try:
+            record = await self._call(lambda: self._state.put(instance, expected_revision=0))
+        except errors.AlreadyExists:
+            raise errors.AlreadyExists(f"instance {filled.name!r} already exists") from None
+        log.info("created instance %s (%s, %d members)", filled.name, filled.workload, filled.replicas)
+        return assemble(record, [])
+
+    async def _update(
+        self, name: str, change: Callable[[types_pb2.Instance], bool]
+    ) -> st.Record:
+        """Compare-and-swap the instance with ``change`` (which returns False for "no change")."""
+
+        def mutate(current: Message | None) -> Message | None:
+            if current is None:
+                raise errors.NotFound(f"instance {name!r} not found")
+            assert isinstance(current, types_pb2.Instance)
+            updated = types_pb2.Instance()
+            updated.CopyFrom(current)
+            if not change(updated):
+                return None  # no write: update() returns the current record
+            updated.updated_at.CopyFrom(_now())
+            return updated
+
+        record = await self._call(lambda: self._state.update(st.KIND_INSTANCE, name, mutate))
+        if record is None:
+            raise errors.NotFound(f"instance {name!r} not found")
+        return record
+
+    async def delete(self, name: str) -> types_pb2.Instance:
+        validation.validate_instance_name(name)
+        record = await self._instance_record(name)
+        if record.instance.phase not in _GONE:
+
+            def to_deleting(instance: types_pb2.Instance) -> bool:
+                if instance.phase in _GONE:
+                    return False
+                instance.phase = types_pb2.INSTANCE_PHASE_DELETING
+                return True
+
+            record = await self._update(name, to_deleting)
+            log.info("instance %s: deletion requested", name)
+        return assemble(record, await self._members(name))
+
+    async def scale(self, name: str, replicas: int) -> types_pb2.Instance:
+        validation.validate_scale(name, replicas, None, self._limits)
+        current = await self._instance_record(name)
+        workload = (await self._workloads()).get(current.instance.spec.workload)
+        # The workload may have gone away (its lease lapsed); the operator limits still hold.
+        validation.validate_scale(name, replicas, workload.description if workload else None, self._limits)
+
+        def rescale(instance: types_pb2.Instance) -> bool:
+            if instance.phase in _GONE:
+                phase = types_pb2.InstancePhase.Name(instance.phase).removeprefix("INSTANCE_PHASE_")
+                raise errors.FailedPrecondition(f"instance {name!r} is {phase}: it cannot be scaled")
+            if instance.spec.replicas == replicas:
+                return False
+            instance.spec.replicas = replicas
+            instance.generation += 1
+            return True
+
+        record = await self._update(name, rescale)
+        log.info("instance %s: scaled to %d members", name, replicas)
+        return assemble(record, await self._members(name))
+
+    # -- watch ---------------------------------------------------------------------------------
+
+    async def _snapshot(self, name: str) -> tuple[list[st.Record], list[st.Record], int, int]:
+        """Instance and member records; (instances, members, instance rev, member rev)."""
+        for _ in range(_SNAPSHOT_TRIES):
+            instances, r1 = await self._call(lambda: self._state.list(st.KIND_INSTANCE, name))
+            members, r2 = await self._call(lambda: self._state.list(st.KIND_MEMBER, name))
+            if r1 == r2:
+                break
+        return instances, members, r1, r2
+
+    async def watch(
+        self, name: str, workload: str, start_revision: int
+    ) -> AsyncIterator[api.WatchInstancesResponse]:
+        """Instance changes in revision order. See WatchInstancesRequest for the contract."""
+        validation.validate_watch_filter(name, workload, start_revision)
+        view = _WatchView(name, workload)
+        instances, members, r_instances, r_members = await self._snapshot(name)
+        view.load(instances, members)
+        if start_revision == 0:
+            for instance in view.current():
+                yield api.WatchInstancesResponse(
+                    type=api.INSTANCE_EVENT_TYPE_ADDED, instance=instance, revision=r_members
+                )
+            start, skip_members_until = r_instances + 1, r_members
+        else:
+            # Replaying history: bodies are assembled from the latest members we know.
+            start, skip_members_until = start_revision, 0
+        kinds = (st.KIND_INSTANCE, st.KIND_MEMBER)
+        stream = self._state.watch(kinds=kinds, prefix=name, start_revision=start)
+        try:
+            async for event in stream:
+                if event.record.key.kind == st.KIND_MEMBER and event.revision <= skip_members_until:
+                    continue
+                response = view.apply(event)
+                if response is not None:
+                    yield response
+        except grpc.RpcError as error:
+            domain = from_rpc_error(error)
+            if isinstance(domain, errors.TemporaryError):
+                raise self._unavailable(domain.message) from None
+            raise domain from None
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
+
+
+class _WatchView:
+    """The instances a watch has seen, with their members, kept up to date by store events."""
+
+    def __init__(self, name: str, workload: str) -> None:
+        self._name = name
+        self._workload = workload
+        self._instances: dict[str, st.Record] = {}
+        self._members: dict[str, dict[str, types_pb2.Member]] = {}
+
+    def _wanted_instance(self, instance_name: str) -> bool:
+        return not self._name or instance_name == self._name
+
+    def load(self, instances: list[st.Record], members: list[st.Record]) -> None:
+        for record in instances:
+            if self._wanted_instance(record.key.name):
+                self._instances[record.key.name] = record
+        for record in members:
+            owner = _instance_of_member_name(record.key.name)
+            if self._wanted_instance(owner):
+                self._members.setdefault(owner, {})[record.key.name] = record.member
+
+    def _assembled(self, record: st.Record) -> types_pb2.Instance:
+        members = list(self._members.get(record.key.name, {}).values())
+        return assemble(record, members)
+
+    def current(self) -> list[types_pb2.Instance]:
+        return [
+            self._assembled(r)
+            for _, r in sorted(self._instances.items())
+            if matches(r.instance, self._workload, {})
+        ]
+
+    def apply(self, event: st.WatchResponse) -> api.WatchInstancesResponse | None:
+        record = event.record
+        if record.key.kind == st.KIND_INSTANCE:
+            return self._apply_instance(event)
+        owner = _instance_of_member_name(record.key.name)
+        if not self._wanted_instance(owner):
+            return None
+        members = self._members.setdefault(owner, {})
+        if event.type == st.EVENT_TYPE_DELETE:
+            members.pop(record.key.name, None)
+        else:
+            members[record.key.name] = record.member
+        instance = self._instances.get(owner)
+        if instance is None or not matches(instance.instance, self._workload, {}):
+            return None
+        assembled = self._assembled(instance)
+        return api.WatchInstancesResponse(
+            type=api.INSTANCE_EVENT_TYPE_MODIFIED, instance=assembled, revision=event.revision
+        )
+
+    def _apply_instance(self, event: st.WatchResponse) -> api.WatchInstancesResponse | None:
+        record = event.record
+        name = record.key.name
+        if not self._wanted_instance(name):
+            return None
+        if event.type == st.EVENT_TYPE_DELETE:
+            last = self._instances.pop(name, record)
+            assembled = self._assembled(record if record.HasField("instance") else last)
+            self._members.pop(name, None)
+            event_type = api.INSTANCE_EVENT_TYPE_DELETED
+        else:
+            # The put that created the record is ADDED (also when replaying history).
+            created = record.create_revision == event.revision or name not in self._instances
+            event_type = api.INSTANCE_EVENT_TYPE_ADDED if created else api.INSTANCE_EVENT_TYPE_MODIFIED
+            self._instances[name] = record
+            assembled = self._assembled(record)
+        if not matches(assembled, self._workload, {}):
+            return None
+        return api.WatchInstancesResponse(type=event_type, instance=assembled, revision=event.revision)
