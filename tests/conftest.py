@@ -6,12 +6,23 @@ output of scripts/docker_engine.sh or scripts/build_images.sh (`make docker-engi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import docker
 import pytest
 
+from mesos_stateful.testing import reports
 from mesos_stateful.testing.docker import ensure_engine, ensure_images
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Fixtures learn whether their test failed (mesos_stateful.testing.reports)."""
+    report = yield
+    reports.record(item, report)
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -191,6 +191,9 @@ async def test_the_lifecycle_leader_killed_the_standby_leads_and_still_fails_ove
 
 
 @pytest.mark.agents(4)  # one member per agent: room for a fourth
+# Create, takeover, scale-up and a failover, each with its own deadline (up to 180 + 30 + 120 + 150
+# s under load): the per-test timeout only catches a hang.
+@pytest.mark.timeout(900)
 async def test_the_offers_leader_killed_the_standby_takes_the_framework_over(
     standby_suite: Suite,  # noqa: F811
 ) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import pytest
 import pytest_asyncio
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
@@ -40,6 +41,7 @@ from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common.channels import channel_options
 from mesos_stateful.lifecycle.server import LifecycleService
 from mesos_stateful.lifecycle.settings import LifecycleSettings
+from mesos_stateful.testing import reports
 from mesos_stateful.testing.offers import Replicas, ServiceProcess, env_of, offers_processes
 from mesos_stateful.testing.ports import free_port
 from mesos_stateful.workloads.base import WorkloadBase, start_workload
@@ -405,10 +407,11 @@ def lifecycle_processes(
 
 @pytest_asyncio.fixture
 async def standby_suite(
-    state_service: Any, local_cluster: Any, gateway: Any, tmp_path: Path
+    state_service: Any, local_cluster: Any, gateway: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Suite]:
     """The suite with two lifecycle and two offers processes (leader + standby each); the first
-    of each is started first, so it leads."""
+    of each is started first, so it leads. When the test fails, the end of every process's log is
+    printed (shown with the failure)."""
     client = StateClient(state_service.endpoint)
     await client.wait_ready()
     redis = RedisService(state_service.endpoint)
@@ -438,6 +441,9 @@ async def standby_suite(
         await wait_offers_subscribed(client, offers)
         yield running
     finally:
+        if reports.failed(request):
+            for process in [*offers.processes, *lifecycle.processes]:
+                print(f"--- log of {process.name} (end)\n{process.log_text()[-8000:]}")
         try:
             await delete_everything(running)
         finally:
