@@ -12,7 +12,8 @@ RUNTIME ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py scripts/setup.sh scripts/install_system_deps.sh scripts/install_http_parser.sh
+$(STAMP): pyproject.toml setup.py scripts/setup.sh scripts/install_system_deps.sh scripts/install_http_parser.sh \
+		services/redis-node/package-lock.json
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $@
 
