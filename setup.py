@@ -20,6 +20,6 @@ setup(
     package_data={
         ROOT: ["py.typed"],
         f"{ROOT}.api": ["**/*.pyi", "py.typed"],
-        f"{ROOT}.cli.scaffold": ["templates/*.tmpl"],
+        f"{ROOT}.cli.scaffold": ["templates/*.tmpl", "templates/node/*", "templates/node/*/*"],
     },
 )
