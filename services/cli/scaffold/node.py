@@ -66,8 +66,9 @@ def _is_map(field: FieldDescriptor) -> bool:
 
 
 def _field(field: FieldDescriptor) -> str:
-    if _is_map(field):
-        key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+    entry = field.message_type
+    if entry is not None and _is_map(field):
+        key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
         kind = f"map<{_type_name(key)}, {_type_name(value)}>"
     else:
         repeated = field.is_repeated
