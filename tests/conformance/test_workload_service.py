@@ -29,6 +29,7 @@ twice each, then promotes the replica.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -48,7 +49,7 @@ from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.api.stateful.v1 import workload_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import workload_service_pb2_grpc as pb_grpc
 from mesos_stateful.common.channels import channel_options
-from mesos_stateful.testing.node_workload import redis_node
+from mesos_stateful.testing.node_workload import NodeWorkload, redis_node
 from mesos_stateful.testing.workloads import MemberRunner, serve_workload, wait_for
 
 DATA = Path(__file__).parent / "data"
@@ -72,8 +73,25 @@ class Target:
     description: T.WorkloadDescription
 
 
+@pytest.fixture(scope="module")
+def node_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeWorkload]:
+    """services/redis-node as a process, one for the module (it keeps no state between calls)."""
+    service = redis_node(
+        "127.0.0.1:1",
+        tmp_path_factory.mktemp("redis-node"),
+        register_in_state=False,
+        connect_timeout_seconds=1.0,
+        callback_timeout_seconds=10.0,
+    )
+    service.spawn()
+    try:
+        yield service
+    finally:
+        asyncio.run(service.stop())
+
+
 @pytest_asyncio.fixture(params=TARGETS)
-async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
+async def target(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
     kind: str = request.param
     if kind == "external":
         async with _described(kind, EXTERNAL) as found:
@@ -91,19 +109,10 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         ):
             yield found
     else:
-        service = redis_node(
-            "127.0.0.1:1",
-            tmp_path,
-            register_in_state=False,
-            connect_timeout_seconds=1.0,
-            callback_timeout_seconds=10.0,
-        )
-        await service.start()
-        try:
-            async with _described(kind, service.endpoint) as found:
-                yield found
-        finally:
-            await service.stop()
+        service: NodeWorkload = request.getfixturevalue("node_redis")
+        await service.wait_serving()
+        async with _described(kind, service.endpoint) as found:
+            yield found
 
 
 class _described:
