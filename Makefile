@@ -6,13 +6,14 @@ STAMP := $(VENV)/.setup-done
 # Where typecheck keeps its cache (set it to run several checks at once).
 TC ?= build/typecheck
 
-.PHONY: setup protos lint typecheck test run clean images docker-engine
+.PHONY: setup protos lint typecheck test run clean images docker-engine conformance
 # `make run RUNTIME=docker`: members run as Docker containers (needs `make images`).
 RUNTIME ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh scripts/install_system_deps.sh scripts/install_http_parser.sh
+$(STAMP): pyproject.toml scripts/setup.sh scripts/install_system_deps.sh scripts/install_http_parser.sh \
+		services/redis-node/package-lock.json
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $@
 
@@ -31,6 +32,11 @@ typecheck: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The WorkloadService conformance test against a running service in any language:
+# `make conformance WORKLOAD=host:port` (without WORKLOAD: the Python and the Node.js Redis).
+conformance: setup
+	STATEFUL_CONFORMANCE_WORKLOAD=$(WORKLOAD) $(PY) -m pytest tests/conformance/test_workload_service.py $(PYTEST_ARGS)
 
 run: setup
 	$(PY) -m mesos_stateful.suite $(if $(RUNTIME),--runtime $(RUNTIME))

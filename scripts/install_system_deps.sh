@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the suite and its tests run for real (etcd, Redis, MariaDB,
-# Prometheus), if missing. Needs root (CI and the dev machines run as root); prints what it would
+# Prometheus, and Node.js + npm for the Node.js workload services/redis-node), if missing. Needs root (CI and the dev machines run as root); prints what it would
 # need otherwise.
 set -euo pipefail
 packages=(etcd-server etcd-client redis-server redis-sentinel redis-tools mariadb-server mariadb-client prometheus chromium chromium-driver)
@@ -8,6 +8,9 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js (>= 18: Debian bookworm's nodejs and npm do; a NodeSource node, which bundles npm, is kept).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2

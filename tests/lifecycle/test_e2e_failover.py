@@ -69,7 +69,8 @@ async def _check_after_failover(
     return new_master
 
 
-async def test_master_kill_fails_over_without_losing_acknowledged_writes(suite: Suite) -> None:
+async def test_master_kill_fails_over_without_losing_acknowledged_writes(redis_suite: Suite) -> None:
+    suite = redis_suite  # the Python and the Node.js Redis workload
     await suite.create("cache", 3)
     instance = await suite.wait_running("cache", 3)
     secret = await password(suite, "cache")
@@ -126,7 +127,8 @@ async def test_master_agent_kill_fails_over(suite: Suite) -> None:
     assert roles.promotions == [new_master.id] and roles.max_masters == 1
 
 
-async def test_replica_kill_is_replaced_and_master_untouched(suite: Suite) -> None:
+async def test_replica_kill_is_replaced_and_master_untouched(redis_suite: Suite) -> None:
+    suite = redis_suite  # the Python and the Node.js Redis workload
     await suite.create("cache", 3)
     instance = await suite.wait_running("cache", 3)
     secret = await password(suite, "cache")

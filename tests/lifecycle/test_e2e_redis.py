@@ -19,11 +19,16 @@ from .e2e_helpers import connect, password, redis_pids, replication_info
 pytestmark = pytest.mark.slow
 
 
-async def test_create_three_member_redis_replicates(suite: Suite) -> None:
+async def test_create_three_member_redis_replicates(redis_suite: Suite) -> None:
+    suite = redis_suite  # the Python and the Node.js Redis workload
     created = await suite.create("cache", 3)
     assert created.phase == T.INSTANCE_PHASE_PENDING
     instance = await suite.wait_running("cache", 3)
     assert instance.plan.name == plans.DEPLOY and instance.plan.status == plans.COMPLETE
+    # Run by the implementation under test: its registration is the one lifecycle called.
+    assert instance.spec.workload == suite.workload
+    registered = await suite.client.find(spb.KIND_WORKLOAD, suite.workload)
+    assert registered is not None and registered.workload.endpoint == suite.redis.endpoint
     master = master_of(instance)
     assert master.ordinal == 0
     assert [m.role for m in instance.members] == [T.ROLE_MASTER, T.ROLE_SLAVE, T.ROLE_SLAVE]
@@ -44,7 +49,8 @@ async def test_create_three_member_redis_replicates(suite: Suite) -> None:
     assert got.phase == T.INSTANCE_PHASE_RUNNING and len(got.members) == 3
 
 
-async def test_scale_up_then_down_never_removes_the_master(suite: Suite) -> None:
+async def test_scale_up_then_down_never_removes_the_master(redis_suite: Suite) -> None:
+    suite = redis_suite  # the Python and the Node.js Redis workload
     # 5 members on 3 agents: up to 2 per agent.
     await suite.create("cache", 3, placement=T.Placement(max_members_per_agent=2))
     instance = await suite.wait_running("cache", 3)
@@ -76,7 +82,8 @@ async def _replicas(master: T.Member, secret: str, count: int) -> bool:
     return (await replication_info(master, secret))["connected_slaves"] == count
 
 
-async def test_delete_leaves_no_process_and_no_state(suite: Suite) -> None:
+async def test_delete_leaves_no_process_and_no_state(redis_suite: Suite) -> None:
+    suite = redis_suite  # the Python and the Node.js Redis workload
     await suite.create("cache", 3)
     instance = await suite.wait_running("cache", 3)
     tasks = list((await suite.tasks("cache")).values())
@@ -93,7 +100,8 @@ async def test_delete_leaves_no_process_and_no_state(suite: Suite) -> None:
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_callbacks_are_retried_after_a_workload_service_restart(suite: Suite) -> None:
+async def test_callbacks_are_retried_after_a_workload_service_restart(redis_suite: Suite) -> None:
+    suite = redis_suite  # the Python and the Node.js Redis workload
     await suite.create("cache", 3)
     # The workload service dies (no deregistration) once the master is launched...
     await suite.wait_instance(

@@ -91,13 +91,14 @@ async def _one_master_followed_by_all(suite: Suite, secret: str, master: T.Membe
 
 
 async def test_partitioned_master_loses_no_acknowledged_write_and_stops_before_the_new_one_starts(
-    suite: Suite,
+    redis_suite: Suite,
 ) -> None:
     """The master's agent is cut off from the Mesos master (the redis-server keeps running and
     stays reachable by clients): a replica is promoted; every write the old master acknowledged
     (WAIT 1) is on the new master; the old master's last OK came before the new master's first
     write; it was demoted (it answered) before the promotion; after the heal it follows the new
-    master."""
+    master. Run against the Python and the Node.js Redis workload."""
+    suite = redis_suite
     await suite.create("cache", 3)
     instance = await suite.wait_running("cache", 3)
     secret = await password(suite, "cache")

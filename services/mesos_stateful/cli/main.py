@@ -26,6 +26,7 @@ from mesos_stateful.cli.client import (
     reporting,
 )
 from mesos_stateful.cli.scaffold import render as scaffold
+from mesos_stateful.cli.scaffold.node import NodeSkeleton
 from mesos_stateful.cli.trace import TraceFolderMissing, check_folder, read_plans, traces_folder
 from mesos_stateful.cli.trace import render as trace_render
 from mesos_stateful.cli.wait import follow, until_running, watch_stream
@@ -424,17 +425,28 @@ def new_workload(
     force: Annotated[
         bool, typer.Option(help="write into an existing folder (its generated files are overwritten)")
     ] = False,
+    lang: Annotated[
+        scaffold.Lang, typer.Option(help="python, or node (Node.js: @grpc/grpc-js, run with node)")
+    ] = scaffold.Lang.python,
 ) -> None:
-    """Scaffold a Python workload service (a stateful.v1.WorkloadService) ready to run."""
+    """Scaffold a workload service (a stateful.v1.WorkloadService) ready to run, in Python or Node.js."""
     try:
         scaffold.check_name(name)
         folder = scaffold.target(name, dir)
-        skeleton = scaffold.Skeleton(name=name, topology=topology, package=folder.name)
+        skeleton: scaffold.Skeleton | NodeSkeleton
+        if lang == scaffold.Lang.node:
+            skeleton = NodeSkeleton(name=name, topology=topology)
+        else:
+            skeleton = scaffold.Skeleton(name=name, topology=topology, package=folder.name)
         scaffold.write(skeleton, folder, force)
     except scaffold.ScaffoldError as error:
         report(CliFailure(error.message, EXIT_BAD_INPUT if error.usage else EXIT_FAILURE))
         raise typer.Exit(EXIT_BAD_INPUT if error.usage else EXIT_FAILURE) from None
-    run = f"cd {folder.parent} && python -m {folder.name} --state-endpoint 127.0.0.1:7100"
+    if lang == scaffold.Lang.node:
+        prefix = f"STATEFUL_{scaffold.package_name(name).upper()}_"
+        run = f"cd {folder} && npm install && {prefix}STATE_ENDPOINT=127.0.0.1:7100 node src/main.js"
+    else:
+        run = f"cd {folder.parent} && python -m {folder.name} --state-endpoint 127.0.0.1:7100"
     print(f"workload {name} ({topology.value}) scaffolded in {folder}/; see {folder}/README.md")
     print(f"run it: {run}")
 

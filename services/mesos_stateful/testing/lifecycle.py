@@ -11,6 +11,9 @@
 - ``suite``: etcd, state, a local cluster with 3 agents, offers, lifecycle, gateway and the Redis
   workload service (registered under a lease), every one on free ports, with a public API stub
   and helpers to wait for an instance's state.
+- ``redis_suite``: the same, once per implementation of the Redis workload (params ``python``:
+  the in-process service, workload ``redis``; ``node``: ``services/redis-node`` as a process,
+  workload ``redis-node``). ``suite.workload`` names it; ``suite.create`` uses it by default.
 - ``standby_suite``: the same, but lifecycle and offers each run as two real processes (a leader
   and a standby, :class:`~mesos_stateful.testing.offers.Replicas`) that a test can SIGKILL or
   SIGSTOP; ``suite.lifecycle`` and ``suite.offers`` are the replica groups.
@@ -42,6 +45,7 @@ from mesos_stateful.common.channels import channel_options
 from mesos_stateful.lifecycle.server import LifecycleService
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.testing import reports
+from mesos_stateful.testing.node_workload import REDIS_NODE_NAME, NodeWorkload, redis_node
 from mesos_stateful.testing.offers import Replicas, ServiceProcess, env_of, offers_processes
 from mesos_stateful.testing.ports import free_port
 from mesos_stateful.workloads.base import WorkloadBase, start_workload
@@ -227,9 +231,11 @@ class Suite:
     offers: Any  # testing.offers.OffersService, or Replicas in a standby_suite
     lifecycle: LifecycleRunner | Replicas
     gateway: Any  # testing.gateway.RunningGateway
-    redis: RedisService
+    redis: RedisService | NodeWorkload
     client: StateClient
     channel: grpc.aio.Channel
+    # The Redis workload's registered name: "redis" (Python) or "redis-node" (Node.js).
+    workload: str = "redis"
 
     @property
     def api(self) -> InstanceServiceAsyncStub:
@@ -237,10 +243,13 @@ class Suite:
         return api_grpc.InstanceServiceStub(self.channel)
 
     async def create(
-        self, name: str, replicas: int, workload: str = "redis", **spec: Any
+        self, name: str, replicas: int, workload: str | None = None, **spec: Any
     ) -> types_pb2.Instance:
+        """Create through the public API; ``workload`` defaults to the suite's Redis workload."""
         request = ipb.CreateInstanceRequest(
-            spec=types_pb2.InstanceSpec(name=name, workload=workload, replicas=replicas, **spec)
+            spec=types_pb2.InstanceSpec(
+                name=name, workload=workload or self.workload, replicas=replicas, **spec
+            )
         )
         response = await self.api.CreateInstance(request)
         return response.instance
@@ -322,11 +331,52 @@ def master_of(instance: types_pb2.Instance) -> types_pb2.Member:
 async def suite(
     state_service: Any, local_cluster: Any, offers_service: Any, gateway: Any
 ) -> AsyncIterator[Suite]:
+    async with _suite(state_service, local_cluster, offers_service, gateway) as running:
+        yield running
+
+
+#: The implementations of the Redis workload the ``redis_suite`` fixture runs a test against.
+REDIS_IMPLEMENTATIONS = ["python", "node"]
+
+
+@pytest_asyncio.fixture(params=REDIS_IMPLEMENTATIONS)
+async def redis_suite(
+    request: pytest.FixtureRequest,
+    state_service: Any,
+    local_cluster: Any,
+    offers_service: Any,
+    gateway: Any,
+    tmp_path: Path,
+) -> AsyncIterator[Suite]:
+    """The suite with one implementation of the Redis workload: ``python`` (in-process, workload
+    ``redis``) or ``node`` (``services/redis-node`` as its own process, workload ``redis-node``)."""
+    node = request.param == "node"
+    async with _suite(
+        state_service, local_cluster, offers_service, gateway, node_logs=tmp_path if node else None
+    ) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def _suite(
+    state_service: Any,
+    local_cluster: Any,
+    offers_service: Any,
+    gateway: Any,
+    node_logs: Path | None = None,
+) -> AsyncIterator[Suite]:
+    """The suite around the Python Redis workload, or the Node.js one (its log in ``node_logs``)."""
     client = StateClient(state_service.endpoint)
     await client.wait_ready()
-    redis = RedisService(state_service.endpoint)
-    await redis.start()
-    await redis.running.registration.wait_registered()
+    redis: RedisService | NodeWorkload
+    if node_logs is not None:
+        redis = redis_node(state_service.endpoint, node_logs)
+        await redis.start()
+        await redis.wait_registered(client, REDIS_NODE_NAME)
+    else:
+        redis = RedisService(state_service.endpoint)
+        await redis.start()
+        await redis.running.registration.wait_registered()
     lifecycle = LifecycleRunner(state_service.endpoint, offers_service.endpoint)
     await lifecycle.start()
     await offers_service.wait_subscribed()
@@ -340,6 +390,7 @@ async def suite(
         redis=redis,
         client=client,
         channel=channel,
+        workload=REDIS_NODE_NAME if node_logs is not None else "redis",
     )
     try:
         yield running

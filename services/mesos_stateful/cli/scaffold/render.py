@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import keyword
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from string import Template
+from typing import Protocol
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME = 63
+
+
+class Lang(StrEnum):
+    python = "python"
+    node = "node"
 
 
 class Topology(StrEnum):
@@ -130,9 +137,14 @@ def target(name: str, parent: Path | None) -> Path:
     return parent / package_name(name)
 
 
-def write(skeleton: Skeleton, folder: Path, force: bool = False) -> list[Path]:
-    """Write the skeleton into ``folder`` (the package directory). An existing folder is refused
-    unless ``force``; then the generated files are overwritten and any other file is kept."""
+class _Files(Protocol):
+    def files(self) -> Mapping[str, str | bytes]: ...
+
+
+def write(skeleton: _Files, folder: Path, force: bool = False) -> list[Path]:
+    """Write the skeleton (a :class:`Skeleton`, or a ``node.NodeSkeleton`` whose files may be in
+    sub-folders and binary) into ``folder``. An existing folder is refused unless ``force``; then
+    the generated files are overwritten and any other file is kept."""
     if folder.exists() or folder.is_symlink():
         if not force:
             raise ScaffoldError(f"{folder} already exists (use --force to overwrite it)")
@@ -144,7 +156,11 @@ def write(skeleton: Skeleton, folder: Path, force: bool = False) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         for file_name, content in sorted(contents.items()):
             path = folder / file_name
-            path.write_text(content, encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
             written.append(path)
     except OSError as error:
         raise ScaffoldError(f"cannot write {folder}: {error.strerror or error}") from None
