@@ -31,10 +31,21 @@ FAILOVER_SECONDS = Histogram(
 )
 DETECTION_SECONDS = Histogram(
     "stateful_failure_detection_seconds",
-    "From the first sign of a master's loss to the recovery plan that handles it",
+    "From the first sign of a master's loss to the recovery plan that handles it being made "
+    "(see detection_seconds)",
     ["workload", "cause"],
     buckets=SECONDS_BUCKETS,
 )
+
+
+def detection_seconds(detected_at: float, plan_made_at: float) -> float:
+    """Time to detect, the one definition (DETECTION_SECONDS, ``statefulctl trace``'s detection
+    line, the console): from the first sign of a master's loss (``Plan.detected_at``: its task's
+    status update or its first missed probe) to the recovery plan that handles it being made
+    (``Plan.started_at``). Both in seconds since the epoch; the result in seconds, never negative."""
+    return max(0.0, plan_made_at - detected_at)
+
+
 PLAN_STEP_SECONDS = Histogram(
     "stateful_plan_step_duration_seconds",
     "One run of a plan step, by action and resulting status",
