@@ -63,6 +63,20 @@ CALLBACK_SECONDS = Histogram(
     ["workload", "callback", "outcome"],
     buckets=(*FAST_BUCKETS, 10.0, 30.0),
 )
+# --- workload services (server side of the callbacks) ------------------------------------------------
+WORKLOAD_CALLBACK_SECONDS = Histogram(
+    "stateful_workload_callback_duration_seconds",
+    "One workload callback as its workload service served it, by callback and outcome (ok, or the "
+    "gRPC status code name it answered with, lower case: unavailable, failed_precondition, ...)",
+    ["workload", "callback", "outcome"],
+    buckets=(*FAST_BUCKETS, 10.0, 30.0),
+)
+WORKLOAD_CALLBACK_ERRORS_TOTAL = Counter(
+    "stateful_workload_callback_errors_total",
+    "Workload callbacks a workload service answered with an error, by callback and gRPC status code "
+    "name (lower case: unavailable is retried by lifecycle, failed_precondition is not, unknown is a bug)",
+    ["workload", "callback", "code"],
+)
 MEMBERS = Gauge(
     "stateful_members",
     "Members by instance, role and state (MEMBER_STATE_* without the prefix, lower case)",
