@@ -12,8 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.testing.lifecycle import is_running, master_of
+from tests.console.http import http_get
 from tests.lifecycle.e2e_helpers import kill9, redis_pids_under
 from tests.suite.suite_helpers import service_ports, start_suite, stop_suite, suite_env, wait_until
 
@@ -45,14 +44,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1400,1000",
 )
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 class Api:
@@ -94,10 +85,7 @@ def start_console(tmp_path: Path, name: str, gateway: str, token: str) -> tuple[
 
     def up() -> bool:
         assert process.poll() is None, (tmp_path / f"{name}.log").read_text()
-        try:
-            return http_get(f"{url}/health")[0] == 200
-        except OSError:
-            return False
+        return http_get(f"{url}/health")[0] == 200  # 0 while nothing answers
 
     wait_until(up, 30, f"console {name} to answer")
     return process, url

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import docker
@@ -23,6 +21,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.common.images import TAG
 from mesos_stateful.testing.docker import free_subnet
 from mesos_stateful.testing.ports import free_port
+from tests.console.http import http_get
 from tests.deploy.compose_helpers import Project, wait_until
 
 pytestmark = pytest.mark.slow
@@ -51,16 +50,6 @@ def project(docker_images: None, docker_client: docker.DockerClient) -> Iterator
         assert not proj.leftovers(), proj.leftovers()
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return 0, str(error)
-
-
 def test_the_console_comes_up_with_the_suite_and_the_gateways_token(project: tuple[Project, str]) -> None:
     proj, console = project
     up = proj.compose("up", "-d", "--wait", "console", timeout=420)
@@ -80,6 +69,6 @@ def test_the_console_comes_up_with_the_suite_and_the_gateways_token(project: tup
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     # The console, from the host on its published port, lists the instances through the gateway.
-    _, page = wait_until(lambda: (r := _get(f"{console}/"))[0] == 200 and r, 60, "the console's page")
+    _, page = wait_until(lambda: (r := http_get(f"{console}/"))[0] == 200 and r, 60, "the console's page")
     assert "<h2>Instances</h2>" in page and "No instances" in page, page
-    assert _get(f"{console}/health")[0] == 200
+    assert http_get(f"{console}/health")[0] == 200

@@ -12,12 +12,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
 from prometheus_client import REGISTRY
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import planner, plans, spans
+from mesos_stateful.testing.tracing import global_provider
 from tests.lifecycle.plan_helpers import running_instance, snap
 
 
@@ -27,14 +27,8 @@ def exported() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = tracing.build_provider("lifecycle")
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE)
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace.set_tracer_provider(provider)
-    try:
+    with global_provider(provider):
         yield exporter
-    finally:
-        provider.shutdown()
-        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
 
 
 def _lost_master_snapshot(unresponsive: bool) -> planner.Snapshot:
