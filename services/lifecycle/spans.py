@@ -74,7 +74,7 @@ class LostMaster:
 
 
 # The stored Plan.cause of each Cause, and back.
-_PLAN_CAUSES: dict[Cause, int] = {
+_PLAN_CAUSES: dict[Cause, types_pb2.PlanCause] = {
     Cause.LOST: T.PLAN_CAUSE_LOST,
     Cause.UNRESPONSIVE: T.PLAN_CAUSE_UNRESPONSIVE,
     Cause.DRAIN: T.PLAN_CAUSE_DRAIN,
