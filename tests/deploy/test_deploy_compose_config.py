@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from mesos_stateful.common.images import ALL_IMAGES, ETCD_IMAGE, SUITE_IMAGE
-from mesos_stateful.common.settings import S
 from mesos_stateful.console.settings import ConsoleSettings
 from mesos_stateful.gateway.settings import GatewaySettings
+from tests.deploy.compose_helpers import load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SERVICES = {
@@ -100,7 +100,7 @@ def test_console_is_a_service_of_the_suite() -> None:
     assert (published["target"], published["published"]) == (8080, "8080")
     assert set(console["depends_on"]) == {"gateway"}
     env = console["environment"]
-    settings = _load(ConsoleSettings, env)
+    settings = load_settings(ConsoleSettings, env)
     listen_port = int(settings.listen.rpartition(":")[2])
     assert settings.listen.startswith("0.0.0.0:") and listen_port == published["target"]
     gateway_listen = services["gateway"]["environment"]["STATEFUL_GATEWAY_LISTEN"]
@@ -117,21 +117,9 @@ def test_the_gateway_token_reaches_the_console() -> None:
     """One variable: the gateway wants the token, the console sends it (its settings read the
     gateway's variable when STATEFUL_CONSOLE_TOKEN is not set)."""
     services = compose_config("compose.yaml", {"STATEFUL_GATEWAY_AUTH_TOKEN": "s3cret"})["services"]
-    gateway = _load(GatewaySettings, services["gateway"]["environment"])
-    console = _load(ConsoleSettings, services["console"]["environment"])
+    gateway = load_settings(GatewaySettings, services["gateway"]["environment"])
+    console = load_settings(ConsoleSettings, services["console"]["environment"])
     assert gateway.auth_token == "s3cret" and console.token == "s3cret"
-
-
-def _load(cls: type[S], env: dict[str, str | None]) -> S:
-    """``cls`` loaded from ``env`` alone, as the container loads it."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key in list(os.environ):
-            if key.startswith("STATEFUL_"):
-                patch.delenv(key)
-        for key, value in env.items():
-            if value is not None:  # `KEY:` with no value: from the shell, else unset
-                patch.setenv(key, value)
-        return cls.load([])
 
 
 def test_local_compose_variables() -> None:

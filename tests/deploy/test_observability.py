@@ -38,6 +38,7 @@ from mesos_stateful.state.settings import StateSettings
 from mesos_stateful.workloads.etcd.settings import EtcdSettings
 from mesos_stateful.workloads.mysql.settings import MysqlSettings
 from mesos_stateful.workloads.redis.settings import RedisSettings
+from tests.deploy.compose_helpers import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -227,14 +228,7 @@ def test_every_service_with_metrics_listens_where_it_reads() -> None:
         variable = f"{cls.model_config.get('env_prefix')}METRICS_LISTEN"
         assert listens == {variable}, (name, listens)
         assert env[variable] == METRICS_LISTEN, name
-        with pytest.MonkeyPatch.context() as patch:
-            for key in list(os.environ):
-                if key.startswith("STATEFUL_"):
-                    patch.delenv(key)
-            for key, value in env.items():
-                if value is not None:  # `KEY:` with no value: from the shell, else unset
-                    patch.setenv(key, value)
-            settings = cls.load([])
+        settings = load_settings(cls, env)
         assert settings.model_dump()["metrics_listen"] == METRICS_LISTEN, name
         with_metrics.add(name)
     assert with_metrics >= {"state", "gateway", "offers", "lifecycle", "redis", "mysql", "etcd-workload"}
