@@ -6,7 +6,8 @@ one per workload callback attempt, so a deploy or a failover reads as a timeline
 plan's root span context and stores it in ``Plan.trace_parent`` (a W3C ``traceparent``). Every
 step span is a child of that stored context (:func:`step_span`), and the state calls made for the
 plan as well (:func:`in_plan`), so a lifecycle that takes over after a restart continues the same
-trace. The root span itself is emitted once, with the stored ids (``tracing.preset_ids``), when
+trace. The root span itself is emitted once (:func:`stamp_root_end` stores ``Plan.root_ended_at``
+in the write that ends it), with the stored ids (``tracing.preset_ids``), when
 the plan is over (:func:`plan_saved`): completed, stopped in ERROR, or replaced by another plan;
 a recovery or drain that promoted a new master ends its root span earlier, when that master's
 ``master-running`` step completes (the new master accepts writes), and its later steps (re-pointing,
@@ -15,8 +16,9 @@ master's first sign) or else at ``Plan.started_at``.
 
 **Metrics** (``mesos_stateful.common.metrics``): PLANS_TOTAL per plan made, PLAN_STEP_SECONDS per
 step run, CALLBACK_SECONDS per callback attempt, and for a recovery of a lost master
-DETECTION_SECONDS (first sign -> plan made) and FAILOVER_SECONDS (first sign -> new master's
-``master-running`` COMPLETE; a drain's switchover: plan start -> same).
+DETECTION_SECONDS (first sign -> plan made: :func:`detection_seconds`) and FAILOVER_SECONDS (first
+sign -> new master's ``master-running`` COMPLETE; a drain's switchover: plan start -> same), both
+labelled with the plan's typed ``Plan.cause`` (:func:`cause_of`).
 
 Spans are no-ops unless tracing is on (:mod:`mesos_stateful.common.tracing`); ``trace_parent`` then
 stays empty. Metrics are observed either way.
