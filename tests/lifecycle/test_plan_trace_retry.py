@@ -18,7 +18,7 @@ from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite
 from tests.tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
-from .test_placement_learns import agent_ports, listeners, local_cluster  # noqa: F401 (small port ranges)
+from .test_placement_learns import every_launch_failing, local_cluster  # noqa: F401 (small port ranges)
 from .test_plan_trace import _lifecycle_spans, _roots, traced  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -29,10 +29,7 @@ async def test_a_plan_retried_after_error_across_a_restart_has_one_root(
     suite: Suite,
 ) -> None:
     receiver, provider = traced
-    suite.lifecycle.overrides.update({"max_launch_attempts": 2, "launch_failure_retry_seconds": 4.0})
-    await suite.lifecycle.restart()
-    every_port = sorted((ip, port) for ip, ports in agent_ports(suite).items() for port in ports)
-    with listeners(every_port):
+    async with every_launch_failing(suite):
         await suite.create("cache", 1)
         failed = await suite.wait_instance(
             "cache", lambda i: i.plan.status == plans.ERROR, 90, "the deploy plan in ERROR"
