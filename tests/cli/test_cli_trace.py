@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +71,10 @@ def state_calls(parent: dict[str, Any], start_ms: float, count: int, trace_id: s
 
 
 def failover(instance: str, start_ms: float, trace_id: str, with_root: bool = True) -> list[dict[str, Any]]:
-    """A recovery: loss seen at start_ms, first step 120 ms later; 3 steps, 5 + 4 + 3 state calls,
-    a callback under the promote step; the root ends (writable) at 700 ms, the last step at 890 ms.
-    Without a root (older files) each step is its own trace."""
+    """A recovery: loss seen at start_ms, the plan made 100 ms later (the root's started_at, as
+    lifecycle.spans writes it), first step 120 ms after the loss; 3 steps, 5 + 4 + 3 state calls,
+    a callback under the promote step, whose decision has 12 candidates; the root ends (writable)
+    at 700 ms, the last step at 890 ms. Without a root (older files) each step is its own trace."""
     spans: list[dict[str, Any]] = []
     root = None
     if with_root:
@@ -85,11 +87,22 @@ def failover(instance: str, start_ms: float, trace_id: str, with_root: bool = Tr
             workload="redis",
             plan="recovery",
             reason=f"master {instance}-0 lost: TASK_FAILED",
+            cause="lost",
+            detected_at=datetime.fromtimestamp((T0 + start_ms * MS) / 1e9, UTC).isoformat(),
+            started_at=datetime.fromtimestamp((T0 + (start_ms + 100) * MS) / 1e9, UTC).isoformat(),
         )
         spans.append(root)
     steps = [("fence", 120, 200, 5), ("promote", 330, 300, 4), ("repoint", 640, 250, 3)]
     for number, (step, at, took, calls) in enumerate(steps):
         trace = trace_id if with_root else f"{trace_id}{number}"
+        decided: dict[str, Any] = {}
+        if step == "promote":
+            decided = {
+                "promoted": f"{instance}-1",
+                "decision": "the highest replication offset of the replicas that answered",
+                "candidates": CANDIDATES(instance),
+                "positions": [f"{m}={1_000_000 + i}" for i, m in enumerate(CANDIDATES(instance))],
+            }
         run = span(
             f"step {step}",
             start_ms + at,
@@ -102,6 +115,7 @@ def failover(instance: str, start_ms: float, trace_id: str, with_root: bool = Tr
             member=f"{instance}-1",
             status="COMPLETE",
             attempts=1,
+            **decided,
         )
         spans.append(run)
         spans += state_calls(run, start_ms + at + 1, calls, trace)
@@ -127,6 +141,10 @@ def failover(instance: str, start_ms: float, trace_id: str, with_root: bool = Tr
             )
             spans += [callback, rpc]
     return spans
+
+
+def CANDIDATES(instance: str) -> list[str]:
+    return [f"{instance}-{n}" for n in range(1, 13)]
 
 
 def write(folder: Path, spans: list[dict[str, Any]]) -> None:
@@ -187,26 +205,43 @@ def test_failover_is_a_compact_timeline(traces: Path) -> None:
     lines = done.stdout.splitlines()
     header = lines[0]
     assert "plan recovery of cache (redis)" in header
-    assert "reason: master cache-0 lost: TASK_FAILED" in header
+    assert "reason: master cache-0 lost: TASK_FAILED" in header and "cause: lost" in header
     assert "total 890.0 ms" in header and "detected → writable 700.0 ms" in header
     # Only the latest plan: it started 10 s after the first.
     assert "+10" not in done.stdout and done.stdout.count("plan recovery") == 1
-    assert "detection (first sign → first step)" in lines[2] and "120.0 ms" in lines[2]
+    # Detection as the metric defines it (metrics.detection_seconds): first sign -> plan made.
+    assert "detection (first sign → plan made)" in lines[2] and "100.0 ms" in lines[2]
     steps = step_lines(done.stdout)
     assert [line.split("step ")[1].split()[0] for line in steps] == ["fence", "promote", "repoint"]
     fence, promote, repoint = steps
     # offset, duration, gap, status; the state calls folded (5 + 4 + 3 calls of 0.5 ms).
-    assert fence.split()[:3] == ["+0.120s", "200.0", "ms"] and "COMPLETE" in fence
+    # The fence's gap: from the plan being made (100 ms) to its start (120 ms).
+    assert fence.split()[:5] == ["+0.120s", "200.0", "ms", "20.0", "ms"] and "COMPLETE" in fence
     assert "state: 5 calls, 2.5 ms" in fence
     assert promote.split()[:5] == ["+0.330s", "300.0", "ms", "10.0", "ms"]
     assert "state: 4 calls, 2.0 ms" in promote
     assert "state: 3 calls, 1.5 ms" in repoint
-    callback = lines[lines.index(promote) + 1]
+    # The decision in full under its step: every candidate and position, wrapped, none cut.
+    at = lines.index(promote) + 1
+    decision = []
+    while "callback" not in lines[at]:
+        decision.append(lines[at])
+        at += 1
+    why = "the highest replication offset of the replicas that answered"
+    text = " ".join(line.strip() for line in decision)
+    assert text.startswith(f"↳ promote cache-1: {why} ↳ candidates: ")
+    candidates = ", ".join(CANDIDATES("cache"))
+    assert f"↳ candidates: {candidates}" in text
+    positions = ", ".join(f"cache-{n}={1_000_000 + n - 1}" for n in range(1, 13))
+    assert f"↳ positions: {positions}" in text.replace("    ", " ")
+    assert all(len(line) <= 110 for line in decision) and len(decision) > 3, decision
+    assert "…" not in text
+    callback = lines[at]
     assert "callback StartMaster member=cache-1 attempt=1" in callback and "OK" in callback
     assert "180.0 ms" in callback
     assert "StateService" not in done.stdout and "WorkloadService" not in done.stdout
-    # Compact: header, column titles, detection, 3 steps, 1 callback.
-    assert len(lines) == 7, done.stdout
+    # Compact: header, column titles, detection, 3 steps, the decision, 1 callback.
+    assert len(lines) == 7 + len(decision), done.stdout
 
 
 def test_verbose_shows_the_state_calls(traces: Path) -> None:
@@ -245,7 +280,26 @@ def test_unknown_instance_without_gateway(traces: Path) -> None:
     done = run_ctl("trace", "nosuch", "--dir", str(traces))
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.strip() == f"error: no trace of nosuch in {traces}"
+    # The folder holds other instances' plans: said so, with what to do.
+    assert done.stderr.strip() == (
+        f"error: no trace of nosuch in {traces} (from --dir); it holds plans of cache, other; "
+        "pass --dir DIR if nosuch's services wrote their spans elsewhere"
+    )
+
+
+def test_empty_folder_is_no_trace_yet(tmp_path: Path) -> None:
+    """``no trace yet`` only when the folder exists and holds no plan: it names the folder, where
+    the choice came from and what to do."""
+    empty = tmp_path / "traces"
+    empty.mkdir()
+    done = run_ctl("trace", "cache", env={"STATEFUL_TRACES_DIR": str(empty)})
+    assert done.returncode == 1 and done.stdout == ""
+    message = done.stderr.strip()
+    assert message.startswith(f"error: no trace yet: {empty} (from $STATEFUL_TRACES_DIR) holds no plan spans")
+    assert f"STATEFUL_TRACES_DIR={empty}" in message and "--dir DIR" in message
+    missing = run_ctl("trace", "cache", "--dir", str(tmp_path / "gone"))
+    assert missing.returncode == 1 and "no trace yet" not in missing.stderr
+    assert f"no traces folder {tmp_path / 'gone'} (from --dir)" in missing.stderr
 
 
 def test_missing_folder_names_it(tmp_path: Path) -> None:
@@ -340,7 +394,7 @@ def test_end_to_end_deploy_plan(tmp_path: Path) -> None:
         empty.mkdir()
         untraced = run_ctl("trace", "traced", "--dir", str(empty), env={"STATEFUL_ENDPOINT": endpoint})
         assert untraced.returncode == 1
-        assert untraced.stderr.strip() == f"error: no trace of traced in {empty} yet"
+        assert untraced.stderr.strip().startswith(f"error: no trace yet: {empty} (from --dir)")
     finally:
         stop_suite(runner, 60)
 

@@ -12,9 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -23,6 +22,9 @@ import pytest
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.testing.lifecycle import is_running, master_of
+from tests.console.http import http_get
+from tests.lifecycle.e2e_helpers import kill9, redis_pids_under
 from tests.suite.suite_helpers import service_ports, start_suite, stop_suite, suite_env, wait_until
 
 pytestmark = pytest.mark.slow
@@ -42,14 +44,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1400,1000",
 )
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 class Api:
@@ -73,37 +67,6 @@ class Api:
         return [w.name for w in reply.workloads]
 
 
-def running(instance: T.Instance, members: int) -> bool:
-    return (
-        instance.phase == T.INSTANCE_PHASE_RUNNING
-        and len(instance.members) == members
-        and all(m.state == T.MEMBER_STATE_RUNNING for m in instance.members)
-        and sum(m.role == T.ROLE_MASTER for m in instance.members) == 1
-    )
-
-
-def master_of(instance: T.Instance) -> T.Member:
-    (master,) = [m for m in instance.members if m.role == T.ROLE_MASTER]
-    return master
-
-
-def redis_server_pids(address: str) -> list[int]:
-    """Live redis-server processes whose title names ``address`` ("redis-server host:port")."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "redis-server":
-                continue
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if address in title.split():
-            pids.append(int(entry.name))
-    return pids
-
-
 def start_console(tmp_path: Path, name: str, gateway: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
     """One more console process (not the suite's) on a free port; returns it and its base URL."""
     (port,) = service_ports([1])
@@ -122,10 +85,7 @@ def start_console(tmp_path: Path, name: str, gateway: str, token: str) -> tuple[
 
     def up() -> bool:
         assert process.poll() is None, (tmp_path / f"{name}.log").read_text()
-        try:
-            return http_get(f"{url}/health")[0] == 200
-        except OSError:
-            return False
+        return http_get(f"{url}/health")[0] == 200  # 0 while nothing answers
 
     wait_until(up, 30, f"console {name} to answer")
     return process, url
@@ -171,7 +131,7 @@ def test_failover_in_the_browser(
     from selenium.webdriver.remote.webdriver import WebDriver
 
     assert isinstance(browser, WebDriver)
-    endpoint, console, _ = suite
+    endpoint, console, env = suite
     api = Api(endpoint)
     wait_until(lambda: "redis" in api.workloads(), 120, "the suite to serve the redis workload")
     api.stub.CreateInstance(
@@ -179,18 +139,16 @@ def test_failover_in_the_browser(
         metadata=api.metadata,
         timeout=30,
     )
-    wait_until(lambda: running(api.get("shop"), 3), 150, "shop RUNNING with 3 members")
+    wait_until(lambda: is_running(api.get("shop"), 3), 150, "shop RUNNING with 3 members")
     old = master_of(api.get("shop"))
-    address = f"{old.host}:{old.ports['redis']}"
-    pids = redis_server_pids(address)
-    assert pids, f"no redis-server process titled {address}"
-    for pid in pids:
-        os.kill(pid, 9)
+    pids = redis_pids_under(Path(env["STATEFUL_SUITE_DATA_DIR"]) / "cluster", [old])
+    assert pids, f"no redis-server process of {old.id}"
+    kill9(pids)
 
     def failed_over() -> bool:
         now = api.get("shop")
         return (
-            running(now, 3)
+            is_running(now, 3)
             and master_of(now).id != old.id
             and now.plan.name == "recovery"
             and now.plan.status == T.STEP_STATUS_COMPLETE
@@ -229,14 +187,24 @@ def test_failover_in_the_browser(
     events = browser.find_element(By.ID, "events").text
     assert f"member {new_master} role SLAVE -> MASTER" in events, events
 
-    # The timeline: one row per step; the fence and the failover have bars wider than 0.
-    rows = browser.find_elements(By.CSS_SELECTOR, "#timeline .tlrow")
+    # The timeline: a waterfall, one row per step with start -> end and the gap before it; the
+    # fence and the failover have bars wider than 0; detection and the time the new master became
+    # writable (its master-running's finished_at) above it.
+    rows = browser.find_elements(By.CSS_SELECTOR, "#timeline .tlrow[data-step]")
     assert [r.get_attribute("data-step") for r in rows] == [s.name for s in plan.steps]
     for row in rows:
         if row.get_attribute("data-step").split(" ")[0] in ("fence", "failover"):
             bar = row.find_element(By.CLASS_NAME, "bar")
             assert bar.size["width"] > 0, row.get_attribute("data-step")
+            assert "→" in row.find_element(By.CLASS_NAME, "tlwhen").text
+            assert row.find_element(By.CLASS_NAME, "tlgap").text.endswith(" gap")
     assert "detected" in browser.find_element(By.ID, "timeline-total").text
+    assert browser.find_element(By.ID, "detection").text.startswith("detection ")
+    assert browser.find_element(By.ID, "detection-row").find_element(By.CLASS_NAME, "bar")
+    running = next(s for s in plan.steps if s.name == f"master-running {new_master}")
+    writable = datetime.fromtimestamp(running.finished_at.ToNanoseconds() / 1e9, UTC).strftime("%H:%M:%S")
+    shown = browser.find_element(By.ID, "writable").text
+    assert shown.startswith(f"new master writable {writable}.") and "after detected" in shown, shown
 
     # Live updates: the page keeps its content after the JSON endpoint refreshed it.
     browser.set_window_size(1400, 2400)  # the whole page in the screenshot

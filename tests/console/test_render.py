@@ -79,6 +79,39 @@ def test_timeline_rows_positioned_from_detection() -> None:
     assert "gap" in text  # 1000 -> 1001 before the fence
 
 
+def test_timeline_is_a_waterfall_with_detection_and_writable() -> None:
+    """Every step row: start -> end as offsets from the first sign, its duration and the gap before
+    it; a detection row (first sign -> plan made, the metric's definition); the time the new
+    master became writable (its master-running's finished_at) next to detection."""
+    instance = _instance()
+    plan = instance.plan
+    plan.steps[1].status = T.STEP_STATUS_COMPLETE
+    plan.steps[1].finished_at.CopyFrom(timestamp(1003.5))
+    running = plan.steps.add(name="master-running db-1", member_id="db-1", status=T.STEP_STATUS_COMPLETE)
+    running.started_at.CopyFrom(timestamp(1004.0))
+    running.finished_at.CopyFrom(timestamp(1004.25))
+    assert render.writable_at(plan) == 1004.25
+    text = render.timeline(plan, now=1010.0)
+    rows = {
+        match.group(1): row
+        for row in text.split("<div class='tlrow ")
+        if (match := re.match(r"' data-step='([^']+)'", row)) is not None
+    }
+    assert "+1.000s &rarr; +2.000s" in rows["fence db-2"] and "500 ms gap" in rows["fence db-2"]
+    assert "+3.000s &rarr; +3.500s" in rows["failover"] and "1.00 s gap" in rows["failover"]
+    assert "+4.000s &rarr; +4.250s" in rows["master-running db-1"] and "250 ms" in rows["master-running db-1"]
+    assert "not run" in rows["relaunch db-2"]
+    detection = re.search(r"id=detection-row>(.*?)<div class='tlrow", text)
+    assert detection is not None and "+0.000s &rarr; +0.500s" in detection.group(1)
+    assert "<span id=detection>detection 500 ms" in text
+    writable = re.search(r"<span id=writable>(.*?)</span>", text)
+    assert writable is not None and "00:16:44.250 UTC" in writable.group(1)
+    assert "<b>4.25 s</b> after detected" in writable.group(1)
+    # Before the new master's master-running is COMPLETE: not writable yet, nothing claimed.
+    running.status = T.STEP_STATUS_STARTING
+    assert render.writable_at(plan) is None and "id=writable" not in render.timeline(plan, now=1010.0)
+
+
 def test_changes_between_two_instances() -> None:
     old = _instance()
     new = T.Instance()

@@ -4,6 +4,7 @@ with the docker CLI as a user would, and the engine's view of it through the doc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,14 +14,30 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
 
 from mesos_stateful.common.images import LABEL_INSTANCE
+from mesos_stateful.common.settings import S
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
 STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 INSTANCE = "cache"
 UP_TIMEOUT = 420
+
+
+def load_settings(cls: type[S], env: dict[str, str | None]) -> S:
+    """``cls`` loaded from a Compose service's ``environment`` alone (no STATEFUL_* of this
+    process), as the container loads it; a ``KEY:`` with no value (null: from the shell running
+    compose, else unset) is left unset."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in list(os.environ):
+            if key.startswith("STATEFUL_"):
+                patch.delenv(key)
+        for key, value in env.items():
+            if value is not None:
+                patch.setenv(key, value)
+        return cls.load([])
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> Any:

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from mesos_stateful.common.images import ALL_IMAGES, ETCD_IMAGE, SUITE_IMAGE
+from mesos_stateful.console.settings import ConsoleSettings
+from mesos_stateful.gateway.settings import GatewaySettings
+from tests.deploy.compose_helpers import load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SERVICES = {
@@ -60,7 +63,7 @@ def check_service(name: str, service: dict[str, Any]) -> None:
 def test_local_compose() -> None:
     config = compose_config("compose.yaml")
     services = config["services"]
-    assert set(services) == SERVICES | {"master"} | AGENTS
+    assert set(services) == SERVICES | {"master", "console"} | AGENTS
     for name, service in services.items():
         check_service(name, service)
     assert services["etcd"]["image"] == ETCD_IMAGE
@@ -82,6 +85,41 @@ def test_local_compose() -> None:
         addresses.add(address)
     assert len(addresses) == len(AGENTS)
     assert set(config["volumes"]) >= {"etcd-data", "agent-0-work", "agent-1-work", "agent-2-work"}
+
+
+def test_console_is_a_service_of_the_suite() -> None:
+    """The console: the suite's image, its port published (STATEFUL_CONSOLE_PORT, default 8080),
+    the gateway's address on the compose network, healthy after the gateway, an HTTP health check
+    on the port it listens on; its settings, loaded from its environment as in the container,
+    reach the gateway's listen port."""
+    services = compose_config("compose.yaml")["services"]
+    console = services["console"]
+    assert console["image"] == SUITE_IMAGE
+    assert console["command"] == ["python", "-m", "mesos_stateful.console"]
+    [published] = console["ports"]
+    assert (published["target"], published["published"]) == (8080, "8080")
+    assert set(console["depends_on"]) == {"gateway"}
+    env = console["environment"]
+    settings = load_settings(ConsoleSettings, env)
+    listen_port = int(settings.listen.rpartition(":")[2])
+    assert settings.listen.startswith("0.0.0.0:") and listen_port == published["target"]
+    gateway_listen = services["gateway"]["environment"]["STATEFUL_GATEWAY_LISTEN"]
+    assert settings.gateway_endpoint == f"gateway:{gateway_listen.rpartition(':')[2]}"
+    assert console["healthcheck"]["test"][-1] == f"http://127.0.0.1:{listen_port}/health"
+    # `STATEFUL_GATEWAY_AUTH_TOKEN:` with no value: taken from the shell running compose, else unset.
+    assert env["STATEFUL_GATEWAY_AUTH_TOKEN"] is None and settings.token is None, "no auth unless asked"
+    assert services["gateway"]["environment"]["STATEFUL_GATEWAY_AUTH_TOKEN"] is None
+    moved = compose_config("compose.yaml", {"STATEFUL_CONSOLE_PORT": "18080"})["services"]["console"]
+    assert moved["ports"][0]["published"] == "18080"
+
+
+def test_the_gateway_token_reaches_the_console() -> None:
+    """One variable: the gateway wants the token, the console sends it (its settings read the
+    gateway's variable when STATEFUL_CONSOLE_TOKEN is not set)."""
+    services = compose_config("compose.yaml", {"STATEFUL_GATEWAY_AUTH_TOKEN": "s3cret"})["services"]
+    gateway = load_settings(GatewaySettings, services["gateway"]["environment"])
+    console = load_settings(ConsoleSettings, services["console"]["environment"])
+    assert gateway.auth_token == "s3cret" and console.token == "s3cret"
 
 
 def test_local_compose_variables() -> None:

@@ -58,7 +58,22 @@ def redis_titles(
 ) -> dict[int, str]:
     """pid -> process title (e.g. "redis-server 127.1.2.3:10001") of the live redis-server
     processes of these tasks, recognised as :func:`redis_pids` says."""
-    root = str(Path(suite.cluster.cluster.settings.work_dir).resolve())
+    return redis_titles_under(Path(suite.cluster.cluster.settings.work_dir), tasks, by_address)
+
+
+def redis_pids_under(
+    work_dir: Path, tasks: Iterable[types_pb2.Task | types_pb2.Member], by_address: bool = True
+) -> list[int]:
+    """:func:`redis_pids` for a cluster known by its work dir only (a suite run as `make run` runs
+    it: ``<data_dir>/cluster``)."""
+    return list(redis_titles_under(work_dir, tasks, by_address))
+
+
+def redis_titles_under(
+    work_dir: Path, tasks: Iterable[types_pb2.Task | types_pb2.Member], by_address: bool = True
+) -> dict[int, str]:
+    """:func:`redis_titles` of the cluster whose work dir is ``work_dir``."""
+    root = str(work_dir.resolve())
     wanted = list(tasks)
     ids = {t.task_id for t in wanted if t.task_id}
     addresses = {f"{t.host}:{t.ports[PORT]}" for t in wanted if by_address and t.host and PORT in t.ports}

@@ -124,11 +124,19 @@ async def test_a_taken_port_is_avoided_and_the_member_runs_elsewhere(suite: Suit
         print(f"RUNNING on {where} after {len(failed)} failed launches, {took:.1f}s")
 
 
-async def test_failed_by_launch_failures_recovers_by_itself_once_the_ports_are_free(suite: Suite) -> None:
+@contextlib.asynccontextmanager
+async def every_launch_failing(suite: Suite) -> AsyncIterator[None]:
+    """Inside: every port of every agent is taken, so every launch fails; the lifecycle (restarted
+    for it) gives a member 2 attempts and retries a failed launch 4 s later by itself."""
     suite.lifecycle.overrides.update({"max_launch_attempts": 2, "launch_failure_retry_seconds": 4.0})
     await suite.lifecycle.restart()
     every_port = sorted((ip, port) for ip, ports in agent_ports(suite).items() for port in ports)
     with listeners(every_port):
+        yield
+
+
+async def test_failed_by_launch_failures_recovers_by_itself_once_the_ports_are_free(suite: Suite) -> None:
+    async with every_launch_failing(suite):
         await suite.create("cache", 1)
         instance = await suite.wait_instance(
             "cache", lambda i: i.phase == T.INSTANCE_PHASE_FAILED, 90, "FAILED after every launch failed"

@@ -15,19 +15,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.util._once import Once
 from prometheus_client import REGISTRY
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.lifecycle import spans as spans_module
 from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
+from mesos_stateful.testing.tracing import global_provider
 from tests.tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from .e2e_helpers import connect, kill9, password, redis_pids, write_acknowledged
@@ -40,22 +38,25 @@ Span = trace_pb2.Span
 @pytest_asyncio.fixture
 async def traced(otlp_grpc: tuple[OtlpReceiver, str]) -> AsyncIterator[tuple[OtlpReceiver, TracerProvider]]:  # noqa: F811
     """This process's global tracer provider, exporting to the test's OTLP receiver; the one
-    before it is put back afterwards (OpenTelemetry lets a provider be set once: the test resets
-    that guard, and restores it)."""
+    before it is put back afterwards (``global_provider``)."""
     receiver, endpoint = otlp_grpc
     provider = tracing.build_provider("lifecycle")
     # A batch processor: it exports from its own thread (the receiver serves on this event loop).
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True), schedule_delay_millis=100)
     )
-    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE)
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace.set_tracer_provider(provider)
-    try:
-        yield receiver, provider
-    finally:
-        await asyncio.to_thread(provider.shutdown)
-        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+    with global_provider(provider, shutdown=False):
+        try:
+            yield receiver, provider
+        finally:
+            await asyncio.to_thread(provider.shutdown)
+
+
+@pytest_asyncio.fixture
+async def cache(traced: tuple[OtlpReceiver, TracerProvider], suite: Suite) -> T.Instance:
+    """The instance ``cache`` of 3 Redis members, created with tracing on, running."""
+    await suite.create("cache", 3)
+    return await suite.wait_running("cache", 3)
 
 
 def _metric(name: str, labels: dict[str, str]) -> float:
@@ -83,11 +84,10 @@ def _child(children: list[Span], name: str) -> Span:
 
 
 async def test_a_master_failover_is_one_trace_from_detection_to_writable(
-    traced: tuple[OtlpReceiver, TracerProvider], suite: Suite
+    traced: tuple[OtlpReceiver, TracerProvider], suite: Suite, cache: T.Instance
 ) -> None:
     receiver, provider = traced
-    await suite.create("cache", 3)
-    instance = await suite.wait_running("cache", 3)
+    instance = cache
     deploy_parent = instance.plan.trace_parent
     assert instance.plan.name == plans.DEPLOY and deploy_parent, "the deploy plan has a trace"
     secret = await password(suite, "cache")
@@ -183,11 +183,10 @@ async def test_a_master_failover_is_one_trace_from_detection_to_writable(
 
 
 async def test_a_lifecycle_restart_mid_failover_continues_the_same_trace(
-    traced: tuple[OtlpReceiver, TracerProvider], suite: Suite
+    traced: tuple[OtlpReceiver, TracerProvider], suite: Suite, cache: T.Instance
 ) -> None:
     receiver, provider = traced
-    await suite.create("cache", 3)
-    instance = await suite.wait_running("cache", 3)
+    instance = cache
     old = master_of(instance)
     # No workload service: the failover waits (DELAYED) after the fence; the lifecycle restarts there.
     await suite.redis.stop(deregister=False)
@@ -198,9 +197,7 @@ async def test_a_lifecycle_restart_mid_failover_continues_the_same_trace(
 
     stuck = await suite.wait_instance("cache", waiting, 60, "a delayed failover")
     await suite.lifecycle.stop()
-    # A new process knows nothing of the plans the old one made (in-memory bookkeeping).
-    spans_module._emitted.clear()
-    spans_module._causes.clear()
+    # The restarted lifecycle knows the plan only from state: its typed cause, its stored root stamp.
     await suite.redis.start()
     await suite.lifecycle.start()
 
@@ -225,5 +222,5 @@ async def test_a_lifecycle_restart_mid_failover_continues_the_same_trace(
     assert {s.parent_span_id for s in steps} == {root.span_id}
     names = [s.name for s in steps]
     assert f"step fence {old.id}" in names and names.count(f"step failover {old.id}") >= 2
-    assert attributes_of(root.attributes)["cause"] == "lost", "derived again after the restart"
+    assert attributes_of(root.attributes)["cause"] == "lost", "the stored Plan.cause after the restart"
     assert root.start_time_unix_nano == stuck.plan.detected_at.ToNanoseconds()

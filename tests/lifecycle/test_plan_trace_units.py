@@ -12,12 +12,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
 from prometheus_client import REGISTRY
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import planner, plans, spans
+from mesos_stateful.testing.tracing import global_provider
 from tests.lifecycle.plan_helpers import running_instance, snap
 
 
@@ -27,14 +27,8 @@ def exported() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = tracing.build_provider("lifecycle")
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE)
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace.set_tracer_provider(provider)
-    try:
+    with global_provider(provider):
         yield exporter
-    finally:
-        provider.shutdown()
-        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
 
 
 def _lost_master_snapshot(unresponsive: bool) -> planner.Snapshot:
@@ -87,6 +81,7 @@ def test_a_lost_masters_first_sign_and_cause(
     detections = _count("stateful_failure_detection_seconds_count", {"workload": "redis", "cause": cause})
     lost = spans.begin_plan(s, plan, 1001.5)
     assert lost is not None and lost.member_id == "cache-0" and lost.cause == cause and lost.stored
+    assert spans.cause_of(plan) == cause, "stored typed in Plan.cause"
     assert plans.seconds(plan.detected_at) == sign
     assert plan.trace_parent.startswith("00-") and plan.trace_parent.endswith("-01")
     assert (
@@ -104,8 +99,6 @@ def test_the_root_is_emitted_once_when_the_new_master_is_writable(exported: InMe
     # A step run by this process, and one by a lifecycle restarted since: both under the stored root.
     with spans.step_span("cache", "redis", plan, plan.steps[0]) as run:
         spans.step_result(run, plan.steps[0], plans.COMPLETE, 1, "")
-    spans._emitted.clear()
-    spans._causes.clear()
     [fence] = exported.get_finished_spans()
     assert fence.parent is not None and f"{fence.parent.span_id:016x}" == span_hex
     assert fence.context is not None and f"{fence.context.trace_id:032x}" == trace_hex
@@ -129,17 +122,19 @@ def test_the_root_is_emitted_once_when_the_new_master_is_writable(exported: InMe
     assert root.context is not None and f"{root.context.span_id:016x}" == span_hex
     assert root.parent is None and root.start_time == 1000 * 10**9 and root.end_time == 1002 * 10**9
     assert root.attributes is not None
-    assert dict(root.attributes) | {"reason": ""} == {
+    assert dict(root.attributes) | {"reason": "", "started_at": ""} == {
         "instance": "cache",
         "workload": "redis",
         "plan": "recovery",
         "reason": "",
+        "started_at": "",
+        "detected_at": "1970-01-01T00:16:40+00:00",
         "outcome": "writable",
         "old_master": "cache-0",
         "new_master": "cache-1",
         "cause": "lost",
     }
-    # The cause after a restart: from the plan itself (made by another process).
+    # The cause after a restart: the plan's stored, typed cause (made by another process).
     assert (
         _count("stateful_failover_duration_seconds_count", {"workload": "redis", "cause": "lost"})
         == failovers + 1
@@ -224,3 +219,88 @@ def test_a_cold_start_is_not_counted_as_a_failover_to_a_running_replica(
     )
     [root] = _roots(exported)
     assert root.attributes is not None and root.attributes["cause"] == "cold-start"
+
+
+def test_the_typed_cause_not_the_reason_text_decides(exported: InMemorySpanExporter) -> None:
+    """A plan stored by another lifecycle process: its cause comes from ``Plan.cause``; a reason
+    that reads like another cause does not change it."""
+    s = _lost_master_snapshot(True)
+    plan = _recovery(s)
+    spans.begin_plan(s, plan, 1001.0)
+    assert plan.cause == T.PLAN_CAUSE_UNRESPONSIVE
+    stored = T.Plan.FromString(plan.SerializeToString())  # read back by a restarted lifecycle
+    stored.reason = "master cache-0 lost: TASK_FAILED"
+    assert spans.cause_of(stored) == spans.Cause.UNRESPONSIVE
+    cold = _lost_master_snapshot(False)
+    elect = T.Plan()
+    elect.CopyFrom(_recovery(cold))
+    elect.steps.append(plans.step(plans.Action.ELECT, "cache-0"))
+    spans.begin_plan(cold, elect, 1001.0)
+    assert elect.cause == T.PLAN_CAUSE_COLD_START
+    deploy = _deploy_done()
+    spans.begin_plan(cold, deploy, 1001.0)
+    assert deploy.cause == T.PLAN_CAUSE_UNSPECIFIED and spans.cause_of(deploy) is None
+
+
+def test_detection_is_first_sign_to_plan_made(exported: InMemorySpanExporter) -> None:
+    """One definition of time to detect (``metrics.detection_seconds``): detected_at -> the
+    recovery plan's started_at; the histogram observes exactly that."""
+    s = _lost_master_snapshot(False)
+    plan = _recovery(s)
+    plan.started_at.CopyFrom(plans.timestamp(1003.25))
+    total = _count("stateful_failure_detection_seconds_sum", {"workload": "redis", "cause": "lost"})
+    spans.begin_plan(s, plan, 1009.0)
+    assert spans.detection_seconds(plan) == 3.25
+    after = _count("stateful_failure_detection_seconds_sum", {"workload": "redis", "cause": "lost"})
+    assert after - total == pytest.approx(3.25)
+
+
+def _store(stored: T.Plan, new: T.Plan, now: float) -> T.Plan:
+    """What the reconciler's write does: stamp inside the write, then emit after it."""
+    before = T.Plan()
+    before.CopyFrom(stored)
+    written = T.Plan()
+    written.CopyFrom(new)
+    spans.stamp_root_end(before, written, now)
+    spans.plan_saved("cache", "redis", before, written, now)
+    return written
+
+
+def test_a_plan_retried_after_error_emits_its_root_once_across_a_restart(
+    exported: InMemorySpanExporter,
+) -> None:
+    """A scale stops in ERROR (its root is emitted), the lifecycle restarts (nothing in memory), the
+    launch is retried and the plan completes: still one root span, the one ended at the ERROR."""
+    inst, members, tasks = running_instance(3)
+    s = snap(inst, members, tasks)
+    scale = plans.new_plan(plans.SCALE, "scale up", 2, [plans.step(plans.Action.LAUNCH, "cache-3")], 950.0)
+    spans.begin_plan(s, scale, 950.0)
+    stored = _store(T.Plan(), scale, 950.0)
+    assert not stored.HasField("root_ended_at")
+
+    failed = T.Plan()
+    failed.CopyFrom(stored)
+    failed.steps[0].status = plans.ERROR
+    failed.status = plans.ERROR
+    stored = _store(stored, failed, 960.0)
+    assert plans.seconds(stored.root_ended_at) == 960.0
+    assert len(_roots(exported)) == 1
+
+    # A restarted lifecycle reads the stored plan back and retries the launch (DELAYED), from its
+    # in-memory copy of the plan, which has no stamp: the write keeps the stored one.
+    stored = T.Plan.FromString(stored.SerializeToString())
+    retried = T.Plan()
+    retried.CopyFrom(failed)
+    retried.ClearField("root_ended_at")
+    retried.steps[0].status = plans.DELAYED
+    retried.status = plans.plan_status(retried)
+    stored = _store(stored, retried, 970.0)
+    assert plans.seconds(stored.root_ended_at) == 960.0
+    done = T.Plan()
+    done.CopyFrom(retried)
+    done.steps[0].status = plans.COMPLETE
+    done.status = plans.COMPLETE
+    stored = _store(stored, done, 980.0)
+    roots = _roots(exported)
+    assert len(roots) == 1, [r.attributes for r in roots]
+    assert roots[0].end_time == 960 * 10**9

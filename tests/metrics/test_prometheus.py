@@ -24,6 +24,7 @@ import pytest
 
 from mesos_stateful.suite.main import PROMETHEUS_NAME, prometheus_config
 from tests.suite.suite_helpers import (
+    create_when_up,
     ctl,
     processes_under,
     service_ports,
@@ -114,17 +115,7 @@ def test_prometheus_scrapes_a_failover_from_the_suite(tmp_path: Path) -> None:
     runner = start_suite(env, log)
     prometheus: subprocess.Popen[bytes] | None = None
     try:
-
-        def up() -> bool:
-            assert runner.poll() is None, log.read_text()[-5000:]
-            return "suite is up" in log.read_text()
-
-        wait_until(up, 240, "the suite to be up")
-        wait_until(lambda: "redis" in ctl(endpoint, "workloads").stdout, 60, "redis registered")
-        created = ctl(
-            endpoint, "create", "redis", "cache", "--replicas", "3", "--wait", "--timeout", "180", timeout=240
-        )
-        assert created.returncode == 0, created.stdout + created.stderr
+        create_when_up(runner, log, endpoint)
 
         # Every service's metrics address, in the status file, on consecutive ports.
         status = json.loads((data_dir / "suite-status.json").read_text())["services"]

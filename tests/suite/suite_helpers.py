@@ -112,6 +112,29 @@ def start_suite(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[
         )
 
 
+def create_when_up(
+    runner: subprocess.Popen[str],
+    log: Path,
+    endpoint: str,
+    workload: str = "redis",
+    name: str = "cache",
+    replicas: int = 3,
+) -> None:
+    """After :func:`start_suite`: wait for the suite to be up (its log says so; a runner that
+    exits fails with the log's end), for ``workload`` to be registered, then ``statefulctl create
+    WORKLOAD NAME --replicas N --wait``. Bounds: 240 s up, 60 s registered, 240 s the create."""
+
+    def up() -> bool:
+        assert runner.poll() is None, log.read_text()[-5000:]
+        return "suite is up" in log.read_text()
+
+    wait_until(up, 240, "the suite to be up")
+    wait_until(lambda: workload in ctl(endpoint, "workloads").stdout, 60, f"{workload} registered")
+    create = ["create", workload, name, "--replicas", str(replicas), "--wait", "--timeout", "180"]
+    created = ctl(endpoint, *create, timeout=240)
+    assert created.returncode == 0, created.stdout + created.stderr
+
+
 def stop_suite(runner: subprocess.Popen[str], timeout: float = 90) -> int:
     """What Ctrl-C does: SIGINT, then wait for the runner to stop everything."""
     if runner.poll() is None:

@@ -48,7 +48,14 @@ from mesos_stateful.common.channels import channel_options
 from mesos_stateful.common.server import is_serving
 from mesos_stateful.localcluster.settings import LocalClusterSettings
 
-from .suite_helpers import ctl, processes_under, start_suite, stop_suite, suite_env, wait_until
+from .suite_helpers import (
+    create_when_up,
+    processes_under,
+    start_suite,
+    stop_suite,
+    suite_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -347,17 +354,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     runner = start_suite(env, log)
     writer: Writer | None = None
     try:
-
-        def up() -> bool:
-            assert runner.poll() is None, log.read_text()[-5000:]
-            return "suite is up" in log.read_text()
-
-        wait_until(up, 240, "the suite to be up")
-        wait_until(lambda: "redis" in ctl(endpoint, "workloads").stdout, 60, "redis registered")
-        created = ctl(
-            endpoint, "create", "redis", "cache", "--replicas", "3", "--wait", "--timeout", "180", timeout=240
-        )
-        assert created.returncode == 0, created.stdout + created.stderr
+        create_when_up(runner, log, endpoint)
         password = get_instance(endpoint, secrets=True).secrets["password"]
         writer = Writer(endpoint, password)
         chaos = Chaos(endpoint, env, runner, data_dir, log, password, writer)

@@ -27,7 +27,13 @@ from mesos_stateful.cli.client import (
 )
 from mesos_stateful.cli.scaffold import render as scaffold
 from mesos_stateful.cli.scaffold.node import NodeSkeleton
-from mesos_stateful.cli.trace import TraceFolderMissing, check_folder, read_plans, traces_folder
+from mesos_stateful.cli.trace import (
+    TraceFolderMissing,
+    check_folder,
+    no_trace_message,
+    read_plans,
+    traces_folder,
+)
 from mesos_stateful.cli.trace import render as trace_render
 from mesos_stateful.cli.wait import follow, until_running, watch_stream
 
@@ -388,7 +394,7 @@ def trace(
             raise CliFailure(str(missing)) from None
         plans = read_plans(folder, name, last)
         if not plans:
-            raise CliFailure(_no_trace(gw, name, folder))
+            raise CliFailure(_no_trace(gw, name, folder, source))
         try:
             for line in trace_render(plans, verbose):
                 print(line)
@@ -397,8 +403,9 @@ def trace(
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _no_trace(gw: Gateway, name: str, folder: Path) -> str:
-    """Why ``name`` has no trace: the gateway, when it answers, tells whether the instance exists."""
+def _no_trace(gw: Gateway, name: str, folder: Path, source: str) -> str:
+    """Why ``name`` has no trace: the gateway, when it answers, tells whether the instance exists;
+    else what the folder holds (see :func:`trace.no_trace_message`)."""
     try:
         gw.stub().GetInstance(
             api.GetInstanceRequest(name=name), metadata=gw.metadata, timeout=TRACE_LOOKUP_TIMEOUT_SECONDS
@@ -406,8 +413,7 @@ def _no_trace(gw: Gateway, name: str, folder: Path) -> str:
     except grpc.RpcError as error:
         if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.NOT_FOUND:
             return f"no instance {name}"
-        return f"no trace of {name} in {folder}"
-    return f"no trace of {name} in {folder} yet"
+    return no_trace_message(folder, source, name)
 
 
 @app.command("new-workload")

@@ -12,7 +12,11 @@ Two shapes of trace are read:
 - a plan with a root span named ``plan <name>`` (attributes ``instance``, ``workload``, ``plan``,
   ``reason``; it starts at the first sign of what the plan handles, e.g. a lost master's status
   update, and ends when the plan is done): the timeline starts at the root; the time from the
-  root's start (or its ``detected_at`` attribute) to the first step is shown as ``detection``;
+  root's start (or its ``detected_at`` attribute) to the plan being made (its ``started_at``
+  attribute) is shown as ``detection``, the same time to detect as the metric
+  ``stateful_failure_detection_seconds`` (:func:`mesos_stateful.common.metrics.detection_seconds`);
+  a promotion's decision (promoted member, candidates, positions) is printed in full under its
+  step, wrapped;
 - spans written before plans had a root: every step run is a trace of its own; consecutive step
   runs of one instance with the same plan name are read as one plan, starting at its first step.
 
@@ -22,12 +26,14 @@ All times are in the span files' nanoseconds since the epoch (OpenTelemetry's cl
 from __future__ import annotations
 
 import os
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mesos_stateful.common.metrics import detection_seconds
 from mesos_stateful.common.tracing import ENV_DIR, load_spans
 
 Span = dict[str, Any]
@@ -38,6 +44,7 @@ SUITE_DATA_DIR_ENV = "STATEFUL_SUITE_DATA_DIR"
 SUITE_DEFAULT_DATA_DIR = "state"
 
 MESSAGE_WIDTH = 72  # characters of a step's message shown on its line
+WRAP_WIDTH = 110  # a promotion decision's lines are wrapped here (never cut)
 
 
 class TraceFolderMissing(Exception):
@@ -151,6 +158,13 @@ class Plan:
             if moment is not None:
                 return moment
         return int(self.root["start_ns"])
+
+    @property
+    def made_ns(self) -> int | None:
+        """When the plan was made (the root's ``started_at``), when the root tells it."""
+        if self.root is None:
+            return None
+        return _timestamp_ns(_attrs(self.root).get("started_at"))
 
     @property
     def start_ns(self) -> int:
@@ -273,6 +287,8 @@ class Timeline:
         reason = attrs.get("reason")
         if reason:
             parts.append(f"reason: {_short(str(reason))}")
+        if attrs.get("cause"):
+            parts.append(f"cause: {attrs['cause']}")
         total = plan.end_ns - self.start
         parts.append(f"total {duration(total)}")
         if plan.root is not None and plan.name == "recovery" and plan.root.get("end_ns"):
@@ -292,16 +308,24 @@ class Timeline:
         out.append(f"  {'OFFSET':>9}  {'DURATION':>10}  {'GAP':>10}  {'STATUS':<9} WHAT")
         first_step = self.plan.steps[0] if self.plan.steps else None
         detected = self.plan.detected_ns
-        if self.plan.root is not None and detected is not None and first_step is not None:
+        made = self.plan.made_ns
+        previous_end: int | None = None
+        if self.plan.root is not None and detected is not None and "detected_at" in _attrs(self.plan.root):
+            if made is not None:
+                # The one definition of time to detect: first sign -> plan made (as the metric).
+                took = int(detection_seconds(detected / 1e9, made / 1e9) * 1e9)
+                out.append(self._row(detected, took, None, "", "detection (first sign → plan made)"))
+                previous_end = detected + took  # the first step's gap: plan made -> first step
+            elif first_step is not None and int(first_step["start_ns"]) > detected:
+                # Written before roots carried started_at: only the first step's start is known.
+                first = int(first_step["start_ns"])
+                out.append(self._row(detected, first - detected, None, "", "first sign → first step"))
+        elif self.plan.root is not None and detected is not None and first_step is not None:
             first = int(first_step["start_ns"])
             if first > detected:
-                label = (
-                    "detection (first sign → first step)"
-                    if self.plan.name == "recovery" or "detected_at" in _attrs(self.plan.root)
-                    else "start (plan made → first step)"
-                )
+                recovery = self.plan.name == "recovery"
+                label = "first sign → first step" if recovery else "start (plan made → first step)"
                 out.append(self._row(detected, first - detected, None, "", label))
-        previous_end: int | None = None
         for runs in self._rows():
             span, last = runs[0], runs[-1]
             start = int(span["start_ns"])
@@ -324,6 +348,7 @@ class Timeline:
             if extras:
                 what += "  " + "  ".join(extras)
             out.append(self._row(start, end - start, gap, status, what))
+            out.extend(decision_lines(attrs))
             out.extend(nested)
             previous_end = max(previous_end or 0, end)
         return out
@@ -388,6 +413,33 @@ class Timeline:
         return f"  {when:>9}  {duration(took):>10}  {gap_text:>10}  {status:<9} {what}".rstrip()
 
 
+def decision_lines(attrs: dict[str, Any], width: int = WRAP_WIDTH) -> list[str]:
+    """A promotion's decision in full under its step: the promoted member and why, every
+    candidate and every position, wrapped at ``width`` characters (never cut)."""
+    promoted = attrs.get("promoted")
+    if not promoted:
+        return []
+    indent = " " * 46 + "  "
+    items = [f"promote {promoted}" + (f": {attrs['decision']}" if attrs.get("decision") else "")]
+    candidates = attrs.get("candidates")
+    if isinstance(candidates, list | tuple) and candidates:
+        items.append("candidates: " + ", ".join(str(c) for c in candidates))
+    positions = attrs.get("positions")
+    if isinstance(positions, list | tuple) and positions:
+        items.append("positions: " + ", ".join(str(p) for p in positions))
+    lines: list[str] = []
+    for item in items:
+        lines += textwrap.wrap(
+            " ".join(item.split()),
+            width=max(width, len(indent) + 20),
+            initial_indent=indent + "↳ ",
+            subsequent_indent=indent + "    ",
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+    return lines
+
+
 def render(plans: list[Plan], verbose: bool) -> list[str]:
     lines: list[str] = []
     for index, plan in enumerate(plans):
@@ -401,3 +453,33 @@ def read_plans(folder: Path, instance: str, last: int) -> list[Plan]:
     """The last ``last`` plans of ``instance`` under ``folder`` (oldest first)."""
     plans = plans_of(load_spans(folder), instance)
     return plans[-last:] if last > 0 else plans
+
+
+def traced_instances(folder: Path) -> list[str]:
+    """The instances with a plan span or a step span in ``folder``'s span files, sorted."""
+    names = set()
+    for span in load_spans(folder):
+        if is_plan_root(span) or is_step(span):
+            instance = _attrs(span).get("instance")
+            if instance:
+                names.add(str(instance))
+    return sorted(names)
+
+
+def no_trace_message(folder: Path, source: str, instance: str) -> str:
+    """Why ``folder`` (existing, from ``source``) shows no plan of ``instance``, and what to do:
+    ``no trace yet`` when the folder holds no plan spans at all (nothing traced there yet); else
+    which instances it does hold."""
+    others = traced_instances(folder)
+    where = f"{folder} (from {source})"
+    if not others:
+        return (
+            f"no trace yet: {where} holds no plan spans; the services write them there when they run "
+            f"with {ENV_DIR}={folder} (`make run` sets it) and a plan of {instance} runs; "
+            f"if they write elsewhere, pass --dir DIR"
+        )
+    shown = ", ".join(others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
+    return (
+        f"no trace of {instance} in {where}; it holds plans of {shown}; pass --dir DIR if "
+        f"{instance}'s services wrote their spans elsewhere"
+    )

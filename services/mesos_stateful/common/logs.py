@@ -1,10 +1,14 @@
-"""Logging set-up: one line per record, prefixed with the service name, for `make run`'s output."""
+"""Logging set-up: one line per record, prefixed with the service name, for `make run`'s output;
+the tracing exporters' repeated errors (an OTLP collector away) at most once a minute per kind,
+with a count (:mod:`mesos_stateful.common.log_limit`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+
+from mesos_stateful.common.log_limit import RateLimitFilter, interval_from_env
 
 
 def setup_logging(service: str, level: str | None = None) -> None:
@@ -13,6 +17,7 @@ def setup_logging(service: str, level: str | None = None) -> None:
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     )
+    handler.addFilter(RateLimitFilter(interval_from_env()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -31,10 +31,21 @@ FAILOVER_SECONDS = Histogram(
 )
 DETECTION_SECONDS = Histogram(
     "stateful_failure_detection_seconds",
-    "From the first sign of a master's loss to the recovery plan that handles it",
+    "From the first sign of a master's loss to the recovery plan that handles it being made "
+    "(see detection_seconds)",
     ["workload", "cause"],
     buckets=SECONDS_BUCKETS,
 )
+
+
+def detection_seconds(detected_at: float, plan_made_at: float) -> float:
+    """Time to detect, the one definition (DETECTION_SECONDS, ``statefulctl trace``'s detection
+    line, the console): from the first sign of a master's loss (``Plan.detected_at``: its task's
+    status update or its first missed probe) to the recovery plan that handles it being made
+    (``Plan.started_at``). Both in seconds since the epoch; the result in seconds, never negative."""
+    return max(0.0, plan_made_at - detected_at)
+
+
 PLAN_STEP_SECONDS = Histogram(
     "stateful_plan_step_duration_seconds",
     "One run of a plan step, by action and resulting status",
@@ -51,6 +62,20 @@ CALLBACK_SECONDS = Histogram(
     "One workload callback attempt, by callback and outcome (ok, retry, error)",
     ["workload", "callback", "outcome"],
     buckets=(*FAST_BUCKETS, 10.0, 30.0),
+)
+# --- workload services (server side of the callbacks) ------------------------------------------------
+WORKLOAD_CALLBACK_SECONDS = Histogram(
+    "stateful_workload_callback_duration_seconds",
+    "One workload callback as its workload service served it, by callback and outcome (ok, or the "
+    "gRPC status code name it answered with, lower case: unavailable, failed_precondition, ...)",
+    ["workload", "callback", "outcome"],
+    buckets=(*FAST_BUCKETS, 10.0, 30.0),
+)
+WORKLOAD_CALLBACK_ERRORS_TOTAL = Counter(
+    "stateful_workload_callback_errors_total",
+    "Workload callbacks a workload service answered with an error, by callback and gRPC status code "
+    "name (lower case: unavailable is retried by lifecycle, failed_precondition is not, unknown is a bug)",
+    ["workload", "callback", "code"],
 )
 MEMBERS = Gauge(
     "stateful_members",

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from google.protobuf import timestamp_pb2
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.common.metrics import detection_seconds
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,10 @@ th{background:#eef}#plan td:first-child{white-space:nowrap}
 .tltrack{position:relative;flex:1;height:16px;background:#f4f4f4}
 .bar{position:absolute;top:2px;height:12px;min-width:2px;background:#48c}
 .bar.ERROR{background:#c44}.bar.open{background:#ca4}
-.tldur{width:170px;flex:none;padding:0 6px;font-variant-numeric:tabular-nums;color:#555}
+.tldur,.tlwhen,.tlgap{flex:none;padding:0 6px;font-variant-numeric:tabular-nums;color:#555}
+.tlwhen{width:170px}.tldur{width:80px;text-align:right}.tlgap{width:110px}
+.tlhead{font-weight:bold;background:#eef}.tldetect .bar{background:#999}
+#timeline-total span{margin-right:14px}
 small{color:#666}
 """
 
@@ -215,17 +219,54 @@ def _duration(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
+def writable_at(plan: T.Plan) -> float | None:
+    """When a failover's (or election's) new master became writable: the ``finished_at`` of the
+    promoted member's ``master-running`` step (the first word of a step's name is its action),
+    COMPLETE after the step that decided the promotion; None before, or for a plan promoting no one."""
+    chosen = ""
+    for step in plan.steps:
+        if step.decision.promote_member_id:
+            chosen = step.decision.promote_member_id
+        elif (
+            chosen
+            and step.name.split(" ", 1)[0] == "master-running"
+            and step.member_id == chosen
+            and step.status == T.STEP_STATUS_COMPLETE
+        ):
+            return seconds(step.finished_at)
+    return None
+
+
+def _offset(at: float, base: float) -> str:
+    return f"+{at - base:.3f}s"
+
+
+def _tlrow(css: str, attrs: str, name: str, bar: str, when: str, took: str, gap: str) -> str:
+    """One waterfall row; ``attrs``: extra HTML attributes, already escaped."""
+    return (
+        f"<div class='tlrow {css}'{attrs}><div class=tlname title='{e(name)}'>{e(name)}</div>"
+        f"<div class=tltrack>{bar}</div><div class=tlwhen>{when}</div><div class=tldur>{took}</div>"
+        f"<div class=tlgap>{gap}</div></div>"
+    )
+
+
 def timeline(plan: T.Plan, now: float) -> str:
-    """A waterfall of the plan: one row per step, its bar from Step.started_at to
-    Step.finished_at (or now while it runs), on a scale from Plan.detected_at (the first sign of
-    a failure; Plan.started_at otherwise) to the last step's end. A step never started has no bar."""
+    """A waterfall of the plan (the public API's view of its trace): one row per step, its bar
+    from Step.started_at to Step.finished_at (or now while it runs), with its start and end as
+    offsets, its duration and the gap before it (idle time since the previous step ended, or since
+    the plan was made for the first); on a scale from Plan.detected_at (the first sign of a
+    failure; Plan.started_at otherwise) to the last step's end. A failover first shows a
+    ``detection`` row (first sign -> plan made: ``metrics.detection_seconds``, the metric's time to
+    detect), and above the rows when its new master became writable (:func:`writable_at`). A step
+    never started has no bar."""
     if not plan.name:
         return ""
-    base = seconds(plan.detected_at) or seconds(plan.started_at)
+    detected, made = seconds(plan.detected_at), seconds(plan.started_at)
+    base = detected or made
     if base is None:
         return ""
     spans: list[tuple[T.Step, float | None, float | None]] = []
-    end = base
+    end = max(base, made or base)
     for s in plan.steps:
         start, finish = seconds(s.started_at), seconds(s.finished_at)
         if start is not None and s.status not in ENDED:
@@ -236,32 +277,66 @@ def timeline(plan: T.Plan, now: float) -> str:
         spans.append((s, start, finish_shown))
         end = max([end, *(x for x in (start, finish_shown) if x is not None)])
     total = max(end - base, 1e-3)
-    rows = []
+
+    def bar(start: float, stop: float, css: str) -> str:
+        left, width = (start - base) / total * 100, max(stop - start, 0.0) / total * 100
+        return f"<div class='bar {css}' style='left:{left:.3f}%;width:{width:.3f}%'></div>"
+
+    rows = [_tlrow("tlhead", "", "step", "", "start &rarr; end", "took", "gap before")]
     previous_end = base
+    if detected is not None and made is not None:
+        took = detection_seconds(detected, made)
+        rows.append(
+            _tlrow(
+                "tldetect",
+                " id=detection-row",
+                "detection (first sign → plan made)",
+                bar(detected, detected + took, ""),
+                f"{_offset(detected, base)} &rarr; {_offset(detected + took, base)}",
+                _duration(took),
+                "",
+            )
+        )
+    if made is not None:
+        previous_end = made
     for s, start, finish in spans:
         status = step_status(s.status)
         if start is None:
-            bar, label = "", "not run"
-        else:
-            stop = finish if finish is not None else start
-            left, width = (start - base) / total * 100, max(stop - start, 0.0) / total * 100
-            still = " open" if finish == now and s.status != T.STEP_STATUS_COMPLETE else ""
-            bar = f"<div class='bar {e(status)}{still}' style='left:{left:.3f}%;width:{width:.3f}%'></div>"
-            gap = start - previous_end
-            label = _duration(stop - start) + (
-                f" <small>(+{_duration(gap)} gap)</small>" if gap > 0.001 else ""
-            )
-            previous_end = max(previous_end, stop)
+            rows.append(_tlrow("", f" data-step='{e(s.name)}'", s.name, "", "not run", "", ""))
+            continue
+        stop = finish if finish is not None else start
+        still = " open" if finish == now and s.status != T.STEP_STATUS_COMPLETE else ""
+        gap = max(start - previous_end, 0.0)
+        previous_end = max(previous_end, stop)
         rows.append(
-            f"<div class=tlrow data-step='{e(s.name)}'>"
-            f"<div class=tlname title='{e(s.name)}'>{e(s.name)}</div>"
-            f"<div class=tltrack>{bar}</div><div class=tldur>{label}</div></div>"
+            _tlrow(
+                "",
+                f" data-step='{e(s.name)}'",
+                s.name,
+                bar(start, stop, f"{e(status)}{still}"),
+                f"{_offset(start, base)} &rarr; {_offset(stop, base)}",
+                _duration(stop - start),
+                f"{_duration(gap)} gap",
+            )
         )
-    start_label = "detected" if seconds(plan.detected_at) else "started"
+    start_label = "detected" if detected is not None else "started"
     done = "done" if plan.status == T.STEP_STATUS_COMPLETE else "now"
+    facts = [f"<span>{start_label} {e(clock(base))} UTC</span>"]
+    if detected is not None and made is not None:
+        facts.append(
+            f"<span id=detection>detection {_duration(detection_seconds(detected, made))} "
+            f"(plan made {e(clock(made))})</span>"
+        )
+    writable = writable_at(plan)
+    if writable is not None:
+        facts.append(
+            f"<span id=writable>new master writable {e(clock(writable))} UTC: "
+            f"<b>{_duration(max(writable - base, 0.0))}</b> after {start_label}</span>"
+        )
+    facts.append(f"<span>&rarr; {done}: <b>{_duration(total)}</b></span>")
     return (
-        f"<h3>Timeline of {e(plan.name)}</h3><p id=timeline-total>{start_label} {e(clock(base))} UTC "
-        f"&rarr; {done}: <b>{_duration(total)}</b></p><div class=tl id=timeline>{''.join(rows)}</div>"
+        f"<h3>Timeline of {e(plan.name)}</h3><p id=timeline-total>{''.join(facts)}</p>"
+        f"<div class=tl id=timeline>{''.join(rows)}</div>"
     )
 
 

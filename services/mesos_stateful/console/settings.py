@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mesos_stateful.common.settings import ServiceSettings
+
+GATEWAY_TOKEN_ENV = "STATEFUL_GATEWAY_AUTH_TOKEN"
 
 
 class ConsoleSettings(ServiceSettings):
@@ -21,7 +24,8 @@ class ConsoleSettings(ServiceSettings):
     )
     token: str | None = Field(
         None,
-        description="bearer token sent to the gateway (the gateway's auth_token), if it wants one",
+        description="bearer token sent to the gateway (the gateway's auth_token), if it wants one; "
+        "STATEFUL_CONSOLE_TOKEN, else STATEFUL_GATEWAY_AUTH_TOKEN",
     )
     call_timeout_seconds: float = Field(5.0, description="how long one page waits for the gateway")
     events_kept: int = Field(
@@ -30,6 +34,10 @@ class ConsoleSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.token is None:
+            # The gateway's own variable: one variable gives the gateway and the console the same
+            # token (deploy/compose.yaml passes STATEFUL_GATEWAY_AUTH_TOKEN to both).
+            self.token = os.environ.get(GATEWAY_TOKEN_ENV)
         if self.token is not None and not self.token.strip():
             raise ValueError("token must not be blank (leave it unset when the gateway wants none)")
         if self.call_timeout_seconds <= 0 or self.events_kept < 1:

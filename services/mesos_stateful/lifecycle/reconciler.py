@@ -175,6 +175,7 @@ class Reconciler:
                 return None
             before.CopyFrom(current.plan)
             current.plan.CopyFrom(plan)
+            spans.stamp_root_end(before, current.plan, time.time())  # the root span is emitted once
             view = planner.Snapshot(current, snapshot.members, snapshot.tasks, snapshot.description)
             current.phase = planner.phase_for(view, plan)
             index = plans.first_open(plan)

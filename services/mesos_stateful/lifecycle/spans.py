@@ -6,7 +6,8 @@ one per workload callback attempt, so a deploy or a failover reads as a timeline
 plan's root span context and stores it in ``Plan.trace_parent`` (a W3C ``traceparent``). Every
 step span is a child of that stored context (:func:`step_span`), and the state calls made for the
 plan as well (:func:`in_plan`), so a lifecycle that takes over after a restart continues the same
-trace. The root span itself is emitted once, with the stored ids (``tracing.preset_ids``), when
+trace. The root span itself is emitted once (:func:`stamp_root_end` stores ``Plan.root_ended_at``
+in the write that ends it), with the stored ids (``tracing.preset_ids``), when
 the plan is over (:func:`plan_saved`): completed, stopped in ERROR, or replaced by another plan;
 a recovery or drain that promoted a new master ends its root span earlier, when that master's
 ``master-running`` step completes (the new master accepts writes), and its later steps (re-pointing,
@@ -15,8 +16,9 @@ master's first sign) or else at ``Plan.started_at``.
 
 **Metrics** (``mesos_stateful.common.metrics``): PLANS_TOTAL per plan made, PLAN_STEP_SECONDS per
 step run, CALLBACK_SECONDS per callback attempt, and for a recovery of a lost master
-DETECTION_SECONDS (first sign -> plan made) and FAILOVER_SECONDS (first sign -> new master's
-``master-running`` COMPLETE; a drain's switchover: plan start -> same).
+DETECTION_SECONDS (first sign -> plan made: :func:`detection_seconds`) and FAILOVER_SECONDS (first
+sign -> new master's ``master-running`` COMPLETE; a drain's switchover: plan start -> same), both
+labelled with the plan's typed ``Plan.cause`` (:func:`cause_of`).
 
 Spans are no-ops unless tracing is on (:mod:`mesos_stateful.common.tracing`); ``trace_parent`` then
 stays empty. Metrics are observed either way.
@@ -29,8 +31,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -71,12 +75,26 @@ class LostMaster:
     stored: bool
 
 
-# Causes of the plans this process made, by plan (instance, started_at in ns): typed, from the
-# snapshot the plan was made from. A plan resumed after a lifecycle restart is not in here: its
-# cause is then read from its reason (see _cause).
-_causes: dict[tuple[str, int], Cause] = {}
-# Root spans emitted by this process (trace_parent): a plan retried after an ERROR is not emitted twice.
-_emitted: set[str] = set()
+# The stored Plan.cause of each Cause, and back.
+_PLAN_CAUSES: dict[Cause, types_pb2.PlanCause] = {
+    Cause.LOST: T.PLAN_CAUSE_LOST,
+    Cause.UNRESPONSIVE: T.PLAN_CAUSE_UNRESPONSIVE,
+    Cause.DRAIN: T.PLAN_CAUSE_DRAIN,
+    Cause.COLD_START: T.PLAN_CAUSE_COLD_START,
+}
+_CAUSES: dict[int, Cause] = {stored: cause for cause, stored in _PLAN_CAUSES.items()}
+
+
+def cause_of(plan: types_pb2.Plan) -> Cause | None:
+    """The plan's typed cause (``Plan.cause``, set when the plan was made), None for a plan that
+    replaces no master. A promotion by election (no replica ran) is a cold start whatever the
+    stored cause (a plan stored before elections set it)."""
+    cause = _CAUSES.get(plan.cause)
+    if cause in (Cause.LOST, Cause.UNRESPONSIVE):
+        promotion = _promotion(plan)
+        if promotion is not None and plans.action_of(promotion[0]) == Action.ELECT:
+            return Cause.COLD_START
+    return cause
 
 
 def _tracer() -> trace.Tracer:
@@ -122,10 +140,6 @@ def in_plan(plan: types_pb2.Plan) -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
-
-
-def _key(instance: str, plan: types_pb2.Plan) -> tuple[str, int]:
-    return instance, plan.started_at.ToNanoseconds()
 
 
 def _same_plan(a: types_pb2.Plan, b: types_pb2.Plan) -> bool:
@@ -174,17 +188,22 @@ def new_trace_parent(name: str) -> str:
 
 
 def begin_plan(s: planner.Snapshot, plan: types_pb2.Plan, now: float) -> LostMaster | None:
-    """A new plan is about to be stored: choose its trace, stamp ``detected_at`` for a lost master,
-    count it. Returns the lost master it handles, if any."""
+    """A new plan is about to be stored: choose its trace, stamp ``detected_at`` for a lost master
+    and the plan's typed ``cause`` (drain; lost, unresponsive, or cold-start when the plan elects
+    among restarted members), count it. Returns the lost master it handles, if any."""
     workload = s.instance.spec.workload
     metrics.PLANS_TOTAL.labels(workload, plan.name).inc()
     plan.trace_parent = new_trace_parent(plan.name)
+    if plan.name == plans.DRAIN:
+        plan.cause = _PLAN_CAUSES[Cause.DRAIN]
     lost = lost_master(s, plan)
     if lost is None:
         return None
     plan.detected_at.CopyFrom(plans.timestamp(lost.detected_at))
-    _causes[_key(s.name, plan)] = lost.cause
-    metrics.DETECTION_SECONDS.labels(workload, lost.cause.value).observe(max(0.0, now - lost.detected_at))
+    elects = any(plans.action_of(step) == Action.ELECT for step in plan.steps)
+    cause = Cause.COLD_START if elects else lost.cause
+    plan.cause = _PLAN_CAUSES[cause]
+    metrics.DETECTION_SECONDS.labels(workload, cause.value).observe(detection_seconds(plan))
     if not lost.stored:
         log.info("%s: no stored first sign of %s's loss: detected_at is now", s.name, lost.member_id)
     return lost
@@ -219,24 +238,30 @@ def _over(plan: types_pb2.Plan) -> bool:
     return plan.status in (plans.COMPLETE, plans.ERROR) or _writable(plan)
 
 
-def _cause(instance: str, plan: types_pb2.Plan) -> Cause | None:
-    """Why the plan's promotion happened (None: no failover metric for this plan)."""
-    if plan.name == plans.DRAIN:
-        return Cause.DRAIN
-    if plan.name != plans.RECOVERY or not plan.HasField("detected_at"):
-        return None
-    promotion = _promotion(plan)
-    if promotion is not None and plans.action_of(promotion[0]) == Action.ELECT:
-        return Cause.COLD_START  # no replica ran: every member restarted, the most advanced elected
-    known = _causes.get(_key(instance, plan))
-    if known is not None:
-        return known
-    # Made by an earlier lifecycle process: the planner's reason says so (planner._task_detail).
-    return Cause.UNRESPONSIVE if "unresponsive (task still" in plan.reason else Cause.LOST
+def detection_seconds(plan: types_pb2.Plan) -> float:
+    """The plan's time to detect (:func:`metrics.detection_seconds`: ``detected_at`` ->
+    ``started_at``), seconds."""
+    return metrics.detection_seconds(plans.seconds(plan.detected_at), plans.seconds(plan.started_at))
 
 
 def _start(plan: types_pb2.Plan) -> float:
     return plans.seconds(plan.detected_at if plan.HasField("detected_at") else plan.started_at)
+
+
+def stamp_root_end(before: types_pb2.Plan, after: types_pb2.Plan, now: float) -> None:
+    """About to store ``after`` over ``before`` (inside the write): keep ``root_ended_at`` of the
+    same plan, or set it (``now``, seconds) when ``after`` is over. The stored stamp is what keeps
+    a root span from being emitted twice: a plan that stopped in ERROR (its root emitted then) and
+    is retried and completes later, also by a restarted lifecycle, has it already."""
+    if _same_plan(before, after) and before.HasField("root_ended_at"):
+        after.root_ended_at.CopyFrom(before.root_ended_at)
+    elif _over(after) and not after.HasField("root_ended_at"):
+        after.root_ended_at.CopyFrom(plans.timestamp(now))
+
+
+def _root_done(before: types_pb2.Plan, after: types_pb2.Plan) -> bool:
+    """The root span of ``after`` was emitted by an earlier write of the same plan."""
+    return _same_plan(before, after) and (_over(before) or before.HasField("root_ended_at"))
 
 
 def plan_saved(
@@ -245,22 +270,23 @@ def plan_saved(
     """The stored plan went from ``before`` to ``after`` (at ``now``, seconds): emit the root span
     of a plan that is over or replaced, observe a failover that just made its master writable."""
     same = _same_plan(before, after)
-    if not same and before.name and plans.is_active(before) and not _over(before):
+    if not same and before.name and plans.is_active(before) and not _over(before) and not (
+        before.HasField("root_ended_at")
+    ):
         emit_root(instance, workload, before, now, "replaced")
     if _writable(after) and not (same and _writable(before)):
-        cause = _cause(instance, after)
+        cause = cause_of(after)
         if cause is not None:
             metrics.FAILOVER_SECONDS.labels(workload, cause.value).observe(max(0.0, now - _start(after)))
-    if _over(after) and not (same and _over(before)):
+    if _over(after) and not _root_done(before, after):
         if after.status == plans.ERROR:
             outcome = "error"
         elif after.status == plans.COMPLETE:
             outcome = "complete"
         else:
             outcome = "writable"
-        emit_root(instance, workload, after, now, outcome)
-    if after.status in (plans.COMPLETE, plans.ERROR):
-        _causes.pop(_key(instance, after), None)
+        end = plans.seconds(after.root_ended_at) if after.HasField("root_ended_at") else now
+        emit_root(instance, workload, after, end, outcome)
 
 
 def root_attributes(instance: str, workload: str, plan: types_pb2.Plan, outcome: str) -> dict[str, str]:
@@ -272,13 +298,16 @@ def root_attributes(instance: str, workload: str, plan: types_pb2.Plan, outcome:
         "plan": plan.name,
         "reason": plan.reason,
         "outcome": outcome,
+        "started_at": _rfc3339(plan.started_at),
     }
+    if plan.HasField("detected_at"):
+        attributes["detected_at"] = _rfc3339(plan.detected_at)
     promotion = _promotion(plan)
     if promotion is not None:
         decided = promotion[0]
         attributes["old_master"] = decided.member_id
         attributes["new_master"] = decided.decision.promote_member_id
-        cause = _cause(instance, plan)
+        cause = cause_of(plan)
         if cause is not None:
             attributes["cause"] = cause.value
     for step in plan.steps:
@@ -288,17 +317,21 @@ def root_attributes(instance: str, workload: str, plan: types_pb2.Plan, outcome:
     return attributes
 
 
+def _rfc3339(stamp: Timestamp) -> str:
+    return datetime.fromtimestamp(plans.seconds(stamp), UTC).isoformat()
+
+
 def fence_method_name(method: int) -> str:
     """``FENCE_METHOD_SELF_FENCED`` -> ``self_fenced``."""
     return T.FenceMethod.Name(method).removeprefix("FENCE_METHOD_").lower()
 
 
 def emit_root(instance: str, workload: str, plan: types_pb2.Plan, end: float, outcome: str) -> None:
-    """Emit the plan's root span with the ids stored in ``trace_parent`` (once per process)."""
+    """Emit the plan's root span with the ids stored in ``trace_parent`` (the caller emits it once:
+    see :func:`stamp_root_end`)."""
     ids = _root_ids(plan)
-    if ids is None or _provider() is None or plan.trace_parent in _emitted:
+    if ids is None or _provider() is None:
         return
-    _emitted.add(plan.trace_parent)
     start_ns = int(_start(plan) * 1e9)
     end_ns = max(start_ns, int(end * 1e9))
     with tracing.preset_ids(*ids):

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -32,8 +33,8 @@ from pydantic import Field, model_validator
 
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.clients.endpoints import check_endpoint as check_state_endpoint
-from mesos_stateful.common import errors
-from mesos_stateful.common.grpc_errors import grpc_method
+from mesos_stateful.common import errors, metrics
+from mesos_stateful.common.grpc_errors import grpc_method, status_code_for
 from mesos_stateful.common.metrics_server import METRICS_LISTEN_DESCRIPTION, check_listen, serve_metrics
 from mesos_stateful.common.server import Served, build_server, wait_for_signal
 from mesos_stateful.common.settings import ServiceSettings
@@ -290,18 +291,45 @@ def callback(
     method: Callable[[_W, _Req, Context], Awaitable[_Resp]],
 ) -> Callable[[_W, _Req, Context], Awaitable[_Resp]]:
     """Decorates a callback: domain errors become gRPC status; a callback running longer than
-    ``settings.callback_timeout_seconds`` fails UNAVAILABLE (so lifecycle retries it)."""
+    ``settings.callback_timeout_seconds`` fails UNAVAILABLE (so lifecycle retries it). Each call is
+    observed on the service's /metrics: ``stateful_workload_callback_duration_seconds`` (seconds, by
+    workload, callback and outcome: ``ok`` or the status code name) and, for an error,
+    ``stateful_workload_callback_errors_total`` (by code)."""
 
     @functools.wraps(method)
     async def timed(self: _W, request: _Req, context: Context) -> _Resp:
         timeout = self.settings.callback_timeout_seconds
+        started = time.monotonic()
+        outcome = "ok"
         try:
             async with asyncio.timeout(timeout):
                 return await method(self, request, context)
         except TimeoutError:
-            raise errors.Unavailable(f"{method.__name__} did not finish within {timeout:.0f}s") from None
+            error: errors.StatefulError = errors.Unavailable(
+                f"{method.__name__} did not finish within {timeout:.0f}s"
+            )
+            outcome = _observe_error(self, method.__name__, error)
+            raise error from None
+        except errors.StatefulError as raised:
+            outcome = _observe_error(self, method.__name__, raised)
+            raise
+        except Exception:  # a bug: gRPC answers UNKNOWN
+            outcome = _observe_error(self, method.__name__, None)
+            raise
+        finally:
+            metrics.WORKLOAD_CALLBACK_SECONDS.labels(self.description.name, method.__name__, outcome).observe(
+                time.monotonic() - started
+            )
 
     return grpc_method(timed)
+
+
+def _observe_error(servicer: WorkloadBase, name: str, error: errors.StatefulError | None) -> str:
+    """Count a callback error; returns its outcome label (the status code name, lower case)."""
+    code = status_code_for(error) if error is not None else grpc.StatusCode.UNKNOWN
+    label = code.name.lower()
+    metrics.WORKLOAD_CALLBACK_ERRORS_TOTAL.labels(servicer.description.name, name, label).inc()
+    return label
 
 
 class WorkloadBase(workload_service_pb2_grpc.WorkloadServiceServicer):

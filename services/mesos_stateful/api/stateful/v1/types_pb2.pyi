@@ -84,6 +84,14 @@ class FenceMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FENCE_METHOD_DEMOTED: _ClassVar[FenceMethod]
     FENCE_METHOD_SELF_FENCED: _ClassVar[FenceMethod]
 
+class PlanCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLAN_CAUSE_UNSPECIFIED: _ClassVar[PlanCause]
+    PLAN_CAUSE_LOST: _ClassVar[PlanCause]
+    PLAN_CAUSE_UNRESPONSIVE: _ClassVar[PlanCause]
+    PLAN_CAUSE_DRAIN: _ClassVar[PlanCause]
+    PLAN_CAUSE_COLD_START: _ClassVar[PlanCause]
+
 class Runtime(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RUNTIME_UNSPECIFIED: _ClassVar[Runtime]
@@ -162,6 +170,11 @@ FENCE_METHOD_UNSPECIFIED: FenceMethod
 FENCE_METHOD_PROCESS_GONE: FenceMethod
 FENCE_METHOD_DEMOTED: FenceMethod
 FENCE_METHOD_SELF_FENCED: FenceMethod
+PLAN_CAUSE_UNSPECIFIED: PlanCause
+PLAN_CAUSE_LOST: PlanCause
+PLAN_CAUSE_UNRESPONSIVE: PlanCause
+PLAN_CAUSE_DRAIN: PlanCause
+PLAN_CAUSE_COLD_START: PlanCause
 RUNTIME_UNSPECIFIED: Runtime
 RUNTIME_PROCESS: Runtime
 RUNTIME_DOCKER: Runtime
@@ -443,7 +456,7 @@ class PromotionDecision(_message.Message):
     def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., positions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at")
+    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at", "cause", "root_ended_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -452,6 +465,8 @@ class Plan(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     steps: _containers.RepeatedCompositeFieldContainer[Step]
@@ -460,7 +475,9 @@ class Plan(_message.Message):
     generation: int
     trace_parent: str
     detected_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cause: PlanCause
+    root_ended_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data")
