@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -350,6 +351,37 @@ class TracedChannel(grpc.aio.Channel):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+# --- trace context as a string (stored records, Mesos labels) ---------------------------------------
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def valid_traceparent(value: str) -> bool:
+    """True for a W3C ``traceparent`` of the form ``vv-<32 hex>-<16 hex>-ff`` (lower case;
+    https://www.w3.org/TR/trace-context/#traceparent-header) with non-zero ids."""
+    if not _TRACEPARENT.match(value):
+        return False
+    _, trace_id, span_id, _ = value.split("-")
+    return trace_id != "0" * 32 and span_id != "0" * 16
+
+
+def current_traceparent(ctx: Context | None = None) -> str:
+    """The ``traceparent`` of ``ctx`` (default: the current context), "" when it has no valid span
+    context or is not sampled (nothing would join it)."""
+    span_context = trace.get_current_span(ctx).get_span_context()
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return ""
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-01"
+
+
+def context_of(traceparent: str) -> Context | None:
+    """The context whose current span is the remote span of ``traceparent``; None if invalid."""
+    if not valid_traceparent(traceparent):
+        return None
+    ctx = propagate.extract({TRACEPARENT: traceparent})
+    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
 # --- install ----------------------------------------------------------------------------------------
