@@ -48,8 +48,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.trace import SpanKind, StatusCode
@@ -142,11 +142,53 @@ def _split(method: str) -> dict[str, str]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
 
+# Metadata keys the propagators read (W3C trace context and baggage).
+_CARRIED = frozenset({TRACEPARENT, "tracestate", "baggage"})
+# OTEL_PROPAGATORS values whose only effect on a carrier holding just a traceparent is that
+# traceparent: the fast paths below apply (the SDK's default is "tracecontext,baggage").
+_PLAIN_PROPAGATORS = frozenset({"", "tracecontext,baggage", "baggage,tracecontext", "tracecontext"})
+
+
+def _plain_propagation() -> bool:
+    return os.environ.get("OTEL_PROPAGATORS", "").replace(" ", "").lower() in _PLAIN_PROPAGATORS
+
+
+_PLAIN = _plain_propagation()
+
+
 def _metadata_getter(metadata: Any) -> dict[str, str]:
     carrier: dict[str, str] = {}
     for key, value in metadata or ():
-        if key in (TRACEPARENT, "tracestate") and isinstance(value, str):
+        if key in _CARRIED and isinstance(value, str):
             carrier[key] = value
+    return carrier
+
+
+def _extract(carrier: dict[str, str]) -> Context:
+    """``propagate.extract(carrier)``, with a fast path for the common case, a lone version-00
+    ``traceparent`` under the default propagators (the SDK's extract takes ~20 us: most of an
+    unsampled hop's cost). Same result: a remote non-recording span of those ids and flags."""
+    value = carrier.get(TRACEPARENT)
+    if _PLAIN and value is not None and len(carrier) == 1 and value[:3] == "00-" and valid_traceparent(value):
+        span_context = trace.SpanContext(
+            int(value[3:35], 16),
+            int(value[36:52], 16),
+            is_remote=True,
+            trace_flags=trace.TraceFlags(int(value[53:55], 16)),
+        )
+        return trace.set_span_in_context(trace.NonRecordingSpan(span_context), Context())
+    return propagate.extract(carrier)
+
+
+def _inject(ctx: Context | None) -> dict[str, str]:
+    """``propagate.inject`` into a new carrier, with the same fast path (no trace state, no
+    baggage: then the default propagators write only the ``traceparent``)."""
+    span_context = trace.get_current_span(ctx).get_span_context()
+    if _PLAIN and span_context.is_valid and not span_context.trace_state and not baggage.get_all(ctx):
+        flags = "01" if span_context.trace_flags.sampled else "00"
+        return {TRACEPARENT: f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{flags}"}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=ctx)
     return carrier
 
 
@@ -176,11 +218,11 @@ class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or not traced_method(method):
             return handler
-        carrier = _metadata_getter(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
-        parent = propagate.extract(carrier) if carrier else Context()
+        carrier = _metadata_getter(handler_call_details.invocation_metadata)
+        parent = _extract(carrier) if carrier else Context()
         parent_span = trace.get_current_span(parent).get_span_context()
         if parent_span.is_valid and not parent_span.trace_flags.sampled:
             _enter(parent)
@@ -201,7 +243,9 @@ def _enter(ctx: Context) -> None:
     otel_context.attach(ctx)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, ctx: Context, span: trace.Span | None) -> grpc.RpcMethodHandler:
+def _wrap(
+    handler: grpc.RpcMethodHandler[Any, Any], ctx: Context, span: trace.Span | None
+) -> grpc.RpcMethodHandler[Any, Any]:
     """``handler`` with its behaviour run with ``ctx`` current, ending ``span`` (if any) after it."""
     if handler.request_streaming and handler.response_streaming:
         field = "stream_stream"
@@ -268,8 +312,7 @@ def _wrap(handler: grpc.RpcMethodHandler, ctx: Context, span: trace.Span | None)
 
 
 def _with_context(kwargs: dict[str, Any], ctx: Context | None) -> dict[str, Any]:
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=ctx)
+    carrier = _inject(ctx)
     if carrier:
         metadata = kwargs.get("metadata")
         kwargs["metadata"] = (*tuple(metadata or ()), *carrier.items())
