@@ -59,11 +59,17 @@ from mesos_stateful.testing.ports import free_port
 log = logging.getLogger("bench")
 
 CONFIGS = ("off", "jsonl", "otlp")
-# Opt-in (--configs), to see where the cost is: OTLP with the SDK's sampler at 10 % of new traces
-# (children follow their parent), and with every span dropped (the gRPC instrumentation without
-# recording or export).
-EXTRA_CONFIGS = ("otlp-ratio10", "otlp-unsampled")
+# Opt-in (--configs), to see where the cost is: OTLP with API request roots sampled at 10 %, at
+# 0 % (only plans traced: trace context still propagated), and at 100 % (every GetInstance traced:
+# what the cost of a span per hop is). Plans and failovers are traced whole in all of them
+# (mesos_stateful.common.trace_context); the default (jsonl, otlp) samples 1 % of request roots.
+EXTRA_CONFIGS = ("otlp-ratio10", "otlp-unsampled", "otlp-always")
 THROUGHPUT = "throughput"
+# CPU time (user + system) the suite's whole process tree spent per GetInstance in the throughput
+# window beyond its idle rate, in microseconds: less moved by other load on a shared machine than
+# calls/s (which also counts the time waiting for a core).
+CPU_PER_CALL = "cpu per call"
+IDLE_SECONDS = 2.0
 LIMIT_PERCENT = 5.0
 WARMUP_SECONDS = 1.0
 
@@ -143,6 +149,12 @@ def tracing_env(config: str, data_dir: Path, otlp_endpoint: str) -> dict[str, st
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": "0.1",
         }
+    if config == "otlp-always":
+        return {
+            "STATEFUL_TRACES_DIR": "",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        }
     if config == "otlp-unsampled":
         return {
             "STATEFUL_TRACES_DIR": "",
@@ -170,10 +182,44 @@ def launch(children: Children, data_dir: Path, config: str, otlp_endpoint: str) 
     return StartedSuite(endpoint, process, data_dir, log_path, marker, env, ("redis",), started_at)
 
 
-async def throughput(endpoint: str, name: str, clients: int, seconds: float) -> tuple[float, int, int]:
+def tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU seconds of ``root_pid`` and its live descendants (``/proc/<pid>/stat``
+    fields 14 and 15, in clock ticks; proc(5)); 0.0 for a process gone."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = raw[raw.rindex(")") + 2 :].split()
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    total, todo = 0.0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+async def throughput(
+    endpoint: str, name: str, clients: int, seconds: float, suite_pid: int = 0
+) -> tuple[float, int, int, float | None]:
     """``clients`` loops of GetInstance(name) through the gateway, one channel each, for
-    ``seconds`` after a warm-up: (calls per second, calls OK, calls failed) in the window."""
+    ``seconds`` after a warm-up: (calls per second, calls OK, calls failed) in the window, and
+    with ``suite_pid`` the CPU microseconds its process tree spent per OK call in the window beyond
+    its idle rate (measured for ``IDLE_SECONDS`` before the calls start)."""
     apis = [Api(endpoint, None, 5.0) for _ in range(clients)]
+    idle_rate = 0.0  # the suite's own CPU seconds per second with no calls (probes, polls, redis)
+    if suite_pid:
+        before = await asyncio.to_thread(tree_cpu_seconds, suite_pid)
+        await asyncio.sleep(IDLE_SECONDS)
+        idle_rate = (await asyncio.to_thread(tree_cpu_seconds, suite_pid) - before) / IDLE_SECONDS
     ok = [0] * clients
     failed = [0] * clients
     start = time.monotonic() + WARMUP_SECONDS
@@ -196,12 +242,22 @@ async def throughput(endpoint: str, name: str, clients: int, seconds: float) -> 
                 else:
                     failed[i] += 1
 
+    async def cpu_in_window() -> float | None:
+        if not suite_pid:
+            return None
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        before = await asyncio.to_thread(tree_cpu_seconds, suite_pid)
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        spent = await asyncio.to_thread(tree_cpu_seconds, suite_pid) - before
+        return max(0.0, spent - idle_rate * seconds)  # what the calls cost
+
     try:
-        await asyncio.gather(*(loop(i) for i in range(clients)))
+        spent, *_ = await asyncio.gather(cpu_in_window(), *(loop(i) for i in range(clients)))
     finally:
         for a in apis:
             await a.close()
-    return sum(ok) / seconds, sum(ok), sum(failed)
+    per_call = spent / sum(ok) * 1e6 if spent is not None and sum(ok) else None
+    return sum(ok) / seconds, sum(ok), sum(failed), per_call
 
 
 class OverheadRun(SuiteRun):
@@ -214,11 +270,16 @@ class OverheadRun(SuiteRun):
         self.config, self.clients, self.seconds = config, clients, seconds
 
     async def _failover(self) -> None:
-        rps, ok, failed = await throughput(self.config.suite.endpoint, self.name, self.clients, self.seconds)
+        suite = self.config.suite
+        rps, ok, failed, cpu_us = await throughput(
+            suite.endpoint, self.name, self.clients, self.seconds, suite.process.pid
+        )
         info = {"calls_ok": ok, "calls_failed": failed, "clients": self.clients, "seconds": self.seconds}
         self._sample(
             THROUGHPUT, ok > 0 and failed == 0, rps, "" if failed == 0 else f"{failed} calls failed", info
         )
+        if cpu_us is not None:
+            self._sample(CPU_PER_CALL, ok > 0 and failed == 0, cpu_us, "", info)
         await super()._failover()
 
     async def close(self) -> None:
@@ -234,6 +295,7 @@ def values(samples: list[Sample], measurement: str) -> list[float]:
 
 def summary(config: Config) -> dict[str, Any]:
     fo, tp = values(config.samples, FAILOVER), values(config.samples, THROUGHPUT)
+    cpu = values(config.samples, CPU_PER_CALL)
     failures = [
         f"{s.measurement} run {s.run}: {s.detail}"
         for s in config.samples
@@ -248,6 +310,7 @@ def summary(config: Config) -> dict[str, Any]:
         "throughput_median_per_s": percentile(tp, 50) if tp else None,
         "throughput_min_per_s": min(tp) if tp else None,
         "throughput_max_per_s": max(tp) if tp else None,
+        "cpu_us_per_call_median": percentile(cpu, 50) if cpu else None,
         "failures": failures,
     }
 
@@ -295,6 +358,7 @@ def overheads(summaries: dict[str, dict[str, Any]], configs: dict[str, Config]) 
                 "throughput_under_5pct": tp is not None and tp < LIMIT_PERCENT,
                 "failover_paired_pct": paired(configs, name, FAILOVER, lower_is_better=True),
                 "throughput_paired_pct": paired(configs, name, THROUGHPUT, lower_is_better=False),
+                "cpu_per_call_paired_pct": paired(configs, name, CPU_PER_CALL, lower_is_better=True),
             }
         )
     return rows
@@ -307,15 +371,16 @@ def _f(value: float | None, fmt: str) -> str:
 def table(summaries: dict[str, dict[str, Any]], rows: list[dict[str, Any]], spans: dict[str, str]) -> str:
     lines = [
         f"{'config':<15} {'failover median s':>18} {'p90 s':>8} {'ok':>5} "
-        f"{'GetInstance/s median':>21} {'min':>8} {'max':>8} {'ok':>5}  spans exported",
-        "-" * 115,
+        f"{'GetInstance/s median':>21} {'min':>8} {'max':>8} {'ok':>5} {'CPU us/call':>12}  spans exported",
+        "-" * 128,
     ]
     for name, s in summaries.items():
         lines.append(
             f"{name:<15} {_f(s['failover_median_s'], '.3f'):>18} {_f(s['failover_p90_s'], '.3f'):>8} "
             f"{s['failover_runs']:>5} {_f(s['throughput_median_per_s'], '.1f'):>21} "
             f"{_f(s['throughput_min_per_s'], '.1f'):>8} {_f(s['throughput_max_per_s'], '.1f'):>8} "
-            f"{s['throughput_runs']:>5}  {spans.get(name, '')}"
+            f"{s['throughput_runs']:>5} {_f(s.get('cpu_us_per_call_median'), '.0f'):>12}  "
+            f"{spans.get(name, '')}"
         )
     lines.append("")
     for r in rows:
@@ -326,7 +391,8 @@ def table(summaries: dict[str, dict[str, Any]], rows: list[dict[str, Any]], span
             f"throughput {_f(tp, '.1f')} % fewer calls/s "
             f"({'under' if r['throughput_under_5pct'] else 'NOT under'} 5 %); "
             f"paired per round: failover {_f(r['failover_paired_pct'], '+.1f')} %, "
-            f"throughput {_f(r['throughput_paired_pct'], '.1f')} % fewer"
+            f"throughput {_f(r['throughput_paired_pct'], '.1f')} % fewer, "
+            f"suite CPU per call {_f(r.get('cpu_per_call_paired_pct'), '+.1f')} %"
         )
     for name, s in summaries.items():
         for failure in s["failures"]:

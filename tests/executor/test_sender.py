@@ -46,3 +46,30 @@ async def test_updates_go_out_in_order_with_retries_and_the_terminal_ack_is_trac
         assert await sender.wait_terminal_acknowledged("cache-0.1", timeout=10)
     finally:
         await sender.close()
+
+
+async def test_updates_carry_the_launch_traceparent_as_a_label() -> None:
+    """The TaskInfo's ``traceparent`` label goes on every update of its task (Mesos
+    TaskStatus.labels), none on another task's; a malformed one is ignored."""
+    from mesos_stateful.executor.launch import task_traceparent
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    task = {"task_id": {"value": "cache-0.1"}, "labels": {"labels": [
+        {"key": "instance", "value": "cache"}, {"key": "traceparent", "value": traceparent}]}}
+    assert task_traceparent(task) == traceparent
+    assert task_traceparent({"labels": {"labels": [{"key": "traceparent", "value": "00-zz-1-01"}]}}) == ""
+    assert task_traceparent({"task_id": {"value": "x"}}) == ""
+
+    sent: list[dict[str, Any]] = []
+    sender = StatusSender(sent.append, "cache-0.1")
+    sender.set_trace_parent("cache-0.1", task_traceparent(task))
+    try:
+        sender.for_task("cache-0.1").send(StatusUpdate("TASK_RUNNING"))
+        sender.for_task("cache-0.1").send(StatusUpdate("TASK_FAILED", "killed by signal 9"))
+        sender.for_task("other-0.1").send(StatusUpdate("TASK_ERROR"))
+        await eventually(lambda: len(sent) == 3)
+        labels = [s.get("labels") for s in sent]
+        assert labels[:2] == [{"labels": [{"key": "traceparent", "value": traceparent}]}] * 2
+        assert labels[2] is None
+    finally:
+        await sender.close()

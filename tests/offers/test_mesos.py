@@ -71,6 +71,20 @@ def test_task_info() -> None:
         {"number": 31000, "name": "client", "protocol": "tcp"},
         {"number": 31001, "name": "bus", "protocol": "tcp"},
     ]
+    assert info["labels"] == {"labels": [
+        {"key": "instance", "value": "cache"}, {"key": "member_id", "value": "cache-0"}]}
+
+
+def test_the_launch_trace_context_goes_out_as_a_label_and_comes_back_on_updates() -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    task = types_pb2.Task(task_id="cache-0.1", launch=spec(), launch_trace_parent=traceparent)
+    assignment = Assignment("cache-0.1", "O1", "A1", "127.0.0.2", {"client": 31000, "bus": 31001})
+    info = mesos.task_info(task, assignment, OFFER, "python -m mesos_stateful.executor", "F1")
+    assert {"key": "traceparent", "value": traceparent} in info["labels"]["labels"]
+    status = {"state": "TASK_FAILED", "labels": {"labels": [{"key": "traceparent", "value": traceparent}]}}
+    assert mesos.status_traceparent(status) == traceparent
+    assert mesos.status_traceparent({"state": "TASK_LOST"}) == ""
+    assert mesos.status_traceparent({"labels": {"labels": "junk"}}) == ""
 
 
 def test_apply_status() -> None:

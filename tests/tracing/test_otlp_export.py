@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -34,6 +35,9 @@ from mesos_stateful.testing.ports import free_port
 
 # Flush spans within 100 ms (the batch processor's default is 5 s: OTEL_BSP_SCHEDULE_DELAY, ms).
 FAST_FLUSH = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
+CALLER_TRACE_ID = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
+CALLER_SPAN_ID = bytes.fromhex("00f067aa0ba902b7")
+CALLER_TRACEPARENT = f"00-{CALLER_TRACE_ID.hex()}-{CALLER_SPAN_ID.hex()}-01"
 
 
 def value_of(value: common_pb2.AnyValue) -> Any:
@@ -174,9 +178,15 @@ class StateProcess:
             await asyncio.sleep(0.1)
 
     async def list_instances(self) -> None:
+        """A List call from a caller inside a sampled trace (CALLER_TRACE_ID): the default sampler
+        traces only 1 % of requests that arrive without one."""
         async with grpc.aio.insecure_channel(self.endpoint) as channel:
             stub = state_service_pb2_grpc.StateServiceStub(channel)
-            await stub.List(state_service_pb2.ListRequest(kind=state_service_pb2.KIND_INSTANCE), timeout=10)
+            await stub.List(
+                state_service_pb2.ListRequest(kind=state_service_pb2.KIND_INSTANCE),
+                timeout=10,
+                metadata=(("traceparent", CALLER_TRACEPARENT),),
+            )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -211,6 +221,8 @@ async def test_state_service_exports_over_otlp_grpc(
         await state.list_instances()
         [span] = await receiver.wait_for(_list_span("state"), 30, "List span of service state")
         assert len(span.trace_id) == 16 and len(span.span_id) == 8
+        # The caller's trace context crossed the hop: the server span is its child.
+        assert span.trace_id == CALLER_TRACE_ID and span.parent_span_id == CALLER_SPAN_ID
         assert span.end_time_unix_nano >= span.start_time_unix_nano > 0
         # Health checks are not traced (the test polled health before calling).
         assert not any("Health" in name for name in receiver.names())
@@ -243,18 +255,33 @@ async def test_state_service_exports_over_otlp_http_with_its_configured_name(
 
 
 def test_sampler_and_service_name_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+    from opentelemetry.sdk.trace.sampling import Decision
 
+    def sampled(provider: Any, name: str, trace_id: int = 1 << 100) -> bool:
+        decision = provider.sampler.should_sample(None, trace_id, name).decision
+        return bool(decision == Decision.RECORD_AND_SAMPLE)
+
+    # always_off drops API roots, never a plan's root (plans and failovers are traced whole).
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     provider = tracing.build_provider("offers")
-    assert provider.sampler is ALWAYS_OFF
+    assert not sampled(provider, "/stateful.v1.InstanceService/GetInstance")
+    assert sampled(provider, "plan recovery")
     assert provider.resource.attributes["service.name"] == "offers"
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "offers-a")
     provider = tracing.build_provider("offers")
-    assert isinstance(provider.sampler, ParentBased)
+    assert sampled(provider, "/stateful.v1.InstanceService/GetInstance")
     assert provider.resource.attributes["service.name"] == "offers-a"
+    provider.shutdown()
+    # Unset: 1 % of API roots (by trace id), every plan root.
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER")
+    provider = tracing.build_provider("offers")
+    ids = random.Random(13)
+    read = "/stateful.v1.InstanceService/GetInstance"
+    kept = sum(sampled(provider, read, ids.getrandbits(128)) for _ in range(10_000))
+    assert 50 <= kept <= 150, kept
+    assert all(sampled(provider, "plan deploy", ids.getrandbits(128)) for _ in range(100))
     provider.shutdown()
 
 
@@ -267,10 +294,11 @@ def test_preset_ids_name_one_root_span() -> None:
     provider = tracing.build_provider("t")
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("t")
+    # Plan roots (always sampled), as the lifecycle emits them.
     with tracing.preset_ids(0xABC, 0xDEF):
-        tracer.start_span("root", context=context.Context()).end()
-        tracer.start_span("other", context=context.Context()).end()
-    tracer.start_span("after", context=context.Context()).end()
+        tracer.start_span("plan root", context=context.Context()).end()
+        tracer.start_span("plan other", context=context.Context()).end()
+    tracer.start_span("plan after", context=context.Context()).end()
     root, other, after = exporter.get_finished_spans()
     assert root.context is not None and other.context is not None and after.context is not None
     assert (root.context.trace_id, root.context.span_id) == (0xABC, 0xDEF)
@@ -322,7 +350,7 @@ def test_span_files_are_bounded(tmp_path: Path) -> None:
     provider = tracing.build_provider("state", [exporter])
     tracer = provider.get_tracer("test")
     for i in range(200):
-        with tracer.start_as_current_span(f"span {i}", attributes={"instance": "cache"}):
+        with tracer.start_as_current_span(f"plan {i}", attributes={"instance": "cache"}):  # always sampled
             pass
         provider.force_flush()
     provider.shutdown()
@@ -330,7 +358,7 @@ def test_span_files_are_bounded(tmp_path: Path) -> None:
     assert old.exists() and path.exists()
     assert path.stat().st_size < 2000 + 2000 and old.stat().st_size < 2000 + 2000
     names = [span["name"] for span in tracing.load_spans(tmp_path)]
-    assert "span 199" in names and "span 0" not in names
+    assert "plan 199" in names and "plan 0" not in names
 
 
 def test_make_run_refuses_an_unknown_otlp_protocol_before_starting_anything(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 set, write their spans to files; a gateway call and the state call it makes share one trace; the
 reader prints them as a tree. With the variable unset nothing is written.
 
-The services run as subprocesses because the gRPC instrumentors are process-global: the test
+The services run as subprocesses because tracing's gRPC wrappers are process-global: the test
 process itself stays untraced."""
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from mesos_stateful.testing.ports import free_ports
 
 
 class Services:
-    def __init__(self, traces: Path, etcd_endpoint: str, logs: Path) -> None:
+    def __init__(self, traces: Path, etcd_endpoint: str, logs: Path, sampler: str = "") -> None:
         state_port, gateway_port = free_ports(2)
         self.state = f"127.0.0.1:{state_port}"
         self.gateway = f"127.0.0.1:{gateway_port}"
-        env = {**os.environ, tracing.ENV_DIR: str(traces)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env[tracing.ENV_DIR] = str(traces)
+        if sampler:
+            env["OTEL_TRACES_SAMPLER"] = sampler
         self.logs = logs
         self.processes = [
             self._start("state", {**env, "STATEFUL_STATE_LISTEN": self.state,
@@ -68,7 +71,19 @@ class Services:
 
 @pytest.fixture
 def services(etcd: EtcdProcess, tmp_path: Path) -> Iterator[Services]:
-    running = Services(tmp_path / "traces", etcd.endpoint, tmp_path)
+    """The services with every request traced (``parentbased_always_on``)."""
+    running = Services(tmp_path / "traces", etcd.endpoint, tmp_path, "parentbased_always_on")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def unsampled_services(etcd: EtcdProcess, tmp_path: Path) -> Iterator[Services]:
+    """The services with no API request root sampled (``OTEL_TRACES_SAMPLER=always_off``; the
+    default, 1 %, is the same rule at another ratio: see test_otlp_export)."""
+    running = Services(tmp_path / "traces", etcd.endpoint, tmp_path, "always_off")
     try:
         yield running
     finally:
@@ -129,6 +144,39 @@ async def test_gateway_call_traces_into_the_state_service(
 
     assert tracing.main(["show", str(traces), "--last", "1"]) == 0
     assert capsys.readouterr().out.count("trace ") == 1
+
+
+async def test_unsampled_reads_cost_no_span_and_a_traced_caller_is_followed(
+    unsampled_services: Services, tmp_path: Path
+) -> None:
+    """API requests without a trace context are roots the sampler drops: 20 reads leave no span,
+    in the gateway nor in the state service (the gateway passes 'not sampled' on, the state
+    service does not decide again); a read from a caller in a sampled trace is traced through
+    the gateway into the state service, children of the caller's span; one from an unsampled
+    caller leaves nothing."""
+    services = unsampled_services
+    await wait_serving(services)
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    caller_span = "b7ad6b7169203331"
+    unsampled_trace = "1af7651916cd43dd8448eb211c80319c"
+    request = instance_service_pb2.ListInstancesRequest()
+    async with grpc.aio.insecure_channel(services.gateway) as channel:
+        stub = instance_service_pb2_grpc.InstanceServiceStub(channel)
+        for _ in range(20):
+            await stub.ListInstances(request, timeout=10)
+        for flags, trace_id in (("00", unsampled_trace), ("01", caller_trace)):
+            metadata = (("traceparent", f"00-{trace_id}-{caller_span}-{flags}"),)
+            await stub.ListInstances(request, timeout=10, metadata=metadata)
+    assert services.stop() == [0, 0], services.log_text()
+
+    spans = tracing.load_spans(tmp_path / "traces")
+    assert {s["trace_id"] for s in spans} == {caller_trace}, spans
+    [root] = [s for s in spans if s["service"] == "gateway" and s["kind"] == "SERVER"]
+    assert root["parent_id"] == caller_span and root["name"].endswith("InstanceService/ListInstances")
+    [call] = [s for s in spans if s["service"] == "gateway" and s["kind"] == "CLIENT"]
+    [served] = [s for s in spans if s["service"] == "state" and s["kind"] == "SERVER"]
+    assert call["parent_id"] == root["span_id"] and served["parent_id"] == call["span_id"]
+    assert served["attributes"]["rpc.grpc.status_code"] == 0
 
 
 def test_tracing_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

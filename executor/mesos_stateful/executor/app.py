@@ -21,7 +21,13 @@ from pymesos import Executor
 from pymesos.utils import parse_duration
 
 from mesos_stateful.executor.driver import ExecutorDriver
-from mesos_stateful.executor.launch import InvalidTask, Launch, grace_from_kill_policy, launch_from_task
+from mesos_stateful.executor.launch import (
+    InvalidTask,
+    Launch,
+    grace_from_kill_policy,
+    launch_from_task,
+    task_traceparent,
+)
 from mesos_stateful.executor.monitor import Monitor
 from mesos_stateful.executor.runtime import Runtime
 from mesos_stateful.executor.runtimes import runtime_for
@@ -134,6 +140,7 @@ class ExecutorApp(Executor):  # type: ignore[misc]
             sink.send(StatusUpdate(TASK_ERROR, message, reason=REASON_INVALID))
             return
         self._task_id = task_id
+        self._sender.set_trace_parent(task_id, task_traceparent(task))
         try:
             launch = launch_from_task(task, host=self._host, sandbox=self._sandbox, environ=self._environ,
                                       default_kill_grace=self._settings.default_kill_grace_seconds)

@@ -133,6 +133,24 @@ def grace_from_kill_policy(policy: Mapping[str, Any] | None) -> float | None:
         return None
 
 
+# The TaskInfo label with the launch's W3C trace context (offers: mesos.task_labels); the executor
+# copies it onto the task's status updates (sender.StatusSender) so their handling joins the trace.
+LABEL_TRACEPARENT = "traceparent"
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def task_traceparent(task: Mapping[str, Any]) -> str:
+    """The TaskInfo's ``traceparent`` label if it is a well-formed W3C traceparent
+    (https://www.w3.org/TR/trace-context/#traceparent-header), else "" (ignored, never an error)."""
+    labels = task.get("labels")
+    entries = labels.get("labels") if isinstance(labels, Mapping) else None
+    for label in entries if isinstance(entries, list) else []:
+        if isinstance(label, Mapping) and label.get("key") == LABEL_TRACEPARENT:
+            value = str(label.get("value", ""))
+            return value if _TRACEPARENT.match(value) else ""
+    return ""
+
+
 def launch_from_task(
     task: Mapping[str, Any],
     *,

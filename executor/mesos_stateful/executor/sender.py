@@ -12,6 +12,7 @@ from typing import Any
 
 from pymesos import encode_data
 
+from mesos_stateful.executor.launch import LABEL_TRACEPARENT
 from mesos_stateful.executor.status import StatusSink, StatusUpdate
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class StatusSender:
         self.agent_id: str | None = None
         self._queue: asyncio.Queue[tuple[str, StatusUpdate]] = asyncio.Queue()
         self._terminal: dict[str, tuple[uuid.UUID, asyncio.Future[None]]] = {}
+        # Task id -> the launch's traceparent, sent as the TaskStatus label "traceparent".
+        self._trace_parents: dict[str, str] = {}
         self._worker = asyncio.create_task(self._run(), name="status-sender")
 
     def for_task(self, task_id: str) -> StatusSink:
@@ -40,6 +43,11 @@ class StatusSender:
                 sender.send(task_id, update)
 
         return _Sink()
+
+    def set_trace_parent(self, task_id: str, traceparent: str) -> None:
+        """Every later update of ``task_id`` carries ``traceparent`` (Mesos ``TaskStatus.labels``)."""
+        if traceparent:
+            self._trace_parents[task_id] = traceparent
 
     def send(self, task_id: str, update: StatusUpdate) -> None:
         if update.terminal and task_id not in self._terminal:
@@ -83,6 +91,9 @@ class StatusSender:
             status["reason"] = update.reason
         if self.agent_id:
             status["agent_id"] = {"value": self.agent_id}
+        traceparent = self._trace_parents.get(task_id)
+        if traceparent:
+            status["labels"] = {"labels": [{"key": LABEL_TRACEPARENT, "value": traceparent}]}
         entry = self._terminal.get(task_id)
         update_uuid = entry[0] if update.terminal and entry else uuid.uuid4()
         status["uuid"] = encode_data(update_uuid.bytes)

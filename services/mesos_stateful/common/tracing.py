@@ -12,16 +12,19 @@ Two exporters, either or both:
   the exporters themselves from the standard ``OTEL_EXPORTER_OTLP_*`` variables
   (https://opentelemetry.io/docs/specs/otel/protocol/exporter/). The resource's ``service.name`` is
   ``OTEL_SERVICE_NAME`` if set, else the service's own name; ``OTEL_RESOURCE_ATTRIBUTES`` adds
-  attributes; the sampler is ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (read by the
-  SDK's ``TracerProvider``; default ``parentbased_always_on``).
+  attributes. Sampling (:func:`mesos_stateful.common.trace_context.build_sampler`): a plan's or
+  failover's trace is always recorded whole; a root that is not a plan (an API request from an
+  untraced client) follows ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, ``traceidratio``
+  at 1 % when unset; every other span follows its parent.
 
 Neither set: :func:`setup_tracing` does nothing and spans are no-ops.
 
 :func:`setup_tracing` must run at the very start of a service's ``main()``, before any gRPC server
-or channel exists: it installs the OpenTelemetry gRPC aio instrumentors, which wrap
-``grpc.aio.server`` / ``grpc.aio.insecure_channel`` so trace context propagates on every hop
-(gateway -> state, lifecycle -> offers / workloads / state). Health checks, reflection and the
-state service's own etcd calls are not traced. :func:`shutdown_tracing` flushes the spans on exit.
+or channel exists: it installs :mod:`mesos_stateful.common.trace_context`, which wraps
+``grpc.aio.server`` / ``grpc.aio.insecure_channel`` so W3C trace context propagates on every hop
+(gateway -> state, lifecycle -> offers / workloads / state) and a span is made only when its trace
+is sampled. Health checks, reflection and the state service's own etcd calls are not traced.
+:func:`shutdown_tracing` flushes the spans on exit.
 
 Span ids: the provider's :class:`PresetIdGenerator` is random, except inside :func:`preset_ids`,
 where it hands out a chosen (trace id, span id) once: the lifecycle chooses a plan's root span
@@ -49,11 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+from mesos_stateful.common import trace_context
 
 ENV_DIR = "STATEFUL_TRACES_DIR"
 DEFAULT_DIR = "state/traces"  # <data_dir>/traces of ``make run``
@@ -121,18 +125,6 @@ def span_dict(span: ReadableSpan, service: str) -> dict[str, Any]:
         "status_message": span.status.description or "",
         "attributes": dict(span.attributes or {}),
     }
-
-
-def _untraced() -> Any:
-    """gRPC calls not worth a span: health checks, reflection, and etcd (the state service's
-    etcd watch uses ``call.read()``, which a tracing interceptor's response iterator forbids)."""
-    return filters.negate(
-        filters.any_of(
-            filters.health_check(),
-            filters.service_prefix("grpc.reflection"),
-            filters.service_prefix("etcdserverpb"),
-        )
-    )
 
 
 # (trace id, span id) the next span started in this context takes (see preset_ids).
@@ -205,11 +197,16 @@ def otlp_exporter() -> SpanExporter | None:
 
 
 def build_provider(service_name: str, exporters: Sequence[SpanExporter] = ()) -> TracerProvider:
-    """A tracer provider with :class:`PresetIdGenerator`, the sampler of ``OTEL_TRACES_SAMPLER``
-    (the SDK reads it), ``service.name`` from ``OTEL_SERVICE_NAME`` else ``service_name``, and a
-    batch processor per exporter."""
+    """A tracer provider with :class:`PresetIdGenerator`, the sampler of
+    :func:`trace_context.build_sampler` (plan roots always, other roots as ``OTEL_TRACES_SAMPLER``
+    says, 1 % when unset; children follow their parent), ``service.name`` from
+    ``OTEL_SERVICE_NAME`` else ``service_name``, and a batch processor per exporter."""
     attributes = {} if os.environ.get(ENV_SERVICE_NAME, "").strip() else {"service.name": service_name}
-    provider = TracerProvider(resource=Resource.create(attributes), id_generator=PresetIdGenerator())
+    provider = TracerProvider(
+        resource=Resource.create(attributes),
+        id_generator=PresetIdGenerator(),
+        sampler=trace_context.build_sampler(),
+    )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
@@ -234,10 +231,7 @@ def setup_tracing(service_name: str) -> None:
         return
     provider = build_provider(service_name, exporters)
     trace.set_tracer_provider(provider)
-    # The instrumentors are untyped: go through Any.
-    instrumentors: list[Any] = [GrpcAioInstrumentorServer, GrpcAioInstrumentorClient]
-    for instrumentor in instrumentors:
-        instrumentor(filter_=_untraced()).instrument(tracer_provider=provider)
+    trace_context.install()
     _provider = provider
 
 

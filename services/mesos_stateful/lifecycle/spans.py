@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common import errors, metrics, tracing
+from mesos_stateful.common import errors, metrics, trace_context, tracing
 from mesos_stateful.lifecycle import planner, plans
 from mesos_stateful.lifecycle.plans import Action
 
@@ -203,6 +203,10 @@ def begin_plan(s: planner.Snapshot, plan: types_pb2.Plan, now: float) -> LostMas
     elects = any(plans.action_of(step) == Action.ELECT for step in plan.steps)
     cause = Cause.COLD_START if elects else lost.cause
     plan.cause = _PLAN_CAUSES[cause]
+    master = s.master()
+    task = s.task_of(master) if master is not None and lost.cause == Cause.LOST else None
+    if task is not None:
+        plan.detected_trace_parent = task.status_trace_parent  # the root links to it (emit_root)
     metrics.DETECTION_SECONDS.labels(workload, cause.value).observe(detection_seconds(plan))
     if not lost.stored:
         log.info("%s: no stored first sign of %s's loss: detected_at is now", s.name, lost.member_id)
@@ -334,12 +338,16 @@ def emit_root(instance: str, workload: str, plan: types_pb2.Plan, end: float, ou
         return
     start_ns = int(_start(plan) * 1e9)
     end_ns = max(start_ns, int(end * 1e9))
+    # A link to the first sign's trace: the handling of the status update that revealed the loss.
+    sign = trace_context.context_of(plan.detected_trace_parent)
+    links = [trace.Link(trace.get_current_span(sign).get_span_context())] if sign is not None else []
     with tracing.preset_ids(*ids):
         span = _tracer().start_span(
             f"plan {plan.name}",
             context=otel_context.Context(),  # a root: no parent
             start_time=start_ns,
             attributes=root_attributes(instance, workload, plan, outcome),
+            links=links,
         )
     if plan.status == plans.ERROR:
         index = plans.first_open(plan)

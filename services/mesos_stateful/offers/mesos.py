@@ -490,12 +490,7 @@ def task_info(
         "executor": executor,
         # TaskInfo.data is bytes: base64 in Mesos JSON.
         "data": base64.b64encode(spec.SerializeToString()).decode("ascii"),
-        "labels": {
-            "labels": [
-                {"key": "instance", "value": spec.instance},
-                {"key": "member_id", "value": spec.member_id},
-            ]
-        },
+        "labels": {"labels": task_labels(task)},
         "discovery": {
             "visibility": "FRAMEWORK",
             "name": spec.member_id,
@@ -507,6 +502,32 @@ def task_info(
             },
         },
     }
+
+
+# TaskInfo / TaskStatus label carrying W3C trace context (mesos_stateful.executor.launch reads it from
+# the TaskInfo and puts it on the task's status updates).
+LABEL_TRACEPARENT = "traceparent"
+
+
+def task_labels(task: types_pb2.Task) -> list[Json]:
+    """The TaskInfo labels: instance, member id, and the launch request's ``traceparent`` if traced."""
+    labels: list[Json] = [
+        {"key": "instance", "value": task.launch.instance},
+        {"key": "member_id", "value": task.launch.member_id},
+    ]
+    if task.launch_trace_parent:
+        labels.append({"key": LABEL_TRACEPARENT, "value": task.launch_trace_parent})
+    return labels
+
+
+def status_traceparent(status: Mapping[str, Any]) -> str:
+    """The ``traceparent`` label of a TaskStatus (Mesos ``TaskStatus.labels``), "" if none."""
+    labels = status.get("labels")
+    entries = labels.get("labels") if isinstance(labels, Mapping) else None
+    for label in entries if isinstance(entries, list) else []:
+        if isinstance(label, Mapping) and label.get("key") == LABEL_TRACEPARENT:
+            return str(label.get("value", ""))
+    return ""
 
 
 def status_task_id(status: Mapping[str, Any]) -> str:

@@ -17,10 +17,12 @@ from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from opentelemetry import trace
+
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common import errors
+from mesos_stateful.common import errors, trace_context
 from mesos_stateful.common.metrics import (
     LAUNCHES_PENDING,
     OFFERS_DECLINED_TOTAL,
@@ -264,6 +266,9 @@ class OfferScheduler:
                 state=types_pb2.TASK_STATE_QUEUED,
                 message="queued",
                 launch=spec,
+                # The plan step that asked (through this request's trace context): the executor
+                # puts it on the task's status updates (TaskInfo label, mesos.task_labels).
+                launch_trace_parent=trace_context.current_traceparent(),
             )
             need = mesos.need_of(task)
             reason = never_fits(need, [a.capacity() for a in self.agents.values()])
@@ -1093,8 +1098,20 @@ class OfferScheduler:
                 log.warning("acknowledgement not sent: %s", error.message)
 
     async def _store_status(self, status: Mapping[str, Any]) -> bool:
-        """Write the update into the task record, retrying while the state service is down.
-        True when it may be acknowledged."""
+        """Write the update into the task record (in a span ``status <STATE>``, a child of the
+        trace context the executor put in the update's labels: that of the launch), retrying while
+        the state service is down. True when it may be acknowledged."""
+        parent = trace_context.context_of(mesos.status_traceparent(status))
+        name = f"status {status.get('state', '')}"
+        attributes = {"task": mesos.status_task_id(status), "state": str(status.get("state", ""))}
+        tracer = trace.get_tracer("mesos_stateful.offers")
+        with tracer.start_as_current_span(name, context=parent, attributes=attributes) as span:
+            stored = await self._store_status_traced(status, trace_context.current_traceparent())
+            span.set_attribute("stored", stored)
+            return stored
+
+    async def _store_status_traced(self, status: Mapping[str, Any], trace_parent: str) -> bool:
+        """:meth:`_store_status`; ``trace_parent``: its span, kept as ``Task.status_trace_parent``."""
         task_id = mesos.status_task_id(status)
         state = str(status.get("state", ""))
         while not self._stopped:
@@ -1113,6 +1130,7 @@ class OfferScheduler:
                         update.host = self.agents[update.agent_id].hostname
                     if update == task:
                         return True
+                    update.status_trace_parent = trace_parent
                     await self.store.save(update)
                     TASK_UPDATES_TOTAL.labels(state=task_state_label(state)).inc()
                     self._unqueue(task_id)

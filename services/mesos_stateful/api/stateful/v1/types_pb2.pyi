@@ -456,7 +456,7 @@ class PromotionDecision(_message.Message):
     def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., positions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at", "cause", "root_ended_at")
+    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at", "cause", "root_ended_at", "detected_trace_parent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -467,6 +467,7 @@ class Plan(_message.Message):
     DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
     ROOT_ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     steps: _containers.RepeatedCompositeFieldContainer[Step]
@@ -477,7 +478,8 @@ class Plan(_message.Message):
     detected_at: _timestamp_pb2.Timestamp
     cause: PlanCause
     root_ended_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    detected_trace_parent: str
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_trace_parent: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data")
@@ -591,7 +593,7 @@ class LaunchSpec(_message.Message):
     def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workload: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., port_names: _Optional[_Iterable[str]] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., files: _Optional[_Iterable[_Union[FileSpec, _Mapping]]] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., image: _Optional[str] = ..., readiness: _Optional[_Union[Check, _Mapping]] = ..., health: _Optional[_Union[Check, _Mapping]] = ..., kill_grace_seconds: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., avoid: _Optional[_Iterable[_Union[PlacementAvoid, _Mapping]]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "instance", "member_id", "agent_id", "host", "ports", "state", "message", "reason", "healthy", "updated_at", "launch", "kill_requested", "maintenance")
+    __slots__ = ("task_id", "instance", "member_id", "agent_id", "host", "ports", "state", "message", "reason", "healthy", "updated_at", "launch", "kill_requested", "maintenance", "launch_trace_parent", "status_trace_parent")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -613,6 +615,8 @@ class Task(_message.Message):
     LAUNCH_FIELD_NUMBER: _ClassVar[int]
     KILL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     instance: str
     member_id: str
@@ -627,7 +631,9 @@ class Task(_message.Message):
     launch: LaunchSpec
     kill_requested: bool
     maintenance: AgentMaintenance
-    def __init__(self, task_id: _Optional[str] = ..., instance: _Optional[str] = ..., member_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., state: _Optional[_Union[TaskState, str]] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., healthy: _Optional[bool] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ..., kill_requested: _Optional[bool] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ...) -> None: ...
+    launch_trace_parent: str
+    status_trace_parent: str
+    def __init__(self, task_id: _Optional[str] = ..., instance: _Optional[str] = ..., member_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., state: _Optional[_Union[TaskState, str]] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., healthy: _Optional[bool] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ..., kill_requested: _Optional[bool] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ..., launch_trace_parent: _Optional[str] = ..., status_trace_parent: _Optional[str] = ...) -> None: ...
 
 class AgentMaintenance(_message.Message):
     __slots__ = ("start", "duration", "inverse_offer_id", "announced_at", "hostname")
