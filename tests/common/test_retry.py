@@ -96,6 +96,12 @@ async def test_call_retries_a_retryable_error_until_success_and_reports_each_wai
     assert waits == [("down", 0.01), ("down", 0.02), ("down", 0.02)]
 
 
+async def test_call_awaits_a_lambda_returning_a_coroutine() -> None:
+    flaky = Flaky(1, errors.Unavailable("down"))
+    policy = retry.Policy("t", initial_seconds=0.01, max_seconds=0.01)
+    assert await retry.call(policy, lambda: flaky()) == 2
+
+
 async def test_call_raises_a_permanent_error_at_once() -> None:
     flaky = Flaky(3, errors.NotFound("gone"))
     with pytest.raises(errors.NotFound, match="gone"):
@@ -123,7 +129,9 @@ async def test_call_stops_when_told_with_the_last_error() -> None:
             stopped.set()
 
     with pytest.raises(errors.Unavailable):
-        await retry.call(retry.OFFERS_STATE.with_delays(0.01), flaky, stop_when=stopped.is_set, on_retry=failed)
+        await retry.call(
+            retry.OFFERS_STATE.with_delays(0.01), flaky, stop_when=stopped.is_set, on_retry=failed
+        )
     assert flaky.calls == 4  # the attempt after the one that set it finds it set
 
 

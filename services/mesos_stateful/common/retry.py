@@ -188,7 +188,13 @@ async def call(
         reraise=True,
         before_sleep=before_sleep,
     )
-    return await retrying(fn)
+
+    async def attempt() -> _T:
+        # An async def: tenacity awaits only what it sees is a coroutine function (a lambda
+        # returning a coroutine would be "called" and its coroutine returned unawaited).
+        return await fn()
+
+    return await retrying(attempt)
 
 
 class _StopWhen(tenacity.stop.stop_base):
