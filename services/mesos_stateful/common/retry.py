@@ -17,6 +17,10 @@ Policies (name: what; retried on; delays in seconds; gives up):
 - ``ETCD_WATCH``: state service, the watch hub's and a replayed watch's reconnect to etcd; anything
   but a compacted revision; the state settings ``watch_retry_seconds`` doubling to
   ``watch_retry_max_seconds``, reset by an event; never.
+- ``ETCD_RESTART``: state service, restarting the embedded etcd after it exited or failed to
+  start (a crash-loop backoff, as supervisord's and systemd's); the first restart is at once, then
+  the state settings ``etcd_restart_backoff_seconds`` doubling to
+  ``etcd_restart_backoff_max_seconds``, back to at once after it stayed up; never.
 - ``STATUS_SEND``: executor, the POST of a status update to the agent; any error (the agent is
   away); 0.2 doubling to 2.0; after 30 s (*).
 - ``OFFERS_STATE``: offers, storing a status update (acknowledged only once stored), the framework
@@ -132,6 +136,7 @@ STATE_CAS = Policy(
 )
 STATE_WATCH = Policy("state-watch", initial_seconds=0.1, max_seconds=2.0, retry_on=(errors.Unavailable,))
 ETCD_WATCH = Policy("etcd-watch", initial_seconds=0.1, max_seconds=1.0, retry_on=(Exception,))
+ETCD_RESTART = Policy("etcd-restart", initial_seconds=0.5, max_seconds=10.0, retry_on=(Exception,))
 STATUS_SEND = Policy(
     "executor-status-send", initial_seconds=0.2, max_seconds=2.0, deadline_seconds=30.0, retry_on=(Exception,)
 )
