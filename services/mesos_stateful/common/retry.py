@@ -21,6 +21,11 @@ Policies (name: what; retried on; delays in seconds; gives up):
   start (a crash-loop backoff, as supervisord's and systemd's); the first restart is at once, then
   the state settings ``etcd_restart_backoff_seconds`` doubling to
   ``etcd_restart_backoff_max_seconds``, back to at once after it stayed up; never.
+- ``OFFERS_CALL``: lifecycle's offers client (Launch, Kill, ...), finding the offers leader again
+  between attempts; gRPC UNAVAILABLE or DEADLINE_EXCEEDED (a leader gone, frozen or a standby);
+  0.1 doubling to 0.5; after the client's timeout.
+- ``GATEWAY_WATCH``: the console's watch of instances through the gateway, from the last revision
+  seen + 1; any error; 0.5 doubling to 5, reset by an event; never.
 - ``STATUS_SEND``: executor, the POST of a status update to the agent; any error (the agent is
   away); 0.2 doubling to 2.0; after 30 s (*).
 - ``OFFERS_STATE``: offers, storing a status update (acknowledged only once stored), the framework
@@ -56,6 +61,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import grpc
 import tenacity
 
 from mesos_stateful.common import errors
@@ -103,6 +109,10 @@ class Policy:
             )
         return dataclasses.replace(self, initial_seconds=initial_seconds, max_seconds=max_seconds)
 
+    def with_deadline(self, deadline_seconds: float | None) -> Policy:
+        """The same policy giving up after ``deadline_seconds`` (a client's call timeout)."""
+        return dataclasses.replace(self, deadline_seconds=deadline_seconds)
+
     def wait(self) -> tenacity.wait.wait_base:
         """The tenacity wait strategy of the policy."""
         return tenacity.wait_exponential_jitter(
@@ -137,6 +147,8 @@ STATE_CAS = Policy(
 STATE_WATCH = Policy("state-watch", initial_seconds=0.1, max_seconds=2.0, retry_on=(errors.Unavailable,))
 ETCD_WATCH = Policy("etcd-watch", initial_seconds=0.1, max_seconds=1.0, retry_on=(Exception,))
 ETCD_RESTART = Policy("etcd-restart", initial_seconds=0.5, max_seconds=10.0, retry_on=(Exception,))
+OFFERS_CALL = Policy("offers-call", initial_seconds=0.1, max_seconds=0.5, retry_on=(grpc.RpcError,))
+GATEWAY_WATCH = Policy("gateway-watch", initial_seconds=0.5, max_seconds=5.0, retry_on=(Exception,))
 STATUS_SEND = Policy(
     "executor-status-send", initial_seconds=0.2, max_seconds=2.0, deadline_seconds=30.0, retry_on=(Exception,)
 )
