@@ -26,6 +26,9 @@ Policies (name: what; retried on; delays in seconds; gives up):
   0.1 doubling to 0.5; after the client's timeout.
 - ``GATEWAY_WATCH``: the console's watch of instances through the gateway, from the last revision
   seen + 1; any error; 0.5 doubling to 5, reset by an event; never.
+- ``CLI_WATCH``: ``statefulctl get --watch`` / ``wait``, re-opening the gateway's watch from the
+  last revision seen + 1 (only once the gateway had been reached); UNAVAILABLE; 0.2 doubling to
+  2.0, reset when the gateway was reached again; after 30 s without reaching it.
 - ``STATUS_SEND``: executor, the POST of a status update to the agent; any error (the agent is
   away); 0.2 doubling to 2.0; after 30 s (*).
 - ``OFFERS_STATE``: offers, storing a status update (acknowledged only once stored), the framework
@@ -149,6 +152,7 @@ ETCD_WATCH = Policy("etcd-watch", initial_seconds=0.1, max_seconds=1.0, retry_on
 ETCD_RESTART = Policy("etcd-restart", initial_seconds=0.5, max_seconds=10.0, retry_on=(Exception,))
 OFFERS_CALL = Policy("offers-call", initial_seconds=0.1, max_seconds=0.5, retry_on=(grpc.RpcError,))
 GATEWAY_WATCH = Policy("gateway-watch", initial_seconds=0.5, max_seconds=5.0, retry_on=(Exception,))
+CLI_WATCH = Policy("cli-watch", initial_seconds=0.2, max_seconds=2.0, retry_on=(grpc.RpcError,))
 STATUS_SEND = Policy(
     "executor-status-send", initial_seconds=0.2, max_seconds=2.0, deadline_seconds=30.0, retry_on=(Exception,)
 )
