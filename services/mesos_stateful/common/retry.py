@@ -1,9 +1,11 @@
 """Retries of the suite, in one place: what is retried, on which errors, with which delays.
 
-Every in-process retry loop of the suite takes its policy from here (built on ``tenacity``), so
-"how long does X keep trying" has one answer. The error vocabulary is the suite's own
-(:mod:`mesos_stateful.common.errors`): ``TemporaryError`` (``Unavailable``, ``Conflict``) may
-succeed later, ``PermanentError`` never does and is never retried.
+The suite's retry loops take their policies from here (built on ``tenacity``), so "how long does
+X keep trying, on what" has one answer; the few exceptions are listed at the end. The error
+vocabulary is the suite's own (:mod:`mesos_stateful.common.errors`): ``TemporaryError``
+(``Unavailable``, ``Conflict``) may succeed later, ``PermanentError`` never does: the policies of
+calls that can raise one (state reads, compare-and-swap, offers' state writes) do not retry it;
+reconnect loops (watches, restarts, re-subscription) go on after any error by design.
 
 Policies (name: what; retried on; delays in seconds; gives up):
 
@@ -44,9 +46,12 @@ Never retried: state writes (``Put``, ``Delete``, ``GrantLease``): a write that 
 or timed out may have been applied, so a blind retry could apply it twice or overwrite a newer
 value; the caller re-reads and decides (``StateClient.update`` does, on compare-and-swap).
 Not here on purpose: lifecycle's step backoff (persisted in the plan: stored state that survives a
-restart, not an in-process loop), leader election's lease periods (a protocol's timing, checked
-against each other), the suite supervisor's crash-loop restart policy (bursts and windows), and
-periodic loops (reconcile, health checks), which are intervals, not retries.
+restart, not an in-process loop; its reconcile loop uses the same ``backoff`` setting), leader
+election's lease periods (a protocol's timing, checked against each other), the suite
+supervisor's crash-loop restart policy (bursts and windows), a workload's registration renewal
+(every ttl/3: a lease's keepalive), the Redis and MySQL clients' own single reconnect (the
+driver libraries'), and periodic loops (resync, health checks, metrics re-lists), which are
+intervals, not retries.
 
 Delays: attempt n waits ``min(initial * multiplier ** (n - 1) + uniform(0, jitter), max)``
 (tenacity ``wait_exponential_jitter``); ``multiplier`` 1 makes a fixed interval. A deadline stops
