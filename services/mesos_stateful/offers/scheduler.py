@@ -174,6 +174,7 @@ class OfferScheduler:
         )
         # Storing in the state service while it is down: a fixed interval from the settings.
         self._state_retry = retry.OFFERS_STATE.with_delays(settings.state_retry_seconds)
+        self._state_pause = retry.Backoff(self._state_retry)  # its fixed interval, for loops
         # Agents scheduled for maintenance (inverse offers); synced to the task records and
         # answered by _maintenance_loop, woken by _maintenance_wake.
         self.maintenance = MaintenanceBook()
@@ -556,7 +557,7 @@ class OfferScheduler:
                 log.exception("maintenance sync failed")
                 done = False
             if not done:
-                await retry.Backoff(self._state_retry).sleep()  # a fixed interval
+                await self._state_pause.sleep()
                 self._maintenance_wake.set()
 
     async def _sync_maintenance(self) -> bool:
@@ -1028,7 +1029,7 @@ class OfferScheduler:
             except Exception as error:
                 log.warning("member watch failed (%s); re-reading members", error)
                 revision = 0
-                await retry.Backoff(self._state_retry).sleep()  # a fixed interval
+                await self._state_pause.sleep()
 
     async def _orphan_check_loop(self) -> None:
         """An agent that was gone may come back with volumes of members replaced meanwhile: look
@@ -1193,7 +1194,7 @@ class OfferScheduler:
             except Exception as error:
                 # e.g. the revision was compacted: forget only what is really gone, then go on.
                 log.warning("task watch failed (%s); re-reading tasks", error)
-                await retry.Backoff(self._state_retry).sleep()  # a fixed interval
+                await self._state_pause.sleep()
                 with contextlib.suppress(errors.StatefulError):
                     records, revision = await self.store.client.list(spb.KIND_TASK)
                     present = {r.key.name for r in records}
