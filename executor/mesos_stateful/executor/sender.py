@@ -12,21 +12,24 @@ from typing import Any
 
 from pymesos import encode_data
 
+from mesos_stateful.common import retry
 from mesos_stateful.executor.launch import LABEL_TRACEPARENT
 from mesos_stateful.executor.status import StatusSink, StatusUpdate
 
 log = logging.getLogger(__name__)
 
 SendFn = Callable[[dict[str, Any]], None]
-_RETRY_FOR_SECONDS = 30.0
 
 
 class StatusSender:
     """``send`` is blocking (pymesos makes an HTTP call), so a single task hands each update to a
-    worker thread, one at a time, retrying while the agent connection is down."""
+    worker thread, one at a time, retrying while the agent connection is down (``policy``,
+    ``retry.STATUS_SEND`` by default: up to 30 s; an update not sent by then stays with the driver,
+    which sends every unacknowledged update again in its next SUBSCRIBE)."""
 
-    def __init__(self, send: SendFn, executor_id: str) -> None:
+    def __init__(self, send: SendFn, executor_id: str, policy: retry.Policy = retry.STATUS_SEND) -> None:
         self._send = send
+        self._policy = policy
         self._executor_id = executor_id
         self.agent_id: str | None = None
         self._queue: asyncio.Queue[tuple[str, StatusUpdate]] = asyncio.Queue()
@@ -102,18 +105,21 @@ class StatusSender:
     async def _run(self) -> None:
         while True:
             task_id, update = await self._queue.get()
-            status = self._status(task_id, update)
-            deadline = time.monotonic() + _RETRY_FOR_SECONDS
-            delay = 0.2
-            while True:
-                try:
-                    await asyncio.to_thread(self._send, status)
-                    log.debug("sent %s for %s", update.state, task_id)
-                    break
-                except Exception as error:  # the agent is away: retry for a while
-                    if time.monotonic() > deadline:
-                        log.error("giving up sending %s for %s: %s", update.state, task_id, error)
-                        break
-                    log.warning("sending %s for %s failed (%s); retrying", update.state, task_id, error)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+            await self._send_one(task_id, update)
+
+    async def _send_one(self, task_id: str, update: StatusUpdate) -> None:
+        """Send one update; while the agent is away, again per the policy (retry.STATUS_SEND).
+        One not sent in the end stays with the driver, which sends every unacknowledged update
+        again in its next SUBSCRIBE."""
+        status = self._status(task_id, update)
+
+        def failed(error: BaseException, delay: float) -> None:
+            log.warning(
+                "sending %s for %s failed (%s); retrying in %.1fs", update.state, task_id, error, delay
+            )
+
+        try:
+            await retry.call(self._policy, lambda: asyncio.to_thread(self._send, status), on_retry=failed)
+            log.debug("sent %s for %s", update.state, task_id)
+        except Exception as error:
+            log.error("giving up sending %s for %s: %s", update.state, task_id, error)

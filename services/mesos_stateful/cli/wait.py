@@ -15,6 +15,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.cli import render
 from mesos_stateful.cli.client import CliFailure, Gateway, stderr
+from mesos_stateful.common import retry
 
 # What a waiter decides on each change: keep waiting (None), done (True) or failed (a message).
 Verdict = bool | str | None
@@ -48,13 +49,14 @@ def watch_stream(
     current = api.WatchInstancesRequest()
     current.CopyFrom(request)
     down_since: float | None = None
-    delay = RECONNECT_INITIAL_SECONDS
+    backoff = retry.Backoff(retry.CLI_WATCH.with_delays(RECONNECT_INITIAL_SECONDS, RECONNECT_MAX_SECONDS))
     while True:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         stream = gateway.stub().WatchInstances(current, metadata=gateway.metadata, timeout=remaining)
         try:
             for event in stream:
-                down_since, delay = None, RECONNECT_INITIAL_SECONDS
+                down_since = None
+                backoff.reset()
                 if event.revision:
                     current.start_revision = max(current.start_revision, event.revision + 1)
                 yield event
@@ -68,13 +70,14 @@ def watch_stream(
                 # First failure of this outage (or the gateway was reached since the last one).
                 if down_since is None:
                     stderr.print(RECONNECTING, markup=False)
-                down_since, delay = now, RECONNECT_INITIAL_SECONDS
+                down_since = now
+                backoff.reset()
             if now - down_since >= RECONNECT_BOUND_SECONDS:
                 raise
+            delay = backoff.next_delay()
             if deadline is not None and now + delay >= deadline:
                 raise StreamDeadline() from None
             time.sleep(delay)
-            delay = min(RECONNECT_MAX_SECONDS, delay * 2)
         finally:
             stream.cancel()
 

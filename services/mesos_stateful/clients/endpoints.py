@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 STATE_SERVICE = "stateful.v1.StateService"
 
@@ -92,10 +94,18 @@ def is_multi_address(target: str) -> bool:
     return target.startswith(_SCHEMES)
 
 
-def channel_options(target: str, service: str = STATE_SERVICE) -> list[tuple[str, str | int]]:
+def channel_options(
+    target: str, service: str = STATE_SERVICE, method_config: Sequence[Mapping[str, Any]] = ()
+) -> list[tuple[str, str | int]]:
     """Extra channel options for ``target``: round_robin with client-side health checking when it
-    may name several replicas; none for one address (calls then get the service's own errors)."""
-    if not is_multi_address(target):
+    may name several replicas (one address: calls get the service's own errors), and the gRPC
+    service config's ``methodConfig`` entries given (e.g. a ``retryPolicy``, see
+    ``mesos_stateful.common.retry.grpc_method_config``)."""
+    config: dict[str, Any] = {}
+    if is_multi_address(target):
+        config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": service}}
+    if method_config:
+        config["methodConfig"] = [dict(entry) for entry in method_config]
+    if not config:
         return []
-    config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": service}}
     return [("grpc.service_config", json.dumps(config))]

@@ -1,8 +1,10 @@
 """StateClient: the one typed async client of the state service every service uses.
 
 Errors are domain errors (``mesos_stateful.common.errors``). Reads are retried briefly on
-UNAVAILABLE; writes never are (a put may have been applied). ``watch`` survives restarts of the
-state service and of etcd: it reconnects with backoff from the last seen revision + 1.
+UNAVAILABLE (``retry.STATE_READ``: by gRPC's retry policy on the channel, then by the client up to
+its deadline); writes never are (a put may have been applied). ``watch`` survives restarts of the
+state service and of etcd: it reconnects with backoff (``retry.STATE_WATCH``) from the last seen
+revision + 1.
 
 Fencing: while ``fence`` is set (by ``leadership.LeaderElector`` for the term it leads in), every
 ``put`` and ``delete`` carries it; the service refuses the write with ABORTED once that term is
@@ -25,7 +27,7 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import state_service_pb2_grpc as pb_grpc
 from mesos_stateful.clients import endpoints, records
 from mesos_stateful.clients.records import make_record, value_of
-from mesos_stateful.common import channels, errors
+from mesos_stateful.common import channels, errors, retry
 from mesos_stateful.common.grpc_errors import code_and_details, from_rpc_error
 
 if TYPE_CHECKING:
@@ -37,8 +39,9 @@ Record = pb.Record
 WatchResponse = pb.WatchResponse
 _T = TypeVar("_T")
 
-READ_RETRY_SECONDS = 5.0
 CALL_TIMEOUT = 15.0
+# The idempotent methods: retried on UNAVAILABLE by gRPC (service config) and by ``_read``.
+READ_METHODS = ("Get", "List", "KeepAliveLease", "RevokeLease")
 
 
 class StateClient:
@@ -61,9 +64,13 @@ class StateClient:
             # One replica "host:port", or several ("ip:port,ip:port", "ipv4:...", "dns:///..."):
             # see state.endpoints (round_robin over the replicas that report SERVING).
             target = endpoints.grpc_target(self.endpoint)
+            method_config = retry.grpc_method_config(endpoints.STATE_SERVICE, READ_METHODS, retry.STATE_READ)
             self._channel = grpc.aio.insecure_channel(
                 target,
-                options=[*channels.channel_options(), *endpoints.channel_options(target)],
+                options=[
+                    *channels.channel_options(),
+                    *endpoints.channel_options(target, method_config=[method_config]),
+                ],
             )
             self._stub = pb_grpc.StateServiceStub(self._channel)
         return self._stub
@@ -96,17 +103,8 @@ class StateClient:
             raise from_rpc_error(error) from None
 
     async def _read(self, call: Callable[[], Awaitable[_T]]) -> _T:
-        """An idempotent call, retried on UNAVAILABLE for a short while."""
-        deadline = time.monotonic() + READ_RETRY_SECONDS
-        delay = 0.1
-        while True:
-            try:
-                return await self._call(call)
-            except errors.Unavailable:
-                if time.monotonic() + delay > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        """An idempotent call, retried on UNAVAILABLE for a short while (``retry.STATE_READ``)."""
+        return await retry.call(retry.STATE_READ, lambda: self._call(call))
 
     # -- records ------------------------------------------------------------------------------
 
@@ -182,32 +180,31 @@ class StateClient:
         self, kind: int, name: str, mutate: Callable[[Message | None], Message | None]
     ) -> Record | None:
         """Read-modify-write with compare-and-swap, retried on conflict. ``mutate`` gets a copy of
-        the current value (None if absent) and returns the new value, or None for "no write"."""
-        delay = 0.01
-        while True:
-            current = await self.find(kind, name)
-            copy: Message | None = None
-            if current is not None:
-                original = value_of(current)
-                copy = type(original)()
-                copy.CopyFrom(original)
-            new = mutate(copy)
-            if new is None:
-                return current
-            leader_role = name if kind == pb.KIND_LEADER else None  # a LeaderLease does not name its role
-            key = records.key_of(new, leader_role)
-            if (key.kind, key.name) != (kind, name):
-                raise errors.InvalidArgument(
-                    f"update of {pb.Kind.Name(kind)} {name!r} returned a value for "
-                    f"{pb.Kind.Name(key.kind)} {key.name!r}"
-                )
-            try:
-                return await self.put(
-                    new, current.mod_revision if current is not None else 0, name=leader_role
-                )
-            except (errors.Conflict, errors.AlreadyExists):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        the current value (None if absent) and returns the new value, or None for "no write".
+        A lost compare-and-swap is re-read and retried (``retry.STATE_CAS``); the put itself is
+        never repeated blindly."""
+        return await retry.call(retry.STATE_CAS, lambda: self._update_once(kind, name, mutate))
+
+    async def _update_once(
+        self, kind: int, name: str, mutate: Callable[[Message | None], Message | None]
+    ) -> Record | None:
+        current = await self.find(kind, name)
+        copy: Message | None = None
+        if current is not None:
+            original = value_of(current)
+            copy = type(original)()
+            copy.CopyFrom(original)
+        new = mutate(copy)
+        if new is None:
+            return current
+        leader_role = name if kind == pb.KIND_LEADER else None  # a LeaderLease does not name its role
+        key = records.key_of(new, leader_role)
+        if (key.kind, key.name) != (kind, name):
+            raise errors.InvalidArgument(
+                f"update of {pb.Kind.Name(kind)} {name!r} returned a value for "
+                f"{pb.Kind.Name(key.kind)} {key.name!r}"
+            )
+        return await self.put(new, current.mod_revision if current is not None else 0, name=leader_role)
 
     # -- watch --------------------------------------------------------------------------------
 
@@ -222,7 +219,7 @@ class StateClient:
         compacted, or this watcher fell ``watch_queue_size`` events behind): list again and
         watch from the list's revision + 1 (a resync)."""
         next_revision = start_revision
-        delay = 0.1
+        backoff = retry.Backoff(retry.STATE_WATCH)
         while True:
             try:
                 if next_revision == 0:
@@ -236,7 +233,7 @@ class StateClient:
                 call = self.stub.Watch(request)
                 try:
                     async for response in call:
-                        delay = 0.1
+                        backoff.reset()
                         if response.revision < next_revision:
                             continue  # already delivered (defensive; the service does not repeat)
                         next_revision = response.revision + 1
@@ -259,8 +256,7 @@ class StateClient:
                 if self._closed:
                     return
                 log.info("state watch interrupted (%s); resuming from %d", error.message, next_revision)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await backoff.sleep()
 
     # -- leases -------------------------------------------------------------------------------
 

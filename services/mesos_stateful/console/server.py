@@ -19,6 +19,7 @@ from aiohttp import web
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.common import retry
 from mesos_stateful.common.channels import channel_options
 from mesos_stateful.console import render
 from mesos_stateful.console.settings import ConsoleSettings
@@ -103,14 +104,14 @@ class Console:
         """WatchInstances from the start, resumed after the last revision seen when it breaks
         (from the current state again when the gateway cannot resume, e.g. after a compaction)."""
         revision = 0
-        wait = WATCH_BACKOFF_SECONDS[0]
+        backoff = retry.Backoff(retry.GATEWAY_WATCH.with_delays(*WATCH_BACKOFF_SECONDS))
         while True:
             try:
                 request = ipb.WatchInstancesRequest(start_revision=revision + 1 if revision else 0)
                 stream = self.stub.WatchInstances(request, metadata=self.metadata)
                 async for event in stream:
                     self.watch_problem = ""
-                    wait = WATCH_BACKOFF_SECONDS[0]
+                    backoff.reset()
                     revision = max(revision, event.revision)
                     self.note(event.type, event.instance, time.time())
                 self.watch_problem = "the gateway ended the watch; reconnecting"
@@ -121,8 +122,7 @@ class Console:
                 if code in (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION):
                     revision = 0
                 log.warning("%s", self.watch_problem)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, WATCH_BACKOFF_SECONDS[1])
+            await backoff.sleep()
 
     # --- calls ------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import grpc
 
 from mesos_stateful.api.stateful.v1 import offer_service_pb2, offer_service_pb2_grpc, types_pb2
 from mesos_stateful.clients.leadership import find_leader
-from mesos_stateful.common import errors
+from mesos_stateful.common import errors, retry
 from mesos_stateful.common.grpc_errors import from_rpc_error
 from mesos_stateful.lifecycle.callbacks import CHANNEL_OPTIONS
 
@@ -37,9 +37,12 @@ _T = TypeVar("_T")
 OFFERS_ROLE = "offers"
 # The leader's address is re-read from state at most this often (seconds) while calls succeed.
 LEADER_CACHE_SECONDS = 1.0
-RETRY_FIRST_SECONDS = 0.1
-RETRY_MAX_SECONDS = 0.5
 _RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
+    return error.code() if isinstance(error, grpc.aio.AioRpcError) else None
+
 
 Call = Callable[["OfferServiceAsyncStub", float], Awaitable[_T]]
 
@@ -94,28 +97,39 @@ class OffersClient:
             task.add_done_callback(self._closing.discard)
 
     async def _call(self, what: str, call: Call[_T]) -> _T:
+        """One call at the leader, again at the leader found anew while it answers UNAVAILABLE or
+        DEADLINE_EXCEEDED (``retry.OFFERS_CALL``), within the client's timeout."""
         deadline = time.monotonic() + self._timeout
-        delay = RETRY_FIRST_SECONDS
-        force = False
-        while True:
-            await self._resolve(force)
+        attempts = 0
+
+        async def attempt() -> _T:
+            nonlocal attempts
+            attempts += 1
+            await self._resolve(attempts > 1)
             # One attempt may take half the deadline: a leader that stopped answering (frozen, cut
             # off) leaves time to find the next one.
-            attempt = min(deadline - time.monotonic(), max(self._timeout / 2, 1.0))
+            budget = min(deadline - time.monotonic(), max(self._timeout / 2, 1.0))
             try:
-                return await call(self.stub, max(attempt, 0.01))
+                return await call(self.stub, max(budget, 0.01))
             except grpc.RpcError as error:
-                code = error.code() if isinstance(error, grpc.aio.AioRpcError) else None
-                if code in _RETRIED and time.monotonic() + delay < deadline:
-                    log.info("offers %s at %s: %s; finding the leader again", what, self.endpoint, code)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_SECONDS)
-                    force = True
-                    continue
-                mapped = from_rpc_error(error)
-                mapped.message = f"offers {what} (at {self.endpoint}): {mapped.message}"
-                mapped.args = (mapped.message,)
-                raise mapped from None
+                if _code(error) in _RETRIED:
+                    raise
+                raise self._error(what, error) from None
+
+        def failed(error: BaseException, _delay: float) -> None:
+            code = _code(error) if isinstance(error, grpc.RpcError) else error
+            log.info("offers %s at %s: %s; finding the leader again", what, self.endpoint, code)
+
+        try:
+            return await retry.call(retry.OFFERS_CALL.with_deadline(self._timeout), attempt, on_retry=failed)
+        except grpc.RpcError as error:
+            raise self._error(what, error) from None
+
+    def _error(self, what: str, error: grpc.RpcError) -> errors.StatefulError:
+        mapped = from_rpc_error(error)
+        mapped.message = f"offers {what} (at {self.endpoint}): {mapped.message}"
+        mapped.args = (mapped.message,)
+        return mapped
 
     async def launch(self, launch: types_pb2.LaunchSpec) -> types_pb2.Task:
         request = offer_service_pb2.LaunchRequest(launch=launch)

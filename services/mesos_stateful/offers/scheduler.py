@@ -22,7 +22,7 @@ from opentelemetry import trace
 from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common import errors, trace_context
+from mesos_stateful.common import errors, retry, trace_context
 from mesos_stateful.common.metrics import (
     LAUNCHES_PENDING,
     OFFERS_DECLINED_TOTAL,
@@ -170,7 +170,13 @@ class OfferScheduler:
         self._stopped = False
         self.framework_id = ""
         self._watch_revision = 0
-        self._restart_delay = drv.MesosDriver.RESTART_DELAY_SECONDS
+        # Subscribing again after an ERROR event (reset once subscribed).
+        self._resubscribe = retry.Backoff(
+            retry.MESOS_RESUBSCRIBE.with_delays(drv.MesosDriver.RESTART_DELAY_SECONDS, 60.0)
+        )
+        # Storing in the state service while it is down: a fixed interval from the settings.
+        self._state_retry = retry.OFFERS_STATE.with_delays(settings.state_retry_seconds)
+        self._state_pause = retry.Backoff(self._state_retry)  # its fixed interval, for loops
         # Agents scheduled for maintenance (inverse offers); synced to the task records and
         # answered by _maintenance_loop, woken by _maintenance_wake.
         self.maintenance = MaintenanceBook()
@@ -407,7 +413,7 @@ class OfferScheduler:
         log.info("subscribed to %s as framework %s", event.master or self.driver.master, event.framework_id)
         self._suppressed = False
         self._idle_declined = False
-        self._restart_delay = drv.MesosDriver.RESTART_DELAY_SECONDS
+        self._resubscribe.reset()
         async with self._lock:
             # Inverse offers of an earlier subscription are void; Mesos sends new ones.
             self.maintenance.resubscribed()
@@ -436,14 +442,22 @@ class OfferScheduler:
             framework_id=framework_id, failover_timeout_seconds=self.settings.failover_timeout_seconds
         )
         framework.registered_at.GetCurrentTime()
-        while not self._stopped:
-            try:
-                await self.store.save_framework(framework)
-                self.framework_id = framework_id
-                return
-            except errors.TemporaryError as error:
-                log.warning("cannot store the framework id yet (%s); retrying", error.message)
-                await asyncio.sleep(self.settings.state_retry_seconds)
+        if self._stopped:
+            return
+
+        def failed(error: BaseException, _delay: float) -> None:
+            log.warning("cannot store the framework id yet (%s); retrying", error)
+
+        try:
+            await retry.call(
+                self._state_retry,
+                lambda: self.store.save_framework(framework),
+                stop_when=lambda: self._stopped,
+                on_retry=failed,
+            )
+        except errors.TemporaryError:
+            return  # stopped meanwhile
+        self.framework_id = framework_id
 
     async def _on_error(self, message: str) -> None:
         """An ERROR event, or pymesos giving up (DriverAborted): come back as the same framework,
@@ -451,7 +465,7 @@ class OfferScheduler:
         lowered = message.lower()
         await self.driver.halt()
         # Back off while the master keeps refusing us (e.g. a wrong address): 2 s doubling to 60 s.
-        delay, self._restart_delay = self._restart_delay, min(self._restart_delay * 2, 60.0)
+        delay = self._resubscribe.next_delay()
         if "removed" in lowered or "torn down" in lowered:
             # The failover timeout passed (or a teardown): Mesos killed our tasks. Subscribe as a
             # new framework; reconciliation then reports the old tasks gone.
@@ -548,7 +562,7 @@ class OfferScheduler:
                 log.exception("maintenance sync failed")
                 done = False
             if not done:
-                await asyncio.sleep(self.settings.state_retry_seconds)
+                await self._state_pause.sleep()
                 self._maintenance_wake.set()
 
     async def _sync_maintenance(self) -> bool:
@@ -1020,7 +1034,7 @@ class OfferScheduler:
             except Exception as error:
                 log.warning("member watch failed (%s); re-reading members", error)
                 revision = 0
-                await asyncio.sleep(self.settings.state_retry_seconds)
+                await self._state_pause.sleep()
 
     async def _orphan_check_loop(self) -> None:
         """An agent that was gone may come back with volumes of members replaced meanwhile: look
@@ -1100,76 +1114,87 @@ class OfferScheduler:
     async def _store_status(self, status: Mapping[str, Any]) -> bool:
         """Write the update into the task record (in a span ``status <STATE>``, a child of the
         trace context the executor put in the update's labels: that of the launch), retrying while
-        the state service is down. True when it may be acknowledged."""
+        the state service is down (``retry.OFFERS_STATE``, until the scheduler stops). True when it
+        may be acknowledged."""
+        if self._stopped:
+            return False
         parent = trace_context.context_of(mesos.status_traceparent(status))
         name = f"status {status.get('state', '')}"
         attributes = {"task": mesos.status_task_id(status), "state": str(status.get("state", ""))}
         tracer = trace.get_tracer("mesos_stateful.offers")
         with tracer.start_as_current_span(name, context=parent, attributes=attributes) as span:
-            stored = await self._store_status_traced(status, trace_context.current_traceparent())
+            stored = await self._store_status_retried(status, trace_context.current_traceparent())
             span.set_attribute("stored", stored)
             return stored
 
-    async def _store_status_traced(self, status: Mapping[str, Any], trace_parent: str) -> bool:
-        """:meth:`_store_status`; ``trace_parent``: its span, kept as ``Task.status_trace_parent``."""
+    async def _store_status_retried(self, status: Mapping[str, Any], trace_parent: str) -> bool:
+        """:meth:`_store_status` without its span; ``trace_parent``: that span, kept as
+        ``Task.status_trace_parent``."""
         task_id = mesos.status_task_id(status)
         state = str(status.get("state", ""))
-        while not self._stopped:
-            try:
-                async with self._lock:
-                    task = await self.store.find(task_id)
-                    if task is None:
-                        log.warning("status %s for unknown task %s (not ours, or deleted)", state, task_id)
-                        return True
-                    reconciled = status.get("reason") == "REASON_RECONCILIATION"
-                    if reconciled and mesos.task_state(state) == task.state:
-                        return True  # nothing new; keep the last real status message
-                    update = copy_task(task)
-                    mesos.apply_status(update, status, time.time())
-                    if not update.host and update.agent_id in self.agents:
-                        update.host = self.agents[update.agent_id].hostname
-                    if update == task:
-                        return True
-                    update.status_trace_parent = trace_parent
-                    await self.store.save(update)
-                    TASK_UPDATES_TOTAL.labels(state=task_state_label(state)).inc()
-                    self._unqueue(task_id)
-                    if mesos.is_terminal(update.state) or update.agent_id in self.maintenance.drains:
-                        self._maintenance_wake.set()  # its agent may be free now
-                    back = task.state in (
-                        types_pb2.TASK_STATE_LOST,
-                        types_pb2.TASK_STATE_UNREACHABLE,
-                        types_pb2.TASK_STATE_UNKNOWN,
-                    )
-                    if update.kill_requested and back and not mesos.is_terminal(update.state):
-                        # A cut-off agent came back with a task we asked to kill (Mesos >= 1.5
-                        # recovers it as RUNNING): the kill never reached it; send it again.
-                        log.warning(
-                            "task %s killed while its agent was away is back (%s): killing it", task_id, state
-                        )
-                        with contextlib.suppress(errors.Unavailable):
-                            await self.driver.kill(task_id, update.agent_id)
-                    if (
-                        update.launch.volume.persistence_id
-                        and mesos.is_terminal(update.state)
-                        and not mesos.is_terminal(task.state)
-                    ):
-                        # Its reservation is offered again now; if no member wants it any more
-                        # it must be seen to be released (offers may be suppressed).
-                        await self._revive_if_needed()
-                log.info("task %s: %s %s", task_id, state, status.get("message", ""))
+
+        def failed(error: BaseException, _delay: float) -> None:
+            log.warning("cannot store %s of %s yet (%s); not acknowledged, retrying", state, task_id, error)
+
+        try:
+            return await retry.call(
+                self._state_retry,
+                lambda: self._store_status_once(status, task_id, state, trace_parent),
+                stop_when=lambda: self._stopped,
+                on_retry=failed,
+            )
+        except errors.NotFound:
+            return True
+        except errors.TemporaryError:
+            return False  # stopped meanwhile
+
+    async def _store_status_once(
+        self, status: Mapping[str, Any], task_id: str, state: str, trace_parent: str
+    ) -> bool:
+        """One attempt of :meth:`_store_status`."""
+        async with self._lock:
+            task = await self.store.find(task_id)
+            if task is None:
+                log.warning("status %s for unknown task %s (not ours, or deleted)", state, task_id)
                 return True
-            except errors.NotFound:
+            reconciled = status.get("reason") == "REASON_RECONCILIATION"
+            if reconciled and mesos.task_state(state) == task.state:
+                return True  # nothing new; keep the last real status message
+            update = copy_task(task)
+            mesos.apply_status(update, status, time.time())
+            if not update.host and update.agent_id in self.agents:
+                update.host = self.agents[update.agent_id].hostname
+            if update == task:
                 return True
-            except errors.TemporaryError as error:
+            update.status_trace_parent = trace_parent
+            await self.store.save(update)
+            TASK_UPDATES_TOTAL.labels(state=task_state_label(state)).inc()
+            self._unqueue(task_id)
+            if mesos.is_terminal(update.state) or update.agent_id in self.maintenance.drains:
+                self._maintenance_wake.set()  # its agent may be free now
+            back = task.state in (
+                types_pb2.TASK_STATE_LOST,
+                types_pb2.TASK_STATE_UNREACHABLE,
+                types_pb2.TASK_STATE_UNKNOWN,
+            )
+            if update.kill_requested and back and not mesos.is_terminal(update.state):
+                # A cut-off agent came back with a task we asked to kill (Mesos >= 1.5
+                # recovers it as RUNNING): the kill never reached it; send it again.
                 log.warning(
-                    "cannot store %s of %s yet (%s); not acknowledged, retrying",
-                    state,
-                    task_id,
-                    error.message,
+                    "task %s killed while its agent was away is back (%s): killing it", task_id, state
                 )
-                await asyncio.sleep(self.settings.state_retry_seconds)
-        return False
+                with contextlib.suppress(errors.Unavailable):
+                    await self.driver.kill(task_id, update.agent_id)
+            if (
+                update.launch.volume.persistence_id
+                and mesos.is_terminal(update.state)
+                and not mesos.is_terminal(task.state)
+            ):
+                # Its reservation is offered again now; if no member wants it any more
+                # it must be seen to be released (offers may be suppressed).
+                await self._revive_if_needed()
+        log.info("task %s: %s %s", task_id, state, status.get("message", ""))
+        return True
 
     # -- deletions by lifecycle -----------------------------------------------------------------------
 
@@ -1191,7 +1216,7 @@ class OfferScheduler:
             except Exception as error:
                 # e.g. the revision was compacted: forget only what is really gone, then go on.
                 log.warning("task watch failed (%s); re-reading tasks", error)
-                await asyncio.sleep(self.settings.state_retry_seconds)
+                await self._state_pause.sleep()
                 with contextlib.suppress(errors.StatefulError):
                     records, revision = await self.store.client.list(spb.KIND_TASK)
                     present = {r.key.name for r in records}

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 from aetcd import rpc
 
+from mesos_stateful.common import retry
 from mesos_stateful.common.channels import etcd_channel_options
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,10 @@ async def supervise(
     the exit is noticed, ``on_up(restarts)`` once the restarted etcd answers Status. Cancel this
     before ``etcd.stop()``."""
     restarts = 0
+    # The first restart is at once; then retry.ETCD_RESTART with the policy's delays.
+    backoff = retry.Backoff(
+        retry.ETCD_RESTART.with_delays(policy.backoff_seconds, policy.backoff_max_seconds)
+    )
     delay = 0.0
     started_at = time.monotonic()
     while True:
@@ -199,6 +204,7 @@ async def supervise(
             on_down(reason)
         if time.monotonic() - started_at >= policy.reset_seconds:
             delay = 0.0  # it had been up long enough: not a crash loop
+            backoff.reset()
         log.error(
             "%s; restarting it in %.1f s on %s (data %s; its log: %s.log)",
             reason,
@@ -210,7 +216,7 @@ async def supervise(
         while True:
             if delay > 0:
                 await asyncio.sleep(delay)
-            delay = min(max(delay * 2, policy.backoff_seconds), policy.backoff_max_seconds)
+            delay = backoff.next_delay()
             restarts += 1
             started_at = time.monotonic()
             etcd.process = None

@@ -13,7 +13,6 @@ before the takeover's transaction or refused (``errors.NotLeader``, gRPC ABORTED
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients import records
-from mesos_stateful.common import errors
+from mesos_stateful.common import errors, retry
 from mesos_stateful.state.etcdkv import (
     EtcdKV,
     WatchCompacted,
@@ -318,12 +317,11 @@ class Store:
         self, match: Callable[[pb.WatchResponse], bool], start_revision: int
     ) -> AsyncIterator[pb.WatchResponse]:
         next_revision = start_revision
-        limits = self.hub.limits
-        delay = limits.retry_initial_seconds
+        backoff = retry.Backoff(self.hub.limits.reconnect_policy())
         while True:
             try:
                 async for batch in self.kv.watch(ROOT_KEY, next_revision):
-                    delay = limits.retry_initial_seconds
+                    backoff.reset()
                     if next_revision == 0 and batch.created:
                         # "From now": pin "now" so a reconnect resumes where this watch began.
                         next_revision = int(batch.header.revision) + 1
@@ -336,5 +334,4 @@ class Store:
                 raise
             except errors.Unavailable as error:
                 log.info("replay watch broken (%s); resuming from %d", error.message, next_revision)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, limits.retry_max_seconds)
+            await backoff.sleep()

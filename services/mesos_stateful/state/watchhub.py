@@ -31,7 +31,7 @@ from typing import Any
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.clients import records
-from mesos_stateful.common import errors
+from mesos_stateful.common import errors, retry
 from mesos_stateful.state.etcdkv import EtcdKV, WatchCompacted, is_put, prefix_end
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ class WatchLimits:
     ``queue_size``: events queued per subscriber before it is told to resync (memory bound:
     ``queue_size`` records per watcher). ``retry_initial_seconds`` / ``retry_max_seconds``: the
     reconnect backoff to etcd, doubling from initial to max (etcd restarts in about a second, so
-    the max is kept near that: a watch resumes within ``retry_max_seconds`` of etcd being back).
+    the max is kept near that: a watch resumes within ``retry_max_seconds`` of etcd being back);
+    the policy is ``retry.ETCD_WATCH`` with these delays (:meth:`reconnect_policy`).
     """
 
     queue_size: int = 10000
@@ -63,6 +64,10 @@ class WatchLimits:
                 "watch retry backoff needs 0 < retry_initial_seconds <= retry_max_seconds, got "
                 f"{self.retry_initial_seconds} and {self.retry_max_seconds}"
             )
+
+    def reconnect_policy(self) -> retry.Policy:
+        """The reconnect policy to etcd with these delays."""
+        return retry.ETCD_WATCH.with_delays(self.retry_initial_seconds, self.retry_max_seconds)
 
 
 def to_watch_response(event: Any) -> pb.WatchResponse | None:
@@ -245,13 +250,8 @@ class WatchHub:
                     log.warning("a watcher fell behind at revision %d: told to resync", response.revision)
         self._advance(last)
 
-    async def _backoff(self, delay: float) -> None:
-        self._retry_now.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._retry_now.wait(), delay)
-
     async def _run(self) -> None:
-        delay = self.limits.retry_initial_seconds
+        backoff = retry.Backoff(self.limits.reconnect_policy())
         was_connected = False
         while True:
             try:
@@ -265,7 +265,7 @@ class WatchHub:
                         else:
                             log.info("state watch connected at revision %d", self.revision)
                         self.connected = was_connected = True
-                    delay = self.limits.retry_initial_seconds
+                    backoff.reset()
                     self._apply(batch)
                 raise errors.Unavailable("etcd watch stream ended")
             except asyncio.CancelledError:
@@ -285,5 +285,4 @@ class WatchHub:
                 log.exception("state watch failed; resuming from %d", self.revision + 1)
             self.connected = False
             self.failures += 1
-            await self._backoff(delay)
-            delay = min(delay * 2, self.limits.retry_max_seconds)
+            await backoff.sleep(self._retry_now)
