@@ -34,7 +34,8 @@ A workload is a gRPC service implementing ``stateful.v1.WorkloadService``
   ``replace=True``; ``CheckMember`` and ``Fence`` answer UNIMPLEMENTED, so lifecycle watches the
   workload through Mesos alone and promotes only once Mesos reports the old master's task ended).
   ``Config`` has no default: override it. Override the others your topology needs, each an
-  ``async`` method decorated with :func:`callback`.
+  ``async`` method decorated with :func:`callback`, taking ``(self, request, context)``: the
+  request message and the gRPC :data:`Context` (``grpc.aio.ServicerContext``; rarely needed).
 - :class:`WorkloadSettings`: the settings every workload service has (``listen``,
   ``state_endpoint``, ``advertise``, ``lease_ttl_seconds``, ``callback_timeout_seconds``
   (default 20 s), ``connect_timeout_seconds``, ``grace_seconds``, ``metrics_listen``,
@@ -56,16 +57,29 @@ member the call is about, the instance's secrets and the attempt number (1, 2, .
   answers UNAVAILABLE (retried). Talk to your server with ``connect_timeout_seconds``.
 - **Config is pure**: context in, ``LaunchSpec`` out, no side effect (it is asked again before
   every launch of the member).
-- **The data-safety rules** of the project (DESIGN.md, "Data safety: the rules every change must
-  keep") are the workload's to keep where only it knows the answer: ``MasterLost`` promotes only a
-  replica that holds every acknowledged write, decided on the positions of *all* candidates; one
-  that does not answer is waited for (raise :class:`Unavailable`, or answer empty: lifecycle asks
-  again), never skipped (:func:`ask_members` reports who did not answer). ``Fence`` stops the old
-  master taking writes before a promotion (a Mesos kill is not a fence); a master that cannot be
-  reached must fence itself. ``Config`` never starts a master empty while the instance had data:
-  the data lives on the member's volume (:func:`data_dir`, :func:`volume_path`) and a member is
-  restarted in place on it. ``CheckMember`` reports replication (following whom, lag, position) so
-  a stopped, lagging or diverged replica is seen within seconds.
+- **The data-safety rules.** The project's promise (the design card, "Data safety: the rules
+  every change must keep"; a test in ``make test`` stands behind each) is kept partly by lifecycle
+  and partly by the workload, where only it knows the answer:
+
+  1. *No acknowledged write is lost* by any single failure. Each workload states what
+     "acknowledged" means (Redis: confirmed by ``WAIT 1``; MariaDB: committed with semi-sync;
+     etcd: a committed Raft entry) and configures its members so (``Config``).
+  2. *Never two writable masters.* ``Fence`` stops the old master taking writes before a
+     promotion, and a master cut off from its replicas must stop by itself (self-fencing, e.g.
+     Redis ``min-replicas-to-write``). A Mesos kill is not a fence. Without ``Fence``, lifecycle
+     promotes only once Mesos reports the old task ended.
+  3. *Promote only a replica that holds every acknowledged write*, decided on the positions of
+     *all* candidates (``MasterLost``): one that does not answer is waited for (raise
+     :class:`Unavailable`, or answer empty: lifecycle asks again), never skipped
+     (:func:`ask_members` reports who did not answer); a diverged or stale member is never promoted.
+  4. *Never start a master empty while the instance had data.* Data lives on the member's
+     persistent volume (:func:`data_dir`, :func:`volume_path`); a member is restarted in place on
+     it; ``Config`` must not initialise over existing data.
+  5. *Replication is watched all the time*: ``CheckMember`` reports following whom, lag and
+     position (:func:`health`, :func:`condition`), so a stopped, chained, lagging or diverged
+     replica shows within seconds and is repaired.
+  6. *A crash of any service touches no database*: callbacks are idempotent and hold no state
+     that matters between calls (everything is in the context).
 
 Errors decide retries
 =====================
