@@ -3,6 +3,7 @@ Config (its placeholder member really runs and gets ready)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -90,6 +91,63 @@ def test_generated_code_is_ruff_clean(tmp_path: Path, topology: str) -> None:
             check=False,
         )
         assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def sdk_violations(folder: Path) -> list[str]:
+    """Every import in the generated package of a ``mesos_stateful`` module other than the public
+    SDK (``from mesos_stateful import sdk`` / ``from mesos_stateful.sdk import ...``)."""
+    bad = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module == "mesos_stateful":
+                    modules = [f"mesos_stateful.{alias.name}" for alias in node.names]
+                else:
+                    modules = [node.module]
+            else:
+                continue  # relative: the package's own modules
+            bad += [
+                f"{path.name}:{node.lineno}: {module}"
+                for module in modules
+                if module.split(".")[0] == "mesos_stateful" and module != "mesos_stateful.sdk"
+            ]
+    return bad
+
+
+@pytest.mark.parametrize("topology", ["master-replica", "peers"])
+def test_generated_code_imports_only_the_sdk(tmp_path: Path, topology: str) -> None:
+    assert statefulctl("new-workload", "demo", "--dir", str(tmp_path), "--topology", topology).returncode == 0
+    folder = tmp_path / "demo"
+    assert sdk_violations(folder) == []
+    assert "from mesos_stateful import sdk" in (folder / "__main__.py").read_text()
+    # The check itself sees a violation.
+    (folder / "extra.py").write_text(
+        "from mesos_stateful.common import errors\nimport mesos_stateful.workloads.base\n"
+    )
+    assert sdk_violations(folder) == [
+        "extra.py:1: mesos_stateful.common",
+        "extra.py:2: mesos_stateful.workloads.base",
+    ]
+
+
+def test_generated_code_type_checks_strict(tmp_path: Path) -> None:
+    """Both topologies pass ``mypy --strict`` against the installed suite (which is typed,
+    ``py.typed``), as the generated README tells the author to run it."""
+    for name, topology in (("shop-mr", "master-replica"), ("shop-peers", "peers")):
+        result = statefulctl("new-workload", name, "--dir", str(tmp_path), "--topology", topology)
+        assert result.returncode == 0, result.stderr
+    mypy = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / ".mypy")]
+    check = subprocess.run(
+        [*mypy, "-p", "shop_mr", "-p", "shop_peers"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 # Runs in a subprocess with tmp_path on sys.path: serves the generated servicer in-process (no

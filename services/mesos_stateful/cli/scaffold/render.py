@@ -39,7 +39,7 @@ _CALLBACKS = {
         ("Describe", "answered by `WorkloadBase` from `description()`."),
         ("Config", "the launch of one member (master or replica) before each launch; pure."),
         ("StartMaster", "make the member the master: on first start and when it is promoted."),
-        ("StartSlave", "make the member a replica of `base.master(ctx)`; also re-points after a promotion."),
+        ("StartSlave", "make the member a replica of `sdk.master(ctx)`; also re-points after a promotion."),
         ("MasterRunning / SlaveRunning", "the member is ready: return a status map (offset, lag)."),
         ("MasterLost", "choose the replica to promote (`promote_member_id`); empty: ask again later."),
         ("SlaveLost", "a replica is gone: `replace=True` launches a new one."),

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from mesos_stateful.common import errors
+from mesos_stateful import sdk
 from mesos_stateful.workloads.etcd import members
 from mesos_stateful.workloads.etcd.member_file import MemberFile
 
@@ -68,7 +68,7 @@ async def join(spec: MemberFile) -> str:
                     m.hex_id,
                     m.name or m.peer_urls,
                 )
-                with contextlib.suppress(errors.NotFound):  # removed meanwhile
+                with contextlib.suppress(sdk.NotFound):  # removed meanwhile
                     await client.remove(m.id)
         current = await client.members()
         mine = [m for m in current if spec.peer_url in m.peer_urls]
@@ -89,7 +89,7 @@ async def join(spec: MemberFile) -> str:
             log.info("joining through %s: %s", endpoint, cluster)
             await listed_everywhere(spec, own_ids[-1], deadline)
             return cluster
-        except errors.StatefulError as error:
+        except sdk.StatefulError as error:
             if time.monotonic() >= deadline:
                 raise SystemExit(f"cannot join the cluster: {error.message}") from None
             log.warning("cannot join yet: %s", error.message)
@@ -107,7 +107,7 @@ async def listed_everywhere(spec: MemberFile, own_id: int, deadline: float) -> N
                 try:
                     if any(m.id == own_id for m in await client.members()):
                         waiting.remove(endpoint)
-                except errors.StatefulError:
+                except sdk.StatefulError:
                     waiting.remove(endpoint)  # not answering: it will learn from the others
         if waiting:
             await asyncio.sleep(0.2)
@@ -128,7 +128,7 @@ async def removed(spec: MemberFile) -> bool:
 
     try:
         _, listed = await members.first_answer(spec.endpoints, spec.request_timeout_seconds, ours)
-    except errors.StatefulError as error:
+    except sdk.StatefulError as error:
         log.info("cannot ask the running peers whether we are still a member (%s)", error.message)
         return False
     return not listed

@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import sys
 
-from mesos_stateful.common import errors
+from mesos_stateful import sdk
 from mesos_stateful.workloads.etcd import members
 
 
@@ -18,7 +18,7 @@ async def ready(endpoint: str, name: str, timeout: float) -> tuple[bool, str]:
             if not await client.healthy():
                 return False, "not healthy"
             listed = [m for m in await client.members() if m.name == name]
-        except errors.StatefulError as error:
+        except sdk.StatefulError as error:
             return False, error.message
     if not listed or not listed[0].client_urls:
         return False, f"{name} is not a started member"

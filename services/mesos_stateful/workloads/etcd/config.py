@@ -28,9 +28,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2
-from mesos_stateful.common import errors
-from mesos_stateful.workloads import base
 from mesos_stateful.workloads.etcd.description import CLIENT_PORT as CLIENT
 from mesos_stateful.workloads.etcd.description import CONFIG_KEYS, NAME, PEER_PORT
 from mesos_stateful.workloads.etcd.member_file import FILE_NAME, MemberFile
@@ -61,11 +60,11 @@ def effective_config(given: Mapping[str, str]) -> dict[str, str]:
         elif not key.allowed_values and name != "auto-compaction-retention" and not _INT.match(value):
             bad[field] = "must be a whole number"
     if bad:
-        raise errors.InvalidArgument("invalid etcd settings", bad)
+        raise sdk.InvalidArgument("invalid etcd settings", bad)
     config = {name: given.get(name, key.default_value) for name, key in keys.items()}
     heartbeat, election = int(config["heartbeat-interval"]), int(config["election-timeout"])
     if heartbeat <= 0 or election < 5 * heartbeat:
-        raise errors.InvalidArgument(
+        raise sdk.InvalidArgument(
             "invalid etcd settings",
             {"spec.config.election-timeout": "must be at least 5 times heartbeat-interval (both > 0)"},
         )
@@ -90,7 +89,7 @@ def peer_url(member: types_pb2.Member) -> str | None:
 def running_endpoints(context: workload_service_pb2.CallbackContext) -> list[str]:
     """Client URLs of the other peers that are RUNNING, by ordinal."""
     urls = []
-    for m in base.others(context):
+    for m in sdk.others(context):
         url = client_url(m)
         if m.state == types_pb2.MEMBER_STATE_RUNNING and url:
             urls.append(url)
@@ -101,16 +100,16 @@ def build_launch(
     context: workload_service_pb2.CallbackContext, settings: EtcdSettings
 ) -> types_pb2.LaunchSpec:
     """The LaunchSpec of ``context.member_id`` (identity and resources are added by lifecycle)."""
-    me = base.member_in_role(context, types_pb2.ROLE_PEER)
+    me = sdk.member_in_role(context, types_pb2.ROLE_PEER)
     config = effective_config(context.instance.spec.config)
     name = member_name(me)
-    docker = base.in_docker(context)
+    docker = sdk.in_docker(context)
     member_file = MemberFile(
         name=name,
         etcd=settings.docker_etcd if docker else settings.etcd,
         # The member's persistent volume: a peer relaunched in place restarts on it as the same
         # etcd member (same id, same peer URL: its ports are kept).
-        data_dir=base.data_dir(me),
+        data_dir=sdk.data_dir(me),
         peer_url=PEER_URL,
         client_url=CLIENT_URL,
         cluster_token=context.instance.spec.name,

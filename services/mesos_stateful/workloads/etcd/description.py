@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common.images import ETCD_IMAGE
 
 NAME = "etcd"
 # Named ports; the task sees them as ${PORT_CLIENT} and ${PORT_PEER}.
@@ -11,7 +11,7 @@ CLIENT_PORT = "client"
 PEER_PORT = "peer"
 # The suite's etcd image (``make images``): etcd at Debian's /usr/bin/etcd and the suite's venv (the
 # member's bootstrap module).
-DEFAULT_IMAGE = ETCD_IMAGE
+DEFAULT_IMAGE = sdk.suite_image("etcd")
 MAX_PEERS = 7
 
 CONFIG_KEYS = [

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from mesos_stateful.common import errors
+from mesos_stateful import sdk
 
 _T = TypeVar("_T")
 
@@ -77,15 +77,15 @@ class Client:
             async with response:
                 data: dict[str, Any] = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise errors.Unavailable(f"etcd {self.endpoint}: {error or type(error).__name__}") from None
+            raise sdk.Unavailable(f"etcd {self.endpoint}: {error or type(error).__name__}") from None
         if response.status != 200 or "error" in data:
             message = f"etcd {self.endpoint}: {data.get('message') or data.get('error') or response.status}"
             code = data.get("code")
             if code == _NOT_FOUND:
-                raise errors.NotFound(message)
+                raise sdk.NotFound(message)
             if code == _INVALID_ARGUMENT:
-                raise errors.InvalidArgument(message)
-            raise errors.Unavailable(message)
+                raise sdk.InvalidArgument(message)
+            raise sdk.Unavailable(message)
         return data
 
     async def members(self) -> list[Member]:
@@ -104,7 +104,7 @@ class Client:
         """etcd's own /health: a leader, no alarm, and a quorum read succeeds."""
         try:
             return (await self._call("/health")).get("health") == "true"
-        except errors.StatefulError:
+        except sdk.StatefulError:
             return False
 
     async def status(self) -> dict[str, Any]:
@@ -132,9 +132,9 @@ async def first_answer(
         async with Client(endpoint, timeout) as client:
             try:
                 return endpoint, await call(client)
-            except errors.Unavailable as error:
+            except sdk.Unavailable as error:
                 problems.append(error.message)
-    raise errors.Unavailable("no etcd member answered: " + ("; ".join(problems) or "no endpoints"))
+    raise sdk.Unavailable("no etcd member answered: " + ("; ".join(problems) or "no endpoints"))
 
 
 def initial_cluster(members: Iterable[Member], own_id: int, own_name: str) -> str:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common import errors
-from mesos_stateful.workloads import base
-from mesos_stateful.workloads.base import Context, WorkloadBase, callback, pb
+from mesos_stateful.sdk import Context, WorkloadBase, callback, pb
 from mesos_stateful.workloads.etcd import members
 from mesos_stateful.workloads.etcd.config import build_launch, client_url, peer_url
 from mesos_stateful.workloads.etcd.description import description
@@ -39,15 +38,15 @@ class EtcdWorkload(WorkloadBase):
         return pb.ConfigResponse(launch=build_launch(request.context, self.etcd_settings))
 
     async def _own_status(self, ctx: pb.CallbackContext, with_raft: bool) -> dict[str, str]:
-        me = base.member(ctx)
+        me = sdk.member(ctx)
         url = client_url(me)
         if url is None:
-            raise errors.FailedPrecondition(f"member {me.id} has no client address yet")
+            raise sdk.FailedPrecondition(f"member {me.id} has no client address yet")
         async with members.Client(url, self.timeout) as client:
             listed = await client.members()
             own = [m for m in listed if url in m.client_urls]
             if not own:
-                raise errors.Unavailable(f"{me.id} is not a started member of the cluster yet")
+                raise sdk.Unavailable(f"{me.id} is not a started member of the cluster yet")
             status = {
                 "etcd_member_id": own[0].hex_id,
                 "etcd_name": own[0].name,
@@ -83,9 +82,9 @@ class EtcdWorkload(WorkloadBase):
         self, request: pb.RemoveMemberRequest, context: Context
     ) -> pb.RemoveMemberResponse:
         ctx = request.context
-        target = base.member(ctx)
+        target = sdk.member(ctx)
         # Ask the other peers (running ones first), the leaving member itself last.
-        others = sorted(base.others(ctx), key=lambda m: m.state != types_pb2.MEMBER_STATE_RUNNING)
+        others = sorted(sdk.others(ctx), key=lambda m: m.state != types_pb2.MEMBER_STATE_RUNNING)
         endpoints = [url for m in [*others, target] if (url := client_url(m))]
         if not [m for m in others if client_url(m)]:
             # The last member: there is no cluster left to forget it.
@@ -98,7 +97,7 @@ class EtcdWorkload(WorkloadBase):
                 if belongs_to(m, target):
                     try:
                         await client.remove(m.id)
-                    except errors.NotFound:
+                    except sdk.NotFound:
                         continue  # removed meanwhile
                     removed.append(f"{m.hex_id} ({m.name or 'unstarted'})")
             return removed

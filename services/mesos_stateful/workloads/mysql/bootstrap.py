@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from mesos_stateful.common import errors
+from mesos_stateful import sdk
 from mesos_stateful.workloads.mysql import sql
 from mesos_stateful.workloads.mysql.member_file import CATCHUP_FILE, DEFAULTS_FILE, MemberFile
 
@@ -137,7 +137,7 @@ def record_catchup(sandbox: Path, spec: MemberFile) -> None:
             path.write_text(position + "\n")
             log.info("master %s is at %s; ready once applied", master, position or "-")
             return
-        except errors.StatefulError as error:
+        except sdk.StatefulError as error:
             if time.monotonic() >= deadline:
                 log.warning("cannot read the master's position (%s); readiness will not wait for it", error)
                 path.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mesos_stateful.common import errors
+from mesos_stateful import sdk
 from mesos_stateful.workloads.mysql import gtid, sql
 from mesos_stateful.workloads.mysql.member_file import CATCHUP_FILE, MemberFile
 
@@ -29,7 +29,7 @@ def run(sandbox: Path, host: str, port: int, replica: bool, standby: bool = Fals
         catchup = sandbox / CATCHUP_FILE
         target = gtid.parse(catchup.read_text()) if catchup.exists() else {}
         return sql.replica_ready(server, target)
-    except errors.StatefulError as error:
+    except sdk.StatefulError as error:
         return False, error.message
 
 

@@ -36,9 +36,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2
-from mesos_stateful.common import errors
-from mesos_stateful.workloads import base
 from mesos_stateful.workloads.mysql.description import (
     ADMIN_PASSWORD,
     CONFIG_KEYS,
@@ -82,7 +81,7 @@ def effective_config(given: Mapping[str, str]) -> dict[str, str]:
         elif name == "max_connections" and not 1 <= int(value) <= 100000:
             bad[field] = "must be between 1 and 100000"
     if bad:
-        raise errors.InvalidArgument("invalid mysql settings", bad)
+        raise sdk.InvalidArgument("invalid mysql settings", bad)
     return {name: given.get(name, key.default_value) for name, key in keys.items()}
 
 
@@ -98,7 +97,7 @@ def my_cnf(
     server: int,
     replica: bool,
     config: Mapping[str, str],
-    volume: str = base.DATA_DIR,
+    volume: str = sdk.DATA_DIR,
     semi_sync_master: bool = False,
 ) -> str:
     lines = [
@@ -190,14 +189,14 @@ def replicas_expected(context: workload_service_pb2.CallbackContext) -> bool:
         and (
             m.volume.has_data or m.state in (types_pb2.MEMBER_STATE_RUNNING, types_pb2.MEMBER_STATE_STARTING)
         )
-        for m in base.others(context)
+        for m in sdk.others(context)
     )
 
 
 def _secret(context: workload_service_pb2.CallbackContext, name: str) -> str:
     value = context.secrets.get(name, "")
     if not value:
-        raise errors.InvalidArgument(f"secret {name!r} is missing", {f"context.secrets.{name}": "required"})
+        raise sdk.InvalidArgument(f"secret {name!r} is missing", {f"context.secrets.{name}": "required"})
     return value
 
 
@@ -206,7 +205,7 @@ def build_launch(
 ) -> types_pb2.LaunchSpec:
     """The LaunchSpec of ``context.member_id`` in its role (identity and resources are added by
     lifecycle)."""
-    me = base.member_in_role(context, types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE)
+    me = sdk.member_in_role(context, types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE)
     admin_password = _secret(context, ADMIN_PASSWORD)
     replication_password = _secret(context, REPLICATION_PASSWORD)
     config = effective_config(context.instance.spec.config)
@@ -214,16 +213,16 @@ def build_launch(
     master_host, master_port = "", 0
     # A SLAVE with no master in the instance (a cold start: every member restarted on its volume)
     # starts read-only, replicating from nobody, until MasterLost and StartSlave.
-    standby = replica and not base.has_master(context)
+    standby = replica and not sdk.has_master(context)
     if replica and not standby:
-        master = base.master(context)
+        master = sdk.master(context)
         if master.id == me.id:
-            raise errors.FailedPrecondition(f"member {me.id} is both the replica and the master")
+            raise sdk.FailedPrecondition(f"member {me.id} is both the replica and the master")
         if not master.host or not master.ports.get(PORT):
             # The master is being (re)launched: a replica can be configured once it has an address.
-            raise errors.Unavailable(f"master {master.id} has no address yet")
+            raise sdk.Unavailable(f"master {master.id} has no address yet")
         master_host, master_port = master.host, master.ports[PORT]
-    docker = base.in_docker(context)
+    docker = sdk.in_docker(context)
     member_file = MemberFile(
         member_id=me.id,
         replica=replica,
@@ -238,7 +237,7 @@ def build_launch(
         master_port=master_port,
         catchup_probe_seconds=settings.catchup_probe_seconds,
         connect_timeout_seconds=settings.connect_timeout_seconds,
-        volume=base.volume_path(me),
+        volume=sdk.volume_path(me),
     )
     cnf = my_cnf(
         member_id=me.id,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common.images import MARIADB_IMAGE
 
 NAME = "mysql"
 # The one named port every member needs; the task sees it as ${PORT_MYSQL}.
@@ -12,7 +12,7 @@ ADMIN_PASSWORD = "admin_password"
 REPLICATION_PASSWORD = "replication_password"
 # The suite's MariaDB image (``make images``): mariadbd, mariadb-install-db at Debian's paths and the
 # suite's venv (the member's bootstrap module).
-DEFAULT_IMAGE = MARIADB_IMAGE
+DEFAULT_IMAGE = sdk.suite_image("mariadb")
 
 CONFIG_KEYS = [
     types_pb2.ConfigKey(

@@ -38,7 +38,7 @@ class MemberFile:
     catchup_probe_seconds: float = 10.0
     connect_timeout_seconds: float = 3.0
     # The member's persistent volume, relative to the sandbox (Config always sets it). The default
-    # is base.DATA_DIR, spelled out: base pulls in grpc, and the bootstrap and checks stay light.
+    # is sdk.DATA_DIR, spelled out: it is loaded with grpc, and the bootstrap and checks stay light.
     volume: str = "data"
 
     @property

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common import errors
-from mesos_stateful.workloads import base
-from mesos_stateful.workloads.base import Context, WorkloadBase, callback, pb
+from mesos_stateful.sdk import Context, WorkloadBase, callback, pb
 from mesos_stateful.workloads.mysql import gtid, sql
 from mesos_stateful.workloads.mysql.config import build_launch, replicas_expected, server_id
 from mesos_stateful.workloads.mysql.description import ADMIN_PASSWORD, PORT, REPLICATION_PASSWORD, description
@@ -74,21 +73,21 @@ def decide(
             else:
                 eligible.append(c)
     if not eligible:
-        raise errors.FailedPrecondition(
+        raise sdk.FailedPrecondition(
             f"every candidate diverged from the lost master's history {master_position}: "
             f"{'; '.join(excluded)}; a person must decide"
         )
     sets = {c.member_id: c.state.gtid_set for c in eligible}
     winners = [c for c in eligible if all(sets[c.member_id].contains(sets[o.member_id]) for o in eligible)]
     if not winners:
-        raise errors.FailedPrecondition(
+        raise sdk.FailedPrecondition(
             f"no candidate holds every other candidate's transactions (diverged GTID sets: {listed}); "
             "a person must decide"
         )
     best = min(winners, key=lambda c: (-gtid.total(c.state.applied), c.ordinal))
     lag = best.state.gtid_set.behind(reference) if reference is not None else 0
     if maximum_lag > 0 and lag > maximum_lag:
-        raise errors.Unavailable(
+        raise sdk.Unavailable(
             f"the most advanced candidate {best.member_id} is {lag} transaction(s) behind the lost "
             f"master's {master_position}, more than maximum_lag_on_failover {maximum_lag} "
             f"(positions: {listed})"
@@ -123,10 +122,10 @@ def replica_health(
     ``master_state`` was read *after* ``state`` (a master's history only grows, so whatever the
     replica had is in it unless they diverged); None if the master could not be read in time
     (then CAUGHT_UP and CONSISTENT are not checked, unless the replica itself shows error 1236)."""
-    master = base.master(ctx) if base.has_master(ctx) else None
+    master = sdk.master(ctx) if sdk.has_master(ctx) else None
     r = state.replica
     following = f"{r.get('Master_Host', '')}:{r.get('Master_Port', '')}" if r else ""
-    conditions = [base.condition(types_pb2.CONDITION_TYPE_REACHABLE, True)]
+    conditions = [sdk.condition(types_pb2.CONDITION_TYPE_REACHABLE, True)]
     repair = types_pb2.REPAIR_UNSPECIFIED
     observed = types_pb2.ROLE_MASTER if state.is_master else types_pb2.ROLE_SLAVE
     lag_seconds = -1.0
@@ -134,21 +133,21 @@ def replica_health(
         lag_seconds = float(r["Seconds_Behind_Master"])
     if master is None:
         # A cold start: no master yet, replicating from nobody is expected.
-        return base.health(
+        return sdk.health(
             *conditions, observed_role=observed, following=following, position=str(state.applied_set)
         )
     io_errno = int(r.get("Last_IO_Errno") or 0) if r else 0
     sql_errno = int(r.get("Last_SQL_Errno") or 0) if r else 0
-    replicating = base.condition(types_pb2.CONDITION_TYPE_REPLICATING, True, message=f"following {following}")
-    peers = {address(m): m.id for m in base.others(ctx) if m.host}
+    replicating = sdk.condition(types_pb2.CONDITION_TYPE_REPLICATING, True, message=f"following {following}")
+    peers = {address(m): m.id for m in sdk.others(ctx) if m.host}
     if r is None:
-        replicating = base.condition(
+        replicating = sdk.condition(
             types_pb2.CONDITION_TYPE_REPLICATING, False, "IoThreadStopped", "replicates from nobody"
         )
         repair = types_pb2.REPAIR_REPOINT
     elif following != address(master):
         chained = peers.get(following)
-        replicating = base.condition(
+        replicating = sdk.condition(
             types_pb2.CONDITION_TYPE_REPLICATING,
             False,
             "Chained" if chained else "WrongMaster",
@@ -161,7 +160,7 @@ def replica_health(
         detail = f"SQL error {sql_errno}: {r.get('Last_SQL_Error')}" if sql_errno else ""
         if io_errno:
             detail = f"IO error {io_errno}: {r.get('Last_IO_Error')}" + (f"; {detail}" if detail else "")
-        replicating = base.condition(types_pb2.CONDITION_TYPE_REPLICATING, False, "ReplicationError", detail)
+        replicating = sdk.condition(types_pb2.CONDITION_TYPE_REPLICATING, False, "ReplicationError", detail)
         repair = types_pb2.REPAIR_REBUILD
     elif r.get("Slave_IO_Running") == "No":
         detail = (
@@ -169,16 +168,16 @@ def replica_health(
             if io_errno
             else "IO thread stopped"
         )
-        replicating = base.condition(types_pb2.CONDITION_TYPE_REPLICATING, False, "IoThreadStopped", detail)
+        replicating = sdk.condition(types_pb2.CONDITION_TYPE_REPLICATING, False, "IoThreadStopped", detail)
         repair = types_pb2.REPAIR_REPOINT
     elif r.get("Slave_SQL_Running") != "Yes":
-        replicating = base.condition(
+        replicating = sdk.condition(
             types_pb2.CONDITION_TYPE_REPLICATING, False, "SqlThreadStopped", "SQL thread stopped"
         )
         repair = types_pb2.REPAIR_REPOINT
     elif io_errno or r.get("Slave_IO_Running") != "Yes":
         # Connecting: the IO thread retries every MASTER_CONNECT_RETRY (1 s) by itself.
-        replicating = base.condition(
+        replicating = sdk.condition(
             types_pb2.CONDITION_TYPE_REPLICATING,
             False,
             "ReplicationError",
@@ -191,7 +190,7 @@ def replica_health(
         lag = state.applied_set.behind(history)
         caught_up = lag <= max_lag
         conditions.append(
-            base.condition(
+            sdk.condition(
                 types_pb2.CONDITION_TYPE_CAUGHT_UP,
                 caught_up,
                 "" if caught_up else "Lagging",
@@ -207,11 +206,11 @@ def replica_health(
             if missing
             else f"the master refuses its position: {r.get('Last_IO_Error') if r else ''}"
         )
-        conditions.append(base.condition(types_pb2.CONDITION_TYPE_CONSISTENT, False, "Diverged", why))
+        conditions.append(sdk.condition(types_pb2.CONDITION_TYPE_CONSISTENT, False, "Diverged", why))
         repair = types_pb2.REPAIR_REBUILD
     elif master_state is not None:
-        conditions.append(base.condition(types_pb2.CONDITION_TYPE_CONSISTENT, True))
-    return base.health(
+        conditions.append(sdk.condition(types_pb2.CONDITION_TYPE_CONSISTENT, True))
+    return sdk.health(
         *conditions,
         observed_role=observed,
         following=following,
@@ -236,14 +235,14 @@ def master_health(state: sql.State) -> types_pb2.MemberHealth:
         if state.semi_sync_master
         else "semi-sync off"
     )
-    replicating = base.condition(
+    replicating = sdk.condition(
         types_pb2.CONDITION_TYPE_REPLICATING,
         not reasons,
         reasons[0][0] if reasons else "",
         "; ".join([r[1] for r in reasons] + [semi]),
     )
-    return base.health(
-        base.condition(types_pb2.CONDITION_TYPE_REACHABLE, True),
+    return sdk.health(
+        sdk.condition(types_pb2.CONDITION_TYPE_REACHABLE, True),
         replicating,
         observed_role=types_pb2.ROLE_SLAVE if reasons else types_pb2.ROLE_MASTER,
         position=str(state.gtid_set),
@@ -258,10 +257,10 @@ class MysqlWorkload(WorkloadBase):
     def server(
         self, context: pb.CallbackContext, m: types_pb2.Member, timeout: float | None = None
     ) -> sql.Server:
-        host, port = base.endpoint(m, PORT)
+        host, port = sdk.endpoint(m, PORT)
         password = context.secrets.get(ADMIN_PASSWORD, "")
         if not password:
-            raise errors.InvalidArgument(
+            raise sdk.InvalidArgument(
                 f"secret {ADMIN_PASSWORD!r} is missing", {f"context.secrets.{ADMIN_PASSWORD}": "required"}
             )
         return sql.Server(
@@ -282,7 +281,7 @@ class MysqlWorkload(WorkloadBase):
         holding data or running (a promotion, a restart): from then on its commits wait for a
         replica; on a new instance it is turned on by SlaveRunning of the first replica."""
         ctx = request.context
-        server = self.server(ctx, base.member(ctx))
+        server = self.server(ctx, sdk.member(ctx))
         semi_sync = replicas_expected(ctx)
         state = await _blocking(sql.promote, server, self.mysql_settings.promote_timeout_seconds, semi_sync)
         return pb.StartMasterResponse(status=state.status())
@@ -290,13 +289,13 @@ class MysqlWorkload(WorkloadBase):
     @callback
     async def StartSlave(self, request: pb.StartSlaveRequest, context: Context) -> pb.StartSlaveResponse:
         ctx = request.context
-        me, master = base.member(ctx), base.master(ctx)
+        me, master = sdk.member(ctx), sdk.master(ctx)
         if me.id == master.id:
-            raise errors.FailedPrecondition(f"{me.id} is the master; it cannot follow itself")
-        host, port = base.endpoint(master, PORT)
+            raise sdk.FailedPrecondition(f"{me.id} is the master; it cannot follow itself")
+        host, port = sdk.endpoint(master, PORT)
         password = ctx.secrets.get(REPLICATION_PASSWORD, "")
         if not password:
-            raise errors.InvalidArgument(
+            raise sdk.InvalidArgument(
                 f"secret {REPLICATION_PASSWORD!r} is missing",
                 {f"context.secrets.{REPLICATION_PASSWORD}": "required"},
             )
@@ -315,7 +314,7 @@ class MysqlWorkload(WorkloadBase):
     async def MasterRunning(
         self, request: pb.MasterRunningRequest, context: Context
     ) -> pb.MasterRunningResponse:
-        state = await _blocking(sql.state, self.server(request.context, base.member(request.context)))
+        state = await _blocking(sql.state, self.server(request.context, sdk.member(request.context)))
         return pb.MasterRunningResponse(status=state.status())
 
     @callback
@@ -325,9 +324,9 @@ class MysqlWorkload(WorkloadBase):
         """A replica is ready: the master's semi-sync is turned on (idempotent), so from now on
         every commit on the master waits until a replica has it."""
         ctx = request.context
-        state = await _blocking(sql.state, self.server(ctx, base.member(ctx)))
-        if base.has_master(ctx):
-            await _blocking(sql.set_semi_sync_master, self.server(ctx, base.master(ctx)), True)
+        state = await _blocking(sql.state, self.server(ctx, sdk.member(ctx)))
+        if sdk.has_master(ctx):
+            await _blocking(sql.set_semi_sync_master, self.server(ctx, sdk.master(ctx)), True)
         return pb.SlaveRunningResponse(status=state.status())
 
     @callback
@@ -338,10 +337,10 @@ class MysqlWorkload(WorkloadBase):
         semi-sync is turned off, else its writes would wait forever for a replica that will never
         come (a single-member instance is asynchronous by nature)."""
         ctx = request.context
-        me = base.member(ctx)
-        if me.role == types_pb2.ROLE_SLAVE and base.has_master(ctx):
-            master = base.master(ctx)
-            left = [m for m in base.others(ctx) if m.role == types_pb2.ROLE_SLAVE]
+        me = sdk.member(ctx)
+        if me.role == types_pb2.ROLE_SLAVE and sdk.has_master(ctx):
+            master = sdk.master(ctx)
+            left = [m for m in sdk.others(ctx) if m.role == types_pb2.ROLE_SLAVE]
             if not left and master.host and master.ports.get(PORT):
                 await _blocking(sql.set_semi_sync_master, self.server(ctx, master), False)
         return pb.RemoveMemberResponse()
@@ -356,21 +355,21 @@ class MysqlWorkload(WorkloadBase):
         for the lag in transactions and the containment of its history; if the master does not
         answer in time, those two conditions are left out."""
         ctx = request.context
-        me = base.member(ctx)
+        me = sdk.member(ctx)
         timeout = (
             request.timeout_seconds if request.timeout_seconds > 0 else self.settings.connect_timeout_seconds
         )
         deadline = time.monotonic() + timeout
         state = await self._read(self.server(ctx, me, timeout), timeout, me.id)
-        if base.has_master(ctx) and base.master(ctx).id == me.id:
+        if sdk.has_master(ctx) and sdk.master(ctx).id == me.id:
             return pb.CheckMemberResponse(health=master_health(state))
         master_state = None
         left = deadline - time.monotonic()
-        if base.has_master(ctx) and left > 0.05:
-            master = base.master(ctx)
+        if sdk.has_master(ctx) and left > 0.05:
+            master = sdk.master(ctx)
             try:
                 master_state = await self._read(self.server(ctx, master, left), left, master.id, kept=False)
-            except errors.StatefulError:
+            except sdk.StatefulError:
                 master_state = None
         health = replica_health(ctx, state, master_state, self.mysql_settings.max_lag_transactions)
         return pb.CheckMemberResponse(health=health)
@@ -380,7 +379,7 @@ class MysqlWorkload(WorkloadBase):
             async with asyncio.timeout(timeout):
                 return await _blocking(sql.probe_state if kept else sql.state, server)
         except TimeoutError:
-            raise errors.Unavailable(f"{member_id} ({server}) did not answer within {timeout:g}s") from None
+            raise sdk.Unavailable(f"{member_id} ({server}) did not answer within {timeout:g}s") from None
 
     @callback
     async def Fence(  # type: ignore[override]
@@ -409,8 +408,8 @@ class MysqlWorkload(WorkloadBase):
         replica; see the README.)
         """
         ctx = request.context
-        old = base.member(ctx)
-        replicas = [m for m in base.candidates(ctx, request.replica_ids) if m.id != old.id]
+        old = sdk.member(ctx)
+        replicas = [m for m in sdk.candidates(ctx, request.replica_ids) if m.id != old.id]
         s = self.mysql_settings
         try:
             server = self.server(ctx, old, s.fence_timeout_seconds)
@@ -418,8 +417,8 @@ class MysqlWorkload(WorkloadBase):
                 state, killed, bypass = await _blocking(
                     sql.demote, server, s.fence_lock_wait_seconds, s.fence_lock_wait_seconds * 5
                 )
-        except (errors.Unavailable, errors.FailedPrecondition, TimeoutError) as error:
-            why = error.message if isinstance(error, errors.StatefulError) else "no answer in time"
+        except (sdk.Unavailable, sdk.FailedPrecondition, TimeoutError) as error:
+            why = error.message if isinstance(error, sdk.StatefulError) else "no answer in time"
             return await self._self_fence(ctx, old, replicas, why)
         detail = (
             f"{old.id}: read_only ON, {len(killed)} client session(s) killed, at {state.gtid_set or 'empty'}"
@@ -436,7 +435,7 @@ class MysqlWorkload(WorkloadBase):
         listed = {m.id for m in replicas}
         others = [
             m
-            for m in base.others(ctx)
+            for m in sdk.others(ctx)
             if m.id not in listed and m.state not in _GONE and m.host and m.ports.get(PORT)
         ]
         members = replicas + others
@@ -444,10 +443,10 @@ class MysqlWorkload(WorkloadBase):
         async def detach(m: types_pb2.Member) -> sql.State:
             return await _blocking(sql.detach, self.server(ctx, m))
 
-        answers, problems = await base.ask_members(members, PORT, detach)
+        answers, problems = await sdk.ask_members(members, PORT, detach)
         done = [f"{m.id} at {answer.gtid_set or 'empty'}" for m, answer in answers]
         if problems:
-            raise errors.Unavailable(
+            raise sdk.Unavailable(
                 f"old master {old.id} unreachable ({why}) and not every replica could be detached from "
                 f"it: {'; '.join(problems)}"
             )
@@ -471,11 +470,11 @@ class MysqlWorkload(WorkloadBase):
         out, which could promote a replica missing acknowledged writes)."""
         ctx = request.context
         if request.candidate_ids:
-            members = base.candidates(ctx, request.candidate_ids)
+            members = sdk.candidates(ctx, request.candidate_ids)
         else:
             members = [
                 m
-                for m in base.others(ctx)
+                for m in sdk.others(ctx)
                 if m.role in (types_pb2.ROLE_SLAVE, types_pb2.ROLE_MASTER)
                 and m.state == types_pb2.MEMBER_STATE_RUNNING
             ]
@@ -486,11 +485,11 @@ class MysqlWorkload(WorkloadBase):
         candidates, problems = await self._states(ctx, members)
         if problems:
             answered = ", ".join(f"{c.member_id}={c.state.gtid_set or 'empty'}" for c in candidates) or "none"
-            raise errors.Unavailable(
+            raise sdk.Unavailable(
                 f"not every candidate of {ctx.instance.spec.name} answered: {'; '.join(problems)} "
                 f"(answered: {answered})"
             )
-        lost = base.member(ctx)
+        lost = sdk.member(ctx)
         candidate, reason = decide(
             candidates,
             request.master_position,
@@ -513,5 +512,5 @@ class MysqlWorkload(WorkloadBase):
         async def ask(m: types_pb2.Member) -> sql.State:
             return await _blocking(sql.state, self.server(ctx, m))
 
-        answers, problems = await base.ask_members(members, PORT, ask)
+        answers, problems = await sdk.ask_members(members, PORT, ask)
         return [Candidate(m.id, m.ordinal, state) for m, state in answers], problems

@@ -9,8 +9,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from mesos_stateful.common.images import IMAGE_PYTHON
-from mesos_stateful.workloads.base import WorkloadSettings
+from mesos_stateful.sdk import IMAGE_PYTHON, WorkloadSettings
 from mesos_stateful.workloads.mysql.description import DEFAULT_IMAGE
 
 _USER = re.compile(r"^[A-Za-z0-9_]{1,32}$")

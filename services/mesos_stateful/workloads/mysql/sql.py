@@ -19,7 +19,7 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from mesos_stateful.common import errors
+from mesos_stateful import sdk
 from mesos_stateful.workloads.mysql import gtid
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,12 @@ class Server:
                 conn.close()
 
 
-def _domain_error(server: Server, error: pymysql.err.MySQLError) -> errors.StatefulError:
+def _domain_error(server: Server, error: pymysql.err.MySQLError) -> sdk.StatefulError:
     code = error.args[0] if error.args and isinstance(error.args[0], int) else 0
     text = f"mysql {server}: {error}"
     if isinstance(error, pymysql.err.InterfaceError) or code in _UNREACHABLE or code == 0:
-        return errors.Unavailable(text)
-    return errors.FailedPrecondition(text)
+        return sdk.Unavailable(text)
+    return sdk.FailedPrecondition(text)
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ def promote(server: Server, apply_timeout: float, semi_sync: bool) -> State:
                 cursor.execute("SELECT MASTER_GTID_WAIT(%s, %s) AS w", (io_pos, apply_timeout))
                 waited = (cursor.fetchone() or {}).get("w")
                 if waited != 0:
-                    raise errors.Unavailable(
+                    raise sdk.Unavailable(
                         f"mysql {server}: relay log not applied within {apply_timeout:.0f}s (up to {io_pos})"
                     )
             cursor.execute("STOP SLAVE")
@@ -455,7 +455,7 @@ def _demote(
             if error.args[0] != _LOCK_WAIT_TIMEOUT:
                 raise
             if time.monotonic() > end:
-                raise errors.Unavailable(f"mysql {who}: read_only not set within {deadline:.0f}s") from None
+                raise sdk.Unavailable(f"mysql {who}: read_only not set within {deadline:.0f}s") from None
             killed += _kill_clients(cursor)
     killed += _kill_clients(cursor)
     return killed
@@ -478,7 +478,7 @@ def shutdown(server: Server) -> None:
     try:
         with server.connect() as cursor:
             cursor.execute("SHUTDOWN")
-    except errors.Unavailable:
+    except sdk.Unavailable:
         pass
 
 

@@ -55,9 +55,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2
-from mesos_stateful.common import errors
-from mesos_stateful.workloads import base
 from mesos_stateful.workloads.redis.description import CONFIG_KEYS, NAME, PASSWORD, PORT
 from mesos_stateful.workloads.redis.settings import RedisSettings
 
@@ -91,7 +90,7 @@ def effective_config(given: Mapping[str, str]) -> dict[str, str]:
         elif "\n" in value or "\r" in value:
             bad[f"spec.config.{name}"] = "must be one line"
     if bad:
-        raise errors.InvalidArgument("invalid redis settings", bad)
+        raise sdk.InvalidArgument("invalid redis settings", bad)
     return {name: given.get(name, key.default_value) for name, key in keys.items()}
 
 
@@ -162,14 +161,14 @@ def build_launch(
 ) -> types_pb2.LaunchSpec:
     """The LaunchSpec of ``context.member_id`` in its role (identity and resources are added by
     lifecycle)."""
-    me = base.member_in_role(context, types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE)
+    me = sdk.member_in_role(context, types_pb2.ROLE_MASTER, types_pb2.ROLE_SLAVE)
     password = context.secrets.get(PASSWORD, "")
     if not password:
-        raise errors.InvalidArgument(
+        raise sdk.InvalidArgument(
             f"secret {PASSWORD!r} is missing", {f"context.secrets.{PASSWORD}": "required"}
         )
     config = effective_config(context.instance.spec.config)
-    docker = base.in_docker(context)
+    docker = sdk.in_docker(context)
     argv = [
         settings.docker_redis_server if docker else settings.redis_server,
         "${MESOS_SANDBOX}/" + AUTH_FILE,
@@ -178,7 +177,7 @@ def build_launch(
         "--bind",
         "${HOST}",
         "--dir",
-        base.data_dir(me),
+        sdk.data_dir(me),
         "--daemonize",
         "no",
         "--replica-announce-ip",
@@ -205,18 +204,18 @@ def build_launch(
     ]
     mode = ""
     if me.role == types_pb2.ROLE_SLAVE:
-        if base.has_master(context):
-            master = base.master(context)
+        if sdk.has_master(context):
+            master = sdk.master(context)
             if master.id == me.id:
-                raise errors.FailedPrecondition(f"member {me.id} is both the replica and the master")
-            host, port = base.endpoint(master, PORT)
+                raise sdk.FailedPrecondition(f"member {me.id} is both the replica and the master")
+            host, port = sdk.endpoint(master, PORT)
             argv += ["--replicaof", host, str(port)]
             mode = "replica"
         else:
             argv += ["--replicaof", NOWHERE[0], str(NOWHERE[1])]
             mode = "standby"
     marker = types_pb2.FileSpec(
-        path=f"{base.volume_path(me)}/{VOLUME_MARKER}", content=f"{me.id}\n".encode(), mode=0o644
+        path=f"{sdk.volume_path(me)}/{VOLUME_MARKER}", content=f"{me.id}\n".encode(), mode=0o644
     )
     return types_pb2.LaunchSpec(
         instance=context.instance.spec.name,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common.images import REDIS_IMAGE
 
 NAME = "redis"
 # The one named port every member needs; the task sees it as ${PORT_REDIS}.
 PORT = "redis"
 PASSWORD = "password"
 # The suite's Redis image (``make images``): redis-server at Debian's /usr/bin/redis-server.
-DEFAULT_IMAGE = REDIS_IMAGE
+DEFAULT_IMAGE = sdk.suite_image("redis")
 
 EVICTION_POLICIES = [
     "noeviction",

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.workloads import base
 from mesos_stateful.workloads.redis.config import NOWHERE
 from mesos_stateful.workloads.redis.replication import Position, address, following, position_of
 
@@ -49,10 +49,10 @@ def observed_role(info: dict[str, Any]) -> int:
 def master_health(info: dict[str, Any]) -> types_pb2.MemberHealth:
     """The member the instance calls MASTER, from its own ``INFO replication`` (one round-trip:
     this is the failure probe)."""
-    reachable = base.condition(T.CONDITION_TYPE_REACHABLE, True, "Answered", "answered INFO")
+    reachable = sdk.condition(T.CONDITION_TYPE_REACHABLE, True, "Answered", "answered INFO")
     now = following(info)
     if now is not None:
-        replicating = base.condition(
+        replicating = sdk.condition(
             T.CONDITION_TYPE_REPLICATING,
             False,
             "NotMaster",
@@ -65,8 +65,8 @@ def master_health(info: dict[str, Any]) -> types_pb2.MemberHealth:
             detail += f", {good} acknowledging within min-replicas-max-lag"
             if int(good) < 1:
                 detail += " (refusing writes: NOREPLICAS until a replica acknowledges)"
-        replicating = base.condition(T.CONDITION_TYPE_REPLICATING, True, "Master", detail)
-    return base.health(
+        replicating = sdk.condition(T.CONDITION_TYPE_REPLICATING, True, "Master", detail)
+    return sdk.health(
         reachable,
         replicating,
         observed_role=observed_role(info),
@@ -94,7 +94,7 @@ def replica_health(
     (``master_link_down_since_seconds``: not a reconnect in progress, e.g. a wrong ``masterauth``)
     asks for REPAIR_REPOINT, which sets the credentials again.
     """
-    conditions = [base.condition(T.CONDITION_TYPE_REACHABLE, True, "Answered", "answered INFO")]
+    conditions = [sdk.condition(T.CONDITION_TYPE_REACHABLE, True, "Answered", "answered INFO")]
     repair = T.REPAIR_UNSPECIFIED
     now = following(info)
     syncing = bool(int(info.get("master_sync_in_progress", 0) or 0))
@@ -103,7 +103,7 @@ def replica_health(
 
     if now is None:
         conditions.append(
-            base.condition(
+            sdk.condition(
                 T.CONDITION_TYPE_REPLICATING,
                 False,
                 "NotReplica",
@@ -139,7 +139,7 @@ def replica_health(
             nobody = " (nobody)" if now == NOWHERE else ""
             reason, ok, message = "WrongMaster", False, f"follows {where}{nobody}, not the master {master[0]}"
             repair = T.REPAIR_REPOINT
-        conditions.append(base.condition(T.CONDITION_TYPE_REPLICATING, ok, reason, message))
+        conditions.append(sdk.condition(T.CONDITION_TYPE_REPLICATING, ok, reason, message))
 
     lag = -1
     lag_seconds = -1.0
@@ -153,18 +153,18 @@ def replica_health(
         theirs = Position.from_info(master[0], 0, master_info)
         if syncing:
             conditions.append(
-                base.condition(T.CONDITION_TYPE_CAUGHT_UP, False, "SyncInProgress", "a full sync is running")
+                sdk.condition(T.CONDITION_TYPE_CAUGHT_UP, False, "SyncInProgress", "a full sync is running")
             )
         elif theirs.contains(mine):
             lag = max(0, theirs.offset - mine.offset)
             conditions.append(
-                base.condition(
+                sdk.condition(
                     T.CONDITION_TYPE_CONSISTENT, True, "Prefix", f"its history is a prefix of {master[0]}'s"
                 )
             )
             caught_up = lag <= max_lag_bytes
             conditions.append(
-                base.condition(
+                sdk.condition(
                     T.CONDITION_TYPE_CAUGHT_UP,
                     caught_up,
                     "CaughtUp" if caught_up else "Lagging",
@@ -174,7 +174,7 @@ def replica_health(
             lag_seconds = _lag_seconds(info, lag, link_up)
         elif follows_master and not link_up:
             conditions.append(
-                base.condition(
+                sdk.condition(
                     T.CONDITION_TYPE_CAUGHT_UP,
                     False,
                     "LinkDown",
@@ -183,11 +183,11 @@ def replica_health(
             )
         else:
             message = f"position {mine.notation} is not contained in {master[0]}'s {theirs.notation}"
-            conditions.append(base.condition(T.CONDITION_TYPE_CONSISTENT, False, "Diverged", message))
-            conditions.append(base.condition(T.CONDITION_TYPE_CAUGHT_UP, False, "Diverged", message))
+            conditions.append(sdk.condition(T.CONDITION_TYPE_CONSISTENT, False, "Diverged", message))
+            conditions.append(sdk.condition(T.CONDITION_TYPE_CAUGHT_UP, False, "Diverged", message))
             repair = T.REPAIR_REPOINT
 
-    return base.health(
+    return sdk.health(
         *conditions,
         observed_role=observed_role(info),
         following=address(*now) if now is not None else "",

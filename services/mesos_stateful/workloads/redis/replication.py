@@ -28,7 +28,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from mesos_stateful.common import errors
+from mesos_stateful import sdk
 from mesos_stateful.workloads.redis.config import NOWHERE
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,13 @@ async def connect(server: Server) -> AsyncIterator[aioredis.Redis]:
     try:
         yield client
     except redis_errors.AuthenticationError as error:
-        raise errors.FailedPrecondition(f"redis at {server} refused the password: {error}") from None
+        raise sdk.FailedPrecondition(f"redis at {server} refused the password: {error}") from None
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError) as error:
-        raise errors.Unavailable(f"redis at {server} is unreachable: {error}") from None
+        raise sdk.Unavailable(f"redis at {server} is unreachable: {error}") from None
     except redis_errors.BusyLoadingError as error:
-        raise errors.Unavailable(f"redis at {server} is loading its dataset: {error}") from None
+        raise sdk.Unavailable(f"redis at {server} is loading its dataset: {error}") from None
     except redis_errors.RedisError as error:
-        raise errors.Unavailable(f"redis at {server} failed: {error}") from None
+        raise sdk.Unavailable(f"redis at {server} failed: {error}") from None
     finally:
         await client.aclose()
 
@@ -339,7 +339,7 @@ def choose_position(positions: Sequence[Position], lost_id: str) -> tuple[Positi
             "answered that reached its AOF; the others' positions cannot be compared to it "
             f"(restarted from disk; positions: {listed})"
         )
-    raise errors.FailedPrecondition(
+    raise sdk.FailedPrecondition(
         "no candidate holds every other candidate's data and the lost master is not among them "
         f"(replication histories unrelated, e.g. restarted from disk): {listed}; a person must decide"
     )

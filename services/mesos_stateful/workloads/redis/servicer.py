@@ -6,10 +6,9 @@ import asyncio
 import logging
 from typing import Any
 
+from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
-from mesos_stateful.common import errors
-from mesos_stateful.workloads import base
-from mesos_stateful.workloads.base import Context, WorkloadBase, callback, pb
+from mesos_stateful.sdk import Context, WorkloadBase, callback, pb
 from mesos_stateful.workloads.redis import health, replication
 from mesos_stateful.workloads.redis.config import build_launch, min_replicas_to_write
 from mesos_stateful.workloads.redis.description import PASSWORD, PORT, description
@@ -31,7 +30,7 @@ class RedisWorkload(WorkloadBase):
         timeout: float | None = None,
         retries: int = 1,
     ) -> Server:
-        host, port = base.endpoint(m, PORT)
+        host, port = sdk.endpoint(m, PORT)
         return Server(
             host,
             port,
@@ -44,9 +43,9 @@ class RedisWorkload(WorkloadBase):
         """Keep the running master's self-fence in step with the spec (``min-replicas-to-write``
         1 with more than one member, else 0; ``min-replicas-max-lag`` from the settings).
         UNAVAILABLE when the master cannot be reached (the callback is retried)."""
-        if not base.has_master(ctx):
+        if not sdk.has_master(ctx):
             return
-        master = base.master(ctx)
+        master = sdk.master(ctx)
         await replication.set_min_replicas(
             self.server(ctx, master),
             min_replicas_to_write(ctx.instance),
@@ -60,7 +59,7 @@ class RedisWorkload(WorkloadBase):
     @callback
     async def StartMaster(self, request: pb.StartMasterRequest, context: Context) -> pb.StartMasterResponse:
         ctx = request.context
-        server = self.server(ctx, base.member(ctx))
+        server = self.server(ctx, sdk.member(ctx))
         # Self-fence first (inert while it is a replica): it is never a master without it.
         await replication.set_min_replicas(
             server, min_replicas_to_write(ctx.instance), self.redis_settings.min_replicas_max_lag
@@ -70,17 +69,17 @@ class RedisWorkload(WorkloadBase):
     @callback
     async def StartSlave(self, request: pb.StartSlaveRequest, context: Context) -> pb.StartSlaveResponse:
         ctx = request.context
-        me, master = base.member(ctx), base.master(ctx)
+        me, master = sdk.member(ctx), sdk.master(ctx)
         if me.id == master.id:
-            raise errors.FailedPrecondition(f"{me.id} is the master; it cannot follow itself")
-        host, port = base.endpoint(master, PORT)
+            raise sdk.FailedPrecondition(f"{me.id} is the master; it cannot follow itself")
+        host, port = sdk.endpoint(master, PORT)
         return pb.StartSlaveResponse(status=await replication.follow(self.server(ctx, me), host, port))
 
     @callback
     async def MasterRunning(
         self, request: pb.MasterRunningRequest, context: Context
     ) -> pb.MasterRunningResponse:
-        info = await replication.info_replication(self.server(request.context, base.member(request.context)))
+        info = await replication.info_replication(self.server(request.context, sdk.member(request.context)))
         return pb.MasterRunningResponse(status=replication.status(info))
 
     @callback
@@ -90,8 +89,8 @@ class RedisWorkload(WorkloadBase):
         """The replica's status; and the master's self-fence turned on now that it has a replica
         in sync (a scale-up from one member)."""
         ctx = request.context
-        info = await replication.info_replication(self.server(ctx, base.member(ctx)))
-        if base.master(ctx).id != ctx.member_id:
+        info = await replication.info_replication(self.server(ctx, sdk.member(ctx)))
+        if sdk.master(ctx).id != ctx.member_id:
             await self._self_fence_master(ctx)
         return pb.SlaveRunningResponse(status=replication.status(info))
 
@@ -104,8 +103,8 @@ class RedisWorkload(WorkloadBase):
         left). Lifecycle scales down with REMOVE, KILL, DELETE_MEMBER, so this runs while the
         replica still acknowledges."""
         ctx = request.context
-        me = base.member(ctx)
-        if me.role != types_pb2.ROLE_MASTER and base.has_master(ctx):
+        me = sdk.member(ctx)
+        if me.role != types_pb2.ROLE_MASTER and sdk.has_master(ctx):
             await self._self_fence_master(ctx)
         return pb.RemoveMemberResponse()
 
@@ -124,33 +123,33 @@ class RedisWorkload(WorkloadBase):
         timeout = (
             request.timeout_seconds if request.timeout_seconds > 0 else self.settings.connect_timeout_seconds
         )
-        me = base.member(ctx)
+        me = sdk.member(ctx)
         deadline = asyncio.get_running_loop().time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
                 info = await replication.info_replication(self.server(ctx, me, timeout, retries=0))
         except TimeoutError:
-            raise errors.Unavailable(f"{me.id}: redis did not answer within {timeout:g}s") from None
+            raise sdk.Unavailable(f"{me.id}: redis did not answer within {timeout:g}s") from None
         if me.role == types_pb2.ROLE_MASTER:
             return pb.CheckMemberResponse(health=health.master_health(info))
         master: tuple[str, str] | None = None
         master_info: dict[str, Any] | None = None
-        if base.has_master(ctx):
-            m = base.master(ctx)
+        if sdk.has_master(ctx):
+            m = sdk.master(ctx)
             if m.host and m.ports.get(PORT):
-                master = (m.id, replication.address(*base.endpoint(m, PORT)))
+                master = (m.id, replication.address(*sdk.endpoint(m, PORT)))
                 try:
                     async with asyncio.timeout_at(deadline):
                         master_info = await replication.info_replication(
                             self.server(ctx, m, timeout, retries=0)
                         )
-                except (TimeoutError, errors.Unavailable) as error:
+                except (TimeoutError, sdk.Unavailable) as error:
                     log.debug("check of %s: master %s did not answer: %s", me.id, m.id, error)
             else:
                 master = (m.id, "")
         members = {
-            replication.address(*base.endpoint(o, PORT)): o.id
-            for o in base.others(ctx)
+            replication.address(*sdk.endpoint(o, PORT)): o.id
+            for o in sdk.others(ctx)
             if o.host and o.ports.get(PORT)
         }
         answer = health.replica_health(
@@ -179,27 +178,27 @@ class RedisWorkload(WorkloadBase):
         keep acknowledging its writes. One that does not answer: UNAVAILABLE naming it (retried,
         never skipped). Idempotent."""
         ctx = request.context
-        old = base.member(ctx)
-        listed = base.candidates(ctx, request.replica_ids)
+        old = sdk.member(ctx)
+        listed = sdk.candidates(ctx, request.replica_ids)
         if any(m.id == old.id for m in listed):
-            raise errors.InvalidArgument(
+            raise sdk.InvalidArgument(
                 f"replica_ids names the old master {old.id}",
                 {"replica_ids": "must not name context.member_id"},
             )
         if not (old.host and old.ports.get(PORT)):
-            raise errors.FailedPrecondition(f"the old master {old.id} has no address: nothing to fence")
-        old_host, old_port = base.endpoint(old, PORT)
+            raise sdk.FailedPrecondition(f"the old master {old.id} has no address: nothing to fence")
+        old_host, old_port = sdk.endpoint(old, PORT)
         fence_timeout = self.redis_settings.fence_timeout_seconds
         try:
             async with asyncio.timeout(fence_timeout * 4):  # a few commands, each within the timeout
                 detail = await replication.demote(self.server(ctx, old, fence_timeout, retries=0))
             log.warning("fenced %s of %s: %s", old.id, ctx.instance.spec.name, detail)
             return pb.FenceResponse(method=types_pb2.FENCE_METHOD_DEMOTED, detail=f"{old.id}: {detail}")
-        except (TimeoutError, errors.Unavailable) as error:
+        except (TimeoutError, sdk.Unavailable) as error:
             unreachable = getattr(error, "message", "") or f"no answer within {fence_timeout:g}s"
         if not min_replicas_to_write(ctx.instance):
             # One member in the spec: it runs with min-replicas-to-write 0 and never fences itself.
-            raise errors.FailedPrecondition(
+            raise sdk.FailedPrecondition(
                 f"the old master {old.id} is unreachable ({unreachable}) and, the spec having one "
                 "member, does not fence itself (min-replicas-to-write 0): it cannot be shown fenced"
             )
@@ -213,22 +212,22 @@ class RedisWorkload(WorkloadBase):
         )
         targets = listed + [
             m
-            for m in base.others(ctx)
+            for m in sdk.others(ctx)
             if m.id not in listed_ids and m.host and m.ports.get(PORT) and m.state in may_run
         ]
 
         async def one(m: types_pb2.Member) -> str:
             try:
                 return await replication.detach(self.server(ctx, m), old_host, old_port)
-            except errors.Unavailable as error:
+            except sdk.Unavailable as error:
                 if m.id in listed_ids:
                     raise
-                raise errors.Unavailable(f"(not listed) {error.message}") from None
+                raise sdk.Unavailable(f"(not listed) {error.message}") from None
 
-        answers, problems = await base.ask_members(targets, PORT, one)
+        answers, problems = await sdk.ask_members(targets, PORT, one)
         done = [f"{m.id}: {result}" for m, result in answers]
         if problems:
-            raise errors.Unavailable(
+            raise sdk.Unavailable(
                 f"the old master {old.id} is unreachable ({unreachable}) and not every member that may "
                 f"follow it answered, so it cannot be shown fenced: {'; '.join(problems)}"
                 + (f" (done: {'; '.join(done)})" if done else "")
@@ -251,15 +250,15 @@ class RedisWorkload(WorkloadBase):
         ``_choose_among`` and ``replication.choose_position``."""
         ctx = request.context
         if request.candidate_ids:
-            members = base.candidates(ctx, request.candidate_ids)
+            members = sdk.candidates(ctx, request.candidate_ids)
         else:
             members = [
                 m
-                for m in base.others(ctx)
+                for m in sdk.others(ctx)
                 if m.role == types_pb2.ROLE_SLAVE and m.state == types_pb2.MEMBER_STATE_RUNNING
             ]
             if not members:
-                raise errors.Unavailable(f"{ctx.instance.spec.name} has no running replica to promote now")
+                raise sdk.Unavailable(f"{ctx.instance.spec.name} has no running replica to promote now")
         return await self._choose_among(
             ctx, members, request.master_position, request.maximum_lag_on_failover
         )
@@ -283,12 +282,12 @@ class RedisWorkload(WorkloadBase):
             try:
                 lost = replication.parse_position(master_position)
             except ValueError as error:
-                raise errors.InvalidArgument(str(error), {"master_position": "<replid>:<offset>"}) from None
+                raise sdk.InvalidArgument(str(error), {"master_position": "<replid>:<offset>"}) from None
 
         async def ask(m: types_pb2.Member) -> dict[str, Any]:
             return await replication.info_replication(self.server(ctx, m))
 
-        infos, unanswered = await base.ask_members(members, PORT, ask)
+        infos, unanswered = await sdk.ask_members(members, PORT, ask)
         problems += unanswered
         positions: list[replication.Position] = []
         for m, info in infos:
@@ -298,7 +297,7 @@ class RedisWorkload(WorkloadBase):
                 positions.append(replication.Position.from_info(m.id, m.ordinal, info))
         listed = ", ".join(str(p) for p in positions) or "none"
         if problems:
-            raise errors.Unavailable(
+            raise sdk.Unavailable(
                 f"not every candidate of {ctx.instance.spec.name} answered: {'; '.join(problems)}"
                 f" (answered: {listed})"
             )
@@ -306,7 +305,7 @@ class RedisWorkload(WorkloadBase):
         if maximum_lag > 0 and lost is not None and chosen.role != "master":
             behind = chosen.behind(*lost)
             if behind is not None and behind > maximum_lag:
-                raise errors.Unavailable(
+                raise sdk.Unavailable(
                     f"{chosen.member_id} would be promoted but is {behind} bytes behind the lost master's "
                     f"last known position {master_position} (maximum_lag_on_failover {maximum_lag}); "
                     f"waiting (positions: {listed})"

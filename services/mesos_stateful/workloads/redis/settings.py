@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from mesos_stateful.workloads.base import WorkloadSettings
+from mesos_stateful.sdk import WorkloadSettings
 from mesos_stateful.workloads.redis.description import DEFAULT_IMAGE
 
 
