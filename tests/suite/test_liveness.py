@@ -45,6 +45,7 @@ REREGISTRATION_TIMEOUT = 2.0  # the local cluster's executor_reregistration_time
 HEALTH_SERVER = """
 import asyncio, sys
 from mesos_stateful.common.server import build_server
+from mesos_stateful.testing.poll import eventually
 
 async def main() -> None:
     served = await build_server(sys.argv[1], [], [])
@@ -68,10 +69,7 @@ def pid_alive(pid: int) -> bool:
 async def poll(condition: Any, timeout: float, what: str) -> float:
     """Seconds until ``condition()`` held; fails after ``timeout`` seconds."""
     started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await eventually(condition, what, timeout, interval=0.05)
     return time.monotonic() - started
 
 

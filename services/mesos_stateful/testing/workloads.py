@@ -22,7 +22,6 @@ import os
 import re
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import pytest_asyncio
 
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.common.channels import channel_options
+from mesos_stateful.testing.poll import eventually, eventually_sync
 from mesos_stateful.testing.ports import free_ports
 from mesos_stateful.workloads.base import RunningWorkload, WorkloadBase, start_workload
 from mesos_stateful.workloads.etcd.settings import EtcdSettings
@@ -71,24 +71,13 @@ async def wait_for(
     condition: Callable[[], Awaitable[bool]], timeout: float = 60.0, interval: float = 0.1, what: str = ""
 ) -> None:
     """Poll ``condition`` until it is true; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
-        await asyncio.sleep(interval)
+    await eventually(condition, what or str(condition), timeout, interval)
 
 
 def poll_until(condition: Callable[[], _T], timeout: float, what: str, interval: float = 0.1) -> _T:
     """Call ``condition`` (blocking) until it returns something true, and return that;
     AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return eventually_sync(condition, what, timeout, interval)
 
 
 @dataclass
