@@ -65,9 +65,9 @@ class WatchLimits:
             )
 
 
-def to_watch_response(event: Any) -> pb.WatchResponse | None:
+def to_watch_response(event: Any, keys: records.Keys = records.DEFAULT_KEYS) -> pb.WatchResponse | None:
     """The WatchResponse of one etcd event, None for keys the store does not own."""
-    key = records.parse_etcd_key(event.kv.key)
+    key = keys.parse_etcd_key(event.kv.key)
     if key is None:
         return None
     try:
@@ -129,8 +129,12 @@ class Subscriber:
 
 
 class WatchHub:
-    def __init__(self, kv: EtcdKV, limits: WatchLimits | None = None) -> None:
+    def __init__(
+        self, kv: EtcdKV, limits: WatchLimits | None = None, keys: records.Keys = records.DEFAULT_KEYS
+    ) -> None:
         self.kv = kv
+        self.keys = keys
+        self.root_key = keys.records_root.encode()
         self.limits = limits or WatchLimits()
         self.cache: dict[bytes, pb.Record] = {}
         self.revision = 0
@@ -210,10 +214,10 @@ class WatchHub:
             event.set()
 
     async def _load(self) -> None:
-        response = await self.kv.range(ROOT_KEY, prefix_end(ROOT_KEY))
+        response = await self.kv.range(self.root_key, prefix_end(self.root_key))
         cache: dict[bytes, pb.Record] = {}
         for kv in response.kvs:
-            key = records.parse_etcd_key(kv.key)
+            key = self.keys.parse_etcd_key(kv.key)
             if key is not None:
                 cache[bytes(kv.key)] = records.decode(key, kv.value, kv.mod_revision, kv.create_revision)
         self.cache = cache
@@ -230,7 +234,7 @@ class WatchHub:
             return
         last = self.revision
         for event in batch.events:
-            response = to_watch_response(event)
+            response = to_watch_response(event, self.keys)
             last = max(last, int(event.kv.mod_revision))
             if response is None:
                 continue
@@ -257,7 +261,7 @@ class WatchHub:
             try:
                 if not self.loaded:
                     await self._load()
-                async for batch in self.kv.watch(ROOT_KEY, self.revision + 1):
+                async for batch in self.kv.watch(self.root_key, self.revision + 1):
                     if not self.connected:
                         if was_connected:
                             self.reconnects += 1
