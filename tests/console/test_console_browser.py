@@ -23,6 +23,7 @@ import pytest
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.testing.procs import own_processes
 from tests.suite.suite_helpers import service_ports, start_suite, stop_suite, suite_env, wait_until
 
 pytestmark = pytest.mark.slow
@@ -87,21 +88,11 @@ def master_of(instance: T.Instance) -> T.Member:
     return master
 
 
-def redis_server_pids(address: str) -> list[int]:
-    """Live redis-server processes whose title names ``address`` ("redis-server host:port")."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "redis-server":
-                continue
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if address in title.split():
-            pids.append(int(entry.name))
-    return pids
+def redis_server_pids(address: str, data_dir: Path) -> list[int]:
+    """Live redis-server processes of the suite under ``data_dir`` whose title names ``address``
+    ("redis-server host:port"): only the test's own (another suite may run the same title)."""
+    own = own_processes([data_dir], "redis-server")
+    return [pid for pid, title in own.items() if address in title.split()]
 
 
 def start_console(tmp_path: Path, name: str, gateway: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -182,7 +173,7 @@ def test_failover_in_the_browser(
     wait_until(lambda: running(api.get("shop"), 3), 150, "shop RUNNING with 3 members")
     old = master_of(api.get("shop"))
     address = f"{old.host}:{old.ports['redis']}"
-    pids = redis_server_pids(address)
+    pids = redis_server_pids(address, tmp_path / "state")
     assert pids, f"no redis-server process titled {address}"
     for pid in pids:
         os.kill(pid, 9)
