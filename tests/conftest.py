@@ -26,6 +26,31 @@ def pytest_runtest_makereport(
     return report
 
 
+# Fixtures that start servers or processes (etcd, services, the local cluster, Docker, a browser).
+# A test that uses none of them, is not `slow` and is not marked `servers` (it starts servers in
+# its body) is a pure-logic test: marked `unit`, run by `make test-fast` (`pytest -m unit`).
+SERVER_FIXTURES = frozenset(
+    {
+        "browser", "chaos", "cluster", "docker_client", "docker_images", "docker_suite", "etcd",
+        "etcd_drain_suite", "etcd_suite", "frozen_cluster", "frozen_suite", "gateway", "gateway_stub",
+        "harness", "health_server", "lifecycle_service", "local_cluster", "member_runner",
+        "mysql_drain_suite", "mysql_suite", "offers", "offers_service", "otlp_grpc", "otlp_http",
+        "project", "projects", "quick_cluster", "recorded_offers_service", "recorder", "sched",
+        "shared_etcd", "split", "stack", "standby_suite", "state_client", "state_process",
+        "state_service", "suite", "services", "traced", "workload",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the pure-logic tests `unit` (see SERVER_FIXTURES)."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        marked = item.get_closest_marker("slow") or item.get_closest_marker("servers")
+        if not (uses & SERVER_FIXTURES or marked):
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A client of a Docker engine that answers (started and Compose v2 linked if needed)."""

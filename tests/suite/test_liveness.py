@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from mesos_stateful.suite.processes import Child, LivenessPolicy, Probe, RestartPolicy, Supervisor
 from mesos_stateful.suite.settings import SuiteSettings
+from mesos_stateful.testing.poll import eventually
 
 from .suite_helpers import ctl, processes_under, service_ports, start_suite, stop_suite, suite_env, wait_until
 
@@ -45,7 +46,6 @@ REREGISTRATION_TIMEOUT = 2.0  # the local cluster's executor_reregistration_time
 HEALTH_SERVER = """
 import asyncio, sys
 from mesos_stateful.common.server import build_server
-from mesos_stateful.testing.poll import eventually
 
 async def main() -> None:
     served = await build_server(sys.argv[1], [], [])
