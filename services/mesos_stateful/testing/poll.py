@@ -16,7 +16,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 _T = TypeVar("_T")
 
@@ -31,6 +31,26 @@ class WaitTimeout(TimeoutError, AssertionError):
 def _message(what: str, timeout: float, last: object, error: BaseException | None) -> str:
     seen = f"last error: {error!r}" if error is not None else f"last value: {last!r}"
     return f"timed out after {timeout:g}s waiting for {what} ({seen})"
+
+
+@overload
+async def eventually(
+    check: Callable[[], Awaitable[_T]],
+    what: str,
+    timeout: float = ...,
+    interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
+) -> _T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], _T],
+    what: str,
+    timeout: float = ...,
+    interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
+) -> _T: ...
 
 
 async def eventually(
@@ -51,7 +71,7 @@ async def eventually(
     while True:
         try:
             result = check()
-            value: _T = await result if inspect.isawaitable(result) else result  # type: ignore[assignment]
+            value = await result if inspect.isawaitable(result) else result
             if value:
                 return value
             last, error = value, None

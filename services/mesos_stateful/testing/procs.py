@@ -20,7 +20,7 @@ def _under(path: str, roots: Iterable[str]) -> bool:
 
 
 def _resolved(roots: Iterable[str | Path]) -> list[str]:
-    out = []
+    out: list[str] = []
     for root in roots:
         out += {str(Path(root)), str(Path(root).resolve())}
     return out
