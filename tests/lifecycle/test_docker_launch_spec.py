@@ -8,7 +8,7 @@ import pytest
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import planner
-from tests.lifecycle.plan_helpers import description, instance, member
+from lifecycle.plan_helpers import description, instance, member
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.lifecycle import spans as spans_module
 from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
-from tests.tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
+from tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from .e2e_helpers import connect, kill9, password, redis_pids, write_acknowledged
 

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import planner, plans, spans
-from tests.lifecycle.plan_helpers import running_instance, snap
+from lifecycle.plan_helpers import running_instance, snap
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import planner, plans
 from mesos_stateful.lifecycle.plans import Action
-from tests.lifecycle.plan_helpers import instance, member, task
+from lifecycle.plan_helpers import instance, member, task
 
 PORT_TAIL = (
     "exited with code 1\n"

@@ -30,7 +30,7 @@ from mesos_stateful.suite.main import plan_children, prometheus_config
 from mesos_stateful.suite.settings import SuiteSettings
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.poll import eventually
-from tests.suite.suite_helpers import service_ports, suite_env
+from suite.suite_helpers import service_ports, suite_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from mesos_stateful.suite.main import PROMETHEUS_NAME, prometheus_config
-from tests.suite.suite_helpers import (
+from suite.suite_helpers import (
     ctl,
     processes_under,
     service_ports,

@@ -311,7 +311,7 @@ class WorkloadServer:
 
     running: RunningWorkload
     channel: grpc.aio.Channel
-    stub: workload_service_pb2_grpc.WorkloadServiceStub
+    stub: workload_service_pb2_grpc.WorkloadServiceAsyncStub
 
     @property
     def endpoint(self) -> str:
