@@ -44,7 +44,9 @@ async def poll(suite: Suite, name: str, check: object, timeout: float, what: str
         instance = await suite.instance(name)
         return instance if instance is not None and check(instance) else None
 
-    return await eventually(seen, what, timeout, interval=0.05)
+    found = await eventually(seen, what, timeout, interval=0.05)
+    assert found is not None
+    return found
 
 
 async def test_step_waiting_on_a_workload_retries_when_it_registers_again(suite: Suite) -> None:

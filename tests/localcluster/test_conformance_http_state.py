@@ -43,7 +43,9 @@ def eventually(cluster: RunningCluster, pred: Callable[[Json], bool], timeout: f
         state = master_state(cluster)
         return state if pred(state) else None
 
-    return eventually_sync(matching, "the master's state to match", timeout, interval=0.05)
+    state = eventually_sync(matching, "the master's state to match", timeout, interval=0.05)
+    assert state is not None
+    return state
 
 
 def flat_ok(resources: Json) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,7 +33,8 @@ async def test_eventually_names_what_it_awaited_and_the_last_value_at_the_deadli
 
 
 async def test_eventually_retries_ignored_errors_and_propagates_others() -> None:
-    attempts = iter([ConnectionError("not yet"), ConnectionError("not yet"), "up"])
+    not_yet = ConnectionError("not yet")
+    attempts: Iterator[ConnectionError | str] = iter([not_yet, not_yet, "up"])
 
     def flaky() -> str:
         value = next(attempts)
