@@ -13,7 +13,7 @@ import pytest
 
 from mesos_stateful.testing import reports
 from mesos_stateful.testing.docker import ensure_engine, ensure_images
-from mesos_stateful.testing.state import shared_etcd  # noqa: F401
+from mesos_stateful.testing.state import shared_etcd, state_etcd  # noqa: F401
 
 
 @pytest.hookimpl(wrapper=True)

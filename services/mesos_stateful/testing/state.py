@@ -2,7 +2,7 @@
 
 from mesos_stateful.testing.state import etcd, state_client, state_service  # noqa: F401
 
-(``shared_etcd``, session-scoped, is imported by tests/conftest.py for every test area.)
+(``shared_etcd``, session-scoped, and ``state_etcd`` are imported by tests/conftest.py for every test area.)
 
 One etcd serves a whole test session (per xdist worker): ``state_service`` runs on the session's
 ``shared_etcd`` under a key root of its own (``/stateful-test/<random>/``, the state service's
@@ -76,7 +76,7 @@ def fresh_key_root() -> str:
 def shared_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
     """One etcd for the session (per xdist worker); tests use it under their own key root."""
     process = EtcdProcess(tmp_path_factory.mktemp("shared-etcd") / "etcd")
-    asyncio.run(process.start())
+    asyncio.run(process.start())  # a sync fixture: set up outside any test's event loop
     try:
         yield process
     finally:
@@ -94,18 +94,25 @@ async def etcd(tmp_path: Path) -> AsyncIterator[EtcdProcess]:
         await process.kill()
 
 
-@pytest_asyncio.fixture
-async def state_service(request: pytest.FixtureRequest) -> AsyncIterator[StateService]:
-    """An in-process state service: on the test's own ``etcd`` when the test requests it (default
-    key root), else on the session's ``shared_etcd`` under a key root of its own."""
+@pytest.fixture
+def state_etcd(request: pytest.FixtureRequest) -> tuple[EtcdProcess, str]:
+    """The etcd and key root of the test's state service: the test's own ``etcd`` when it
+    requests it (default key root), else the session's ``shared_etcd`` under a key root of its own.
+    (A sync fixture: it may set up the async ``etcd`` fixture, which an async fixture cannot.)"""
     if "etcd" in request.fixturenames:
         own: EtcdProcess = request.getfixturevalue("etcd")
-        service = StateService(own.endpoint)
-    else:
-        shared: EtcdProcess = request.getfixturevalue("shared_etcd")
-        if not shared.running:  # a test stopped it behind the fixture's back
-            await shared.restart()
-        service = StateService(shared.endpoint, key_root=fresh_key_root())
+        return own, records.DEFAULT_KEY_ROOT
+    shared: EtcdProcess = request.getfixturevalue("shared_etcd")
+    if not shared.running:  # a test stopped it behind the fixture's back
+        asyncio.run(shared.restart())
+    return shared, fresh_key_root()
+
+
+@pytest_asyncio.fixture
+async def state_service(state_etcd: tuple[EtcdProcess, str]) -> AsyncIterator[StateService]:
+    """An in-process state service on ``state_etcd``."""
+    etcd_process, key_root = state_etcd
+    service = StateService(etcd_process.endpoint, key_root=key_root)
     await service.start()
     try:
         yield service
