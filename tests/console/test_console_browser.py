@@ -19,12 +19,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from suite.suite_helpers import service_ports, start_suite, stop_suite, suite_env, wait_until
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.testing.procs import own_processes
-from suite.suite_helpers import service_ports, start_suite, stop_suite, suite_env, wait_until
 
 pytestmark = pytest.mark.slow
 

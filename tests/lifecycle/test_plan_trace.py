@@ -22,13 +22,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util._once import Once
 from prometheus_client import REGISTRY
+from tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.lifecycle import spans as spans_module
 from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
-from tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from .e2e_helpers import connect, kill9, password, redis_pids, write_acknowledged
 

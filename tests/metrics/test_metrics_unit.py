@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from suite.suite_helpers import service_ports, suite_env
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
@@ -30,7 +31,6 @@ from mesos_stateful.suite.main import plan_children, prometheus_config
 from mesos_stateful.suite.settings import SuiteSettings
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.poll import eventually
-from suite.suite_helpers import service_ports, suite_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from mesos_stateful.suite.main import PROMETHEUS_NAME, prometheus_config
 from suite.suite_helpers import (
     ctl,
     processes_under,
@@ -32,6 +30,8 @@ from suite.suite_helpers import (
     suite_env,
     wait_until,
 )
+
+from mesos_stateful.suite.main import PROMETHEUS_NAME, prometheus_config
 
 pytestmark = pytest.mark.slow
 
