@@ -78,6 +78,11 @@ async def test_readiness_is_the_executors_check_and_a_restart_keeps_ports_and_sa
         member = await runner.start(launch, timeout=20)
         port, first = member.port("main"), member.process
         assert await member.ready()
+        # A stateful.v1.Check is prepared by the executor's rules (${VAR} expanded) and run once.
+        in_sandbox = types_pb2.CommandCheck(argv=["test", "-d", "${MESOS_SANDBOX}"])
+        sandbox_exists = types_pb2.Check(command=in_sandbox)
+        assert await member.check(sandbox_exists) and await member.check(launch.readiness)
+        assert not await member.check(types_pb2.Check(command=types_pb2.CommandCheck(argv=["false"])))
         await member.stop(grace_seconds=2)
         assert not await member.ready()
         await member.start()

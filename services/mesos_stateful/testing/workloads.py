@@ -179,10 +179,30 @@ class LocalMember:
                 text += f"--- {name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         return text
 
-    async def check(self, check: CheckSpec | None) -> bool:
-        """One attempt of a prepared check (``prepared.readiness`` / ``.health``), by the
-        executor's ``run_check``; no check passes (ready as soon as started)."""
+    async def check(self, check: CheckSpec | types_pb2.Check | None) -> bool:
+        """One attempt of a check by the executor's ``run_check``: a prepared one
+        (``prepared.readiness`` / ``.health``) or a ``stateful.v1.Check`` (e.g. ``launch.health``),
+        prepared by the executor's rules for this member; no check passes."""
+        if isinstance(check, types_pb2.Check):
+            check = self.prepare_check(check)
         return check is None or (await run_check(check)).ok
+
+    def prepare_check(self, check: types_pb2.Check) -> CheckSpec | None:
+        """``check`` as the executor would run it for this member (``${VAR}`` expanded, defaults
+        applied); None for an empty check."""
+        if check.WhichOneof("kind") is None:
+            return None
+        spec = types_pb2.LaunchSpec()
+        spec.CopyFrom(self.launch)
+        spec.readiness.CopyFrom(check)
+        return build_launch(
+            spec,
+            task_id=self.prepared.task_id,
+            host=self.host,
+            ports=self.prepared.ports,
+            sandbox=self.sandbox,
+            environ=self.prepared.env,
+        ).readiness
 
     async def ready(self) -> bool:
         return self.running and await self.check(self.prepared.readiness)
