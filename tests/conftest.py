@@ -13,6 +13,7 @@ import pytest
 
 from mesos_stateful.testing import reports
 from mesos_stateful.testing.docker import ensure_engine, ensure_images
+from mesos_stateful.testing.state import shared_etcd, state_etcd  # noqa: F401
 
 
 @pytest.hookimpl(wrapper=True)
@@ -23,6 +24,31 @@ def pytest_runtest_makereport(
     report = yield
     reports.record(item, report)
     return report
+
+
+# Fixtures that start servers or processes (etcd, services, the local cluster, Docker, a browser).
+# A test that uses none of them, is not `slow` and is not marked `servers` (it starts servers in
+# its body) is a pure-logic test: marked `unit`, run by `make test-fast` (`pytest -m unit`).
+SERVER_FIXTURES = frozenset(
+    {
+        "browser", "chaos", "cluster", "docker_client", "docker_images", "docker_suite", "etcd",
+        "etcd_drain_suite", "etcd_suite", "frozen_cluster", "frozen_suite", "gateway", "gateway_stub",
+        "harness", "health_server", "lifecycle_service", "local_cluster", "member_runner",
+        "mysql_drain_suite", "mysql_suite", "offers", "offers_service", "otlp_grpc", "otlp_http",
+        "project", "projects", "quick_cluster", "recorded_offers_service", "recorder", "sched",
+        "shared_etcd", "split", "stack", "standby_suite", "state_client", "state_process",
+        "state_service", "suite", "services", "traced", "workload",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the pure-logic tests `unit` (see SERVER_FIXTURES)."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        marked = item.get_closest_marker("slow") or item.get_closest_marker("servers")
+        if not (uses & SERVER_FIXTURES or marked):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

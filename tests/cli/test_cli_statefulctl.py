@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,9 @@ from typing import Any
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.state import StateClient
+from mesos_stateful.testing import poll
 from mesos_stateful.testing.gateway import RunningGateway, register_workload, running_gateway
+from mesos_stateful.testing.ports import free_port
 from mesos_stateful.testing.state import StateService
 
 TIMEOUT = 60.0
@@ -69,18 +70,7 @@ async def ctl(endpoint: str, *args: str, **env: str) -> Result:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        if await check():
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    await poll.eventually(check, "the condition", TIMEOUT, interval=0.05)
 
 
 async def make_running(state: StateClient, name: str, replicas: int) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from suite.suite_helpers import ctl, service_ports, start_suite, stop_suite, suite_env, wait_until
 
 from mesos_stateful.testing.ports import free_ports
-from tests.suite.suite_helpers import ctl, service_ports, start_suite, stop_suite, suite_env, wait_until
 
 STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 MS = 1_000_000  # nanoseconds

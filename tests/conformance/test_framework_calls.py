@@ -32,6 +32,7 @@ from mesos_stateful.clients.state import StateClient
 from mesos_stateful.localcluster import encoding, validation
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.offers import OffersService
+from mesos_stateful.testing.poll import eventually
 
 Json = dict[str, Any]
 RUNNING = types_pb2.TASK_STATE_RUNNING
@@ -91,11 +92,7 @@ async def wait_task(
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.1)
+    await eventually(condition, what, timeout)
 
 
 def operator_call(cluster: RunningCluster, call: Json) -> None:

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from lifecycle.e2e_helpers import kill9, redis_pids_under
+from suite.suite_helpers import service_ports, start_suite, stop_suite, suite_env, wait_until
 
+from console.http import http_get
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.testing.lifecycle import is_running, master_of
-from tests.console.http import http_get
-from tests.lifecycle.e2e_helpers import kill9, redis_pids_under
-from tests.suite.suite_helpers import service_ports, start_suite, stop_suite, suite_env, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from mesos_stateful.common.images import LABEL_INSTANCE
 from mesos_stateful.common.settings import S
+from mesos_stateful.testing.poll import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
@@ -41,14 +41,7 @@ def load_settings(cls: type[S], env: dict[str, str | None]) -> S:
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    return eventually_sync(condition, what, timeout, interval)
 
 
 @dataclass

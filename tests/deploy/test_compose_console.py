@@ -15,14 +15,14 @@ from collections.abc import Iterator
 import docker
 import grpc
 import pytest
+from console.http import http_get
 
+from deploy.compose_helpers import Project, wait_until
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.common.images import TAG
 from mesos_stateful.testing.docker import free_subnet
 from mesos_stateful.testing.ports import free_port
-from tests.console.http import http_get
-from tests.deploy.compose_helpers import Project, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from deploy.compose_helpers import load_settings
 from mesos_stateful.common.images import ALL_IMAGES, ETCD_IMAGE, SUITE_IMAGE
 from mesos_stateful.console.settings import ConsoleSettings
 from mesos_stateful.gateway.settings import GatewaySettings
-from tests.deploy.compose_helpers import load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SERVICES = {

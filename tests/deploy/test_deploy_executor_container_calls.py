@@ -7,8 +7,6 @@ does not run Docker executors; only the calls are the subject here."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -27,6 +25,7 @@ from mesos_stateful.common.images import SUITE_IMAGE
 from mesos_stateful.localcluster import encoding
 from mesos_stateful.testing.cluster import RunningCluster, local_cluster  # noqa: F401
 from mesos_stateful.testing.offers import OffersService
+from mesos_stateful.testing.poll import eventually
 from mesos_stateful.testing.state import StateService, etcd, state_client, state_service  # noqa: F401
 
 Json = dict[str, Any]
@@ -70,11 +69,7 @@ def launched(recorder: CallRecorder) -> dict[str, Json]:
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.1)
+    await eventually(condition, what, timeout)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ only for a SERVING gRPC health answer or a 2xx HTTP answer, else 1 with the reas
 from __future__ import annotations
 
 import http.server
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,8 @@ from concurrent import futures
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from mesos_stateful.testing.ports import free_port
 
 
 def probe(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,9 +52,7 @@ def test_grpc_probe(health_server: tuple[str, health.HealthServicer]) -> None:
 
 
 def test_grpc_probe_nothing_listening() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{s.getsockname()[1]}"
+    address = f"127.0.0.1:{free_port()}"
     answer = probe("--timeout", "1", "grpc", address)
     assert answer.returncode == 1 and "UNAVAILABLE" in answer.stderr
 

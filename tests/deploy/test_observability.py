@@ -27,6 +27,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from deploy.compose_helpers import load_settings
 from mesos_stateful.common import metrics
 from mesos_stateful.common.settings import ServiceSettings
 from mesos_stateful.console.settings import ConsoleSettings
@@ -38,7 +39,6 @@ from mesos_stateful.state.settings import StateSettings
 from mesos_stateful.workloads.etcd.settings import EtcdSettings
 from mesos_stateful.workloads.mysql.settings import MysqlSettings
 from mesos_stateful.workloads.redis.settings import RedisSettings
-from tests.deploy.compose_helpers import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

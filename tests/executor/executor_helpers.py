@@ -14,6 +14,7 @@ from mesos_stateful.executor.launch import Launch, build_launch
 from mesos_stateful.executor.monitor import Monitor
 from mesos_stateful.executor.process_runtime import ProcessRuntime
 from mesos_stateful.executor.status import StatusUpdate
+from mesos_stateful.testing import poll
 from mesos_stateful.testing.ports import free_port
 
 PY = sys.executable
@@ -62,11 +63,7 @@ class RecordingSink:
 
 async def eventually(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
     """Poll ``condition`` until it holds; fail after ``timeout`` seconds (only to catch hangs)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.05)
+    await poll.eventually(condition, "the condition", timeout, interval=0.05)
 
 
 def make_spec(argv: Iterable[str], **fields: object) -> types_pb2.LaunchSpec:

@@ -25,6 +25,7 @@ from mesos_stateful.executor.docker_runtime import DockerOptions, DockerRuntime,
 from mesos_stateful.executor.launch import Launch, build_launch
 from mesos_stateful.executor.monitor import Monitor
 from mesos_stateful.executor.status import REASON_EXITED, StatusUpdate
+from mesos_stateful.testing.ports import free_port
 
 BASE = images.BASE_IMAGE
 DEADLINE = 60.0
@@ -107,12 +108,6 @@ async def harness(engine: docker.DockerClient, tmp_path: Path) -> AsyncIterator[
         await asyncio.gather(member.task, return_exceptions=True)
     for container in h.containers():
         container.remove(force=True)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def docker_spec(task_id: str, argv: list[str], **fields: object) -> types_pb2.LaunchSpec:

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from scheduler_helpers import E2EFramework, task_for
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import images
 from mesos_stateful.testing.cluster import RunningCluster, local_cluster  # noqa: F401
+from mesos_stateful.testing.poll import eventually_sync
 
 pytestmark = pytest.mark.slow
 
@@ -55,10 +55,7 @@ def containers(engine: docker.DockerClient, *agent_ids: str, **labels: str) -> l
 
 
 def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.05)
+    eventually_sync(condition, what, timeout, interval=0.05)
 
 
 def docker_spec(task_id: str, argv: list[str], **fields: Any) -> types_pb2.LaunchSpec:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.state import StateClient
+from mesos_stateful.testing import poll
 from mesos_stateful.testing.etcd import EtcdProcess
 from mesos_stateful.testing.gateway import (
     RunningGateway,
@@ -43,10 +43,7 @@ async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+    await poll.eventually(check, "the condition", timeout, interval=0.05)
 
 
 async def test_create_get_list_scale_delete_round_trip(

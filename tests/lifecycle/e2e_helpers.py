@@ -17,6 +17,7 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.state import StateClient
 from mesos_stateful.testing.lifecycle import Suite
+from mesos_stateful.testing.procs import belongs_to
 
 PORT = "redis"
 
@@ -96,7 +97,10 @@ def redis_titles_under(
         in_sandbox = any(
             place.startswith(root) and f"/{task_id}/" in place + "/" for place in places for task_id in ids
         )
-        if in_sandbox or any(address in title.split() for address in addresses):
+        # The title only among the test's own processes: another suite may run a member titled
+        # with the same host:port (a frozen one, or one of a cluster being torn down).
+        titled = any(a in title.split() for a in addresses) and belongs_to(int(entry.name), [root])
+        if in_sandbox or titled:
             pids[int(entry.name)] = title.strip()
     return pids
 

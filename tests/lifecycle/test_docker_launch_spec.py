@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from lifecycle.plan_helpers import description, instance, member
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import planner
-from tests.lifecycle.plan_helpers import description, instance, member
 
 
 @pytest.mark.parametrize(

@@ -20,13 +20,13 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import REGISTRY
+from tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
 from mesos_stateful.testing.tracing import global_provider
-from tests.tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from .e2e_helpers import connect, kill9, password, redis_pids, write_acknowledged
 

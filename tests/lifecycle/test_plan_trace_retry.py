@@ -12,11 +12,11 @@ import asyncio
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite
-from tests.tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from .test_placement_learns import every_launch_failing, local_cluster  # noqa: F401 (small port ranges)
 from .test_plan_trace import _lifecycle_spans, _roots, traced  # noqa: F401

@@ -14,11 +14,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
+from lifecycle.plan_helpers import running_instance, snap
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import tracing
 from mesos_stateful.lifecycle import planner, plans, spans
 from mesos_stateful.testing.tracing import global_provider
-from tests.lifecycle.plan_helpers import running_instance, snap
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ FAILED on such a launch is retried by itself (never one FAILED because every cop
 
 from __future__ import annotations
 
+from lifecycle.plan_helpers import instance, member, task
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import planner, plans
 from mesos_stateful.lifecycle.plans import Action
-from tests.lifecycle.plan_helpers import instance, member, task
 
 PORT_TAIL = (
     "exited with code 1\n"

@@ -17,12 +17,12 @@ import pytest
 import pytest_asyncio
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
+from tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.common import trace_context
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite, master_of
-from tests.tracing.test_otlp_export import OtlpReceiver, attributes_of, otlp_grpc  # noqa: F401
 
 from .e2e_helpers import kill9, redis_pids
 from .test_plan_trace import _lifecycle_spans, _roots, traced  # noqa: F401

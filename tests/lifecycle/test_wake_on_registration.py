@@ -19,6 +19,7 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite
+from mesos_stateful.testing.poll import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +39,14 @@ def launch_step(instance: T.Instance | None) -> T.Step | None:
 
 async def poll(suite: Suite, name: str, check: object, timeout: float, what: str) -> T.Instance:
     assert callable(check)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def seen() -> T.Instance | None:
         instance = await suite.instance(name)
-        if instance is not None and check(instance):
-            return instance
-        assert time.monotonic() < deadline, f"{what} not seen in {timeout:.0f}s: {instance}"
-        await asyncio.sleep(0.05)
+        return instance if instance is not None and check(instance) else None
+
+    found = await eventually(seen, what, timeout, interval=0.05)
+    assert found is not None
+    return found
 
 
 async def test_step_waiting_on_a_workload_retries_when_it_registers_again(suite: Suite) -> None:

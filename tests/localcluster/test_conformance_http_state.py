@@ -8,7 +8,6 @@ import base64
 import http.client
 import json
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from localcluster.harness import EXECUTOR
 from localcluster.mesos_json import RawScheduler
 from mesos_stateful.testing.cluster import RunningCluster
+from mesos_stateful.testing.poll import eventually_sync
 
 Json = dict[str, Any]
 ROLE = "stateful"
@@ -39,13 +39,13 @@ def master_state(cluster: RunningCluster) -> Json:
 
 
 def eventually(cluster: RunningCluster, pred: Callable[[Json], bool], timeout: float = 15.0) -> Json:
-    deadline = time.monotonic() + timeout
-    while True:
+    def matching() -> Json | None:
         state = master_state(cluster)
-        if pred(state):
-            return state
-        assert time.monotonic() < deadline, json.dumps(state)[:3000]
-        time.sleep(0.05)
+        return state if pred(state) else None
+
+    state = eventually_sync(matching, "the master's state to match", timeout, interval=0.05)
+    assert state is not None
+    return state
 
 
 def flat_ok(resources: Json) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,7 @@ from pymesos import decode_data
 
 from localcluster.harness import Framework, task_info
 from mesos_stateful.localcluster.procs import session_members
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from mesos_stateful.testing.ports import free_port as _free_port
 
 
 def _session_of(pid: int) -> int:

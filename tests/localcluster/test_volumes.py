@@ -19,7 +19,7 @@ from localcluster.harness import EXECUTOR
 from localcluster.mesos_json import RawScheduler, parse_resource
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster, start_local_cluster
-from mesos_stateful.testing.workloads import poll_until
+from mesos_stateful.testing.poll import eventually_sync
 
 Json = dict[str, Any]
 ROLE = "stateful"
@@ -133,7 +133,7 @@ def agent_state(cluster: RunningCluster, agent_id: str) -> Json:
 
 
 def wait_until(cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    return poll_until(cond, timeout, what, interval=0.05)
+    return eventually_sync(cond, what, timeout, interval=0.05)
 
 
 def volume_dir(cluster: RunningCluster, agent_id: str, pid: str) -> Path:

@@ -11,13 +11,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from suite.suite_helpers import service_ports, suite_env
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
@@ -30,7 +30,7 @@ from mesos_stateful.offers.scheduler import PENDING_REASONS, PendingLaunches, pe
 from mesos_stateful.suite.main import plan_children, prometheus_config
 from mesos_stateful.suite.settings import SuiteSettings
 from mesos_stateful.testing.etcd import EtcdProcess
-from tests.suite.suite_helpers import service_ports, suite_env
+from mesos_stateful.testing.poll import eventually
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -59,10 +59,7 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 async def poll(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+    await eventually(check, what, timeout, interval=0.05)
 
 
 def test_metrics_off_by_default_and_listen_checked() -> None:

@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from mesos_stateful.suite.main import PROMETHEUS_NAME, prometheus_config
-from tests.suite.suite_helpers import (
+from suite.suite_helpers import (
     create_when_up,
     ctl,
     processes_under,
@@ -33,6 +31,8 @@ from tests.suite.suite_helpers import (
     suite_env,
     wait_until,
 )
+
+from mesos_stateful.suite.main import PROMETHEUS_NAME, prometheus_config
 
 pytestmark = pytest.mark.slow
 

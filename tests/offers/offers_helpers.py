@@ -17,6 +17,7 @@ from mesos_stateful.common.grpc_errors import field_violations  # noqa: F401  (r
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.offers import OffersService
+from mesos_stateful.testing.poll import eventually
 
 RUNNING = types_pb2.TASK_STATE_RUNNING
 
@@ -86,11 +87,7 @@ def port_open(host: str, port: int) -> bool:
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met in {timeout}s")
-        await asyncio.sleep(0.1)
+    await eventually(condition, what, timeout)
 
 
 def executor_sessions(cluster: RunningCluster) -> dict[str, tuple[int, int]]:

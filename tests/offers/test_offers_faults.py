@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 from pathlib import Path
 
 import grpc
@@ -32,6 +31,7 @@ from mesos_stateful.clients.state import StateClient
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster, start_local_cluster
 from mesos_stateful.testing.offers import OffersService
+from mesos_stateful.testing.ports import free_port
 from mesos_stateful.testing.state import StateService
 
 pytestmark = pytest.mark.slow
@@ -191,12 +191,6 @@ async def test_status_updates_are_stored_before_they_are_acknowledged(
     failed = await wait_task(state_client, task.task_id, in_state(types_pb2.TASK_STATE_FAILED))
     assert failed.message
     await wait_until(lambda: unacknowledged()[0] == 0, what="the update acknowledged")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_launches_queue_until_the_master_is_up(

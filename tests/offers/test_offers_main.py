@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,15 +29,10 @@ from mesos_stateful.api.stateful.v1 import offer_service_pb2_grpc as api_grpc
 from mesos_stateful.clients.state import StateClient
 from mesos_stateful.offers.settings import OffersSettings
 from mesos_stateful.testing.cluster import RunningCluster
+from mesos_stateful.testing.ports import free_port
 from mesos_stateful.testing.state import StateService
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

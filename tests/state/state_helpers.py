@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.testing import poll
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "") -> None:
     """Poll ``check`` until it is true; fail after ``timeout`` (only to catch hangs)."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
+    await poll.eventually(check, what or str(check), timeout, interval=0.05)
 
 
 def instance(name: str, generation: int = 0) -> types_pb2.Instance:

@@ -209,7 +209,7 @@ async def test_watch_survives_state_service_restart(
         await collector.wait_for(5)
         await state_service.stop()
         # Written while the service is down (straight to etcd through a second service).
-        other = StateService(state_service.etcd_endpoint)
+        other = StateService(state_service.etcd_endpoint, key_root=state_service.keys.root)
         await other.start()
         writer = StateClient(other.endpoint)
         try:

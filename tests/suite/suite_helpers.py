@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mesos_stateful.testing.workloads import poll_until
+from mesos_stateful.testing.poll import eventually_sync
 
 STATEFULCTL = [sys.executable, "-m", "mesos_stateful.cli"]
 
@@ -148,4 +148,4 @@ def stop_suite(runner: subprocess.Popen[str], timeout: float = 90) -> int:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    poll_until(condition, timeout, what, interval=0.2)
+    eventually_sync(condition, what, timeout, interval=0.2)

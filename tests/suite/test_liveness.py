@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from mesos_stateful.suite.processes import Child, LivenessPolicy, Probe, RestartPolicy, Supervisor
 from mesos_stateful.suite.settings import SuiteSettings
+from mesos_stateful.testing.poll import eventually
 
 from .suite_helpers import ctl, processes_under, service_ports, start_suite, stop_suite, suite_env, wait_until
 
@@ -68,10 +69,7 @@ def pid_alive(pid: int) -> bool:
 async def poll(condition: Any, timeout: float, what: str) -> float:
     """Seconds until ``condition()`` held; fails after ``timeout`` seconds."""
     started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await eventually(condition, what, timeout, interval=0.05)
     return time.monotonic() - started
 
 

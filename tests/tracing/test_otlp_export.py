@@ -364,7 +364,7 @@ def test_span_files_are_bounded(tmp_path: Path) -> None:
 def test_make_run_refuses_an_unknown_otlp_protocol_before_starting_anything(tmp_path: Path) -> None:
     """A mistyped OTEL_EXPORTER_OTLP_PROTOCOL: `make run`'s preflight says so and exits, instead of
     every service crash-looping on it."""
-    from tests.suite.suite_helpers import suite_env
+    from suite.suite_helpers import suite_env
 
     _, env = suite_env(tmp_path / "state")
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4317"

@@ -64,6 +64,11 @@ class ProcessRuntime(Runtime):
         log.info("started %s as pid %d (process group %d)", launch.argv[0], pid, pid)
         return self._handle
 
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        """The started process (its pid leads the member's process group), or None before start."""
+        return self._process
+
     async def wait(self) -> ExitStatus:
         if self._process is None:
             raise RuntimeFailure("wait() before start()")

@@ -203,7 +203,7 @@ LEADER_TERMS = "/stateful/fence/v1/leaders/"
 def leader_term_key(role: str) -> bytes:
     """The side key holding the current term of ``role`` while its lease is held (absent or
     ``released/<term>`` otherwise). Outside ROOT: not a record, never watched or cached."""
-    return f"{LEADER_TERMS}{role}".encode()
+    return DEFAULT_KEYS.leader_term_key(role)
 
 
 def held_term_value(term: int) -> bytes:
@@ -224,26 +224,69 @@ def parse_term_value(data: bytes) -> tuple[int, bool]:
         return 0, False
 
 
+DEFAULT_KEY_ROOT = "/stateful/"
+_KEY_ROOT = re.compile(r"^/([A-Za-z0-9._-]+/)+$")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Where the store keeps its keys in etcd, under one key root (default ``/stateful/``):
+    records under ``<root>v1/`` (the watched and cached prefix), leader term side keys under
+    ``<root>fence/v1/leaders/``. Another root gives a separate store in the same etcd (one etcd
+    serves a whole test session). ValueError for a root that is not ``/segment/.../``."""
+
+    root: str = DEFAULT_KEY_ROOT
+
+    def __post_init__(self) -> None:
+        if not _KEY_ROOT.match(self.root):
+            raise ValueError(
+                f"key root {self.root!r} must be /-separated segments of [A-Za-z0-9._-], "
+                "starting and ending with '/' (e.g. /stateful/)"
+            )
+
+    @property
+    def records_root(self) -> str:
+        """The prefix of every record key (``/stateful/v1/`` by default)."""
+        return self.root + "v1/"
+
+    def etcd_key(self, kind: int, name: str) -> bytes:
+        info = info_of(kind)
+        if kind == pb.KIND_FRAMEWORK:
+            return (self.records_root + info.directory).encode()
+        return f"{self.records_root}{info.directory}/{name}".encode()
+
+    def etcd_prefix(self, kind: int, name_prefix: str = "") -> bytes:
+        info = info_of(kind)
+        if kind == pb.KIND_FRAMEWORK:
+            return (self.records_root + info.directory).encode()
+        return f"{self.records_root}{info.directory}/{name_prefix}".encode()
+
+    def parse_etcd_key(self, key: bytes) -> pb.RecordKey | None:
+        """The RecordKey of an etcd key under the records root, None for keys the store does not own."""
+        return _parse_etcd_key(key, self.records_root)
+
+    def leader_term_key(self, role: str) -> bytes:
+        return f"{self.root}fence/v1/leaders/{role}".encode()
+
+
 def etcd_key(kind: int, name: str) -> bytes:
-    info = info_of(kind)
-    if kind == pb.KIND_FRAMEWORK:
-        return (ROOT + info.directory).encode()
-    return f"{ROOT}{info.directory}/{name}".encode()
+    return DEFAULT_KEYS.etcd_key(kind, name)
 
 
 def etcd_prefix(kind: int, name_prefix: str = "") -> bytes:
-    info = info_of(kind)
-    if kind == pb.KIND_FRAMEWORK:
-        return (ROOT + info.directory).encode()
-    return f"{ROOT}{info.directory}/{name_prefix}".encode()
+    return DEFAULT_KEYS.etcd_prefix(kind, name_prefix)
 
 
 def parse_etcd_key(key: bytes) -> pb.RecordKey | None:
     """The RecordKey of an etcd key under ROOT, None for keys the store does not own."""
+    return _parse_etcd_key(key, ROOT)
+
+
+def _parse_etcd_key(key: bytes, root: str) -> pb.RecordKey | None:
     text = key.decode(errors="replace")
-    if not text.startswith(ROOT):
+    if not text.startswith(root):
         return None
-    rest = text[len(ROOT) :]
+    rest = text[len(root) :]
     directory, _, name = rest.partition("/")
     for info in KINDS.values():
         if info.directory == directory:
@@ -274,3 +317,6 @@ def encode(record: pb.Record) -> bytes:
         del copy.members[:]
         return copy.SerializeToString(deterministic=True)
     return value.SerializeToString(deterministic=True)
+
+
+DEFAULT_KEYS = Keys()

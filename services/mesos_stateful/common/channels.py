@@ -75,8 +75,7 @@ def keepalive() -> Keepalive:
     """The process's keepalive settings (from the environment, read once)."""
     global _default
     if _default is None:
-        from_environment: dict[str, int] = {}  # pydantic-settings reads the environment variables
-        _default = Keepalive(**from_environment)
+        _default = Keepalive()  # pydantic-settings reads the environment variables
     return _default
 
 

@@ -90,6 +90,7 @@ async def build_state_server(
             timeout=source.etcd_timeout_seconds,
             use_cache=source.cache,
             watch_limits=source.watch_limits(),
+            keys=source.keys(),
         )
         owns = True
         listen = address or source.listen

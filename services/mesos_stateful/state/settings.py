@@ -7,6 +7,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mesos_stateful.clients import records
 from mesos_stateful.common.metrics_server import METRICS_LISTEN_DESCRIPTION, check_listen
 from mesos_stateful.common.settings import ServiceSettings
 from mesos_stateful.state.embedded import RestartPolicy
@@ -29,6 +30,11 @@ class StateSettings(ServiceSettings):
     etcd_start_timeout_seconds: float = Field(30.0, description="how long to wait for the embedded etcd")
     health_interval_seconds: float = Field(1.0, description="how often etcd reachability is checked")
     cache: bool = Field(True, description="serve reads from the watch-fed cache when it is in sync")
+    key_root: str = Field(
+        records.DEFAULT_KEY_ROOT,
+        description="etcd key root of the store (records under <root>v1/); another root is a separate "
+        "store in the same etcd (tests share one etcd this way)",
+    )
     # The embedded etcd's supervisor (embedded.supervise): a crash is noticed within
     # etcd_check_interval_seconds and etcd is started again on the same data dir and ports; the
     # first restart is at once, each further one within etcd_restart_reset_seconds of the previous
@@ -76,8 +82,13 @@ class StateSettings(ServiceSettings):
             )
         if self.etcd_restart_reset_seconds <= 0:
             raise ValueError("etcd_restart_reset_seconds must be positive")
+        self.keys()  # a valid key root
         self.watch_limits()  # its own invariants (queue size >= 1, 0 < retry <= max retry)
         return self
+
+    def keys(self) -> records.Keys:
+        """The store's key layout (ValueError for a malformed ``key_root``)."""
+        return records.Keys(self.key_root)
 
     def watch_limits(self) -> WatchLimits:
         return WatchLimits(

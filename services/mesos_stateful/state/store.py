@@ -31,7 +31,7 @@ from mesos_stateful.state.etcdkv import (
     range_op,
     value_equals,
 )
-from mesos_stateful.state.watchhub import ROOT_KEY, WatchHub, WatchLimits, matches, to_watch_response
+from mesos_stateful.state.watchhub import WatchHub, WatchLimits, matches, to_watch_response
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,11 @@ class Store:
         use_cache: bool = True,
         cache_wait_seconds: float = 2.0,
         watch_limits: WatchLimits | None = None,
+        keys: records.Keys = records.DEFAULT_KEYS,
     ) -> None:
         self.kv = EtcdKV(endpoints, timeout=timeout)
-        self.hub = WatchHub(self.kv, watch_limits)
+        self.keys = keys
+        self.hub = WatchHub(self.kv, watch_limits, keys)
         self.use_cache = use_cache
         self.cache_wait_seconds = cache_wait_seconds
         self._written = 0  # the highest revision this store wrote
@@ -77,7 +79,7 @@ class Store:
 
     async def find(self, kind: int, name: str) -> pb.Record | None:
         records.validate_name(kind, name)
-        key = records.etcd_key(kind, name)
+        key = self.keys.etcd_key(kind, name)
         if await self._cache_ready():
             return self.hub.cache.get(key)
         response = await self.kv.range(key)
@@ -95,7 +97,7 @@ class Store:
     async def list(self, kind: int, name_prefix: str = "") -> tuple[list[pb.Record], int]:
         """Records ordered by name, and the revision they were read at."""
         records.validate_prefix(kind, name_prefix)
-        prefix = records.etcd_prefix(kind, name_prefix)
+        prefix = self.keys.etcd_prefix(kind, name_prefix)
         exact = kind == pb.KIND_FRAMEWORK
         if await self._cache_ready():
             found = [r for k, r in self.hub.cache.items() if (k == prefix if exact else k.startswith(prefix))]
@@ -104,7 +106,7 @@ class Store:
         response = await self.kv.range(prefix, b"" if exact else prefix_end(prefix))
         out: list[pb.Record] = []
         for kv in response.kvs:
-            key = records.parse_etcd_key(kv.key)
+            key = self.keys.parse_etcd_key(kv.key)
             if key is not None and key.kind == kind:
                 out.append(records.decode(key, kv.value, kv.mod_revision, kv.create_revision))
         out.sort(key=lambda r: r.key.name)
@@ -125,7 +127,7 @@ class Store:
             raise errors.InvalidArgument("negative expected_revision", {"expected_revision": "must be >= 0"})
         if fence is not None:
             records.validate_fence(fence)
-        key = records.etcd_key(record.key.kind, record.key.name)
+        key = self.keys.etcd_key(record.key.kind, record.key.name)
         data = records.encode(record)
         compare = [] if unconditional else [mod_equals(key, expected_revision)]
         success = [put_op(key, data, lease_id)]
@@ -143,9 +145,9 @@ class Store:
             success += side_put
         if fence is not None:
             compare.append(
-                value_equals(records.leader_term_key(fence.role), records.held_term_value(fence.term))
+                value_equals(self.keys.leader_term_key(fence.role), records.held_term_value(fence.term))
             )
-            failure.append(range_op(records.leader_term_key(fence.role)))
+            failure.append(range_op(self.keys.leader_term_key(fence.role)))
         result = await self.kv.txn(compare, success, failure)
         if not result.succeeded:
             if fence is not None:
@@ -170,7 +172,7 @@ class Store:
         records.validate_name(kind, name)
         if fence is not None:
             records.validate_fence(fence)
-        key = records.etcd_key(kind, name)
+        key = self.keys.etcd_key(kind, name)
         compare = [mod_equals(key, expected_revision)] if expected_revision > 0 else []
         success = [delete_op(key)]
         failure = [range_op(key)]
@@ -180,7 +182,7 @@ class Store:
             if current.kvs:
                 kv = current.kvs[0]
                 lease = records.decode(records.record_key(kind, name), kv.value, kv.mod_revision, 0).leader
-                side_key = records.leader_term_key(name)
+                side_key = self.keys.leader_term_key(name)
                 side = await self.kv.range(side_key)
                 side_term = records.parse_term_value(side.kvs[0].value)[0] if side.kvs else 0
                 compare.append(mod_equals(key, kv.mod_revision))
@@ -188,9 +190,9 @@ class Store:
                 success.append(put_op(side_key, records.released_term_value(max(side_term, lease.term))))
         if fence is not None:
             compare.append(
-                value_equals(records.leader_term_key(fence.role), records.held_term_value(fence.term))
+                value_equals(self.keys.leader_term_key(fence.role), records.held_term_value(fence.term))
             )
-            failure.append(range_op(records.leader_term_key(fence.role)))
+            failure.append(range_op(self.keys.leader_term_key(fence.role)))
         result = await self.kv.txn(compare, success, failure)
         if not result.succeeded:
             if fence is not None:
@@ -221,8 +223,8 @@ class Store:
         raises the term; a renewal by the holder keeps it; a release (holder "") keeps the term
         and ends it. The side key's mod_revision is compared so these checks hold at the write."""
         records.validate_leader(lease)
-        key = records.etcd_key(pb.KIND_LEADER, role)
-        side_key = records.leader_term_key(role)
+        key = self.keys.etcd_key(pb.KIND_LEADER, role)
+        side_key = self.keys.leader_term_key(role)
         side = await self.kv.range(side_key)
         side_term, held = records.parse_term_value(side.kvs[0].value) if side.kvs else (0, False)
         side_mod = int(side.kvs[0].mod_revision) if side.kvs else 0
@@ -320,14 +322,14 @@ class Store:
         backoff = retry.Backoff(self.hub.limits.reconnect_policy())
         while True:
             try:
-                async for batch in self.kv.watch(ROOT_KEY, next_revision):
+                async for batch in self.kv.watch(self.hub.root_key, next_revision):
                     backoff.reset()
                     if next_revision == 0 and batch.created:
                         # "From now": pin "now" so a reconnect resumes where this watch began.
                         next_revision = int(batch.header.revision) + 1
                     for event in batch.events:
                         next_revision = max(next_revision, int(event.kv.mod_revision) + 1)
-                        response = to_watch_response(event)
+                        response = to_watch_response(event, self.keys)
                         if response is not None and match(response):
                             yield response
             except WatchCompacted:

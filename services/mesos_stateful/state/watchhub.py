@@ -36,7 +36,6 @@ from mesos_stateful.state.etcdkv import EtcdKV, WatchCompacted, is_put, prefix_e
 
 log = logging.getLogger(__name__)
 
-ROOT_KEY = records.ROOT.encode()
 
 RESYNC = "resync: "
 
@@ -70,9 +69,9 @@ class WatchLimits:
         return retry.ETCD_WATCH.with_delays(self.retry_initial_seconds, self.retry_max_seconds)
 
 
-def to_watch_response(event: Any) -> pb.WatchResponse | None:
+def to_watch_response(event: Any, keys: records.Keys = records.DEFAULT_KEYS) -> pb.WatchResponse | None:
     """The WatchResponse of one etcd event, None for keys the store does not own."""
-    key = records.parse_etcd_key(event.kv.key)
+    key = keys.parse_etcd_key(event.kv.key)
     if key is None:
         return None
     try:
@@ -134,8 +133,12 @@ class Subscriber:
 
 
 class WatchHub:
-    def __init__(self, kv: EtcdKV, limits: WatchLimits | None = None) -> None:
+    def __init__(
+        self, kv: EtcdKV, limits: WatchLimits | None = None, keys: records.Keys = records.DEFAULT_KEYS
+    ) -> None:
         self.kv = kv
+        self.keys = keys
+        self.root_key = keys.records_root.encode()
         self.limits = limits or WatchLimits()
         self.cache: dict[bytes, pb.Record] = {}
         self.revision = 0
@@ -215,10 +218,10 @@ class WatchHub:
             event.set()
 
     async def _load(self) -> None:
-        response = await self.kv.range(ROOT_KEY, prefix_end(ROOT_KEY))
+        response = await self.kv.range(self.root_key, prefix_end(self.root_key))
         cache: dict[bytes, pb.Record] = {}
         for kv in response.kvs:
-            key = records.parse_etcd_key(kv.key)
+            key = self.keys.parse_etcd_key(kv.key)
             if key is not None:
                 cache[bytes(kv.key)] = records.decode(key, kv.value, kv.mod_revision, kv.create_revision)
         self.cache = cache
@@ -235,7 +238,7 @@ class WatchHub:
             return
         last = self.revision
         for event in batch.events:
-            response = to_watch_response(event)
+            response = to_watch_response(event, self.keys)
             last = max(last, int(event.kv.mod_revision))
             if response is None:
                 continue
@@ -257,7 +260,7 @@ class WatchHub:
             try:
                 if not self.loaded:
                     await self._load()
-                async for batch in self.kv.watch(ROOT_KEY, self.revision + 1):
+                async for batch in self.kv.watch(self.root_key, self.revision + 1):
                     if not self.connected:
                         if was_connected:
                             self.reconnects += 1

@@ -8,10 +8,12 @@ Mesos, the way the executor's process runtime would, and serve a workload servic
     await member.kill()                                    # SIGKILL (or stop(): SIGTERM, then KILL)
     await runner.close()                                   # stops every member it started
 
-The task environment matches the executor's contract (docs/internals.md): HOST, PORT_<NAME>,
-MESOS_SANDBOX, MEMBER_ID, INSTANCE, ROLE, plus LaunchSpec.env; ``${VAR}`` is expanded in argv, env
-values, check commands and files with ``expand``. Processes start in their own session and are
-killed as a group.
+The member is run by the executor's own code, so tests run it by the production rules: the
+launch (task environment HOST, PORT_<NAME>, MESOS_SANDBOX, MEMBER_ID, INSTANCE, ROLE plus
+LaunchSpec.env, ``${VAR}`` expansion with the ``$${VAR}`` escape and unknown references left as
+they are, files, checks) is ``mesos_stateful.executor.launch.build_launch``; the process is
+started, signalled and killed as a group by the executor's ``ProcessRuntime``; readiness and
+health checks are one ``run_check`` attempt each.
 """
 
 from __future__ import annotations
@@ -19,44 +21,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 import pytest_asyncio
 
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.common.channels import channel_options
+from mesos_stateful.executor.checks import CheckSpec, run_check
+from mesos_stateful.executor.expand import expand
+from mesos_stateful.executor.launch import Launch, build_launch, port_env_name
+from mesos_stateful.executor.process_runtime import ProcessRuntime
+from mesos_stateful.executor.runtime import ExitStatus
+from mesos_stateful.testing.poll import eventually, eventually_sync
 from mesos_stateful.testing.ports import free_ports
 from mesos_stateful.workloads.base import RunningWorkload, WorkloadBase, start_workload
 from mesos_stateful.workloads.etcd.settings import EtcdSettings
 from mesos_stateful.workloads.mysql.settings import MysqlSettings
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
 _T = TypeVar("_T")
 
 
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Replace ``${VAR}`` from env; an unknown variable is an error (it is a bug in a Config)."""
-
-    def one(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in env:
-            raise KeyError(f"${{{name}}} is not in the task environment")
-        return env[name]
-
-    return _VAR.sub(one, text)
+__all__ = ["expand"]  # the executor's, for tests that expand a Config's text themselves
 
 
 def port_var(name: str) -> str:
-    return "PORT_" + name.upper().replace("-", "_")
+    """The task variable of a named port (the executor's rule)."""
+    return port_env_name(name)
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -71,50 +67,64 @@ async def wait_for(
     condition: Callable[[], Awaitable[bool]], timeout: float = 60.0, interval: float = 0.1, what: str = ""
 ) -> None:
     """Poll ``condition`` until it is true; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
-        await asyncio.sleep(interval)
+    await eventually(condition, what or str(condition), timeout, interval)
 
 
 def poll_until(condition: Callable[[], _T], timeout: float, what: str, interval: float = 0.1) -> _T:
     """Call ``condition`` (blocking) until it returns something true, and return that;
     AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return eventually_sync(condition, what, timeout, interval)
 
 
 @dataclass
 class LocalMember:
-    """One member's launch, prepared in a sandbox, run as a local process."""
+    """One member's launch, prepared in a sandbox by the executor's ``build_launch``, run as a
+    local process by the executor's ``ProcessRuntime`` (one runtime per start: a restart keeps
+    the sandbox and ports)."""
 
     launch: types_pb2.LaunchSpec
-    sandbox: Path
-    host: str
-    ports: dict[str, int]
-    env: dict[str, str]
-    argv: list[str]
-    process: asyncio.subprocess.Process | None = None
+    prepared: Launch
     starts: int = 0
-    _logs: list[Any] = field(default_factory=list)
+    runtime: ProcessRuntime | None = None
+    _waiter: asyncio.Task[ExitStatus] | None = field(default=None, repr=False)
+
+    @property
+    def sandbox(self) -> Path:
+        return self.prepared.sandbox
+
+    @property
+    def host(self) -> str:
+        return self.prepared.host
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self.prepared.ports)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The task environment the member runs with."""
+        return dict(self.prepared.env)
+
+    @property
+    def argv(self) -> list[str]:
+        """argv, expanded."""
+        return list(self.prepared.argv)
 
     @property
     def member_id(self) -> str:
         return self.launch.member_id
 
     @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        """The running (or last) process: its pid is the member's process group."""
+        return self.runtime.process if self.runtime is not None else None
+
+    @property
     def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        return self._waiter is not None and not self._waiter.done()
 
     def port(self, name: str) -> int:
-        return self.ports[name]
+        return self.prepared.ports[name]
 
     def member_proto(
         self,
@@ -136,55 +146,30 @@ class LocalMember:
         )
 
     async def start(self) -> None:
-        """Start (or restart, with the same ports and sandbox) the process."""
+        """Start (or restart, with the same ports and sandbox) the process: the files are written
+        again and the process started, as the executor does for a task."""
         if self.running:
             return
         self.starts += 1
-        out = (self.sandbox / "stdout").open("ab")
-        err = (self.sandbox / "stderr").open("ab")
-        self._logs += [out, err]
-        self.process = await asyncio.create_subprocess_exec(
-            *self.argv,
-            cwd=self.sandbox,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-
-    async def _signal(self, sig: signal.Signals) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
+        runtime = ProcessRuntime()
+        await runtime.prepare(self.prepared)
+        await runtime.start()
+        self.runtime = runtime
+        self._waiter = asyncio.create_task(runtime.wait(), name=f"wait {self.member_id}")
 
     async def kill(self) -> None:
         """SIGKILL the process group and reap it (a crash, as the tests see it)."""
-        if self.process is None:
+        if self.runtime is None or self._waiter is None:
             return
-        await self._signal(signal.SIGKILL)
-        await self.process.wait()
-        self._close_logs()
+        await self.runtime.signal(signal.SIGKILL)
+        await self._waiter
 
     async def stop(self, grace_seconds: float | None = None) -> None:
-        """SIGTERM, then SIGKILL after the launch's kill grace (as the executor kills a task)."""
-        if self.process is None:
+        """SIGTERM, then SIGKILL after the launch's kill grace (the executor's kill)."""
+        if self.runtime is None or self._waiter is None:
             return
-        grace = grace_seconds if grace_seconds is not None else (self.launch.kill_grace_seconds or 10)
-        await self._signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(grace):
-                await self.process.wait()
-        except TimeoutError:
-            await self._signal(signal.SIGKILL)
-            await self.process.wait()
-        self._close_logs()
-
-    def _close_logs(self) -> None:
-        for f in self._logs:
-            f.close()
-        self._logs.clear()
+        await self.runtime.kill(self.prepared.kill_grace if grace_seconds is None else grace_seconds)
+        await self._waiter
 
     def log_tail(self, lines: int = 30) -> str:
         text = ""
@@ -194,49 +179,48 @@ class LocalMember:
                 text += f"--- {name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         return text
 
-    async def check(self, check: types_pb2.Check) -> bool:
-        """Run a readiness/health check once, as the executor would."""
-        timeout = (check.timeout_ms or 2000) / 1000
-        kind = check.WhichOneof("kind")
-        if kind == "tcp":
-            port = self.ports[check.tcp.port_name]
-            return await asyncio.to_thread(port_open, self.host, port, timeout)
-        if kind == "command":
-            argv = [expand(a, self.env) for a in check.command.argv]
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=self.sandbox,
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            try:
-                async with asyncio.timeout(timeout):
-                    return await proc.wait() == 0
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-                return False
-        return True  # no check: ready as soon as started
+    async def check(self, check: CheckSpec | types_pb2.Check | None) -> bool:
+        """One attempt of a check by the executor's ``run_check``: a prepared one
+        (``prepared.readiness`` / ``.health``) or a ``stateful.v1.Check`` (e.g. ``launch.health``),
+        prepared by the executor's rules for this member; no check passes."""
+        if isinstance(check, types_pb2.Check):
+            check = self.prepare_check(check)
+        return check is None or (await run_check(check)).ok
+
+    def prepare_check(self, check: types_pb2.Check) -> CheckSpec | None:
+        """``check`` as the executor would run it for this member (``${VAR}`` expanded, defaults
+        applied); None for an empty check."""
+        if check.WhichOneof("kind") is None:
+            return None
+        spec = types_pb2.LaunchSpec()
+        spec.CopyFrom(self.launch)
+        spec.readiness.CopyFrom(check)
+        return build_launch(
+            spec,
+            task_id=self.prepared.task_id,
+            host=self.host,
+            ports=self.prepared.ports,
+            sandbox=self.sandbox,
+            environ=self.prepared.env,
+        ).readiness
 
     async def ready(self) -> bool:
-        return self.running and await self.check(self.launch.readiness)
+        return self.running and await self.check(self.prepared.readiness)
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Poll the launch's readiness check; fails early if the process exits."""
 
         async def ready() -> bool:
             if not self.running:
+                status = self.runtime.exit_status if self.runtime else None
                 raise RuntimeError(
-                    f"{self.member_id} exited ({self.process and self.process.returncode})\n"
+                    f"{self.member_id} exited ({status.describe() if status else 'not started'})\n"
                     + self.log_tail()
                 )
-            return await self.check(self.launch.readiness)
+            return await self.check(self.prepared.readiness)
 
-        interval = max(0.1, min((self.launch.readiness.interval_ms or 1000) / 1000, 0.5))
+        readiness = self.prepared.readiness
+        interval = max(0.1, min(readiness.interval if readiness else 1.0, 0.5))
         await wait_for(ready, timeout, interval, f"{self.member_id} to be ready")
 
 
@@ -254,33 +238,24 @@ class MemberRunner:
         ports: Mapping[str, int] | None = None,
         extra_env: Mapping[str, str] | None = None,
     ) -> LocalMember:
-        """Lay out the member's sandbox (files written, ports chosen, argv expanded)."""
+        """Lay out the member's sandbox (ports chosen, launch built by the executor's rules; the
+        files are written at start). Raises the executor's ``InvalidTask`` for a launch it would
+        refuse."""
         name = launch.task_id or launch.member_id or f"member-{len(self.members)}"
         sandbox = self.root / name
         sandbox.mkdir(parents=True, exist_ok=True)
         chosen = dict(ports or {})
         missing = [p for p in launch.port_names if p not in chosen]
         chosen.update(zip(missing, free_ports(len(missing), self.host), strict=True))
-        env = {
+        environ = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", str(sandbox)),
-            "HOST": self.host,
-            "MESOS_SANDBOX": str(sandbox),
-            "MEMBER_ID": launch.member_id,
-            "INSTANCE": launch.instance,
-            "ROLE": types_pb2.Role.Name(launch.role).removeprefix("ROLE_"),
-            **{port_var(n): str(p) for n, p in chosen.items()},
+            **(extra_env or {}),
         }
-        env.update(extra_env or {})
-        env.update({k: expand(v, env) for k, v in launch.env.items()})
-        for f in launch.files:
-            path = sandbox / f.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            content = expand(f.content.decode(), env).encode() if f.expand else f.content
-            path.write_bytes(content)
-            path.chmod(f.mode or 0o644)
-        argv = [expand(a, env) for a in launch.argv]
-        member = LocalMember(launch=launch, sandbox=sandbox, host=self.host, ports=chosen, env=env, argv=argv)
+        prepared = build_launch(
+            launch, task_id=name, host=self.host, ports=chosen, sandbox=sandbox, environ=environ
+        )
+        member = LocalMember(launch=launch, prepared=prepared)
         self.members.append(member)
         return member
 
@@ -356,7 +331,7 @@ class WorkloadServer:
 
     running: RunningWorkload
     channel: grpc.aio.Channel
-    stub: workload_service_pb2_grpc.WorkloadServiceStub
+    stub: workload_service_pb2_grpc.WorkloadServiceAsyncStub
 
     @property
     def endpoint(self) -> str:

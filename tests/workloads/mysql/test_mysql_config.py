@@ -9,7 +9,8 @@ import pytest
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
 from mesos_stateful.common.images import MARIADB_IMAGE
-from mesos_stateful.testing.workloads import context, expand, instance, pending_member
+from mesos_stateful.executor.expand import Expander
+from mesos_stateful.testing.workloads import context, instance, pending_member
 from mesos_stateful.workloads import base
 from mesos_stateful.workloads.mysql import gtid
 from mesos_stateful.workloads.mysql.bootstrap import init_sql
@@ -79,7 +80,9 @@ def test_master_launch() -> None:
     ):
         assert line in text.splitlines()
     # Every ${VAR} is one the executor provides.
-    expand(text, {"HOST": "h", "PORT_MYSQL": "1", "MESOS_SANDBOX": "/s"})
+    expander = Expander({"HOST": "h", "PORT_MYSQL": "1", "MESOS_SANDBOX": "/s"})
+    expander(text)
+    assert not expander.unknown
     member = files(launch)["mysql-member.json"]
     assert not member.expand and member.mode == 0o600
     spec = MemberFile.from_json(member.content.decode())
