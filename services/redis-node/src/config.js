@@ -46,7 +46,7 @@ const quote = (value) => '"' + value.replace(/\\/g, '\\\\').replace(/"/g, '\\"')
 function probeCheck(settings, mode, graceMs) {
   const argv = [settings.probe_node, PROBE, '--host', '${HOST}', '--port', PORT_VAR, '--auth-file', '${MESOS_SANDBOX}/' + AUTH_FILE];
   if (mode) argv.push('--' + mode);
-  return { command: { argv }, interval_ms: settings.check_interval_ms, timeout_ms: 3000, grace_period_ms: graceMs || 0 };
+  return { command: { argv }, interval_ms: settings.check_interval_ms, timeout_ms: 10000, grace_period_ms: graceMs || 0 };
 }
 
 function buildLaunch(ctx, settings) {

@@ -129,6 +129,10 @@ printf '%s\\n' "$aof" | grep -qx 'aof_rewrite_scheduled:0'
     return types_pb2.FileSpec(path=PROBE_SCRIPT, content=script.encode(), mode=0o700, expand=False)
 
 
+#: Timeout of one readiness or health probe (ms), as MySQL's and etcd's readiness checks.
+PROBE_TIMEOUT_MS = 10_000
+
+
 def probe_check(settings: RedisSettings, *, mode: str = "", grace_ms: int = 0) -> types_pb2.Check:
     """``mode``: "" (PING), "replica" (also an up-to-date link to the master) or "standby" (also
     ``role:slave``; no master needed)."""
@@ -151,7 +155,9 @@ def probe_check(settings: RedisSettings, *, mode: str = "", grace_ms: int = 0) -
     return types_pb2.Check(
         command=types_pb2.CommandCheck(argv=argv),
         interval_ms=settings.check_interval_ms,
-        timeout_ms=3000,
+        # The probe is a Python process: on a loaded machine (load average 20+ on 2 cores seen) its
+        # start alone took over 3 s, and 3 such timeouts killed healthy members in a loop.
+        timeout_ms=PROBE_TIMEOUT_MS,
         grace_period_ms=grace_ms,
     )
 
