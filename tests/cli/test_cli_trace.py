@@ -485,3 +485,26 @@ def test_plan_still_running(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "plan recovery of cache" in done.stdout and "running (plan span not written yet)" in done.stdout
     assert len(step_lines(done.stdout)) == 3 and "detection" not in done.stdout
+
+
+def test_a_status_update_joining_the_trace_later_is_not_in_the_total(tmp_path: Path) -> None:
+    # The replacement's task carries the plan's trace context: its TASK_FAILED, 13 s after the plan
+    # (a later kill), lands in this trace under the step that launched it (new-user finding).
+    spans = failover("cache", 0, "e" * 32)
+    last_step = next(s for s in spans if s["name"] == "step repoint")
+    spans.append(span("status TASK_FAILED", 13_000, 2, "e" * 32, last_step, service="offers"))
+    write(tmp_path / "traces", spans)
+    done = run_ctl("trace", "cache", "--dir", str(tmp_path / "traces"))
+    assert done.returncode == 0, done.stderr
+    assert "total 890.0 ms" in done.stdout.splitlines()[0]
+
+
+def test_a_replaced_recovery_says_so_and_claims_no_writable_time(tmp_path: Path) -> None:
+    spans = failover("cache", 0, "f" * 32)
+    root = next(s for s in spans if s["name"] == "plan recovery")
+    root["attributes"]["outcome"] = "replaced"
+    write(tmp_path / "traces", spans)
+    done = run_ctl("trace", "cache", "--dir", str(tmp_path / "traces"))
+    assert done.returncode == 0, done.stderr
+    header = done.stdout.splitlines()[0]
+    assert "outcome: replaced" in header and "writable" not in header

@@ -174,9 +174,14 @@ class Plan:
 
     @property
     def end_ns(self) -> int:
-        """The end of the last span: a recovery's root ends when the new master accepts writes,
-        its later steps (the replacement's launch) after it."""
-        return max(_end(s) for s in self.spans)
+        """The end of the plan: of its root or its last step, whichever is later (a recovery's
+        root ends when the new master accepts writes, its later steps — the replacement's launch —
+        after it). Spans that join the trace after the plan ended (the status updates of a member
+        it launched, e.g. a later kill) do not count."""
+        ends = [_end(s) for s in self.steps]
+        if self.root is not None:
+            ends.append(_end(self.root))
+        return max(ends) if ends else max(_end(s) for s in self.spans)
 
 
 def plans_of(spans: list[Span], instance: str) -> list[Plan]:
@@ -291,7 +296,15 @@ class Timeline:
             parts.append(f"cause: {attrs['cause']}")
         total = plan.end_ns - self.start
         parts.append(f"total {duration(total)}")
-        if plan.root is not None and plan.name == "recovery" and plan.root.get("end_ns"):
+        outcome = str(attrs.get("outcome", "")) if plan.root is not None else ""
+        if outcome and outcome not in ("writable", "complete"):
+            parts.append(f"outcome: {outcome}")
+        if (
+            plan.root is not None
+            and plan.name == "recovery"
+            and plan.root.get("end_ns")
+            and outcome in ("", "writable")
+        ):
             parts.append(
                 f"detected → writable {duration(_end(plan.root) - (plan.detected_ns or self.start))}"
             )
