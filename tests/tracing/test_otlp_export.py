@@ -31,7 +31,7 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2, state_service_pb2_
 from mesos_stateful.common import tracing
 from mesos_stateful.common.server import is_serving
 from mesos_stateful.testing.etcd import EtcdProcess
-from mesos_stateful.testing.ports import free_port
+from mesos_stateful.testing.ports import free_port, free_ports
 
 # Flush spans within 100 ms (the batch processor's default is 5 s: OTEL_BSP_SCHEDULE_DELAY, ms).
 FAST_FLUSH = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
@@ -361,18 +361,52 @@ def test_span_files_are_bounded(tmp_path: Path) -> None:
     assert "plan 199" in names and "plan 0" not in names
 
 
-def test_make_run_refuses_an_unknown_otlp_protocol_before_starting_anything(tmp_path: Path) -> None:
-    """A mistyped OTEL_EXPORTER_OTLP_PROTOCOL: `make run`'s preflight says so and exits, instead of
-    every service crash-looping on it."""
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "bogus"}, "OTLP protocol 'bogus' is not supported"),
+        # The SDK would print a bare line and sample every request (new-user finding).
+        ({"OTEL_TRACES_SAMPLER": "bogus"}, "OTEL_TRACES_SAMPLER='bogus' is not a sampler"),
+        (
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "abc"},
+            "OTEL_TRACES_SAMPLER_ARG='abc' is not a probability",
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "7"},
+            "OTEL_TRACES_SAMPLER_ARG='7' is not a probability",
+        ),
+    ],
+)
+def test_make_run_refuses_bad_tracing_settings_before_starting_anything(
+    tmp_path: Path, variables: dict[str, str], message: str
+) -> None:
+    """A mistyped OTEL_* value: `make run`'s preflight says so and exits, instead of every service
+    crash-looping on it (or tracing everything)."""
     from suite.suite_helpers import suite_env
 
     _, env = suite_env(tmp_path / "state")
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4317"
-    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "bogus"
+    env.update(variables)
     done = subprocess.run(
         [sys.executable, "-m", "mesos_stateful.suite"], env=env, capture_output=True, text=True, timeout=60
     )
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
-    assert "OTLP protocol 'bogus' is not supported" in output and "Traceback" not in output, output
+    assert message in output and "Traceback" not in output, output
     assert not (tmp_path / "state" / "suite-status.json").exists()
+
+
+def test_a_service_started_alone_refuses_a_bad_sampler_without_a_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STATEFUL_"))}
+    env.update({"STATEFUL_TRACES_DIR": str(tmp_path / "traces"), "OTEL_TRACES_SAMPLER": "bogus"})
+    port = free_ports(1)[0]
+    done = subprocess.run(
+        [sys.executable, "-m", "mesos_stateful.gateway", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "OTEL_TRACES_SAMPLER='bogus' is not a sampler" in output and "Traceback" not in output, output

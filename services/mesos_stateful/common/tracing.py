@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
@@ -62,6 +63,8 @@ from mesos_stateful.common import trace_context
 ENV_DIR = "STATEFUL_TRACES_DIR"
 DEFAULT_DIR = "state/traces"  # <data_dir>/traces of ``make run``
 # The standard OTLP exporter variables (https://opentelemetry.io/docs/specs/otel/protocol/exporter/).
+log = logging.getLogger(__name__)
+
 ENV_OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 ENV_OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 ENV_SERVICE_NAME = "OTEL_SERVICE_NAME"
@@ -166,9 +169,23 @@ def otlp_protocol() -> str:
     return GRPC
 
 
+#: The samplers ``OTEL_TRACES_SAMPLER`` may name (OpenTelemetry SDK environment variables spec);
+#: the ``*traceidratio`` ones take ``OTEL_TRACES_SAMPLER_ARG``, a probability in [0, 1].
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
 def check_otlp_settings() -> str:
-    """Why the ``OTEL_EXPORTER_OTLP_*`` settings cannot work ("" when they can): a protocol other
-    than grpc / http/protobuf, checked by ``make run``'s preflight before any service starts."""
+    """Why the tracing environment cannot work as meant ("" when it can): an OTLP protocol other
+    than grpc / http/protobuf, a sampler the SDK does not know (it would then sample every
+    request), a ratio that is not a probability. Checked by ``make run``'s preflight before any
+    service starts, and by every service when it sets tracing up."""
     if any(os.environ.get(name, "").strip() for name in ENV_OTLP_ENDPOINTS):
         protocol = otlp_protocol()
         if protocol not in (GRPC, HTTP_PROTOBUF):
@@ -176,6 +193,17 @@ def check_otlp_settings() -> str:
                 f"OTLP protocol {protocol!r} is not supported: "
                 "set OTEL_EXPORTER_OTLP_PROTOCOL to grpc or http/protobuf"
             )
+    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "").strip()
+    if sampler and sampler not in SAMPLERS:
+        return f"OTEL_TRACES_SAMPLER={sampler!r} is not a sampler: use one of {', '.join(SAMPLERS)}"
+    if sampler.endswith("traceidratio"):
+        arg = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+        try:
+            ratio = float(arg) if arg else 1.0
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            return f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a probability: give a number from 0 to 1"
     return ""
 
 
@@ -218,6 +246,9 @@ def setup_tracing(service_name: str) -> None:
     global _provider
     if _provider is not None:
         return
+    problem = check_otlp_settings()
+    if problem:
+        raise SystemExit(f"{service_name}: {problem}")
     exporters: list[SpanExporter] = []
     directory = os.environ.get(ENV_DIR, "").strip()
     if directory:
@@ -227,6 +258,8 @@ def setup_tracing(service_name: str) -> None:
     otlp = otlp_exporter()
     if otlp is not None:
         exporters.append(otlp)
+        endpoint = next(os.environ[n].strip() for n in ENV_OTLP_ENDPOINTS if os.environ.get(n, "").strip())
+        log.info("traces: exported over OTLP (%s) to %s", otlp_protocol(), endpoint)
     if not exporters:
         return
     provider = build_provider(service_name, exporters)
