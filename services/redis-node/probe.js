@@ -6,7 +6,7 @@
 // requirepass) and, with --replica, its link to the master is up, no sync runs and no AOF rewrite
 // is in progress or scheduled (after a full sync, until it is done, what the replica acknowledges
 // is only in a temporary file); with --standby, it is a replica (read-only) following nobody yet.
-// Exit 1 otherwise, the reason on stderr. The same rules as services/workloads/redis/probe.py.
+// Exit 1 otherwise, the reason on stderr. The same rules as services/mesos_stateful/workloads/redis/probe.py.
 
 const fs = require('fs');
 const Redis = require('ioredis');

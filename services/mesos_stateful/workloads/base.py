@@ -31,6 +31,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from pydantic import Field, model_validator
 
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2, workload_service_pb2_grpc
 from mesos_stateful.clients.endpoints import check_endpoint as check_state_endpoint
 from mesos_stateful.common import errors, metrics
@@ -469,7 +470,23 @@ class Registration:
         self._lease_id = 0
         self.registered.clear()
 
+    async def _taken_by(self) -> str:
+        """The endpoint of another service holding this workload's name ("" when the name is free
+        or ours): a second copy of a service must never take a live registration over (stopping
+        it would then delete the record of the one that stays)."""
+        existing = await self._client.find(spb.KIND_WORKLOAD, self._workload.name)
+        if existing is None or existing.workload.endpoint == self._workload.endpoint:
+            return ""
+        return existing.workload.endpoint
+
     async def _register(self) -> None:
+        holder = await self._taken_by()
+        if holder:
+            raise errors.AlreadyExists(
+                f"workload {self._workload.name!r} is registered by the service at {holder}: "
+                f"not taking it over (registering once its lease ends; another name: set the "
+                f"service's name setting)"
+            )
         if not self._lease_id:
             self._lease_id = await self._client.grant_lease(self._ttl)
         record = types_pb2.Workload()
@@ -503,6 +520,11 @@ class Registration:
                 if await self._client.keep_alive(self._lease_id) <= 0:
                     raise errors.NotFound(f"lease {self._lease_id:x} expired")
                 self.keepalives += 1
+                if await self._client.find(spb.KIND_WORKLOAD, self._workload.name) is None:
+                    # The record went while our lease lives (deleted, or put on another lease
+                    # that was revoked): put it again.
+                    log.warning("registration of %s is gone; registering again", self._workload.name)
+                    self.registered.clear()
             except errors.NotFound:
                 self.failures += 1
                 log.warning("registration lease of %s is gone; registering again", self._workload.name)

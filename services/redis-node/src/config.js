@@ -1,6 +1,6 @@
 'use strict';
 // The launch of one Redis member (the Config answer). Pure: context in, LaunchSpec out. The same
-// member as the Python workload's (services/workloads/redis/config.py explains every choice):
+// member as the Python workload's (services/mesos_stateful/workloads/redis/config.py explains every choice):
 // - the password only in redis-auth.conf (mode 0600, not expanded): never on argv or in env;
 // - data on the member's persistent volume (--dir ${MESOS_SANDBOX}/<volume>), a marker file there;
 // - appendonly yes / appendfsync always by default;

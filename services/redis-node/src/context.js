@@ -1,6 +1,6 @@
 'use strict';
 // Helpers on a CallbackContext (stateful.v1.CallbackContext as loaded by @grpc/proto-loader:
-// snake_case fields, enums as names, maps as objects). Same rules as services/workloads/base.py.
+// snake_case fields, enums as names, maps as objects). Same rules as services/mesos_stateful/workloads/base.py.
 
 const { invalidArgument, failedPrecondition, unavailable, CallbackError } = require('./errors');
 

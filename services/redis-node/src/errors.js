@@ -1,6 +1,6 @@
 'use strict';
 // Errors a callback raises, and how they become gRPC status (the project's rule, as
-// services/common/grpc_errors.py): UNAVAILABLE is retried by lifecycle with backoff; any other
+// services/mesos_stateful/common/grpc_errors.py): UNAVAILABLE is retried by lifecycle with backoff; any other
 // status fails the plan step for good. INVALID_ARGUMENT carries a google.rpc.BadRequest with one
 // field violation per bad field (in grpc-status-details-bin), as the Python services do.
 

@@ -1,6 +1,6 @@
 'use strict';
 // CheckMember answers from INFO replication (pure: infos in, MemberHealth out). The conditions,
-// reasons and repairs are those of services/workloads/redis/health.py (its docstring states them):
+// reasons and repairs are those of services/mesos_stateful/workloads/redis/health.py (its docstring states them):
 // REACHABLE; REPLICATING (Master / NotMaster; Following / Chained / WrongMaster / NotReplica /
 // LinkDown / SyncInProgress / NoMaster); CAUGHT_UP (lag in bytes <= max_lag_bytes); CONSISTENT
 // (the replica's history is a prefix of the master's, else Diverged with REPAIR_REPOINT).

@@ -3,7 +3,7 @@
 // (min-replicas-to-write) and fencing (demote, detach); choosing whom to promote. Connection
 // failures and timeouts are UNAVAILABLE (lifecycle retries); a refused password is
 // FAILED_PRECONDITION. Every operation is idempotent. The rules and their sources are those of
-// services/workloads/redis/replication.py (Redis docs, replication; replication.c).
+// services/mesos_stateful/workloads/redis/replication.py (Redis docs, replication; replication.c).
 
 const Redis = require('ioredis');
 const { CallbackError, unavailable, failedPrecondition } = require('./errors');
@@ -130,7 +130,7 @@ function setMinReplicas(server, toWrite, maxLag) {
 /**
  * Seconds after which a cut-off master with min-replicas-to-write 1 refuses every write:
  * min_replicas_max_lag + 2 (whole-second ACK times, plus replicationCron's once-per-second
- * recount; the derivation is in services/workloads/redis/replication.py self_fence_seconds).
+ * recount; the derivation is in services/mesos_stateful/workloads/redis/replication.py self_fence_seconds).
  */
 const selfFenceSeconds = (maxLag) => maxLag + 2;
 

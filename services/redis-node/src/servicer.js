@@ -1,7 +1,7 @@
 'use strict';
 // The Redis WorkloadService callbacks. Each takes the request (as @grpc/proto-loader decodes it)
 // and returns the response object, or throws a CallbackError (errors.js). The behaviour is the
-// Python workload's (services/workloads/redis/servicer.py), including every data-safety rule of
+// Python workload's (services/mesos_stateful/workloads/redis/servicer.py), including every data-safety rule of
 // docs DESIGN "Data safety": self-fencing by min-replicas-to-write, Fence before a promotion,
 // MasterLost waiting for every candidate and promoting only one that holds every other's data.
 

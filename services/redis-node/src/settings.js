@@ -26,7 +26,7 @@ const SPEC = {
   health_grace_period_ms: [30000, 'int', (v) => v >= 0, 'health check failures ignored after start'],
   link_down_repair_seconds: [10, 'float', (v) => v > 0, 'CheckMember: a link down longer than this asks for REPAIR_REPOINT'],
   max_lag_bytes: [1024 * 1024, 'int', (v) => v >= 0, 'CheckMember: a replica further behind than this many bytes is not CAUGHT_UP'],
-  min_replicas_max_lag: [2, 'int', (v) => v >= 2, 'self-fencing: min-replicas-max-lag in whole seconds (at least 2; see services/workloads/redis/README.md)'],
+  min_replicas_max_lag: [2, 'int', (v) => v >= 2, 'self-fencing: min-replicas-max-lag in whole seconds (at least 2; see services/mesos_stateful/workloads/redis/README.md)'],
   fence_timeout_seconds: [1, 'float', (v) => v > 0, 'Fence: how long the old master gets to answer before it is taken for unreachable'],
   protos_dir: [path.resolve(__dirname, '..', '..', '..', 'protos'), 'string', null, "the project's protos/ folder (loaded at run time)"],
   log_level: ['info', 'string', (v) => ['debug', 'info', 'warning', 'error'].includes(v), 'debug, info, warning or error'],

@@ -91,3 +91,32 @@ def _lease_of(service: NodeWorkload) -> int:
     leases = re.findall(r"\(lease (\d+), ttl", service.log_text())
     assert leases, f"no registration in the log:\n{service.log_text()[-2000:]}"
     return int(leases[-1])
+
+
+async def test_a_second_copy_never_takes_the_name_over_and_a_deleted_record_is_put_again(
+    node_service: NodeWorkload, state_service: StateService, state_client: StateClient, tmp_path: Path
+) -> None:
+    """As the Python workload base: a second copy under the same name waits instead of taking the
+    record over, and its stop leaves the first one's record; a record deleted behind the first's
+    back is put again on its lease."""
+    await node_service.wait_registered(state_client, REDIS_NODE_NAME)
+    copy = redis_node(state_service.endpoint, tmp_path / "copy", lease_ttl_seconds=TTL)
+    await copy.start()
+    try:
+        await wait_for(
+            lambda: "not taking it over" in copy.log_text(), 30, 0.2, "the copy's refused registration"
+        )
+        record = await registered(state_client)
+        assert record is not None and record.workload.endpoint == node_service.endpoint
+    finally:
+        await copy.stop()
+    record = await registered(state_client)
+    assert record is not None and record.workload.endpoint == node_service.endpoint
+
+    await state_client.delete(spb.KIND_WORKLOAD, REDIS_NODE_NAME)
+
+    async def back() -> bool:
+        again = await registered(state_client)
+        return again is not None and again.workload.endpoint == node_service.endpoint
+
+    await wait_for(back, 4 * TTL, 0.2, "the record put again")

@@ -137,3 +137,46 @@ async def test_stays_registered_across_quick_state_service_restart(
 async def _more_keepalives(running: RunningWorkload, count: int) -> bool:
     assert running.registration is not None
     return running.registration.keepalives >= count
+
+
+async def test_a_second_copy_never_takes_the_name_over(
+    registered: RunningWorkload, state_service: StateService, state_client: StateClient
+) -> None:
+    """A second service registering a name that a live service holds waits instead of taking it
+    over; stopping it leaves the first one's record alone (new-user finding: the copy's stop
+    deleted the record and the first never registered again, so failovers stalled)."""
+    await wait_for(lambda: _present(state_client), 30, what="registration")
+    first = f"127.0.0.1:{registered.port}"
+    settings = RedisSettings(
+        listen="127.0.0.1:0",
+        state_endpoint=state_service.endpoint,
+        lease_ttl_seconds=TTL,
+        register_in_state=True,
+    )
+    copy = await start_workload(RedisWorkload(settings), settings)
+    try:
+        assert copy.registration is not None
+        await wait_for(lambda: _failed_once(copy), 30, what="the copy's refused attempt")
+        assert not copy.registration.registered.is_set()
+        workload = await record(state_client)
+        assert workload is not None and workload.endpoint == first
+    finally:
+        await copy.stop(grace_seconds=1)
+    workload = await record(state_client)
+    assert workload is not None and workload.endpoint == first
+
+
+async def test_a_record_deleted_behind_its_back_is_put_again(
+    registered: RunningWorkload, state_client: StateClient
+) -> None:
+    await wait_for(lambda: _present(state_client), 30, what="registration")
+    assert registered.registration is not None
+    lease = registered.registration.lease_id
+    await state_client.delete(state_service_pb2.KIND_WORKLOAD, "redis")
+    await wait_for(lambda: _present(state_client), 30, what="the record put again")
+    assert registered.registration.lease_id == lease  # the same lease: it never lapsed
+
+
+async def _failed_once(running: RunningWorkload) -> bool:
+    assert running.registration is not None
+    return running.registration.failures >= 1
