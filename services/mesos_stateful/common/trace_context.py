@@ -137,9 +137,19 @@ def _tracer() -> trace.Tracer:
     return tracer
 
 
+_SPLIT: dict[str, dict[str, str]] = {}
+
+
 def _split(method: str) -> dict[str, str]:
-    service, _, name = method.lstrip("/").partition("/")
-    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+    """The span attributes of ``method`` (``/pkg.Service/Method``), made once per method: the SDK
+    copies them into a recorded span and the sampler reads them only, so one dict is shared."""
+    attributes = _SPLIT.get(method)
+    if attributes is None:
+        service, _, name = method.lstrip("/").partition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        if len(_SPLIT) < 1024:  # a server's methods: bounded against odd clients' names
+            _SPLIT[method] = attributes
+    return attributes
 
 
 # Metadata keys the propagators read (W3C trace context and baggage).
