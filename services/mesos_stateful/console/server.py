@@ -105,11 +105,15 @@ class Console:
         (from the current state again when the gateway cannot resume, e.g. after a compaction)."""
         revision = 0
         backoff = retry.Backoff(retry.GATEWAY_WATCH.with_delays(*WATCH_BACKOFF_SECONDS))
+        logged = ""  # the problem last logged as a warning
         while True:
             try:
                 request = ipb.WatchInstancesRequest(start_revision=revision + 1 if revision else 0)
                 stream = self.stub.WatchInstances(request, metadata=self.metadata)
                 async for event in stream:
+                    if logged:
+                        log.info("recent events are live again")
+                        logged = ""
                     self.watch_problem = ""
                     backoff.reset()
                     revision = max(revision, event.revision)
@@ -121,7 +125,10 @@ class Console:
                 code = error.code() if isinstance(error, grpc.aio.AioRpcError) else None
                 if code in (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION):
                     revision = 0
-                log.warning("%s", self.watch_problem)
+                # One line per outage (a gateway away would otherwise log at every retry).
+                level = logging.WARNING if self.watch_problem != logged else logging.DEBUG
+                log.log(level, "%s", self.watch_problem)
+                logged = self.watch_problem
             await backoff.sleep()
 
     # --- calls ------------------------------------------------------------------------------
