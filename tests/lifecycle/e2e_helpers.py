@@ -183,10 +183,19 @@ class RoleWatch:
 
 
 async def _stopped(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    """Cancel ``task`` and wait for its end. A client library may swallow a cancellation (redis-py
+    can turn it into a ConnectionError, which a write loop counts and retries): then the task
+    goes on and a plain ``await task`` never returns (seen as a test hung until its timeout), so
+    the cancellation is repeated until the task ends."""
+    if task is None:
+        return
+    task.cancel()
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if not done:
+            task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class AcknowledgedWriter:
