@@ -26,12 +26,13 @@ lint: setup
 	cd protos && ../$(VENV)/bin/buf lint
 
 # mypy reads the plain checkout: mypy_path (pyproject.toml) names the two folders of the
-# mesos_stateful namespace package.
+# mesos_stateful namespace package. Then the tests (typecheck-tests).
 typecheck: setup
 	$(PY) -m mypy --cache-dir $(TC)/.mypy_cache services/mesos_stateful executor/mesos_stateful
+	bash scripts/typecheck_tests.sh $(PY) $(TC)/.mypy_cache
 
-# mypy on tests/ (the pydantic plugin types settings constructors; see scripts/typecheck_tests.sh for
-# how pytest's import roots map to mypy runs). Not yet part of `typecheck`: not clean yet.
+# mypy on tests/ alone (the pydantic plugin types settings constructors; see
+# scripts/typecheck_tests.sh for how pytest's import roots map to mypy runs).
 typecheck-tests: setup
 	bash scripts/typecheck_tests.sh $(PY) $(TC)/.mypy_cache
 

@@ -26,7 +26,7 @@ def _failure(
         agent_id="agent-1",
         host="127.1.1.2",
         ports={"redis": port},
-        cause=cause,  # type: ignore[arg-type]
+        cause=cause,
         message="exited with code 1: bind: Address already in use",
     )
     f.at.FromNanoseconds(int((now - ago) * 1e9))

@@ -144,7 +144,7 @@ def test_settings_invariants() -> None:
         {"retry_period_seconds": 0.0},
     ):
         with pytest.raises(ValueError, match=r"retry_period_seconds|greater than 0"):
-            LeadershipSettings(**bad)  # type: ignore[arg-type]
+            LeadershipSettings(**bad)
 
 
 async def test_one_leads_and_a_release_hands_over_at_once(

@@ -177,8 +177,8 @@ def check_call(call: RecordedCall, framework: Json, offers: dict[str, Json]) -> 
     problems: list[str] = []
     try:
         decoded = encoding.decode(call.body, call.content_type, scheduler_pb2.Call)
-    except encoding.DecodeError as error:
-        return [f"{call.type}: {error.status} {error.message}"]
+    except encoding.DecodeError as failed:
+        return [f"{call.type}: {failed.status} {failed.message}"]
     error = validation.validate_call(decoded)
     if error is not None:
         return [f"{call.type}: Failed to validate scheduler::Call: {error}"]

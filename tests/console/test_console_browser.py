@@ -193,7 +193,9 @@ def test_failover_in_the_browser(
     rows = browser.find_elements(By.CSS_SELECTOR, "#timeline .tlrow[data-step]")
     assert [r.get_attribute("data-step") for r in rows] == [s.name for s in plan.steps]
     for row in rows:
-        if row.get_attribute("data-step").split(" ")[0] in ("fence", "failover"):
+        step = row.get_attribute("data-step")
+        assert step is not None  # every row has one (the list above)
+        if step.split(" ")[0] in ("fence", "failover"):
             bar = row.find_element(By.CLASS_NAME, "bar")
             assert bar.size["width"] > 0, row.get_attribute("data-step")
             assert "→" in row.find_element(By.CLASS_NAME, "tlwhen").text

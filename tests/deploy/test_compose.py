@@ -12,6 +12,7 @@ do not collide); the times of ``up --wait`` and of the whole test are printed.""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -212,7 +213,7 @@ def test_compose_suite(project: Project) -> None:
         leader = leading_container(project, role)
         leader.kill()
         gone = leader.name
-        wait_until(lambda r=role, g=gone: leading_name(project, r, g), 60, f"a new {role} leader")
+        wait_until(functools.partial(leading_name, project, role, gone), 60, f"a new {role} leader")
     t0 = time.monotonic()
     master_container.kill()
 
@@ -243,7 +244,7 @@ def test_compose_suite(project: Project) -> None:
 
     def back_in_place() -> dict[str, Any] | None:
         now = project.instance()
-        member = next(m for m in now["instance"]["members"] if m["id"] == replica["id"])
+        member: dict[str, Any] = next(m for m in now["instance"]["members"] if m["id"] == replica["id"])
         if member.get("state") == "MEMBER_STATE_RUNNING" and member["taskId"] != replica["taskId"]:
             return member
         return None
@@ -287,7 +288,7 @@ def test_compose_suite(project: Project) -> None:
     t0 = time.monotonic()
     down = project.compose("down", "--timeout", "10")
     assert down.returncode == 0, down.stderr
-    label = {"label": f"com.docker.compose.project={project.name}"}
+    label: dict[str, str | list[str] | bool] = {"label": f"com.docker.compose.project={project.name}"}
     assert not project.client.containers.list(all=True, filters=label)
     wait_until(lambda: not project.members(all_states=True), 30, "the members to end with their agents")
     volumes = project.client.volumes.list(filters=label)
@@ -310,7 +311,11 @@ def test_compose_suite(project: Project) -> None:
         assert m["agentId"] == before[m["id"]]["agentId"], f"{m['id']} moved to another agent"
         assert m["volume"]["persistenceId"] == before[m["id"]]["volume"]["persistenceId"]
         client = member_client(m, password)
-        wait_until(lambda c=client: missing_keys(c, writer.acked) == [], 60, f"{m['id']} to hold every key")
+
+        def holds_every_key(c: redis.Redis = client) -> bool:
+            return missing_keys(c, writer.acked) == []
+
+        wait_until(holds_every_key, 60, f"{m['id']} to hold every key")
     wait_until(lambda: len(project.members()) == 3, 60, "three member containers after down and up")
 
     # down -v: nothing of the project is left, members included.

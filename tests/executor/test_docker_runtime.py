@@ -17,6 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from docker.models.containers import Container
 from executor_helpers import RecordingSink, eventually, make_spec
 
 from mesos_stateful.api.stateful.v1 import types_pb2
@@ -91,9 +92,9 @@ class Harness:
         self.members.append(member)
         return member
 
-    def containers(self, **labels: str) -> list[docker.models.containers.Container]:
+    def containers(self, **labels: str) -> list[Container]:
         wanted = {images.LABEL_AGENT: self.agent_id, **labels}
-        filters = {"label": [f"{k}={v}" for k, v in wanted.items()]}
+        filters: dict[str, str | list[str] | bool] = {"label": [f"{k}={v}" for k, v in wanted.items()]}
         return list(self.engine.containers.list(all=True, filters=filters))
 
 
@@ -155,7 +156,7 @@ async def test_member_container_runs_with_the_launch(harness: Harness) -> None:
     labels = container.labels
     assert labels[images.LABEL_INSTANCE] == "cache" and labels[images.LABEL_MEMBER] == "cache-0"
     assert labels[images.LABEL_FRAMEWORK] == "fw-test" and labels[images.LABEL_EXECUTOR] == "ex-test"
-    assert container.name.startswith("mesos-stateful-cache-0.1-")
+    assert container.name is not None and container.name.startswith("mesos-stateful-cache-0.1-")
     host_config = container.attrs["HostConfig"]
     assert host_config["NanoCpus"] == 500_000_000 and host_config["Memory"] == 64 * 1024 * 1024
     assert host_config["NetworkMode"] == "host"

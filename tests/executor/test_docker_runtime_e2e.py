@@ -49,7 +49,7 @@ def containers(engine: docker.DockerClient, *agent_ids: str, **labels: str) -> l
     found = []
     for agent_id in agent_ids:
         wanted = {images.LABEL_AGENT: agent_id, **labels}
-        filters = {"label": [f"{k}={v}" for k, v in wanted.items()]}
+        filters: dict[str, str | list[str] | bool] = {"label": [f"{k}={v}" for k, v in wanted.items()]}
         found += engine.containers.list(all=True, filters=filters)
     return found
 

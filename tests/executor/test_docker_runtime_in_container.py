@@ -95,7 +95,7 @@ def logs_until(container: Any, text: str, timeout: float = 120.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         container.reload()
-        output = container.logs().decode(errors="replace")
+        output: str = container.logs().decode(errors="replace")
         if text in output:
             return output
         assert container.status in ("created", "running"), f"the executor container ended:\n{output}"

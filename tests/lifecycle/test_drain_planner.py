@@ -9,6 +9,9 @@ which is planned again from state afterwards (also after a lifecycle restart).
 
 from __future__ import annotations
 
+from typing import Any
+
+from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import planner, plans
 from mesos_stateful.lifecycle.planner import decide
@@ -464,14 +467,13 @@ def test_a_delete_still_wins_over_a_handover() -> None:
 # --- room elsewhere before a member is stopped for a drain -----------------------------------------
 
 
-def _agent(agent_id: str, cpus: float = 8, mem: int = 8192, disk: int = 100_000, **kw: object) -> object:
-    from mesos_stateful.api.stateful.v1 import offer_service_pb2 as opb
-
+def _agent(agent_id: str, cpus: float = 8, mem: int = 8192, disk: int = 100_000, **kw: Any) -> opb.Agent:
+    """An offers-service Agent; ``kw``: more Agent fields (maintenance, reservations)."""
     return opb.Agent(
         agent_id=agent_id,
         hostname=f"host-{agent_id}",
         total=T.Resources(cpus=cpus, mem_mb=mem, disk_mb=disk),
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

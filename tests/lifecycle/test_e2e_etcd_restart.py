@@ -10,8 +10,9 @@ import pytest
 from aetcd import rpc
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.state.store import Store
 from mesos_stateful.testing.etcd import EtcdProcess, intercept_watches
-from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, master_of
 from mesos_stateful.testing.workloads import wait_for
 
 from .e2e_helpers import kill9, redis_pids
@@ -52,7 +53,7 @@ async def test_replica_is_replaced_as_fast_after_an_etcd_restart(suite: Suite, e
 
     # The state service's etcd watches go through an intercepted channel from here on, as in a
     # service with tracing on (the path where a watch to a dead etcd raised InvalidStateError).
-    store = suite.state.served.store
+    store: Store = suite.state.served.store
     channel = intercept_watches(store.kv, etcd.endpoint)
     try:
         await etcd.kill()
@@ -63,6 +64,7 @@ async def test_replica_is_replaced_as_fast_after_an_etcd_restart(suite: Suite, e
 
         await wait_for(hub_retrying, 30, what="the state watch to retry while etcd is down")
         await etcd.restart()
+        assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
         assert suite.lifecycle.service is not None
         await suite.lifecycle.service.wait_leading(30)
         after = await _replace(suite, "cache-1")

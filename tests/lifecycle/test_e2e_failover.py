@@ -5,14 +5,16 @@ failover never starts a second one."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from google.protobuf.message import Message
 
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, master_of
 from mesos_stateful.testing.workloads import wait_for
 
 from .e2e_helpers import (
@@ -95,9 +97,7 @@ async def test_master_kill_fails_over_without_losing_acknowledged_writes(redis_s
     assert [m.id for m in instance.members] == [new_master.id]
 
 
-def _scale(name: str, replicas: int) -> object:
-    from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
-
+def _scale(name: str, replicas: int) -> api.ScaleInstanceRequest:
     return api.ScaleInstanceRequest(name=name, replicas=replicas)
 
 
@@ -309,7 +309,7 @@ def _step(plan: T.Plan, prefix: str) -> T.Step | None:
 
 
 # Points where lifecycle "crashes" during a failover (right after persisting the plan).
-CRASH_POINTS = {
+CRASH_POINTS: dict[str, Callable[[T.Plan], bool]] = {
     "recovery-plan-persisted": lambda p: p.name == plans.RECOVERY,
     "masterlost-about-to-be-called": lambda p: (
         (s := _step(p, "failover ")) is not None and s.status == plans.STARTING
@@ -335,6 +335,7 @@ async def test_lifecycle_crash_at_each_failover_point_promotes_exactly_once(suit
     written = await write_acknowledged(old, secret, 200, replicas=2)
     roles = RoleWatch(suite.client, "cache")
     await roles.start()
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     frozen = suite.lifecycle.freeze_after_save(CRASH_POINTS[point])
     kill9(redis_pids(suite, [old]))
     await asyncio.wait_for(frozen.wait(), 60)

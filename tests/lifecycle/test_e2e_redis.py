@@ -11,7 +11,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, master_of
 from mesos_stateful.testing.workloads import wait_for
 
 from .e2e_helpers import connect, password, redis_pids, replication_info
@@ -184,6 +184,7 @@ DEPLOY_CRASH_POINTS = {
 async def test_lifecycle_crash_during_deploy_resumes_without_launching_twice(
     suite: Suite, point: str
 ) -> None:
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     frozen = suite.lifecycle.freeze_after_save(DEPLOY_CRASH_POINTS[point])
     await suite.create("cache", 3)
     await asyncio.wait_for(frozen.wait(), 60)

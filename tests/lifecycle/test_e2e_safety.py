@@ -24,7 +24,7 @@ import pytest
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, RedisService, Suite, master_of
 from mesos_stateful.testing.workloads import wait_for
 from mesos_stateful.workloads.redis.replication import self_fence_seconds
 from mesos_stateful.workloads.redis.settings import RedisSettings
@@ -299,6 +299,7 @@ async def test_chained_replica_is_reported_within_two_check_intervals_and_repair
     """A replica re-pointed by hand to the other replica shows REPLICATING false (Chained) and the
     instance DEGRADED within two check intervals; it is re-pointed at the master (condition ok,
     RUNNING again) without touching the master."""
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     settings = suite.lifecycle.settings()
     interval = settings.check_interval_seconds
     await suite.create("cache", 3)
@@ -387,6 +388,7 @@ async def test_workload_service_down_never_causes_a_failover(
     """The Redis workload service vanishes (its registration left to expire, as after a crash)
     for longer than it takes to declare a master failed: the probes it cannot answer count for
     nothing; no recovery plan, the master stays master."""
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     settings = suite.lifecycle.settings()
     await suite.create("cache", 3)
     instance = await suite.wait_running("cache", 3)
@@ -413,6 +415,7 @@ async def test_workload_service_down_never_causes_a_failover(
     finally:
         await suite.redis.start()
     restarted_at = time.time()
+    assert isinstance(suite.redis, RedisService)  # the `suite` fixture's in-process Redis workload
     assert suite.redis.running.registration is not None
     await suite.redis.running.registration.wait_registered()
 

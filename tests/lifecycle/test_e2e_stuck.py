@@ -8,12 +8,13 @@ import pytest
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, master_of
 
 pytestmark = pytest.mark.slow
 
 
 async def test_a_launch_waiting_for_an_offer_is_reported_then_scaled_away(suite: Suite) -> None:
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     suite.lifecycle.overrides["launch_timeout_seconds"] = 2.0
     await suite.lifecycle.restart()
     # 4 members, at most 1 per agent, 3 agents: the 4th launch can only wait.

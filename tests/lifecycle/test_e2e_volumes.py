@@ -18,7 +18,7 @@ import pytest
 
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, is_running, master_of
 from mesos_stateful.testing.workloads import wait_for
 
 from .e2e_helpers import kill9, missing_keys, password, redis_pids, replication_info, write_acknowledged
@@ -163,6 +163,7 @@ async def test_stopped_replicas_killed_by_health_checks_restart_in_place(suite: 
 async def test_member_whose_agent_is_gone_for_good_is_replaced_and_its_old_volume_destroyed(
     suite: Suite,
 ) -> None:
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     suite.lifecycle.overrides["replace_after_seconds"] = 4.0
     await suite.lifecycle.restart()
     await suite.create("cache", 3)
@@ -221,6 +222,7 @@ async def test_delete_leaves_no_reservation_and_no_volume(suite: Suite) -> None:
 async def test_every_copy_gone_fails_the_instance_instead_of_an_empty_master(suite: Suite) -> None:
     """A single-member instance whose agent is gone for good: its member is replaced on a fresh
     (empty) volume, but never made master of an instance that had data — FAILED, a person decides."""
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     suite.lifecycle.overrides["replace_after_seconds"] = 3.0
     await suite.lifecycle.restart()
     await suite.create("solo", 1)

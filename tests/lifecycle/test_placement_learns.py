@@ -20,7 +20,7 @@ import pytest
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.cli import render
 from mesos_stateful.testing.cluster import RunningCluster, start_local_cluster
-from mesos_stateful.testing.lifecycle import Suite, is_running
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, is_running
 
 from .e2e_helpers import kill9, missing_keys, password, redis_pids, write_acknowledged
 
@@ -128,6 +128,7 @@ async def test_a_taken_port_is_avoided_and_the_member_runs_elsewhere(suite: Suit
 async def every_launch_failing(suite: Suite) -> AsyncIterator[None]:
     """Inside: every port of every agent is taken, so every launch fails; the lifecycle (restarted
     for it) gives a member 2 attempts and retries a failed launch 4 s later by itself."""
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     suite.lifecycle.overrides.update({"max_launch_attempts": 2, "launch_failure_retry_seconds": 4.0})
     await suite.lifecycle.restart()
     every_port = sorted((ip, port) for ip, ports in agent_ports(suite).items() for port in ports)

@@ -109,7 +109,7 @@ def _with_failures(*failures: tuple[str, list[int], int, float]) -> T.Member:
             task_id=f"cache-0.{i + 1}",
             agent_id=agent,
             ports={f"p{j}": p for j, p in enumerate(ports)},
-            cause=cause,  # type: ignore[arg-type]
+            cause=cause,
         )
         f.at.CopyFrom(plans.timestamp(at))
     return m

@@ -324,7 +324,8 @@ async def test_a_failover_interrupted_by_a_leader_change_is_resumed_not_restarte
         secret = await password(suite, "cache")
         old = master_of(instance)
         written = await write_acknowledged(old, secret, 300, replicas=1)
-        frozen = suite.lifecycle.freeze_after_save(  # type: ignore[union-attr]
+        assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
+        frozen = suite.lifecycle.freeze_after_save(
             lambda p: p.name == plans.RECOVERY and p.status != plans.COMPLETE
         )
         roles = RoleWatch(suite.client, "cache")
@@ -334,7 +335,7 @@ async def test_a_failover_interrupted_by_a_leader_change_is_resumed_not_restarte
         stored = await suite.instance("cache")
         assert stored is not None and stored.plan.name == plans.RECOVERY
         started_at = stored.plan.started_at
-        await suite.lifecycle.stop(crash=True)  # type: ignore[union-attr]
+        await suite.lifecycle.stop(crash=True)
         await standby.service.wait_leading(TAKEOVER_BOUND + SLACK_SECONDS)
 
         def failed_over(i: T.Instance) -> bool:

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite
+from mesos_stateful.testing.lifecycle import LifecycleRunner, RedisService, Suite
 from mesos_stateful.testing.poll import eventually
 
 pytestmark = pytest.mark.slow
 
 # Lifecycle's step backoff in this test (seconds): attempt n waits 15 * 2**(n-1), at most 60.
-BACKOFF = {"retry_initial_seconds": 15.0, "retry_max_seconds": 60.0}
+BACKOFF: dict[str, Any] = {"retry_initial_seconds": 15.0, "retry_max_seconds": 60.0}
 # Re-registration -> the waiting step tried again (seconds): the watch event, a reconcile and a
 # loaded machine; far below the backoff it would otherwise wait (up to 15 s here).
 PROMPT_SECONDS = 2.0
@@ -77,6 +78,7 @@ async def test_step_waiting_on_a_workload_retries_when_it_registers_again(suite:
 
     # The workload service comes back (same port) and registers again.
     await suite.redis.start()
+    assert isinstance(suite.redis, RedisService)  # the `suite` fixture's in-process Redis workload
     await asyncio.wait_for(suite.redis.running.registration.wait_registered(), 30)
     registered_at = time.time()
     assert await suite.client.find(spb.KIND_WORKLOAD, "redis") is not None

@@ -182,4 +182,5 @@ def task_info(
 
 
 def scalar(offer: Any, name: str) -> float:
-    return sum(r["scalar"]["value"] for r in offer["resources"] if r["name"] == name)
+    total: float = sum(r["scalar"]["value"] for r in offer["resources"] if r["name"] == name)
+    return total

@@ -22,11 +22,19 @@ M = TypeVar("M", bound=Message)
 Json = dict[str, Any]
 
 
+def missing_fields(message: Message) -> list[str]:
+    """``message.FindInitializationErrors()``: the paths of its unset required fields (proto2),
+    e.g. ``["framework_id.value"]``; empty when it is complete."""
+    # Every protobuf runtime (python, upb) has it; types-protobuf's Message stub lacks it.
+    found: list[str] = message.FindInitializationErrors()  # type: ignore[attr-defined]
+    return found
+
+
 def parse_strict(data: str | Json, message: M) -> M:
     """``json_format.Parse(..., ignore_unknown_fields=False)`` plus the required-field check."""
     text = data if isinstance(data, str) else json.dumps(data)
     json_format.Parse(text, message, ignore_unknown_fields=False)
-    missing = message.FindInitializationErrors()
+    missing = missing_fields(message)
     assert not missing, f"{type(message).__name__} lacks required fields {missing}: {text[:500]}"
     return message
 
@@ -209,7 +217,7 @@ class RawScheduler:
         deadline = time.monotonic() + timeout
         while True:
             event = self.wait("OFFERS", timeout=max(0.1, deadline - time.monotonic()))
-            found = None
+            found: Json | None = None
             for offer in event["offers"]["offers"]:
                 if found is None and pred(offer):
                     found = offer

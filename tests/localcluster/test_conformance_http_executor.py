@@ -23,7 +23,7 @@ from google.protobuf import json_format
 
 from localcluster.cluster_process import ClusterProcess, sessions_under
 from localcluster.harness import Framework, task_info
-from localcluster.mesos_json import parse_strict
+from localcluster.mesos_json import missing_fields, parse_strict
 from mesos_stateful.api.mesos.v1.executor import executor_pb2
 from mesos_stateful.localcluster.agent import Agent
 from mesos_stateful.localcluster.procs import session_members
@@ -230,11 +230,11 @@ def test_protobuf_executor_subscribe_launch_update(
         assert resp.status == 200 and resp.headers["Content-Type"] == PROTOBUF
         subscribed = executor_pb2.Event.FromString(read_record(resp))
         assert subscribed.type == executor_pb2.Event.SUBSCRIBED
-        assert not subscribed.FindInitializationErrors()
+        assert not missing_fields(subscribed)
         assert subscribed.subscribed.executor_info.executor_id.value == task.executor_id
         assert subscribed.subscribed.agent_info.id.value == agent.id
         launch = executor_pb2.Event.FromString(read_record(resp))
-        assert launch.type == executor_pb2.Event.LAUNCH and not launch.FindInitializationErrors()
+        assert launch.type == executor_pb2.Event.LAUNCH and not missing_fields(launch)
         assert launch.launch.task.task_id.value == task.task_id
         # The same events in JSON parse strictly too (what a JSON executor gets).
         parse_strict(json_format.MessageToJson(launch), executor_pb2.Event())

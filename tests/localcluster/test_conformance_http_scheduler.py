@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from localcluster.harness import EXECUTOR
+from localcluster.mesos_json import missing_fields
 from mesos_stateful.api.mesos.v1 import mesos_pb2
 from mesos_stateful.api.mesos.v1.scheduler import scheduler_pb2
 from mesos_stateful.testing.cluster import RunningCluster
@@ -86,7 +87,7 @@ class ProtobufScheduler:
         try:
             while (record := read_record(resp)) is not None:
                 event = Event.FromString(record)
-                missing = event.FindInitializationErrors()
+                missing = missing_fields(event)
                 assert not missing, f"event lacks {missing}: {event}"
                 self.events.put(event)
         except BaseException as error:  # handed to the test thread

@@ -31,7 +31,7 @@ def subscribe_events(master: str, info: Json) -> list[Json]:
         )
         resp = conn.getresponse()
         assert resp.status == 200, (resp.status, resp.read())
-        events = []
+        events: list[Json] = []
         while True:
             size = resp.readline()
             if not size:

@@ -12,6 +12,7 @@ from localcluster.harness import Framework, task_info
 from localcluster.mesos_json import parse_strict
 from mesos_stateful.api.mesos.v1 import mesos_pb2
 from mesos_stateful.localcluster.procs import session_members
+from mesos_stateful.localcluster.settings import LocalClusterSettings
 from mesos_stateful.testing.cluster import RunningCluster
 
 
@@ -31,6 +32,7 @@ def test_kill_agent_loses_tasks_and_processes(local_cluster: RunningCluster, fra
     sids = [ex.sid for ex in agent.executors.values()]
     assert sids and all(session_members(s) for s in sids if s)
     settings = agent.master.settings
+    assert isinstance(settings, LocalClusterSettings)  # an in-process agent: the cluster's settings
     noticed_after = settings.agent_ping_timeout * settings.max_agent_ping_timeouts
     killed_wall = time.time()  # before: the kill itself may take a while (sessions killed)
     local_cluster.kill_agent(hostname)

@@ -6,6 +6,7 @@ import ipaddress
 import threading
 
 from localcluster.harness import Framework, scalar, task_info
+from localcluster.mesos_json import Json
 from mesos_stateful.testing.cluster import RunningCluster
 
 
@@ -71,7 +72,7 @@ def test_no_overcommit_on_racing_accepts(local_cluster: RunningCluster, framewor
         t.join()
     assert not errors
     ids = {first["task_id"]["value"], second["task_id"]["value"]}
-    outcomes = {}
+    outcomes: dict[str, Json] = {}
     while len(outcomes) < 2:
         status = framework.wait("update", lambda s: s["task_id"]["value"] in ids - set(outcomes))
         if status["state"] in ("TASK_RUNNING", "TASK_LOST"):

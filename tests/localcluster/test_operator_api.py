@@ -18,7 +18,7 @@ import pytest
 from google.protobuf import json_format
 
 from localcluster.harness import Framework, task_info
-from localcluster.mesos_json import parse_strict
+from localcluster.mesos_json import missing_fields, parse_strict
 from mesos_stateful.api.mesos.v1 import mesos_pb2
 from mesos_stateful.api.mesos.v1.maintenance import maintenance_pb2
 from mesos_stateful.api.mesos.v1.master import master_pb2
@@ -56,7 +56,7 @@ def operator(cluster: RunningCluster, call: Json, media_type: str) -> tuple[int,
     assert ctype == media_type
     if media_type == PROTOBUF:
         response = Response.FromString(data)
-        assert not response.FindInitializationErrors(), response.FindInitializationErrors()
+        assert not missing_fields(response), missing_fields(response)
     else:
         response = parse_strict(data.decode(), Response())
     parse_strict(json_format.MessageToJson(response), Response())
@@ -155,8 +155,8 @@ def test_operator_request_errors(local_cluster: RunningCluster) -> None:
             "Failed to validate master::Call: Expecting 'start_maintenance' to be present",
         )
         assert operator(local_cluster, {"type": "UNKNOWN"}, media_type)[:2] == (501, "501 Not Implemented.")
-        status, text, _ = operator(local_cluster, {"type": "GET_FLAGS"}, media_type)
-        assert status == 501 and text.startswith("Unsupported call type GET_FLAGS")
+        status, message, _ = operator(local_cluster, {"type": "GET_FLAGS"}, media_type)
+        assert status == 501 and message.startswith("Unsupported call type GET_FLAGS")
     # No Accept header: JSON (libprocess accepts everything).
     status, ctype, body = post(local_cluster, health, {"Content-Type": JSON})
     assert (status, ctype) == (200, JSON)
@@ -308,7 +308,7 @@ class OperatorStream:
                 record = self.resp.read(int(size))
                 if self.media_type == PROTOBUF:
                     event = master_pb2.Event.FromString(record)
-                    assert not event.FindInitializationErrors(), event.FindInitializationErrors()
+                    assert not missing_fields(event), missing_fields(event)
                 else:
                     event = parse_strict(record.decode(), master_pb2.Event())
                 self.events.put(event)

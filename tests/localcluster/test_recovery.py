@@ -6,6 +6,7 @@ reported (docs/agent-recovery.md; src/slave/slave.cpp ``_recover``, ``reregister
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -94,10 +95,10 @@ def member_task(offer: Any, task_id: str) -> dict[str, Any]:
 
 class Member:
     def __init__(self, task: dict[str, Any], hostname: str, starting: Any) -> None:
-        self.task_id = task["task_id"]["value"]
-        self.agent_id = task["agent_id"]["value"]
+        self.task_id: str = task["task_id"]["value"]
+        self.agent_id: str = task["agent_id"]["value"]
         self.host = hostname
-        self.port = task["discovery"]["ports"]["ports"][0]["number"]
+        self.port: int = task["discovery"]["ports"]["ports"][0]["number"]
         self.pid = int(starting["message"].rsplit(" ", 1)[1])  # "started process <pid>"
         sid = session_of(self.pid)
         assert sid is not None
@@ -139,12 +140,13 @@ def reconcile(fw: Framework, members: list[Member]) -> dict[str, Any]:
         [{"task_id": {"value": m.task_id}, "agent_id": {"value": m.agent_id}} for m in members]
     )
     return {
-        m.task_id: fw.wait(
-            "update",
-            lambda s, m=m: s["task_id"]["value"] == m.task_id and s.get("reason") == "REASON_RECONCILIATION",
-        )
-        for m in members
+        m.task_id: fw.wait("update", functools.partial(_reconciliation_of, m.task_id)) for m in members
     }
+
+
+def _reconciliation_of(task_id: str, status: dict[str, Any]) -> bool:
+    """``status`` (a TaskStatus as JSON) is the reconciliation answer for ``task_id``."""
+    return bool(status["task_id"]["value"] == task_id and status.get("reason") == "REASON_RECONCILIATION")
 
 
 def restart(cluster: ClusterProcess, fw: Framework, checkpoint: bool = True) -> Framework:

@@ -13,7 +13,7 @@ from mesos_stateful.api.stateful.v1 import offer_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.state import StateClient
-from mesos_stateful.common.grpc_errors import field_violations  # noqa: F401  (re-exported for tests)
+from mesos_stateful.common.grpc_errors import field_violations as field_violations  # re-exported for tests
 from mesos_stateful.localcluster.procs import session_members
 from mesos_stateful.testing.cluster import RunningCluster
 from mesos_stateful.testing.offers import OffersService

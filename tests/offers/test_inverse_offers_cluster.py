@@ -141,6 +141,7 @@ async def test_maintenance_reaches_the_tasks_keeps_launches_off_and_is_accepted_
     )
     (pending,) = cluster.pending
     assert f"agent {agent.hostname} is scheduled for maintenance" in pending.reason
+    assert offers_service.stub is not None  # started
     placed = [t for t in (await offers_service.stub.ListTasks(api.ListTasksRequest(instance="other"))).tasks]
     others = [
         await wait_task(state_client, t.task_id, in_state(RUNNING))

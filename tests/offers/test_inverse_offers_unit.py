@@ -321,7 +321,9 @@ def test_an_agent_removed_while_its_inverse_offer_was_rescinded_keeps_its_mainte
     book.agent_lost("a1")
     assert book.expire(100.0, 5.0) == [] and book.get("a1") is not None
     lost = task("cache-0.1", "a1", types_pb2.TASK_STATE_LOST)
-    lost.maintenance.CopyFrom(book.get("a1"))
+    kept = book.get("a1")
+    assert kept is not None  # (asserted above)
+    lost.maintenance.CopyFrom(kept)
     assert book.updates([lost]) == []
 
 

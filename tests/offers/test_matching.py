@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from mesos_stateful.offers.matching import AgentCapacity, Need, Offer, match, never_fits
 
 
 def offer(
-    n: int, cpus: float = 4.0, mem: float = 4096, disk: float = 10000, ports=((31000, 31009),), **attrs: str
+    n: int,
+    cpus: float = 4.0,
+    mem: float = 4096,
+    disk: float = 10000,
+    ports: Iterable[tuple[int, int]] = ((31000, 31009),),
+    **attrs: str,
 ) -> Offer:
     return Offer(f"o{n}", f"a{n}", f"127.0.0.{n}", cpus, mem, disk, list(ports), dict(attrs))
 
 
 def need(
-    task_id: str, instance: str = "cache", cpus: float = 1.0, mem: float = 256, ports=("web",), **kw: object
+    task_id: str,
+    instance: str = "cache",
+    cpus: float = 1.0,
+    mem: float = 256,
+    ports: Iterable[str] = ("web",),
+    **kw: Any,
 ) -> Need:
-    return Need(task_id, instance, cpus, mem, port_names=tuple(ports), **kw)  # type: ignore[arg-type]
+    """A Need; ``kw``: its other fields (member_id, volume, ...)."""
+    return Need(task_id, instance, cpus, mem, port_names=tuple(ports), **kw)
 
 
 def test_packs_several_launches_into_one_offer_subtracting_each() -> None:

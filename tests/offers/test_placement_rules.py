@@ -3,6 +3,8 @@ current agent: live task, pinned launch, volume) and of the summary of why a lau
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.offers.matching import (
@@ -42,7 +44,10 @@ def need(member: str, incarnation: int = 1, volume: VolumeNeed | None = None, **
 
 
 def test_members_at_counts_other_members_not_the_launching_one() -> None:
-    occupancy = {("a1", "cache"): {"cache-0", "cache-2"}, ("a2", "cache"): 3}
+    occupancy: dict[tuple[str, str], Collection[str] | int] = {
+        ("a1", "cache"): {"cache-0", "cache-2"},
+        ("a2", "cache"): 3,
+    }
     assert members_at(occupancy, "a1", need("cache-1")) == 2
     assert members_at(occupancy, "a1", need("cache-2")) == 1  # its own old place does not count
     assert members_at(occupancy, "a2", need("cache-1")) == 3  # plain counts (anonymous tasks)

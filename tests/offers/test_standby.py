@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import grpc
@@ -91,7 +91,7 @@ async def assert_standby_refuses(standby: ServiceProcess, leader: ServiceProcess
     expected = f"standby; the offers leader is at {leader.endpoint}"
     async with grpc.aio.insecure_channel(standby.endpoint) as channel:
         stub = api_grpc.OfferServiceStub(channel)
-        calls = {
+        calls: dict[str, Awaitable[object]] = {
             "Launch": stub.Launch(api.LaunchRequest(launch=web_spec("refused", 0)), timeout=5),
             "Kill": stub.Kill(api.KillRequest(task_id="refused-0.1"), timeout=5),
             "ListTasks": stub.ListTasks(api.ListTasksRequest(), timeout=5),

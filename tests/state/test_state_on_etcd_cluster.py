@@ -74,8 +74,8 @@ async def test_leader_kills_stop_no_read_write_or_watch(cluster: EtcdCluster) ->
 
         await eventually(serving, 10, "the store healthy")
     finally:
-        for watcher in (live, replay):
-            if watcher is not None:
-                await watcher.stop()
+        for started in (live, replay):
+            if started is not None:
+                await started.stop()
         await client.close()
         await served.stop(grace_seconds=0)

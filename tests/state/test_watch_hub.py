@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 from state_helpers import eventually, instance, task
@@ -190,6 +190,7 @@ async def test_slow_grpc_watcher_gets_a_resync_and_lists_again(etcd: EtcdProcess
         again = client.watch([pb.KIND_INSTANCE], prefix="mark", start_revision=revision + 1)
         nxt = await asyncio.wait_for(anext(again), 10)
         assert nxt.record.key.name == "mark-after"
+        assert isinstance(again, AsyncGenerator)  # StateClient.watch is an async generator
         await again.aclose()
     finally:
         await client.close()

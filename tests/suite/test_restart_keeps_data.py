@@ -6,6 +6,7 @@ member relaunched on an empty volume; etcd keeps its member ids."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import urllib.request
 from pathlib import Path
@@ -46,7 +47,7 @@ def running(endpoint: str, name: str, before: dict[str, Any]) -> bool:
 
 
 def master(instance: dict[str, Any]) -> dict[str, Any]:
-    masters = [m for m in instance["members"] if m.get("role") == "ROLE_MASTER"]
+    masters: list[dict[str, Any]] = [m for m in instance["members"] if m.get("role") == "ROLE_MASTER"]
     assert len(masters) == 1, instance["members"]
     return masters[0]
 
@@ -74,7 +75,7 @@ def redis_client(member: dict[str, Any], password: str) -> redis.Redis:
     )
 
 
-def mysql_connect(member: dict[str, Any], password: str) -> pymysql.Connection:  # type: ignore[type-arg]
+def mysql_connect(member: dict[str, Any], password: str) -> pymysql.Connection:
     return pymysql.connect(
         host=member["host"],
         port=member["ports"]["mysql"],
@@ -199,7 +200,7 @@ def test_restart_of_the_whole_suite_keeps_every_instances_data(tmp_path: Path) -
         for _, name in INSTANCES:
             # Right after a restart the stored state still shows the old tasks RUNNING: wait for
             # every member on a new task.
-            wait_until(lambda n=name: back(n), 300, f"{name} RUNNING 3/3 after the restart")
+            wait_until(functools.partial(back, name), 300, f"{name} RUNNING 3/3 after the restart")
         after = {name: get(endpoint, name)["instance"] for _, name in INSTANCES}
         for _, name in INSTANCES:
             assert placement(after[name]) == placement(before[name]), name

@@ -149,7 +149,10 @@ def test_a_killed_service_is_restarted_and_members_are_untouched(suite: Suite, n
     def back() -> bool:
         suite.alive()
         now = suite.service(name)[1]
-        return now["restarts"] == before["restarts"] + 1 and now["healthy"] and now["pid"] != before["pid"]
+        restarted: bool = (
+            now["restarts"] == before["restarts"] + 1 and now["healthy"] and now["pid"] != before["pid"]
+        )
+        return restarted
 
     wait_until(back, 60, f"{key} restarted and serving")
     assert f"{key} exited with -9; restart {before['restarts'] + 1} in" in suite.log.read_text()

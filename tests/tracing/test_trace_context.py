@@ -24,6 +24,11 @@ METHOD = "/test.Echo/Echo"
 FAIL = "/test.Echo/Fail"
 
 
+def _bytes_call(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    """``channel.unary_unary(method)``: without serializers it sends and returns raw bytes."""
+    return channel.unary_unary(method)
+
+
 @pytest.fixture
 def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     """This process's global provider (API roots never sampled), exporting in memory; the one
@@ -64,7 +69,7 @@ async def channel(exporter: InMemorySpanExporter) -> AsyncIterator[tuple[grpc.ai
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no such thing")
         return b""
 
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
     }
@@ -85,7 +90,7 @@ async def test_an_untraced_unsampled_call_leaves_no_span(
     channel: tuple[grpc.aio.Channel, Seen], exporter: InMemorySpanExporter
 ) -> None:
     opened, seen = channel
-    assert await opened.unary_unary(METHOD)(b"x", timeout=5) == b"x"
+    assert await _bytes_call(opened, METHOD)(b"x", timeout=5) == b"x"
     assert exporter.get_finished_spans() == ()
     # The dropped root's context is current in the handler: its own calls say "not sampled".
     [current] = seen.contexts
@@ -99,7 +104,7 @@ async def test_an_unsampled_caller_passes_not_sampled_on(
     opened, seen = channel
     caller = trace.SpanContext(0xA1, 0xB2, is_remote=False, trace_flags=trace.TraceFlags(0))
     with trace.use_span(trace.NonRecordingSpan(caller)):
-        await opened.unary_unary(METHOD)(b"x", timeout=5)
+        await _bytes_call(opened, METHOD)(b"x", timeout=5)
     assert exporter.get_finished_spans() == ()
     assert seen.metadata[0]["traceparent"] == f"00-{0xA1:032x}-{0xB2:016x}-00"
     assert seen.contexts[0].trace_id == 0xA1 and not seen.contexts[0].trace_flags.sampled
@@ -111,9 +116,9 @@ async def test_a_sampled_caller_gets_client_and_server_spans_with_the_status(
     opened, seen = channel
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("plan deploy") as root:  # a plan root: always sampled
-        await opened.unary_unary(METHOD)(b"x", timeout=5, metadata=(("who", "me"),))
+        await _bytes_call(opened, METHOD)(b"x", timeout=5, metadata=(("who", "me"),))
         with pytest.raises(grpc.aio.AioRpcError):
-            await opened.unary_unary(FAIL)(b"x", timeout=5)
+            await _bytes_call(opened, FAIL)(b"x", timeout=5)
     trace_id = root.get_span_context().trace_id
     spans = {(s.name, s.kind.name): s for s in exporter.get_finished_spans()}
     client, server = spans[(METHOD, "CLIENT")], spans[(METHOD, "SERVER")]

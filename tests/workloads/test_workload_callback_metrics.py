@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 import pytest
@@ -95,7 +95,7 @@ async def test_callbacks_are_timed_and_errors_counted_by_callback(
         stub = pb_grpc.WorkloadServiceStub(channel)
         for _ in range(3):
             await stub.Config(pb.ConfigRequest(), timeout=5)
-        calls = [
+        calls: list[tuple[Awaitable[object], grpc.StatusCode]] = [
             (stub.StartMaster(pb.StartMasterRequest(), timeout=5), grpc.StatusCode.FAILED_PRECONDITION),
             (stub.StartSlave(pb.StartSlaveRequest(), timeout=5), grpc.StatusCode.UNAVAILABLE),
             (stub.SlaveLost(pb.SlaveLostRequest(), timeout=5), grpc.StatusCode.UNKNOWN),

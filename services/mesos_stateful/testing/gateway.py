@@ -21,7 +21,7 @@ from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.state import Record, StateClient
 from mesos_stateful.common.channels import channel_options
-from mesos_stateful.common.grpc_errors import field_violations  # noqa: F401  (re-exported for tests)
+from mesos_stateful.common.grpc_errors import field_violations as field_violations  # re-exported for tests
 from mesos_stateful.gateway.server import GatewayServed, build_gateway_server
 from mesos_stateful.gateway.settings import GatewaySettings
 

@@ -64,9 +64,12 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[bool]], timeout: float = 60.0, interval: float = 0.1, what: str = ""
+    condition: Callable[[], Awaitable[bool] | bool],
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    what: str = "",
 ) -> None:
-    """Poll ``condition`` until it is true; TimeoutError after ``timeout`` seconds."""
+    """Poll ``condition`` (async or plain) until it is true; TimeoutError after ``timeout`` seconds."""
     await eventually(condition, what or str(condition), timeout, interval)
 
 

@@ -12,6 +12,9 @@ from mesos_stateful.testing.workloads import pending_member as pending
 from mesos_stateful.workloads.base import DATA_DIR
 from mesos_stateful.workloads.etcd import members
 
+# The same module under a name that Cluster's `members` field does not hide (its annotations).
+from mesos_stateful.workloads.etcd import members as etcd_members
+
 NAME = "kv"
 PEER = types_pb2.ROLE_PEER
 
@@ -21,7 +24,7 @@ class Cluster:
     workload: WorkloadServer
     runner: MemberRunner
     members: dict[int, LocalMember] = field(default_factory=dict)
-    states: dict[int, types_pb2.MemberState.ValueType] = field(default_factory=dict)
+    states: dict[int, types_pb2.MemberState] = field(default_factory=dict)
     incarnations: dict[int, int] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
     ports: dict[int, dict[str, int]] = field(default_factory=dict)
@@ -98,10 +101,10 @@ class Cluster:
     def live(self) -> list[int]:
         return [o for o, m in sorted(self.members.items()) if m.running]
 
-    def client(self, ordinal: int) -> members.Client:
+    def client(self, ordinal: int) -> etcd_members.Client:
         return members.Client(self.url(ordinal), 5.0)
 
-    async def member_list(self, ordinal: int) -> list[members.Member]:
+    async def member_list(self, ordinal: int) -> list[etcd_members.Member]:
         async with self.client(ordinal) as c:
             return await c.members()
 

@@ -23,7 +23,7 @@ ENV = {"HOST": "10.0.0.9", "PORT_CLIENT": "31001", "PORT_PEER": "31002", "MESOS_
 
 def peer(
     ordinal: int,
-    state: types_pb2.MemberState.ValueType = types_pb2.MEMBER_STATE_RUNNING,
+    state: types_pb2.MemberState = types_pb2.MEMBER_STATE_RUNNING,
     incarnation: int = 1,
 ) -> types_pb2.Member:
     m = pending_member("kv", ordinal, PEER)

@@ -33,8 +33,8 @@ class Cluster:
     workload: WorkloadServer
     runner: MemberRunner
     members: dict[int, LocalMember] = field(default_factory=dict)
-    roles: dict[int, types_pb2.Role.ValueType] = field(default_factory=dict)
-    states: dict[int, types_pb2.MemberState.ValueType] = field(default_factory=dict)
+    roles: dict[int, types_pb2.Role] = field(default_factory=dict)
+    states: dict[int, types_pb2.MemberState] = field(default_factory=dict)
     incarnations: dict[int, int] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
 
@@ -53,7 +53,7 @@ class Cluster:
     def ctx(self, ordinal: int, attempt: int = 1) -> pb.CallbackContext:
         return context(self.instance(), f"{NAME}-{ordinal}", SECRETS, attempt)
 
-    async def launch(self, ordinal: int, role: types_pb2.Role.ValueType, ready: bool = True) -> LocalMember:
+    async def launch(self, ordinal: int, role: types_pb2.Role, ready: bool = True) -> LocalMember:
         """Config, then start the member as a new task (incarnation + 1, fresh sandbox)."""
         incarnation = self.incarnations.get(ordinal, 0) + 1
         self.incarnations[ordinal] = incarnation

@@ -27,7 +27,7 @@ def settings(**kw: object) -> MysqlSettings:
     return MysqlSettings(register_in_state=False, **kw)  # type: ignore[arg-type]
 
 
-def running(ordinal: int, role: types_pb2.Role.ValueType, port: int) -> types_pb2.Member:
+def running(ordinal: int, role: types_pb2.Role, port: int) -> types_pb2.Member:
     m = pending_member("db", ordinal, role)
     m.state, m.host, m.ports["mysql"], m.incarnation = types_pb2.MEMBER_STATE_RUNNING, "10.0.0.1", port, 1
     return m

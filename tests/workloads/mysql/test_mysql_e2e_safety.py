@@ -27,7 +27,7 @@ from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.lifecycle.settings import LifecycleSettings
-from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, is_running, master_of
 from mesos_stateful.testing.workloads import member_pids, wait_for
 from mesos_stateful.workloads.mysql.gtid import GtidSet
 from mesos_stateful.workloads.mysql.settings import MysqlSettings
@@ -45,6 +45,7 @@ def mid(ordinal: int) -> str:
 
 def timing(suite: Suite) -> LifecycleSettings:
     """The lifecycle's settings as the running service has them (the deadlines come from them)."""
+    assert isinstance(suite.lifecycle, LifecycleRunner)  # the `suite` fixture's in-process lifecycle
     return suite.lifecycle.settings()
 
 

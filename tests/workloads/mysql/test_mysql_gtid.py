@@ -134,7 +134,7 @@ def kinds(health: types_pb2.MemberHealth) -> dict[str, tuple[bool, str]]:
 
 def test_replica_health_conditions_and_repairs() -> None:
     ctx = ctx3()
-    at_master = {"Master_Host": "10.0.0.1", "Master_Port": 3300, "Seconds_Behind_Master": 0}
+    at_master: dict[str, Any] = {"Master_Host": "10.0.0.1", "Master_Port": 3300, "Seconds_Behind_Master": 0}
     master = state("0-100001-20", master=True)
     good = replica_health(ctx, state("0-100001-20", **at_master), master, max_lag=5)
     assert kinds(good) == {

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pymysql
 import pytest
+from google.protobuf.message import Message
 from mysql_helpers import MASTER, NAME, SECRETS, SLAVE, Cluster, build, query
 
 from mesos_stateful.api.stateful.v1 import types_pb2
@@ -198,10 +201,12 @@ async def test_unreachable_members_are_unavailable(
         await workload.stub.StartSlave(pb.StartSlaveRequest(context=cluster.ctx(1)))
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     await cluster.members[0].kill()
-    for call, request in (
+    # Two RPCs with their requests (of different types: Any is the one parameter type they share).
+    calls: tuple[tuple[Callable[[Any], Awaitable[object]], Message], ...] = (
         (workload.stub.StartMaster, pb.StartMasterRequest(context=cluster.ctx(0))),
         (workload.stub.MasterRunning, pb.MasterRunningRequest(context=cluster.ctx(0))),
-    ):
+    )
+    for call, request in calls:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await call(request)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pymysql
 import pytest
+from google.protobuf.message import Message
 from mysql_helpers import MASTER, NAME, SECRETS, SLAVE, Cluster, build, query
 from test_mysql_replication import has_rows, insert, rows
 from test_mysql_volume import as_operator, errant_write, setup_table
@@ -247,7 +250,7 @@ async def test_semi_sync_a_write_returns_only_once_a_replica_has_it(
     assert status["semi_sync_master"] == "ON"
     await cluster.members[2].stop()
     for mapping in (cluster.roles, cluster.members, cluster.incarnations):
-        mapping.pop(2)  # type: ignore[attr-defined]
+        mapping.pop(2)
     await stub.RemoveMember(pb.RemoveMemberRequest(context=cluster.ctx(1)))
     await as_operator(cluster, 1, "STOP SLAVE IO_THREAD")
     assert await asyncio.to_thread(blocking_insert, cluster, 0, 4, 5.0) == "ok"
@@ -271,7 +274,8 @@ async def test_fence_demotes_a_reachable_master_and_no_account_can_write(
         rows = await cluster.query(
             0, "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE STATE LIKE '%semi-sync%'"
         )
-        return rows[0]["n"] == 1
+        one_waits: bool = rows[0]["n"] == 1
+        return one_waits
 
     await wait_for(waits, 10, what="a commit waiting for its acknowledgement")
 
@@ -344,8 +348,8 @@ async def test_issue_9_a_stopped_candidate_is_waited_for_and_promoted(
     await semi_sync(workload, cluster, 1, 2)
     for ordinal in (1, 2):
         await wait_for(
-            lambda o=ordinal: has_rows(cluster, o, list(range(1, 8))), 30, what=f"7 rows on {ordinal}"
-        )  # type: ignore[misc]
+            functools.partial(has_rows, cluster, ordinal, list(range(1, 8))), 30, what=f"7 rows on {ordinal}"
+        )
     await as_operator(cluster, 2, "STOP SLAVE IO_THREAD")
     await insert(cluster, 0, 8, 9, 10)  # acknowledged: A has each before M answers
     await wait_for(lambda: has_rows(cluster, 1, list(range(1, 11))), 30, what="10 rows on A")
@@ -360,9 +364,14 @@ async def test_issue_9_a_stopped_candidate_is_waited_for_and_promoted(
     with stopped(cluster, 1):
         await cluster.members[0].kill()  # kill -9 M
         cluster.states[0] = T.MEMBER_STATE_LOST
-        for call, req in ((stub.MasterLost, lost), (stub.Fence, fence)):
+        # Two RPCs with their requests (of different types: Any is the one parameter type they share).
+        calls: tuple[tuple[Callable[[Any], Awaitable[object]], Message], ...] = (
+            (stub.MasterLost, lost),
+            (stub.Fence, fence),
+        )
+        for call, req in calls:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await call(req)  # type: ignore[operator]
+                await call(req)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             assert mid(1) in (caught.value.details() or "")
         # B alone is 3 transactions behind the master: not promoted either.

@@ -47,7 +47,7 @@ def frozen(cluster: Cluster, *ordinals: int) -> Iterator[None]:
 
 async def fence(cluster: Cluster, replica_ids: list[str]) -> pb.FenceResponse:
     request = pb.FenceRequest(context=cluster.ctx(0), replica_ids=replica_ids)
-    return await cluster.workload.stub.Fence(request)  # type: ignore[no-any-return]
+    return await cluster.workload.stub.Fence(request)
 
 
 async def follows_nobody(cluster: Cluster, ordinal: int) -> bool:
