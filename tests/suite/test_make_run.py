@@ -57,7 +57,8 @@ def test_run_create_and_ctrl_c_leaves_nothing(
 
     # Tracing is on under `make run`: the deploy reads as step spans with their callbacks nested.
     traces = data_dir / "traces"
-    assert {"state.jsonl", "gateway.jsonl", "lifecycle.jsonl"} <= {p.name for p in traces.iterdir()}
+    # (The gateway's own spans are API roots, sampled at 1 % by default: its file may not exist.)
+    assert {"state.jsonl", "lifecycle.jsonl"} <= {p.name for p in traces.iterdir()}
     shown = subprocess.run(
         [sys.executable, "-m", "mesos_stateful.common.tracing", "show", str(traces), "--instance", "demo"],
         capture_output=True,
