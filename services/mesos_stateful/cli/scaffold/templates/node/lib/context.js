@@ -2,7 +2,7 @@
 // Part of the workload library statefulctl new-workload --lang node writes; the same module as
 // services/redis-node/src/context.js of mesos-stateful.
 // Helpers on a CallbackContext (stateful.v1.CallbackContext as loaded by @grpc/proto-loader:
-// snake_case fields, enums as names, maps as objects). Same rules as services/workloads/base.py.
+// snake_case fields, enums as names, maps as objects). Same rules as services/mesos_stateful/workloads/base.py.
 
 const { invalidArgument, failedPrecondition, unavailable, CallbackError } = require('./errors');
 

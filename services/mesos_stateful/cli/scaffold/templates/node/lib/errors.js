@@ -2,7 +2,7 @@
 // Part of the workload library statefulctl new-workload --lang node writes; the same module as
 // services/redis-node/src/errors.js of mesos-stateful.
 // Errors a callback raises, and how they become gRPC status (the project's rule, as
-// services/common/grpc_errors.py): UNAVAILABLE is retried by lifecycle with backoff; any other
+// services/mesos_stateful/common/grpc_errors.py): UNAVAILABLE is retried by lifecycle with backoff; any other
 // status fails the plan step for good. INVALID_ARGUMENT carries a google.rpc.BadRequest with one
 // field violation per bad field (in grpc-status-details-bin), as the Python services do.
 

@@ -2,7 +2,7 @@
 // Part of the workload library statefulctl new-workload --lang node writes; the same module as
 // services/redis-node/src/registration.js of mesos-stateful.
 // Keeps Workload{name, endpoint, description} registered in the state service under a lease, as
-// services/workloads/base.py Registration does: grant a lease, put the record on it, keep the
+// services/mesos_stateful/workloads/base.py Registration does: grant a lease, put the record on it, keep the
 // lease alive every ttl/3 s; lease gone (NOT_FOUND or ttl <= 0) -> register again; state service
 // unreachable -> retry every ttl/3 s (one warning per outage). stop() revokes the lease.
 
@@ -38,23 +38,22 @@ class Registration {
     });
   }
 
-  // The endpoint of another service holding this workload's name ('' when free or ours): a second
-  // copy of a service must never take a live registration over (stopping it would then delete the
-  // record of the one that stays).
-  async takenBy() {
+  // The endpoint registered under this workload's name, or null when there is no record.
+  async holder() {
     try {
       const answer = await this.call('Get', { key: { kind: 'KIND_WORKLOAD', name: this.workload.name } });
-      const endpoint = answer.record && answer.record.workload ? answer.record.workload.endpoint : '';
-      return endpoint && endpoint !== this.workload.endpoint ? endpoint : '';
+      return answer.record && answer.record.workload ? answer.record.workload.endpoint : '';
     } catch (error) {
-      if (error.code === grpc.status.NOT_FOUND) return '';
+      if (error.code === grpc.status.NOT_FOUND) return null;
       throw error;
     }
   }
 
   async register() {
-    const holder = await this.takenBy();
-    if (holder) {
+    // A second copy of a service must never take a live registration over (stopping it would
+    // then delete the record of the one that stays).
+    const holder = await this.holder();
+    if (holder && holder !== this.workload.endpoint) {
       throw Object.assign(
         new Error(`workload '${this.workload.name}' is registered by the service at ${holder}: not taking it over (registering once its lease ends; another name: set the service's name setting)`),
         { code: grpc.status.ALREADY_EXISTS },
@@ -78,16 +77,6 @@ class Registration {
     this.log.info(`registered workload ${this.workload.name} at ${this.workload.endpoint} (lease ${this.leaseId}, ttl ${this.ttl}s)`);
   }
 
-  async exists() {
-    try {
-      await this.call('Get', { key: { kind: 'KIND_WORKLOAD', name: this.workload.name } });
-      return true;
-    } catch (error) {
-      if (error.code === grpc.status.NOT_FOUND) return false;
-      throw error;
-    }
-  }
-
   start() {
     let failing = 0;
     const step = async () => {
@@ -97,7 +86,7 @@ class Registration {
         else {
           const answer = await this.call('KeepAliveLease', { lease_id: this.leaseId });
           if (Number(answer.ttl_seconds) <= 0) throw Object.assign(new Error('lease expired'), { code: grpc.status.NOT_FOUND });
-          if (!(await this.takenBy()) && !(await this.exists())) {
+          if ((await this.holder()) === null) {
             // The record went while our lease lives (deleted, or put on another lease that was
             // revoked): put it again.
             this.log.warn(`registration of ${this.workload.name} is gone; registering again`);

@@ -73,7 +73,7 @@ function loadApi() {
   return grpc.loadPackageDefinition(definition).stateful.v1;
 }
 
-// The protocol's answers for callbacks a servicer leaves out (as services/workloads/base.py).
+// The protocol's answers for callbacks a servicer leaves out (as services/mesos_stateful/workloads/base.py).
 const FALLBACKS = {
   Start: async () => ({ status: {} }),
   StartMaster: async () => ({ status: {} }),
