@@ -1,8 +1,8 @@
 """trace_context in one process: a real grpc.aio server and channel made after ``install()``, a
 tracer provider of ``tracing.build_provider`` with an in-memory exporter. What a call leaves
-behind depends only on the caller's context: none -> the server decides a root (the sampler);
-unsampled -> nothing, and "not sampled" passed on; sampled -> a CLIENT and a SERVER span, with
-the gRPC status code (an error too)."""
+behind depends on the caller's context and on whether the server is the API edge: none -> the edge
+decides a root (the sampler), any other service does nothing; unsampled -> nothing, and nothing
+sent on; sampled -> a CLIENT and a SERVER span, with the gRPC status code (an error too)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,22 @@ def _bytes_call(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMu
 
 
 @pytest.fixture
-def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    """This process's global provider (API roots never sampled), exporting in memory; the one
-    before it is put back afterwards."""
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+def sampler() -> str:
+    """OTEL_TRACES_SAMPLER of the test's provider (a test overrides it with parametrize)."""
+    return "always_off"
+
+
+@pytest.fixture
+def start_roots() -> bool:
+    """Whether the test's server is the API edge (``install(start_roots=...)``)."""
+    return True
+
+
+@pytest.fixture
+def exporter(monkeypatch: pytest.MonkeyPatch, sampler: str) -> Iterator[InMemorySpanExporter]:
+    """This process's global provider (API roots as ``sampler`` says), exporting in memory; the
+    one before it is put back afterwards."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
     memory = InMemorySpanExporter()
     provider = tracing.build_provider("test")
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -56,8 +68,10 @@ class Seen:
 
 
 @pytest_asyncio.fixture
-async def channel(exporter: InMemorySpanExporter) -> AsyncIterator[tuple[grpc.aio.Channel, Seen]]:
-    trace_context.install()
+async def channel(
+    exporter: InMemorySpanExporter, start_roots: bool
+) -> AsyncIterator[tuple[grpc.aio.Channel, Seen]]:
+    trace_context.install(start_roots=start_roots)
     seen = Seen()
 
     async def echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -86,19 +100,43 @@ async def channel(exporter: InMemorySpanExporter) -> AsyncIterator[tuple[grpc.ai
         trace_context.uninstall()
 
 
-async def test_an_untraced_unsampled_call_leaves_no_span(
+async def test_an_untraced_call_to_the_edge_dropped_by_the_sampler_leaves_nothing(
     channel: tuple[grpc.aio.Channel, Seen], exporter: InMemorySpanExporter
 ) -> None:
     opened, seen = channel
     assert await _bytes_call(opened, METHOD)(b"x", timeout=5) == b"x"
     assert exporter.get_finished_spans() == ()
-    # The dropped root's context is current in the handler: its own calls say "not sampled".
+    # The dropped root is not made current: the handler's own calls send nothing on.
     [current] = seen.contexts
-    assert current.is_valid and not current.trace_flags.sampled
+    assert not current.is_valid
     assert "traceparent" not in seen.metadata[0]
 
 
-async def test_an_unsampled_caller_passes_not_sampled_on(
+@pytest.mark.parametrize("sampler", ["always_on"])
+async def test_an_untraced_call_to_the_edge_kept_by_the_sampler_is_a_root(
+    channel: tuple[grpc.aio.Channel, Seen], exporter: InMemorySpanExporter
+) -> None:
+    opened, seen = channel
+    await _bytes_call(opened, METHOD)(b"x", timeout=5)
+    [root] = exporter.get_finished_spans()
+    assert root.kind.name == "SERVER" and root.parent is None and root.context is not None
+    assert seen.contexts[0] == root.context
+
+
+@pytest.mark.parametrize(("sampler", "start_roots"), [("always_on", False)])
+async def test_an_untraced_call_to_an_internal_service_starts_no_trace(
+    channel: tuple[grpc.aio.Channel, Seen], exporter: InMemorySpanExporter
+) -> None:
+    """Off the edge (the state service, offers, lifecycle, workloads) a call without a trace
+    context is a background call outside any sampled trace: no root, even when the sampler
+    would keep every root (a span there would be a fragment of a trace nobody kept)."""
+    opened, seen = channel
+    await _bytes_call(opened, METHOD)(b"x", timeout=5)
+    assert exporter.get_finished_spans() == ()
+    assert not seen.contexts[0].is_valid
+
+
+async def test_an_unsampled_caller_sends_nothing_on(
     channel: tuple[grpc.aio.Channel, Seen], exporter: InMemorySpanExporter
 ) -> None:
     opened, seen = channel
@@ -106,7 +144,19 @@ async def test_an_unsampled_caller_passes_not_sampled_on(
     with trace.use_span(trace.NonRecordingSpan(caller)):
         await _bytes_call(opened, METHOD)(b"x", timeout=5)
     assert exporter.get_finished_spans() == ()
-    assert seen.metadata[0]["traceparent"] == f"00-{0xA1:032x}-{0xB2:016x}-00"
+    assert "traceparent" not in seen.metadata[0]
+    assert not seen.contexts[0].is_valid
+
+
+async def test_an_outside_unsampled_traceparent_is_current_in_the_handler(
+    channel: tuple[grpc.aio.Channel, Seen], exporter: InMemorySpanExporter
+) -> None:
+    """A client of our own (not ours) that decided "not sampled" is obeyed: no span, its context
+    current (the edge does not sample a root of its own for it)."""
+    opened, seen = channel
+    parent = f"00-{0xA1:032x}-{0xB2:016x}-00"
+    await _bytes_call(opened, METHOD)(b"x", timeout=5, metadata=(("traceparent", parent),))
+    assert exporter.get_finished_spans() == ()
     assert seen.contexts[0].trace_id == 0xA1 and not seen.contexts[0].trace_flags.sampled
 
 
@@ -135,6 +185,45 @@ async def test_a_sampled_caller_gets_client_and_server_spans_with_the_status(
         assert failed.attributes is not None and failed.attributes["rpc.grpc.status_code"] == code
         assert failed.status.status_code == trace.StatusCode.ERROR
     assert "no such thing" in (failed_client.status.description or "")
+
+
+class CountingInterceptor(trace_context.ServerTraceInterceptor):
+    """A service's own interceptor that also traces (as ``state.request_metrics`` does)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        self.calls += 1
+        return self.traced(await continuation(details), details)
+
+
+async def test_a_server_whose_own_interceptor_traces_gets_no_second_one(
+    exporter: InMemorySpanExporter,
+) -> None:
+    trace_context.install(start_roots=False)
+    own = CountingInterceptor()
+    try:
+        server = grpc.aio.server(interceptors=[own])
+        echo: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_echo)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": echo}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as opened:
+                with trace.get_tracer("test").start_as_current_span("plan update"):
+                    await _bytes_call(opened, METHOD)(b"x", timeout=5)
+        finally:
+            await server.stop(None)
+    finally:
+        trace_context.uninstall()
+    assert own.calls == 1
+    kinds = sorted(s.kind.name for s in exporter.get_finished_spans() if s.name == METHOD)
+    assert kinds == ["CLIENT", "SERVER"], "one SERVER span: the server traced once"
+
+
+async def _echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    return request
 
 
 def test_health_reflection_and_etcd_are_not_traced() -> None:

@@ -8,33 +8,40 @@ channel exists) wraps ``grpc.aio.server`` and ``grpc.aio.insecure_channel`` / ``
 - **server side** (:class:`ServerTraceInterceptor`, a ``grpc.aio.ServerInterceptor``): the parent
   is read from the request metadata (``traceparent`` / ``tracestate``) with the configured
   OpenTelemetry propagator (``opentelemetry.propagate``; W3C trace context by default). A sampled
-  parent -> a SERVER span, its child, current while the handler runs. An unsampled parent -> no
-  span; the parent context is made current so the handler's own calls pass "not sampled" on. No
-  parent -> a root, which the sampler (below) keeps or drops: kept -> a span as above; dropped ->
-  its non-recording context is made current (so the calls it makes are not sampled again
-  downstream).
+  parent -> a SERVER span, its child, current while the handler runs. An unsampled parent (sent by
+  an outside client only: our own calls never send one) -> no span; the parent context is made
+  current. No parent: on the **API edge** (the gateway: ``install(start_roots=True)``) a root,
+  which the sampler (below) keeps or drops (kept -> a span as above; dropped -> nothing more);
+  on every other service nothing at all (the call is internal and outside a sampled trace: a
+  span there would be a fragment of a trace nobody kept). A service whose server has an
+  interceptor of its own subclasses this one (``state.request_metrics``), so that a request
+  pays grpc's interceptor path (~25-35 us a hop, bench/README.md) once, not twice.
 - **client side** (:class:`TracedChannel`): each multicallable is wrapped once, when the stub is
-  built. On a call: no valid current span context -> the call goes out untouched (one contextvar
-  read); an unsampled one -> its ``traceparent`` is added to the metadata, nothing else; a sampled
-  one -> a CLIENT span, injected into the metadata, ended by the call's done callback. The call
-  object returned is grpc's own (``await``, ``read()``, ``code()`` all work as without tracing:
-  grpc's client interceptor API would return an intercepted call and run each call in a task).
+  built. On a call: no valid current span context, or an unsampled one -> the call goes out
+  untouched (one contextvar read; nothing downstream would record it, so no ``traceparent`` is
+  sent and no hop extracts one); a sampled one -> a CLIENT span, injected into the metadata, ended
+  by the call's done callback. The call object returned is grpc's own (``await``, ``read()``,
+  ``code()`` all work as without tracing: grpc's client interceptor API would return an
+  intercepted call and run each call in a task).
 
 Health checks (``/grpc.health.``), reflection (``/grpc.reflection.``) and etcd (``/etcdserverpb.``)
 are never traced nor wrapped.
 
 **Sampling** (:func:`build_sampler`; the decision of issue 13's overhead limit): parent-based
 everywhere -- a span with a parent is sampled exactly when its parent is, so a trace is whole or
-absent. Roots differ by kind:
+absent. Roots are started in two places only, the lifecycle's plans and the API edge:
 
 - a **plan root** (spans named ``plan <name>``, the lifecycle's plans and failovers,
   ``mesos_stateful.lifecycle.spans``) is always sampled, whatever ``OTEL_TRACES_SAMPLER`` says: a
   failover is always one whole trace;
-- any other root (an API request from an untraced client, a service's background call made
-  outside a plan) follows ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (the standard
-  names; ``parentbased_*`` and the plain ones decide the same for a root), and when that is unset
-  ``traceidratio`` at :data:`DEFAULT_ROOT_RATIO` (1 %): a busy gateway does not pay for a span per
-  read, a user who wants every request sets ``OTEL_TRACES_SAMPLER=parentbased_always_on``.
+- an **API root** (a request reaching the gateway from an untraced client) follows
+  ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (the standard names; ``parentbased_*``
+  and the plain ones decide the same for a root), and when that is unset ``traceidratio`` at
+  :data:`DEFAULT_ROOT_RATIO` (1 %): a busy gateway does not pay for a span per read, a user who
+  wants every request sets ``OTEL_TRACES_SAMPLER=parentbased_always_on``.
+
+A service's background calls outside a plan (health probes, reconciliation, watches) start no
+trace: an unsampled context is not sent on, and only the edge starts roots.
 """
 
 from __future__ import annotations
@@ -220,29 +227,44 @@ def _server_code(context: Any) -> grpc.StatusCode | None:
 
 
 class ServerTraceInterceptor(grpc.aio.ServerInterceptor):
-    """Makes the caller's trace context current in the handler; a SERVER span when sampled."""
+    """Makes the caller's trace context current in the handler; a SERVER span when sampled.
+
+    A subclass that intercepts for its own reasons ends its ``intercept_service`` with
+    ``return self.traced(handler, handler_call_details)``; :func:`install` then adds no second one.
+    """
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        handler = await continuation(handler_call_details)
+        return self.traced(await continuation(handler_call_details), handler_call_details)
+
+    def traced(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """``handler`` run in the caller's trace (see the module docstring); itself when there is
+        nothing to trace (tracing not installed, an untraced method, no parent off the edge)."""
+        if handler is None or not _originals:
+            return handler
         method: str = handler_call_details.method
-        if handler is None or not traced_method(method):
-            return handler
         carrier = _metadata_getter(handler_call_details.invocation_metadata)
-        parent = _extract(carrier) if carrier else Context()
-        parent_span = trace.get_current_span(parent).get_span_context()
-        if parent_span.is_valid and not parent_span.trace_flags.sampled:
-            _enter(parent)
+        if not carrier:
+            if not _roots[0] or not traced_method(method):
+                return handler
+            parent = Context()
+        elif not traced_method(method):
             return handler
+        else:
+            parent = _extract(carrier)
+            parent_span = trace.get_current_span(parent).get_span_context()
+            if parent_span.is_valid and not parent_span.trace_flags.sampled:
+                _enter(parent)
+                return handler
         span = _tracer().start_span(method, context=parent, kind=SpanKind.SERVER, attributes=_split(method))
-        ctx = trace.set_span_in_context(span, parent)
         if not span.is_recording():
-            _enter(ctx)
             return handler
-        return _wrap(handler, ctx, span)
+        return _wrap(handler, trace.set_span_in_context(span, parent), span)
 
 
 def _enter(ctx: Context) -> None:
@@ -365,10 +387,8 @@ class _TracedMultiCallable:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         current = trace.get_current_span().get_span_context()
-        if not current.is_valid:
+        if not current.trace_flags.sampled or not current.is_valid:
             return self._inner(*args, **kwargs)
-        if not current.trace_flags.sampled:
-            return self._inner(*args, **_with_context(kwargs, None))
         span = _tracer().start_span(self._method, kind=SpanKind.CLIENT, attributes=self._attributes)
         try:
             call = self._inner(*args, **_with_context(kwargs, trace.set_span_in_context(span)))
@@ -462,20 +482,27 @@ def context_of(traceparent: str) -> Context | None:
 # --- install ----------------------------------------------------------------------------------------
 
 _originals: dict[str, Any] = {}
+# Whether this process's servers start roots for requests that come without a trace context (the
+# API edge, see the module docstring); one cell so that :func:`install` sets it in place.
+_roots = [False]
 
 
-def install() -> None:
-    """Wrap ``grpc.aio.server`` (our interceptor first) and ``grpc.aio.insecure_channel`` /
-    ``secure_channel`` (a :class:`TracedChannel`) for this process (idempotent). Servers and
-    channels made before are not traced."""
+def install(start_roots: bool = False) -> None:
+    """Wrap ``grpc.aio.server`` (our interceptor first, unless one of the server's own interceptors
+    is a :class:`ServerTraceInterceptor`) and ``grpc.aio.insecure_channel`` / ``secure_channel``
+    (a :class:`TracedChannel`) for this process (idempotent). ``start_roots``: this process is
+    the API edge (the gateway). Servers and channels made before are not traced."""
     if _originals:
         return
+    _roots[0] = start_roots
     aio: Any = grpc.aio
     server, insecure, secure = aio.server, aio.insecure_channel, aio.secure_channel
     _originals.update(server=server, insecure_channel=insecure, secure_channel=secure)
 
     def traced_server(*args: Any, **kwargs: Any) -> Any:
-        kwargs["interceptors"] = [ServerTraceInterceptor(), *(kwargs.get("interceptors") or ())]
+        own = list(kwargs.get("interceptors") or ())
+        if not any(isinstance(interceptor, ServerTraceInterceptor) for interceptor in own):
+            kwargs["interceptors"] = [ServerTraceInterceptor(), *own]
         return server(*args, **kwargs)
 
     def traced_insecure(*args: Any, **kwargs: Any) -> TracedChannel:
@@ -493,3 +520,4 @@ def uninstall() -> None:
     for name, original in _originals.items():
         setattr(aio, name, original)
     _originals.clear()
+    _roots[0] = False

@@ -240,9 +240,11 @@ def build_provider(service_name: str, exporters: Sequence[SpanExporter] = ()) ->
     return provider
 
 
-def setup_tracing(service_name: str) -> None:
+def setup_tracing(service_name: str, start_roots: bool = False) -> None:
     """Trace to ``$STATEFUL_TRACES_DIR/<service_name>.jsonl`` if that variable is set, and to OTLP
-    if an ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is set (idempotent)."""
+    if an ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is set (idempotent). ``start_roots``: the
+    process is the API edge (the gateway), whose requests without a trace context start sampled
+    roots (``trace_context``: the other services trace only inside a sampled trace)."""
     global _provider
     if _provider is not None:
         return
@@ -264,7 +266,7 @@ def setup_tracing(service_name: str) -> None:
         return
     provider = build_provider(service_name, exporters)
     trace.set_tracer_provider(provider)
-    trace_context.install()
+    trace_context.install(start_roots=start_roots)
     _provider = provider
 
 

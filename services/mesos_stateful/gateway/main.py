@@ -46,7 +46,7 @@ async def run(settings: GatewaySettings) -> None:
 
 
 def main() -> None:
-    setup_tracing("gateway")
+    setup_tracing("gateway", start_roots=True)  # the API edge: its requests start traces
     settings = GatewaySettings.load()
     setup_logging("gateway", settings.log_level)
     try:

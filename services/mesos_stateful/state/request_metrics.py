@@ -23,6 +23,7 @@ import grpc
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as pb
 from mesos_stateful.common.metrics import ETCD_ERRORS_TOTAL, STATE_REQUEST_SECONDS, WATCH_LAG_SECONDS
+from mesos_stateful.common.trace_context import ServerTraceInterceptor
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -66,8 +67,10 @@ def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return "ok" if code in (None, 0) else "UNKNOWN"
 
 
-class RequestMetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Times every unary StateService call by method and outcome."""
+class RequestMetricsInterceptor(ServerTraceInterceptor):
+    """Times every unary StateService call by method and outcome, and (as the
+    :class:`ServerTraceInterceptor` it is) runs it in its caller's trace: one interceptor on the
+    state service's server, so a request pays grpc's interceptor path once."""
 
     async def intercept_service(
         self,
@@ -77,7 +80,7 @@ class RequestMetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         full = handler_call_details.method or ""
         if handler is None or not full.startswith(SERVICE_PREFIX) or handler.unary_unary is None:
-            return handler
+            return self.traced(handler, handler_call_details)
         method = full.removeprefix(SERVICE_PREFIX)
         behavior: Any = handler.unary_unary  # an async callable on an aio server
 
@@ -100,8 +103,9 @@ class RequestMetricsInterceptor(grpc.aio.ServerInterceptor):
                     time.perf_counter() - started
                 )
 
-        return grpc.unary_unary_rpc_method_handler(
+        timed_handler = grpc.unary_unary_rpc_method_handler(
             timed,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        return self.traced(timed_handler, handler_call_details)
