@@ -129,3 +129,16 @@ def test_changes_between_two_instances() -> None:
     new.plan.status = T.STEP_STATUS_COMPLETE
     assert "plan recover STARTING -> COMPLETE" in render.changes(old, new)
     assert render.changes(None, new)[0].startswith("seen: RUNNING")
+
+
+def test_replica_lag_unknown_is_a_question_mark_not_minus_one() -> None:
+    instance = _instance()
+    known = instance.members.add(id="db-2", role=T.ROLE_SLAVE, state=T.MEMBER_STATE_RUNNING)
+    known.health.checked_at.CopyFrom(timestamp(1003.0))
+    known.health.lag_seconds, known.health.lag = 0.5, 120
+    unknown = instance.members[1]
+    unknown.health.checked_at.CopyFrom(timestamp(1003.0))
+    unknown.health.lag_seconds, unknown.health.lag = -1.0, -1
+    text = render.instance_page(instance, [], now=1004.0)
+    assert "<td>0.5s (120)</td>" in text
+    assert "<td>? (?)</td>" in text and "<td>-1" not in text and "(-1)" not in text

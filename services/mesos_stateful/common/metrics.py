@@ -1,8 +1,11 @@
 """Prometheus metrics of the suite: every metric in one catalogue, so names and labels are
 defined once (Prometheus naming conventions: base units in the name, ``_total`` counters,
-low-cardinality labels; https://prometheus.io/docs/practices/naming/). Each service exposes the
-default registry on ``/metrics`` (:func:`serve_metrics`); a metric a service never touches is
-simply absent from its page (labelled metrics appear at their first observation).
+low-cardinality labels; https://prometheus.io/docs/practices/naming/). Each service exposes its own
+part of the catalogue on ``/metrics`` (:data:`LIFECYCLE`, :data:`OFFERS`, :data:`STATE`,
+:data:`GATEWAY`, :data:`WORKLOAD`; ``metrics_server.serve_metrics``), so a page holds no metric
+that its service never sets. A counter whose label values form a small fixed vocabulary has every
+series from the start at 0 (``rate()`` and alerts need the zero; Prometheus "instrumentation"
+practices, "avoid missing metrics").
 
 Labels: ``workload`` (redis, mysql, etcd, ...), ``instance`` (instance name), ``member`` (member
 id), ``action`` (plan step action: fence, failover, launch, ...), ``outcome`` (ok / retry / error for
@@ -96,7 +99,14 @@ REPLICATION_LAG_BYTES = Gauge(
 
 # --- offers --------------------------------------------------------------------------------------------
 OFFERS_RECEIVED_TOTAL = Counter("stateful_offers_received_total", "Mesos offers received")
-OFFERS_DECLINED_TOTAL = Counter("stateful_offers_declined_total", "Mesos offers declined")
+OFFERS_DECLINED_TOTAL = Counter(
+    "stateful_offers_declined_total",
+    "Mesos offers declined, by why: nothing_queued (no launch waits), unfit (launches wait but "
+    "this offer fits none of them), maintenance (an agent scheduled for maintenance, re-offered soon)",
+    ["reason"],
+)
+for _reason in ("nothing_queued", "unfit", "maintenance"):
+    OFFERS_DECLINED_TOTAL.labels(reason=_reason)
 LAUNCHES_PENDING = Gauge(
     "stateful_launches_pending", "Queued launches waiting for an offer, by why they wait", ["reason"]
 )
@@ -119,3 +129,10 @@ WATCH_LAG_SECONDS = Histogram(
     "From a record's write (its stored update time) to its delivery on a watch",
     buckets=FAST_BUCKETS,
 )
+
+# --- what each service exposes ---------------------------------------------------------------------------
+LIFECYCLE = (FAILOVER_SECONDS, DETECTION_SECONDS, PLAN_STEP_SECONDS, PLANS_TOTAL, CALLBACK_SECONDS)
+OFFERS = (OFFERS_RECEIVED_TOTAL, OFFERS_DECLINED_TOTAL, LAUNCHES_PENDING, TASK_UPDATES_TOTAL)
+STATE = (STATE_REQUEST_SECONDS, ETCD_ERRORS_TOTAL, WATCH_LAG_SECONDS)
+GATEWAY = (MEMBERS, MEMBER_CONDITION_FAILING, REPLICATION_LAG_BYTES)
+WORKLOAD = (WORKLOAD_CALLBACK_SECONDS, WORKLOAD_CALLBACK_ERRORS_TOTAL)

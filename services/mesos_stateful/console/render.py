@@ -165,7 +165,10 @@ def _lag(member: T.Member) -> str:
     h = member.health
     if member.role == T.ROLE_MASTER or not h.HasField("checked_at"):
         return "-"
-    return f"{h.lag_seconds:.1f}s ({h.lag})"
+    # -1: the workload could not tell (types.proto MemberHealth): say so rather than print -1.
+    seconds = "?" if h.lag_seconds < 0 else f"{h.lag_seconds:.1f}s"
+    amount = "?" if h.lag < 0 else str(h.lag)
+    return f"{seconds} ({amount})"
 
 
 def members_table(instance: T.Instance) -> str:

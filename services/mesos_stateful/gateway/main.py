@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from mesos_stateful.clients.state import StateClient
+from mesos_stateful.common import metrics
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.common.server import serve_until_signal
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 async def run(settings: GatewaySettings) -> None:
-    serve_metrics(settings.metrics_listen)
+    serve_metrics(settings.metrics_listen, metrics.GATEWAY)
     gateway = await build_gateway_server(settings)
     # The member gauges (stateful_members, ...) from the stored members: one collector per
     # suite, here (the lifecycle runs as several replicas), only while metrics are served.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from mesos_stateful.common import metrics
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.common.server import serve_until_signal
@@ -14,7 +15,7 @@ from mesos_stateful.lifecycle.settings import LifecycleSettings
 
 
 async def run(settings: LifecycleSettings) -> None:
-    serve_metrics(settings.metrics_listen)
+    serve_metrics(settings.metrics_listen, metrics.LIFECYCLE)
     service = LifecycleService(settings)
     await service.start()
     assert service.served is not None

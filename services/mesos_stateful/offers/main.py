@@ -7,7 +7,7 @@ import logging
 
 # pymesos installs a SIGINT handler when imported: import it here, on the main thread.
 import mesos_stateful.offers.driver  # noqa: F401
-from mesos_stateful.common import errors
+from mesos_stateful.common import errors, metrics
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.common.server import serve_until_signal
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 async def run(settings: OffersSettings) -> None:
-    serve_metrics(settings.metrics_listen)
+    serve_metrics(settings.metrics_listen, metrics.OFFERS)
     offers = await build_offers_server(settings)
     log.info(
         "offers serving stateful.v1.OfferService on port %d as %s (master %s, state %s); only the "

@@ -832,12 +832,16 @@ class OfferScheduler:
             watched = self.maintenance.only_offered()
             soon = [o.offer_id for o in parsed if o.offer_id in unused and o.agent_id in watched]
             later = [o for o in unused if o not in soon]
-            for ids, seconds in ((soon, min(refuse, self.settings.refuse_seconds_unfit)), (later, refuse)):
+            unfit_or_idle = "unfit" if self.queue else "nothing_queued"
+            for ids, seconds, reason in (
+                (soon, min(refuse, self.settings.refuse_seconds_unfit), "maintenance"),
+                (later, refuse, unfit_or_idle),
+            ):
                 if not ids:
                     continue
                 try:
                     await self.driver.decline(ids, seconds)
-                    OFFERS_DECLINED_TOTAL.inc(len(ids))
+                    OFFERS_DECLINED_TOTAL.labels(reason=reason).inc(len(ids))
                     if not self.queue:
                         self._idle_declined = True
                 except errors.StatefulError as error:

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from mesos_stateful.common import metrics
 from mesos_stateful.common.logs import setup_logging
 from mesos_stateful.common.metrics_server import serve_metrics
 from mesos_stateful.common.server import serve_until_signal
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 async def run(settings: StateSettings) -> None:
-    serve_metrics(settings.metrics_listen)
+    serve_metrics(settings.metrics_listen, metrics.STATE)
     embedded: EmbeddedEtcd | None = None
     if not settings.endpoints:
         embedded = EmbeddedEtcd(

@@ -34,6 +34,8 @@ SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["StateService"].full_name 
 
 # etcdkv's call descriptions ("range", "lease revoke 1f2e"...) -> the ``kind`` label.
 _ETCD_KINDS = ("range", "txn", "status", "lease grant", "lease keepalive", "lease revoke", "watch")
+for _kind in (*_ETCD_KINDS, "other"):
+    ETCD_ERRORS_TOTAL.labels(kind=_kind.replace(" ", "_"))  # every series from 0 (common.metrics)
 
 
 def count_etcd_error(what: str) -> None:

@@ -614,7 +614,7 @@ async def run_workload(servicer: WorkloadBase, settings: WorkloadSettings) -> No
     """Serve and stay registered until SIGTERM/SIGINT, then deregister and stop gracefully."""
     setup_tracing(f"workload-{servicer.description.name}")  # before the server and channels exist
     try:
-        serve_metrics(settings.metrics_listen)
+        serve_metrics(settings.metrics_listen, metrics.WORKLOAD)
         running = await start_workload(servicer, settings)
         await wait_for_signal()
         log.info("stopping: deregistering and draining calls for up to %.0fs", settings.grace_seconds)
