@@ -1,0 +1,211 @@
+"""Rolling updates end to end (issue 15, part 1): UpdateInstance through the gateway, rolled out
+by the lifecycle over real redis-servers on the local cluster.
+
+A writer counts the writes the master acknowledged (``SET`` + ``WAIT 1``) from before the update
+until its end (a second writer follows the new master once it is promoted): none is lost. The
+rollout: replicas first, one at a time, each restarted in place (same volume, same agent, a new
+incarnation with the new launch) and caught up; then one switchover; then the old master
+restarted in place as a replica; observed_generation reaches generation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
+from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.lifecycle import plans
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, is_running, master_of
+from mesos_stateful.testing.workloads import wait_for
+
+from .e2e_helpers import AcknowledgedWriter, RoleWatch, connect, missing_keys, password, redis_pids
+
+pytestmark = pytest.mark.slow
+
+ROLL_DEADLINE = 240.0  # generous: timings are not asserted here
+Check = Callable[[T.Instance], Awaitable[None]]
+
+
+def applied(generation: int) -> Callable[[T.Instance], bool]:
+    return lambda i: i.observed_generation >= generation and is_running(i, 3) and not plans.is_active(i.plan)
+
+
+async def update(suite: Suite, paths: list[str], **spec: object) -> T.Instance:
+    """UpdateInstance with the etag read just before (as `statefulctl apply` does)."""
+    read = (await suite.get("cache")).instance
+    request = ipb.UpdateInstanceRequest(
+        spec=T.InstanceSpec(name="cache", **spec),  # type: ignore[arg-type]
+        update_mask=field_mask_pb2.FieldMask(paths=paths),
+        etag=read.etag,
+    )
+    for _ in range(5):  # the lifecycle may write the record between the read and the update
+        try:
+            return (await suite.api.UpdateInstance(request)).instance
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.ABORTED:
+                raise
+            request.etag = (await suite.get("cache")).instance.etag
+    raise AssertionError("UpdateInstance ABORTED five times in a row")
+
+
+def assert_rolled_in_order(before: T.Instance, after: T.Instance) -> None:
+    """Replicas first (each restarted and caught up before anything else), then one switchover,
+    then the old master restarted; every member restarted exactly once, in place."""
+    plan = after.plan
+    assert plan.name == plans.UPDATE and plan.status == plans.COMPLETE, plan
+    assert plan.generation == after.generation
+    old = master_of(before)
+    order = [(plans.action_of(s), s.member_id) for s in plan.steps]
+    restarts = [mid for action, mid in order if action == plans.Action.RESTART]
+    replicas = sorted(m.id for m in before.members if m.id != old.id)
+    assert restarts == [*replicas, old.id], restarts
+    fence = order.index((plans.Action.FENCE, old.id))
+    catch_ups = [order.index((plans.Action.CATCH_UP, mid)) for mid in replicas]
+    assert max(catch_ups) < fence, order
+    assert [a for a, _ in order].count(plans.Action.FAILOVER) == 1
+    # Replicas were done one at a time: each one's restart began after the previous one caught up.
+    first_catch_up = plan.steps[catch_ups[0]]
+    second_restart = plan.steps[order.index((plans.Action.RESTART, replicas[1]))]
+    assert second_restart.started_at.ToNanoseconds() >= first_catch_up.finished_at.ToNanoseconds()
+    for m in after.members:
+        was = next(b for b in before.members if b.id == m.id)
+        assert m.incarnation > was.incarnation, (m.id, "not restarted")
+        assert m.volume.persistence_id == was.volume.persistence_id, (m.id, "not on its volume")
+        assert m.agent_id == was.agent_id, (m.id, "moved")
+
+
+async def roll(
+    suite: Suite, paths: list[str], check: Check, restart_lifecycle: bool = False, **spec: object
+) -> None:
+    await suite.create("cache", 3)
+    before = await suite.wait_instance("cache", applied(1), 120, "deployed, generation 1 observed")
+    secret = await password(suite, "cache")
+    old = master_of(before)
+    roles = RoleWatch(suite.client, "cache")
+    await roles.start()
+    writer = AcknowledgedWriter(old, secret, "old")
+    writer.start()
+    follower: AcknowledgedWriter | None = None
+    try:
+        await wait_for(lambda: _count(writer, 30), 30, what="30 writes acknowledged by the master")
+        frozen = None
+        if restart_lifecycle:
+            assert isinstance(suite.lifecycle, LifecycleRunner)
+            # A crash once the first replica is caught up: the second one's restart is next.
+            frozen = suite.lifecycle.freeze_after_save(
+                lambda p: (
+                    p.name == plans.UPDATE
+                    and sum(
+                        plans.action_of(s) == plans.Action.CATCH_UP and s.status == plans.COMPLETE
+                        for s in p.steps
+                    )
+                    == 1
+                )
+            )
+        updated = await update(suite, paths, **spec)
+        assert updated.generation == 2 and updated.observed_generation == 1
+        if frozen is not None:
+            assert isinstance(suite.lifecycle, LifecycleRunner)
+            await wait_for(lambda: _set(frozen), 120, what="the lifecycle frozen mid-update")
+            crashed = await suite.instance("cache")
+            assert crashed is not None and crashed.plan.name == plans.UPDATE
+            await suite.lifecycle.stop()
+            await suite.lifecycle.start()
+
+        async def promoted() -> bool:
+            return bool(roles.promotions)
+
+        await wait_for(promoted, ROLL_DEADLINE, what="the switchover of the master")
+        now = await suite.instance("cache")
+        assert now is not None
+        follower = AcknowledgedWriter(master_of(now), secret, "new")
+        follower.start()
+        after = await suite.wait_instance("cache", applied(2), ROLL_DEADLINE, "generation 2 rolled out")
+        await wait_for(lambda: _count(follower, 30), 30, what="30 writes acknowledged by the new master")
+        await writer.stop()
+        await follower.stop()
+        new = master_of(after)
+        if frozen is not None:
+            assert after.plan.started_at == crashed.plan.started_at, "the same update plan, resumed"
+
+        # No acknowledged write lost; exactly one switchover; never two masters in the records.
+        assert len(writer.acknowledged) >= 30 and len(follower.acknowledged) >= 30
+        assert await missing_keys(new, secret, writer.acknowledged | follower.acknowledged) == []
+        assert roles.promotions == [new.id] and new.id != old.id
+        assert roles.max_masters == 1
+        assert_rolled_in_order(before, after)
+        assert after.observed_generation == after.generation == 2
+        await check(after)
+    finally:
+        await writer.stop()
+        if follower is not None:
+            await follower.stop()
+        await roles.stop()
+
+
+async def _count(writer: AcknowledgedWriter, n: int) -> bool:
+    return len(writer.acknowledged) >= n
+
+
+async def _set(event: object) -> bool:
+    return bool(getattr(event, "is_set")())
+
+
+async def test_a_config_change_rolls_through_replicas_first_then_one_switchover(suite: Suite) -> None:
+    """maxmemory-policy changed: every redis-server runs with the new setting afterwards."""
+
+    async def check(after: T.Instance) -> None:
+        secret = await password(suite, "cache")
+        for m in after.members:
+            async with connect(m, secret) as r:
+                assert (await r.config_get("maxmemory-policy"))["maxmemory-policy"] == "allkeys-lru", m.id
+
+    await roll(suite, ["config.maxmemory-policy"], check, config={"maxmemory-policy": "allkeys-lru"})
+
+
+async def test_a_version_change_runs_every_member_on_the_other_binary(suite: Suite, tmp_path: Path) -> None:
+    """config version=next: the workload service knows a second redis-server build (a copy of
+    the binary, a file of its own); afterwards every member's process runs that file."""
+    build = tmp_path / "redis-next" / "redis-server"
+    build.parent.mkdir()
+    source = shutil.which("redis-server")
+    assert source is not None
+    shutil.copy2(source, build)
+    assert hasattr(suite.redis, "extra")
+    suite.redis.extra = {"redis_server_versions": {"next": str(build)}}
+    await suite.redis.restart()
+
+    async def check(after: T.Instance) -> None:
+        pids = redis_pids(suite, after.members)
+        assert len(pids) == 3, pids
+        assert {os.readlink(f"/proc/{pid}/exe") for pid in pids} == {str(build)}
+
+    await roll(suite, ["config.version"], check, config={"version": "next"})
+
+
+async def test_a_lifecycle_restart_mid_update_resumes_the_same_plan(suite: Suite) -> None:
+    """The lifecycle crashes once the first replica is caught up; restarted, it resumes the stored
+    update plan (same plan, no second switchover, nothing acknowledged lost)."""
+
+    async def check(after: T.Instance) -> None:
+        assert after.spec.config["appendfsync"] == "everysec"
+
+    await roll(
+        suite, ["config.appendfsync"], check, restart_lifecycle=True, config={"appendfsync": "everysec"}
+    )
+
+
+async def test_an_unknown_version_is_refused_before_anything_restarts(suite: Suite) -> None:
+    await suite.create("cache", 1)
+    await suite.wait_instance("cache", lambda i: i.observed_generation == 1, 120, "deployed")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await update(suite, ["config.version"], config={"version": "9.9"})
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.config.version" in (caught.value.details() or "")
