@@ -10,6 +10,7 @@ restarted in place as a replica; observed_generation reaches generation.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
@@ -154,8 +155,8 @@ async def _count(writer: AcknowledgedWriter, n: int) -> bool:
     return len(writer.acknowledged) >= n
 
 
-async def _set(event: object) -> bool:
-    return bool(getattr(event, "is_set")())
+async def _set(event: asyncio.Event) -> bool:
+    return event.is_set()
 
 
 async def test_a_config_change_rolls_through_replicas_first_then_one_switchover(suite: Suite) -> None:
@@ -181,6 +182,7 @@ async def test_a_version_change_runs_every_member_on_the_other_binary(suite: Sui
     assert hasattr(suite.redis, "extra")
     suite.redis.extra = {"redis_server_versions": {"next": str(build)}}
     await suite.redis.restart()
+    await suite.redis.running.registration.wait_registered()
 
     async def check(after: T.Instance) -> None:
         pids = redis_pids(suite, after.members)
