@@ -38,11 +38,11 @@ def applied(generation: int) -> Callable[[T.Instance], bool]:
     return lambda i: i.observed_generation >= generation and is_running(i, 3) and not plans.is_active(i.plan)
 
 
-async def update(suite: Suite, paths: list[str], **spec: object) -> T.Instance:
+async def update(suite: Suite, paths: list[str], name: str = "cache", **spec: object) -> T.Instance:
     """UpdateInstance with the etag read just before (as `statefulctl apply` does)."""
-    read = (await suite.get("cache")).instance
+    read = (await suite.get(name)).instance
     request = ipb.UpdateInstanceRequest(
-        spec=T.InstanceSpec(name="cache", **spec),  # type: ignore[arg-type]
+        spec=T.InstanceSpec(name=name, **spec),  # type: ignore[arg-type]
         update_mask=field_mask_pb2.FieldMask(paths=paths),
         etag=read.etag,
     )
@@ -52,7 +52,7 @@ async def update(suite: Suite, paths: list[str], **spec: object) -> T.Instance:
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.ABORTED:
                 raise
-            request.etag = (await suite.get("cache")).instance.etag
+            request.etag = (await suite.get(name)).instance.etag
     raise AssertionError("UpdateInstance ABORTED five times in a row")
 
 
