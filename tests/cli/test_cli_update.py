@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_cli_runtime import ctl
+from cli.test_cli_runtime import ctl
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2
@@ -26,7 +26,7 @@ async def observe(state: StateClient, name: str) -> types_pb2.Instance:
         current.phase = types_pb2.INSTANCE_PHASE_RUNNING
         return current
 
-    record = await state.update(st.KIND_INSTANCE, name, mutate)  # type: ignore[arg-type]
+    record = await state.update(st.KIND_INSTANCE, name, mutate)
     assert record is not None
     return record.instance
 

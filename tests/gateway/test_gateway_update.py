@@ -35,7 +35,7 @@ async def deployed(stub: Stub, state: StateClient, name: str = "cache") -> types
         current.phase = types_pb2.INSTANCE_PHASE_RUNNING
         return current
 
-    await state.update(st.KIND_INSTANCE, name, observe)  # type: ignore[arg-type]
+    await state.update(st.KIND_INSTANCE, name, observe)
     return (await stub.GetInstance(api.GetInstanceRequest(name=name))).instance
 
 
@@ -152,7 +152,7 @@ async def test_changes_that_cannot_be_applied_are_refused_up_front(
     await deployed(stub, state_client)
     error = await refused(stub, request(["resources.disk_mb"], resources=types_pb2.Resources(disk_mb=4096)))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "persistent volumes cannot be resized in place" in error.details()
+    assert "persistent volumes cannot be resized in place" in (error.details() or "")
     missing = await refused(stub, request(["image"], name="nope", image="x"))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     # Not deployed yet (lifecycle has not observed any generation): refused, saying when to retry.
@@ -160,10 +160,11 @@ async def test_changes_that_cannot_be_applied_are_refused_up_front(
         api.CreateInstanceRequest(spec=types_pb2.InstanceSpec(name="fresh", workload="redis", replicas=1))
     )
     early = await refused(stub, request(["image"], name="fresh", image="x"))
-    assert early.code() == grpc.StatusCode.FAILED_PRECONDITION and "not deployed yet" in early.details()
+    assert early.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not deployed yet" in (early.details() or "")
     await stub.DeleteInstance(api.DeleteInstanceRequest(name="cache"))
     gone = await refused(stub, request(["image"], image="x"))
-    assert gone.code() == grpc.StatusCode.FAILED_PRECONDITION and "DELETING" in gone.details()
+    assert gone.code() == grpc.StatusCode.FAILED_PRECONDITION and "DELETING" in (gone.details() or "")
 
 
 async def test_scale_keeps_an_applied_generation_applied(stub: Stub, state_client: StateClient) -> None:

@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -23,7 +24,7 @@ from google.protobuf import field_mask_pb2
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, is_running, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, RedisService, Suite, is_running, master_of
 from mesos_stateful.testing.workloads import wait_for
 
 from .e2e_helpers import AcknowledgedWriter, RoleWatch, connect, missing_keys, password, redis_pids
@@ -38,11 +39,11 @@ def applied(generation: int) -> Callable[[T.Instance], bool]:
     return lambda i: i.observed_generation >= generation and is_running(i, 3) and not plans.is_active(i.plan)
 
 
-async def update(suite: Suite, paths: list[str], name: str = "cache", **spec: object) -> T.Instance:
+async def update(suite: Suite, paths: list[str], name: str = "cache", **spec: Any) -> T.Instance:
     """UpdateInstance with the etag read just before (as `statefulctl apply` does)."""
     read = (await suite.get(name)).instance
     request = ipb.UpdateInstanceRequest(
-        spec=T.InstanceSpec(name=name, **spec),  # type: ignore[arg-type]
+        spec=T.InstanceSpec(name=name, **spec),
         update_mask=field_mask_pb2.FieldMask(paths=paths),
         etag=read.etag,
     )
@@ -83,7 +84,7 @@ def assert_rolled_in_order(before: T.Instance, after: T.Instance) -> None:
 
 
 async def roll(
-    suite: Suite, paths: list[str], check: Check, restart_lifecycle: bool = False, **spec: object
+    suite: Suite, paths: list[str], check: Check, restart_lifecycle: bool = False, **spec: Any
 ) -> None:
     await suite.create("cache", 3)
     before = await suite.wait_instance("cache", applied(1), 120, "deployed, generation 1 observed")
@@ -97,6 +98,7 @@ async def roll(
     try:
         await wait_for(lambda: _count(writer, 30), 30, what="30 writes acknowledged by the master")
         frozen = None
+        crashed: T.Instance | None = None
         if restart_lifecycle:
             assert isinstance(suite.lifecycle, LifecycleRunner)
             # A crash once the first replica is caught up: the second one's restart is next.
@@ -133,7 +135,7 @@ async def roll(
         await writer.stop()
         await follower.stop()
         new = master_of(after)
-        if frozen is not None:
+        if crashed is not None:
             assert after.plan.started_at == crashed.plan.started_at, "the same update plan, resumed"
 
         # No acknowledged write lost; exactly one switchover; never two masters in the records.
@@ -179,7 +181,7 @@ async def test_a_version_change_runs_every_member_on_the_other_binary(suite: Sui
     source = shutil.which("redis-server")
     assert source is not None
     shutil.copy2(source, build)
-    assert hasattr(suite.redis, "extra")
+    assert isinstance(suite.redis, RedisService)
     suite.redis.extra = {"redis_server_versions": {"next": str(build)}}
     await suite.redis.restart()
     await suite.redis.running.registration.wait_registered()

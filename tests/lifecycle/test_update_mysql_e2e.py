@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -55,7 +56,7 @@ def applied(generation: int) -> Callable[[T.Instance], bool]:
 
 
 async def roll(
-    suite: Suite, paths: list[str], check: Callable[[T.Instance, str], Awaitable[None]], **spec: object
+    suite: Suite, paths: list[str], check: Callable[[T.Instance, str], Awaitable[None]], **spec: Any
 ) -> None:
     await suite.create(NAME, 3, workload="mysql")
     before = await suite.wait_instance(NAME, applied(1), 180, "deployed, generation 1 observed")
