@@ -78,12 +78,12 @@ async def test_config_change_with_the_etag_bumps_the_generation(
     # A key named in the mask but absent from the request is removed; resources by sub-path.
     removed = (
         await stub.UpdateInstance(
-            request(["config.appendonly", "resources.cpus"], resources=types_pb2.Resources(cpus=1.5))
+            request(["config.appendonly", "resources.cpus"], resources=types_pb2.Resources(cpus=0.25))
         )
     ).instance
     assert dict(removed.spec.config) == {"maxmemory-policy": "allkeys-lru"}
     assert (
-        removed.spec.resources.cpus == 1.5 and removed.spec.resources.mem_mb == before.spec.resources.mem_mb
+        removed.spec.resources.cpus == 0.25 and removed.spec.resources.mem_mb == before.spec.resources.mem_mb
     )
     assert removed.generation == 3
 
@@ -153,6 +153,13 @@ async def test_changes_that_cannot_be_applied_are_refused_up_front(
     error = await refused(stub, request(["resources.disk_mb"], resources=types_pb2.Resources(disk_mb=4096)))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "persistent volumes cannot be resized in place" in (error.details() or "")
+    grow = await refused(stub, request(["resources.mem_mb"], resources=types_pb2.Resources(mem_mb=512)))
+    assert grow.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot grow spec.resources.mem_mb" in (grow.details() or "")
+    zone = types_pb2.Placement(required_attributes={"zone": "a"})
+    moved = await refused(stub, request(["placement"], placement=zone))
+    assert moved.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot require agent attributes zone=a" in (moved.details() or "")
     missing = await refused(stub, request(["image"], name="nope", image="x"))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     # Not deployed yet (lifecycle has not observed any generation): refused, saying when to retry.
@@ -171,7 +178,9 @@ async def test_scale_keeps_an_applied_generation_applied(stub: Stub, state_clien
     await deployed(stub, state_client)
     scaled = (await stub.ScaleInstance(api.ScaleInstanceRequest(name="cache", replicas=5))).instance
     assert scaled.generation == 2 and scaled.observed_generation == 2
-    pending = (await stub.UpdateInstance(request(["image"], image="redis:8"))).instance
+    pending = (
+        await stub.UpdateInstance(request(["config.appendonly"], config={"appendonly": "no"}))
+    ).instance
     assert pending.observed_generation == 2 and pending.generation == 3
     rescaled = (await stub.ScaleInstance(api.ScaleInstanceRequest(name="cache", replicas=3))).instance
     assert rescaled.generation == 4 and rescaled.observed_generation == 2  # the image is still to roll
@@ -188,6 +197,11 @@ def test_merge_update_follows_aip_134() -> None:
     assert dict(whole.config) == {"z": "0"}
     assert not validation.needs_relaunch(current, validation.merge_update(current, requested, ["labels"]))
     assert validation.needs_relaunch(current, merged)
+    # The process runtime ignores the image: an image change alone restarts nothing there.
+    image_only = validation.merge_update(current, types_pb2.InstanceSpec(image="i:2"), ["image"])
+    assert not validation.needs_relaunch(current, image_only)
+    current.runtime = types_pb2.RUNTIME_DOCKER
+    assert validation.needs_relaunch(current, validation.merge_update(current, image_only, ["image"]))
     with pytest.raises(errors.InvalidArgument) as caught:
         validation.check_update_mask(["spec.config", "replicas"], "")
     assert list(caught.value.fields) == ["update_mask.paths[1]"]

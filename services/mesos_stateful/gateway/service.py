@@ -271,7 +271,7 @@ class InstanceDomain:
         into the stored spec, validated as a create is (InvalidArgument with ``spec.<field>``),
         generation + 1 when the spec changes. A stale ``etag`` or a lost compare-and-swap:
         Aborted. A deleting instance, one not deployed yet (observed_generation 0) or a change
-        members cannot take (``validation.check_resize``): FailedPrecondition. A labels-only
+        members cannot take (``validation.check_applicable``): FailedPrecondition. A labels-only
         change is applied at once (observed_generation follows if nothing else was pending);
         any other change is rolled out by lifecycle (``lifecycle/rolling.py``)."""
         name = requested.name
@@ -305,9 +305,10 @@ class InstanceDomain:
         description.name = description.name or current.spec.workload
         merged = validation.merge_update(current.spec, requested, paths)
         filled = validation.validate_spec(merged, {current.spec.workload: description}, self._limits)
-        validation.check_resize(current.spec, filled)
+        members = await self._members(name)
+        validation.check_applicable(current.spec, filled, members)
         if filled == current.spec:
-            return assemble(record, await self._members(name))
+            return assemble(record, members)
         relaunch = validation.needs_relaunch(current.spec, filled)
 
         def change(instance: types_pb2.Instance) -> None:

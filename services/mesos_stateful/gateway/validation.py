@@ -464,24 +464,73 @@ def merge_update(
     return merged
 
 
-def check_resize(current: types_pb2.InstanceSpec, merged: types_pb2.InstanceSpec) -> None:
+def check_applicable(
+    current: types_pb2.InstanceSpec,
+    merged: types_pb2.InstanceSpec,
+    members: Iterable[types_pb2.Member] = (),
+) -> None:
     """A change the members cannot take in place is refused before anything changes
-    (FailedPrecondition with the reason): the disk is the size of each member's persistent
-    volume, which Mesos cannot resize (a RESERVE/CREATE of a volume is fixed; docs/volumes.md)."""
-    if merged.resources.disk_mb != current.resources.disk_mb:
+    (FailedPrecondition with the reason and what to do). Members restart in place: on their
+    persistent volume, on the agent holding it, inside the resources reserved there for them at
+    their first launch (dynamic reservations, docs/volumes.md). So:
+
+    - ``disk_mb``: a volume cannot be resized (Mesos creates it once, at a fixed size);
+    - more ``cpus`` / ``mem_mb`` than now: the reservation on the agent is not grown (less is fine);
+    - ``placement.required_attributes`` added or changed: the agents the volumes are on were not
+      chosen for them (removing one is fine);
+    - ``placement.max_members_per_agent`` below the most members on one agent now."""
+    name = current.name
+    old, new = current.resources, merged.resources
+    if new.disk_mb != old.disk_mb:
         raise errors.FailedPrecondition(
-            f"cannot change spec.resources.disk_mb of instance {current.name!r} from "
-            f"{current.resources.disk_mb} to {merged.resources.disk_mb} MiB: persistent volumes cannot "
-            "be resized in place (each member's data lives on a fixed-size volume); keep "
-            f"{current.resources.disk_mb}, or create a new instance with the size wanted and move the data"
+            f"cannot change spec.resources.disk_mb of instance {name!r} from {old.disk_mb} to "
+            f"{new.disk_mb} MiB: persistent volumes cannot be resized in place (each member's data "
+            f"lives on a fixed-size volume); keep {old.disk_mb}, or create a new instance with the "
+            "size wanted and move the data"
+        )
+    grown = (("cpus", "", old.cpus, new.cpus), ("mem_mb", " MiB", old.mem_mb, new.mem_mb))
+    for field, unit, was, wanted in grown:
+        if wanted > was + 1e-9:
+            raise errors.FailedPrecondition(
+                f"cannot grow spec.resources.{field} of instance {name!r} from {was:g} to {wanted:g}{unit} "
+                "in place: each member restarts inside the resources reserved for it on its agent at "
+                "its first launch, and reservations are not grown; a lower value rolls out, a higher "
+                "one needs a new instance"
+            )
+    added = {
+        k: v
+        for k, v in merged.placement.required_attributes.items()
+        if current.placement.required_attributes.get(k) != v
+    }
+    if added:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(added.items()))
+        raise errors.FailedPrecondition(
+            f"cannot require agent attributes {shown} of instance {name!r} in place: its members restart "
+            "on the agents holding their volumes, which were not chosen for them; removing a "
+            "requirement is fine, adding one needs a new instance"
+        )
+    limit = merged.placement.max_members_per_agent or 1
+    per_agent: dict[str, int] = {}
+    for m in members:
+        agent = m.volume.agent_id or m.agent_id
+        if agent:
+            per_agent[agent] = per_agent.get(agent, 0) + 1
+    crowded = max(per_agent.values(), default=0)
+    if crowded > limit:
+        raise errors.FailedPrecondition(
+            f"cannot lower spec.placement.max_members_per_agent of instance {name!r} to {limit}: "
+            f"{crowded} of its members keep their volumes on one agent"
         )
 
 
 def needs_relaunch(current: types_pb2.InstanceSpec, merged: types_pb2.InstanceSpec) -> bool:
-    """Whether members must be restarted to run ``merged``: anything but labels changed."""
+    """Whether members must be restarted to run ``merged``: anything but labels changed (and but
+    the image of an instance on the process runtime, which ignores it)."""
     a, b = types_pb2.InstanceSpec(), types_pb2.InstanceSpec()
     a.CopyFrom(current)
     b.CopyFrom(merged)
     a.ClearField("labels")
     b.ClearField("labels")
+    if stored_runtime(current) == types_pb2.RUNTIME_PROCESS:
+        a.image = b.image = ""
     return a != b
