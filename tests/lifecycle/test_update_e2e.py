@@ -213,3 +213,14 @@ async def test_an_unknown_version_is_refused_before_anything_restarts(suite: Sui
         await update(suite, ["config.version"], config={"version": "9.9"})
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "spec.config.version" in (caught.value.details() or "")
+
+
+async def test_less_memory_rolls_out_inside_the_members_reservations(suite: Suite) -> None:
+    """resources.mem_mb lowered: every member is relaunched in place asking for the new amount."""
+
+    async def check(after: T.Instance) -> None:
+        tasks = await suite.tasks("cache")
+        for m in after.members:
+            assert tasks[m.task_id].launch.resources.mem_mb == 200, m.id
+
+    await roll(suite, ["resources.mem_mb"], check, resources=T.Resources(mem_mb=200))
