@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cli.test_cli_runtime import ctl
 from google.protobuf import field_mask_pb2
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
@@ -224,3 +225,19 @@ async def test_less_memory_rolls_out_inside_the_members_reservations(suite: Suit
             assert tasks[m.task_id].launch.resources.mem_mb == 200, m.id
 
     await roll(suite, ["resources.mem_mb"], check, resources=T.Resources(mem_mb=200))
+
+
+async def test_statefulctl_update_wait_returns_once_the_change_is_applied(suite: Suite) -> None:
+    """`statefulctl update --wait` (a subprocess against the suite's gateway) follows the rollout
+    and exits 0 only once observed_generation reached the new generation."""
+    await suite.create("cache", 3)
+    await suite.wait_instance("cache", applied(1), 120, "deployed")
+    result = await ctl(
+        suite.gateway.endpoint, "update", "cache", "--set", "maxmemory=100mb", "--wait", "--timeout", "50"
+    )
+    assert result.code == 0, result
+    assert "instance cache updated (generation 2): rolling" in result.out, result.out
+    assert "instance cache is RUNNING (3/3 ready)" in result.out, result.out
+    now = await suite.instance("cache")
+    assert now is not None and now.observed_generation == now.generation == 2
+    assert now.plan.name == plans.UPDATE and not plans.is_active(now.plan)
