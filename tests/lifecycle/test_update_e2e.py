@@ -241,3 +241,56 @@ async def test_statefulctl_update_wait_returns_once_the_change_is_applied(suite:
     now = await suite.instance("cache")
     assert now is not None and now.observed_generation == now.generation == 2
     assert now.plan.name == plans.UPDATE and not plans.is_active(now.plan)
+
+
+async def test_a_change_members_cannot_start_with_stops_at_the_first_replica_and_a_fix_rolls_on(
+    suite: Suite,
+) -> None:
+    """A setting redis-server refuses at start (``save garbage``): the first replica's relaunch
+    fails and is retried, the master and the other replica are never touched (no fence, no
+    promotion) and keep acknowledging writes; an update back to a good value replaces the stuck
+    plan and rolls on to the end."""
+    await suite.create("cache", 3)
+    before = await suite.wait_instance("cache", applied(1), 120, "deployed")
+    secret = await password(suite, "cache")
+    old = master_of(before)
+    first = sorted(m.id for m in before.members if m.id != old.id)[0]
+    roles = RoleWatch(suite.client, "cache")
+    await roles.start()
+    writer = AcknowledgedWriter(old, secret, "w")
+    writer.start()
+    try:
+        await wait_for(lambda: _count(writer, 20), 30, what="20 writes acknowledged")
+        await update(suite, ["config.save"], config={"save": "garbage"})
+
+        def stuck(i: T.Instance) -> bool:
+            step = next((s for s in i.plan.steps if s.name == f"await-running {first}"), None)
+            return step is not None and step.attempts >= 1 and step.status in (plans.DELAYED, plans.ERROR)
+
+        stuck_at = await suite.wait_instance("cache", stuck, 120, f"the relaunch of {first} failing")
+        assert not any(
+            plans.action_of(s) in (plans.Action.FENCE, plans.Action.FAILOVER) and s.status != plans.PENDING
+            for s in stuck_at.plan.steps
+        )
+        others = [
+            s
+            for s in stuck_at.plan.steps
+            if plans.action_of(s) == plans.Action.RESTART and s.member_id != first
+        ]
+        assert all(s.status == plans.PENDING for s in others), "only the first replica was restarted"
+        acknowledged = len(writer.acknowledged)
+        await wait_for(lambda: _count(writer, acknowledged + 20), 30, what="writes acknowledged meanwhile")
+        assert roles.promotions == []
+
+        fixed = await update(suite, ["config.save"], config={"save": "3600 1"})
+        after = await suite.wait_instance(
+            "cache", applied(fixed.generation), ROLL_DEADLINE, "the fix rolled out"
+        )
+        await writer.stop()
+        new = master_of(after)
+        assert await missing_keys(new, secret, writer.acknowledged) == []
+        assert len(roles.promotions) == 1 and roles.max_masters == 1
+        assert after.plan.name == plans.UPDATE and after.plan.generation == fixed.generation
+    finally:
+        await writer.stop()
+        await roles.stop()
