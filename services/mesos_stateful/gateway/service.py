@@ -303,26 +303,36 @@ class InstanceDomain:
             )
         description = workload.description
         description.name = description.name or current.spec.workload
-        merged = validation.merge_update(current.spec, requested, paths)
-        filled = validation.validate_spec(merged, {current.spec.workload: description}, self._limits)
         members = await self._members(name)
-        validation.check_applicable(current.spec, filled, members)
-        if filled == current.spec:
-            return assemble(record, members)
-        relaunch = validation.needs_relaunch(current.spec, filled)
+        relaunch = False
 
-        def change(instance: types_pb2.Instance) -> None:
+        def change(instance: types_pb2.Instance) -> bool:
+            """The update applied to ``instance`` as stored now (False: nothing changes)."""
+            nonlocal relaunch
+            if instance.phase in _GONE:
+                phase = types_pb2.InstancePhase.Name(instance.phase).removeprefix("INSTANCE_PHASE_")
+                raise errors.FailedPrecondition(f"instance {name!r} is {phase}: it cannot be updated")
+            merged = validation.merge_update(instance.spec, requested, paths)
+            filled = validation.validate_spec(merged, {instance.spec.workload: description}, self._limits)
+            validation.check_applicable(instance.spec, filled, members)
+            if filled == instance.spec:
+                return False
+            relaunch = validation.needs_relaunch(instance.spec, filled)
             applied = instance.observed_generation == instance.generation
             instance.spec.CopyFrom(filled)
             instance.generation += 1
             if applied and not relaunch:
+                # Nothing to restart (labels; an image the process runtime ignores): applied now.
                 instance.observed_generation = instance.generation
-            instance.updated_at.CopyFrom(_now())
+            return True
 
         if etag:
+            # AIP-154: the change is made to the version the caller read, or not at all.
             new = types_pb2.Instance()
             new.CopyFrom(current)
-            change(new)
+            if not change(new):
+                return assemble(record, members)
+            new.updated_at.CopyFrom(_now())
             try:
                 record = await self._call(lambda: self._state.put(new, expected_revision=record.mod_revision))
             except errors.Conflict:
@@ -330,16 +340,11 @@ class InstanceDomain:
                     f"instance {name!r} changed while it was being updated (etag {etag}): read it again"
                 ) from None
         else:
-
-            def unconditional(instance: types_pb2.Instance) -> bool:
-                if instance.spec != current.spec:
-                    raise errors.Aborted(
-                        f"instance {name!r} changed while it was being updated: read it again"
-                    )
-                change(instance)
-                return True
-
-            record = await self._update(name, unconditional)
+            # No etag: merged into whatever is stored (compare-and-swap, retried on a race).
+            generation = current.generation
+            record = await self._update(name, change)
+            if record.instance.generation == generation:
+                return assemble(record, members)
         log.info(
             "instance %s: updated %s (generation %d%s)",
             name,
