@@ -100,6 +100,8 @@ async def test_update_flags_and_errors(state_service: StateService, state_client
         spec = (await stored(state_client, "cache")).spec
         assert spec.config["appendonly"] == "yes"
         assert spec.resources.cpus == 0.25 and spec.resources.mem_mb == 200
+        shown = await ctl(ep, "get", "cache")
+        assert "generation: 3 (applied: 2, rolling out)" in shown.out, shown.out
 
         stale = await ctl(ep, "update", "cache", "--image", "redis:8", "--etag", str(read.revision))
         assert stale.code != 0 and "changed since you read it" in stale.err, stale
