@@ -85,7 +85,11 @@ def assert_rolled_in_order(before: T.Instance, after: T.Instance) -> None:
 
 
 async def roll(
-    suite: Suite, paths: list[str], check: Check, restart_lifecycle: bool = False, **spec: Any
+    suite: Suite,
+    paths: list[str],
+    check: Check,
+    crash_at: Callable[[T.Plan], bool] | None = None,
+    **spec: Any,
 ) -> None:
     await suite.create("cache", 3)
     before = await suite.wait_instance("cache", applied(1), 120, "deployed, generation 1 observed")
@@ -100,19 +104,9 @@ async def roll(
         await wait_for(lambda: _count(writer, 30), 30, what="30 writes acknowledged by the master")
         frozen = None
         crashed: T.Instance | None = None
-        if restart_lifecycle:
+        if crash_at is not None:
             assert isinstance(suite.lifecycle, LifecycleRunner)
-            # A crash once the first replica is caught up: the second one's restart is next.
-            frozen = suite.lifecycle.freeze_after_save(
-                lambda p: (
-                    p.name == plans.UPDATE
-                    and sum(
-                        plans.action_of(s) == plans.Action.CATCH_UP and s.status == plans.COMPLETE
-                        for s in p.steps
-                    )
-                    == 1
-                )
-            )
+            frozen = suite.lifecycle.freeze_after_save(crash_at)
         updated = await update(suite, paths, **spec)
         assert updated.generation == 2 and updated.observed_generation == 1
         if frozen is not None:
@@ -195,15 +189,40 @@ async def test_a_version_change_runs_every_member_on_the_other_binary(suite: Sui
     await roll(suite, ["config.version"], check, config={"version": "next"})
 
 
-async def test_a_lifecycle_restart_mid_update_resumes_the_same_plan(suite: Suite) -> None:
-    """The lifecycle crashes once the first replica is caught up; restarted, it resumes the stored
-    update plan (same plan, no second switchover, nothing acknowledged lost)."""
+def _done(p: T.Plan, action: plans.Action) -> int:
+    return sum(plans.action_of(s) == action and s.status == plans.COMPLETE for s in p.steps)
+
+
+# Where the lifecycle crashes, right after persisting the update plan: the first replica caught up
+# (the second one's restart is next); the old master fenced (demoted), nobody promoted yet; the
+# failover done (a replica promoted, recorded), the new master not started yet.
+UPDATE_CRASH_POINTS: dict[str, Callable[[T.Plan], bool]] = {
+    "replica-caught-up": lambda p: p.name == plans.UPDATE and _done(p, plans.Action.CATCH_UP) == 1,
+    "fenced": lambda p: (
+        p.name == plans.UPDATE and _done(p, plans.Action.FENCE) == 1 and _done(p, plans.Action.FAILOVER) == 0
+    ),
+    "promoted": lambda p: (
+        p.name == plans.UPDATE
+        and _done(p, plans.Action.FAILOVER) == 1
+        and _done(p, plans.Action.MASTER_RUNNING) == 0
+    ),
+}
+
+
+@pytest.mark.parametrize("point", sorted(UPDATE_CRASH_POINTS))
+async def test_a_lifecycle_restart_mid_update_resumes_the_same_plan(suite: Suite, point: str) -> None:
+    """The lifecycle crashes right after persisting the update plan at ``point``; restarted, it
+    resumes the stored plan (the same plan, one switchover, nothing acknowledged lost)."""
 
     async def check(after: T.Instance) -> None:
         assert after.spec.config["appendfsync"] == "everysec"
 
     await roll(
-        suite, ["config.appendfsync"], check, restart_lifecycle=True, config={"appendfsync": "everysec"}
+        suite,
+        ["config.appendfsync"],
+        check,
+        crash_at=UPDATE_CRASH_POINTS[point],
+        config={"appendfsync": "everysec"},
     )
 
 
