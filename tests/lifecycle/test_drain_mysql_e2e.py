@@ -74,9 +74,10 @@ class CommitWriter:
     """INSERTs increasing values into the master known at start, one connection per row; keeps
     the values whose INSERT returned OK (committed under semi-sync). Errors are counted."""
 
-    def __init__(self, master: T.Member, password: str) -> None:
+    def __init__(self, master: T.Member, password: str, start: int = 1000) -> None:
         self.master = master
         self.password = password
+        self.start_value = start  # values after it (a second writer's rows are its own)
         self.committed: list[int] = []
         self.errors = 0
         self._task: asyncio.Task[None] | None = None
@@ -85,7 +86,7 @@ class CommitWriter:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        value = 1000
+        value = self.start_value
         while True:
             value += 1
             try:

@@ -274,6 +274,14 @@ def plan_table(plan: types_pb2.Plan) -> Table:
     return table
 
 
+def _applied(instance: types_pb2.Instance) -> str:
+    """" (applied: N, rolling out)" while a generation is not rolled out yet; "" otherwise."""
+    observed = instance.observed_generation
+    if 0 < observed < instance.generation:
+        return f" (applied: {observed}, rolling out)"
+    return ""
+
+
 def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | None = None) -> RenderableType:
     """The instance line, its spec, plan steps and members (what ``get`` shows)."""
     spec = instance.spec
@@ -282,7 +290,7 @@ def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | Non
     facts = [
         f"resources: {resources.cpus:g} cpus, {resources.mem_mb} MiB mem, {resources.disk_mb} MiB disk",
         f"runtime: {runtime(spec)}",
-        f"generation: {instance.generation}  revision: {instance.revision}",
+        f"generation: {instance.generation}{_applied(instance)}  revision: {instance.revision}",
     ]
     if spec.config:
         facts.append("config: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.config.items())))

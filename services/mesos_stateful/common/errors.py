@@ -58,6 +58,11 @@ class FailedPrecondition(PermanentError):
     """The request is valid but the current state forbids it (e.g. scaling a deleting instance)."""
 
 
+class Aborted(PermanentError):
+    """A conditional write whose condition no longer holds (gRPC ABORTED, AIP-154): the caller's
+    etag is stale, or a concurrent change won the compare-and-swap. Read again, then retry."""
+
+
 class NotLeader(PermanentError):
     """A fenced write was refused because its leadership term is over (gRPC ABORTED), or the
     caller is a standby. The writer must stop acting as the leader; retrying cannot help

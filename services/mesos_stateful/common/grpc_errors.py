@@ -18,6 +18,7 @@ _T = TypeVar("_T")
 
 _CODES: list[tuple[type[errors.StatefulError], grpc.StatusCode]] = [
     (errors.NotLeader, grpc.StatusCode.ABORTED),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),

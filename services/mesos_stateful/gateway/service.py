@@ -81,6 +81,7 @@ def assemble(record: st.Record, members: list[types_pb2.Member]) -> types_pb2.In
     instance = types_pb2.Instance()
     instance.CopyFrom(record.instance)
     instance.revision = record.mod_revision
+    instance.etag = str(record.mod_revision)
     del instance.members[:]
     instance.members.extend(sort_members(members))
     return instance
@@ -252,11 +253,105 @@ class InstanceDomain:
             if instance.spec.replicas == replicas:
                 return False
             instance.spec.replicas = replicas
+            applied = instance.observed_generation == instance.generation
             instance.generation += 1
+            if applied:
+                # A member count needs no relaunch of the members running: still applied.
+                instance.observed_generation = instance.generation
             return True
 
         record = await self._update(name, rescale)
         log.info("instance %s: scaled to %d members", name, replicas)
+        return assemble(record, await self._members(name))
+
+    async def update(
+        self, requested: types_pb2.InstanceSpec, paths: list[str], etag: str
+    ) -> types_pb2.Instance:
+        """UpdateInstance: the masked fields of ``requested`` (see ``validation.merge_update``)
+        into the stored spec, validated as a create is (InvalidArgument with ``spec.<field>``),
+        generation + 1 when the spec changes. A stale ``etag`` or a lost compare-and-swap:
+        Aborted. A deleting instance, one not deployed yet (observed_generation 0) or a change
+        members cannot take (``validation.check_applicable``): FailedPrecondition. A labels-only
+        change is applied at once (observed_generation follows if nothing else was pending);
+        any other change is rolled out by lifecycle (``lifecycle/rolling.py``)."""
+        name = requested.name
+        validation.validate_instance_name(name, "spec.name")
+        paths = validation.check_update_mask(paths, etag)
+        record = await self._instance_record(name)
+        current = record.instance
+        if etag and etag != str(record.mod_revision):
+            raise errors.Aborted(
+                f"instance {name!r} changed since you read it (etag {etag}, now {record.mod_revision}): "
+                "read it again"
+            )
+        validation.validate_update(current.spec, requested)
+        if current.phase in _GONE:
+            phase = types_pb2.InstancePhase.Name(current.phase).removeprefix("INSTANCE_PHASE_")
+            raise errors.FailedPrecondition(f"instance {name!r} is {phase}: it cannot be updated")
+        if current.observed_generation == 0:
+            raise errors.FailedPrecondition(
+                f"instance {name!r} is not deployed yet (phase "
+                f"{types_pb2.InstancePhase.Name(current.phase).removeprefix('INSTANCE_PHASE_')}): update it "
+                "once it is RUNNING (statefulctl get NAME --wait)"
+            )
+        workloads = await self._workloads()
+        workload = workloads.get(current.spec.workload)
+        if workload is None:
+            raise errors.FailedPrecondition(
+                f"workload {current.spec.workload!r} is not registered: its changes cannot be checked; "
+                "start its workload service and try again"
+            )
+        description = workload.description
+        description.name = description.name or current.spec.workload
+        members = await self._members(name)
+        relaunch = False
+
+        def change(instance: types_pb2.Instance) -> bool:
+            """The update applied to ``instance`` as stored now (False: nothing changes)."""
+            nonlocal relaunch
+            if instance.phase in _GONE:
+                phase = types_pb2.InstancePhase.Name(instance.phase).removeprefix("INSTANCE_PHASE_")
+                raise errors.FailedPrecondition(f"instance {name!r} is {phase}: it cannot be updated")
+            merged = validation.merge_update(instance.spec, requested, paths)
+            filled = validation.validate_spec(merged, {instance.spec.workload: description}, self._limits)
+            validation.check_applicable(instance.spec, filled, members)
+            if filled == instance.spec:
+                return False
+            relaunch = validation.needs_relaunch(instance.spec, filled)
+            applied = instance.observed_generation == instance.generation
+            instance.spec.CopyFrom(filled)
+            instance.generation += 1
+            if applied and not relaunch:
+                # Nothing to restart (labels; an image the process runtime ignores): applied now.
+                instance.observed_generation = instance.generation
+            return True
+
+        if etag:
+            # AIP-154: the change is made to the version the caller read, or not at all.
+            new = types_pb2.Instance()
+            new.CopyFrom(current)
+            if not change(new):
+                return assemble(record, members)
+            new.updated_at.CopyFrom(_now())
+            try:
+                record = await self._call(lambda: self._state.put(new, expected_revision=record.mod_revision))
+            except errors.Conflict:
+                raise errors.Aborted(
+                    f"instance {name!r} changed while it was being updated (etag {etag}): read it again"
+                ) from None
+        else:
+            # No etag: merged into whatever is stored (compare-and-swap, retried on a race).
+            generation = current.generation
+            record = await self._update(name, change)
+            if record.instance.generation == generation:
+                return assemble(record, members)
+        log.info(
+            "instance %s: updated %s (generation %d%s)",
+            name,
+            ", ".join(paths),
+            record.instance.generation,
+            ", rolling restart" if relaunch else "",
+        )
         return assemble(record, await self._members(name))
 
     # -- watch ---------------------------------------------------------------------------------

@@ -63,3 +63,10 @@ class InstanceServicer(api_grpc.InstanceServiceServicer):
         self, request: api.ListWorkloadsRequest, context: Context
     ) -> api.ListWorkloadsResponse:
         return api.ListWorkloadsResponse(workloads=await self._domain.list_workloads())
+
+    @grpc_method
+    async def UpdateInstance(
+        self, request: api.UpdateInstanceRequest, context: Context
+    ) -> api.UpdateInstanceResponse:
+        instance = await self._domain.update(request.spec, list(request.update_mask.paths), request.etag)
+        return api.UpdateInstanceResponse(instance=instance)

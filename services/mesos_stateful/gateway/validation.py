@@ -373,3 +373,164 @@ def validate_watch_filter(name: str, workload: str, start_revision: int) -> None
     if start_revision < 0:
         violations["start_revision"] = "must not be negative"
     raise_if_any(violations)
+
+
+# -- UpdateInstance (AIP-134 update_mask, AIP-154 etag) -----------------------------------------------
+
+#: update_mask paths UpdateInstance accepts (relative to InstanceSpec); "config.<key>",
+#: "labels.<key>", "resources.<field>" and "placement.<field>" change one entry.
+UPDATABLE = ("config", "resources", "image", "placement", "labels")
+_RESOURCE_FIELDS = ("cpus", "mem_mb", "disk_mb")
+_PLACEMENT_FIELDS = ("max_members_per_agent", "required_attributes")
+_FIXED = {
+    "name": "names the instance and is fixed; create a new instance to get another name",
+    "workload": "is fixed for the life of the instance; create a new instance of the other workload",
+    "runtime": "is fixed for the life of the instance (volumes were mounted by it); create a new instance",
+    "replicas": "is changed by ScaleInstance (statefulctl scale), not by UpdateInstance",
+}
+
+
+def check_update_mask(paths: Iterable[str], etag: str) -> list[str]:
+    """The update_mask's paths (normalized: a leading ``spec.`` dropped), or InvalidArgument
+    naming ``update_mask.paths[i]`` for each path that is empty, unknown or fixed (name,
+    workload, runtime; replicas belongs to ScaleInstance) and ``etag`` if it is not a revision."""
+    violations: Violations = {}
+    out: list[str] = []
+    given = list(paths)
+    if not given:
+        violations["update_mask"] = (
+            "is required: name the fields to change (" + ", ".join(UPDATABLE) + ")"
+        )
+    for i, raw in enumerate(given):
+        path = raw.removeprefix("spec.")
+        head, _, tail = path.partition(".")
+        field = f"update_mask.paths[{i}]"
+        if head in _FIXED:
+            violations[field] = f"{raw!r}: spec.{head} {_FIXED[head]}"
+        elif head not in UPDATABLE:
+            known = ", ".join(UPDATABLE)
+            violations[field] = f"{raw!r} is not a field UpdateInstance changes (known: {known})"
+        elif tail and head == "image":
+            violations[field] = f"{raw!r}: image has no sub-fields"
+        elif tail and head == "resources" and tail not in _RESOURCE_FIELDS:
+            violations[field] = f"{raw!r}: resources has {', '.join(_RESOURCE_FIELDS)}"
+        elif tail and head == "placement" and tail not in _PLACEMENT_FIELDS:
+            violations[field] = f"{raw!r}: placement has {', '.join(_PLACEMENT_FIELDS)}"
+        elif head in ("config", "labels") and path.endswith("."):
+            violations[field] = f"{raw!r}: name the key after the dot"
+        else:
+            out.append(path)
+    if etag and not etag.isdigit():
+        violations["etag"] = f"{etag!r} is not an etag this service gave (Instance.etag: a revision number)"
+    raise_if_any(violations, "invalid update")
+    return out
+
+
+def merge_update(
+    current: types_pb2.InstanceSpec, requested: types_pb2.InstanceSpec, paths: Iterable[str]
+) -> types_pb2.InstanceSpec:
+    """The stored spec with the masked fields taken from ``requested`` (AIP-134: a masked field
+    absent from the request is cleared / reset to its default; a map key named by
+    ``config.<key>`` absent from the request is removed). ``paths`` come from
+    :func:`check_update_mask`. Name, workload and runtime are never taken from the request."""
+    merged = types_pb2.InstanceSpec()
+    merged.CopyFrom(current)
+    for path in paths:
+        head, _, tail = path.partition(".")
+        if head in ("config", "labels"):
+            target, source = getattr(merged, head), getattr(requested, head)
+            if not tail:
+                target.clear()
+                target.update(source)
+            elif tail in source:
+                target[tail] = source[tail]
+            else:
+                target.pop(tail, None)
+        elif head == "image":
+            merged.image = requested.image
+        elif head == "resources":
+            if tail:
+                setattr(merged.resources, tail, getattr(requested.resources, tail))
+            else:
+                merged.resources.CopyFrom(requested.resources)
+        elif head == "placement":
+            if tail == "required_attributes":
+                merged.placement.required_attributes.clear()
+                merged.placement.required_attributes.update(requested.placement.required_attributes)
+            elif tail:
+                merged.placement.max_members_per_agent = requested.placement.max_members_per_agent
+            else:
+                merged.placement.CopyFrom(requested.placement)
+    return merged
+
+
+def check_applicable(
+    current: types_pb2.InstanceSpec,
+    merged: types_pb2.InstanceSpec,
+    members: Iterable[types_pb2.Member] = (),
+) -> None:
+    """A change the members cannot take in place is refused before anything changes
+    (FailedPrecondition with the reason and what to do). Members restart in place: on their
+    persistent volume, on the agent holding it, inside the resources reserved there for them at
+    their first launch (dynamic reservations, docs/volumes.md). So:
+
+    - ``disk_mb``: a volume cannot be resized (Mesos creates it once, at a fixed size);
+    - more ``cpus`` / ``mem_mb`` than now: the reservation on the agent is not grown (less is fine);
+    - ``placement.required_attributes`` added or changed: the agents the volumes are on were not
+      chosen for them (removing one is fine);
+    - ``placement.max_members_per_agent`` below the most members on one agent now."""
+    name = current.name
+    old, new = current.resources, merged.resources
+    if new.disk_mb != old.disk_mb:
+        raise errors.FailedPrecondition(
+            f"cannot change spec.resources.disk_mb of instance {name!r} from {old.disk_mb} to "
+            f"{new.disk_mb} MiB: persistent volumes cannot be resized in place (each member's data "
+            f"lives on a fixed-size volume); keep {old.disk_mb}, or create a new instance with the "
+            "size wanted and move the data"
+        )
+    grown = (("cpus", "", old.cpus, new.cpus), ("mem_mb", " MiB", old.mem_mb, new.mem_mb))
+    for field, unit, was, wanted in grown:
+        if wanted > was + 1e-9:
+            raise errors.FailedPrecondition(
+                f"cannot grow spec.resources.{field} of instance {name!r} from {was:g} to {wanted:g}{unit} "
+                "in place: each member restarts inside the resources reserved for it on its agent at "
+                "its first launch, and reservations are not grown; a lower value rolls out, a higher "
+                "one needs a new instance"
+            )
+    added = {
+        k: v
+        for k, v in merged.placement.required_attributes.items()
+        if current.placement.required_attributes.get(k) != v
+    }
+    if added:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(added.items()))
+        raise errors.FailedPrecondition(
+            f"cannot require agent attributes {shown} of instance {name!r} in place: its members restart "
+            "on the agents holding their volumes, which were not chosen for them; removing a "
+            "requirement is fine, adding one needs a new instance"
+        )
+    limit = merged.placement.max_members_per_agent or 1
+    per_agent: dict[str, int] = {}
+    for m in members:
+        agent = m.volume.agent_id or m.agent_id
+        if agent:
+            per_agent[agent] = per_agent.get(agent, 0) + 1
+    crowded = max(per_agent.values(), default=0)
+    if crowded > limit:
+        raise errors.FailedPrecondition(
+            f"cannot lower spec.placement.max_members_per_agent of instance {name!r} to {limit}: "
+            f"{crowded} of its members keep their volumes on one agent"
+        )
+
+
+def needs_relaunch(current: types_pb2.InstanceSpec, merged: types_pb2.InstanceSpec) -> bool:
+    """Whether members must be restarted to run ``merged``: anything but labels changed (and but
+    the image of an instance on the process runtime, which ignores it)."""
+    a, b = types_pb2.InstanceSpec(), types_pb2.InstanceSpec()
+    a.CopyFrom(current)
+    b.CopyFrom(merged)
+    a.ClearField("labels")
+    b.ClearField("labels")
+    if stored_runtime(current) == types_pb2.RUNTIME_PROCESS:
+        a.image = b.image = ""
+    return a != b

@@ -419,7 +419,7 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
         stale = active.generation != instance.generation and active.name != plans.RECOVERY
         # Peers: a recovery planned for one lost peer must take in every peer lost since (all
         # killed at once are noticed one by one; restarted alone, none would have a quorum).
-        replan_losses = active.name in (plans.DEPLOY, plans.SCALE, plans.DRAIN) or (
+        replan_losses = active.name in (plans.DEPLOY, plans.SCALE, plans.DRAIN, plans.UPDATE) or (
             active.name == plans.RECOVERY and s.peers()
         )
         if not stale:
@@ -435,8 +435,14 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
                 Action.DELETE_MEMBER,
                 Action.DRAIN,
             )
+            # An update handles a member only from its restart on: one lost before its turn
+            # is recovered first (a new plan), not left down while others restart.
             stale = any(
-                s.condition(m) == Condition.LOST and not plans.has_open_step(active, m.id, handling)
+                s.condition(m) == Condition.LOST
+                and (
+                    not plans.has_open_step(active, m.id, handling)
+                    or plans.has_open_step(active, m.id, (Action.RESTART,))
+                )
                 for m in s.members
             )
         if not stale:
@@ -765,7 +771,7 @@ def after_election(s: Snapshot, new_master: str) -> list[types_pb2.Step]:
 
 
 def after_failover(
-    s: Snapshot, old_master: str, new_master: str, drain: bool = False
+    s: Snapshot, old_master: str, new_master: str, drain: bool = False, restart: bool = False
 ) -> list[types_pb2.Step]:
     """Steps appended once the failover step persisted the new roles: start the new master,
     re-point the other ready replicas, then relaunch the old master as a replica. ``drain`` (a
@@ -782,7 +788,13 @@ def after_failover(
         steps.append(plans.step(Action.START_SLAVE, m.id))
     if drain:
         steps.append(plans.step(Action.DRAIN, old_master))
+    if restart:
+        # An update's switchover: the old master (demoted, still running the old spec) is
+        # restarted in place with the new launch, then waited for until caught up.
+        steps.append(plans.step(Action.RESTART, old_master))
     steps += _bring_up(old_master, Action.START_SLAVE, Action.SLAVE_RUNNING)
+    if restart:
+        steps.append(plans.step(Action.CATCH_UP, old_master))
     return steps
 
 

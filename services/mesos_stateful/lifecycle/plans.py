@@ -32,6 +32,9 @@ RECOVERY = "recovery"
 DELETE = "delete"
 # Moves one member off an agent scheduled for maintenance (Mesos inverse offers, docs/maintenance.md).
 DRAIN = "drain"
+# Rolls a new spec generation through the members (lifecycle/rolling.py): replicas in place one at
+# a time, then a switchover, then the old master.
+UPDATE = "update"
 
 
 class Action(StrEnum):
@@ -59,6 +62,8 @@ class Action(StrEnum):
     REBUILD = "rebuild"  # a diverged replica: kill it, then a fresh volume (it resyncs from the master)
     DRAIN = "drain"  # off an agent going down for maintenance: kill it, then a fresh volume elsewhere
     DELETE_MEMBER = "delete-member"
+    RESTART = "restart"  # update: kill the member's task and wait until it ended (its volume stays)
+    CATCH_UP = "catch-up"  # update: wait until a check after the restart finds it caught up
     CLEANUP = "cleanup"  # delete: kill stray tasks, delete members, tasks and secrets
     RELEASE = "release"  # delete: wait until the offers service destroyed volumes and reservations
     REMOVE_INSTANCE = "remove-instance"  # delete: phase DELETED, then remove the record

@@ -13,7 +13,7 @@ from typing import Final
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.common import errors
-from mesos_stateful.lifecycle import planner, plans, spans
+from mesos_stateful.lifecycle import planner, plans, rolling, spans
 from mesos_stateful.lifecycle.plans import Action
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.lifecycle.steps import PROMOTING, RELAUNCHING, WAITING, Outcome, StepRunner
@@ -57,7 +57,7 @@ class Reconciler:
             if ld is None:
                 return GONE
             await self._sync_members(ld)
-            plan, new = planner.decide(ld.snapshot)
+            plan, new = rolling.decide(ld.snapshot)
             if plan is None:
                 self._retry_now.discard(name)
                 await self._settle(ld)
@@ -178,6 +178,7 @@ class Reconciler:
             spans.stamp_root_end(before, current.plan, time.time())  # the root span is emitted once
             view = planner.Snapshot(current, snapshot.members, snapshot.tasks, snapshot.description)
             current.phase = planner.phase_for(view, plan)
+            current.observed_generation = rolling.observed_generation(view, plan)
             index = plans.first_open(plan)
             if index is not None and plan.steps[index].status == plans.ERROR:
                 current.last_error = f"{plan.steps[index].name}: {plan.steps[index].message}"
@@ -204,6 +205,7 @@ class Reconciler:
                 return None
             view = planner.Snapshot(current, snapshot.members, snapshot.tasks, snapshot.description)
             current.phase = planner.phase_for(view, current.plan)
+            current.observed_generation = rolling.observed_generation(view, current.plan)
             if snapshot.description is None:
                 current.last_error = f"workload {workload!r} is not registered; waiting for it"
             elif current.last_error.startswith("workload ") and not plans.is_active(current.plan):

@@ -21,7 +21,7 @@ from typing import Any
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.records import member_name
 from mesos_stateful.common import errors
-from mesos_stateful.lifecycle import planner, plans
+from mesos_stateful.lifecycle import planner, plans, rolling
 from mesos_stateful.lifecycle.callbacks import Callbacks, NotImplementedByWorkload, callback_context
 from mesos_stateful.lifecycle.offers import OffersClient
 from mesos_stateful.lifecycle.planner import DEAD, ENDED, Condition, task_state_name
@@ -43,6 +43,8 @@ WAITING = frozenset(
         Action.RELAUNCH,
         Action.REBUILD,
         Action.DRAIN,
+        Action.RESTART,
+        Action.CATCH_UP,
     }
 )
 RELAUNCHING = "relaunching:"
@@ -555,6 +557,8 @@ class StepRunner:
         step = plan.steps[index]
         old = self._member(ld, step.member_id)
         drain = plan.name == plans.DRAIN  # a switchover off an agent going down: drain the old master
+        restart = plan.name == plans.UPDATE  # an update's switchover: restart the old master in place
+        planned = drain or restart  # a switchover (the old master runs): candidates as for a drain
         masters = [m for m in ld.snapshot.members if m.role == T.ROLE_MASTER and m.id != old.id]
         if masters:
             if old.role == T.ROLE_MASTER:
@@ -563,13 +567,15 @@ class StepRunner:
                 plans.COMPLETE,
                 step.message or f"promote {masters[0].id}",
                 attempts=step.attempts,
-                append=planner.after_failover(ld.snapshot, old.id, masters[0].id, drain=drain),
+                append=planner.after_failover(
+                    ld.snapshot, old.id, masters[0].id, drain=drain, restart=restart
+                ),
             )
         chosen_id = step.decision.promote_member_id
         reason = step.message
         if not chosen_id:
             candidates, waited = planner.failover_view(ld.snapshot, old.id)
-            if drain and not waited:
+            if planned and not waited:
                 # A switchover promotes a replica on another agent, not one going down too.
                 candidates = planner.switchover_candidates(ld.snapshot, old.id) or candidates
             if not candidates or waited:
@@ -612,7 +618,7 @@ class StepRunner:
 
         if not await self._promote(ld, chosen_id):
             return Outcome(plans.ERROR, f"{chosen_id}, chosen for promotion, no longer exists")
-        if drain:
+        if planned:
             log.warning("%s: switchover: master %s fenced; promoted %s", ld.name, old.id, chosen_id)
         else:
             log.warning("%s: master %s lost; promoted %s", ld.name, old.id, chosen_id)
@@ -620,7 +626,7 @@ class StepRunner:
             plans.COMPLETE,
             reason,
             attempts=step.attempts,
-            append=planner.after_failover(ld.snapshot, old.id, chosen_id, drain=drain),
+            append=planner.after_failover(ld.snapshot, old.id, chosen_id, drain=drain, restart=restart),
         )
 
     async def _demote(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
@@ -1002,7 +1008,7 @@ class StepRunner:
         (and every live one) RUNNING, none killed yet, not declared unresponsive by the probe. A
         LOST master (a recovery, or a drain plan that found it lost) is fenced as before."""
         return (
-            plan.name == plans.DRAIN
+            plan.name in (plans.DRAIN, plans.UPDATE)
             and member.role == T.ROLE_MASTER
             and not member.health.unresponsive
             and any(t.task_id == member.task_id for t in live)
@@ -1188,6 +1194,55 @@ class StepRunner:
         if outcome.status != plans.COMPLETE:
             return outcome
         return Outcome(plans.COMPLETE, f"{mid} stopped; relaunching on a fresh volume elsewhere")
+
+    # -- rolling update (lifecycle/rolling.py) ----------------------------------------------------
+
+    async def _restart(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """An update restarts a member in place: its tasks are killed (asked by us: not a loss) and
+        waited for; its volume stays, so the ``launch`` after it (Config again, the new spec)
+        goes to the same agent. Never a master: an update switches it over first (a lone master
+        is the exception: nobody to switch to, ``rolling.update_plan`` says so)."""
+        step = plan.steps[index]
+        mid = step.member_id
+        member = self._member(ld, mid)
+        if member.role == T.ROLE_MASTER and len(ld.snapshot.members) > 1:
+            return Outcome(plans.ERROR, f"not restarting {mid}: it is the master (switch it over first)")
+        what = f"restart {mid} in place (generation {plan.generation})"
+        outcome = await self._kill_tasks(ld, plan, index, due, self._tasks_of(ld, mid), what)
+        if outcome.status != plans.COMPLETE:
+            return outcome
+        return Outcome(
+            plans.COMPLETE, f"{mid} stopped; relaunching on its volume with generation {plan.generation}"
+        )
+
+    async def _catch_up(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """Wait until a check made after the member's restart (the health monitor's CheckMember,
+        every ``check_interval_seconds``) finds it replicating and caught up
+        (``rolling.caught_up``), so the next member is restarted (or the master switched over)
+        only with this one holding the data again. A workload whose members are never checked
+        (no CheckMember) gets ``catch_up_unchecked_seconds`` (bounded: readiness is then all
+        there is to wait for)."""
+        step = plan.steps[index]
+        member = self._member(ld, step.member_id)
+        restarts = [
+            st
+            for st in plan.steps
+            if st.member_id == member.id
+            and plans.action_of(st) == Action.RESTART
+            and st.HasField("finished_at")
+        ]
+        restart = restarts[-1] if restarts else None
+        since = plans.seconds(restart.finished_at) if restart is not None else plans.seconds(plan.started_at)
+        ok, message = rolling.caught_up(member, since)
+        if ok:
+            return Outcome(plans.COMPLETE, message)
+        now = time.time()
+        unchecked = max(5 * self.settings.check_interval_seconds, 10.0)
+        if not member.health.HasField("checked_at") and now - since > unchecked:
+            return Outcome(
+                plans.COMPLETE, f"{member.id} ready; not checked in {unchecked:.0f}s (no CheckMember?)"
+            )
+        return Outcome(plans.STARTING, message, wake_at=now + self.settings.check_interval_seconds)
 
     async def _delete_member(
         self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save

@@ -179,6 +179,8 @@ class RedisService:
         self.state_endpoint = state_endpoint
         self.port = 0
         self.running: Any = None
+        # More RedisSettings (e.g. redis_server_versions), taken by the next start / restart.
+        self.extra: dict[str, Any] = {}
 
     @property
     def endpoint(self) -> str:
@@ -197,6 +199,7 @@ class RedisService:
                 "callback_timeout_seconds": 12.0,
                 "connect_timeout_seconds": 3.0,
                 "check_interval_ms": 300,
+                **self.extra,
             }
         )
         self.running = await start_workload(RedisWorkload(settings), settings)

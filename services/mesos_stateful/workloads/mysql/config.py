@@ -44,6 +44,7 @@ from mesos_stateful.workloads.mysql.description import (
     NAME,
     PORT,
     REPLICATION_PASSWORD,
+    VERSION,
 )
 from mesos_stateful.workloads.mysql.member_file import DATADIR, DEFAULTS_FILE, FILE_NAME, MemberFile
 from mesos_stateful.workloads.mysql.settings import MysqlSettings
@@ -200,6 +201,20 @@ def _secret(context: workload_service_pb2.CallbackContext, name: str) -> str:
     return value
 
 
+def server_binary(config: Mapping[str, str], settings: MysqlSettings) -> str:
+    """The mariadbd the process runtime runs: the build named by config ``version`` (one of
+    ``mariadbd_versions``), else ``mariadbd``. An unknown name: InvalidArgument."""
+    version = config.get(VERSION, "")
+    if not version:
+        return settings.mariadbd
+    binary = settings.mariadbd_versions.get(version)
+    if binary is None:
+        known = ", ".join(sorted(settings.mariadbd_versions)) or "none configured"
+        problem = f"unknown version {version!r} (known: {known})"
+        raise sdk.InvalidArgument("invalid mysql settings", {f"spec.config.{VERSION}": problem})
+    return binary
+
+
 def build_launch(
     context: workload_service_pb2.CallbackContext, settings: MysqlSettings
 ) -> types_pb2.LaunchSpec:
@@ -226,7 +241,7 @@ def build_launch(
     member_file = MemberFile(
         member_id=me.id,
         replica=replica,
-        mariadbd=settings.docker_mariadbd if docker else settings.mariadbd,
+        mariadbd=settings.docker_mariadbd if docker else server_binary(config, settings),
         install_db=settings.docker_install_db if docker else settings.install_db,
         admin_user=settings.admin_user,
         operator_user=settings.operator_user,
@@ -243,7 +258,7 @@ def build_launch(
         member_id=me.id,
         server=server_id(me.ordinal, me.incarnation),
         replica=replica,
-        config=config,
+        config={k: v for k, v in config.items() if k != VERSION},
         volume=member_file.volume,
         semi_sync_master=not replica and replicas_expected(context),
     )

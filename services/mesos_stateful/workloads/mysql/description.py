@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
 
@@ -13,6 +15,9 @@ REPLICATION_PASSWORD = "replication_password"
 # The suite's MariaDB image (``make images``): mariadbd, mariadb-install-db at Debian's paths and the
 # suite's venv (the member's bootstrap module).
 DEFAULT_IMAGE = sdk.suite_image("mariadb")
+
+# The config key choosing the mariadbd build (MysqlSettings.mariadbd_versions).
+VERSION = "version"
 
 CONFIG_KEYS = [
     types_pb2.ConfigKey(
@@ -44,10 +49,31 @@ CONFIG_KEYS = [
         default_value="1",
         allowed_values=["0", "1", "2"],
     ),
+    types_pb2.ConfigKey(
+        name=VERSION,
+        description="which mariadbd build the members run (process runtime): one of the workload "
+        "service's mariadbd_versions (name -> binary); empty: its mariadbd. Changing it rolls the "
+        "instance to that build (statefulctl update NAME --set version=<name>); not a my.cnf option",
+        default_value="",
+    ),
 ]
 
 
-def description(default_image: str = DEFAULT_IMAGE) -> types_pb2.WorkloadDescription:
+def config_keys(versions: Sequence[str] = ()) -> list[types_pb2.ConfigKey]:
+    """CONFIG_KEYS with the ``version`` key's allowed values: "" and the names of ``versions``."""
+    keys = []
+    for given in CONFIG_KEYS:
+        key = types_pb2.ConfigKey()
+        key.CopyFrom(given)
+        if key.name == VERSION:
+            key.allowed_values.extend(["", *sorted(versions)])
+        keys.append(key)
+    return keys
+
+
+def description(
+    default_image: str = DEFAULT_IMAGE, versions: Sequence[str] = ()
+) -> types_pb2.WorkloadDescription:
     return types_pb2.WorkloadDescription(
         name=NAME,
         topology=types_pb2.TOPOLOGY_MASTER_REPLICA,
@@ -57,7 +83,7 @@ def description(default_image: str = DEFAULT_IMAGE) -> types_pb2.WorkloadDescrip
         secret_names=[ADMIN_PASSWORD, REPLICATION_PASSWORD],
         min_replicas=1,
         max_replicas=0,
-        config_keys=CONFIG_KEYS,
+        config_keys=config_keys(versions),
         summary="MariaDB: one writable master, read-only GTID replicas, the most advanced replica "
         "promoted on master loss",
     )

@@ -251,7 +251,7 @@ def master_health(state: sql.State) -> types_pb2.MemberHealth:
 
 class MysqlWorkload(WorkloadBase):
     def __init__(self, settings: MysqlSettings) -> None:
-        super().__init__(description(settings.default_image), settings)
+        super().__init__(description(settings.default_image, list(settings.mariadbd_versions)), settings)
         self.mysql_settings = settings
 
     def server(

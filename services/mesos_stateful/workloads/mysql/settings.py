@@ -22,6 +22,11 @@ class MysqlSettings(WorkloadSettings):
     mariadbd: str = Field(
         "/usr/sbin/mariadbd", description="the MariaDB server binary members run (on the agent)"
     )
+    mariadbd_versions: dict[str, str] = Field(
+        {},
+        description="other MariaDB server builds members may run (process runtime), name -> binary; "
+        "an instance picks one with config version=<name>",
+    )
     install_db: str = Field(
         "/usr/bin/mariadb-install-db",
         description="the tool that initialises an empty data directory (on the agent)",

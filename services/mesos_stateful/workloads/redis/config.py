@@ -57,7 +57,7 @@ from collections.abc import Mapping
 
 from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2, workload_service_pb2
-from mesos_stateful.workloads.redis.description import CONFIG_KEYS, NAME, PASSWORD, PORT
+from mesos_stateful.workloads.redis.description import CONFIG_KEYS, NAME, PASSWORD, PORT, VERSION
 from mesos_stateful.workloads.redis.settings import RedisSettings
 
 AUTH_FILE = "redis-auth.conf"
@@ -162,6 +162,20 @@ def probe_check(settings: RedisSettings, *, mode: str = "", grace_ms: int = 0) -
     )
 
 
+def server_binary(config: Mapping[str, str], settings: RedisSettings) -> str:
+    """The redis-server the process runtime runs: the build named by config ``version`` (one of
+    ``redis_server_versions``), else ``redis_server``. An unknown name: InvalidArgument."""
+    version = config.get(VERSION, "")
+    if not version:
+        return settings.redis_server
+    binary = settings.redis_server_versions.get(version)
+    if binary is None:
+        known = ", ".join(sorted(settings.redis_server_versions)) or "none configured"
+        problem = f"unknown version {version!r} (known: {known})"
+        raise sdk.InvalidArgument("invalid redis settings", {f"spec.config.{VERSION}": problem})
+    return binary
+
+
 def build_launch(
     context: workload_service_pb2.CallbackContext, settings: RedisSettings
 ) -> types_pb2.LaunchSpec:
@@ -176,7 +190,7 @@ def build_launch(
     config = effective_config(context.instance.spec.config)
     docker = sdk.in_docker(context)
     argv = [
-        settings.docker_redis_server if docker else settings.redis_server,
+        settings.docker_redis_server if docker else server_binary(config, settings),
         "${MESOS_SANDBOX}/" + AUTH_FILE,
         "--port",
         PORT_VAR,

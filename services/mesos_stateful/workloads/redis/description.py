@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mesos_stateful import sdk
 from mesos_stateful.api.stateful.v1 import types_pb2
 
@@ -11,6 +13,9 @@ PORT = "redis"
 PASSWORD = "password"
 # The suite's Redis image (``make images``): redis-server at Debian's /usr/bin/redis-server.
 DEFAULT_IMAGE = sdk.suite_image("redis")
+
+# The config key choosing the redis-server build (RedisSettings.redis_server_versions).
+VERSION = "version"
 
 EVICTION_POLICIES = [
     "noeviction",
@@ -54,10 +59,29 @@ CONFIG_KEYS = [
         default_value="noeviction",
         allowed_values=EVICTION_POLICIES,
     ),
+    types_pb2.ConfigKey(
+        name=VERSION,
+        description="which redis-server build the members run (process runtime): one of the workload "
+        "service's redis_server_versions (name -> binary); empty: its redis_server. Changing it rolls "
+        "the instance to that build (statefulctl update NAME --set version=<name>)",
+        default_value="",
+    ),
 ]
 
 
-def description(default_image: str = DEFAULT_IMAGE) -> types_pb2.WorkloadDescription:
+def config_keys(versions: Sequence[str] = ()) -> list[types_pb2.ConfigKey]:
+    """CONFIG_KEYS with the ``version`` key's allowed values: "" and the names of ``versions``."""
+    keys = [types_pb2.ConfigKey(name=k.name) for k in CONFIG_KEYS]
+    for key, given in zip(keys, CONFIG_KEYS, strict=True):
+        key.CopyFrom(given)
+        if key.name == VERSION:
+            key.allowed_values.extend(["", *sorted(versions)])
+    return keys
+
+
+def description(
+    default_image: str = DEFAULT_IMAGE, versions: Sequence[str] = ()
+) -> types_pb2.WorkloadDescription:
     return types_pb2.WorkloadDescription(
         name=NAME,
         topology=types_pb2.TOPOLOGY_MASTER_REPLICA,
@@ -67,6 +91,6 @@ def description(default_image: str = DEFAULT_IMAGE) -> types_pb2.WorkloadDescrip
         secret_names=[PASSWORD],
         min_replicas=1,
         max_replicas=0,
-        config_keys=CONFIG_KEYS,
+        config_keys=config_keys(versions),
         summary="Redis: one master, asynchronous replicas, the most advanced replica promoted on master loss",
     )

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 class RedisWorkload(WorkloadBase):
     def __init__(self, settings: RedisSettings) -> None:
-        super().__init__(description(settings.default_image), settings)
+        super().__init__(description(settings.default_image, list(settings.redis_server_versions)), settings)
         self.redis_settings = settings
 
     def server(

@@ -20,6 +20,11 @@ class RedisSettings(WorkloadSettings):
         "redis-server",
         description="the redis-server binary members run (process runtime: looked up on the agent's PATH)",
     )
+    redis_server_versions: dict[str, str] = Field(
+        {},
+        description="other redis-server builds members may run (process runtime), name -> binary, e.g. "
+        '{"7.2": "/opt/redis-7.2/bin/redis-server"}; an instance picks one with config version=<name>',
+    )
     docker_redis_server: str = Field(
         "/usr/bin/redis-server",
         description="the redis-server binary in the image members run (Docker runtime; Debian's path)",

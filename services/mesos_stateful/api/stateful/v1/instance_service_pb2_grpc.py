@@ -74,6 +74,11 @@ class InstanceServiceStub:
                 request_serializer=stateful_dot_v1_dot_instance__service__pb2.ListWorkloadsRequest.SerializeToString,
                 response_deserializer=stateful_dot_v1_dot_instance__service__pb2.ListWorkloadsResponse.FromString,
                 _registered_method=True)
+        self.UpdateInstance = channel.unary_unary(
+                '/stateful.v1.InstanceService/UpdateInstance',
+                request_serializer=stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -132,6 +137,14 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateInstance(self, request, context):
+        """Change config, resources, image, placement or labels; a change that needs a relaunch rolls
+        through the members (replicas first, then a switchover, then the old master).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +182,11 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.ListWorkloads,
                     request_deserializer=stateful_dot_v1_dot_instance__service__pb2.ListWorkloadsRequest.FromString,
                     response_serializer=stateful_dot_v1_dot_instance__service__pb2.ListWorkloadsResponse.SerializeToString,
+            ),
+            'UpdateInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateInstance,
+                    request_deserializer=stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -364,6 +382,33 @@ class InstanceService:
             '/stateful.v1.InstanceService/ListWorkloads',
             stateful_dot_v1_dot_instance__service__pb2.ListWorkloadsRequest.SerializeToString,
             stateful_dot_v1_dot_instance__service__pb2.ListWorkloadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.InstanceService/UpdateInstance',
+            stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceRequest.SerializeToString,
+            stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,10 @@ class InstanceServiceStub:
     """Stream instance changes, resumable from a revision."""
     ListWorkloads: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.ListWorkloadsRequest, _instance_service_pb2.ListWorkloadsResponse]
     """List the registered workloads."""
+    UpdateInstance: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.UpdateInstanceRequest, _instance_service_pb2.UpdateInstanceResponse]
+    """Change config, resources, image, placement or labels; a change that needs a relaunch rolls
+    through the members (replicas first, then a switchover, then the old master).
+    """
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -76,6 +80,10 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     """Stream instance changes, resumable from a revision."""
     ListWorkloads: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.ListWorkloadsRequest, _instance_service_pb2.ListWorkloadsResponse]  # type: ignore[assignment]
     """List the registered workloads."""
+    UpdateInstance: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.UpdateInstanceRequest, _instance_service_pb2.UpdateInstanceResponse]  # type: ignore[assignment]
+    """Change config, resources, image, placement or labels; a change that needs a relaunch rolls
+    through the members (replicas first, then a switchover, then the old master).
+    """
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public instance API. Bad input is answered INVALID_ARGUMENT with a google.rpc.BadRequest
@@ -139,5 +147,15 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_instance_service_pb2.ListWorkloadsResponse, _abc.Awaitable[_instance_service_pb2.ListWorkloadsResponse]]:
         """List the registered workloads."""
+
+    @_abc_1.abstractmethod
+    def UpdateInstance(
+        self,
+        request: _instance_service_pb2.UpdateInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.UpdateInstanceResponse, _abc.Awaitable[_instance_service_pb2.UpdateInstanceResponse]]:
+        """Change config, resources, image, placement or labels; a change that needs a relaunch rolls
+        through the members (replicas first, then a switchover, then the old master).
+        """
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -482,7 +482,7 @@ class Plan(_message.Message):
     def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_trace_parent: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data")
+    __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data", "observed_generation", "etag")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -493,6 +493,8 @@ class Instance(_message.Message):
     PLAN_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     HAS_DATA_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     spec: InstanceSpec
     phase: InstancePhase
     members: _containers.RepeatedCompositeFieldContainer[Member]
@@ -503,7 +505,9 @@ class Instance(_message.Message):
     plan: Plan
     generation: int
     has_data: bool
-    def __init__(self, spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., phase: _Optional[_Union[InstancePhase, str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., revision: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., generation: _Optional[int] = ..., has_data: _Optional[bool] = ...) -> None: ...
+    observed_generation: int
+    etag: str
+    def __init__(self, spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., phase: _Optional[_Union[InstancePhase, str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., revision: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., generation: _Optional[int] = ..., has_data: _Optional[bool] = ..., observed_generation: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class TcpCheck(_message.Message):
     __slots__ = ("port_name",)
