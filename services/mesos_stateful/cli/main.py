@@ -470,5 +470,9 @@ def main() -> None:
         sys.exit(EXIT_FAILURE)
 
 
+
+# Commands in their own modules (they decorate ``app``); imported last, after ``app`` exists.
+from mesos_stateful.cli import cmd_plans  # noqa: E402, F401
+
 if __name__ == "__main__":
     main()
