@@ -7,11 +7,12 @@ made and stored (a scale while paused shows its plan, held at its first step), s
 what resume will do. Two exceptions, both about keeping a writable master:
 
 - a plan that replaces a master lost by accident (``Plan.cause`` LOST, UNRESPONSIVE or COLD_START)
-  runs until its new master's ``master-running`` is COMPLETE (fence, failover / election,
-  start-master, master-running); its later steps (re-pointing replicas, relaunching the old master)
-  are held. Unlike Patroni's maintenance mode, which stops automatic failover, a pause here holds
-  *planned* work only: an operator who paused a rolling change does not lose writes silently
-  because the master crashed meanwhile. The loss, the fence and the promotion are events.
+  runs whole: fence, failover / election, the new master, re-pointing the replicas (a Redis master
+  with ``min-replicas-to-write`` takes writes only once a replica follows it) and the old master
+  relaunched as a replica. Unlike Patroni's maintenance mode, which stops automatic failover, a
+  pause here holds *planned* work only (deploy, scale, update, switchover, drain, repair, the
+  replacement of a lost replica): an operator who paused a rolling change does not silently lose
+  writes because the master crashed meanwhile. The loss, the fence and the promotion are events.
 - a plan that already began handing the master over (``planner.handing_over``: a switchover or a
   drain fenced the old master) goes on until the new master takes writes: holding it there would
   leave no writable master.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.lifecycle import planner, plans
-from mesos_stateful.lifecycle.plans import Action
 
 T = types_pb2
 
@@ -49,13 +49,7 @@ def runs_while_paused(s: planner.Snapshot, plan: types_pb2.Plan, index: int) -> 
         return True
     if planner.handing_over(s, plan):
         return True
-    if plan.cause in _AVAILABILITY_CAUSES:
-        writable = any(
-            plans.action_of(earlier) == Action.MASTER_RUNNING and earlier.status == plans.COMPLETE
-            for earlier in plan.steps[:index]
-        )
-        return not writable
-    return False
+    return plan.cause in _AVAILABILITY_CAUSES
 
 
 def hold(plan: types_pb2.Plan, index: int, instance: str) -> bool:
