@@ -135,7 +135,7 @@ class PlanControl:
 
         record = await self._domain.update_record(name, pause)
         log.info("instance %s: paused by %s", name, actor)
-        await self.operator_event(name, "pause", actor, f"paused by {actor}: no new step starts")
+        await self.operator_event(name, "pause", actor, "paused: no new step starts (a running one finishes)")
         return assemble(record, await self._domain.members(name))
 
     async def resume(self, name: str, actor: str) -> types_pb2.Instance:
@@ -151,7 +151,7 @@ class PlanControl:
 
         record = await self._domain.update_record(name, resume)
         log.info("instance %s: resumed by %s", name, actor)
-        await self.operator_event(name, "resume", actor, f"resumed by {actor}")
+        await self.operator_event(name, "resume", actor, "resumed: the plans go on")
         return assemble(record, await self._domain.members(name))
 
     async def list_events(self, name: str, page_size: int) -> list[types_pb2.Event]:

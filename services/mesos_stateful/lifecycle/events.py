@@ -31,6 +31,8 @@ K = types_pb2
 
 _ENDED_STATES = (T.MEMBER_STATE_FAILED, T.MEMBER_STATE_LOST)
 _PROMOTING = (Action.FAILOVER, Action.ELECT)
+# Characters of a task's message kept in an event (its first line: `statefulctl logs` has the rest).
+_DETAIL = 160
 
 
 async def record_event(
@@ -171,13 +173,15 @@ def member_events(instance: str, before: types_pb2.Member, after: types_pb2.Memb
     """MEMBER_LOST when a sync turned the member FAILED / LOST (its task ended unasked)."""
     if after.state in _ENDED_STATES and before.state not in _ENDED_STATES:
         role = types_pb2.Role.Name(after.role).removeprefix("ROLE_")
-        started = before.state not in (T.MEMBER_STATE_PENDING, T.MEMBER_STATE_LAUNCHING)
-        what = "lost" if started else "failed to launch"
+        # A member that was ready is lost; one that never got ready failed to start (a launch failure).
+        what = (
+            "lost" if before.state in (T.MEMBER_STATE_RUNNING, T.MEMBER_STATE_KILLING) else "failed to start"
+        )
         return [
             new_event(
                 instance,
                 K.EVENT_KIND_MEMBER_LOST,
-                f"{after.id} ({role}, task {after.task_id}) {what}: {after.message}",
+                f"{after.id} ({role}, task {after.task_id}) {what}: {after.message[:_DETAIL]}",
                 member_id=after.id,
             )
         ]
