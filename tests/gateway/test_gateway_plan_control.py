@@ -5,6 +5,7 @@ bounded history (clients/events.py) and events in WatchInstances."""
 from __future__ import annotations
 
 import asyncio
+from typing import TypeAlias
 
 import grpc
 import pytest
@@ -18,7 +19,7 @@ from mesos_stateful.clients.events import EventLog, new_event
 from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common.grpc_errors import field_violations
 
-Stub = "api_grpc.InstanceServiceAsyncStub"
+Stub: TypeAlias = "api_grpc.InstanceServiceAsyncStub"
 
 
 async def _status(call: object) -> tuple[grpc.StatusCode, str, dict[str, str]]:
@@ -34,10 +35,10 @@ async def _set_plan(state: StateClient, name: str, *statuses: int, message: str 
         current.plan.CopyFrom(T.Plan(name="deploy", reason="create 1 members"))
         current.plan.started_at.GetCurrentTime()
         for i, status in enumerate(statuses):
-            current.plan.steps.add(name=f"launch {name}-{i}", status=status, message=message, attempts=3)  # type: ignore[arg-type]
+            current.plan.steps.add(name=f"launch {name}-{i}", status=status, message=message, attempts=3)
         return current
 
-    await state.update(st.KIND_INSTANCE, name, mutate)  # type: ignore[arg-type]
+    await state.update(st.KIND_INSTANCE, name, mutate)
 
 
 async def test_retry_is_refused_with_what_to_do_and_counted_when_failed(

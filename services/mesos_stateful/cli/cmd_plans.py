@@ -44,7 +44,7 @@ TimeoutOption = Annotated[float, typer.Option(help="seconds --wait waits", min=0
 
 
 def event_kind(kind: int) -> str:
-    return types_pb2.EventKind.Name(kind).removeprefix("EVENT_KIND_")  # type: ignore[arg-type]
+    return types_pb2.EventKind.Name(kind).removeprefix("EVENT_KIND_")
 
 
 def event_time(event: types_pb2.Event) -> str:
@@ -62,7 +62,7 @@ def event_line(event: types_pb2.Event) -> str:
 def events_table(events: list[types_pb2.Event]) -> Table:
     table = Table(box=None, pad_edge=False)
     for column in ("TIME", "EVENT", "MEMBER", "MESSAGE", "BY"):
-        table.add_column(column, overflow="fold" if column == "MESSAGE" else None)
+        table.add_column(column, overflow="fold")
     for event in events:
         table.add_row(
             event_time(event), event_kind(event.kind), event.member_id or "-", event.message, event.actor

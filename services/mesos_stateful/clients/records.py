@@ -151,9 +151,11 @@ def validate_name(kind: int, name: str, field: str = "key.name") -> None:
     segments = name.split("/")
     wanted = 2 if kind in (pb.KIND_MEMBER, pb.KIND_EVENT) else 1
     if len(segments) != wanted or not all(_SEGMENT.match(s) for s in segments):
-        shape = {pb.KIND_MEMBER: "<instance>/<member id>", pb.KIND_EVENT: "<instance>/<event id>"}.get(
-            kind, "a name"
-        )
+        shapes: dict[int, str] = {
+            pb.KIND_MEMBER: "<instance>/<member id>",
+            pb.KIND_EVENT: "<instance>/<event id>",
+        }
+        shape = shapes.get(kind, "a name")
         raise errors.InvalidArgument(
             f"invalid {pb.Kind.Name(kind)} name {name!r}",
             {field: f"must be {shape} of letters, digits, '.', '_', ':', '-' (starting alphanumeric)"},

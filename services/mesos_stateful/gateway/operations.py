@@ -47,7 +47,7 @@ def actor_of(context: Any) -> str:
 
 
 def _status(status: int) -> str:
-    return T.StepStatus.Name(status).removeprefix("STEP_STATUS_")  # type: ignore[arg-type]
+    return T.StepStatus.Name(status).removeprefix("STEP_STATUS_")
 
 
 def _phase(instance: types_pb2.Instance) -> str:

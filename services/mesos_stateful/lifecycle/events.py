@@ -19,6 +19,7 @@ of a (new) leader sees.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.events import LIFECYCLE, EventLog, new_event
@@ -53,7 +54,7 @@ async def record_event(
 
 
 def _status(status: int) -> str:
-    return types_pb2.StepStatus.Name(status).removeprefix("STEP_STATUS_")  # type: ignore[arg-type]
+    return types_pb2.StepStatus.Name(status).removeprefix("STEP_STATUS_")
 
 
 def same_plan(a: types_pb2.Plan, b: types_pb2.Plan) -> bool:
@@ -198,7 +199,7 @@ class MemberWatch:
     def forget(self, instance: str) -> None:
         self._seen.pop(instance, None)
 
-    def changes(self, instance: str, members: list[types_pb2.Member]) -> list[types_pb2.Event]:
+    def changes(self, instance: str, members: Sequence[types_pb2.Member]) -> list[types_pb2.Event]:
         now = {m.id: (m.volume.persistence_id, m.health.unresponsive) for m in members}
         previous = self._seen.get(instance)
         self._seen[instance] = now
