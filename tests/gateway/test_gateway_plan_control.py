@@ -161,7 +161,8 @@ async def test_events_are_delivered_by_watch(stub: Stub) -> None:
         first = await watch.next()
         assert first.type == api.INSTANCE_EVENT_TYPE_ADDED
         await stub.PauseInstance(api.PauseInstanceRequest(name="cache"))
-        seen = await watch.take(2)  # the instance change and the event, in revision order
+        # The instance change and the event, in revision order.
+        seen = [await watch.next(events=True), await watch.next(events=True)]
         events = [r for r in seen if r.HasField("event")]
         changes = [r for r in seen if not r.HasField("event")]
         assert len(events) == 1 and len(changes) == 1, seen
