@@ -13,7 +13,7 @@ from mesos_stateful.lifecycle.plans import Action
 def _plan(name: str, *steps: tuple[str, int], cause: int = T.PLAN_CAUSE_UNSPECIFIED) -> T.Plan:
     plan = plans.new_plan(name, f"{name} reason", 1, [], now=1_800_000_000.0)
     for step_name, status in steps:
-        plan.steps.add(name=step_name, member_id=step_name.split(" ")[-1], status=status)  # type: ignore[arg-type]
+        plan.steps.add(name=step_name, member_id=step_name.split(" ")[-1], status=status)
     plan.cause = cause  # type: ignore[assignment]
     plan.status = plans.plan_status(plan)
     return plan
