@@ -18,10 +18,10 @@ import grpc
 import pytest
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
+from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
-from mesos_stateful.cli import render
 from mesos_stateful.cli.cmd_plans import event_line
-from mesos_stateful.testing.lifecycle import Suite, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, master_of
 from mesos_stateful.testing.poll import eventually
 
 from .e2e_helpers import AcknowledgedWriter, RoleWatch, kill9, missing_keys, password, redis_pids
@@ -69,8 +69,14 @@ async def test_pause_holds_a_scale_and_resume_runs_it(suite: Suite) -> None:
         assert now is not None and len(now.members) == 1, now
         assert all(s.status in (T.STEP_STATUS_PENDING, T.STEP_STATUS_COMPLETE) for s in now.plan.steps)
         await asyncio.sleep(0.2)
-    shown = render.instance_details((await suite.get("cache")).instance)
-    assert shown is not None
+    # A lifecycle restarted meanwhile rebuilds the hold from the store: still held.
+    assert isinstance(suite.lifecycle, LifecycleRunner)
+    await suite.lifecycle.restart()
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        now = await suite.instance("cache")
+        assert now is not None and len(now.members) == 1 and any(s.held for s in now.plan.steps), now
+        await asyncio.sleep(0.2)
     detail = await _refused(
         suite.api.RetryPlan(api.RetryPlanRequest(name="cache")), grpc.StatusCode.FAILED_PRECONDITION
     )
@@ -94,6 +100,13 @@ async def test_pause_holds_a_scale_and_resume_runs_it(suite: Suite) -> None:
     assert operator.actor.startswith("anonymous@ipv4:127.0.0.1:"), operator.actor
     finished = [e for e in events if e.kind == T.EVENT_KIND_PLAN_FINISHED and e.plan == "scale"]
     assert finished and finished[-1].id > next(e.id for e in events if e.action == "resume")
+
+    # A delete is not held by a pause; the history goes with the instance.
+    await suite.api.PauseInstance(api.PauseInstanceRequest(name="cache"))
+    await suite.api.DeleteInstance(api.DeleteInstanceRequest(name="cache"))
+    await suite.wait_gone("cache", timeout=60)
+    left, _ = await suite.client.list(spb.KIND_EVENT, "cache/")
+    assert left == [], [r.event for r in left]
 
 
 async def test_master_lost_while_paused_is_failed_over_and_described(suite: Suite) -> None:
