@@ -194,10 +194,11 @@ def describe(
         if spec.image:
             head.append(f"image: {spec.image}")
         parts = [Text("\n".join(head)), render.instance_details(instance)]
-        if instance.plan.name:
-            parts.append(
-                Text(f"plan: {instance.plan.name} ({render.plan_status(instance)}): {instance.plan.reason}")
-            )
+        plan = instance.plan
+        if plan.name:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(plan.started_at.seconds))
+            why = f": {plan.reason}" if plan.reason else ""
+            parts.append(Text(f"plan {plan.name} started {started}{why}"))
         parts.append(Text(f"events (last {len(events)}):" if events else "events: none"))
         if events:
             parts.append(events_table(events))
