@@ -11,6 +11,7 @@ and the instance runs. The history has the failure, the retry with who asked, an
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,9 +63,11 @@ async def test_retry_continues_a_failed_plan_once_the_port_is_free(suite: Suite)
         assert attempts >= 2, step
         plan_started = failed.plan.started_at
     # The cause is fixed: the ports are free. Nothing happens by itself (the retry is an hour away).
+    asked = time.monotonic()
     instance = (await suite.api.RetryPlan(api.RetryPlanRequest(name="cache"))).instance
     assert instance.plan.retries_requested == 1
     instance = await suite.wait_running("cache", 1, timeout=90)
+    print(f"RUNNING {time.monotonic() - asked:.1f}s after RetryPlan ({attempts} attempts before it)")
     assert instance.plan.name == "deploy" and instance.plan.started_at == plan_started, "the same plan"
     assert instance.plan.retries_done == 1 and instance.last_error == ""
     retried = next(s for s in instance.plan.steps if s.name == step.name)
