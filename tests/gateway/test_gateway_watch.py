@@ -26,10 +26,14 @@ class Watcher:
     def __init__(self, call: grpc.aio.UnaryStreamCall[api.WatchInstancesRequest, api.WatchInstancesResponse]):
         self.call = call
 
-    async def next(self, timeout: float = TIMEOUT) -> api.WatchInstancesResponse:
-        event = await asyncio.wait_for(self.call.read(), timeout)
-        assert isinstance(event, api.WatchInstancesResponse), event
-        return event
+    async def next(self, timeout: float = TIMEOUT, events: bool = False) -> api.WatchInstancesResponse:
+        """The next instance change (history entries, ``WatchInstancesResponse.event``, are
+        skipped unless ``events``)."""
+        while True:
+            event = await asyncio.wait_for(self.call.read(), timeout)
+            assert isinstance(event, api.WatchInstancesResponse), event
+            if events or not event.HasField("event"):
+                return event
 
     async def take(self, count: int) -> list[api.WatchInstancesResponse]:
         return [await self.next() for _ in range(count)]

@@ -470,8 +470,8 @@ def main() -> None:
         sys.exit(EXIT_FAILURE)
 
 
-# Commands in their own modules register on ``app`` (imported last: they use the helpers above).
-from mesos_stateful.cli import cmd_update  # noqa: E402, F401
+# Commands in their own modules (they decorate ``app``); imported last, after ``app`` exists.
+from mesos_stateful.cli import cmd_plans, cmd_update  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -296,6 +296,8 @@ def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | Non
         facts.append("config: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.config.items())))
     if spec.labels:
         facts.append("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.labels.items())))
+    if instance.paused:
+        facts.append(f"paused: no new step starts; `statefulctl resume {spec.name}` continues")
     if instance.last_error:
         facts.append(f"last error: {instance.last_error}")
     parts.append(Text("\n".join(facts)))

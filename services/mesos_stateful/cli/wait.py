@@ -34,7 +34,10 @@ class StreamDeadline(Exception):
 
 
 def watch_stream(
-    gateway: Gateway, request: api.WatchInstancesRequest, timeout: float | None = None
+    gateway: Gateway,
+    request: api.WatchInstancesRequest,
+    timeout: float | None = None,
+    events: bool = False,
 ) -> Generator[api.WatchInstancesResponse, None, None]:
     """WatchInstances events, resumed across gateway restarts.
 
@@ -44,7 +47,8 @@ def watch_stream(
     ``start_revision`` 0 the current state comes again as ADDED events). Only UNAVAILABLE after
     the channel had once been READY is retried: a gateway that was never reached is reported at
     once. ``timeout`` (seconds) bounds the whole watch: DEADLINE_EXCEEDED from the stream, or
-    :class:`StreamDeadline` while reconnecting."""
+    :class:`StreamDeadline` while reconnecting. History entries (``WatchInstancesResponse.event``)
+    are passed on only with ``events``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     current = api.WatchInstancesRequest()
     current.CopyFrom(request)
@@ -59,6 +63,8 @@ def watch_stream(
                 backoff.reset()
                 if event.revision:
                     current.start_revision = max(current.start_revision, event.revision + 1)
+                if event.HasField("event") and not events:
+                    continue  # an instance's history entry; only ``events=True`` callers want them
                 yield event
             return
         except grpc.RpcError as error:

@@ -2,8 +2,9 @@
 
 Shared by the state service (validation, keys) and ``StateClient`` (deriving keys from values).
 Names follow docs/internals.md: Instance -> spec.name, Member -> "<instance>/<id>", Task -> task_id,
-Framework -> "", Workload -> name, InstanceSecrets -> instance, LeaderLease -> its role (the value
-does not hold it: leader records are written with an explicit name, ``make_record(lease, name=role)``).
+Framework -> "", Workload -> name, InstanceSecrets -> instance, Event -> "<instance>/<id>",
+LeaderLease -> its role (the value does not hold it: leader records are written with an explicit
+name, ``make_record(lease, name=role)``).
 
 A leader record has a side key, ``leader_term_key(role)`` (outside ROOT, so watches and the cache
 never see it), whose value is the term while the lease is held, written in the same etcd
@@ -47,6 +48,7 @@ KINDS: dict[int, KindInfo] = {
         KindInfo(pb.KIND_WORKLOAD, types_pb2.Workload, "workload", "workloads"),
         KindInfo(pb.KIND_SECRETS, types_pb2.InstanceSecrets, "secrets", "secrets"),
         KindInfo(pb.KIND_LEADER, types_pb2.LeaderLease, "leader", "leaders"),
+        KindInfo(pb.KIND_EVENT, types_pb2.Event, "event", "events"),
     )
 }
 _BY_MESSAGE = {info.message.DESCRIPTOR.full_name: info for info in KINDS.values()}
@@ -76,6 +78,11 @@ def member_name(instance: str, member_id: str) -> str:
     return f"{instance}/{member_id}"
 
 
+def event_name(instance: str, event_id: str) -> str:
+    """The record name of an instance's event: ``<instance>/<event id>``."""
+    return f"{instance}/{event_id}"
+
+
 def name_of(kind: int, value: Message, name: str | None = None) -> str:
     """The record name of ``value`` in ``kind``'s key space (its identity fields). A LeaderLease
     does not name its role: ``name`` gives it (InvalidArgument without it)."""
@@ -91,6 +98,8 @@ def name_of(kind: int, value: Message, name: str | None = None) -> str:
         return value.name
     if kind == pb.KIND_SECRETS and isinstance(value, types_pb2.InstanceSecrets):
         return value.instance
+    if kind == pb.KIND_EVENT and isinstance(value, types_pb2.Event):
+        return event_name(value.instance, value.id)
     if kind == pb.KIND_LEADER and isinstance(value, types_pb2.LeaderLease):
         if name is None:
             raise errors.InvalidArgument(
@@ -140,9 +149,13 @@ def validate_name(kind: int, name: str, field: str = "key.name") -> None:
             raise errors.InvalidArgument("the framework record has an empty name", {field: "must be empty"})
         return
     segments = name.split("/")
-    wanted = 2 if kind == pb.KIND_MEMBER else 1
+    wanted = 2 if kind in (pb.KIND_MEMBER, pb.KIND_EVENT) else 1
     if len(segments) != wanted or not all(_SEGMENT.match(s) for s in segments):
-        shape = "<instance>/<member id>" if kind == pb.KIND_MEMBER else "a name"
+        shapes: dict[int, str] = {
+            pb.KIND_MEMBER: "<instance>/<member id>",
+            pb.KIND_EVENT: "<instance>/<event id>",
+        }
+        shape = shapes.get(kind, "a name")
         raise errors.InvalidArgument(
             f"invalid {pb.Kind.Name(kind)} name {name!r}",
             {field: f"must be {shape} of letters, digits, '.', '_', ':', '-' (starting alphanumeric)"},

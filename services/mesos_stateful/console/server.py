@@ -117,6 +117,8 @@ class Console:
                     self.watch_problem = ""
                     backoff.reset()
                     revision = max(revision, event.revision)
+                    if event.HasField("event"):
+                        continue  # an instance's history entry (ListEvents), not an instance change
                     self.note(event.type, event.instance, time.time())
                 self.watch_problem = "the gateway ended the watch; reconnecting"
             except grpc.RpcError as error:

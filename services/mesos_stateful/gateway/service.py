@@ -128,6 +128,28 @@ class InstanceDomain:
         async with self._store():
             return await call()
 
+    # -- for gateway/operations.py (plan control, events) ---------------------------------------
+
+    @property
+    def state(self) -> StateClient:
+        return self._state
+
+    async def call(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a store call; failing to reach the store is one clear UNAVAILABLE."""
+        return await self._call(call)
+
+    async def instance_record(self, name: str) -> st.Record:
+        """The stored instance record; NotFound naming it."""
+        return await self._instance_record(name)
+
+    async def members(self, name: str) -> list[types_pb2.Member]:
+        return await self._members(name)
+
+    async def update_record(self, name: str, change: Callable[[types_pb2.Instance], bool]) -> st.Record:
+        """Compare-and-swap the instance with ``change`` (False: no change; it may raise a domain
+        error to refuse)."""
+        return await self._update(name, change)
+
     # -- reads ---------------------------------------------------------------------------------
 
     async def _members(self, name: str) -> list[types_pb2.Member]:
@@ -382,11 +404,12 @@ class InstanceDomain:
         else:
             # Replaying history: bodies are assembled from the latest members we know.
             start, skip_members_until = start_revision, 0
-        kinds = (st.KIND_INSTANCE, st.KIND_MEMBER)
+        # Events (KIND_EVENT) recorded from here on are delivered too (WatchInstancesResponse.event).
+        kinds = (st.KIND_INSTANCE, st.KIND_MEMBER, st.KIND_EVENT)
         stream = self._state.watch(kinds=kinds, prefix=name, start_revision=start)
         try:
             async for event in stream:
-                if event.record.key.kind == st.KIND_MEMBER and event.revision <= skip_members_until:
+                if event.record.key.kind != st.KIND_INSTANCE and event.revision <= skip_members_until:
                     continue
                 response = view.apply(event)
                 if response is not None:
@@ -441,6 +464,14 @@ class _WatchView:
         owner = _instance_of_member_name(record.key.name)
         if not self._wanted_instance(owner):
             return None
+        if record.key.kind == st.KIND_EVENT:
+            # A new entry of the instance's history; its trimming (deletes) is not news.
+            if event.type != st.EVENT_TYPE_PUT:
+                return None
+            instance = self._instances.get(owner)
+            if self._workload and (instance is None or not matches(instance.instance, self._workload, {})):
+                return None
+            return api.WatchInstancesResponse(event=record.event, revision=event.revision)
         members = self._members.setdefault(owner, {})
         if event.type == st.EVENT_TYPE_DELETE:
             members.pop(record.key.name, None)

@@ -10,6 +10,7 @@ import grpc
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.common.grpc_errors import grpc_method, grpc_stream
+from mesos_stateful.gateway.operations import PlanControl, actor_of
 from mesos_stateful.gateway.service import InstanceDomain
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -18,12 +19,18 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class InstanceServicer(api_grpc.InstanceServiceServicer):
     def __init__(self, domain: InstanceDomain) -> None:
         self._domain = domain
+        self._control = PlanControl(domain)
 
     @grpc_method
     async def CreateInstance(
         self, request: api.CreateInstanceRequest, context: Context
     ) -> api.CreateInstanceResponse:
-        return api.CreateInstanceResponse(instance=await self._domain.create(request.spec))
+        instance = await self._domain.create(request.spec)
+        spec = instance.spec
+        await self._control.operator_event(
+            spec.name, "create", actor_of(context), f"created ({spec.workload}, {spec.replicas} members)"
+        )
+        return api.CreateInstanceResponse(instance=instance)
 
     @grpc_method
     async def GetInstance(self, request: api.GetInstanceRequest, context: Context) -> api.GetInstanceResponse:
@@ -43,13 +50,19 @@ class InstanceServicer(api_grpc.InstanceServiceServicer):
     async def DeleteInstance(
         self, request: api.DeleteInstanceRequest, context: Context
     ) -> api.DeleteInstanceResponse:
-        return api.DeleteInstanceResponse(instance=await self._domain.delete(request.name))
+        instance = await self._domain.delete(request.name)
+        await self._control.operator_event(request.name, "delete", actor_of(context), "deletion requested")
+        return api.DeleteInstanceResponse(instance=instance)
 
     @grpc_method
     async def ScaleInstance(
         self, request: api.ScaleInstanceRequest, context: Context
     ) -> api.ScaleInstanceResponse:
-        return api.ScaleInstanceResponse(instance=await self._domain.scale(request.name, request.replicas))
+        instance = await self._domain.scale(request.name, request.replicas)
+        await self._control.operator_event(
+            request.name, "scale", actor_of(context), f"scale to {request.replicas} members"
+        )
+        return api.ScaleInstanceResponse(instance=instance)
 
     @grpc_stream
     async def WatchInstances(
@@ -68,5 +81,34 @@ class InstanceServicer(api_grpc.InstanceServiceServicer):
     async def UpdateInstance(
         self, request: api.UpdateInstanceRequest, context: Context
     ) -> api.UpdateInstanceResponse:
-        instance = await self._domain.update(request.spec, list(request.update_mask.paths), request.etag)
+        paths = list(request.update_mask.paths)
+        instance = await self._domain.update(request.spec, paths, request.etag)
+        await self._control.operator_event(
+            instance.spec.name,
+            "update",
+            actor_of(context),
+            f"update of {', '.join(paths)} (generation {instance.generation})",
+        )
         return api.UpdateInstanceResponse(instance=instance)
+    # -- plan control and history (gateway/operations.py) -------------------------------------------
+
+    @grpc_method
+    async def RetryPlan(self, request: api.RetryPlanRequest, context: Context) -> api.RetryPlanResponse:
+        return api.RetryPlanResponse(instance=await self._control.retry(request.name, actor_of(context)))
+
+    @grpc_method
+    async def PauseInstance(
+        self, request: api.PauseInstanceRequest, context: Context
+    ) -> api.PauseInstanceResponse:
+        return api.PauseInstanceResponse(instance=await self._control.pause(request.name, actor_of(context)))
+
+    @grpc_method
+    async def ResumeInstance(
+        self, request: api.ResumeInstanceRequest, context: Context
+    ) -> api.ResumeInstanceResponse:
+        instance = await self._control.resume(request.name, actor_of(context))
+        return api.ResumeInstanceResponse(instance=instance)
+
+    @grpc_method
+    async def ListEvents(self, request: api.ListEventsRequest, context: Context) -> api.ListEventsResponse:
+        return api.ListEventsResponse(events=await self._control.list_events(request.name, request.page_size))

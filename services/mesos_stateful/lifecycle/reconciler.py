@@ -12,8 +12,9 @@ import time
 from typing import Final
 
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.clients.events import EventLog
 from mesos_stateful.common import errors
-from mesos_stateful.lifecycle import planner, plans, rolling, spans
+from mesos_stateful.lifecycle import control, events, planner, plans, rolling, spans
 from mesos_stateful.lifecycle.plans import Action
 from mesos_stateful.lifecycle.settings import LifecycleSettings
 from mesos_stateful.lifecycle.steps import PROMOTING, RELAUNCHING, WAITING, Outcome, StepRunner
@@ -40,6 +41,9 @@ class Reconciler:
         # is due now, not at its backoff's next_attempt_at (issue 10: a hung workload service
         # that came back waited up to retry_max_seconds more with no master).
         self._retry_now: set[str] = set()
+        # The instances' histories (lifecycle/events.py); None: record nothing.
+        self.events: EventLog | None = EventLog(store.client)
+        self._member_watch = events.MemberWatch()
 
     def workload_registered(self, workload: str) -> set[str]:
         """``workload``'s registration appeared or changed (a KIND_WORKLOAD put): the instances
@@ -55,8 +59,10 @@ class Reconciler:
         for _ in range(MAX_STEPS_PER_PASS):
             ld = await self.store.load(name)
             if ld is None:
+                self._member_watch.forget(name)
                 return GONE
             await self._sync_members(ld)
+            await events.record_all(self.events, self._member_watch.changes(name, ld.snapshot.members))
             plan, new = rolling.decide(ld.snapshot)
             if plan is None:
                 self._retry_now.discard(name)
@@ -71,6 +77,10 @@ class Reconciler:
                     if new:
                         log.info("%s: new %s plan (%s): %s", name, plan.name, plan.reason, _names(plan))
                         await self._save(ld, plan)
+                    if not new and control.apply_retry(plan):
+                        log.warning("%s: plan %s retried by an operator", name, plan.name)
+                        await self._save(ld, plan)
+                        continue
                     index = plans.first_open(plan)
                     if index is None:
                         plan.status = plans.COMPLETE
@@ -100,10 +110,20 @@ class Reconciler:
                         due = True  # its workload came back: retry now (it waited on that workload)
                     if not due and plans.action_of(step) not in WAITING:
                         return plans.seconds(step.next_attempt_at)
+                    paused = ld.snapshot.instance.paused
+                    if paused and not control.runs_while_paused(ld.snapshot, plan, index):
+                        if control.hold(plan, index, name):
+                            log.info("%s: paused: %s held", name, step.name)
+                            await self._save(ld, plan)
+                        return None  # ResumeInstance changes the instance: the watch wakes us
+                    control.release(step)
                     outcome = await self._run(ld, plan, index, due)
                     if outcome.gone:
                         # The delete's last step removed the record (the plan was stored COMPLETE).
                         spans.plan_saved(name, _workload(ld), ld.snapshot.instance.plan, plan, time.time())
+                        self._member_watch.forget(name)
+                        if self.events is not None:
+                            await self.events.forget(name)  # its history goes with it
                         return GONE
                     _apply(plan, index, outcome)
                     await self._save(ld, plan)
@@ -159,6 +179,7 @@ class Reconciler:
             updated = await self.store.update_member(ld.name, member.id, mutate)
             if updated is not None:
                 ld.with_member(updated)
+                await events.record_all(self.events, events.member_events(ld.name, member, updated))
 
     async def _save(self, ld: Loaded, plan: types_pb2.Plan) -> None:
         """Persist the plan with the phase and last error it implies; raises Preempted if a delete
@@ -175,6 +196,9 @@ class Reconciler:
                 return None
             before.CopyFrom(current.plan)
             current.plan.CopyFrom(plan)
+            if events.same_plan(before, plan):
+                # Retries are asked for by the gateway (RetryPlan) on the stored plan: keep them.
+                current.plan.retries_requested = max(before.retries_requested, plan.retries_requested)
             spans.stamp_root_end(before, current.plan, time.time())  # the root span is emitted once
             view = planner.Snapshot(current, snapshot.members, snapshot.tasks, snapshot.description)
             current.phase = planner.phase_for(view, plan)
@@ -182,8 +206,8 @@ class Reconciler:
             index = plans.first_open(plan)
             if index is not None and plan.steps[index].status == plans.ERROR:
                 current.last_error = f"{plan.steps[index].name}: {plan.steps[index].message}"
-            elif index is None:
-                current.last_error = ""
+            elif index is None or plan.retries_done != before.retries_done:
+                current.last_error = ""  # done, or retried: the error is no longer current
             return current
 
         updated = await self.store.update_instance(ld.name, mutate)
@@ -191,6 +215,7 @@ class Reconciler:
             raise Preempted()
         if updated is not None:
             ld.with_instance(updated)
+            await events.record_all(self.events, events.plan_events(ld.name, before, updated.plan))
             # The plan's root span when it is over or replaced; failover metrics.
             spans.plan_saved(ld.name, _workload(ld), before, updated.plan, time.time())
 

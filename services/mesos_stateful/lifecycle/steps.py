@@ -269,7 +269,8 @@ class StepRunner:
             attempts = step.attempts or 1
         else:
             attempts = step.attempts + 1
-            if attempts > self.settings.max_launch_attempts:
+            # The budget counts from the last operator retry (RetryPlan keeps ``attempts``).
+            if attempts - step.attempts_before_retry > self.settings.max_launch_attempts:
                 detail = planner._task_detail(ld.snapshot, member)
                 return "", Outcome(
                     plans.ERROR,
@@ -368,7 +369,7 @@ class StepRunner:
             if task is not None and not waiting_relaunch:
                 # Ended before it was ready: relaunch after a backoff (attempts count launches).
                 detail = planner._task_detail(ld.snapshot, member)
-                if step.attempts + 1 > self.settings.max_launch_attempts:
+                if step.attempts + 1 - step.attempts_before_retry > self.settings.max_launch_attempts:
                     return Outcome(
                         plans.ERROR, f"{member.id} did not start after {step.attempts + 1} launches: {detail}"
                     )

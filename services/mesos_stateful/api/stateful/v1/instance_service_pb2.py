@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from mesos_stateful.api.stateful.v1 import types_pb2 as stateful_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"stateful/v1/instance_service.proto\x12\x0bstateful.v1\x1a google/protobuf/field_mask.proto\x1a\x17stateful/v1/types.proto\"@\n\x15\x43reateInstanceRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.stateful.v1.InstanceSpec\"A\n\x16\x43reateInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\";\n\x12GetInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_secrets\x18\x02 \x01(\x08\"\xae\x01\n\x13GetInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\x12>\n\x07secrets\x18\x02 \x03(\x0b\x32-.stateful.v1.GetInstanceResponse.SecretsEntry\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbd\x01\n\x14ListInstancesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08workload\x18\x03 \x01(\t\x12=\n\x06labels\x18\x04 \x03(\x0b\x32-.stateful.v1.ListInstancesRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x15ListInstancesResponse\x12(\n\tinstances\x18\x01 \x03(\x0b\x32\x15.stateful.v1.Instance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44\x65leteInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x16\x44\x65leteInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\"6\n\x14ScaleInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08replicas\x18\x02 \x01(\r\"@\n\x15ScaleInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\"O\n\x15WatchInstancesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x16\n\x0estart_revision\x18\x03 \x01(\x03\"\x81\x01\n\x16WatchInstancesResponse\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.stateful.v1.InstanceEventType\x12\'\n\x08instance\x18\x02 \x01(\x0b\x32\x15.stateful.v1.Instance\x12\x10\n\x08revision\x18\x03 \x01(\x03\"\x16\n\x14ListWorkloadsRequest\"A\n\x15ListWorkloadsResponse\x12(\n\tworkloads\x18\x01 \x03(\x0b\x32\x15.stateful.v1.Workload\"\x7f\n\x15UpdateInstanceRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.stateful.v1.InstanceSpec\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"A\n\x16UpdateInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance*\x9a\x01\n\x11InstanceEventType\x12#\n\x1fINSTANCE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTANCE_EVENT_TYPE_ADDED\x10\x01\x12 \n\x1cINSTANCE_EVENT_TYPE_MODIFIED\x10\x02\x12\x1f\n\x1bINSTANCE_EVENT_TYPE_DELETED\x10\x03\x32\xd9\x05\n\x0fInstanceService\x12Y\n\x0e\x43reateInstance\x12\".stateful.v1.CreateInstanceRequest\x1a#.stateful.v1.CreateInstanceResponse\x12P\n\x0bGetInstance\x12\x1f.stateful.v1.GetInstanceRequest\x1a .stateful.v1.GetInstanceResponse\x12V\n\rListInstances\x12!.stateful.v1.ListInstancesRequest\x1a\".stateful.v1.ListInstancesResponse\x12Y\n\x0e\x44\x65leteInstance\x12\".stateful.v1.DeleteInstanceRequest\x1a#.stateful.v1.DeleteInstanceResponse\x12V\n\rScaleInstance\x12!.stateful.v1.ScaleInstanceRequest\x1a\".stateful.v1.ScaleInstanceResponse\x12[\n\x0eWatchInstances\x12\".stateful.v1.WatchInstancesRequest\x1a#.stateful.v1.WatchInstancesResponse0\x01\x12V\n\rListWorkloads\x12!.stateful.v1.ListWorkloadsRequest\x1a\".stateful.v1.ListWorkloadsResponse\x12Y\n\x0eUpdateInstance\x12\".stateful.v1.UpdateInstanceRequest\x1a#.stateful.v1.UpdateInstanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"stateful/v1/instance_service.proto\x12\x0bstateful.v1\x1a google/protobuf/field_mask.proto\x1a\x17stateful/v1/types.proto\"@\n\x15\x43reateInstanceRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.stateful.v1.InstanceSpec\"A\n\x16\x43reateInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\";\n\x12GetInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_secrets\x18\x02 \x01(\x08\"\xae\x01\n\x13GetInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\x12>\n\x07secrets\x18\x02 \x03(\x0b\x32-.stateful.v1.GetInstanceResponse.SecretsEntry\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbd\x01\n\x14ListInstancesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08workload\x18\x03 \x01(\t\x12=\n\x06labels\x18\x04 \x03(\x0b\x32-.stateful.v1.ListInstancesRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x15ListInstancesResponse\x12(\n\tinstances\x18\x01 \x03(\x0b\x32\x15.stateful.v1.Instance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44\x65leteInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x16\x44\x65leteInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\"6\n\x14ScaleInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08replicas\x18\x02 \x01(\r\"@\n\x15ScaleInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\"O\n\x15WatchInstancesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x16\n\x0estart_revision\x18\x03 \x01(\x03\"\xa4\x01\n\x16WatchInstancesResponse\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.stateful.v1.InstanceEventType\x12\'\n\x08instance\x18\x02 \x01(\x0b\x32\x15.stateful.v1.Instance\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12!\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x12.stateful.v1.Event\"\x16\n\x14ListWorkloadsRequest\"A\n\x15ListWorkloadsResponse\x12(\n\tworkloads\x18\x01 \x03(\x0b\x32\x15.stateful.v1.Workload\"\x7f\n\x15UpdateInstanceRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.stateful.v1.InstanceSpec\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"A\n\x16UpdateInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\" \n\x10RetryPlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11RetryPlanResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\"$\n\x14PauseInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x15PauseInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\"%\n\x15ResumeInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x16ResumeInstanceResponse\x12\'\n\x08instance\x18\x01 \x01(\x0b\x32\x15.stateful.v1.Instance\"4\n\x11ListEventsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"8\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.stateful.v1.Event*\x9a\x01\n\x11InstanceEventType\x12#\n\x1fINSTANCE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTANCE_EVENT_TYPE_ADDED\x10\x01\x12 \n\x1cINSTANCE_EVENT_TYPE_MODIFIED\x10\x02\x12\x1f\n\x1bINSTANCE_EVENT_TYPE_DELETED\x10\x03\x32\xa7\x08\n\x0fInstanceService\x12Y\n\x0e\x43reateInstance\x12\".stateful.v1.CreateInstanceRequest\x1a#.stateful.v1.CreateInstanceResponse\x12P\n\x0bGetInstance\x12\x1f.stateful.v1.GetInstanceRequest\x1a .stateful.v1.GetInstanceResponse\x12V\n\rListInstances\x12!.stateful.v1.ListInstancesRequest\x1a\".stateful.v1.ListInstancesResponse\x12Y\n\x0e\x44\x65leteInstance\x12\".stateful.v1.DeleteInstanceRequest\x1a#.stateful.v1.DeleteInstanceResponse\x12V\n\rScaleInstance\x12!.stateful.v1.ScaleInstanceRequest\x1a\".stateful.v1.ScaleInstanceResponse\x12[\n\x0eWatchInstances\x12\".stateful.v1.WatchInstancesRequest\x1a#.stateful.v1.WatchInstancesResponse0\x01\x12V\n\rListWorkloads\x12!.stateful.v1.ListWorkloadsRequest\x1a\".stateful.v1.ListWorkloadsResponse\x12Y\n\x0eUpdateInstance\x12\".stateful.v1.UpdateInstanceRequest\x1a#.stateful.v1.UpdateInstanceResponse\x12J\n\tRetryPlan\x12\x1d.stateful.v1.RetryPlanRequest\x1a\x1e.stateful.v1.RetryPlanResponse\x12V\n\rPauseInstance\x12!.stateful.v1.PauseInstanceRequest\x1a\".stateful.v1.PauseInstanceResponse\x12Y\n\x0eResumeInstance\x12\".stateful.v1.ResumeInstanceRequest\x1a#.stateful.v1.ResumeInstanceResponse\x12M\n\nListEvents\x12\x1e.stateful.v1.ListEventsRequest\x1a\x1f.stateful.v1.ListEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINSTANCERESPONSE_SECRETSENTRY']._serialized_options = b'8\001'
   _globals['_LISTINSTANCESREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTINSTANCESREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_INSTANCEEVENTTYPE']._serialized_start=1494
-  _globals['_INSTANCEEVENTTYPE']._serialized_end=1648
+  _globals['_INSTANCEEVENTTYPE']._serialized_start=1947
+  _globals['_INSTANCEEVENTTYPE']._serialized_end=2101
   _globals['_CREATEINSTANCEREQUEST']._serialized_start=110
   _globals['_CREATEINSTANCEREQUEST']._serialized_end=174
   _globals['_CREATEINSTANCERESPONSE']._serialized_start=176
@@ -67,15 +67,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHINSTANCESREQUEST']._serialized_start=993
   _globals['_WATCHINSTANCESREQUEST']._serialized_end=1072
   _globals['_WATCHINSTANCESRESPONSE']._serialized_start=1075
-  _globals['_WATCHINSTANCESRESPONSE']._serialized_end=1204
-  _globals['_LISTWORKLOADSREQUEST']._serialized_start=1206
-  _globals['_LISTWORKLOADSREQUEST']._serialized_end=1228
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=1230
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=1295
-  _globals['_UPDATEINSTANCEREQUEST']._serialized_start=1297
-  _globals['_UPDATEINSTANCEREQUEST']._serialized_end=1424
-  _globals['_UPDATEINSTANCERESPONSE']._serialized_start=1426
-  _globals['_UPDATEINSTANCERESPONSE']._serialized_end=1491
-  _globals['_INSTANCESERVICE']._serialized_start=1651
-  _globals['_INSTANCESERVICE']._serialized_end=2380
+  _globals['_WATCHINSTANCESRESPONSE']._serialized_end=1239
+  _globals['_LISTWORKLOADSREQUEST']._serialized_start=1241
+  _globals['_LISTWORKLOADSREQUEST']._serialized_end=1263
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=1265
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=1330
+  _globals['_UPDATEINSTANCEREQUEST']._serialized_start=1332
+  _globals['_UPDATEINSTANCEREQUEST']._serialized_end=1459
+  _globals['_UPDATEINSTANCERESPONSE']._serialized_start=1461
+  _globals['_UPDATEINSTANCERESPONSE']._serialized_end=1526
+  _globals['_RETRYPLANREQUEST']._serialized_start=1528
+  _globals['_RETRYPLANREQUEST']._serialized_end=1560
+  _globals['_RETRYPLANRESPONSE']._serialized_start=1562
+  _globals['_RETRYPLANRESPONSE']._serialized_end=1622
+  _globals['_PAUSEINSTANCEREQUEST']._serialized_start=1624
+  _globals['_PAUSEINSTANCEREQUEST']._serialized_end=1660
+  _globals['_PAUSEINSTANCERESPONSE']._serialized_start=1662
+  _globals['_PAUSEINSTANCERESPONSE']._serialized_end=1726
+  _globals['_RESUMEINSTANCEREQUEST']._serialized_start=1728
+  _globals['_RESUMEINSTANCEREQUEST']._serialized_end=1765
+  _globals['_RESUMEINSTANCERESPONSE']._serialized_start=1767
+  _globals['_RESUMEINSTANCERESPONSE']._serialized_end=1832
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1834
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1886
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1888
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1944
+  _globals['_INSTANCESERVICE']._serialized_start=2104
+  _globals['_INSTANCESERVICE']._serialized_end=3167
 # @@protoc_insertion_point(module_scope)

@@ -120,14 +120,16 @@ class WatchInstancesRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., workload: _Optional[str] = ..., start_revision: _Optional[int] = ...) -> None: ...
 
 class WatchInstancesResponse(_message.Message):
-    __slots__ = ("type", "instance", "revision")
+    __slots__ = ("type", "instance", "revision", "event")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
     type: InstanceEventType
     instance: _types_pb2.Instance
     revision: int
-    def __init__(self, type: _Optional[_Union[InstanceEventType, str]] = ..., instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    event: _types_pb2.Event
+    def __init__(self, type: _Optional[_Union[InstanceEventType, str]] = ..., instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., revision: _Optional[int] = ..., event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ...) -> None: ...
 
 class ListWorkloadsRequest(_message.Message):
     __slots__ = ()
@@ -154,3 +156,53 @@ class UpdateInstanceResponse(_message.Message):
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     instance: _types_pb2.Instance
     def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class RetryPlanRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RetryPlanResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class PauseInstanceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class PauseInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class ResumeInstanceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ResumeInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("name", "page_size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    page_size: int
+    def __init__(self, name: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ...) -> None: ...

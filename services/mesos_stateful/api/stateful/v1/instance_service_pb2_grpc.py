@@ -79,6 +79,26 @@ class InstanceServiceStub:
                 request_serializer=stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceRequest.SerializeToString,
                 response_deserializer=stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceResponse.FromString,
                 _registered_method=True)
+        self.RetryPlan = channel.unary_unary(
+                '/stateful.v1.InstanceService/RetryPlan',
+                request_serializer=stateful_dot_v1_dot_instance__service__pb2.RetryPlanRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_instance__service__pb2.RetryPlanResponse.FromString,
+                _registered_method=True)
+        self.PauseInstance = channel.unary_unary(
+                '/stateful.v1.InstanceService/PauseInstance',
+                request_serializer=stateful_dot_v1_dot_instance__service__pb2.PauseInstanceRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_instance__service__pb2.PauseInstanceResponse.FromString,
+                _registered_method=True)
+        self.ResumeInstance = channel.unary_unary(
+                '/stateful.v1.InstanceService/ResumeInstance',
+                request_serializer=stateful_dot_v1_dot_instance__service__pb2.ResumeInstanceRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_instance__service__pb2.ResumeInstanceResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/stateful.v1.InstanceService/ListEvents',
+                request_serializer=stateful_dot_v1_dot_instance__service__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_instance__service__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -145,6 +165,38 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryPlan(self, request, context):
+        """Continue a plan stopped in ERROR from its failed step (that step PENDING again, attempts
+        kept). FAILED_PRECONDITION when the plan has no failed step ("plan deploy is COMPLETE:
+        nothing to retry").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseInstance(self, request, context):
+        """Hold the instance's plans: no new step starts (a running one finishes). Failover of a lost
+        master still runs until the new master takes writes. FAILED_PRECONDITION if already paused
+        or being deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeInstance(self, request, context):
+        """Let the instance's plans go on. FAILED_PRECONDITION if it is not paused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """The instance's recent history, oldest first (a bounded number is kept per instance).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +239,26 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.UpdateInstance,
                     request_deserializer=stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceRequest.FromString,
                     response_serializer=stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceResponse.SerializeToString,
+            ),
+            'RetryPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryPlan,
+                    request_deserializer=stateful_dot_v1_dot_instance__service__pb2.RetryPlanRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_instance__service__pb2.RetryPlanResponse.SerializeToString,
+            ),
+            'PauseInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseInstance,
+                    request_deserializer=stateful_dot_v1_dot_instance__service__pb2.PauseInstanceRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_instance__service__pb2.PauseInstanceResponse.SerializeToString,
+            ),
+            'ResumeInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeInstance,
+                    request_deserializer=stateful_dot_v1_dot_instance__service__pb2.ResumeInstanceRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_instance__service__pb2.ResumeInstanceResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=stateful_dot_v1_dot_instance__service__pb2.ListEventsRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_instance__service__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -409,6 +481,114 @@ class InstanceService:
             '/stateful.v1.InstanceService/UpdateInstance',
             stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceRequest.SerializeToString,
             stateful_dot_v1_dot_instance__service__pb2.UpdateInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.InstanceService/RetryPlan',
+            stateful_dot_v1_dot_instance__service__pb2.RetryPlanRequest.SerializeToString,
+            stateful_dot_v1_dot_instance__service__pb2.RetryPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.InstanceService/PauseInstance',
+            stateful_dot_v1_dot_instance__service__pb2.PauseInstanceRequest.SerializeToString,
+            stateful_dot_v1_dot_instance__service__pb2.PauseInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.InstanceService/ResumeInstance',
+            stateful_dot_v1_dot_instance__service__pb2.ResumeInstanceRequest.SerializeToString,
+            stateful_dot_v1_dot_instance__service__pb2.ResumeInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.InstanceService/ListEvents',
+            stateful_dot_v1_dot_instance__service__pb2.ListEventsRequest.SerializeToString,
+            stateful_dot_v1_dot_instance__service__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

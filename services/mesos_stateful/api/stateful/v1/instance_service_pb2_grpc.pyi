@@ -56,6 +56,20 @@ class InstanceServiceStub:
     """Change config, resources, image, placement or labels; a change that needs a relaunch rolls
     through the members (replicas first, then a switchover, then the old master).
     """
+    RetryPlan: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.RetryPlanRequest, _instance_service_pb2.RetryPlanResponse]
+    """Continue a plan stopped in ERROR from its failed step (that step PENDING again, attempts
+    kept). FAILED_PRECONDITION when the plan has no failed step ("plan deploy is COMPLETE:
+    nothing to retry").
+    """
+    PauseInstance: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.PauseInstanceRequest, _instance_service_pb2.PauseInstanceResponse]
+    """Hold the instance's plans: no new step starts (a running one finishes). Failover of a lost
+    master still runs until the new master takes writes. FAILED_PRECONDITION if already paused
+    or being deleted.
+    """
+    ResumeInstance: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.ResumeInstanceRequest, _instance_service_pb2.ResumeInstanceResponse]
+    """Let the instance's plans go on. FAILED_PRECONDITION if it is not paused."""
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.ListEventsRequest, _instance_service_pb2.ListEventsResponse]
+    """The instance's recent history, oldest first (a bounded number is kept per instance)."""
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -84,6 +98,20 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     """Change config, resources, image, placement or labels; a change that needs a relaunch rolls
     through the members (replicas first, then a switchover, then the old master).
     """
+    RetryPlan: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.RetryPlanRequest, _instance_service_pb2.RetryPlanResponse]  # type: ignore[assignment]
+    """Continue a plan stopped in ERROR from its failed step (that step PENDING again, attempts
+    kept). FAILED_PRECONDITION when the plan has no failed step ("plan deploy is COMPLETE:
+    nothing to retry").
+    """
+    PauseInstance: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.PauseInstanceRequest, _instance_service_pb2.PauseInstanceResponse]  # type: ignore[assignment]
+    """Hold the instance's plans: no new step starts (a running one finishes). Failover of a lost
+    master still runs until the new master takes writes. FAILED_PRECONDITION if already paused
+    or being deleted.
+    """
+    ResumeInstance: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.ResumeInstanceRequest, _instance_service_pb2.ResumeInstanceResponse]  # type: ignore[assignment]
+    """Let the instance's plans go on. FAILED_PRECONDITION if it is not paused."""
+    ListEvents: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.ListEventsRequest, _instance_service_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """The instance's recent history, oldest first (a bounded number is kept per instance)."""
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public instance API. Bad input is answered INVALID_ARGUMENT with a google.rpc.BadRequest
@@ -157,5 +185,43 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Change config, resources, image, placement or labels; a change that needs a relaunch rolls
         through the members (replicas first, then a switchover, then the old master).
         """
+
+    @_abc_1.abstractmethod
+    def RetryPlan(
+        self,
+        request: _instance_service_pb2.RetryPlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.RetryPlanResponse, _abc.Awaitable[_instance_service_pb2.RetryPlanResponse]]:
+        """Continue a plan stopped in ERROR from its failed step (that step PENDING again, attempts
+        kept). FAILED_PRECONDITION when the plan has no failed step ("plan deploy is COMPLETE:
+        nothing to retry").
+        """
+
+    @_abc_1.abstractmethod
+    def PauseInstance(
+        self,
+        request: _instance_service_pb2.PauseInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.PauseInstanceResponse, _abc.Awaitable[_instance_service_pb2.PauseInstanceResponse]]:
+        """Hold the instance's plans: no new step starts (a running one finishes). Failover of a lost
+        master still runs until the new master takes writes. FAILED_PRECONDITION if already paused
+        or being deleted.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeInstance(
+        self,
+        request: _instance_service_pb2.ResumeInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.ResumeInstanceResponse, _abc.Awaitable[_instance_service_pb2.ResumeInstanceResponse]]:
+        """Let the instance's plans go on. FAILED_PRECONDITION if it is not paused."""
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _instance_service_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.ListEventsResponse, _abc.Awaitable[_instance_service_pb2.ListEventsResponse]]:
+        """The instance's recent history, oldest first (a bounded number is kept per instance)."""
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

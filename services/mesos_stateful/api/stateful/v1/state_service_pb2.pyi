@@ -19,6 +19,7 @@ class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KIND_WORKLOAD: _ClassVar[Kind]
     KIND_SECRETS: _ClassVar[Kind]
     KIND_LEADER: _ClassVar[Kind]
+    KIND_EVENT: _ClassVar[Kind]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +34,7 @@ KIND_FRAMEWORK: Kind
 KIND_WORKLOAD: Kind
 KIND_SECRETS: Kind
 KIND_LEADER: Kind
+KIND_EVENT: Kind
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_PUT: EventType
 EVENT_TYPE_DELETE: EventType
@@ -46,7 +48,7 @@ class RecordKey(_message.Message):
     def __init__(self, kind: _Optional[_Union[Kind, str]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("key", "mod_revision", "create_revision", "instance", "member", "task", "framework", "workload", "secrets", "leader")
+    __slots__ = ("key", "mod_revision", "create_revision", "instance", "member", "task", "framework", "workload", "secrets", "leader", "event")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +59,7 @@ class Record(_message.Message):
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
     key: RecordKey
     mod_revision: int
     create_revision: int
@@ -67,7 +70,8 @@ class Record(_message.Message):
     workload: _types_pb2.Workload
     secrets: _types_pb2.InstanceSecrets
     leader: _types_pb2.LeaderLease
-    def __init__(self, key: _Optional[_Union[RecordKey, _Mapping]] = ..., mod_revision: _Optional[int] = ..., create_revision: _Optional[int] = ..., instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., member: _Optional[_Union[_types_pb2.Member, _Mapping]] = ..., task: _Optional[_Union[_types_pb2.Task, _Mapping]] = ..., framework: _Optional[_Union[_types_pb2.Framework, _Mapping]] = ..., workload: _Optional[_Union[_types_pb2.Workload, _Mapping]] = ..., secrets: _Optional[_Union[_types_pb2.InstanceSecrets, _Mapping]] = ..., leader: _Optional[_Union[_types_pb2.LeaderLease, _Mapping]] = ...) -> None: ...
+    event: _types_pb2.Event
+    def __init__(self, key: _Optional[_Union[RecordKey, _Mapping]] = ..., mod_revision: _Optional[int] = ..., create_revision: _Optional[int] = ..., instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., member: _Optional[_Union[_types_pb2.Member, _Mapping]] = ..., task: _Optional[_Union[_types_pb2.Task, _Mapping]] = ..., framework: _Optional[_Union[_types_pb2.Framework, _Mapping]] = ..., workload: _Optional[_Union[_types_pb2.Workload, _Mapping]] = ..., secrets: _Optional[_Union[_types_pb2.InstanceSecrets, _Mapping]] = ..., leader: _Optional[_Union[_types_pb2.LeaderLease, _Mapping]] = ..., event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key",)

@@ -122,6 +122,20 @@ class Topology(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOPOLOGY_UNSPECIFIED: _ClassVar[Topology]
     TOPOLOGY_MASTER_REPLICA: _ClassVar[Topology]
     TOPOLOGY_PEERS: _ClassVar[Topology]
+
+class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
+    EVENT_KIND_MEMBER_LOST: _ClassVar[EventKind]
+    EVENT_KIND_FENCED: _ClassVar[EventKind]
+    EVENT_KIND_PROMOTED: _ClassVar[EventKind]
+    EVENT_KIND_REPLACED: _ClassVar[EventKind]
+    EVENT_KIND_STEP_FAILED: _ClassVar[EventKind]
+    EVENT_KIND_PLAN_STARTED: _ClassVar[EventKind]
+    EVENT_KIND_PLAN_FINISHED: _ClassVar[EventKind]
+    EVENT_KIND_PLAN_REPLACED: _ClassVar[EventKind]
+    EVENT_KIND_OPERATOR_ACTION: _ClassVar[EventKind]
+    EVENT_KIND_STEP_HELD: _ClassVar[EventKind]
 INSTANCE_PHASE_UNSPECIFIED: InstancePhase
 INSTANCE_PHASE_PENDING: InstancePhase
 INSTANCE_PHASE_DEPLOYING: InstancePhase
@@ -197,6 +211,17 @@ TASK_STATE_UNKNOWN: TaskState
 TOPOLOGY_UNSPECIFIED: Topology
 TOPOLOGY_MASTER_REPLICA: Topology
 TOPOLOGY_PEERS: Topology
+EVENT_KIND_UNSPECIFIED: EventKind
+EVENT_KIND_MEMBER_LOST: EventKind
+EVENT_KIND_FENCED: EventKind
+EVENT_KIND_PROMOTED: EventKind
+EVENT_KIND_REPLACED: EventKind
+EVENT_KIND_STEP_FAILED: EventKind
+EVENT_KIND_PLAN_STARTED: EventKind
+EVENT_KIND_PLAN_FINISHED: EventKind
+EVENT_KIND_PLAN_REPLACED: EventKind
+EVENT_KIND_OPERATOR_ACTION: EventKind
+EVENT_KIND_STEP_HELD: EventKind
 
 class Resources(_message.Message):
     __slots__ = ("cpus", "mem_mb", "disk_mb")
@@ -401,7 +426,7 @@ class MemberHealth(_message.Message):
     def __init__(self, checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_role: _Optional[_Union[Role, str]] = ..., following: _Optional[str] = ..., lag_seconds: _Optional[float] = ..., lag: _Optional[int] = ..., position: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[MemberCondition, _Mapping]]] = ..., repair: _Optional[_Union[Repair, str]] = ..., failed_checks: _Optional[int] = ..., unresponsive: _Optional[bool] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision", "fence", "started_at", "finished_at")
+    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision", "fence", "started_at", "finished_at", "held", "attempts_before_retry")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -412,6 +437,8 @@ class Step(_message.Message):
     FENCE_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_BEFORE_RETRY_FIELD_NUMBER: _ClassVar[int]
     name: str
     member_id: str
     status: StepStatus
@@ -422,7 +449,9 @@ class Step(_message.Message):
     fence: FenceOutcome
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ..., fence: _Optional[_Union[FenceOutcome, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    held: bool
+    attempts_before_retry: int
+    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ..., fence: _Optional[_Union[FenceOutcome, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., held: _Optional[bool] = ..., attempts_before_retry: _Optional[int] = ...) -> None: ...
 
 class FenceOutcome(_message.Message):
     __slots__ = ("method", "detail", "fenced_at", "safe_after")
@@ -456,7 +485,7 @@ class PromotionDecision(_message.Message):
     def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., positions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at", "cause", "root_ended_at", "detected_trace_parent")
+    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at", "cause", "root_ended_at", "detected_trace_parent", "retries_requested", "retries_done")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -468,6 +497,8 @@ class Plan(_message.Message):
     CAUSE_FIELD_NUMBER: _ClassVar[int]
     ROOT_ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     DETECTED_TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_DONE_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     steps: _containers.RepeatedCompositeFieldContainer[Step]
@@ -479,10 +510,12 @@ class Plan(_message.Message):
     cause: PlanCause
     root_ended_at: _timestamp_pb2.Timestamp
     detected_trace_parent: str
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_trace_parent: _Optional[str] = ...) -> None: ...
+    retries_requested: int
+    retries_done: int
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_trace_parent: _Optional[str] = ..., retries_requested: _Optional[int] = ..., retries_done: _Optional[int] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data", "observed_generation", "etag")
+    __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data", "observed_generation", "etag", "paused")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -495,6 +528,7 @@ class Instance(_message.Message):
     HAS_DATA_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     spec: InstanceSpec
     phase: InstancePhase
     members: _containers.RepeatedCompositeFieldContainer[Member]
@@ -507,7 +541,8 @@ class Instance(_message.Message):
     has_data: bool
     observed_generation: int
     etag: str
-    def __init__(self, spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., phase: _Optional[_Union[InstancePhase, str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., revision: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., generation: _Optional[int] = ..., has_data: _Optional[bool] = ..., observed_generation: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
+    paused: bool
+    def __init__(self, spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., phase: _Optional[_Union[InstancePhase, str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., revision: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., generation: _Optional[int] = ..., has_data: _Optional[bool] = ..., observed_generation: _Optional[int] = ..., etag: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class TcpCheck(_message.Message):
     __slots__ = ("port_name",)
@@ -741,3 +776,31 @@ class LeaderLease(_message.Message):
     acquired_at: _timestamp_pb2.Timestamp
     renewed_at: _timestamp_pb2.Timestamp
     def __init__(self, holder: _Optional[str] = ..., address: _Optional[str] = ..., term: _Optional[int] = ..., lease_duration_seconds: _Optional[float] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., renewed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("instance", "id", "time", "kind", "member_id", "message", "actor", "plan", "step", "decision", "fence", "action")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    id: str
+    time: _timestamp_pb2.Timestamp
+    kind: EventKind
+    member_id: str
+    message: str
+    actor: str
+    plan: str
+    step: str
+    decision: PromotionDecision
+    fence: FenceOutcome
+    action: str
+    def __init__(self, instance: _Optional[str] = ..., id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EventKind, str]] = ..., member_id: _Optional[str] = ..., message: _Optional[str] = ..., actor: _Optional[str] = ..., plan: _Optional[str] = ..., step: _Optional[str] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ..., fence: _Optional[_Union[FenceOutcome, _Mapping]] = ..., action: _Optional[str] = ...) -> None: ...
