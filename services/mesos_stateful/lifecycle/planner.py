@@ -652,8 +652,9 @@ def one_line(task: types_pb2.Task, member_id: str) -> str:
         return lines[0] if lines else ""
     _, line = classify_launch_failure(task.state, task.reason, task.message)
     first = lines[0]
-    text = line if line and line.startswith(first) else first
-    return f"{text} (output: statefulctl logs {member_id})"
+    pointer = f"{first} (output: statefulctl logs {member_id})"
+    telling = line.removeprefix(first).removeprefix(": ") if line.startswith(first) else ""
+    return f"{pointer}: {telling}" if telling else pointer
 
 
 def _brief(detail: str, limit: int = 160) -> str:
