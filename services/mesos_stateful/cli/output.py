@@ -2,7 +2,7 @@
 
 Both formats carry the same data: the protobuf JSON mapping of the answer (``MessageToDict``,
 camelCase field names). A stream (``watch``, ``get --watch -o ...``) writes one compact JSON object
-per line, or one YAML document per change (each starting with ``---``), flushed as it comes.
+per line, or one YAML document per change (``---`` ... ``...``), flushed as it comes.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def emit_item(output: str, message: Message | dict[str, Any]) -> None:
     """Write one item of a stream to stdout at once: a JSON line, or a YAML document."""
     data = _data(message)
     if output == YAML:
-        sys.stdout.write("---\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        # "---" ... "...": each document is complete when its end marker is read.
+        sys.stdout.write(
+            yaml.safe_dump(data, sort_keys=False, allow_unicode=True, explicit_start=True, explicit_end=True)
+        )
         sys.stdout.flush()
     else:
         print(json.dumps(data, separators=(",", ":")), flush=True)
