@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as spb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
+from mesos_stateful.testing import poll
 from mesos_stateful.testing.lifecycle import Suite, master_of
 
 pytestmark = pytest.mark.slow
@@ -108,3 +109,31 @@ async def test_logs_and_endpoint_of_a_redis_instance(suite: Suite) -> None:
     await asyncio.wait_for(follower.wait(), TIMEOUT)
     assert follower.returncode == 130
     assert master.state == T.MEMBER_STATE_RUNNING
+
+
+async def test_a_member_that_cannot_start_leaves_one_line_messages_and_its_output_in_logs(
+    suite: Suite,
+) -> None:
+    # redis-server refuses the setting and exits before it is ready, its error on stderr.
+    await suite.create("broken", 1, config={"save": "not-a-rule"})
+
+    def failed_launch(i: T.Instance) -> bool:
+        return bool(i.members and i.members[0].launch_failures and "statefulctl logs broken-0" in (
+            i.members[0].message
+        ))
+
+    instance = await suite.wait_instance("broken", failed_launch, 120, "a failed launch")
+    member = instance.members[0]
+    # Messages stay on one line; the output is one command away.
+    texts = [member.message, instance.plan.reason, instance.last_error]
+    texts += [step.message for step in instance.plan.steps]
+    texts += [f.message for f in member.launch_failures]
+    assert all("\n" not in text for text in texts), texts
+    assert "(output: statefulctl logs broken-0)" in member.message
+    # Its current launch's stderr (a relaunch may have just begun: its sandbox is empty until
+    # redis-server fails again, the same way).
+    async def logged() -> bool:
+        code, out, _ = await run(suite, "logs", "broken-0", "--stderr")
+        return code == 0 and "Invalid save parameters" in out
+
+    await poll.eventually(logged, "redis-server's error in `logs broken-0 --stderr`", TIMEOUT, interval=0.5)
