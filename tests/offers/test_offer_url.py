@@ -7,15 +7,10 @@ from mesos_stateful.offers import mesos
 
 
 def test_agent_url_from_the_offer() -> None:
-    offer = {
-        "url": {
-            "scheme": "http",
-            "address": {"hostname": "agent-7.example", "ip": "10.0.0.7", "port": 5051},
-            "path": "/slave(1)",
-        }
-    }
+    address: dict[str, object] = {"hostname": "agent-7.example", "ip": "10.0.0.7", "port": 5051}
+    offer = {"url": {"scheme": "http", "address": address, "path": "/slave(1)"}}
     assert mesos.agent_url(offer) == "http://10.0.0.7:5051"
-    offer["url"]["address"].pop("ip")  # type: ignore[index]
+    del address["ip"]
     assert mesos.agent_url(offer) == "http://agent-7.example:5051"
     assert mesos.agent_url({}) == ""
     assert mesos.agent_url({"url": {"address": {"ip": "10.0.0.7"}}}) == ""  # no port
