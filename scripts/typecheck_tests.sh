@@ -7,7 +7,7 @@
 set -u
 PY=${1:-.venv/bin/python}
 CACHE=${2:-build/typecheck/.mypy_cache}
-LEAVES="tests/executor tests/images tests/offers tests/state tests/workloads/etcd tests/workloads/mysql tests/workloads/redis"
+LEAVES="tests/cli tests/executor tests/images tests/offers tests/state tests/workloads/etcd tests/workloads/mysql tests/workloads/redis"
 status=0
 excludes=()
 for leaf in $LEAVES; do excludes+=(--exclude "^$leaf/"); done

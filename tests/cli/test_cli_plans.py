@@ -74,7 +74,7 @@ async def test_describe_shows_spec_members_plan_and_the_promotion(
     assert "PROMOTED" in out and "cache-1=abc:1500 cache-2=abc:1200" in out, out
     as_json = json.loads((await ctl(gateway.endpoint, "describe", "cache", "-o", "json")).out)
     assert as_json["instance"]["spec"]["name"] == "cache"
-    promoted = as_json["events"]["events"][-1]
+    promoted = as_json["events"][-1]
     assert (
         promoted["kind"] == "EVENT_KIND_PROMOTED"
         and promoted["decision"]["positions"]["cache-2"] == "abc:1200"

@@ -16,12 +16,14 @@ import time
 from typing import Annotated
 
 import typer
+from google.protobuf.json_format import MessageToDict
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.cli import output as machine
 from mesos_stateful.cli import render
 from mesos_stateful.cli.client import UNARY_TIMEOUT_SECONDS, Gateway, reporting
 from mesos_stateful.cli.main import (
@@ -102,7 +104,7 @@ def retry(
             api.RetryPlanRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
         )
         if _json(gw) and not wait:
-            out.print_json(render.to_json(response))
+            machine.emit(gw.output, response)
             return
         if not _json(gw):
             out.print(f"plan {response.instance.plan.name} of {name} retried from its failed step")
@@ -129,7 +131,7 @@ def pause(
             api.PauseInstanceRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
         )
         if _json(gw) and not wait:
-            out.print_json(render.to_json(response))
+            machine.emit(gw.output, response)
             return
         if not _json(gw):
             out.print(f"instance {name} paused; `statefulctl resume {name}` continues")
@@ -155,7 +157,7 @@ def resume(
             api.ResumeInstanceRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
         )
         if _json(gw) and not wait:
-            out.print_json(render.to_json(response))
+            machine.emit(gw.output, response)
             return
         if not _json(gw):
             out.print(f"instance {name} resumed")
@@ -181,11 +183,12 @@ def describe(
         )
         events = _list_events(gw, name, limit)
         if _json(gw):
-            out.print_json(
-                "{"
-                f'"instance": {render.to_json(response.instance)}, '
-                f'"events": {render.to_json(api.ListEventsResponse(events=events))}'
-                "}"
+            machine.emit(
+                gw.output,
+                {
+                    "instance": MessageToDict(response.instance),
+                    "events": MessageToDict(api.ListEventsResponse(events=events)).get("events", []),
+                },
             )
             return
         instance = response.instance

@@ -16,6 +16,7 @@ from google.protobuf import field_mask_pb2, json_format
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.cli import output as machine
 from mesos_stateful.cli import render
 from mesos_stateful.cli.client import EXIT_BAD_INPUT, UNARY_TIMEOUT_SECONDS, CliFailure, Gateway, reporting
 from mesos_stateful.cli.main import (
@@ -72,7 +73,7 @@ def _finish(
                 "members, replicas first, then a switchover"
             )
     elif not wait:
-        out.print_json(render.to_json(api.UpdateInstanceResponse(instance=instance)))
+        machine.emit(gw.output, api.UpdateInstanceResponse(instance=instance))
         return
     if wait:
         follow(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from enum import StrEnum
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2
+from mesos_stateful.cli import output as machine
 from mesos_stateful.cli import render
 from mesos_stateful.cli.client import (
     EXIT_BAD_INPUT,
@@ -54,7 +56,8 @@ app = typer.Typer(
     name="statefulctl",
     help="Create, inspect, scale and delete stateful instances (Redis, MariaDB, etcd, ...) on Mesos.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion (bash, zsh, fish, PowerShell), from typer.
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=False)
@@ -63,6 +66,7 @@ out = Console(highlight=False, soft_wrap=False)
 class Output(StrEnum):
     table = "table"
     json = "json"
+    yaml = "yaml"
 
 
 class Runtime(StrEnum):
@@ -71,6 +75,20 @@ class Runtime(StrEnum):
 
 
 RUNTIMES = {Runtime.process: types_pb2.RUNTIME_PROCESS, Runtime.docker: types_pb2.RUNTIME_DOCKER}
+
+
+def _show_version(value: bool | None) -> None:
+    if value:
+        print(f"statefulctl {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed mesos-stateful version (pyproject.toml), "unknown" when not installed."""
+    try:
+        return importlib.metadata.version("mesos-stateful")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @app.callback()
@@ -82,13 +100,18 @@ def options(
     token: Annotated[
         str | None, typer.Option(envvar="STATEFUL_TOKEN", help="bearer token, if the gateway wants one")
     ] = None,
-    output: Annotated[Output, typer.Option("-o", "--output", help="table or json")] = Output.table,
+    output: Annotated[Output, typer.Option("-o", "--output", help="table, json or yaml")] = Output.table,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit"),
+    ] = None,
 ) -> None:
+    machine.fit_pipe(out)
     ctx.obj = Gateway(endpoint=endpoint, token=token or None, output=output.value)
 
 
 # -o is accepted before the command (global) and after it (per command); the latter wins.
-OutputOption = Annotated[Output | None, typer.Option("-o", "--output", help="table or json")]
+OutputOption = Annotated[Output | None, typer.Option("-o", "--output", help="table, json or yaml")]
 
 
 def _gateway(ctx: typer.Context, output: Output | None) -> Gateway:
@@ -110,7 +133,8 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 
 
 def _json(gw: Gateway) -> bool:
-    return gw.output == Output.json.value
+    """Machine-readable output (-o json or -o yaml): stdout carries only the data."""
+    return machine.structured(gw.output)
 
 
 def _live_console(gw: Gateway) -> Console:
@@ -164,7 +188,7 @@ def create(
             api.CreateInstanceRequest(spec=spec), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
         )
         if _json(gw) and not wait:
-            out.print_json(render.to_json(response))
+            machine.emit(gw.output, response)
             return
         if not _json(gw):
             out.print(f"instance {name} created ({render.phase(response.instance)})")
@@ -181,7 +205,7 @@ def _print_instance_json(gw: Gateway, name: str) -> None:
     response = gw.stub().GetInstance(
         api.GetInstanceRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
     )
-    out.print_json(render.to_json(response))
+    machine.emit(gw.output, response)
 
 
 @app.command()
@@ -213,7 +237,7 @@ def get(
             timeout=UNARY_TIMEOUT_SECONDS,
         )
         if _json(gw):
-            out.print_json(render.to_json(response))
+            machine.emit(gw.output, response)
         else:
             out.print(render.instance_details(response.instance, dict(response.secrets)))
 
@@ -242,7 +266,7 @@ def list_instances(
             if not token:
                 break
         if _json(gw):
-            out.print_json(render.to_json(api.ListInstancesResponse(instances=instances)))
+            machine.emit(gw.output, api.ListInstancesResponse(instances=instances))
         elif instances:
             out.print(render.instances_table(instances))
         else:
@@ -264,7 +288,7 @@ def delete(
             api.DeleteInstanceRequest(name=name), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
         )
         if _json(gw):
-            out.print_json(render.to_json(response))
+            machine.emit(gw.output, response)
         else:
             out.print(f"instance {name} is {render.phase(response.instance)}")
         if wait:
@@ -296,7 +320,7 @@ def scale(
             timeout=UNARY_TIMEOUT_SECONDS,
         )
         if _json(gw) and not wait:
-            out.print_json(render.to_json(response))
+            machine.emit(gw.output, response)
             return
         if not _json(gw):
             generation = response.instance.generation
@@ -344,7 +368,7 @@ def _stream_json(gw: Gateway, name: str, workload: str = "", until_deleted: bool
     stream = watch_stream(gw, request)
     try:
         for event in stream:
-            print(render.to_json(event, compact=True), flush=True)
+            machine.emit_item(gw.output, event)
             if until_deleted and event.type == api.INSTANCE_EVENT_TYPE_DELETED:
                 return
     finally:
@@ -360,7 +384,7 @@ def workloads(ctx: typer.Context, output: OutputOption = None) -> None:
             api.ListWorkloadsRequest(), metadata=gw.metadata, timeout=UNARY_TIMEOUT_SECONDS
         )
         if _json(gw):
-            out.print_json(render.to_json(response))
+            machine.emit(gw.output, response)
         elif response.workloads:
             out.print(render.workloads_table(list(response.workloads)))
         else:
@@ -471,7 +495,7 @@ def main() -> None:
 
 
 # Commands in their own modules (they decorate ``app``); imported last, after ``app`` exists.
-from mesos_stateful.cli import cmd_plans, cmd_update  # noqa: E402, F401
+from mesos_stateful.cli import cmd_plans, cmd_update, connect  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -292,6 +292,8 @@ def instance_details(instance: types_pb2.Instance, secrets: dict[str, str] | Non
         f"runtime: {runtime(spec)}",
         f"generation: {instance.generation}{_applied(instance)}  revision: {instance.revision}",
     ]
+    if instance.endpoints.uri:
+        facts.append(f"endpoint: {instance.endpoints.uri} (statefulctl endpoint {spec.name})")
     if spec.config:
         facts.append("config: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.config.items())))
     if spec.labels:

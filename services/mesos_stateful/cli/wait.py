@@ -113,6 +113,54 @@ def _ended_line(console: Console) -> Iterator[None]:
             console.file.flush()
 
 
+def progress_line(instance: types_pb2.Instance) -> str:
+    """One line of progress: ``<name>: <PHASE>, <ready>/<wanted> ready, plan <name>: <STATUS>
+    (<step>: <its message>)`` (the step running now, or the last one)."""
+    text = f"{instance.spec.name}: {render.phase(instance)}, {render.ready(instance)} ready"
+    if instance.HasField("plan") and instance.plan.name:
+        text += f", plan {render.plan_status(instance)}"
+        steps = instance.plan.steps
+        current = next((s for s in steps if s.status != types_pb2.STEP_STATUS_COMPLETE), None)
+        if current is not None:
+            message = current.message.splitlines()[0] if current.message else ""
+            text += f" ({current.name}" + (f": {message}" if message else "") + ")"
+    return text
+
+
+def _follow_plainly(
+    stream: Iterator[api.WatchInstancesResponse],
+    name: str,
+    console: Console,
+    verdict: Callable[[types_pb2.Instance], Verdict] | None,
+    goal: str,
+) -> None:
+    """:func:`follow` without a terminal: a line per change of what :func:`progress_line`
+    shows, the final line last."""
+    shown = ""
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+        console.file.flush()
+
+    for event in stream:
+        instance = event.instance
+        if event.type == api.INSTANCE_EVENT_TYPE_DELETED:
+            if goal == "deleted":
+                say(f"instance {name} deleted")
+                return
+            raise CliFailure(f"instance {name} was deleted")
+        line = progress_line(instance)
+        if line != shown:
+            say(line)
+            shown = line
+        outcome = verdict(instance) if verdict is not None else None
+        if outcome is True:
+            say(f"instance {name} is {render.phase(instance)} ({render.ready(instance)} ready)")
+            return
+        if isinstance(outcome, str):
+            raise CliFailure(outcome)
+
+
 def follow(
     gateway: Gateway,
     name: str,
@@ -146,6 +194,11 @@ def follow(
         return Group(*parts, render.instance_details(last))
 
     try:
+        if not console.is_terminal:
+            # A pipe or a file: no live view (rich's Live shows nothing until it stops, then its
+            # last frame, after the final line); one plain line per change, flushed.
+            _follow_plainly(stream, name, console, verdict, goal)
+            return
         live_view = Live(view(), console=console, refresh_per_second=4, transient=False)
         with _ended_line(console), live_view as live:
             for event in stream:

@@ -26,7 +26,7 @@ from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.state import StateClient
 from mesos_stateful.common import errors
 from mesos_stateful.common.grpc_errors import from_rpc_error
-from mesos_stateful.gateway import validation
+from mesos_stateful.gateway import endpoints, validation
 from mesos_stateful.gateway.validation import Limits
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,21 @@ def matches(instance: types_pb2.Instance, workload: str, labels: Mapping[str, st
     return all(instance.spec.labels.get(k) == v for k, v in labels.items())
 
 
-def assemble(record: st.Record, members: list[types_pb2.Member]) -> types_pb2.Instance:
-    """The public Instance of a stored record, with its members and revision."""
+def assemble(
+    record: st.Record,
+    members: list[types_pb2.Member],
+    description: types_pb2.WorkloadDescription | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> types_pb2.Instance:
+    """The public Instance of a stored record, with its members, revision and endpoints (see
+    gateway/endpoints.py; ``secrets`` only when the caller asked for them)."""
     instance = types_pb2.Instance()
     instance.CopyFrom(record.instance)
     instance.revision = record.mod_revision
     instance.etag = str(record.mod_revision)
     del instance.members[:]
     instance.members.extend(sort_members(members))
-    return instance
+    return endpoints.fill(instance, description, secrets)
 
 
 def _instance_of_member_name(name: str) -> str:
@@ -169,12 +175,15 @@ class InstanceDomain:
     async def get(self, name: str, include_secrets: bool) -> tuple[types_pb2.Instance, dict[str, str]]:
         validation.validate_instance_name(name)
         record = await self._instance_record(name)
-        instance = assemble(record, await self._members(name))
+        members = await self._members(name)
         secrets: dict[str, str] = {}
         if include_secrets:
             found = await self._call(lambda: self._state.find(st.KIND_SECRETS, name))
             if found is not None:
                 secrets = dict(found.secrets.values)
+        workload = (await self._workloads()).get(record.instance.spec.workload)
+        description = workload.description if workload is not None else None
+        instance = assemble(record, members, description, secrets if include_secrets else None)
         return instance, secrets
 
     async def list_instances(
@@ -194,7 +203,13 @@ class InstanceDomain:
             member_records, _ = await self._call(lambda: self._state.list(st.KIND_MEMBER))
             for m in member_records:
                 members.setdefault(_instance_of_member_name(m.key.name), []).append(m.member)
-        instances = [assemble(r, members.get(r.key.name, [])) for r in page]
+        workloads = await self._workloads() if page else {}
+
+        def description(r: st.Record) -> types_pb2.WorkloadDescription | None:
+            w = workloads.get(r.instance.spec.workload)
+            return w.description if w is not None else None
+
+        instances = [assemble(r, members.get(r.key.name, []), description(r)) for r in page]
         return instances, encode_page_token(page[-1].key.name) if more else ""
 
     async def list_workloads(self) -> list[types_pb2.Workload]:

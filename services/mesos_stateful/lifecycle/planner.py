@@ -167,6 +167,10 @@ def sync_member(member: types_pb2.Member, task: types_pb2.Task | None) -> types_
         new.agent_id = task.agent_id
     if task.host:
         new.host = task.host
+    if task.agent_url:
+        # Where `statefulctl logs` reads its output (the agent's /files/read).
+        new.agent_url = task.agent_url
+        new.sandbox_directory = task.sandbox_directory
     if task.ports:
         new.ports.clear()
         new.ports.update(task.ports)
@@ -190,7 +194,7 @@ def sync_member(member: types_pb2.Member, task: types_pb2.Task | None) -> types_
     if not (task.state in ENDED and member.message.startswith(DECLINED_PREFIX)):
         detail = task_state_name(task.state)
         if task.message:
-            detail += f": {task.message}"
+            detail += f": {one_line(task, member.id)}"
         if task.reason:
             detail += f" ({task.reason})"
         new.message = detail[:500]
@@ -640,7 +644,23 @@ def _task_detail(s: Snapshot, m: types_pb2.Member) -> str:
             "unresponsive (task still " + task_state_name(task.state) + ")" + (f": {c.message}" if c else "")
         )
     detail = task_state_name(task.state)
-    return f"{detail}: {task.message}" if task.message else detail
+    return f"{detail}: {one_line(task, m.id)}" if task.message else detail
+
+
+def one_line(task: types_pb2.Task, member_id: str) -> str:
+    """A task's status message on one line for member and step messages: the executor's message
+    may end in the last lines of the member's output; only the telling line is kept (the first
+    line, or the one naming the cause, e.g. "Address already in use", as
+    :func:`classify_launch_failure` picks it) with a pointer to the whole output
+    (``statefulctl logs MEMBER``). The Task record keeps the whole message."""
+    lines = [line.strip() for line in task.message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    _, line = classify_launch_failure(task.state, task.reason, task.message)
+    first = lines[0]
+    pointer = f"{first} (output: statefulctl logs {member_id})"
+    telling = line.removeprefix(first).removeprefix(": ") if line.startswith(first) else ""
+    return f"{pointer}: {telling}" if telling else pointer
 
 
 def _brief(detail: str, limit: int = 160) -> str:

@@ -391,7 +391,8 @@ class StepRunner:
             return await self._replace(ld, plan, index, save, member, task, why)
         # Alive but not ready yet.
         state = task_state_name(task.state)
-        detail = f"task {task.task_id} {state}" + (f": {task.message}" if task.message else "")
+        said = planner.one_line(task, member.id)
+        detail = f"task {task.task_id} {state}" + (f": {said}" if said else "")
         if step.status == plans.PENDING or not step.HasField("next_attempt_at"):
             return Outcome(plans.STARTING, f"waiting for {detail}", wake_at=now + timeout)
         deadline = plans.seconds(step.next_attempt_at)

@@ -41,6 +41,8 @@ from mesos_stateful.localcluster.checkpoint import (
     write_atomically,
     write_text_atomically,
 )
+from mesos_stateful.localcluster.files import Files
+from mesos_stateful.localcluster.files import routes as files_routes
 from mesos_stateful.localcluster.procs import (
     is_alive,
     kill_session,
@@ -181,6 +183,8 @@ class Agent:
         self._recovery: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # The sandboxes served by /files/read and /files/browse (files.py).
+        self.files = Files()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -209,6 +213,7 @@ class Agent:
         app = web.Application()
         app.router.add_route("*", "/api/v1/executor", self._handle)
         app.router.add_get("/health", _ok)
+        app.add_routes(files_routes(self.files))
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.ip, self.port, reuse_address=True)
@@ -392,6 +397,7 @@ class Agent:
                     started=run.start_time,
                     checkpoint=True,
                 )
+                self._attach_sandbox(ex)
                 for tid, task in run.tasks.items():
                     ex.task_infos[tid] = task.info
                     ex.tasks[tid] = "TASK_STAGING"
@@ -711,6 +717,7 @@ class Agent:
         )
         ex.tasks[task_id] = "TASK_STAGING"
         ex.task_infos[task_id] = task
+        self._attach_sandbox(ex)
         self._ckpt_launch(ex, task)
         self._link_task_volumes(ex, task)
         ex.queued.append(task)
@@ -718,6 +725,13 @@ class Agent:
         starting = asyncio.get_running_loop().create_task(self._start(ex))
         self._tasks.add(starting)
         starting.add_done_callback(self._tasks.discard)
+
+    def _attach_sandbox(self, ex: Executor) -> None:
+        """Serve the run's sandbox through /files as a Mesos agent does (slave.cpp): under its
+        real path and under ``/frameworks/<fid>/executors/<eid>/runs/latest``. It stays served
+        after the executor ends (Mesos detaches it when the sandbox is garbage collected)."""
+        self.files.attach(ex.sandbox, str(ex.sandbox))
+        self.files.attach(ex.sandbox, f"/frameworks/{ex.framework_id}/executors/{ex.executor_id}/runs/latest")
 
     def _link_task_volumes(self, ex: Executor, task: Json) -> None:
         try:

@@ -168,6 +168,8 @@ class Offer:
     # The offer's ``unavailability.start`` (seconds since the epoch): its agent's machine is
     # scheduled for maintenance (DRAINING). None: no maintenance announced.
     unavailable_at: float | None = None
+    # The agent's HTTP base URL from the offer's ``url`` ("http://host:port"; "" if absent).
+    url: str = ""
 
     @property
     def draining(self) -> bool:

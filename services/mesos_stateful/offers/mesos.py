@@ -147,6 +147,28 @@ def _range_ports(resource: Mapping[str, Any]) -> list[int]:
     return ports
 
 
+def agent_url(offer: Mapping[str, Any]) -> str:
+    """The agent's HTTP base URL from an offer's ``url`` (mesos.proto ``Offer.url``: scheme,
+    address {hostname, ip, port}), e.g. "http://10.0.0.5:5051"; the IP is preferred to the
+    hostname (an agent's hostname may not resolve where the CLI runs). "" when the offer has none."""
+    url = offer.get("url") or {}
+    address = url.get("address") or {}
+    host = str(address.get("ip") or address.get("hostname") or "")
+    port = address.get("port")
+    if not host or not port:
+        return ""
+    return f"{url.get('scheme') or 'http'}://{host}:{int(port)}"
+
+
+def sandbox_path(framework_id: str, executor_id: str) -> str:
+    """The virtual path under which every Mesos agent serves the latest run of an executor's
+    sandbox through /files/read and /files/browse (src/slave/paths.cpp getExecutorVirtualPath,
+    attached in src/slave/slave.cpp); "" without a framework id."""
+    if not framework_id:
+        return ""
+    return f"/frameworks/{framework_id}/executors/{executor_id}/runs/latest"
+
+
 def parse_offer(offer: Mapping[str, Any], role: str = "stateful", principal: str = "") -> Offer:
     """The matching view of an offer: unreserved scalars summed and port ranges merged; our
     reservations grouped by their labels, with their persistent volumes. Resources of other roles,
@@ -155,6 +177,7 @@ def parse_offer(offer: Mapping[str, Any], role: str = "stateful", principal: str
         offer_id=offer_id(offer),
         agent_id=_value(offer.get("agent_id")),
         hostname=str(offer.get("hostname", "")),
+        url=agent_url(offer),
         attributes={str(a.get("name")): _attribute_text(a) for a in offer.get("attributes", []) or []},
     )
     groups: dict[ReservationKey, Reservation] = {}

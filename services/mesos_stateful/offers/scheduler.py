@@ -764,6 +764,9 @@ class OfferScheduler:
                     update.message = f"launching on {assignment.hostname}"
                     update.agent_id = assignment.agent_id
                     update.host = assignment.hostname
+                    # Where its sandbox is served (statefulctl logs): the executor id is the task id.
+                    update.agent_url = offer.url
+                    update.sandbox_directory = mesos.sandbox_path(self.framework_id, task.task_id)
                     update.ports.clear()
                     update.ports.update(assignment.ports)
                     # A restart in place on an agent scheduled for maintenance: lifecycle moves it.
@@ -1066,6 +1069,8 @@ class OfferScheduler:
             update.message = "queued again: the launch could not be sent"
             update.agent_id = ""
             update.host = ""
+            update.agent_url = ""
+            update.sandbox_directory = ""
             update.ports.clear()
             update.ClearField("maintenance")  # it was its agent's
             try:

@@ -303,7 +303,7 @@ class Volume(_message.Message):
     def __init__(self, persistence_id: _Optional[str] = ..., container_path: _Optional[str] = ..., size_mb: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., has_data: _Optional[bool] = ..., rejoin_pending: _Optional[bool] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health", "launch_failures", "maintenance")
+    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health", "launch_failures", "maintenance", "agent_url", "sandbox_directory")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +335,8 @@ class Member(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_FAILURES_FIELD_NUMBER: _ClassVar[int]
     MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_URL_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     id: str
     instance: str
     ordinal: int
@@ -352,7 +354,9 @@ class Member(_message.Message):
     health: MemberHealth
     launch_failures: _containers.RepeatedCompositeFieldContainer[LaunchFailure]
     maintenance: AgentMaintenance
-    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ..., launch_failures: _Optional[_Iterable[_Union[LaunchFailure, _Mapping]]] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ...) -> None: ...
+    agent_url: str
+    sandbox_directory: str
+    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ..., launch_failures: _Optional[_Iterable[_Union[LaunchFailure, _Mapping]]] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ..., agent_url: _Optional[str] = ..., sandbox_directory: _Optional[str] = ...) -> None: ...
 
 class LaunchFailure(_message.Message):
     __slots__ = ("task_id", "agent_id", "host", "ports", "cause", "message", "at")
@@ -515,7 +519,7 @@ class Plan(_message.Message):
     def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_trace_parent: _Optional[str] = ..., retries_requested: _Optional[int] = ..., retries_done: _Optional[int] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data", "observed_generation", "etag", "paused")
+    __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data", "observed_generation", "etag", "paused", "endpoints")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -529,6 +533,7 @@ class Instance(_message.Message):
     OBSERVED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     spec: InstanceSpec
     phase: InstancePhase
     members: _containers.RepeatedCompositeFieldContainer[Member]
@@ -542,7 +547,33 @@ class Instance(_message.Message):
     observed_generation: int
     etag: str
     paused: bool
-    def __init__(self, spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., phase: _Optional[_Union[InstancePhase, str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., revision: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., generation: _Optional[int] = ..., has_data: _Optional[bool] = ..., observed_generation: _Optional[int] = ..., etag: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
+    endpoints: InstanceEndpoints
+    def __init__(self, spec: _Optional[_Union[InstanceSpec, _Mapping]] = ..., phase: _Optional[_Union[InstancePhase, str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., revision: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., generation: _Optional[int] = ..., has_data: _Optional[bool] = ..., observed_generation: _Optional[int] = ..., etag: _Optional[str] = ..., paused: _Optional[bool] = ..., endpoints: _Optional[_Union[InstanceEndpoints, _Mapping]] = ...) -> None: ...
+
+class InstanceEndpoints(_message.Message):
+    __slots__ = ("port_name", "primary", "reads", "peers", "uri", "uri_with_secret")
+    class Endpoint(_message.Message):
+        __slots__ = ("member_id", "address", "ready")
+        MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+        ADDRESS_FIELD_NUMBER: _ClassVar[int]
+        READY_FIELD_NUMBER: _ClassVar[int]
+        member_id: str
+        address: str
+        ready: bool
+        def __init__(self, member_id: _Optional[str] = ..., address: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
+    PORT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    READS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    URI_WITH_SECRET_FIELD_NUMBER: _ClassVar[int]
+    port_name: str
+    primary: InstanceEndpoints.Endpoint
+    reads: _containers.RepeatedCompositeFieldContainer[InstanceEndpoints.Endpoint]
+    peers: _containers.RepeatedCompositeFieldContainer[InstanceEndpoints.Endpoint]
+    uri: str
+    uri_with_secret: str
+    def __init__(self, port_name: _Optional[str] = ..., primary: _Optional[_Union[InstanceEndpoints.Endpoint, _Mapping]] = ..., reads: _Optional[_Iterable[_Union[InstanceEndpoints.Endpoint, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[InstanceEndpoints.Endpoint, _Mapping]]] = ..., uri: _Optional[str] = ..., uri_with_secret: _Optional[str] = ...) -> None: ...
 
 class TcpCheck(_message.Message):
     __slots__ = ("port_name",)
@@ -632,7 +663,7 @@ class LaunchSpec(_message.Message):
     def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workload: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., port_names: _Optional[_Iterable[str]] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., files: _Optional[_Iterable[_Union[FileSpec, _Mapping]]] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., image: _Optional[str] = ..., readiness: _Optional[_Union[Check, _Mapping]] = ..., health: _Optional[_Union[Check, _Mapping]] = ..., kill_grace_seconds: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., avoid: _Optional[_Iterable[_Union[PlacementAvoid, _Mapping]]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "instance", "member_id", "agent_id", "host", "ports", "state", "message", "reason", "healthy", "updated_at", "launch", "kill_requested", "maintenance", "launch_trace_parent", "status_trace_parent")
+    __slots__ = ("task_id", "instance", "member_id", "agent_id", "host", "ports", "state", "message", "reason", "healthy", "updated_at", "launch", "kill_requested", "maintenance", "launch_trace_parent", "status_trace_parent", "agent_url", "sandbox_directory")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -656,6 +687,8 @@ class Task(_message.Message):
     MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     STATUS_TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_URL_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     instance: str
     member_id: str
@@ -672,7 +705,9 @@ class Task(_message.Message):
     maintenance: AgentMaintenance
     launch_trace_parent: str
     status_trace_parent: str
-    def __init__(self, task_id: _Optional[str] = ..., instance: _Optional[str] = ..., member_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., state: _Optional[_Union[TaskState, str]] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., healthy: _Optional[bool] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ..., kill_requested: _Optional[bool] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ..., launch_trace_parent: _Optional[str] = ..., status_trace_parent: _Optional[str] = ...) -> None: ...
+    agent_url: str
+    sandbox_directory: str
+    def __init__(self, task_id: _Optional[str] = ..., instance: _Optional[str] = ..., member_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., state: _Optional[_Union[TaskState, str]] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., healthy: _Optional[bool] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ..., kill_requested: _Optional[bool] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ..., launch_trace_parent: _Optional[str] = ..., status_trace_parent: _Optional[str] = ..., agent_url: _Optional[str] = ..., sandbox_directory: _Optional[str] = ...) -> None: ...
 
 class AgentMaintenance(_message.Message):
     __slots__ = ("start", "duration", "inverse_offer_id", "announced_at", "hostname")
