@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from cli.test_cli_statefulctl import TIMEOUT, ctl, finish, make_running, start
+from test_cli_statefulctl import TIMEOUT, ctl, finish, make_running, start
 
 from mesos_stateful.api.stateful.v1 import state_service_pb2 as st
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
