@@ -42,13 +42,29 @@ SERVER_FIXTURES = frozenset(
 )
 
 
+# Under `make test` (pytest-xdist, `--dist loadgroup`) the tests of one file run in one worker, in
+# order (their module fixtures are made once), and every test of the Docker engine in one worker:
+# the engine is one for the machine, and an agent's recovery removes the containers it does not
+# know (as a Mesos agent does), which would be another worker's.
+DOCKER_GROUP = "docker-engine"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the pure-logic tests `unit` (see SERVER_FIXTURES)."""
+    """Mark the pure-logic tests `unit` (see SERVER_FIXTURES), and give every test its xdist group
+    (its file's, or DOCKER_GROUP for every file with a test of the engine)."""
+    docker_files = {
+        item.nodeid.split("::", 1)[0]
+        for item in items
+        if "docker_client" in getattr(item, "fixturenames", ())
+    }
     for item in items:
         uses = set(getattr(item, "fixturenames", ()))
         marked = item.get_closest_marker("slow") or item.get_closest_marker("servers")
         if not (uses & SERVER_FIXTURES or marked):
             item.add_marker(pytest.mark.unit)
+        if not item.get_closest_marker("xdist_group"):
+            file = item.nodeid.split("::", 1)[0]
+            item.add_marker(pytest.mark.xdist_group(DOCKER_GROUP if file in docker_files else file))
 
 
 @pytest.fixture(scope="session")

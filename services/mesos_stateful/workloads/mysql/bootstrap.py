@@ -100,10 +100,15 @@ def initialise(sandbox: Path, spec: MemberFile) -> bool:
     data.parent.mkdir(parents=True, exist_ok=True)
     partial = data.with_name(data.name + ".init")
     shutil.rmtree(partial, ignore_errors=True)
+    # The bootstrap server's temporary tables in the sandbox, as the member's own tmpdir (config.py),
+    # not in /tmp, which every MariaDB on the machine shares.
+    tmp = sandbox / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
     argv = [
         spec.install_db,
         "--no-defaults",
         f"--datadir={partial}",
+        f"--tmpdir={tmp}",
         "--auth-root-authentication-method=normal",
         "--skip-test-db",
         "--skip-name-resolve",
