@@ -10,6 +10,7 @@ import grpc
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.common.grpc_errors import grpc_method, grpc_stream
+from mesos_stateful.gateway import operations
 from mesos_stateful.gateway.service import InstanceDomain
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -63,3 +64,24 @@ class InstanceServicer(api_grpc.InstanceServiceServicer):
         self, request: api.ListWorkloadsRequest, context: Context
     ) -> api.ListWorkloadsResponse:
         return api.ListWorkloadsResponse(workloads=await self._domain.list_workloads())
+
+    @grpc_method
+    async def SwitchoverInstance(
+        self, request: api.SwitchoverInstanceRequest, context: Context
+    ) -> api.SwitchoverInstanceResponse:
+        instance = await operations.switchover(self._domain, request.name, request.target_member_id)
+        return api.SwitchoverInstanceResponse(instance=instance)
+
+    @grpc_method
+    async def RestartMember(
+        self, request: api.RestartMemberRequest, context: Context
+    ) -> api.RestartMemberResponse:
+        instance = await operations.restart(self._domain, request.instance, request.member_id)
+        return api.RestartMemberResponse(instance=instance)
+
+    @grpc_method
+    async def ReplaceMember(
+        self, request: api.ReplaceMemberRequest, context: Context
+    ) -> api.ReplaceMemberResponse:
+        instance = await operations.replace(self._domain, request.instance, request.member_id)
+        return api.ReplaceMemberResponse(instance=instance)

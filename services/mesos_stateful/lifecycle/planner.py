@@ -574,8 +574,11 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
         reasons += repair_reasons
         repairing = bool(steps)
     if not steps:
-        # Nothing else to do: move the next member off an agent going down for maintenance.
-        return drain_plan(s)
+        # Nothing else to do: an operator's action on a member (lifecycle/operations.py), else
+        # move the next member off an agent going down for maintenance.
+        from mesos_stateful.lifecycle.operations import operation_plan  # it imports this module
+
+        return operation_plan(s) or drain_plan(s)
     if not members:
         plan_name = plans.DEPLOY
     elif lost or repairing:
@@ -765,13 +768,19 @@ def after_election(s: Snapshot, new_master: str) -> list[types_pb2.Step]:
 
 
 def after_failover(
-    s: Snapshot, old_master: str, new_master: str, drain: bool = False
+    s: Snapshot,
+    old_master: str,
+    new_master: str,
+    drain: bool = False,
+    before_bring_up: Sequence[types_pb2.Step] = (),
+    closing: Sequence[types_pb2.Step] = (),
 ) -> list[types_pb2.Step]:
     """Steps appended once the failover step persisted the new roles: start the new master,
     re-point the other ready replicas, then relaunch the old master as a replica. ``drain`` (a
     switchover off an agent going down for maintenance): the old master is not relaunched on its
     volume there but drained first (``drain``: a fresh volume elsewhere, resynced from the new
-    master)."""
+    master). An operator's plan (lifecycle/operations.py) gives ``before_bring_up`` (a restart's
+    ``kill`` or a replacement's ``replace`` of the old master) and ``closing`` (its ``done``)."""
     steps = [plans.step(Action.START_MASTER, new_master), plans.step(Action.MASTER_RUNNING, new_master)]
     for m in ready_slaves(s, exclude=(old_master, new_master)):
         task = s.task_of(m)
@@ -782,7 +791,9 @@ def after_failover(
         steps.append(plans.step(Action.START_SLAVE, m.id))
     if drain:
         steps.append(plans.step(Action.DRAIN, old_master))
+    steps += before_bring_up
     steps += _bring_up(old_master, Action.START_SLAVE, Action.SLAVE_RUNNING)
+    steps += closing
     return steps
 
 

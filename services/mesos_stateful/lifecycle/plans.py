@@ -32,6 +32,11 @@ RECOVERY = "recovery"
 DELETE = "delete"
 # Moves one member off an agent scheduled for maintenance (Mesos inverse offers, docs/maintenance.md).
 DRAIN = "drain"
+# Operator actions on one member (Member.operation; lifecycle/operations.py).
+SWITCHOVER = "switchover"
+RESTART = "restart"
+REPLACE = "replace"
+OPERATIONS = frozenset({SWITCHOVER, RESTART, REPLACE})
 
 
 class Action(StrEnum):
@@ -59,6 +64,10 @@ class Action(StrEnum):
     REBUILD = "rebuild"  # a diverged replica: kill it, then a fresh volume (it resyncs from the master)
     DRAIN = "drain"  # off an agent going down for maintenance: kill it, then a fresh volume elsewhere
     DELETE_MEMBER = "delete-member"
+    # planned switchover: wait until a replica holds the fenced old master's exact final position
+    CATCH_UP = "catch-up"
+    REPLACE_MEMBER = "replace"  # operator: a fresh volume on another agent (never the last copy), task killed
+    DONE = "done"  # operator: the member's operation is done (Member.operation_done)
     CLEANUP = "cleanup"  # delete: kill stray tasks, delete members, tasks and secrets
     RELEASE = "release"  # delete: wait until the offers service destroyed volumes and reservations
     REMOVE_INSTANCE = "remove-instance"  # delete: phase DELETED, then remove the record
@@ -78,6 +87,7 @@ CALLBACK_OF: dict[Action, str] = {
     Action.PEER_LOST: "PeerLost",
     Action.REMOVE: "RemoveMember",
     Action.FENCE: "Fence",
+    Action.CATCH_UP: "CheckMember",
 }
 
 # Actions that need the member's task RUNNING before they run.

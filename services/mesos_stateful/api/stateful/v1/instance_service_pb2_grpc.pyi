@@ -52,6 +52,19 @@ class InstanceServiceStub:
     """Stream instance changes, resumable from a revision."""
     ListWorkloads: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.ListWorkloadsRequest, _instance_service_pb2.ListWorkloadsResponse]
     """List the registered workloads."""
+    SwitchoverInstance: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.SwitchoverInstanceRequest, _instance_service_pb2.SwitchoverInstanceResponse]
+    """A planned switchover (no acknowledged write lost): the master stops taking writes, the
+    target replica catches up to its exact final position, is promoted, the others re-pointed,
+    the old master restarted in place as a replica. NOT_FOUND: no such instance or member;
+    FAILED_PRECONDITION: not a master/replica workload, the target not a ready replica, or no
+    ready replica to switch over to.
+    """
+    RestartMember: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.RestartMemberRequest, _instance_service_pb2.RestartMemberResponse]
+    """Restart one member in place (same volume, same agent); a master is switched over first."""
+    ReplaceMember: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.ReplaceMemberRequest, _instance_service_pb2.ReplaceMemberResponse]
+    """Replace one member (fresh volume on another agent, resync); a master is switched over first.
+    Refused while it holds the only copy (or the only up-to-date copy) of the data.
+    """
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -76,6 +89,19 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     """Stream instance changes, resumable from a revision."""
     ListWorkloads: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.ListWorkloadsRequest, _instance_service_pb2.ListWorkloadsResponse]  # type: ignore[assignment]
     """List the registered workloads."""
+    SwitchoverInstance: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.SwitchoverInstanceRequest, _instance_service_pb2.SwitchoverInstanceResponse]  # type: ignore[assignment]
+    """A planned switchover (no acknowledged write lost): the master stops taking writes, the
+    target replica catches up to its exact final position, is promoted, the others re-pointed,
+    the old master restarted in place as a replica. NOT_FOUND: no such instance or member;
+    FAILED_PRECONDITION: not a master/replica workload, the target not a ready replica, or no
+    ready replica to switch over to.
+    """
+    RestartMember: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.RestartMemberRequest, _instance_service_pb2.RestartMemberResponse]  # type: ignore[assignment]
+    """Restart one member in place (same volume, same agent); a master is switched over first."""
+    ReplaceMember: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.ReplaceMemberRequest, _instance_service_pb2.ReplaceMemberResponse]  # type: ignore[assignment]
+    """Replace one member (fresh volume on another agent, resync); a master is switched over first.
+    Refused while it holds the only copy (or the only up-to-date copy) of the data.
+    """
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public instance API. Bad input is answered INVALID_ARGUMENT with a google.rpc.BadRequest
@@ -139,5 +165,36 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_instance_service_pb2.ListWorkloadsResponse, _abc.Awaitable[_instance_service_pb2.ListWorkloadsResponse]]:
         """List the registered workloads."""
+
+    @_abc_1.abstractmethod
+    def SwitchoverInstance(
+        self,
+        request: _instance_service_pb2.SwitchoverInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.SwitchoverInstanceResponse, _abc.Awaitable[_instance_service_pb2.SwitchoverInstanceResponse]]:
+        """A planned switchover (no acknowledged write lost): the master stops taking writes, the
+        target replica catches up to its exact final position, is promoted, the others re-pointed,
+        the old master restarted in place as a replica. NOT_FOUND: no such instance or member;
+        FAILED_PRECONDITION: not a master/replica workload, the target not a ready replica, or no
+        ready replica to switch over to.
+        """
+
+    @_abc_1.abstractmethod
+    def RestartMember(
+        self,
+        request: _instance_service_pb2.RestartMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.RestartMemberResponse, _abc.Awaitable[_instance_service_pb2.RestartMemberResponse]]:
+        """Restart one member in place (same volume, same agent); a master is switched over first."""
+
+    @_abc_1.abstractmethod
+    def ReplaceMember(
+        self,
+        request: _instance_service_pb2.ReplaceMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.ReplaceMemberResponse, _abc.Awaitable[_instance_service_pb2.ReplaceMemberResponse]]:
+        """Replace one member (fresh volume on another agent, resync); a master is switched over first.
+        Refused while it holds the only copy (or the only up-to-date copy) of the data.
+        """
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
