@@ -470,5 +470,7 @@ def main() -> None:
         sys.exit(EXIT_FAILURE)
 
 
+from mesos_stateful.cli import cmd_member_ops  # noqa: E402, F401  (switchover, restart, replace)
+
 if __name__ == "__main__":
     main()
