@@ -34,9 +34,13 @@ def member(instance: T.Instance, member_id: str) -> T.Member:
 
 
 def done(member_id: str, op_id: str, members: int = 3) -> Callable[[T.Instance], bool]:
-    """The operation ``op_id`` on ``member_id`` is recorded done and every member is ready."""
+    """The operation ``op_id`` on ``member_id`` is recorded done, its plan COMPLETE (the member
+    record is written before the plan's last save) and every member is ready."""
     return lambda i: (
-        is_running(i, members) and any(m.id == member_id and m.operation_done == op_id for m in i.members)
+        is_running(i, members)
+        and any(m.id == member_id and m.operation_done == op_id for m in i.members)
+        and i.plan.operation.id == op_id
+        and i.plan.status == plans.COMPLETE
     )
 
 
