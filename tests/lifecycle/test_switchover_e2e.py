@@ -10,6 +10,7 @@ the Redis workload service.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import grpc
@@ -18,7 +19,7 @@ import pytest
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
-from mesos_stateful.testing.lifecycle import Suite, is_running, master_of
+from mesos_stateful.testing.lifecycle import LifecycleRunner, Suite, is_running, master_of
 from mesos_stateful.testing.workloads import wait_for
 
 from .e2e_helpers import AcknowledgedWriter, RoleSampler, RoleWatch, missing_keys, password
@@ -255,3 +256,71 @@ async def test_bad_requests_are_refused_with_a_reason(suite: Suite) -> None:
     code, msg = await _status(api.SwitchoverInstance(S(name="cache", target_member_id=replica.id)))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "still pending" in msg or "not a ready replica" in msg, msg
+
+
+def _step(plan: T.Plan, name: str) -> T.Step | None:
+    return next((s for s in plan.steps if s.name == name), None)
+
+
+def _at(plan: T.Plan, done: str, pending: str) -> bool:
+    """The operator's plan with step ``done`` COMPLETE and ``pending`` not yet."""
+    a, b = _step(plan, done), _step(plan, pending)
+    return (
+        plan.name in plans.OPERATIONS
+        and a is not None
+        and a.status == plans.COMPLETE
+        and b is not None
+        and b.status != plans.COMPLETE
+    )
+
+
+# Where the lifecycle crashes (right after persisting the plan), for master cache-<o> / replica.
+CRASH_POINTS: dict[str, tuple[str, Callable[[T.Plan, str], bool]]] = {
+    # The master demoted (takes no write), its final position not read yet.
+    "fenced": ("switchover", lambda p, m: _at(p, f"fence {m}", f"catch-up {m}")),
+    # The target holds the final position (recorded in Step.catch_up), nobody promoted yet.
+    "caught-up": ("switchover", lambda p, m: _at(p, f"catch-up {m}", f"failover {m}")),
+    # A replica's restart: its task killed, not relaunched yet.
+    "replica-killed": ("restart", lambda p, m: _at(p, f"kill {m}", f"launch {m}")),
+}
+
+
+@pytest.mark.parametrize("point", sorted(CRASH_POINTS))
+async def test_a_lifecycle_crash_mid_operation_resumes_the_same_plan(suite: Suite, point: str) -> None:
+    """The lifecycle crashes right after persisting the operator's plan at ``point``; restarted, it
+    rebuilds the plan from state and finishes it: at most one promotion (the target), no
+    acknowledged write lost, the operation recorded done once."""
+    kind, when = CRASH_POINTS[point]
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    old = master_of(instance)
+    replicas = sorted((m for m in instance.members if m.id != old.id), key=lambda m: m.ordinal)
+    subject = old if kind == "switchover" else replicas[0]
+    target = replicas[-1]
+    async with Load(suite, "cache", old, secret) as load:
+        assert isinstance(suite.lifecycle, LifecycleRunner)
+        frozen = suite.lifecycle.freeze_after_save(lambda p: when(p, subject.id))
+        if kind == "switchover":
+            response = await suite.api.SwitchoverInstance(
+                ipb.SwitchoverInstanceRequest(name="cache", target_member_id=target.id)
+            )
+        else:
+            response = await suite.api.RestartMember(
+                ipb.RestartMemberRequest(instance="cache", member_id=subject.id)
+            )
+        op = member(response.instance, subject.id).operation
+        await asyncio.wait_for(frozen.wait(), 60)
+        await suite.lifecycle.stop(crash=True)
+        crashed = await suite.instance("cache")
+        assert crashed is not None and when(crashed.plan, subject.id)
+        await suite.lifecycle.start()
+        after = await suite.wait_instance("cache", done(subject.id, op.id), DEADLINE, f"{kind} done")
+        await load.check(after)
+        assert after.plan.started_at == crashed.plan.started_at, "the same plan, resumed"
+        if kind == "switchover":
+            assert load.roles.promotions == [target.id]
+            assert master_of(after).id == target.id
+        else:
+            assert load.roles.promotions == []
+            assert member(after, subject.id).task_id != subject.task_id
