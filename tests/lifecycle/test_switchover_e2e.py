@@ -302,14 +302,16 @@ async def test_a_lifecycle_crash_mid_operation_resumes_the_same_plan(suite: Suit
         assert isinstance(suite.lifecycle, LifecycleRunner)
         frozen = suite.lifecycle.freeze_after_save(lambda p: when(p, subject.id))
         if kind == "switchover":
-            response = await suite.api.SwitchoverInstance(
+            asked = await suite.api.SwitchoverInstance(
                 ipb.SwitchoverInstanceRequest(name="cache", target_member_id=target.id)
             )
+            stored = asked.instance
         else:
-            response = await suite.api.RestartMember(
+            restarted = await suite.api.RestartMember(
                 ipb.RestartMemberRequest(instance="cache", member_id=subject.id)
             )
-        op = member(response.instance, subject.id).operation
+            stored = restarted.instance
+        op = member(stored, subject.id).operation
         await asyncio.wait_for(frozen.wait(), 60)
         await suite.lifecycle.stop(crash=True)
         crashed = await suite.instance("cache")

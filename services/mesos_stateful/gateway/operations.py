@@ -179,7 +179,7 @@ async def _record(
         if current is None:
             raise errors.NotFound(f"member {member_id!r} not found in instance {name!r}")
         member = types_pb2.Member()
-        member.CopyFrom(current)
+        member.MergeFromString(current.SerializeToString())
         if _pending(member) and member.operation.id != op.id:
             raise errors.FailedPrecondition(
                 f"a {_KIND_WORDS.get(member.operation.kind, 'operation')} of {member_id} is still pending"

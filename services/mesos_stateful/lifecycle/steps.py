@@ -586,11 +586,11 @@ class StepRunner:
             # A planned switchover: the replica that holds the fenced old master's exact final
             # position (the catch-up step) is promoted; MasterLost is not asked.
             candidates = planner.failover_candidates(ld.snapshot, old.id)
-            detail = (
+            planned = (
                 f"planned switchover: {caught.member_id} holds the old master's final position "
                 f"{caught.master_position}"
             )
-            reason = self._decide(step, caught.member_id, detail, candidates, dict(caught.positions))
+            reason = self._decide(step, caught.member_id, planned, candidates, dict(caught.positions))
             chosen_id = caught.member_id
             await save()
         if not chosen_id:
