@@ -188,6 +188,7 @@ async def _record(
         return member
 
     await domain._call(lambda: domain._state.update(st.KIND_MEMBER, member_name(name, member_id), mutate))
+    # TODO(events, h-plans record_event): operator action asked (kind, member, target, who asked).
     log.info("instance %s: %s of %s asked (%s)", name, _KIND_WORDS[op.kind], member_id, op.id)
     record = await domain._instance_record(name)
     return assemble(record, await domain._members(name))

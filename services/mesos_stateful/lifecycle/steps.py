@@ -1373,6 +1373,7 @@ class StepRunner:
                             problems.pop(m, None)
                     chosen = operations.caught_up(step.catch_up.master_position, positions, allowed)
                     if chosen:
+                        # TODO(events, h-plans record_event): "caught up" with the positions.
                         step.catch_up.member_id = chosen
                         step.catch_up.positions.clear()
                         step.catch_up.positions.update(positions)
@@ -1436,7 +1437,7 @@ class StepRunner:
             updated = await self.store.update_member(ld.name, mid, fresh)
             if updated is not None:
                 ld.with_member(updated)
-            log.warning("%s: %s: %s", ld.name, mid, note)
+            log.warning("%s: %s: %s", ld.name, mid, note)  # TODO(events): member replaced
         outcome = await self._kill_tasks(ld, plan, index, due, self._tasks_of(ld, mid), f"replace {mid}")
         if outcome.status != plans.COMPLETE:
             return outcome
@@ -1452,6 +1453,7 @@ class StepRunner:
             return m
 
         if op_id:
+            # TODO(events, h-plans record_event): the operator action finished (plan.operation).
             updated = await self.store.update_member(ld.name, mid, done)
             if updated is not None:
                 ld.with_member(updated)
