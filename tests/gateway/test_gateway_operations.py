@@ -19,7 +19,7 @@ def instance(roles: list[int], has_data: bool = True, name: str = "cache") -> T.
         inst.members.add(
             id=f"{name}-{ordinal}",
             ordinal=ordinal,
-            role=role,  # type: ignore[arg-type]
+            role=role,
             state=T.MEMBER_STATE_RUNNING,
             volume=T.Volume(has_data=has_data),
         )

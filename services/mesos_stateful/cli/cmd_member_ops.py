@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.cli import render
-from mesos_stateful.cli.client import UNARY_TIMEOUT_SECONDS, Gateway, reporting
+from mesos_stateful.cli.client import UNARY_TIMEOUT_SECONDS, CliFailure, Gateway, reporting
 from mesos_stateful.cli.main import (
     DEFAULT_WAIT_SECONDS,
     OutputOption,
@@ -45,6 +45,9 @@ def operation_done(member_id: str, operation_id: str) -> Callable[[types_pb2.Ins
         member = next((m for m in instance.members if m.id == member_id), None)
         if member is None or member.operation_done != operation_id:
             return None
+        plan = instance.plan
+        if plan.operation.id == operation_id and plan.status != types_pb2.STEP_STATUS_COMPLETE:
+            return None  # the member record is written just before the plan's last save
         return running
 
     return verdict
@@ -84,6 +87,9 @@ def _finish(
     )
     master = next((m.id for m in final.instance.members if m.role == types_pb2.ROLE_MASTER), "")
     plan = final.instance.plan
+    if plan.operation.id == op.id and [st.name.split(" ", 1)[0] for st in plan.steps] == ["done"]:
+        # Closed without acting (its member no longer master, its target not ready any more...).
+        raise CliFailure(f"not done: {plan.reason}")
     line = f"{plan.name or 'operation'} done: {plan.reason}" if plan.reason else "done"
     out.print(line + (f" (master: {master})" if master else ""))
 
