@@ -52,6 +52,10 @@ PROMOTING = "promoting"
 # A planned switchover's catch-up: how long one attempt polls the positions, and how often.
 CATCH_UP_ATTEMPT_SECONDS = 10.0
 CATCH_UP_POLL_SECONDS = 0.005
+# After this long without a replica at the final position (a broken or lagging target), the
+# switchover does not hold the instance without a writable master any longer: the failover asks
+# MasterLost for the most advanced replica, as a recovery does (it holds every acknowledged write).
+CATCH_UP_GIVE_UP_SECONDS = 30.0
 
 
 def _alive(task: types_pb2.Task | None) -> bool:
@@ -1349,6 +1353,17 @@ class StepRunner:
         allowed = [target] if target else [m.id for m in planner.failover_candidates(ld.snapshot, mid)]
         if step.status == plans.DELAYED and not due:
             return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
+        if (
+            step.HasField("started_at")
+            and time.time() - plans.seconds(step.started_at) > CATCH_UP_GIVE_UP_SECONDS
+        ):
+            return Outcome(
+                plans.COMPLETE,
+                f"no replica reached {mid}'s final position {step.catch_up.master_position or '?'} within "
+                f"{CATCH_UP_GIVE_UP_SECONDS:.0f}s; the most advanced replica is promoted "
+                "(MasterLost)",
+                attempts=step.attempts,
+            )
         attempts = await self._begin(plan, index, save, "reading the positions")
         probe = max(0.5, self.settings.probe_timeout_seconds)
         deadline = time.monotonic() + CATCH_UP_ATTEMPT_SECONDS
@@ -1386,7 +1401,14 @@ class StepRunner:
             except errors.TemporaryError as error:
                 problems[mid] = error.message
             except errors.StatefulError as error:
-                return Outcome(plans.ERROR, f"reading positions: {error.message}", attempts=attempts)
+                # No CheckMember (NotImplementedByWorkload) or a permanent refusal: never leave the
+                # instance without a writable master on it; MasterLost picks the most advanced.
+                return Outcome(
+                    plans.COMPLETE,
+                    f"cannot read positions ({error.message}); the most advanced replica is promoted "
+                    "(MasterLost)",
+                    attempts=attempts,
+                )
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(CATCH_UP_POLL_SECONDS)
