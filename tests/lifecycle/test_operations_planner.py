@@ -194,3 +194,50 @@ def test_a_started_switchover_is_not_replaced() -> None:
     inst.generation += 1  # a scale meanwhile
     again, new = decide(snap(inst, members, tasks))
     assert not new and again is not None and again.operation.id == "op-1"
+
+
+def test_a_replica_that_is_down_can_be_restarted_or_replaced() -> None:
+    """The member itself may be down: the operator's restart / replace is planned instead of the
+    recovery that keeps restarting it in place."""
+    for kind, first in (
+        (T.OPERATION_KIND_RESTART, "kill cache-2"),
+        (T.OPERATION_KIND_REPLACE, "replace cache-2"),
+    ):
+        inst, members, tasks = redis()
+        tasks[members[2].task_id].state = T.TASK_STATE_FAILED
+        ask(members[2], kind)
+        plan, new = decide(snap(inst, members, tasks))
+        assert new and plan is not None and plan.operation.id == "op-1"
+        assert names(plan)[0] == first
+
+
+def test_an_operator_replace_rescues_a_plan_stuck_in_error() -> None:
+    inst, members, tasks = redis()
+    tasks[members[2].task_id].state = T.TASK_STATE_FAILED
+    stuck, _ = decide(snap(inst, members, tasks))
+    assert stuck is not None and stuck.name == plans.RECOVERY
+    for st in stuck.steps:
+        if plans.action_of(st) == plans.Action.LAUNCH:
+            st.status = plans.ERROR  # e.g. its agent refuses every launch
+            break
+        st.status = plans.COMPLETE
+    stuck.status = plans.plan_status(stuck)
+    assert stuck.status == plans.ERROR
+    inst.plan.CopyFrom(stuck)
+    assert decide(snap(inst, members, tasks)) == (stuck, False)  # kept, FAILED, until someone acts
+    ask(members[2], T.OPERATION_KIND_REPLACE)
+    plan, new = decide(snap(inst, members, tasks))
+    assert new and plan is not None and plan.name == plans.REPLACE and names(plan)[0] == "replace cache-2"
+    # Its own plan failing is not replaced by itself again.
+    inst.plan.CopyFrom(plan)
+    inst.plan.steps[0].status = plans.ERROR
+    inst.plan.status = plans.ERROR
+    again, new = decide(snap(inst, members, tasks))
+    assert not new and again is not None and again.operation.id == "op-1"
+
+
+def test_a_master_operation_waits_for_every_member() -> None:
+    inst, members, tasks = redis()
+    tasks[members[2].task_id].state = T.TASK_STATE_FAILED
+    ask(members[0], T.OPERATION_KIND_RESTART)
+    assert operations.operation_plan(snap(inst, members, tasks)) is None

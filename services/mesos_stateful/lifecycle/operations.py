@@ -121,15 +121,23 @@ def done_steps(plan: types_pb2.Plan) -> list[types_pb2.Step]:
 
 def operation_plan(s: Snapshot) -> types_pb2.Plan | None:
     """The plan of the oldest pending operator action, or None (none pending, or it has to wait:
-    not every member is ready). An operation that no longer applies (a switchover of a member that
-    is no longer master) is closed by a plan of its ``done`` step alone, its reason saying why."""
+    a member other than a restarted / replaced replica is not ready). An operation that no longer
+    applies (a switchover of a member that is no longer master) is closed by a plan of its
+    ``done`` step alone, its reason saying why."""
     waiting = pending_operations(s)
     if not waiting:
         return None
     member = waiting[0]
     op = member.operation
     name = PLAN_NAMES.get(op.kind, plans.SWITCHOVER)
-    if any(s.condition(m) != Condition.READY for m in s.members):
+    master_now = s.master()
+    # The member itself may be down when an operator restarts or replaces a replica (or a peer):
+    # that is the way out of a member stuck failing. Everyone else must be ready (one member at a
+    # time); a master's operation (a switchover first) needs every member ready.
+    spare = op.kind in (T.OPERATION_KIND_RESTART, T.OPERATION_KIND_REPLACE) and (
+        master_now is None or master_now.id != member.id
+    )
+    if any(s.condition(m) != Condition.READY for m in s.members if not (spare and m.id == member.id)):
         return None  # a recovery first (converge plans it); the operation waits
     target = op.target_member_id
     steps: list[types_pb2.Step]

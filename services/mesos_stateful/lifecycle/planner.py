@@ -410,6 +410,15 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
                 return active, False
             return master_recovery(s, master), True
 
+    if active is not None and active.status == plans.ERROR and not handing_over(s, active):
+        # Stuck in ERROR: an operator's restart / replace of a member is a way out (it replaces
+        # the failed plan; what is left of the spec is planned again afterwards).
+        from mesos_stateful.lifecycle.operations import operation_plan  # it imports this module
+
+        rescue = operation_plan(s) if s.description is not None else None
+        if rescue is not None and rescue.operation.id != active.operation.id:
+            return rescue, True
+
     if active is not None:
         if handing_over(s, active):
             # It began handling the master and its new master is not started yet: whatever it
@@ -444,7 +453,11 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
 
     if s.description is None:
         return None, False
-    plan = converge(s)
+    from mesos_stateful.lifecycle.operations import operation_plan  # it imports this module
+
+    # An operator's action first (it waits while a member other than its own is not ready), so a
+    # restart / replace of a member that is down replaces the recovery that keeps failing on it.
+    plan = operation_plan(s) or converge(s)
     return plan, plan is not None
 
 
@@ -574,11 +587,9 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
         reasons += repair_reasons
         repairing = bool(steps)
     if not steps:
-        # Nothing else to do: an operator's action on a member (lifecycle/operations.py), else
-        # move the next member off an agent going down for maintenance.
-        from mesos_stateful.lifecycle.operations import operation_plan  # it imports this module
-
-        return operation_plan(s) or drain_plan(s)
+        # Nothing else to do: move the next member off an agent going down for maintenance
+        # (an operator's action on a member comes before converge: decide()).
+        return drain_plan(s)
     if not members:
         plan_name = plans.DEPLOY
     elif lost or repairing:
