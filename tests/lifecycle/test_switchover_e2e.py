@@ -326,3 +326,36 @@ async def test_a_lifecycle_crash_mid_operation_resumes_the_same_plan(suite: Suit
         else:
             assert load.roles.promotions == []
             assert member(after, subject.id).task_id != subject.task_id
+
+
+@pytest.mark.agents(4)
+async def test_replace_a_replica_whose_agent_died_without_waiting_for_replace_after(suite: Suite) -> None:
+    """A replica's agent dies: the recovery waits to restart it in place (its volume is there) for
+    ``replace_after_seconds``; an operator's ReplaceMember replaces that recovery at once: a fresh
+    volume on another agent, resynced; nothing acknowledged lost."""
+    assert isinstance(suite.lifecycle, LifecycleRunner)
+    suite.lifecycle.overrides["replace_after_seconds"] = 3600.0
+    await suite.lifecycle.restart()
+    await suite.create("cache", 3)
+    instance = await suite.wait_running("cache", 3)
+    secret = await password(suite, "cache")
+    master = master_of(instance)
+    victim = next(m for m in instance.members if m.id != master.id)
+    async with Load(suite, "cache", master, secret) as load:
+        await asyncio.to_thread(suite.cluster.kill_agent, victim.volume.host)
+        await suite.wait_instance(
+            "cache",
+            lambda i: i.plan.name == plans.RECOVERY and member(i, victim.id).state != T.MEMBER_STATE_RUNNING,
+            DEADLINE,
+            f"a recovery of {victim.id}",
+        )
+        response = await suite.api.ReplaceMember(
+            ipb.ReplaceMemberRequest(instance="cache", member_id=victim.id)
+        )
+        op = member(response.instance, victim.id).operation
+        after = await suite.wait_instance("cache", done(victim.id, op.id), DEADLINE, "replace done")
+        await load.check(after)
+        assert load.roles.promotions == []
+    now = member(after, victim.id)
+    assert now.volume.persistence_id != victim.volume.persistence_id
+    assert now.agent_id not in ("", victim.agent_id)

@@ -410,9 +410,15 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
                 return active, False
             return master_recovery(s, master), True
 
-    if active is not None and active.status == plans.ERROR and not handing_over(s, active):
-        # Stuck in ERROR: an operator's restart / replace of a member is a way out (it replaces
-        # the failed plan; what is left of the spec is planned again afterwards).
+    if (
+        active is not None
+        and (active.status == plans.ERROR or active.name == plans.RECOVERY)
+        and not handing_over(s, active)
+    ):
+        # Stuck in ERROR, or a recovery waiting on a member (e.g. relaunching it in place on an
+        # agent that is gone): an operator's restart / replace of that member is a way out (it
+        # replaces the plan; operation_plan waits while any *other* member is not ready, so the
+        # replaced recovery was about this member alone; what is left is planned again after).
         from mesos_stateful.lifecycle.operations import operation_plan  # it imports this module
 
         rescue = operation_plan(s) if s.description is not None else None
