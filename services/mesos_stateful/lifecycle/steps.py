@@ -1440,8 +1440,10 @@ class StepRunner:
         if member.volume.agent_id:
             if step.status == plans.DELAYED and not due:
                 return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
-            why = operations.last_copy(ld.snapshot, member)
+            why = operations.last_copy(ld.snapshot, member) or await self._no_room(ld, member)
             if why:
+                # Never the last copy; and not stopped while no other agent can take it (it would
+                # sit QUEUED with its data gone): DELAYED, saying why, tried again.
                 return self._delayed(why, step.attempts + 1)
             old_agent = member.volume.agent_id
             host = member.volume.host or old_agent
