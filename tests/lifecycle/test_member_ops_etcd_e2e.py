@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as ipb
+from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import plans
 from mesos_stateful.testing.lifecycle import Suite
 from mesos_stateful.testing.workloads import wait_for
@@ -55,14 +56,11 @@ async def test_restart_and_replace_of_an_etcd_peer_keep_the_quorum_and_the_data(
                 )
                 stored = again.instance
             op = next(m for m in stored.members if m.id == peer.id).operation
-            after = await suite.wait_instance(
-                NAME,
-                lambda i, op_id=op.id: (
-                    _running(i, 3) and i.plan.operation.id == op_id and i.plan.status == plans.COMPLETE
-                ),
-                DEADLINE,
-                f"the {kind} of {peer.id} done",
-            )
+
+            def finished(i: T.Instance, op_id: str = op.id) -> bool:
+                return _running(i, 3) and i.plan.operation.id == op_id and i.plan.status == plans.COMPLETE
+
+            after = await suite.wait_instance(NAME, finished, DEADLINE, f"the {kind} of {peer.id} done")
             now = next(m for m in after.members if m.id == peer.id)
             assert now.task_id != peer.task_id
             if kind == "restart":
