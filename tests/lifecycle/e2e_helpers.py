@@ -385,3 +385,86 @@ async def server_roles(suite: Suite, instance: str, secret: str) -> dict[str, di
         m = types_pb2.Member(host=host, ports={PORT: int(port)})
         answers[address] = await replication_info(m, secret)
     return answers
+
+
+SCAN_SECONDS = 0.5  # how often the sampler looks for new redis-server processes
+
+
+class RoleSampler:
+    """Samples ``INFO replication`` of every live redis-server the instance ever started (found by
+    sandbox, whatever the records say) every ``interval`` seconds; keeps the most servers seen
+    with role master at once, and the samples where that was more than one."""
+
+    def __init__(self, suite: Suite, instance: str, secret: str, interval: float = 0.05) -> None:
+        self.suite = suite
+        self.instance = instance
+        self.secret = secret
+        self.interval = interval
+        self.samples = 0
+        self.max_masters = 0
+        self.two_masters: list[list[str]] = []
+        self.addresses: set[str] = set()
+        self._clients: dict[str, aioredis.Redis] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _one(self, address: str) -> str:
+        client = self._clients.get(address)
+        if client is None:
+            host, _, port = address.rpartition(":")
+            client = self._clients[address] = aioredis.Redis(
+                host=host,
+                port=int(port),
+                password=self.secret or None,
+                socket_timeout=1,
+                socket_connect_timeout=1,
+                decode_responses=True,
+            )
+        try:
+            info = await client.info("replication")
+        except Exception:  # stopping, killed, not listening yet: not a master that takes writes
+            return ""
+        return str(info.get("role", ""))
+
+    async def _scan(self) -> None:
+        """Every ``SCAN_SECONDS``: the addresses of the live redis-servers of every task the
+        instance ever had (a /proc scan, off the event loop)."""
+        while True:
+            tasks = list((await self.suite.tasks(self.instance)).values())
+            titles = await asyncio.to_thread(redis_titles, self.suite, tasks, False)
+            self.addresses |= {
+                t.split()[1] for t in titles.values() if len(t.split()) > 1 and ":" in t.split()[1]
+            }
+            await asyncio.sleep(SCAN_SECONDS)
+
+    async def _run(self) -> None:
+        scan = asyncio.create_task(self._scan())
+        try:
+            while True:
+                instance = await self.suite.instance(self.instance)
+                for m in instance.members if instance is not None else []:
+                    if m.host and PORT in m.ports:
+                        self.addresses.add(f"{m.host}:{m.ports[PORT]}")
+                addresses = sorted(self.addresses)
+                roles = await asyncio.gather(*(self._one(a) for a in addresses))
+                masters = [a for a, role in zip(addresses, roles, strict=True) if role == "master"]
+                self.samples += 1
+                self.max_masters = max(self.max_masters, len(masters))
+                if len(masters) > 1:
+                    self.two_masters.append(masters)
+                await asyncio.sleep(self.interval)
+        finally:
+            scan.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scan
+            for client in self._clients.values():
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -38,13 +38,13 @@ def test_replicas_first_one_at_a_time_then_the_master_by_switchover() -> None:
         "await-running cache-1",
         "start-slave cache-1",
         "slave-running cache-1",
-        "catch-up cache-1",
+        "await-caught-up cache-1",
         "restart cache-2",
         "launch cache-2",
         "await-running cache-2",
         "start-slave cache-2",
         "slave-running cache-2",
-        "catch-up cache-2",
+        "await-caught-up cache-2",
         "fence cache-0",
         "failover cache-0",
     ]
@@ -54,7 +54,8 @@ def test_replicas_first_one_at_a_time_then_the_master_by_switchover() -> None:
 def test_the_failover_of_an_update_restarts_the_old_master_in_place() -> None:
     inst, members, tasks = pending()
     s = snap(inst, members, tasks)
-    appended = planner.after_failover(s, "cache-0", "cache-1", restart=True)
+    before, closing = rolling.after_update_switchover("cache-0")
+    appended = planner.after_failover(s, "cache-0", "cache-1", before_bring_up=before, closing=closing)
     assert [st.name for st in appended] == [
         "start-master cache-1",
         "master-running cache-1",
@@ -64,7 +65,7 @@ def test_the_failover_of_an_update_restarts_the_old_master_in_place() -> None:
         "await-running cache-0",
         "start-slave cache-0",
         "slave-running cache-0",
-        "catch-up cache-0",
+        "await-caught-up cache-0",
     ]
     # A drain's switchover is unchanged.
     assert "restart cache-0" not in [

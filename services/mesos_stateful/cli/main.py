@@ -495,7 +495,7 @@ def main() -> None:
 
 
 # Commands in their own modules (they decorate ``app``); imported last, after ``app`` exists.
-from mesos_stateful.cli import cmd_plans, cmd_update, connect  # noqa: E402, F401
+from mesos_stateful.cli import cmd_member_ops, cmd_plans, cmd_update, connect  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -10,8 +10,9 @@ practices, "avoid missing metrics").
 Labels: ``workload`` (redis, mysql, etcd, ...), ``instance`` (instance name), ``member`` (member
 id), ``action`` (plan step action: fence, failover, launch, ...), ``outcome`` (ok / retry / error for
 calls; the step status name for steps), ``cause`` (why a failover happened: lost, unresponsive,
-drain; cold-start when no replica ran and every member restarted, the most advanced elected,
-e.g. after a restart of the whole suite), ``callback`` (Config, StartMaster, ...), ``method``
+drain, switchover (asked by an operator); cold-start when no replica ran and every member
+restarted, the most advanced elected, e.g. after a restart of the whole suite), ``callback``
+(Config, StartMaster, ...), ``method``
 (gRPC method of the state service), ``reason`` (why a launch waits, a short fixed vocabulary).
 """
 

@@ -10,6 +10,7 @@ import grpc
 from mesos_stateful.api.stateful.v1 import instance_service_pb2 as api
 from mesos_stateful.api.stateful.v1 import instance_service_pb2_grpc as api_grpc
 from mesos_stateful.common.grpc_errors import grpc_method, grpc_stream
+from mesos_stateful.gateway import member_operations
 from mesos_stateful.gateway.operations import PlanControl, actor_of
 from mesos_stateful.gateway.service import InstanceDomain
 
@@ -90,6 +91,7 @@ class InstanceServicer(api_grpc.InstanceServiceServicer):
             f"update of {', '.join(paths)} (generation {instance.generation})",
         )
         return api.UpdateInstanceResponse(instance=instance)
+
     # -- plan control and history (gateway/operations.py) -------------------------------------------
 
     @grpc_method
@@ -112,3 +114,36 @@ class InstanceServicer(api_grpc.InstanceServiceServicer):
     @grpc_method
     async def ListEvents(self, request: api.ListEventsRequest, context: Context) -> api.ListEventsResponse:
         return api.ListEventsResponse(events=await self._control.list_events(request.name, request.page_size))
+
+    # -- member operations (gateway/member_operations.py) -----------------------------------------
+
+    @grpc_method
+    async def SwitchoverInstance(
+        self, request: api.SwitchoverInstanceRequest, context: Context
+    ) -> api.SwitchoverInstanceResponse:
+        instance = await member_operations.switchover(self._domain, request.name, request.target_member_id)
+        target = f" to {request.target_member_id}" if request.target_member_id else ""
+        await self._control.operator_event(
+            request.name, "switchover", actor_of(context), f"switchover{target}"
+        )
+        return api.SwitchoverInstanceResponse(instance=instance)
+
+    @grpc_method
+    async def RestartMember(
+        self, request: api.RestartMemberRequest, context: Context
+    ) -> api.RestartMemberResponse:
+        instance = await member_operations.restart(self._domain, request.instance, request.member_id)
+        await self._control.operator_event(
+            request.instance, "restart", actor_of(context), f"restart of {request.member_id}"
+        )
+        return api.RestartMemberResponse(instance=instance)
+
+    @grpc_method
+    async def ReplaceMember(
+        self, request: api.ReplaceMemberRequest, context: Context
+    ) -> api.ReplaceMemberResponse:
+        instance = await member_operations.replace(self._domain, request.instance, request.member_id)
+        await self._control.operator_event(
+            request.instance, "replace", actor_of(context), f"replace of {request.member_id}"
+        )
+        return api.ReplaceMemberResponse(instance=instance)

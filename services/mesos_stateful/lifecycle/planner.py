@@ -414,6 +414,21 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
                 return active, False
             return master_recovery(s, master), True
 
+    if (
+        active is not None
+        and (active.status == plans.ERROR or active.name == plans.RECOVERY)
+        and not handing_over(s, active)
+    ):
+        # Stuck in ERROR, or a recovery waiting on a member (e.g. relaunching it in place on an
+        # agent that is gone): an operator's restart / replace of that member is a way out (it
+        # replaces the plan; operation_plan waits while any *other* member is not ready, so the
+        # replaced recovery was about this member alone; what is left is planned again after).
+        from mesos_stateful.lifecycle.operations import operation_plan  # it imports this module
+
+        rescue = operation_plan(s) if s.description is not None else None
+        if rescue is not None and rescue.operation.id != active.operation.id:
+            return rescue, True
+
     if active is not None:
         if handing_over(s, active):
             # It began handling the master and its new master is not started yet: whatever it
@@ -454,7 +469,11 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
 
     if s.description is None:
         return None, False
-    plan = converge(s)
+    from mesos_stateful.lifecycle.operations import operation_plan  # it imports this module
+
+    # An operator's action first (it waits while a member other than its own is not ready), so a
+    # restart / replace of a member that is down replaces the recovery that keeps failing on it.
+    plan = operation_plan(s) or converge(s)
     return plan, plan is not None
 
 
@@ -584,7 +603,8 @@ def converge(s: Snapshot) -> types_pb2.Plan | None:
         reasons += repair_reasons
         repairing = bool(steps)
     if not steps:
-        # Nothing else to do: move the next member off an agent going down for maintenance.
+        # Nothing else to do: move the next member off an agent going down for maintenance
+        # (an operator's action on a member comes before converge: decide()).
         return drain_plan(s)
     if not members:
         plan_name = plans.DEPLOY
@@ -791,13 +811,19 @@ def after_election(s: Snapshot, new_master: str) -> list[types_pb2.Step]:
 
 
 def after_failover(
-    s: Snapshot, old_master: str, new_master: str, drain: bool = False, restart: bool = False
+    s: Snapshot,
+    old_master: str,
+    new_master: str,
+    drain: bool = False,
+    before_bring_up: Sequence[types_pb2.Step] = (),
+    closing: Sequence[types_pb2.Step] = (),
 ) -> list[types_pb2.Step]:
     """Steps appended once the failover step persisted the new roles: start the new master,
     re-point the other ready replicas, then relaunch the old master as a replica. ``drain`` (a
     switchover off an agent going down for maintenance): the old master is not relaunched on its
     volume there but drained first (``drain``: a fresh volume elsewhere, resynced from the new
-    master)."""
+    master). An operator's plan (lifecycle/operations.py) gives ``before_bring_up`` (a restart's
+    ``kill`` or a replacement's ``replace`` of the old master) and ``closing`` (its ``done``)."""
     steps = [plans.step(Action.START_MASTER, new_master), plans.step(Action.MASTER_RUNNING, new_master)]
     for m in ready_slaves(s, exclude=(old_master, new_master)):
         task = s.task_of(m)
@@ -808,13 +834,9 @@ def after_failover(
         steps.append(plans.step(Action.START_SLAVE, m.id))
     if drain:
         steps.append(plans.step(Action.DRAIN, old_master))
-    if restart:
-        # An update's switchover: the old master (demoted, still running the old spec) is
-        # restarted in place with the new launch, then waited for until caught up.
-        steps.append(plans.step(Action.RESTART, old_master))
+    steps += before_bring_up
     steps += _bring_up(old_master, Action.START_SLAVE, Action.SLAVE_RUNNING)
-    if restart:
-        steps.append(plans.step(Action.CATCH_UP, old_master))
+    steps += closing
     return steps
 
 

@@ -35,6 +35,11 @@ DRAIN = "drain"
 # Rolls a new spec generation through the members (lifecycle/rolling.py): replicas in place one at
 # a time, then a switchover, then the old master.
 UPDATE = "update"
+# Operator actions on one member (Member.operation; lifecycle/operations.py).
+SWITCHOVER = "switchover"
+RESTART = "restart"
+REPLACE = "replace"
+OPERATIONS = frozenset({SWITCHOVER, RESTART, REPLACE})
 
 
 class Action(StrEnum):
@@ -63,7 +68,11 @@ class Action(StrEnum):
     DRAIN = "drain"  # off an agent going down for maintenance: kill it, then a fresh volume elsewhere
     DELETE_MEMBER = "delete-member"
     RESTART = "restart"  # update: kill the member's task and wait until it ended (its volume stays)
-    CATCH_UP = "catch-up"  # update: wait until a check after the restart finds it caught up
+    AWAIT_CAUGHT_UP = "await-caught-up"  # update: wait until a check after the restart finds it caught up
+    # planned switchover: wait until a replica holds the fenced old master's exact final position
+    CATCH_UP = "catch-up"
+    REPLACE_MEMBER = "replace"  # operator: a fresh volume on another agent (never the last copy), task killed
+    DONE = "done"  # operator: the member's operation is done (Member.operation_done)
     CLEANUP = "cleanup"  # delete: kill stray tasks, delete members, tasks and secrets
     RELEASE = "release"  # delete: wait until the offers service destroyed volumes and reservations
     REMOVE_INSTANCE = "remove-instance"  # delete: phase DELETED, then remove the record
@@ -83,6 +92,7 @@ CALLBACK_OF: dict[Action, str] = {
     Action.PEER_LOST: "PeerLost",
     Action.REMOVE: "RemoveMember",
     Action.FENCE: "Fence",
+    Action.CATCH_UP: "CheckMember",
 }
 
 # Actions that need the member's task RUNNING before they run.

@@ -11,11 +11,11 @@ Plan (master / replica), decided only while every member is ready and nothing el
 
 - each replica, by ordinal: ``restart`` (its task killed and waited for; the volume stays, so the
   launch after it goes to the same agent) → ``launch`` (Config again: the new spec) →
-  ``await-running`` → ``start-slave`` → ``slave-running`` → ``catch-up`` (a check after the
+  ``await-running`` → ``start-slave`` → ``slave-running`` → ``await-caught-up`` (a check after the
   restart finds it replicating and caught up);
 - then the master, by the drains' switchover (``fence``: demoted, not killed; ``failover``:
   MasterLost among the ready replicas, by position), whose ``failover`` appends the new master's
-  steps, the re-pointing of the others, and ``restart`` → bring-up → ``catch-up`` of the old
+  steps, the re-pointing of the others, and ``restart`` → bring-up → ``await-caught-up`` of the old
   master (``planner.after_failover(restart=True)``);
 - a lone master (replicas=1) is restarted in place (an outage: nobody to switch over to).
 
@@ -67,7 +67,7 @@ def update_plan(s: Snapshot) -> types_pb2.Plan:
     for m in replicas:
         steps.append(plans.step(Action.RESTART, m.id))
         steps += planner._bring_up(m.id, Action.START_SLAVE, Action.SLAVE_RUNNING)
-        steps.append(plans.step(Action.CATCH_UP, m.id))
+        steps.append(plans.step(Action.AWAIT_CAUGHT_UP, m.id))
     names = ", ".join(m.id for m in replicas)
     if master is None:
         reason = f"roll out generation {generation}: {names} restarted in place one at a time"
@@ -124,3 +124,10 @@ def caught_up(member: types_pb2.Member, since: float) -> tuple[bool, str]:
             lag = f" (lag {h.lag})" if h.lag >= 0 else ""
             return False, f"{member.id} not {planner.condition_name(kind)} yet: {c.reason}{lag}"
     return True, f"{member.id} caught up (position {h.position or '?'})"
+
+
+def after_update_switchover(old_master: str) -> tuple[list[types_pb2.Step], list[types_pb2.Step]]:
+    """The old master of an update's switchover, for ``planner.after_failover``: ``restart`` in
+    place before its bring-up as a replica (the new launch, its own volume), and after it
+    ``await-caught-up`` (the next step only once it holds the data again)."""
+    return [plans.step(Action.RESTART, old_master)], [plans.step(Action.AWAIT_CAUGHT_UP, old_master)]

@@ -59,6 +59,7 @@ class Cause(StrEnum):
     LOST = "lost"  # Mesos reported its task ended or unreachable
     UNRESPONSIVE = "unresponsive"  # the health probe found it silent (task still running)
     DRAIN = "drain"  # a switchover off an agent going down for maintenance
+    SWITCHOVER = "switchover"  # asked by an operator (also a restart / replace of the master)
     # Every member restarted in place and the most advanced elected (no replica ran: e.g. after a
     # restart of the whole suite): a recovery, not a failover to a running replica.
     COLD_START = "cold-start"
@@ -80,6 +81,7 @@ _PLAN_CAUSES: dict[Cause, types_pb2.PlanCause] = {
     Cause.LOST: T.PLAN_CAUSE_LOST,
     Cause.UNRESPONSIVE: T.PLAN_CAUSE_UNRESPONSIVE,
     Cause.DRAIN: T.PLAN_CAUSE_DRAIN,
+    Cause.SWITCHOVER: T.PLAN_CAUSE_SWITCHOVER,
     Cause.COLD_START: T.PLAN_CAUSE_COLD_START,
 }
 _CAUSES: dict[int, Cause] = {stored: cause for cause, stored in _PLAN_CAUSES.items()}
@@ -196,6 +198,11 @@ def begin_plan(s: planner.Snapshot, plan: types_pb2.Plan, now: float) -> LostMas
     plan.trace_parent = new_trace_parent(plan.name)
     if plan.name == plans.DRAIN:
         plan.cause = _PLAN_CAUSES[Cause.DRAIN]
+    elif (plan.operation.id or plan.name == plans.UPDATE) and any(
+        plans.action_of(step) == Action.FENCE for step in plan.steps
+    ):
+        # An operator's switchover, restart or replace of the master, or an update's switchover.
+        plan.cause = _PLAN_CAUSES[Cause.SWITCHOVER]
     lost = lost_master(s, plan)
     if lost is None:
         return None
@@ -274,8 +281,12 @@ def plan_saved(
     """The stored plan went from ``before`` to ``after`` (at ``now``, seconds): emit the root span
     of a plan that is over or replaced, observe a failover that just made its master writable."""
     same = _same_plan(before, after)
-    if not same and before.name and plans.is_active(before) and not _over(before) and not (
-        before.HasField("root_ended_at")
+    if (
+        not same
+        and before.name
+        and plans.is_active(before)
+        and not _over(before)
+        and not (before.HasField("root_ended_at"))
     ):
         emit_root(instance, workload, before, now, "replaced")
     if _writable(after) and not (same and _writable(before)):

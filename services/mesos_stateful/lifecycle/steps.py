@@ -21,7 +21,7 @@ from typing import Any
 from mesos_stateful.api.stateful.v1 import types_pb2
 from mesos_stateful.clients.records import member_name
 from mesos_stateful.common import errors
-from mesos_stateful.lifecycle import planner, plans, rolling
+from mesos_stateful.lifecycle import operations, planner, plans, rolling
 from mesos_stateful.lifecycle.callbacks import Callbacks, NotImplementedByWorkload, callback_context
 from mesos_stateful.lifecycle.offers import OffersClient
 from mesos_stateful.lifecycle.planner import DEAD, ENDED, Condition, task_state_name
@@ -44,12 +44,20 @@ WAITING = frozenset(
         Action.REBUILD,
         Action.DRAIN,
         Action.RESTART,
-        Action.CATCH_UP,
+        Action.AWAIT_CAUGHT_UP,
+        Action.REPLACE_MEMBER,
     }
 )
 RELAUNCHING = "relaunching:"
 RELEASE_POLL_SECONDS = 0.5
 PROMOTING = "promoting"
+# A planned switchover's catch-up: how long one attempt polls the positions, and how often.
+CATCH_UP_ATTEMPT_SECONDS = 10.0
+CATCH_UP_POLL_SECONDS = 0.005
+# After this long without a replica at the final position (a broken or lagging target), the
+# switchover does not hold the instance without a writable master any longer: the failover asks
+# MasterLost for the most advanced replica, as a recovery does (it holds every acknowledged write).
+CATCH_UP_GIVE_UP_SECONDS = 30.0
 
 
 def _alive(task: types_pb2.Task | None) -> bool:
@@ -329,6 +337,9 @@ class StepRunner:
             avoid = planner.avoid_list(member, time.time(), self.settings.launch_failure_retry_seconds)
             learnt = {a.agent_id for a in avoid if not a.ports}
             avoid += [a for a in planner.maintenance_avoid(ld.snapshot, member) if a.agent_id not in learnt]
+            replaced = self._replaced_agent(plan, member.id)
+            if replaced and not member.volume.agent_id and replaced not in learnt:
+                avoid.append(T.PlacementAvoid(agent_id=replaced))  # ReplaceMember: another agent
             launch = planner.launch_spec(config.launch, ld.snapshot.instance, member, description, avoid)
             await self.offers.launch(launch)
         except errors.TemporaryError as error:
@@ -560,7 +571,16 @@ class StepRunner:
         old = self._member(ld, step.member_id)
         drain = plan.name == plans.DRAIN  # a switchover off an agent going down: drain the old master
         restart = plan.name == plans.UPDATE  # an update's switchover: restart the old master in place
-        planned = drain or restart  # a switchover (the old master runs): candidates as for a drain
+        # A switchover (the old master runs): candidates as for a drain.
+        planned = drain or restart or bool(plan.operation.id)
+        # After the bring-up of the old master as a replica: an update restarts it in place first
+        # and waits until it caught up; an operator's operation closes with its own steps.
+        before = [*operations.after_switchover(plan, old.id)]
+        closing = [*operations.done_steps(plan)]
+        if restart:
+            restart_before, caught_up_after = rolling.after_update_switchover(old.id)
+            before += restart_before
+            closing[:0] = caught_up_after
         masters = [m for m in ld.snapshot.members if m.role == T.ROLE_MASTER and m.id != old.id]
         if masters:
             if old.role == T.ROLE_MASTER:
@@ -570,11 +590,23 @@ class StepRunner:
                 step.message or f"promote {masters[0].id}",
                 attempts=step.attempts,
                 append=planner.after_failover(
-                    ld.snapshot, old.id, masters[0].id, drain=drain, restart=restart
+                    ld.snapshot, old.id, masters[0].id, drain=drain, before_bring_up=before, closing=closing
                 ),
             )
         chosen_id = step.decision.promote_member_id
         reason = step.message
+        caught = self._caught_up(plan, old.id)
+        if not chosen_id and caught is not None:
+            # A planned switchover: the replica that holds the fenced old master's exact final
+            # position (the catch-up step) is promoted; MasterLost is not asked.
+            candidates = planner.failover_candidates(ld.snapshot, old.id)
+            why = (
+                f"planned switchover: {caught.member_id} holds the old master's final position "
+                f"{caught.master_position}"
+            )
+            reason = self._decide(step, caught.member_id, why, candidates, dict(caught.positions))
+            chosen_id = caught.member_id
+            await save()
         if not chosen_id:
             candidates, waited = planner.failover_view(ld.snapshot, old.id)
             if planned and not waited:
@@ -628,7 +660,9 @@ class StepRunner:
             plans.COMPLETE,
             reason,
             attempts=step.attempts,
-            append=planner.after_failover(ld.snapshot, old.id, chosen_id, drain=drain, restart=restart),
+            append=planner.after_failover(
+                ld.snapshot, old.id, chosen_id, drain=drain, before_bring_up=before, closing=closing
+            ),
         )
 
     async def _demote(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
@@ -1010,7 +1044,7 @@ class StepRunner:
         (and every live one) RUNNING, none killed yet, not declared unresponsive by the probe. A
         LOST master (a recovery, or a drain plan that found it lost) is fenced as before."""
         return (
-            plan.name in (plans.DRAIN, plans.UPDATE)
+            plan.name in (plans.DRAIN, plans.UPDATE, *plans.OPERATIONS)
             and member.role == T.ROLE_MASTER
             and not member.health.unresponsive
             and any(t.task_id == member.task_id for t in live)
@@ -1217,7 +1251,9 @@ class StepRunner:
             plans.COMPLETE, f"{mid} stopped; relaunching on its volume with generation {plan.generation}"
         )
 
-    async def _catch_up(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+    async def _await_caught_up(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
         """Wait until a check made after the member's restart (the health monitor's CheckMember,
         every ``check_interval_seconds``) finds it replicating and caught up
         (``rolling.caught_up``), so the next member is restarted (or the master switched over)
@@ -1308,3 +1344,198 @@ class StepRunner:
         await self.store.client.delete(KIND_INSTANCE, ld.name)
         log.info("%s: deleted", ld.name)
         return Outcome(plans.COMPLETE, "instance removed", gone=True)
+
+    # -- operator actions (lifecycle/operations.py) ------------------------------------------
+
+    @staticmethod
+    def _caught_up(plan: types_pb2.Plan, old_master: str) -> types_pb2.CatchUp | None:
+        """The catch-up of ``old_master`` in this plan, if a replica caught up (else None)."""
+        for st in plan.steps:
+            if (
+                plans.action_of(st) == Action.CATCH_UP
+                and st.member_id == old_master
+                and st.catch_up.member_id
+                and st.catch_up.HasField("caught_up_at")
+            ):
+                return st.catch_up
+        return None
+
+    @staticmethod
+    def _replaced_agent(plan: types_pb2.Plan, member_id: str) -> str:
+        """The agent a ``replace`` step of this plan moved ``member_id`` off ("" if none)."""
+        for st in plan.steps:
+            if plans.action_of(st) == Action.REPLACE_MEMBER and st.member_id == member_id:
+                return st.replaced_agent_id
+        return ""
+
+    async def _position(self, ld: Loaded, member_id: str, timeout: float) -> str:
+        """The member's replication position now (CheckMember's ``health.position``)."""
+        context = callback_context(ld.snapshot, member_id, ld.secrets, 1)
+        response = await self.callbacks.call(
+            ld.snapshot.instance.spec.workload,
+            "CheckMember",
+            context,
+            timeout=timeout,
+            traced=False,
+            timeout_seconds=timeout * 0.8,
+        )
+        return str(response.health.position)
+
+    async def _catch_up(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """A planned switchover, after the old master was demoted (``fence``: it takes no write
+        any more): read its final position (CheckMember), then poll the candidates' positions
+        (only the target's when the operator named one) until one equals it exactly: that
+        replica holds every write the old master took, acknowledged or not (data-safety rules 1
+        and 3). The positions are recorded typed in ``Step.catch_up``; ``failover`` promotes the
+        member recorded there. One attempt polls for ``CATCH_UP_ATTEMPT_SECONDS``, then the step
+        is DELAYED saying who is where and tried again (never promoted behind). An old master
+        that could not be demoted (killed or self-fenced instead) has no final position to read:
+        the failover then asks MasterLost for the most advanced replica, as in a recovery."""
+        step = plan.steps[index]
+        mid = step.member_id
+        if step.catch_up.HasField("caught_up_at"):
+            return Outcome(plans.COMPLETE, step.message, attempts=step.attempts)
+        fence = next(
+            (st for st in plan.steps if plans.action_of(st) == Action.FENCE and st.member_id == mid), None
+        )
+        if fence is None or fence.fence.method != T.FENCE_METHOD_DEMOTED:
+            how = StepRunner._fence_message(fence.fence) if fence is not None else "not fenced by this plan"
+            return Outcome(
+                plans.COMPLETE,
+                f"{mid} was not demoted ({how}): its final position cannot be read; the most advanced "
+                "replica is promoted (MasterLost)",
+            )
+        target = plan.operation.target_member_id
+        allowed = [target] if target else [m.id for m in planner.failover_candidates(ld.snapshot, mid)]
+        if step.status == plans.DELAYED and not due:
+            return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
+        if (
+            step.HasField("started_at")
+            and time.time() - plans.seconds(step.started_at) > CATCH_UP_GIVE_UP_SECONDS
+        ):
+            return Outcome(
+                plans.COMPLETE,
+                f"no replica reached {mid}'s final position {step.catch_up.master_position or '?'} within "
+                f"{CATCH_UP_GIVE_UP_SECONDS:.0f}s; the most advanced replica is promoted "
+                "(MasterLost)",
+                attempts=step.attempts,
+            )
+        attempts = await self._begin(plan, index, save, "reading the positions")
+        probe = max(0.5, self.settings.probe_timeout_seconds)
+        deadline = time.monotonic() + CATCH_UP_ATTEMPT_SECONDS
+        positions: dict[str, str] = {}
+        problems: dict[str, str] = {}
+        while True:
+            try:
+                if not step.catch_up.master_position:
+                    final = await self._position(ld, mid, probe)
+                    if final:
+                        step.catch_up.master_position = final
+                        await save()  # typed: a restart compares against the same final position
+                if step.catch_up.master_position:
+                    answers = await asyncio.gather(
+                        *(self._position(ld, m, probe) for m in allowed), return_exceptions=True
+                    )
+                    for m, answer in zip(allowed, answers, strict=True):
+                        if isinstance(answer, BaseException):
+                            problems[m] = getattr(answer, "message", str(answer))
+                        else:
+                            positions[m] = answer
+                            problems.pop(m, None)
+                    chosen = operations.caught_up(step.catch_up.master_position, positions, allowed)
+                    if chosen:
+                        # The history shows it in the PROMOTED event (the positions, the reason).
+                        step.catch_up.member_id = chosen
+                        step.catch_up.positions.clear()
+                        step.catch_up.positions.update(positions)
+                        step.catch_up.caught_up_at.CopyFrom(plans.timestamp(time.time()))
+                        return Outcome(
+                            plans.COMPLETE,
+                            f"{chosen} caught up with {mid}'s final position {step.catch_up.master_position}",
+                            attempts=attempts,
+                        )
+            except errors.TemporaryError as error:
+                problems[mid] = error.message
+            except errors.StatefulError as error:
+                # No CheckMember (NotImplementedByWorkload) or a permanent refusal: never leave the
+                # instance without a writable master on it; MasterLost picks the most advanced.
+                return Outcome(
+                    plans.COMPLETE,
+                    f"cannot read positions ({error.message}); the most advanced replica is promoted "
+                    "(MasterLost)",
+                    attempts=attempts,
+                )
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(CATCH_UP_POLL_SECONDS)
+        step.catch_up.positions.clear()
+        step.catch_up.positions.update(positions)
+        where = ", ".join(f"{m} at {p}" for m, p in sorted(positions.items())) or "no position read"
+        trouble = "; ".join(f"{m}: {p}" for m, p in sorted(problems.items()))
+        return self._delayed(
+            f"waiting for {target or 'a replica'} to reach {mid}'s final position "
+            f"{step.catch_up.master_position or '?'} ({where})" + (f"; {trouble}" if trouble else ""),
+            attempts,
+        )
+
+    async def _replace_member(
+        self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save
+    ) -> Outcome:
+        """ReplaceMember: a fresh volume (written first: a resumed step never relaunches the member
+        on its old one), the agent it leaves recorded (``Step.replaced_agent_id``: its launch avoids
+        it), then its tasks killed and waited for; the steps after launch it elsewhere and resync
+        it. Never the last copy of the data (data-safety rule 4): while no other ready member holds
+        the data, it waits (DELAYED), saying so. Never the master (a switchover comes first)."""
+        step = plan.steps[index]
+        mid = step.member_id
+        member = ld.snapshot.member(mid)
+        if member is None:
+            return Outcome(plans.COMPLETE, f"{mid} is gone")
+        if member.role == T.ROLE_MASTER:
+            return Outcome(plans.ERROR, f"not replacing {mid}: it is the master (a switchover comes first)")
+        if member.volume.agent_id:
+            if step.status == plans.DELAYED and not due:
+                return Outcome(plans.DELAYED, step.message, wake_at=plans.seconds(step.next_attempt_at))
+            why = operations.last_copy(ld.snapshot, member) or await self._no_room(ld, member)
+            if why:
+                # Never the last copy; and not stopped while no other agent can take it (it would
+                # sit QUEUED with its data gone): DELAYED, saying why, tried again.
+                return self._delayed(why, step.attempts + 1)
+            old_agent = member.volume.agent_id
+            host = member.volume.host or old_agent
+            generation = plans.volume_generation(member.volume.persistence_id) + 1
+            step.replaced_agent_id = old_agent
+            await save()
+            note = f"replaced by an operator: a fresh volume (generation {generation}) off agent {host}"
+
+            def fresh(m: types_pb2.Member) -> types_pb2.Member:
+                m.volume.CopyFrom(planner.new_volume(ld.snapshot, m.id, generation))
+                m.ClearField("health")
+                m.message = note
+                return m
+
+            updated = await self.store.update_member(ld.name, mid, fresh)
+            if updated is not None:
+                ld.with_member(updated)
+            # The REPLACED event comes from the new volume (lifecycle/events.py, member changes).
+            log.warning("%s: %s: %s", ld.name, mid, note)
+        outcome = await self._kill_tasks(ld, plan, index, due, self._tasks_of(ld, mid), f"replace {mid}")
+        if outcome.status != plans.COMPLETE:
+            return outcome
+        return Outcome(plans.COMPLETE, f"{mid} stopped; relaunching on a fresh volume on another agent")
+
+    async def _done(self, ld: Loaded, plan: types_pb2.Plan, index: int, due: bool, save: Save) -> Outcome:
+        """Record the plan's operator action done (``Member.operation_done``)."""
+        mid = plan.steps[index].member_id
+        op_id = plan.operation.id
+
+        def done(m: types_pb2.Member) -> types_pb2.Member:
+            m.operation_done = op_id
+            return m
+
+        if op_id:
+            # Its end is the plan's PLAN_FINISHED event (lifecycle/events.py).
+            updated = await self.store.update_member(ld.name, mid, done)
+            if updated is not None:
+                ld.with_member(updated)
+        return Outcome(plans.COMPLETE, f"{plan.name} of {mid} done")

@@ -206,3 +206,45 @@ class ListEventsResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
     def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ...) -> None: ...
+
+class SwitchoverInstanceRequest(_message.Message):
+    __slots__ = ("name", "target_member_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    target_member_id: str
+    def __init__(self, name: _Optional[str] = ..., target_member_id: _Optional[str] = ...) -> None: ...
+
+class SwitchoverInstanceResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class RestartMemberRequest(_message.Message):
+    __slots__ = ("instance", "member_id")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    member_id: str
+    def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ...) -> None: ...
+
+class RestartMemberResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class ReplaceMemberRequest(_message.Message):
+    __slots__ = ("instance", "member_id")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    instance: str
+    member_id: str
+    def __init__(self, instance: _Optional[str] = ..., member_id: _Optional[str] = ...) -> None: ...
+
+class ReplaceMemberResponse(_message.Message):
+    __slots__ = ("instance",)
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...

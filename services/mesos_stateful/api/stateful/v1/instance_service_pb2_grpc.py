@@ -99,6 +99,21 @@ class InstanceServiceStub:
                 request_serializer=stateful_dot_v1_dot_instance__service__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=stateful_dot_v1_dot_instance__service__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.SwitchoverInstance = channel.unary_unary(
+                '/stateful.v1.InstanceService/SwitchoverInstance',
+                request_serializer=stateful_dot_v1_dot_instance__service__pb2.SwitchoverInstanceRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_instance__service__pb2.SwitchoverInstanceResponse.FromString,
+                _registered_method=True)
+        self.RestartMember = channel.unary_unary(
+                '/stateful.v1.InstanceService/RestartMember',
+                request_serializer=stateful_dot_v1_dot_instance__service__pb2.RestartMemberRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_instance__service__pb2.RestartMemberResponse.FromString,
+                _registered_method=True)
+        self.ReplaceMember = channel.unary_unary(
+                '/stateful.v1.InstanceService/ReplaceMember',
+                request_serializer=stateful_dot_v1_dot_instance__service__pb2.ReplaceMemberRequest.SerializeToString,
+                response_deserializer=stateful_dot_v1_dot_instance__service__pb2.ReplaceMemberResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -197,6 +212,32 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SwitchoverInstance(self, request, context):
+        """A planned switchover (no acknowledged write lost): the master stops taking writes, the
+        target replica catches up to its exact final position, is promoted, the others re-pointed,
+        the old master restarted in place as a replica. NOT_FOUND: no such instance or member;
+        FAILED_PRECONDITION: not a master/replica workload, the target not a ready replica, or no
+        ready replica to switch over to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartMember(self, request, context):
+        """Restart one member in place (same volume, same agent); a master is switched over first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplaceMember(self, request, context):
+        """Replace one member (fresh volume on another agent, resync); a master is switched over first.
+        Refused while it holds the only copy (or the only up-to-date copy) of the data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -259,6 +300,21 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=stateful_dot_v1_dot_instance__service__pb2.ListEventsRequest.FromString,
                     response_serializer=stateful_dot_v1_dot_instance__service__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'SwitchoverInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SwitchoverInstance,
+                    request_deserializer=stateful_dot_v1_dot_instance__service__pb2.SwitchoverInstanceRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_instance__service__pb2.SwitchoverInstanceResponse.SerializeToString,
+            ),
+            'RestartMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartMember,
+                    request_deserializer=stateful_dot_v1_dot_instance__service__pb2.RestartMemberRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_instance__service__pb2.RestartMemberResponse.SerializeToString,
+            ),
+            'ReplaceMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceMember,
+                    request_deserializer=stateful_dot_v1_dot_instance__service__pb2.ReplaceMemberRequest.FromString,
+                    response_serializer=stateful_dot_v1_dot_instance__service__pb2.ReplaceMemberResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +645,87 @@ class InstanceService:
             '/stateful.v1.InstanceService/ListEvents',
             stateful_dot_v1_dot_instance__service__pb2.ListEventsRequest.SerializeToString,
             stateful_dot_v1_dot_instance__service__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SwitchoverInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.InstanceService/SwitchoverInstance',
+            stateful_dot_v1_dot_instance__service__pb2.SwitchoverInstanceRequest.SerializeToString,
+            stateful_dot_v1_dot_instance__service__pb2.SwitchoverInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.InstanceService/RestartMember',
+            stateful_dot_v1_dot_instance__service__pb2.RestartMemberRequest.SerializeToString,
+            stateful_dot_v1_dot_instance__service__pb2.RestartMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateful.v1.InstanceService/ReplaceMember',
+            stateful_dot_v1_dot_instance__service__pb2.ReplaceMemberRequest.SerializeToString,
+            stateful_dot_v1_dot_instance__service__pb2.ReplaceMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,

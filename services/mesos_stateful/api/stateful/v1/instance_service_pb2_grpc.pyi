@@ -70,6 +70,19 @@ class InstanceServiceStub:
     """Let the instance's plans go on. FAILED_PRECONDITION if it is not paused."""
     ListEvents: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.ListEventsRequest, _instance_service_pb2.ListEventsResponse]
     """The instance's recent history, oldest first (a bounded number is kept per instance)."""
+    SwitchoverInstance: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.SwitchoverInstanceRequest, _instance_service_pb2.SwitchoverInstanceResponse]
+    """A planned switchover (no acknowledged write lost): the master stops taking writes, the
+    target replica catches up to its exact final position, is promoted, the others re-pointed,
+    the old master restarted in place as a replica. NOT_FOUND: no such instance or member;
+    FAILED_PRECONDITION: not a master/replica workload, the target not a ready replica, or no
+    ready replica to switch over to.
+    """
+    RestartMember: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.RestartMemberRequest, _instance_service_pb2.RestartMemberResponse]
+    """Restart one member in place (same volume, same agent); a master is switched over first."""
+    ReplaceMember: _grpc.UnaryUnaryMultiCallable[_instance_service_pb2.ReplaceMemberRequest, _instance_service_pb2.ReplaceMemberResponse]
+    """Replace one member (fresh volume on another agent, resync); a master is switched over first.
+    Refused while it holds the only copy (or the only up-to-date copy) of the data.
+    """
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -112,6 +125,19 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     """Let the instance's plans go on. FAILED_PRECONDITION if it is not paused."""
     ListEvents: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.ListEventsRequest, _instance_service_pb2.ListEventsResponse]  # type: ignore[assignment]
     """The instance's recent history, oldest first (a bounded number is kept per instance)."""
+    SwitchoverInstance: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.SwitchoverInstanceRequest, _instance_service_pb2.SwitchoverInstanceResponse]  # type: ignore[assignment]
+    """A planned switchover (no acknowledged write lost): the master stops taking writes, the
+    target replica catches up to its exact final position, is promoted, the others re-pointed,
+    the old master restarted in place as a replica. NOT_FOUND: no such instance or member;
+    FAILED_PRECONDITION: not a master/replica workload, the target not a ready replica, or no
+    ready replica to switch over to.
+    """
+    RestartMember: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.RestartMemberRequest, _instance_service_pb2.RestartMemberResponse]  # type: ignore[assignment]
+    """Restart one member in place (same volume, same agent); a master is switched over first."""
+    ReplaceMember: _aio.UnaryUnaryMultiCallable[_instance_service_pb2.ReplaceMemberRequest, _instance_service_pb2.ReplaceMemberResponse]  # type: ignore[assignment]
+    """Replace one member (fresh volume on another agent, resync); a master is switched over first.
+    Refused while it holds the only copy (or the only up-to-date copy) of the data.
+    """
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public instance API. Bad input is answered INVALID_ARGUMENT with a google.rpc.BadRequest
@@ -223,5 +249,36 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_instance_service_pb2.ListEventsResponse, _abc.Awaitable[_instance_service_pb2.ListEventsResponse]]:
         """The instance's recent history, oldest first (a bounded number is kept per instance)."""
+
+    @_abc_1.abstractmethod
+    def SwitchoverInstance(
+        self,
+        request: _instance_service_pb2.SwitchoverInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.SwitchoverInstanceResponse, _abc.Awaitable[_instance_service_pb2.SwitchoverInstanceResponse]]:
+        """A planned switchover (no acknowledged write lost): the master stops taking writes, the
+        target replica catches up to its exact final position, is promoted, the others re-pointed,
+        the old master restarted in place as a replica. NOT_FOUND: no such instance or member;
+        FAILED_PRECONDITION: not a master/replica workload, the target not a ready replica, or no
+        ready replica to switch over to.
+        """
+
+    @_abc_1.abstractmethod
+    def RestartMember(
+        self,
+        request: _instance_service_pb2.RestartMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.RestartMemberResponse, _abc.Awaitable[_instance_service_pb2.RestartMemberResponse]]:
+        """Restart one member in place (same volume, same agent); a master is switched over first."""
+
+    @_abc_1.abstractmethod
+    def ReplaceMember(
+        self,
+        request: _instance_service_pb2.ReplaceMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_service_pb2.ReplaceMemberResponse, _abc.Awaitable[_instance_service_pb2.ReplaceMemberResponse]]:
+        """Replace one member (fresh volume on another agent, resync); a master is switched over first.
+        Refused while it holds the only copy (or the only up-to-date copy) of the data.
+        """
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

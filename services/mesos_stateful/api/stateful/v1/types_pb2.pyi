@@ -45,6 +45,13 @@ class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MEMBER_STATE_KILLING: _ClassVar[MemberState]
     MEMBER_STATE_STOPPED: _ClassVar[MemberState]
 
+class OperationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPERATION_KIND_UNSPECIFIED: _ClassVar[OperationKind]
+    OPERATION_KIND_SWITCHOVER: _ClassVar[OperationKind]
+    OPERATION_KIND_RESTART: _ClassVar[OperationKind]
+    OPERATION_KIND_REPLACE: _ClassVar[OperationKind]
+
 class LaunchFailureCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LAUNCH_FAILURE_CAUSE_UNSPECIFIED: _ClassVar[LaunchFailureCause]
@@ -91,6 +98,7 @@ class PlanCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PLAN_CAUSE_UNRESPONSIVE: _ClassVar[PlanCause]
     PLAN_CAUSE_DRAIN: _ClassVar[PlanCause]
     PLAN_CAUSE_COLD_START: _ClassVar[PlanCause]
+    PLAN_CAUSE_SWITCHOVER: _ClassVar[PlanCause]
 
 class Runtime(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -160,6 +168,10 @@ MEMBER_STATE_FAILED: MemberState
 MEMBER_STATE_LOST: MemberState
 MEMBER_STATE_KILLING: MemberState
 MEMBER_STATE_STOPPED: MemberState
+OPERATION_KIND_UNSPECIFIED: OperationKind
+OPERATION_KIND_SWITCHOVER: OperationKind
+OPERATION_KIND_RESTART: OperationKind
+OPERATION_KIND_REPLACE: OperationKind
 LAUNCH_FAILURE_CAUSE_UNSPECIFIED: LaunchFailureCause
 LAUNCH_FAILURE_CAUSE_PORT_IN_USE: LaunchFailureCause
 LAUNCH_FAILURE_CAUSE_IMAGE_MISSING: LaunchFailureCause
@@ -189,6 +201,7 @@ PLAN_CAUSE_LOST: PlanCause
 PLAN_CAUSE_UNRESPONSIVE: PlanCause
 PLAN_CAUSE_DRAIN: PlanCause
 PLAN_CAUSE_COLD_START: PlanCause
+PLAN_CAUSE_SWITCHOVER: PlanCause
 RUNTIME_UNSPECIFIED: Runtime
 RUNTIME_PROCESS: Runtime
 RUNTIME_DOCKER: Runtime
@@ -303,7 +316,7 @@ class Volume(_message.Message):
     def __init__(self, persistence_id: _Optional[str] = ..., container_path: _Optional[str] = ..., size_mb: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., has_data: _Optional[bool] = ..., rejoin_pending: _Optional[bool] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health", "launch_failures", "maintenance", "agent_url", "sandbox_directory")
+    __slots__ = ("id", "instance", "ordinal", "role", "state", "task_id", "incarnation", "agent_id", "host", "ports", "message", "updated_at", "workload_status", "volume", "health", "launch_failures", "maintenance", "agent_url", "sandbox_directory", "operation", "operation_done")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +350,8 @@ class Member(_message.Message):
     MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
     AGENT_URL_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_DONE_FIELD_NUMBER: _ClassVar[int]
     id: str
     instance: str
     ordinal: int
@@ -356,7 +371,42 @@ class Member(_message.Message):
     maintenance: AgentMaintenance
     agent_url: str
     sandbox_directory: str
-    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ..., launch_failures: _Optional[_Iterable[_Union[LaunchFailure, _Mapping]]] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ..., agent_url: _Optional[str] = ..., sandbox_directory: _Optional[str] = ...) -> None: ...
+    operation: MemberOperation
+    operation_done: str
+    def __init__(self, id: _Optional[str] = ..., instance: _Optional[str] = ..., ordinal: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., state: _Optional[_Union[MemberState, str]] = ..., task_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., agent_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., message: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_status: _Optional[_Mapping[str, str]] = ..., volume: _Optional[_Union[Volume, _Mapping]] = ..., health: _Optional[_Union[MemberHealth, _Mapping]] = ..., launch_failures: _Optional[_Iterable[_Union[LaunchFailure, _Mapping]]] = ..., maintenance: _Optional[_Union[AgentMaintenance, _Mapping]] = ..., agent_url: _Optional[str] = ..., sandbox_directory: _Optional[str] = ..., operation: _Optional[_Union[MemberOperation, _Mapping]] = ..., operation_done: _Optional[str] = ...) -> None: ...
+
+class MemberOperation(_message.Message):
+    __slots__ = ("kind", "id", "target_member_id", "requested_at", "member_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: OperationKind
+    id: str
+    target_member_id: str
+    requested_at: _timestamp_pb2.Timestamp
+    member_id: str
+    def __init__(self, kind: _Optional[_Union[OperationKind, str]] = ..., id: _Optional[str] = ..., target_member_id: _Optional[str] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., member_id: _Optional[str] = ...) -> None: ...
+
+class CatchUp(_message.Message):
+    __slots__ = ("member_id", "master_position", "positions", "caught_up_at")
+    class PositionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    MASTER_POSITION_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_AT_FIELD_NUMBER: _ClassVar[int]
+    member_id: str
+    master_position: str
+    positions: _containers.ScalarMap[str, str]
+    caught_up_at: _timestamp_pb2.Timestamp
+    def __init__(self, member_id: _Optional[str] = ..., master_position: _Optional[str] = ..., positions: _Optional[_Mapping[str, str]] = ..., caught_up_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LaunchFailure(_message.Message):
     __slots__ = ("task_id", "agent_id", "host", "ports", "cause", "message", "at")
@@ -430,7 +480,7 @@ class MemberHealth(_message.Message):
     def __init__(self, checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_role: _Optional[_Union[Role, str]] = ..., following: _Optional[str] = ..., lag_seconds: _Optional[float] = ..., lag: _Optional[int] = ..., position: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[MemberCondition, _Mapping]]] = ..., repair: _Optional[_Union[Repair, str]] = ..., failed_checks: _Optional[int] = ..., unresponsive: _Optional[bool] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision", "fence", "started_at", "finished_at", "held", "attempts_before_retry")
+    __slots__ = ("name", "member_id", "status", "message", "attempts", "next_attempt_at", "decision", "fence", "started_at", "finished_at", "held", "attempts_before_retry", "catch_up", "replaced_agent_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -443,6 +493,8 @@ class Step(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_BEFORE_RETRY_FIELD_NUMBER: _ClassVar[int]
+    CATCH_UP_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     member_id: str
     status: StepStatus
@@ -455,7 +507,9 @@ class Step(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     held: bool
     attempts_before_retry: int
-    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ..., fence: _Optional[_Union[FenceOutcome, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., held: _Optional[bool] = ..., attempts_before_retry: _Optional[int] = ...) -> None: ...
+    catch_up: CatchUp
+    replaced_agent_id: str
+    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., message: _Optional[str] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision: _Optional[_Union[PromotionDecision, _Mapping]] = ..., fence: _Optional[_Union[FenceOutcome, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., held: _Optional[bool] = ..., attempts_before_retry: _Optional[int] = ..., catch_up: _Optional[_Union[CatchUp, _Mapping]] = ..., replaced_agent_id: _Optional[str] = ...) -> None: ...
 
 class FenceOutcome(_message.Message):
     __slots__ = ("method", "detail", "fenced_at", "safe_after")
@@ -489,7 +543,7 @@ class PromotionDecision(_message.Message):
     def __init__(self, promote_member_id: _Optional[str] = ..., reason: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., positions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at", "cause", "root_ended_at", "detected_trace_parent", "retries_requested", "retries_done")
+    __slots__ = ("name", "status", "steps", "started_at", "reason", "generation", "trace_parent", "detected_at", "cause", "root_ended_at", "detected_trace_parent", "retries_requested", "retries_done", "operation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -503,6 +557,7 @@ class Plan(_message.Message):
     DETECTED_TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     RETRIES_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     RETRIES_DONE_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     steps: _containers.RepeatedCompositeFieldContainer[Step]
@@ -516,7 +571,8 @@ class Plan(_message.Message):
     detected_trace_parent: str
     retries_requested: int
     retries_done: int
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_trace_parent: _Optional[str] = ..., retries_requested: _Optional[int] = ..., retries_done: _Optional[int] = ...) -> None: ...
+    operation: MemberOperation
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., generation: _Optional[int] = ..., trace_parent: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[PlanCause, str]] = ..., root_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_trace_parent: _Optional[str] = ..., retries_requested: _Optional[int] = ..., retries_done: _Optional[int] = ..., operation: _Optional[_Union[MemberOperation, _Mapping]] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("spec", "phase", "members", "revision", "created_at", "updated_at", "last_error", "plan", "generation", "has_data", "observed_generation", "etag", "paused", "endpoints")
