@@ -36,8 +36,11 @@ typecheck: setup
 typecheck-tests: setup
 	bash scripts/typecheck_tests.sh $(PY) $(TC)/.mypy_cache
 
+# `make test` runs the tests in TEST_WORKERS processes (pytest-xdist): the tests of one file in one
+# worker, every file of the Docker engine in one (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The WorkloadService conformance test against a running service in any language:
 # `make conformance WORKLOAD=host:port` (without WORKLOAD: the Python and the Node.js Redis).

@@ -70,7 +70,7 @@ def assert_rolled_in_order(before: T.Instance, after: T.Instance) -> None:
     replicas = sorted(m.id for m in before.members if m.id != old.id)
     assert restarts == [*replicas, old.id], restarts
     fence = order.index((plans.Action.FENCE, old.id))
-    catch_ups = [order.index((plans.Action.CATCH_UP, mid)) for mid in replicas]
+    catch_ups = [order.index((plans.Action.AWAIT_CAUGHT_UP, mid)) for mid in replicas]
     assert max(catch_ups) < fence, order
     assert [a for a, _ in order].count(plans.Action.FAILOVER) == 1
     # Replicas were done one at a time: each one's restart began after the previous one caught up.
@@ -197,7 +197,7 @@ def _done(p: T.Plan, action: plans.Action) -> int:
 # (the second one's restart is next); the old master fenced (demoted), nobody promoted yet; the
 # failover done (a replica promoted, recorded), the new master not started yet.
 UPDATE_CRASH_POINTS: dict[str, Callable[[T.Plan], bool]] = {
-    "replica-caught-up": lambda p: p.name == plans.UPDATE and _done(p, plans.Action.CATCH_UP) == 1,
+    "replica-caught-up": lambda p: p.name == plans.UPDATE and _done(p, plans.Action.AWAIT_CAUGHT_UP) == 1,
     "fenced": lambda p: (
         p.name == plans.UPDATE and _done(p, plans.Action.FENCE) == 1 and _done(p, plans.Action.FAILOVER) == 0
     ),
