@@ -36,9 +36,10 @@ typecheck: setup
 typecheck-tests: setup
 	bash scripts/typecheck_tests.sh $(PY) $(TC)/.mypy_cache
 
-# `make test` runs the tests in TEST_WORKERS processes (pytest-xdist): the tests of one file in one
-# worker, every file of the Docker engine in one (tests/conftest.py). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+# `make test TEST_WORKERS=3` runs the tests in 3 processes (pytest-xdist): the tests of one file in
+# one worker, every file of the Docker engine in one (tests/conftest.py). The default, 0, is one
+# process: on a loaded 2-core machine parallel runs still fail timing-bound tests (README).
+TEST_WORKERS ?= 0
 test: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 

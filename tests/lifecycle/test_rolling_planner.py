@@ -12,7 +12,7 @@ from __future__ import annotations
 from mesos_stateful.api.stateful.v1 import types_pb2 as T
 from mesos_stateful.lifecycle import planner, plans, rolling
 
-from .plan_helpers import complete_all, names, running_instance, snap
+from .plan_helpers import complete_all, names, running_instance, snap, task
 
 
 def pending(replicas: int = 3, observed: int = 1, generation: int = 2, peers: bool = False):  # type: ignore[no-untyped-def]
@@ -176,3 +176,18 @@ def test_caught_up_needs_a_check_after_the_restart() -> None:
     assert not ok and "Lagging" in why
     m.health.conditions[0].ok = True
     assert rolling.caught_up(m, 100.0)[0]
+
+
+def test_a_master_lost_while_an_update_restarts_a_replica_is_failed_over_at_once() -> None:
+    """The update's own fence / failover of the master come after the replicas' restarts, which
+    cannot finish without a master: the loss is a recovery now (found by a new user: no failover
+    for minutes, writes stopped)."""
+    inst, members, tasks = pending()
+    plan, _ = rolling.decide(snap(inst, members, tasks))
+    assert plan is not None
+    complete_all(plan, upto=2)  # restart cache-1, launch cache-1 done: it is starting
+    inst.plan.CopyFrom(plan)
+    tasks[members[0].task_id] = task(members[0], T.TASK_STATE_FAILED)
+    recovery, new = rolling.decide(snap(inst, members, tasks))
+    assert new and recovery is not None and recovery.name == plans.RECOVERY
+    assert names(recovery)[:2] == ["fence cache-0", "failover cache-0"]

@@ -410,7 +410,7 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
                     Action.ELECT,
                 ),
             )
-            if handled:
+            if handled and active is not None and not _reaches_the_master_late(s, active, master.id):
                 return active, False
             return master_recovery(s, master), True
 
@@ -475,6 +475,21 @@ def decide(s: Snapshot) -> tuple[types_pb2.Plan | None, bool]:
     # restart / replace of a member that is down replaces the recovery that keeps failing on it.
     plan = operation_plan(s) or converge(s)
     return plan, plan is not None
+
+
+def _reaches_the_master_late(s: Snapshot, active: types_pb2.Plan, master_id: str) -> bool:
+    """True when a planned plan (an update, an operator's operation) holds the master's fence /
+    failover only after steps about other members: a replica's restart there cannot finish without
+    a master, so the lost master must be recovered now (the plan is replaced; its work is planned
+    again after). A plan already handing the master over is never replaced (:func:`handing_over`)."""
+    from mesos_stateful.lifecycle.plans import OPERATIONS  # plain names, no cycle
+
+    if active.name != plans.UPDATE and active.name not in OPERATIONS:
+        return False
+    if handing_over(s, active):
+        return False
+    first = next((st for st in active.steps if st.status != plans.COMPLETE), None)
+    return first is not None and first.member_id != master_id
 
 
 def _waits_on_a_rebuild(s: Snapshot, active: types_pb2.Plan) -> bool:
