@@ -482,9 +482,7 @@ def _reaches_the_master_late(s: Snapshot, active: types_pb2.Plan, master_id: str
     failover only after steps about other members: a replica's restart there cannot finish without
     a master, so the lost master must be recovered now (the plan is replaced; its work is planned
     again after). A plan already handing the master over is never replaced (:func:`handing_over`)."""
-    from mesos_stateful.lifecycle.plans import OPERATIONS  # plain names, no cycle
-
-    if active.name != plans.UPDATE and active.name not in OPERATIONS:
+    if active.name != plans.UPDATE and active.name not in plans.OPERATIONS:
         return False
     if handing_over(s, active):
         return False
